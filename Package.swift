@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Forge",
+    products: [
+        .library(name: "TensorCore", targets: ["TensorCore"]),
+        .library(name: "DataIO", targets: ["DataIO"]),
+        .library(name: "Models", targets: ["Models"]),
+        .library(name: "Training", targets: ["Training"]),
+        .library(name: "Sampling", targets: ["Sampling"]),
+        .executable(name: "forge", targets: ["forge"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries and C shims
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CSndFile", path: "Sources/CSndFile", pkgConfig: "sndfile",
+                       providers: [.apt(["libsndfile1-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "CPNG", path: "Sources/CPNG",
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("z")]),
+        .target(name: "CJPEG", path: "Sources/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
+        .target(name: "CKernels", path: "Sources/CKernels", linkerSettings: [.linkedLibrary("m")]),
+
+        // Swift modules, each importing only downward
+        .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
+        .target(name: "DataIO", dependencies: ["TensorCore", "CPNG", "CJPEG", "CSndFile", "CZlib"]),
+        .target(name: "Models", dependencies: ["TensorCore"]),
+        .target(name: "Training", dependencies: ["TensorCore", "DataIO", "Models"]),
+        .target(name: "Sampling", dependencies: ["TensorCore", "DataIO", "Models"]),
+        .executableTarget(name: "forge", dependencies: [
+            "TensorCore", "DataIO", "Models", "Training", "Sampling",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DataIOTests", dependencies: ["DataIO"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
+    ]
+)

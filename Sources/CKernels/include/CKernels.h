@@ -1,0 +1,67 @@
+// Hot elementwise, row and layout kernels for TensorCore.
+// Each function works on a contiguous range so the Swift side can split work across threads.
+// Every function is compiled three times (AVX-512, AVX2+FMA, baseline x86-64) and the loader
+// picks the best the CPU runs (GCC/Clang target_clones + ifunc), so no compiler flags are needed.
+#ifndef FORGE_CKERNELS_H
+#define FORGE_CKERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+// ---- elementwise: y[i] = f(x[i]) for i in [0, n) ----
+void fk_exp(const float *x, float *y, long n);
+void fk_log(const float *x, float *y, long n);
+void fk_tanh(const float *x, float *y, long n);
+void fk_sigmoid(const float *x, float *y, long n);
+void fk_gelu_tanh(const float *x, float *y, long n);
+void fk_gelu_erf(const float *x, float *y, long n);
+// dx[i] = dy[i] * f'(x[i])
+void fk_gelu_tanh_backward(const float *x, const float *dy, float *dx, long n);
+void fk_gelu_erf_backward(const float *x, const float *dy, float *dx, long n);
+
+// ---- rows: x is (rows, cols), row-major ----
+// y = softmax(scale * x) per row; if causal_offset >= 0, row r only sees cols <= (r % causal_period) + causal_offset
+void fk_softmax_rows(const float *x, float *y, long rows, long cols, float scale,
+                     long causal_period, long causal_offset);
+// dx = y * (dy - sum(dy * y)) * scale, per row
+void fk_softmax_rows_backward(const float *y, const float *dy, float *dx, long rows, long cols, float scale);
+void fk_log_softmax_rows(const float *x, float *y, long rows, long cols);
+// dx = dy - exp(y) * sum(dy)
+void fk_log_softmax_rows_backward(const float *y, const float *dy, float *dx, long rows, long cols);
+
+// Cross-entropy from logits: for each row, loss[r] = logsumexp(x[r]) - x[r][target[r]] (0 where target == ignore).
+// probs (may be NULL) receives softmax(x) for the backward pass.
+void fk_cross_entropy_rows(const float *logits, const int32_t *targets, float *loss, float *probs,
+                           long rows, long cols, int32_t ignore_index);
+
+// Layer norm over the last dimension. mean/rstd: (rows). weight/bias may be NULL.
+void fk_layernorm_forward(const float *x, const float *weight, const float *bias, float *y,
+                          float *mean, float *rstd, long rows, long cols, float eps);
+// dx (overwritten); dweight/dbias (accumulated, may be NULL) — call per thread with private dweight/dbias.
+void fk_layernorm_backward(const float *x, const float *weight, const float *mean, const float *rstd,
+                           const float *dy, float *dx, float *dweight, float *dbias, long rows, long cols);
+
+// ---- optimizer ----
+// Adam/AdamW on n elements. bias corrections are passed in (1 - beta^t).
+void fk_adam_update(float *param, const float *grad, float *m, float *v, long n,
+                    float lr, float beta1, float beta2, float eps, float weight_decay, int decoupled,
+                    float bias_correction1, float bias_correction2);
+
+// ---- convolution layout ----
+// im2col for one image. img: (C, H, W). col rows = C*KH*KW, row stride = ld (>= OH*OW), written at col + 0.
+void fk_im2col(const float *img, float *col, long C, long H, long W, long KH, long KW,
+               long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
+// col2im for one image, accumulating into img (C, H, W) which the caller zeroes.
+void fk_col2im(const float *col, float *img, long C, long H, long W, long KH, long KW,
+               long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
+
+// ---- reductions (Double accumulators) ----
+double fk_sum(const float *x, long n);
+double fk_sum_squares(const float *x, long n);
+
+// ---- CPU features (for choosing OpenBLAS kernels) ----
+int fk_cpu_has_avx512(void);
+int fk_cpu_has_avx2_fma(void);
+/// Which clone of the kernels runs here: "avx512", "avx2" or "baseline".
+const char *fk_kernel_level(void);
+
+#endif

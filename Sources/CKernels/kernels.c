@@ -1,0 +1,390 @@
+// CKernels: see include/CKernels.h. Loops are written branch-free so the compiler vectorises them
+// for each target clone; transcendental functions are Cephes-style polynomials (<= 2 ulp on the
+// ranges that matter, checked against Double in TensorCoreTests/KernelTests).
+#include "CKernels.h"
+#include <math.h>
+#include <string.h>
+
+#define FK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define FK_INLINE static inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------------------------------------
+// scalar building blocks (inlined into each clone and vectorised there)
+
+FK_INLINE float fk_expf(float v) {
+    v = v > 88.3762626647949f ? 88.3762626647949f : v;
+    v = v < -87.3365447505531f ? -87.3365447505531f : v;
+    float n = __builtin_rintf(v * 1.44269504088896341f);
+    float r = v - n * 0.693359375f;   // Cody-Waite: ln2 = 0.693359375 - 2.12194440e-4
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+// tanh: odd polynomial near 0 (Cephes tanhf), 1 - 2/(e^{2|x|}+1) elsewhere.
+FK_INLINE float fk_tanhf(float x) {
+    float a = fabsf(x);
+    float z = x * x;
+    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
+                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+    float e = fk_expf(2.0f * (a > 9.0f ? 9.0f : a));
+    float big = 1.0f - 2.0f / (e + 1.0f);
+    big = copysignf(big, x);
+    return a < 0.625f ? small : big;
+}
+
+FK_INLINE float fk_sigmoidf(float x) { return 1.0f / (1.0f + fk_expf(-x)); }
+
+// erf via Abramowitz & Stegun 7.1.26 refined form (max abs error 1.5e-7)
+FK_INLINE float fk_erff(float x) {
+    float a = fabsf(x);
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float y = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t
+               + 0.254829592f) * t;
+    float r = 1.0f - y * fk_expf(-a * a);
+    return copysignf(r, x);
+}
+
+// log: Cephes logf polynomial on the mantissa in [sqrt(1/2), sqrt(2))
+FK_INLINE float fk_logf(float x) {
+    int32_t ix;
+    memcpy(&ix, &x, 4);
+    int32_t e = ((ix >> 23) & 0xff) - 126;
+    int32_t mb = (ix & 0x007fffff) | 0x3f000000;   // mantissa in [0.5, 1)
+    float m;
+    memcpy(&m, &mb, 4);
+    int lt = m < 0.707106781186547524f;
+    e = e - lt;
+    m = lt ? m + m - 1.0f : m - 1.0f;
+    float z = m * m;
+    float p = 7.0376836292e-2f;
+    p = p * m - 1.1514610310e-1f;
+    p = p * m + 1.1676998740e-1f;
+    p = p * m - 1.2420140846e-1f;
+    p = p * m + 1.4249322787e-1f;
+    p = p * m - 1.6668057665e-1f;
+    p = p * m + 2.0000714765e-1f;
+    p = p * m - 2.4999993993e-1f;
+    p = p * m + 3.3333331174e-1f;
+    float fe = (float)e;
+    float y = p * m * z;
+    y += -2.12194440e-4f * fe;
+    y += -0.5f * z;
+    float r = m + y;
+    r += 0.693359375f * fe;
+    // special cases, branch-free: x == 0 -> -inf, x < 0 or NaN -> NaN, +inf -> +inf
+    r = x == 0.0f ? -INFINITY : r;
+    r = x < 0.0f ? NAN : r;
+    r = x != x ? x : r;
+    r = x == INFINITY ? INFINITY : r;
+    return r;
+}
+
+#define SQRT_2_OVER_PI 0.7978845608028654f
+#define INV_SQRT2 0.7071067811865476f
+#define INV_SQRT_2PI 0.3989422804014327f
+
+// ---------------------------------------------------------------------------------------------
+// elementwise
+
+FK_CLONES void fk_exp(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = fk_expf(x[i]);
+}
+FK_CLONES void fk_log(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = fk_logf(x[i]);
+}
+FK_CLONES void fk_tanh(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = fk_tanhf(x[i]);
+}
+FK_CLONES void fk_sigmoid(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = fk_sigmoidf(x[i]);
+}
+FK_CLONES void fk_gelu_tanh(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = 0.5f * v * (1.0f + fk_tanhf(SQRT_2_OVER_PI * (v + 0.044715f * v * v * v)));
+    }
+}
+FK_CLONES void fk_gelu_erf(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = 0.5f * v * (1.0f + fk_erff(v * INV_SQRT2));
+    }
+}
+FK_CLONES void fk_gelu_tanh_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n) {
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        float u = SQRT_2_OVER_PI * (v + 0.044715f * v * v * v);
+        float t = fk_tanhf(u);
+        float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * v * v);
+        dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+    }
+}
+FK_CLONES void fk_gelu_erf_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n) {
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        float cdf = 0.5f * (1.0f + fk_erff(v * INV_SQRT2));
+        float pdf = INV_SQRT_2PI * fk_expf(-0.5f * v * v);
+        dx[i] = dy[i] * (cdf + v * pdf);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rows
+
+FK_CLONES void fk_softmax_rows(const float *restrict x, float *restrict y, long rows, long cols, float scale,
+                               long causal_period, long causal_offset) {
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        long visible = cols;
+        if (causal_period > 0) {
+            visible = (r % causal_period) + causal_offset + 1;
+            if (visible > cols) visible = cols;
+        }
+        float mx = -INFINITY;
+        for (long c = 0; c < visible; c++) mx = xr[c] > mx ? xr[c] : mx;
+        float sum = 0.0f;
+        for (long c = 0; c < visible; c++) {
+            float e = fk_expf((xr[c] - mx) * scale);
+            yr[c] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (long c = 0; c < visible; c++) yr[c] *= inv;
+        for (long c = visible; c < cols; c++) yr[c] = 0.0f;
+    }
+}
+
+FK_CLONES void fk_softmax_rows_backward(const float *restrict y, const float *restrict dy, float *restrict dx,
+                                        long rows, long cols, float scale) {
+    for (long r = 0; r < rows; r++) {
+        const float *yr = y + r * cols, *dyr = dy + r * cols;
+        float *dxr = dx + r * cols;
+        float dot = 0.0f;
+        for (long c = 0; c < cols; c++) dot += yr[c] * dyr[c];
+        for (long c = 0; c < cols; c++) dxr[c] = scale * yr[c] * (dyr[c] - dot);
+    }
+}
+
+FK_CLONES void fk_log_softmax_rows(const float *restrict x, float *restrict y, long rows, long cols) {
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        float mx = -INFINITY;
+        for (long c = 0; c < cols; c++) mx = xr[c] > mx ? xr[c] : mx;
+        float sum = 0.0f;
+        for (long c = 0; c < cols; c++) sum += fk_expf(xr[c] - mx);
+        float lse = mx + logf(sum);
+        for (long c = 0; c < cols; c++) yr[c] = xr[c] - lse;
+    }
+}
+
+FK_CLONES void fk_log_softmax_rows_backward(const float *restrict y, const float *restrict dy, float *restrict dx,
+                                            long rows, long cols) {
+    for (long r = 0; r < rows; r++) {
+        const float *yr = y + r * cols, *dyr = dy + r * cols;
+        float *dxr = dx + r * cols;
+        float s = 0.0f;
+        for (long c = 0; c < cols; c++) s += dyr[c];
+        for (long c = 0; c < cols; c++) dxr[c] = dyr[c] - fk_expf(yr[c]) * s;
+    }
+}
+
+FK_CLONES void fk_cross_entropy_rows(const float *restrict logits, const int32_t *restrict targets,
+                                     float *restrict loss, float *restrict probs, long rows, long cols,
+                                     int32_t ignore_index) {
+    for (long r = 0; r < rows; r++) {
+        const float *xr = logits + r * cols;
+        float mx = -INFINITY;
+        for (long c = 0; c < cols; c++) mx = xr[c] > mx ? xr[c] : mx;
+        float sum = 0.0f;
+        if (probs) {
+            float *pr = probs + r * cols;
+            for (long c = 0; c < cols; c++) { float e = fk_expf(xr[c] - mx); pr[c] = e; sum += e; }
+            float inv = 1.0f / sum;
+            for (long c = 0; c < cols; c++) pr[c] *= inv;
+        } else {
+            for (long c = 0; c < cols; c++) sum += fk_expf(xr[c] - mx);
+        }
+        int32_t t = targets[r];
+        loss[r] = (t == ignore_index || t < 0 || t >= cols) ? 0.0f : (mx + logf(sum) - xr[t]);
+    }
+}
+
+FK_CLONES void fk_layernorm_forward(const float *restrict x, const float *restrict weight, const float *restrict bias,
+                                    float *restrict y, float *restrict mean, float *restrict rstd,
+                                    long rows, long cols, float eps) {
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        float s = 0.0f;
+        for (long c = 0; c < cols; c++) s += xr[c];
+        float m = s / (float)cols;
+        float v = 0.0f;
+        for (long c = 0; c < cols; c++) { float d = xr[c] - m; v += d * d; }
+        v /= (float)cols;
+        float rs = 1.0f / sqrtf(v + eps);
+        for (long c = 0; c < cols; c++) {
+            float n = (xr[c] - m) * rs;
+            float w = weight ? weight[c] : 1.0f;
+            float b = bias ? bias[c] : 0.0f;
+            yr[c] = n * w + b;
+        }
+        mean[r] = m;
+        rstd[r] = rs;
+    }
+}
+
+FK_CLONES void fk_layernorm_backward(const float *restrict x, const float *restrict weight, const float *restrict mean,
+                                     const float *restrict rstd, const float *restrict dy, float *restrict dx,
+                                     float *restrict dweight, float *restrict dbias, long rows, long cols) {
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * cols, *dyr = dy + r * cols;
+        float *dxr = dx + r * cols;
+        float m = mean[r], rs = rstd[r];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (long c = 0; c < cols; c++) {
+            float n = (xr[c] - m) * rs;
+            float dn = dyr[c] * (weight ? weight[c] : 1.0f);
+            dnorm_mean += dn;
+            dnorm_norm_mean += dn * n;
+        }
+        dnorm_mean /= (float)cols;
+        dnorm_norm_mean /= (float)cols;
+        for (long c = 0; c < cols; c++) {
+            float n = (xr[c] - m) * rs;
+            float dn = dyr[c] * (weight ? weight[c] : 1.0f);
+            dxr[c] = (dn - dnorm_mean - n * dnorm_norm_mean) * rs;
+        }
+        if (dweight) for (long c = 0; c < cols; c++) dweight[c] += dyr[c] * (xr[c] - m) * rs;
+        if (dbias) for (long c = 0; c < cols; c++) dbias[c] += dyr[c];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimizer: torch.optim.Adam / AdamW update rule, elementwise
+
+FK_CLONES void fk_adam_update(float *restrict param, const float *restrict grad, float *restrict m, float *restrict v,
+                              long n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                              int decoupled, float bias_correction1, float bias_correction2) {
+    float step_size = lr / bias_correction1;
+    float bc2_sqrt = sqrtf(bias_correction2);
+    float decay = decoupled ? (1.0f - lr * weight_decay) : 1.0f;
+    float l2 = decoupled ? 0.0f : weight_decay;
+    for (long i = 0; i < n; i++) {
+        float p = param[i] * decay;
+        float g = grad[i] + l2 * param[i];
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        param[i] = p - step_size * mi / denom;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// convolution layout
+
+FK_CLONES void fk_im2col(const float *restrict img, float *restrict col, long C, long H, long W, long KH, long KW,
+                         long sh, long sw, long ph, long pw, long OH, long OW, long ld) {
+    for (long c = 0; c < C; c++)
+        for (long kh = 0; kh < KH; kh++)
+            for (long kw = 0; kw < KW; kw++) {
+                float *dst = col + ((c * KH + kh) * KW + kw) * ld;
+                const float *src = img + c * H * W;
+                for (long oh = 0; oh < OH; oh++) {
+                    long ih = oh * sh - ph + kh;
+                    float *d = dst + oh * OW;
+                    if (ih < 0 || ih >= H) {
+                        for (long ow = 0; ow < OW; ow++) d[ow] = 0.0f;
+                        continue;
+                    }
+                    const float *s = src + ih * W;
+                    if (sw == 1) {
+                        for (long ow = 0; ow < OW; ow++) {
+                            long iw = ow - pw + kw;
+                            d[ow] = (iw >= 0 && iw < W) ? s[iw] : 0.0f;
+                        }
+                    } else {
+                        for (long ow = 0; ow < OW; ow++) {
+                            long iw = ow * sw - pw + kw;
+                            d[ow] = (iw >= 0 && iw < W) ? s[iw] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+FK_CLONES void fk_col2im(const float *restrict col, float *restrict img, long C, long H, long W, long KH, long KW,
+                         long sh, long sw, long ph, long pw, long OH, long OW, long ld) {
+    for (long c = 0; c < C; c++)
+        for (long kh = 0; kh < KH; kh++)
+            for (long kw = 0; kw < KW; kw++) {
+                const float *src = col + ((c * KH + kh) * KW + kw) * ld;
+                float *dst = img + c * H * W;
+                for (long oh = 0; oh < OH; oh++) {
+                    long ih = oh * sh - ph + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *s = src + oh * OW;
+                    float *d = dst + ih * W;
+                    for (long ow = 0; ow < OW; ow++) {
+                        long iw = ow * sw - pw + kw;
+                        if (iw >= 0 && iw < W) d[iw] += s[ow];
+                    }
+                }
+            }
+}
+
+// ---------------------------------------------------------------------------------------------
+// reductions: Double accumulation in 8 lanes, combined in a fixed order
+
+FK_CLONES double fk_sum(const float *restrict x, long n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k];
+    double s = 0;
+    for (; i < n; i++) s += (double)x[i];
+    for (int k = 0; k < 8; k++) s += acc[k];
+    return s;
+}
+
+FK_CLONES double fk_sum_squares(const float *restrict x, long n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)x[i + k] * (double)x[i + k];
+    double s = 0;
+    for (; i < n; i++) s += (double)x[i] * (double)x[i];
+    for (int k = 0; k < 8; k++) s += acc[k];
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU features
+
+int fk_cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+}
+int fk_cpu_has_avx2_fma(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+const char *fk_kernel_level(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "avx512";
+    if (__builtin_cpu_supports("x86-64-v3")) return "avx2";
+    return "baseline";
+}

@@ -1,0 +1,1 @@
+// Sampling: filled in by its issue.
