@@ -60,7 +60,7 @@ public final class Tensor: CustomStringConvertible {
     /// `[start, start + step, …)` below `end`, like `torch.arange`.
     public static func arange(_ start: Float = 0, _ end: Float, step: Float = 1) -> Tensor {
         precondition(step != 0, "arange: step must not be 0")
-        let n = max(0, Int(((end - start) / step).rounded(.up)))
+        let n = Swift.max(0, Int(((end - start) / step).rounded(.up)))
         return Tensor(shape: [n]) { b in for i in 0..<n { b[i] = start + Float(i) * step } }
     }
 
@@ -117,7 +117,7 @@ public final class Tensor: CustomStringConvertible {
     public func detach() -> Tensor { Tensor(shape: shape, storage: storage) }
 
     public var description: String {
-        let n = min(count, 8)
+        let n = Swift.min(count, 8)
         let vals = (0..<n).map { String(format: "%.4g", storage.pointer[$0]) }.joined(separator: ", ")
         return "Tensor(shape: \(shape), [\(vals)\(count > n ? ", …" : "")])"
     }

@@ -1,0 +1,240 @@
+import Foundation
+import CKernels
+
+// MARK: - broadcasting
+
+/// The broadcast result shape of `a` and `b` (NumPy/PyTorch rules), or a precondition failure naming both.
+public func broadcastShape(_ a: [Int], _ b: [Int], op: String) -> [Int] {
+    let n = max(a.count, b.count)
+    var out = [Int](repeating: 1, count: n)
+    for i in 0..<n {
+        let da = i < n - a.count ? 1 : a[i - (n - a.count)]
+        let db = i < n - b.count ? 1 : b[i - (n - b.count)]
+        precondition(da == db || da == 1 || db == 1, "\(op): shapes \(a) and \(b) do not broadcast")
+        out[i] = da == 1 ? db : da
+    }
+    return out
+}
+
+/// Strides of `shape` seen as `target` (broadcast axes get stride 0).
+func broadcastStrides(_ shape: [Int], to target: [Int]) -> [Int] {
+    let s = Tensor.strides(shape)
+    let pad = target.count - shape.count
+    return (0..<target.count).map { i in i < pad || shape[i - pad] == 1 ? 0 : s[i - pad] }
+}
+
+extension Tensor {
+    /// Sums `self` down to `shape` (the inverse of broadcasting), for the backward pass of broadcasting ops.
+    public func sum(toShape target: [Int]) -> Tensor {
+        if shape == target { return self }
+        let pad = shape.count - target.count
+        precondition(pad >= 0, "sum(toShape:): cannot reduce \(shape) to \(target)")
+        var axes: [Int] = Array(0..<pad)
+        for i in 0..<target.count where target[i] == 1 && shape[i + pad] != 1 { axes.append(i + pad) }
+        var r = axes.isEmpty ? self : sum(axes: axes, keepDims: true)
+        if r.shape != target { r = r.reshaped(target) }
+        return r
+    }
+}
+
+/// Applies `f` elementwise over the broadcast of `a` and `b` into a new tensor (no graph).
+@inline(__always)
+func broadcastMap(_ a: Tensor, _ b: Tensor, op: String, _ f: @escaping (Float, Float) -> Float) -> Tensor {
+    let outShape = a.shape == b.shape ? a.shape : broadcastShape(a.shape, b.shape, op: op)
+    let out = Tensor(uninitializedShape: outShape)
+    let n = out.count
+    let pa = SendablePointer(a.pointer), pb = SendablePointer(b.pointer), po = SendablePointer(out.mutablePointer)
+    if a.shape == b.shape {
+        parallelFor(n) { s, e in for i in s..<e { po.p[i] = f(pa.p[i], pb.p[i]) } }
+    } else if b.count == 1 {
+        let bv = b.pointer[0]
+        parallelFor(n) { s, e in for i in s..<e { po.p[i] = f(pa.p[i], bv) } }
+    } else if a.count == 1 {
+        let av = a.pointer[0]
+        parallelFor(n) { s, e in for i in s..<e { po.p[i] = f(av, pb.p[i]) } }
+    } else {
+        // General case: iterate rows of the last axis with per-input strides.
+        let sa = broadcastStrides(a.shape, to: outShape), sb = broadcastStrides(b.shape, to: outShape)
+        let rank = outShape.count
+        let inner = outShape[rank - 1]
+        let ia = sa[rank - 1], ib = sb[rank - 1]
+        let rows = n / max(inner, 1)
+        parallelFor(rows, grain: max(1, 32_768 / max(inner, 1))) { rs, re in
+            for r in rs..<re {
+                var rem = r, offA = 0, offB = 0
+                for d in stride(from: rank - 2, through: 0, by: -1) {
+                    let idx = rem % outShape[d]
+                    rem /= outShape[d]
+                    offA += idx * sa[d]
+                    offB += idx * sb[d]
+                }
+                let o = po.p + r * inner
+                for j in 0..<inner { o[j] = f(pa.p[offA + j * ia], pb.p[offB + j * ib]) }
+            }
+        }
+    }
+    return out
+}
+
+/// Applies `f` elementwise into a new tensor of the same shape (no graph).
+@inline(__always)
+func unaryMap(_ x: Tensor, _ f: @escaping (Float) -> Float) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
+    parallelFor(x.count) { s, e in for i in s..<e { po.p[i] = f(px.p[i]) } }
+    return out
+}
+
+/// Runs a C kernel `(src, dst, n)` elementwise in parallel chunks.
+@inline(__always)
+func kernelMap(_ x: Tensor, _ kernel: @escaping (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
+    parallelFor(x.count) { s, e in kernel(px.p + s, po.p + s, e - s) }
+    return out
+}
+
+/// dx = dy * g(x, y) elementwise (y = the op's output), no graph.
+@inline(__always)
+func gradMap(_ dy: Tensor, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ g: @escaping (Float, Float) -> Float) -> Tensor {
+    let out = Tensor(uninitializedShape: dy.shape)
+    let pd = SendablePointer(dy.pointer), px = SendablePointer(x), py = SendablePointer(y), po = SendablePointer(out.mutablePointer)
+    parallelFor(dy.count) { s, e in for i in s..<e { po.p[i] = pd.p[i] * g(px.p[i], py.p[i]) } }
+    return out
+}
+
+// MARK: - binary arithmetic
+
+public func + (a: Tensor, b: Tensor) -> Tensor {
+    let out = broadcastMap(a, b, op: "add") { $0 + $1 }
+    let sa = a.shape, sb = b.shape
+    return Tensor.record(out, "add", [a, b]) { g in [g.sum(toShape: sa), g.sum(toShape: sb)] }
+}
+
+public func - (a: Tensor, b: Tensor) -> Tensor {
+    let out = broadcastMap(a, b, op: "sub") { $0 - $1 }
+    let sa = a.shape, sb = b.shape
+    return Tensor.record(out, "sub", [a, b]) { g in [g.sum(toShape: sa), (-g).sum(toShape: sb)] }
+}
+
+public func * (a: Tensor, b: Tensor) -> Tensor {
+    let out = broadcastMap(a, b, op: "mul") { $0 * $1 }
+    return Tensor.record(out, "mul", [a, b]) { g in
+        [a.requiresGrad ? broadcastMap(g, b, op: "mul") { $0 * $1 }.sum(toShape: a.shape) : nil,
+         b.requiresGrad ? broadcastMap(g, a, op: "mul") { $0 * $1 }.sum(toShape: b.shape) : nil]
+    }
+}
+
+public func / (a: Tensor, b: Tensor) -> Tensor {
+    let out = broadcastMap(a, b, op: "div") { $0 / $1 }
+    return Tensor.record(out, "div", [a, b]) { g in
+        let ga: Tensor? = a.requiresGrad ? broadcastMap(g, b, op: "div") { $0 / $1 }.sum(toShape: a.shape) : nil
+        var gb: Tensor? = nil
+        if b.requiresGrad {
+            // d(a/b)/db = -a / b²
+            let ab = broadcastMap(a, b, op: "div") { $0 / ($1 * $1) }
+            gb = broadcastMap(g, ab, op: "div") { -$0 * $1 }.sum(toShape: b.shape)
+        }
+        return [ga, gb]
+    }
+}
+
+public prefix func - (x: Tensor) -> Tensor {
+    let out = unaryMap(x) { -$0 }
+    return Tensor.record(out, "neg", [x]) { g in [unaryMap(g) { -$0 }] }
+}
+
+// scalar forms
+public func + (a: Tensor, s: Float) -> Tensor {
+    Tensor.record(unaryMap(a) { $0 + s }, "add_scalar", [a]) { g in [g] }
+}
+public func + (s: Float, a: Tensor) -> Tensor { a + s }
+public func - (a: Tensor, s: Float) -> Tensor { a + (-s) }
+public func - (s: Float, a: Tensor) -> Tensor {
+    Tensor.record(unaryMap(a) { s - $0 }, "rsub_scalar", [a]) { g in [unaryMap(g) { -$0 }] }
+}
+public func * (a: Tensor, s: Float) -> Tensor {
+    Tensor.record(unaryMap(a) { $0 * s }, "mul_scalar", [a]) { g in [unaryMap(g) { $0 * s }] }
+}
+public func * (s: Float, a: Tensor) -> Tensor { a * s }
+public func / (a: Tensor, s: Float) -> Tensor { a * (1 / s) }
+
+// MARK: - unary math
+
+extension Tensor {
+    public func exp() -> Tensor {
+        let out = kernelMap(self) { fk_exp($0, $1, $2) }
+        let ys = out.storage
+        return Tensor.record(out, "exp", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in y }] }
+    }
+
+    public func log() -> Tensor {
+        let out = kernelMap(self) { fk_log($0, $1, $2) }
+        return Tensor.record(out, "log", [self]) { g in [broadcastMap(g, self, op: "log") { $0 / $1 }] }
+    }
+
+    public func sqrt() -> Tensor {
+        let out = unaryMap(self) { $0.squareRoot() }
+        let ys = out.storage
+        return Tensor.record(out, "sqrt", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in 0.5 / y }] }
+    }
+
+    public func square() -> Tensor {
+        let out = unaryMap(self) { $0 * $0 }
+        return Tensor.record(out, "square", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in 2 * x }] }
+    }
+
+    /// Elementwise power with a constant exponent.
+    public func pow(_ p: Float) -> Tensor {
+        let out = unaryMap(self) { Foundation.pow($0, p) }
+        return Tensor.record(out, "pow", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in p * Foundation.pow(x, p - 1) }] }
+    }
+
+    public func abs() -> Tensor {
+        let out = unaryMap(self) { Swift.abs($0) }
+        return Tensor.record(out, "abs", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in x > 0 ? 1 : (x < 0 ? -1 : 0) }] }
+    }
+
+    public func tanh() -> Tensor {
+        let out = kernelMap(self) { fk_tanh($0, $1, $2) }
+        let ys = out.storage
+        return Tensor.record(out, "tanh", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in 1 - y * y }] }
+    }
+
+    public func sigmoid() -> Tensor {
+        let out = kernelMap(self) { fk_sigmoid($0, $1, $2) }
+        let ys = out.storage
+        return Tensor.record(out, "sigmoid", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in y * (1 - y) }] }
+    }
+
+    public func relu() -> Tensor {
+        let out = unaryMap(self) { $0 > 0 ? $0 : 0 }
+        let ys = out.storage
+        return Tensor.record(out, "relu", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in y > 0 ? 1 : 0 }] }
+    }
+
+    public func leakyRelu(_ slope: Float = 0.01) -> Tensor {
+        let out = unaryMap(self) { $0 > 0 ? $0 : $0 * slope }
+        return Tensor.record(out, "leaky_relu", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in x > 0 ? 1 : slope }] }
+    }
+
+    /// GELU; `approximate: true` is the tanh form (`nn.GELU(approximate="tanh")`), false the exact erf form.
+    public func gelu(approximate: Bool = false) -> Tensor {
+        let out = approximate ? kernelMap(self) { fk_gelu_tanh($0, $1, $2) } : kernelMap(self) { fk_gelu_erf($0, $1, $2) }
+        return Tensor.record(out, "gelu", [self]) { g in
+            let dx = Tensor(uninitializedShape: g.shape)
+            let px = SendablePointer(self.pointer), pg = SendablePointer(g.pointer), pd = SendablePointer(dx.mutablePointer)
+            parallelFor(g.count) { s, e in
+                if approximate { fk_gelu_tanh_backward(px.p + s, pg.p + s, pd.p + s, e - s) }
+                else { fk_gelu_erf_backward(px.p + s, pg.p + s, pd.p + s, e - s) }
+            }
+            return [dx]
+        }
+    }
+
+    /// Clamps into [low, high]; the gradient passes where the input was inside.
+    public func clamped(min low: Float = -.infinity, max high: Float = .infinity) -> Tensor {
+        let out = unaryMap(self) { Swift.min(Swift.max($0, low), high) }
+        return Tensor.record(out, "clamp", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in (x >= low && x <= high) ? 1 : 0 }] }
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import CKernels
+
+extension Tensor {
+    /// Views the shape as (outer, reduced, inner) for a contiguous run of reduced axes.
+    private func split(around axes: [Int]) -> (outer: Int, reduced: Int, inner: Int) {
+        let lo = axes.min()!, hi = axes.max()!
+        let outer = shape[..<lo].reduce(1, *)
+        let reduced = shape[lo...hi].reduce(1, *)
+        let inner = shape[(hi + 1)...].reduce(1, *)
+        return (outer, reduced, inner)
+    }
+
+    private func reducedShape(_ axes: Set<Int>, keepDims: Bool) -> [Int] {
+        var s: [Int] = []
+        for (i, d) in shape.enumerated() {
+            if axes.contains(i) { if keepDims { s.append(1) } } else { s.append(d) }
+        }
+        return s
+    }
+
+    private func normalizedAxes(_ axes: [Int]?, op: String) -> [Int] {
+        guard let axes else { return Array(0..<rank) }
+        let n = Set(axes.map { normalizeAxis($0, rank, op: op) }).sorted()
+        return n
+    }
+
+    /// Sum of all elements (Double accumulation, deterministic chunking).
+    public func sum() -> Tensor { sum(axes: nil, keepDims: false) }
+    public func mean() -> Tensor { mean(axes: nil, keepDims: false) }
+
+    public func sum(axis: Int, keepDims: Bool = false) -> Tensor { sum(axes: [axis], keepDims: keepDims) }
+    public func mean(axis: Int, keepDims: Bool = false) -> Tensor { mean(axes: [axis], keepDims: keepDims) }
+
+    /// Sum over `axes` (all when nil).
+    public func sum(axes: [Int]?, keepDims: Bool = false) -> Tensor {
+        let ax = normalizedAxes(axes, op: "sum")
+        let outShape = reducedShape(Set(ax), keepDims: keepDims)
+        let out: Tensor
+        if rank == 0 || ax.isEmpty {
+            out = detached().reshapedNoGrad(outShape)
+        } else if ax.count == rank {
+            let p = SendablePointer(pointer)
+            let parts = parallelChunks(count, grain: 65_536) { s, e in fk_sum(p.p + s, e - s) }
+            out = Tensor(shape: outShape, repeating: Float(parts.reduce(0, +)))
+        } else if ax == Array(ax.first!...ax.last!) {
+            out = Tensor.reduceContiguous(self, split(around: ax), outShape: outShape)
+        } else {
+            // Non-contiguous axes: reduce one axis at a time (highest first keeps indices valid).
+            var r = self.detach()
+            for a in ax.reversed() { r = withNoGrad { r.sum(axes: [a], keepDims: true) } }
+            out = keepDims ? r : r.reshapedNoGrad(outShape)
+        }
+        let inShape = shape
+        return Tensor.record(out, "sum", [self]) { g in
+            // broadcast g back over the reduced axes
+            var kept = inShape
+            for a in ax { kept[a] = 1 }
+            return [Tensor.expand(g.reshapedNoGrad(kept), to: inShape)]
+        }
+    }
+
+    public func mean(axes: [Int]?, keepDims: Bool = false) -> Tensor {
+        let ax = normalizedAxes(axes, op: "mean")
+        let n = ax.reduce(1) { $0 * shape[$1] }
+        return sum(axes: ax, keepDims: keepDims) * (1 / Float(Swift.max(n, 1)))
+    }
+
+    /// (outer, reduced, inner) -> (outer, inner), Double accumulators.
+    static func reduceContiguous(_ x: Tensor, _ dims: (outer: Int, reduced: Int, inner: Int), outShape: [Int]) -> Tensor {
+        let (outer, reduced, inner) = dims
+        let out = Tensor(uninitializedShape: outShape)
+        let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
+        if inner == 1 {
+            parallelFor(outer, grain: Swift.max(1, 65_536 / Swift.max(reduced, 1))) { s, e in
+                for o in s..<e { po.p[o] = Float(fk_sum(px.p + o * reduced, reduced)) }
+            }
+        } else {
+            parallelFor(outer * inner, grain: Swift.max(1, 65_536 / Swift.max(reduced, 1))) { s, e in
+                for idx in s..<e {
+                    let o = idx / inner, i = idx % inner
+                    var sum = 0.0
+                    let base = px.p + o * reduced * inner + i
+                    for r in 0..<reduced { sum += Double(base[r * inner]) }
+                    po.p[idx] = Float(sum)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Repeats `x` (whose shape broadcasts to `shape`) up to `shape`. No graph.
+    static func expand(_ x: Tensor, to target: [Int]) -> Tensor {
+        if x.shape == target { return x }
+        let out = Tensor(uninitializedShape: target)
+        let sx = broadcastStrides(x.shape, to: target)
+        let rank = target.count
+        let inner = target[rank - 1], ix = sx[rank - 1]
+        let rows = out.count / Swift.max(inner, 1)
+        let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
+        parallelFor(rows, grain: Swift.max(1, 32_768 / Swift.max(inner, 1))) { rs, re in
+            for r in rs..<re {
+                var rem = r, off = 0
+                for d in stride(from: rank - 2, through: 0, by: -1) {
+                    off += (rem % target[d]) * sx[d]
+                    rem /= target[d]
+                }
+                let o = po.p + r * inner
+                if ix == 0 { o.update(repeating: px.p[off], count: inner) }
+                else { for j in 0..<inner { o[j] = px.p[off + j * ix] } }
+            }
+        }
+        return out
+    }
+
+    /// Broadcasts this tensor to `shape` (differentiable: the gradient sums back).
+    public func expanded(to target: [Int]) -> Tensor {
+        precondition(broadcastShape(shape, target, op: "expand") == target, "expanded(to:): \(shape) does not broadcast to \(target)")
+        let out = Tensor.expand(self, to: target)
+        let s = shape
+        return Tensor.record(out, "expand", [self]) { g in [g.sum(toShape: s)] }
+    }
+
+    /// Maximum over `axis`.
+    public func max(axis: Int, keepDims: Bool = false) -> Tensor {
+        let (values, indices) = maxWithIndices(axis: axis, keepDims: keepDims)
+        let inShape = shape, a = normalizeAxis(axis, rank, op: "max")
+        return Tensor.record(values, "max", [self]) { g in
+            let dx = Tensor.zeros(inShape)
+            let inner = inShape[(a + 1)...].reduce(1, *), red = inShape[a]
+            for (k, idx) in indices.enumerated() {
+                let o = k / inner, i = k % inner
+                dx.mutablePointer[(o * red + idx) * inner + i] += g.pointer[k]
+            }
+            return [dx]
+        }
+    }
+
+    /// Maximum over all elements.
+    public func max() -> Tensor { reshaped([count]).max(axis: 0) }
+
+    /// Index of the maximum along `axis` (first one on ties), as Ints.
+    public func argmax(axis: Int) -> [Int] { maxWithIndices(axis: axis, keepDims: false).1 }
+
+    func maxWithIndices(axis: Int, keepDims: Bool) -> (Tensor, [Int]) {
+        let a = normalizeAxis(axis, rank, op: "max")
+        let outer = shape[..<a].reduce(1, *), red = shape[a], inner = shape[(a + 1)...].reduce(1, *)
+        precondition(red > 0, "max: axis \(axis) of shape \(shape) is empty")
+        var outShape = shape
+        if keepDims { outShape[a] = 1 } else { outShape.remove(at: a) }
+        let out = Tensor(uninitializedShape: outShape)
+        var idx = [Int](repeating: 0, count: outer * inner)
+        for o in 0..<outer {
+            for i in 0..<inner {
+                var best = pointer[o * red * inner + i], bi = 0
+                if !best.isNaN {
+                    for r in 1..<red {
+                        let v = pointer[(o * red + r) * inner + i]
+                        if v > best || v.isNaN { best = v; bi = r; if v.isNaN { break } }  // NaN wins, like torch
+                    }
+                }
+                out.mutablePointer[o * inner + i] = best
+                idx[o * inner + i] = bi
+            }
+        }
+        return (out, idx)
+    }
+}
