@@ -1,0 +1,216 @@
+import Foundation
+
+// Layers with PyTorch's parameter names, shapes and default initialisations, so a model built from
+// them loads a PyTorch state_dict directly and starts from the same distribution.
+
+// MARK: - initialisation
+
+/// PyTorch's default initialisations, drawing from a caller's generator.
+public enum Init {
+    /// `kaiming_uniform_(w, a=√5)`, the default for Linear and Conv weights: gain √(2/(1+a²)) = √(1/3)
+    /// times √3/√fan_in gives the bound 1/√fan_in.
+    public static func kaimingUniformDefault(_ shape: [Int], fanIn: Int, generator: inout RandomGenerator) -> Tensor {
+        let bound = fanIn > 0 ? 1 / Float(fanIn).squareRoot() : 0
+        return Tensor.uniform(shape, low: -bound, high: bound, generator: &generator)
+    }
+
+    /// The default bias of Linear and Conv layers: uniform(±1/√fan_in), zero when fan_in is 0.
+    public static func defaultBias(_ count: Int, fanIn: Int, generator: inout RandomGenerator) -> Tensor {
+        kaimingUniformDefault([count], fanIn: fanIn, generator: &generator)
+    }
+
+    /// fan_in as `torch.nn.init._calculate_fan_in_and_fan_out` computes it: dim 1 × the receptive field
+    /// (for a ConvTranspose weight (in, out, k…) that is out × k…, not in).
+    public static func fanIn(ofWeightShape shape: [Int]) -> Int {
+        precondition(shape.count >= 2, "fanIn: weight needs rank >= 2, got \(shape)")
+        return shape[1] * shape.dropFirst(2).reduce(1, *)
+    }
+}
+
+/// Makes a leaf that collects gradients.
+@inline(__always)
+private func parameter(_ t: Tensor) -> Tensor {
+    t.requiresGrad = true
+    return t
+}
+
+// MARK: - Linear
+
+/// y = x·Wᵀ + b over the last axis, like `torch.nn.Linear`. weight is (out, in).
+public final class Linear: Layer {
+    public var isTraining = true
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let inFeatures: Int, outFeatures: Int
+
+    /// Weight kaiming-uniform(a=√5) (bound 1/√in), bias uniform(±1/√in), both from `generator`.
+    public convenience init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, generator: inout RandomGenerator) {
+        let w = Init.kaimingUniformDefault([outFeatures, inFeatures], fanIn: inFeatures, generator: &generator)
+        let b = bias ? Init.defaultBias(outFeatures, fanIn: inFeatures, generator: &generator) : nil
+        self.init(weight: w, bias: b)
+    }
+
+    /// As `init(_:_:bias:generator:)`, drawing from `DefaultRNG`.
+    public convenience init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
+        let (w, b) = DefaultRNG.with { g in
+            (Init.kaimingUniformDefault([outFeatures, inFeatures], fanIn: inFeatures, generator: &g),
+             bias ? Init.defaultBias(outFeatures, fanIn: inFeatures, generator: &g) : nil)
+        }
+        self.init(weight: w, bias: b)
+    }
+
+    /// Wraps given tensors (weight (out, in), bias (out)), which become trainable.
+    public init(weight: Tensor, bias: Tensor?) {
+        precondition(weight.rank == 2 && (bias == nil || bias!.shape == [weight.shape[0]]),
+                     "Linear: weight \(weight.shape) must be (out, in) and bias \(bias?.shape ?? []) (out)")
+        outFeatures = weight.shape[0]
+        inFeatures = weight.shape[1]
+        self.weight = parameter(weight)
+        self.bias = bias.map(parameter)
+    }
+
+    public var localParameters: [(String, Tensor)] {
+        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+    }
+
+    /// x: (…, in) → (…, out).
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
+                     "Linear(\(inFeatures), \(outFeatures)): input shape \(x.shape) does not end in \(inFeatures)")
+        // matmul wants rank ≥ 2; a single vector goes through as one row.
+        let x2 = x.rank == 1 ? x.reshaped([1, inFeatures]) : x
+        var y = x2.matmul(weight, transposeB: true)
+        if let bias { y = y + bias }
+        return x.rank == 1 ? y.reshaped([outFeatures]) : y
+    }
+}
+
+// MARK: - normalisation, embedding, dropout
+
+/// Layer normalisation over the last axis, like `torch.nn.LayerNorm(dim, bias=…)`: weight 1, bias 0.
+public final class LayerNorm: Layer {
+    public var isTraining = true
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let eps: Float
+
+    public init(_ dim: Int, eps: Float = 1e-5, bias: Bool = true) {
+        weight = parameter(Tensor.ones([dim]))
+        self.bias = bias ? parameter(Tensor.zeros([dim])) : nil
+        self.eps = eps
+    }
+
+    public var localParameters: [(String, Tensor)] {
+        [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+    }
+
+    public func forward(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
+}
+
+/// A lookup table of `count` vectors of size `dim`, like `torch.nn.Embedding`: weight N(0, 1).
+public final class Embedding: Module {
+    public var isTraining = true
+    public let weight: Tensor
+
+    public init(_ count: Int, _ dim: Int, generator: inout RandomGenerator) {
+        weight = parameter(Tensor.randn([count, dim], generator: &generator))
+    }
+
+    /// As `init(_:_:generator:)`, drawing from `DefaultRNG`.
+    public init(_ count: Int, _ dim: Int) {
+        weight = parameter(Tensor.randn([count, dim]))
+    }
+
+    public var localParameters: [(String, Tensor)] { [("weight", weight)] }
+
+    /// The rows for `indices` laid out as `shape` + [dim].
+    public func forward(_ indices: [Int32], shape: [Int]) -> Tensor { embedding(weight, indices, shape: shape) }
+    public func callAsFunction(_ indices: [Int32], shape: [Int]) -> Tensor { forward(indices, shape: shape) }
+}
+
+/// Zeroes elements with probability `p` while training and scales the rest by 1/(1-p), like
+/// `torch.nn.Dropout`; the identity in evaluation mode. Draws from `DefaultRNG`.
+public final class Dropout: Layer {
+    public var isTraining = true
+    public let p: Float
+
+    public init(_ p: Float = 0.5) {
+        precondition(p >= 0 && p <= 1, "Dropout: p must be in [0, 1], got \(p)")
+        self.p = p
+    }
+
+    public func forward(_ x: Tensor) -> Tensor { dropout(x, p: p, training: isTraining) }
+
+    /// Same, drawing the mask from `generator` (reproducible independently of `DefaultRNG`).
+    public func forward(_ x: Tensor, generator: inout RandomGenerator) -> Tensor {
+        dropout(x, p: p, training: isTraining, generator: &generator)
+    }
+}
+
+// MARK: - activations and reshaping
+
+/// `torch.nn.ReLU`.
+public final class ReLU: Layer {
+    public var isTraining = true
+    public init() {}
+    public func forward(_ x: Tensor) -> Tensor { x.relu() }
+}
+
+/// `torch.nn.LeakyReLU(negative_slope)`.
+public final class LeakyReLU: Layer {
+    public var isTraining = true
+    public let negativeSlope: Float
+    public init(_ negativeSlope: Float = 0.01) { self.negativeSlope = negativeSlope }
+    public func forward(_ x: Tensor) -> Tensor { x.leakyRelu(negativeSlope) }
+}
+
+/// `torch.nn.Tanh`.
+public final class Tanh: Layer {
+    public var isTraining = true
+    public init() {}
+    public func forward(_ x: Tensor) -> Tensor { x.tanh() }
+}
+
+/// `torch.nn.Sigmoid`.
+public final class Sigmoid: Layer {
+    public var isTraining = true
+    public init() {}
+    public func forward(_ x: Tensor) -> Tensor { x.sigmoid() }
+}
+
+/// `torch.nn.GELU`; `approximate: true` is `approximate="tanh"` (GPT-2's form).
+public final class GELU: Layer {
+    public var isTraining = true
+    public let approximate: Bool
+    public init(approximate: Bool = false) { self.approximate = approximate }
+    public func forward(_ x: Tensor) -> Tensor { x.gelu(approximate: approximate) }
+}
+
+/// `torch.nn.Identity`.
+public final class Identity: Layer {
+    public var isTraining = true
+    public init() {}
+    public func forward(_ x: Tensor) -> Tensor { x }
+}
+
+/// Flattens axes from `startAxis` on, like `torch.nn.Flatten(start_dim=1)`.
+public final class Flatten: Layer {
+    public var isTraining = true
+    public let startAxis: Int
+    public init(startAxis: Int = 1) { self.startAxis = startAxis }
+    public func forward(_ x: Tensor) -> Tensor { x.flattened(from: startAxis) }
+}
+
+/// Splits axis `axis` into `sizes`, like `torch.nn.Unflatten(dim, sizes)` (e.g. (B, 1024) → (B, 64, 4, 4)).
+public final class Unflatten: Layer {
+    public var isTraining = true
+    public let axis: Int
+    public let sizes: [Int]
+    public init(axis: Int, sizes: [Int]) { self.axis = axis; self.sizes = sizes }
+    public func forward(_ x: Tensor) -> Tensor {
+        let a = axis < 0 ? axis + x.rank : axis
+        precondition(a >= 0 && a < x.rank && sizes.reduce(1, *) == x.shape[a],
+                     "Unflatten: cannot split axis \(axis) of \(x.shape) into \(sizes)")
+        return x.reshaped(Array(x.shape[..<a]) + sizes + Array(x.shape[(a + 1)...]))
+    }
+}

@@ -1,0 +1,35 @@
+import Foundation
+
+/// A learning rate as a function of the iteration number (0-based), set on an optimizer each step:
+/// `optimizer.learningRate = schedule.learningRate(at: iteration)`.
+public enum LRSchedule: Sendable, Equatable {
+    /// The same rate throughout.
+    case constant(Float)
+    /// `initial · gamma^⌊iteration / stepSize⌋`, like `torch.optim.lr_scheduler.StepLR`.
+    case step(initial: Float, stepSize: Int, gamma: Float)
+    /// nanoGPT's `get_lr`: linear warm-up to `maxRate` over `warmupIterations`, cosine decay to `minRate`
+    /// at `decayIterations`, then `minRate`.
+    case warmupCosine(maxRate: Float, minRate: Float, warmupIterations: Int, decayIterations: Int)
+
+    /// The learning rate for iteration `iteration` (computed in Double, as Python does).
+    public func learningRate(at iteration: Int) -> Float {
+        switch self {
+        case .constant(let rate):
+            return rate
+        case let .step(initial, stepSize, gamma):
+            precondition(stepSize > 0, "LRSchedule.step: stepSize must be positive, got \(stepSize)")
+            return Float(Double(initial) * Foundation.pow(Double(gamma), Double(iteration / stepSize)))
+        case let .warmupCosine(maxRate, minRate, warmup, decay):
+            let maxLR = Double(maxRate), minLR = Double(minRate)
+            // 1) linear warm-up; (it + 1) / (warmup + 1) so iteration 0 does not train at rate 0
+            if iteration < warmup { return Float(maxLR * Double(iteration + 1) / Double(warmup + 1)) }
+            // 2) past the decay horizon: the floor
+            if iteration > decay { return Float(minLR) }
+            // 3) in between: cosine from maxLR down to minLR
+            precondition(decay > warmup, "LRSchedule.warmupCosine: decayIterations (\(decay)) must exceed warmupIterations (\(warmup))")
+            let ratio = Double(iteration - warmup) / Double(decay - warmup)
+            let coefficient = 0.5 * (1 + Foundation.cos(Double.pi * ratio))
+            return Float(minLR + coefficient * (maxLR - minLR))
+        }
+    }
+}
