@@ -1,0 +1,110 @@
+import Foundation
+import CKernels
+
+// Batch normalisation over axis 1 of (B, C) or (B, C, *spatial), seen as (B, C, S).
+// Everything is per channel, so both passes run parallel over channels; each channel's sums are
+// taken in Double in a fixed order (b, then the C kernel's fixed lanes), so the results are
+// bit-identical whatever the thread scheduling.
+
+/// Batch norm (`torch.nn.functional.batch_norm`) over axis 1 of x (B, C) or (B, C, *spatial).
+/// - weight, bias: (C) or nil (no affine transform).
+/// - runningMean, runningVar: (C) or both nil. In training they are updated in place (no graph):
+///   running = (1 − momentum)·running + momentum·batchStat, with the unbiased batch variance, like torch.
+/// - training: normalise with the batch's mean and biased variance; otherwise with the running
+///   statistics (or the batch's when there are none, like torch with track_running_stats=False).
+/// Differentiable in x, weight and bias (in training through the batch statistics).
+public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: Tensor?, runningVar: Tensor?,
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
+    precondition(x.rank >= 2, "batchNorm: input must be (B, C) or (B, C, *spatial), got \(x.shape)")
+    let B = x.shape[0], C = x.shape[1], S = x.shape[2...].reduce(1, *)
+    for (name, t) in [("weight", weight), ("bias", bias), ("runningMean", runningMean), ("runningVar", runningVar)] {
+        if let t { precondition(t.shape == [C], "batchNorm: \(name) \(t.shape) does not match input \(x.shape) (needs [\(C)])") }
+    }
+    precondition((runningMean == nil) == (runningVar == nil), "batchNorm: pass both runningMean and runningVar or neither")
+    let useBatchStats = training || runningMean == nil
+    let N = B * S
+    precondition(!useBatchStats || N > 1, "batchNorm: batch statistics need more than 1 value per channel, input \(x.shape)")
+
+    let y = Tensor(uninitializedShape: x.shape)
+    // Per channel: the mean subtracted and 1/sqrt(var + eps), kept for the backward pass.
+    let mean = Tensor(uninitializedShape: [C]), rstd = Tensor(uninitializedShape: [C])
+    let px = SendablePointer(x.pointer), py = SendablePointer(y.mutablePointer)
+    let pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
+    let pw = weight.map { SendablePointer($0.pointer) }, pb = bias.map { SendablePointer($0.pointer) }
+    let prm = runningMean.map { SendablePointer($0.mutablePointer) }, prv = runningVar.map { SendablePointer($0.mutablePointer) }
+    let grain = Swift.max(1, 32_768 / Swift.max(N, 1))
+    parallelFor(C, grain: grain) { s, e in
+        for c in s..<e {
+            // row (b, c) of S values starts at x + (b·C + c)·S
+            let mu: Double, variance: Double
+            if useBatchStats {
+                var sum = 0.0
+                for b in 0..<B { sum += fk_sum(px.p + (b * C + c) * S, S) }
+                mu = sum / Double(N)
+                var squares = 0.0   // two passes: Σ(x − mean)² does not cancel like Σx² − N·mean²
+                for b in 0..<B { squares += fk_sum_squared_deviation(px.p + (b * C + c) * S, S, mu) }
+                variance = squares / Double(N)
+                if training, let prm, let prv {
+                    let m = Double(momentum)
+                    prm.p[c] = Float((1 - m) * Double(prm.p[c]) + m * mu)
+                    prv.p[c] = Float((1 - m) * Double(prv.p[c]) + m * variance * Double(N) / Double(N - 1))
+                }
+            } else {
+                mu = Double(prm!.p[c])
+                variance = Double(prv!.p[c])
+            }
+            let r = 1 / (variance + Double(eps)).squareRoot()
+            pm.p[c] = Float(mu)
+            pr.p[c] = Float(r)
+            // y = (x − mean)·(w·rstd) + b
+            let scale = Float(r * Double(pw?.p[c] ?? 1)), shift = pb?.p[c] ?? 0
+            for b in 0..<B {
+                let o = (b * C + c) * S
+                fk_bn_normalize(px.p + o, py.p + o, S, Float(mu), scale, shift)
+            }
+        }
+    }
+
+    var inputs = [x]
+    if let weight { inputs.append(weight) }
+    if let bias { inputs.append(bias) }
+    return Tensor.record(y, "batch_norm", inputs) { dy in
+        // dy: (B, C, S) -> dx (B, C, S), dweight (C), dbias (C)
+        // With x̂ = (x − mean)·rstd and batch statistics, per channel:
+        //   dx = w·rstd·(dy − Σdy/N − x̂·Σ(dy·x̂)/N),   dweight = Σ dy·x̂,   dbias = Σ dy
+        // written as dx = a·dy + b·(x − mean) + c. With running statistics the mean and rstd are
+        // constants and dx = w·rstd·dy.
+        let dx = x.requiresGrad ? Tensor(uninitializedShape: x.shape) : nil
+        let dw = weight.map { _ in Tensor(uninitializedShape: [C]) }, db = bias.map { _ in Tensor(uninitializedShape: [C]) }
+        // pointers re-derived from the captured tensors, which keeps their storage alive until now
+        let px = SendablePointer(x.pointer), pm = SendablePointer(mean.pointer), pr = SendablePointer(rstd.pointer)
+        let pw = weight.map { SendablePointer($0.pointer) }
+        let pg = SendablePointer(dy.pointer), pdx = dx.map { SendablePointer($0.mutablePointer) }
+        let pdw = dw.map { SendablePointer($0.mutablePointer) }, pdb = db.map { SendablePointer($0.mutablePointer) }
+        parallelFor(C, grain: grain) { s, e in
+            for c in s..<e {
+                let mu = pm.p[c], r = Double(pr.p[c])
+                var sumDy = 0.0, sumDyXc = 0.0
+                for b in 0..<B {
+                    let o = (b * C + c) * S
+                    fk_bn_backward_sums(px.p + o, pg.p + o, S, mu, &sumDy, &sumDyXc)
+                }
+                pdw?.p[c] = Float(sumDyXc * r)
+                pdb?.p[c] = Float(sumDy)
+                guard let pdx else { continue }
+                let w = Double(pw?.p[c] ?? 1)
+                let a = w * r
+                let bCoef = useBatchStats ? -w * r * r * r * sumDyXc / Double(N) : 0
+                let cCoef = useBatchStats ? -w * r * sumDy / Double(N) : 0
+                for b in 0..<B {
+                    let o = (b * C + c) * S
+                    fk_bn_backward_dx(px.p + o, pg.p + o, pdx.p + o, S, mu, Float(a), Float(bCoef), Float(cCoef))
+                }
+            }
+        }
+        var grads: [Tensor?] = [dx]
+        if weight != nil { grads.append(dw) }
+        if bias != nil { grads.append(db) }
+        return grads
+    }
+}

@@ -1,0 +1,384 @@
+import Foundation
+import CKernels
+
+// Convolutions as GEMMs (NCHW, PyTorch weight layouts).
+//
+// Every conv here is built from the same two moves on a "window geometry" (an image (C, H, W) seen
+// through a (KH, KW) window with stride and zero padding, giving (OH, OW) windows):
+//   lower:  im2col over a chunk of n images -> col (C·KH·KW, n·OH·OW), then ONE sgemm against it
+//   fold:   ONE sgemm producing col (C·KH·KW, n·OH·OW), then col2im back into n images
+// conv2d forward = lower(x);          conv2d backward: dW = dY·colᵀ (lower(x)), dX = fold(Wᵀ·dY)
+// convT2d forward = fold(Wᵀ·X);       convT2d backward: dX = W·lower(dY), dW = X·lower(dY)ᵀ
+// The GEMM's N is (images × OH × OW), so the small late layers of a DCGAN (4×4, 8×8 maps) still
+// give OpenBLAS a wide matrix. The batch is cut into chunks so the column buffer stays bounded.
+
+// MARK: - geometry
+
+/// An image (channels, height, width) seen through a (kernelH, kernelW) window with stride and zero
+/// padding: (outH, outW) window positions. im2col turns one image into a (patchSize, outPixels) matrix.
+struct WindowGeometry {
+    let channels: Int, height: Int, width: Int
+    let kernelH: Int, kernelW: Int
+    let strideH: Int, strideW: Int
+    let padH: Int, padW: Int
+    let outH: Int, outW: Int
+
+    var kernelArea: Int { kernelH * kernelW }
+    /// Rows of the column matrix: one per (channel, kh, kw).
+    var patchSize: Int { channels * kernelH * kernelW }
+    /// Columns of the column matrix per image: one per window position.
+    var outPixels: Int { outH * outW }
+    var inPixels: Int { height * width }
+}
+
+/// Upper bound on the column buffer (floats) of one chunk: 16M floats = 64 MB.
+/// Measured (DCGAN layers, batch 64): larger chunks gain nothing once N = n·OH·OW is in the thousands.
+let convColumnBudget = 1 << 24
+
+/// How many images go into one chunk so that a (rows, n·pixels) buffer stays within the budget.
+@inline(__always)
+func imagesPerChunk(batch: Int, floatsPerImage: Int) -> Int {
+    Swift.max(1, Swift.min(batch, convColumnBudget / Swift.max(floatsPerImage, 1)))
+}
+
+// MARK: - lower / fold kernels (parallel over (image, channel) planes)
+
+/// col (patchSize, n·outPixels) ← im2col of `n` images (n, C, H, W) starting at `images`.
+/// Image i of the chunk fills columns i·outPixels ..< (i+1)·outPixels.
+func im2colChunk(_ images: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ g: WindowGeometry, images n: Int) {
+    let ld = n * g.outPixels
+    let src = SendablePointer(images), dst = SendablePointer(col)
+    let grain = Swift.max(1, 16_384 / Swift.max(g.kernelArea * g.outPixels, 1))
+    parallelFor(n * g.channels, grain: grain) { s, e in
+        for plane in s..<e {
+            let (i, c) = plane.quotientAndRemainder(dividingBy: g.channels)
+            fk_im2col(src.p + plane * g.inPixels, dst.p + c * g.kernelArea * ld + i * g.outPixels,
+                      1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW, g.padH, g.padW,
+                      g.outH, g.outW, ld)
+        }
+    }
+}
+
+/// `n` images (n, C, H, W) at `images` ← col2im of col (patchSize, n·outPixels).
+/// Each plane starts at `initial[c]` (a bias) or 0, so no separate zeroing or bias pass is needed.
+func col2imChunk(_ col: UnsafePointer<Float>, _ images: UnsafeMutablePointer<Float>, _ g: WindowGeometry, images n: Int,
+                 initial: UnsafePointer<Float>?) {
+    let ld = n * g.outPixels
+    let src = SendablePointer(col), dst = SendablePointer(images), bias = initial.map { SendablePointer($0) }
+    let grain = Swift.max(1, 16_384 / Swift.max(g.kernelArea * g.outPixels, 1))
+    parallelFor(n * g.channels, grain: grain) { s, e in
+        for plane in s..<e {
+            let (i, c) = plane.quotientAndRemainder(dividingBy: g.channels)
+            let img = dst.p + plane * g.inPixels
+            img.update(repeating: bias?.p[c] ?? 0, count: g.inPixels)
+            fk_col2im(src.p + c * g.kernelArea * ld + i * g.outPixels, img,
+                      1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW, g.padH, g.padW,
+                      g.outH, g.outW, ld)
+        }
+    }
+}
+
+/// dst (rows, n·pixels) ← src (n, rows, pixels): puts a chunk of NCHW images side by side as GEMM columns.
+func imagesToColumns(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, images n: Int, rows: Int, pixels: Int) {
+    let s = SendablePointer(src), d = SendablePointer(dst)
+    parallelFor(n * rows, grain: Swift.max(1, 32_768 / Swift.max(pixels, 1))) { a, b in
+        for r in a..<b {
+            let (i, row) = r.quotientAndRemainder(dividingBy: rows)
+            (d.p + row * n * pixels + i * pixels).update(from: s.p + r * pixels, count: pixels)
+        }
+    }
+}
+
+/// dst (n, rows, pixels) ← src (rows, n·pixels) (+ bias[row]): the inverse of `imagesToColumns`.
+func columnsToImages(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, images n: Int, rows: Int, pixels: Int,
+                     bias: UnsafePointer<Float>?) {
+    let s = SendablePointer(src), d = SendablePointer(dst), b = bias.map { SendablePointer($0) }
+    parallelFor(n * rows, grain: Swift.max(1, 32_768 / Swift.max(pixels, 1))) { lo, hi in
+        for r in lo..<hi {
+            let (i, row) = r.quotientAndRemainder(dividingBy: rows)
+            let o = d.p + r * pixels, x = s.p + row * n * pixels + i * pixels
+            if let b {
+                let v = b.p[row]
+                for j in 0..<pixels { o[j] = x[j] + v }
+            } else {
+                o.update(from: x, count: pixels)
+            }
+        }
+    }
+}
+
+/// out[c] = Σ over images and pixels of t (B, C, pixels), in Double; parallel over channels (deterministic).
+func channelSums(_ t: Tensor, batch: Int, channels: Int, pixels: Int) -> Tensor {
+    let out = Tensor(uninitializedShape: [channels])
+    let src = SendablePointer(t.pointer), dst = SendablePointer(out.mutablePointer)
+    parallelFor(channels, grain: Swift.max(1, 65_536 / Swift.max(batch * pixels, 1))) { s, e in
+        for c in s..<e {
+            var sum = 0.0
+            for b in 0..<batch { sum += fk_sum(src.p + (b * channels + c) * pixels, pixels) }
+            dst.p[c] = Float(sum)
+        }
+    }
+    return out
+}
+
+// MARK: - conv2d
+
+/// 2-D convolution (`torch.nn.functional.conv2d`, no dilation or groups).
+/// - x: (B, Cin, H, W); weight: (Cout, Cin, KH, KW); bias: (Cout).
+/// - Returns (B, Cout, OH, OW) with OH = (H + 2·padH − KH) / strideH + 1 (floor), likewise OW.
+/// Differentiable in x, weight and bias.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil,
+                   stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0)) -> Tensor {
+    conv2dChecked(x, weight: weight, bias: bias, stride: stride, padding: padding, op: "conv2d")
+}
+
+/// `conv2d` with the same stride and padding on both axes.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int, padding: Int = 0) -> Tensor {
+    conv2d(x, weight: weight, bias: bias, stride: (stride, stride), padding: (padding, padding))
+}
+
+private func conv2dChecked(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int), op: String) -> Tensor {
+    precondition(x.rank == 4, "\(op): input must be (B, Cin, H, W), got \(x.shape) (weight \(weight.shape))")
+    precondition(weight.rank == 4, "\(op): weight must be (Cout, Cin, KH, KW), got \(weight.shape) (input \(x.shape))")
+    let (B, Cin, H, W) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (Cout, KH, KW) = (weight.shape[0], weight.shape[2], weight.shape[3])
+    precondition(weight.shape[1] == Cin, "\(op): input \(x.shape) has \(Cin) channels but weight \(weight.shape) expects \(weight.shape[1])")
+    if let bias { precondition(bias.shape == [Cout], "\(op): bias \(bias.shape) does not match weight \(weight.shape) (needs [\(Cout)])") }
+    precondition(stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
+                 "\(op): stride \(stride) must be >= 1 and padding \(padding) >= 0")
+    precondition(KH >= 1 && KW >= 1 && H + 2 * padding.0 >= KH && W + 2 * padding.1 >= KW,
+                 "\(op): kernel \(KH)×\(KW) of weight \(weight.shape) is larger than the padded input \(x.shape) (padding \(padding))")
+    let g = WindowGeometry(channels: Cin, height: H, width: W, kernelH: KH, kernelW: KW,
+                           strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1,
+                           outH: (H + 2 * padding.0 - KH) / stride.0 + 1, outW: (W + 2 * padding.1 - KW) / stride.1 + 1)
+    return conv2dForward(x, weight, bias, g, batch: B, outChannels: Cout)
+}
+
+// x: (B, Cin, H, W) -> y: (B, Cout, OH, OW)
+private func conv2dForward(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: WindowGeometry, batch B: Int, outChannels Cout: Int) -> Tensor {
+    let K = g.patchSize, P = g.outPixels
+    let y = Tensor(uninitializedShape: [B, Cout, g.outH, g.outW])
+    let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
+    let col = Tensor(uninitializedShape: [K * chunk * P])           // (K, n·P)
+    let yCols = chunk > 1 ? Tensor(uninitializedShape: [Cout * chunk * P]) : nil  // (Cout, n·P)
+    for b0 in stride(from: 0, to: B, by: chunk) {
+        let n = Swift.min(chunk, B - b0)
+        im2colChunk(x.pointer + b0 * g.channels * g.inPixels, col.mutablePointer, g, images: n)
+        let yChunk = y.mutablePointer + b0 * Cout * P
+        if let yCols {
+            // yCols (Cout, n·P) = W (Cout, K) · col (K, n·P), then back to (n, Cout, P) adding the bias
+            sgemm(transA: false, transB: false, m: Cout, n: n * P, k: K, a: weight.pointer, lda: K,
+                  b: col.pointer, ldb: n * P, c: yCols.mutablePointer, ldc: n * P)
+            columnsToImages(yCols.pointer, yChunk, images: n, rows: Cout, pixels: P, bias: bias?.pointer)
+        } else {
+            // one image per chunk: the GEMM writes (Cout, P) straight into y
+            sgemm(transA: false, transB: false, m: Cout, n: P, k: K, a: weight.pointer, lda: K,
+                  b: col.pointer, ldb: P, c: yChunk, ldc: P)
+            if let bias { addChannelBias(yChunk, bias.pointer, channels: Cout, pixels: P) }
+        }
+    }
+    var inputs = [x, weight]
+    if let bias { inputs.append(bias) }
+    return Tensor.record(y, "conv2d", inputs) { dy in
+        // dy: (B, Cout, OH, OW)
+        let (dx, dw) = conv2dBackward(x, weight, dy, g, batch: B, outChannels: Cout,
+                                      needInput: x.requiresGrad, needWeight: weight.requiresGrad)
+        var grads: [Tensor?] = [dx, dw]
+        if let bias { grads.append(bias.requiresGrad ? channelSums(dy, batch: B, channels: Cout, pixels: P) : nil) }
+        return grads
+    }
+}
+
+// dy: (B, Cout, OH, OW) -> dx: (B, Cin, H, W) = col2im(Wᵀ·dY), dW: (Cout, Cin, KH, KW) = dY·colᵀ
+private func conv2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: WindowGeometry, batch B: Int, outChannels Cout: Int,
+                            needInput: Bool, needWeight: Bool) -> (Tensor?, Tensor?) {
+    let K = g.patchSize, P = g.outPixels
+    let dx = needInput ? Tensor(uninitializedShape: x.shape) : nil
+    let dw = needWeight ? Tensor(uninitializedShape: weight.shape) : nil
+    if !needInput && !needWeight { return (nil, nil) }
+    let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
+    let col = Tensor(uninitializedShape: [K * chunk * P])                            // (K, n·P)
+    let dyCols = chunk > 1 ? Tensor(uninitializedShape: [Cout * chunk * P]) : nil     // (Cout, n·P)
+    for b0 in stride(from: 0, to: B, by: chunk) {
+        let n = Swift.min(chunk, B - b0)
+        // dY of this chunk as GEMM columns (Cout, n·P); a single image already is that matrix
+        let dyChunk: UnsafePointer<Float>
+        if let dyCols {
+            imagesToColumns(dy.pointer + b0 * Cout * P, dyCols.mutablePointer, images: n, rows: Cout, pixels: P)
+            dyChunk = dyCols.pointer
+        } else {
+            dyChunk = dy.pointer + b0 * Cout * P
+        }
+        if let dw {
+            // dW (Cout, K) += dY (Cout, n·P) · colᵀ (n·P, K); the first chunk overwrites
+            im2colChunk(x.pointer + b0 * g.channels * g.inPixels, col.mutablePointer, g, images: n)
+            sgemm(transA: false, transB: true, m: Cout, n: K, k: n * P, a: dyChunk, lda: n * P,
+                  b: col.pointer, ldb: n * P, beta: b0 == 0 ? 0 : 1, c: dw.mutablePointer, ldc: K)
+        }
+        if let dx {
+            // dcol (K, n·P) = Wᵀ (K, Cout) · dY (Cout, n·P), folded back onto the input images
+            sgemm(transA: true, transB: false, m: K, n: n * P, k: Cout, a: weight.pointer, lda: K,
+                  b: dyChunk, ldb: n * P, c: col.mutablePointer, ldc: n * P)
+            col2imChunk(col.pointer, dx.mutablePointer + b0 * g.channels * g.inPixels, g, images: n, initial: nil)
+        }
+    }
+    return (dx, dw)
+}
+
+/// y (C, pixels) += bias[c] per channel row.
+private func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, channels: Int, pixels: Int) {
+    let py = SendablePointer(y), pb = SendablePointer(bias)
+    parallelFor(channels, grain: Swift.max(1, 32_768 / Swift.max(pixels, 1))) { s, e in
+        for c in s..<e {
+            let v = pb.p[c], row = py.p + c * pixels
+            for j in 0..<pixels { row[j] += v }
+        }
+    }
+}
+
+// MARK: - convTranspose2d
+
+/// 2-D transposed convolution (`torch.nn.functional.conv_transpose2d`, no dilation or groups):
+/// the data-gradient of `conv2d`, used to upsample.
+/// - x: (B, Cin, H, W); weight: (Cin, Cout, KH, KW) (torch layout); bias: (Cout).
+/// - Returns (B, Cout, OH, OW) with OH = (H − 1)·strideH − 2·padH + KH + outputPaddingH, likewise OW.
+///   `outputPadding` must be smaller than `stride` (it picks one of the input sizes a strided conv maps to H).
+/// Differentiable in x, weight and bias.
+public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: (Int, Int) = (1, 1),
+                            padding: (Int, Int) = (0, 0), outputPadding: (Int, Int) = (0, 0)) -> Tensor {
+    convTranspose2dChecked(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding,
+                           op: "convTranspose2d")
+}
+
+/// `convTranspose2d` with the same stride, padding and output padding on both axes.
+public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int, padding: Int = 0,
+                            outputPadding: Int = 0) -> Tensor {
+    convTranspose2d(x, weight: weight, bias: bias, stride: (stride, stride), padding: (padding, padding),
+                    outputPadding: (outputPadding, outputPadding))
+}
+
+private func convTranspose2dChecked(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int),
+                                    outputPadding: (Int, Int), op: String) -> Tensor {
+    precondition(x.rank == 4, "\(op): input must be (B, Cin, H, W), got \(x.shape) (weight \(weight.shape))")
+    precondition(weight.rank == 4, "\(op): weight must be (Cin, Cout, KH, KW), got \(weight.shape) (input \(x.shape))")
+    let (B, Cin, H, W) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (Cout, KH, KW) = (weight.shape[1], weight.shape[2], weight.shape[3])
+    precondition(weight.shape[0] == Cin, "\(op): input \(x.shape) has \(Cin) channels but weight \(weight.shape) expects \(weight.shape[0])")
+    if let bias { precondition(bias.shape == [Cout], "\(op): bias \(bias.shape) does not match weight \(weight.shape) (needs [\(Cout)])") }
+    precondition(stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
+                 "\(op): stride \(stride) must be >= 1 and padding \(padding) >= 0")
+    precondition(outputPadding.0 >= 0 && outputPadding.1 >= 0 && outputPadding.0 < stride.0 && outputPadding.1 < stride.1,
+                 "\(op): outputPadding \(outputPadding) must be in 0 ..< stride \(stride)")
+    let OH = (H - 1) * stride.0 - 2 * padding.0 + KH + outputPadding.0
+    let OW = (W - 1) * stride.1 - 2 * padding.1 + KW + outputPadding.1
+    precondition(KH >= 1 && KW >= 1 && OH >= 1 && OW >= 1,
+                 "\(op): input \(x.shape) with weight \(weight.shape), stride \(stride), padding \(padding) gives an empty output \(OH)×\(OW)")
+    // The window geometry of the conv2d this op is the gradient of: it maps the output (Cout, OH, OW) to the input (H, W).
+    let g = WindowGeometry(channels: Cout, height: OH, width: OW, kernelH: KH, kernelW: KW,
+                           strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1, outH: H, outW: W)
+    return convTranspose2dForward(x, weight, bias, g, batch: B, inChannels: Cin)
+}
+
+// x: (B, Cin, H, W) -> y: (B, Cout, OH, OW) = col2im(Wᵀ·X)
+private func convTranspose2dForward(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: WindowGeometry,
+                                    batch B: Int, inChannels Cin: Int) -> Tensor {
+    let K = g.patchSize, P = g.outPixels   // K = Cout·KH·KW, P = H·W (the input's pixels)
+    let y = Tensor(uninitializedShape: [B, g.channels, g.height, g.width])
+    let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
+    let col = Tensor(uninitializedShape: [K * chunk * P])                          // (K, n·P)
+    let xCols = chunk > 1 ? Tensor(uninitializedShape: [Cin * chunk * P]) : nil     // (Cin, n·P)
+    for b0 in stride(from: 0, to: B, by: chunk) {
+        let n = Swift.min(chunk, B - b0)
+        let xChunk: UnsafePointer<Float>
+        if let xCols {
+            imagesToColumns(x.pointer + b0 * Cin * P, xCols.mutablePointer, images: n, rows: Cin, pixels: P)
+            xChunk = xCols.pointer
+        } else {
+            xChunk = x.pointer + b0 * Cin * P
+        }
+        // col (K, n·P) = Wᵀ (K, Cin) · X (Cin, n·P), folded onto the output images (starting from the bias)
+        sgemm(transA: true, transB: false, m: K, n: n * P, k: Cin, a: weight.pointer, lda: K,
+              b: xChunk, ldb: n * P, c: col.mutablePointer, ldc: n * P)
+        col2imChunk(col.pointer, y.mutablePointer + b0 * g.channels * g.inPixels, g, images: n, initial: bias?.pointer)
+    }
+    var inputs = [x, weight]
+    if let bias { inputs.append(bias) }
+    return Tensor.record(y, "conv_transpose2d", inputs) { dy in
+        // dy: (B, Cout, OH, OW)
+        let (dx, dw) = convTranspose2dBackward(x, weight, dy, g, batch: B, inChannels: Cin,
+                                               needInput: x.requiresGrad, needWeight: weight.requiresGrad)
+        var grads: [Tensor?] = [dx, dw]
+        if let bias { grads.append(bias.requiresGrad ? channelSums(dy, batch: B, channels: g.channels, pixels: g.inPixels) : nil) }
+        return grads
+    }
+}
+
+// dy: (B, Cout, OH, OW) -> dx: (B, Cin, H, W) = W·im2col(dY), dW: (Cin, Cout, KH, KW) = X·im2col(dY)ᵀ
+private func convTranspose2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: WindowGeometry, batch B: Int, inChannels Cin: Int,
+                                     needInput: Bool, needWeight: Bool) -> (Tensor?, Tensor?) {
+    if !needInput && !needWeight { return (nil, nil) }
+    let K = g.patchSize, P = g.outPixels
+    let dx = needInput ? Tensor(uninitializedShape: x.shape) : nil
+    let dw = needWeight ? Tensor(uninitializedShape: weight.shape) : nil
+    let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
+    let col = Tensor(uninitializedShape: [K * chunk * P])                                      // (K, n·P)
+    let cols = chunk > 1 ? Tensor(uninitializedShape: [Cin * chunk * P]) : nil                  // (Cin, n·P)
+    for b0 in stride(from: 0, to: B, by: chunk) {
+        let n = Swift.min(chunk, B - b0)
+        // one im2col of dY serves both products
+        im2colChunk(dy.pointer + b0 * g.channels * g.inPixels, col.mutablePointer, g, images: n)
+        if let dx {
+            // dX (Cin, n·P) = W (Cin, K) · col (K, n·P)
+            let dxChunk = dx.mutablePointer + b0 * Cin * P
+            if let cols {
+                sgemm(transA: false, transB: false, m: Cin, n: n * P, k: K, a: weight.pointer, lda: K,
+                      b: col.pointer, ldb: n * P, c: cols.mutablePointer, ldc: n * P)
+                columnsToImages(cols.pointer, dxChunk, images: n, rows: Cin, pixels: P, bias: nil)
+            } else {
+                sgemm(transA: false, transB: false, m: Cin, n: P, k: K, a: weight.pointer, lda: K,
+                      b: col.pointer, ldb: P, c: dxChunk, ldc: P)
+            }
+        }
+        if let dw {
+            // dW (Cin, K) += X (Cin, n·P) · colᵀ (n·P, K); the first chunk overwrites
+            let xChunk: UnsafePointer<Float>
+            if let cols {
+                imagesToColumns(x.pointer + b0 * Cin * P, cols.mutablePointer, images: n, rows: Cin, pixels: P)
+                xChunk = cols.pointer
+            } else {
+                xChunk = x.pointer + b0 * Cin * P
+            }
+            sgemm(transA: false, transB: true, m: Cin, n: K, k: n * P, a: xChunk, lda: n * P,
+                  b: col.pointer, ldb: n * P, beta: b0 == 0 ? 0 : 1, c: dw.mutablePointer, ldc: K)
+        }
+    }
+    return (dx, dw)
+}
+
+// MARK: - 1-D
+
+/// 1-D convolution (`torch.nn.functional.conv1d`): x (B, Cin, L), weight (Cout, Cin, K), bias (Cout)
+/// -> (B, Cout, (L + 2·padding − K) / stride + 1). Runs as `conv2d` on a height-1 image (same kernels).
+public func conv1d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+    precondition(x.rank == 3, "conv1d: input must be (B, Cin, L), got \(x.shape) (weight \(weight.shape))")
+    precondition(weight.rank == 3, "conv1d: weight must be (Cout, Cin, K), got \(weight.shape) (input \(x.shape))")
+    precondition(weight.shape[1] == x.shape[1], "conv1d: input \(x.shape) has \(x.shape[1]) channels but weight \(weight.shape) expects \(weight.shape[1])")
+    let x4 = x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]])
+    let w4 = weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]])
+    let y = conv2dChecked(x4, weight: w4, bias: bias, stride: (1, stride), padding: (0, padding), op: "conv1d")
+    return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])
+}
+
+/// 1-D transposed convolution (`torch.nn.functional.conv_transpose1d`): x (B, Cin, L), weight (Cin, Cout, K),
+/// bias (Cout) -> (B, Cout, (L − 1)·stride − 2·padding + K + outputPadding). Runs as `convTranspose2d` with height 1.
+public func convTranspose1d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
+                            outputPadding: Int = 0) -> Tensor {
+    precondition(x.rank == 3, "convTranspose1d: input must be (B, Cin, L), got \(x.shape) (weight \(weight.shape))")
+    precondition(weight.rank == 3, "convTranspose1d: weight must be (Cin, Cout, K), got \(weight.shape) (input \(x.shape))")
+    precondition(weight.shape[0] == x.shape[1], "convTranspose1d: input \(x.shape) has \(x.shape[1]) channels but weight \(weight.shape) expects \(weight.shape[0])")
+    let x4 = x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]])
+    let w4 = weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]])
+    let y = convTranspose2dChecked(x4, weight: w4, bias: bias, stride: (1, stride), padding: (0, padding),
+                                   outputPadding: (0, outputPadding), op: "convTranspose1d")
+    return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])
+}
