@@ -388,3 +388,42 @@ const char *fk_kernel_level(void) {
     if (__builtin_cpu_supports("x86-64-v3")) return "avx2";
     return "baseline";
 }
+
+// ---- conv/bn helpers (owner: conv) ----
+
+FK_CLONES double fk_sum_squared_deviation(const float *restrict x, long n, double mean) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) { double d = (double)x[i + k] - mean; acc[k] += d * d; }
+    double s = 0;
+    for (; i < n; i++) { double d = (double)x[i] - mean; s += d * d; }
+    for (int k = 0; k < 8; k++) s += acc[k];
+    return s;
+}
+
+FK_CLONES void fk_bn_backward_sums(const float *restrict x, const float *restrict dy, long n, float mean,
+                                   double *sum_dy, double *sum_dy_xc) {
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            double g = (double)dy[i + k];
+            a[k] += g;
+            b[k] += g * ((double)x[i + k] - (double)mean);
+        }
+    double sa = 0, sb = 0;
+    for (; i < n; i++) { double g = (double)dy[i]; sa += g; sb += g * ((double)x[i] - (double)mean); }
+    for (int k = 0; k < 8; k++) { sa += a[k]; sb += b[k]; }
+    *sum_dy += sa;
+    *sum_dy_xc += sb;
+}
+
+FK_CLONES void fk_bn_normalize(const float *restrict x, float *restrict y, long n, float mean, float scale, float shift) {
+    for (long i = 0; i < n; i++) y[i] = (x[i] - mean) * scale + shift;
+}
+
+FK_CLONES void fk_bn_backward_dx(const float *restrict x, const float *restrict dy, float *restrict dx, long n,
+                                 float mean, float a, float b, float c) {
+    for (long i = 0; i < n; i++) dx[i] = a * dy[i] + b * (x[i] - mean) + c;
+}

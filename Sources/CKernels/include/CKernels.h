@@ -65,3 +65,15 @@ int fk_cpu_has_avx2_fma(void);
 const char *fk_kernel_level(void);
 
 #endif
+
+// ---- conv/bn helpers (owner: conv) ----
+// Batch-norm statistics and affine passes over one contiguous run of a channel's values
+// (the Swift side walks the (B, C, S) layout and calls these per (b, c) row of S values).
+// Σ (x[i] - mean)², in Double lanes combined in a fixed order.
+double fk_sum_squared_deviation(const float *x, long n, double mean);
+// *sum_dy += Σ dy[i];  *sum_dy_xc += Σ dy[i]·(x[i] - mean)   (Double, fixed order)
+void fk_bn_backward_sums(const float *x, const float *dy, long n, float mean, double *sum_dy, double *sum_dy_xc);
+// y[i] = (x[i] - mean)·scale + shift
+void fk_bn_normalize(const float *x, float *y, long n, float mean, float scale, float shift);
+// dx[i] = a·dy[i] + b·(x[i] - mean) + c
+void fk_bn_backward_dx(const float *x, const float *dy, float *dx, long n, float mean, float a, float b, float c);
