@@ -124,7 +124,7 @@ final class SafeTensorsTests: XCTestCase {
             ("negative shape", file(header: "{\"a\":{\(f32),\"shape\":[-1],\"data_offsets\":[0,4]}}", data: [0, 0, 0, 0]), "negative"),
             ("overflowing shape", file(header: "{\"a\":{\(f32),\"shape\":[4611686018427387904,4611686018427387904],\"data_offsets\":[0,4]}}", data: [0, 0, 0, 0]), "larger than the data buffer"),
             ("too many digits", file(header: "{\"a\":{\(f32),\"shape\":[99999999999999999999999],\"data_offsets\":[0,4]}}", data: [0, 0, 0, 0]), "non-integer"),
-            ("size mismatch", file(header: "{\"a\":{\(f32),\"shape\":[3],\"data_offsets\":[0,8]}}", data: [UInt8](repeating: 0, count: 8)), "needs 12 bytes"),
+            ("size mismatch", file(header: "{\"a\":{\(f32),\"shape\":[3],\"data_offsets\":[0,8]}}", data: [UInt8](repeating: 0, count: 12)), "needs 12 bytes"),
             ("duplicate", file(header: "{\"a\":{\(f32),\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\(f32),\"shape\":[1],\"data_offsets\":[4,8]}}", data: [UInt8](repeating: 0, count: 8)), "duplicate name \"a\""),
             ("overlap", file(header: "{\"a\":{\(f32),\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\(f32),\"shape\":[1],\"data_offsets\":[4,8]}}", data: [UInt8](repeating: 0, count: 8)), "overlaps"),
             ("hole", file(header: "{\"a\":{\(f32),\"shape\":[1],\"data_offsets\":[4,8]}}", data: [UInt8](repeating: 0, count: 8)), "hole"),
