@@ -214,3 +214,260 @@ public final class Unflatten: Layer {
         return x.reshaped(Array(x.shape[..<a]) + sizes + Array(x.shape[(a + 1)...]))
     }
 }
+
+// MARK: - convolutions
+
+/// 2-D convolution like `torch.nn.Conv2d` (no dilation or groups). weight (out, in, kh, kw),
+/// kaiming-uniform(a=√5) with fan_in = in·kh·kw; bias uniform(±1/√fan_in).
+public final class Conv2d: Layer {
+    public var isTraining = true
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let stride: (Int, Int), padding: (Int, Int)
+
+    /// Wraps given tensors (weight (out, in, kh, kw), bias (out)), which become trainable.
+    public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0)) {
+        precondition(weight.rank == 4 && (bias == nil || bias!.shape == [weight.shape[0]]),
+                     "Conv2d: weight \(weight.shape) must be (out, in, kh, kw) and bias \(bias?.shape ?? []) (out)")
+        self.weight = parameter(weight)
+        self.bias = bias.map(parameter)
+        self.stride = stride
+        self.padding = padding
+    }
+
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+                            padding: (Int, Int) = (0, 0), bias: Bool = true, generator: inout RandomGenerator) {
+        let (w, b) = initialConvParameters([outChannels, inChannels, kernelSize.0, kernelSize.1], biasCount: outChannels,
+                                           bias: bias, generator: &generator)
+        self.init(weight: w, bias: b, stride: stride, padding: padding)
+    }
+
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            bias: Bool = true, generator: inout RandomGenerator) {
+        self.init(inChannels, outChannels, kernelSize: (kernelSize, kernelSize), stride: (stride, stride),
+                  padding: (padding, padding), bias: bias, generator: &generator)
+    }
+
+    /// As the generator form, drawing from `DefaultRNG`.
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+                            padding: (Int, Int) = (0, 0), bias: Bool = true) {
+        let (w, b) = DefaultRNG.with {
+            initialConvParameters([outChannels, inChannels, kernelSize.0, kernelSize.1], biasCount: outChannels,
+                                  bias: bias, generator: &$0)
+        }
+        self.init(weight: w, bias: b, stride: stride, padding: padding)
+    }
+
+    /// As the generator form, drawing from `DefaultRNG`.
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            bias: Bool = true) {
+        self.init(inChannels, outChannels, kernelSize: (kernelSize, kernelSize), stride: (stride, stride),
+                  padding: (padding, padding), bias: bias)
+    }
+
+    public var localParameters: [(String, Tensor)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
+
+    /// x: (B, in, H, W) → (B, out, OH, OW).
+    public func forward(_ x: Tensor) -> Tensor { conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding) }
+}
+
+/// 2-D transposed convolution like `torch.nn.ConvTranspose2d` (no dilation or groups). weight
+/// (in, out, kh, kw); its default init uses torch's fan_in = out·kh·kw (weight dim 1 × kernel).
+public final class ConvTranspose2d: Layer {
+    public var isTraining = true
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let stride: (Int, Int), padding: (Int, Int), outputPadding: (Int, Int)
+
+    /// Wraps given tensors (weight (in, out, kh, kw), bias (out)), which become trainable.
+    public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+                outputPadding: (Int, Int) = (0, 0)) {
+        precondition(weight.rank == 4 && (bias == nil || bias!.shape == [weight.shape[1]]),
+                     "ConvTranspose2d: weight \(weight.shape) must be (in, out, kh, kw) and bias \(bias?.shape ?? []) (out)")
+        self.weight = parameter(weight)
+        self.bias = bias.map(parameter)
+        self.stride = stride
+        self.padding = padding
+        self.outputPadding = outputPadding
+    }
+
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+                            padding: (Int, Int) = (0, 0), outputPadding: (Int, Int) = (0, 0), bias: Bool = true,
+                            generator: inout RandomGenerator) {
+        let (w, b) = initialConvParameters([inChannels, outChannels, kernelSize.0, kernelSize.1], biasCount: outChannels,
+                                           bias: bias, generator: &generator)
+        self.init(weight: w, bias: b, stride: stride, padding: padding, outputPadding: outputPadding)
+    }
+
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            outputPadding: Int = 0, bias: Bool = true, generator: inout RandomGenerator) {
+        self.init(inChannels, outChannels, kernelSize: (kernelSize, kernelSize), stride: (stride, stride),
+                  padding: (padding, padding), outputPadding: (outputPadding, outputPadding), bias: bias, generator: &generator)
+    }
+
+    /// As the generator form, drawing from `DefaultRNG`.
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+                            padding: (Int, Int) = (0, 0), outputPadding: (Int, Int) = (0, 0), bias: Bool = true) {
+        let (w, b) = DefaultRNG.with {
+            initialConvParameters([inChannels, outChannels, kernelSize.0, kernelSize.1], biasCount: outChannels,
+                                  bias: bias, generator: &$0)
+        }
+        self.init(weight: w, bias: b, stride: stride, padding: padding, outputPadding: outputPadding)
+    }
+
+    /// As the generator form, drawing from `DefaultRNG`.
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            outputPadding: Int = 0, bias: Bool = true) {
+        self.init(inChannels, outChannels, kernelSize: (kernelSize, kernelSize), stride: (stride, stride),
+                  padding: (padding, padding), outputPadding: (outputPadding, outputPadding), bias: bias)
+    }
+
+    public var localParameters: [(String, Tensor)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
+
+    /// x: (B, in, H, W) → (B, out, (H − 1)·stride − 2·padding + kh + outputPadding, …).
+    public func forward(_ x: Tensor) -> Tensor {
+        convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding)
+    }
+}
+
+/// 1-D convolution like `torch.nn.Conv1d`. weight (out, in, k), fan_in = in·k.
+public final class Conv1d: Layer {
+    public var isTraining = true
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let stride: Int, padding: Int
+
+    /// Wraps given tensors (weight (out, in, k), bias (out)), which become trainable.
+    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) {
+        precondition(weight.rank == 3 && (bias == nil || bias!.shape == [weight.shape[0]]),
+                     "Conv1d: weight \(weight.shape) must be (out, in, k) and bias \(bias?.shape ?? []) (out)")
+        self.weight = parameter(weight)
+        self.bias = bias.map(parameter)
+        self.stride = stride
+        self.padding = padding
+    }
+
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            bias: Bool = true, generator: inout RandomGenerator) {
+        let (w, b) = initialConvParameters([outChannels, inChannels, kernelSize], biasCount: outChannels,
+                                           bias: bias, generator: &generator)
+        self.init(weight: w, bias: b, stride: stride, padding: padding)
+    }
+
+    /// As the generator form, drawing from `DefaultRNG`.
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            bias: Bool = true) {
+        let (w, b) = DefaultRNG.with {
+            initialConvParameters([outChannels, inChannels, kernelSize], biasCount: outChannels, bias: bias, generator: &$0)
+        }
+        self.init(weight: w, bias: b, stride: stride, padding: padding)
+    }
+
+    public var localParameters: [(String, Tensor)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
+
+    /// x: (B, in, L) → (B, out, (L + 2·padding − k) / stride + 1).
+    public func forward(_ x: Tensor) -> Tensor { conv1d(x, weight: weight, bias: bias, stride: stride, padding: padding) }
+}
+
+/// 1-D transposed convolution like `torch.nn.ConvTranspose1d`. weight (in, out, k), fan_in = out·k.
+public final class ConvTranspose1d: Layer {
+    public var isTraining = true
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let stride: Int, padding: Int, outputPadding: Int
+
+    /// Wraps given tensors (weight (in, out, k), bias (out)), which become trainable.
+    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, outputPadding: Int = 0) {
+        precondition(weight.rank == 3 && (bias == nil || bias!.shape == [weight.shape[1]]),
+                     "ConvTranspose1d: weight \(weight.shape) must be (in, out, k) and bias \(bias?.shape ?? []) (out)")
+        self.weight = parameter(weight)
+        self.bias = bias.map(parameter)
+        self.stride = stride
+        self.padding = padding
+        self.outputPadding = outputPadding
+    }
+
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            outputPadding: Int = 0, bias: Bool = true, generator: inout RandomGenerator) {
+        let (w, b) = initialConvParameters([inChannels, outChannels, kernelSize], biasCount: outChannels,
+                                           bias: bias, generator: &generator)
+        self.init(weight: w, bias: b, stride: stride, padding: padding, outputPadding: outputPadding)
+    }
+
+    /// As the generator form, drawing from `DefaultRNG`.
+    public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                            outputPadding: Int = 0, bias: Bool = true) {
+        let (w, b) = DefaultRNG.with {
+            initialConvParameters([inChannels, outChannels, kernelSize], biasCount: outChannels, bias: bias, generator: &$0)
+        }
+        self.init(weight: w, bias: b, stride: stride, padding: padding, outputPadding: outputPadding)
+    }
+
+    public var localParameters: [(String, Tensor)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
+
+    /// x: (B, in, L) → (B, out, (L − 1)·stride − 2·padding + k + outputPadding).
+    public func forward(_ x: Tensor) -> Tensor {
+        convTranspose1d(x, weight: weight, bias: bias, stride: stride, padding: padding, outputPadding: outputPadding)
+    }
+}
+
+/// torch's `reset_parameters` for the conv family: weight kaiming-uniform(a=√5) and bias
+/// uniform(±1/√fan_in), with fan_in from the weight's dim 1 × kernel (so transposed convs use out·k).
+private func initialConvParameters(_ weightShape: [Int], biasCount: Int, bias: Bool,
+                                   generator: inout RandomGenerator) -> (Tensor, Tensor?) {
+    let fanIn = Init.fanIn(ofWeightShape: weightShape)
+    let w = Init.kaimingUniformDefault(weightShape, fanIn: fanIn, generator: &generator)
+    let b = bias ? Init.defaultBias(biasCount, fanIn: fanIn, generator: &generator) : nil
+    return (w, b)
+}
+
+// MARK: - batch normalisation
+
+/// Batch normalisation over axis 1 like `torch.nn.BatchNorm2d`; it takes (B, C) and (B, C, L) input
+/// too, so it also serves as BatchNorm1d. weight 1, bias 0; buffers `running_mean` (0), `running_var` (1)
+/// and `num_batches_tracked` (a scalar count, Float here where torch stores int64).
+public final class BatchNorm2d: Layer {
+    public var isTraining = true
+    public let weight: Tensor?, bias: Tensor?
+    public let runningMean: Tensor?, runningVar: Tensor?, numBatchesTracked: Tensor?
+    public let eps: Float
+    /// Weight of the newest batch in the running averages; nil is torch's `momentum=None`
+    /// (a cumulative average, 1/num_batches_tracked).
+    public let momentum: Float?
+
+    public init(_ numFeatures: Int, eps: Float = 1e-5, momentum: Float? = 0.1, affine: Bool = true,
+                trackRunningStats: Bool = true) {
+        weight = affine ? parameter(Tensor.ones([numFeatures])) : nil
+        bias = affine ? parameter(Tensor.zeros([numFeatures])) : nil
+        runningMean = trackRunningStats ? Tensor.zeros([numFeatures]) : nil
+        runningVar = trackRunningStats ? Tensor.ones([numFeatures]) : nil
+        numBatchesTracked = trackRunningStats ? Tensor(0) : nil
+        self.eps = eps
+        self.momentum = momentum
+    }
+
+    public var localParameters: [(String, Tensor)] {
+        guard let weight, let bias else { return [] }
+        return [("weight", weight), ("bias", bias)]
+    }
+
+    public var localBuffers: [(String, Tensor)] {
+        guard let runningMean, let runningVar, let numBatchesTracked else { return [] }
+        return [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
+    }
+
+    /// Training: normalises with the batch statistics and updates the running ones; evaluation:
+    /// normalises with the running statistics.
+    public func forward(_ x: Tensor) -> Tensor {
+        var factor = momentum ?? 0
+        if isTraining, let counter = numBatchesTracked {
+            counter.mutablePointer[0] += 1
+            if momentum == nil { factor = 1 / counter.mutablePointer[0] }
+        }
+        return batchNorm(x, weight: weight, bias: bias, runningMean: runningMean, runningVar: runningVar,
+                         training: isTraining, momentum: factor, eps: eps)
+    }
+}
+
+/// `torch.nn.BatchNorm1d` for (B, C) or (B, C, L) input: the same module.
+public typealias BatchNorm1d = BatchNorm2d
