@@ -99,6 +99,20 @@ int forge_png_decode(const uint8_t *data, size_t length, uint64_t max_pixels,
                      forge_png_image *out, char *err, size_t err_capacity) {
     memset(out, 0, sizeof(*out));
     if (check_signature(data, length, err, err_capacity) != 0) return -1;
+    // The IHDR chunk must come first (bytes 8..32); check its size claim against the budget
+    // before libpng reads (and buffers) any further chunk.
+    if (length >= 24 && memcmp(data + 12, "IHDR", 4) == 0) {
+        uint32_t claimed_width = (uint32_t)data[16] << 24 | (uint32_t)data[17] << 16 | (uint32_t)data[18] << 8 | data[19];
+        uint32_t claimed_height = (uint32_t)data[20] << 24 | (uint32_t)data[21] << 16 | (uint32_t)data[22] << 8 | data[23];
+        if ((uint64_t)claimed_width * (uint64_t)claimed_height > max_pixels) {
+            char message[160];
+            snprintf(message, sizeof message,
+                     "image of %u x %u pixels exceeds the pixel budget of %llu pixels",
+                     claimed_width, claimed_height, (unsigned long long)max_pixels);
+            set_error(err, err_capacity, message);
+            return -1;
+        }
+    }
     error_sink sink = {err, err_capacity};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &sink, on_png_error, on_png_warning);
     if (!png) { set_error(err, err_capacity, "libpng: out of memory"); return -1; }

@@ -58,10 +58,10 @@ public enum ImageCodec {
         pixels.withUnsafeMutableBufferPointer { out in
             if decoded.bit_depth == 16 {
                 decoded.pixels.withMemoryRebound(to: UInt16.self, capacity: count) { samples in
-                    for i in 0..<count { out[i] = Float(samples[i]) * (1 / 65535) }
+                    for i in 0..<count { out[i] = Float(samples[i]) / 65535 }
                 }
             } else {
-                for i in 0..<count { out[i] = Float(decoded.pixels[i]) * (1 / 255) }
+                for i in 0..<count { out[i] = Float(decoded.pixels[i]) / 255 }
             }
         }
         return Image(width: width, height: height, channels: channels, pixels: pixels)
@@ -80,7 +80,7 @@ public enum ImageCodec {
         let count = width * height * channels
         var pixels = [Float](repeating: 0, count: count)
         pixels.withUnsafeMutableBufferPointer { out in
-            for i in 0..<count { out[i] = Float(decoded.pixels[i]) * (1 / 255) }
+            for i in 0..<count { out[i] = Float(decoded.pixels[i]) / 255 }
         }
         return Image(width: width, height: height, channels: channels, pixels: pixels)
     }
@@ -110,8 +110,10 @@ public enum ImageCodec {
     /// `.imageTooLarge` with the header's dimensions.
     private static func codecError(_ message: [CChar], bytes: [UInt8], source: String, pixelBudget: Int, format: Format) -> DataIOError {
         let text = messageString(message)
-        if text.contains("exceeds the pixel budget"), let size = try? dimensions(bytes: bytes, source: source) {
-            return .imageTooLarge(path: source, width: size.width, height: size.height, budget: pixelBudget)
+        if text.contains("exceeds the pixel budget") {
+            // "image of W x H pixels exceeds …", written by the shims.
+            let numbers = text.split(separator: " ").compactMap { Int($0) }
+            if numbers.count >= 2 { return .imageTooLarge(path: source, width: numbers[0], height: numbers[1], budget: pixelBudget) }
         }
         return .invalidImage(path: source, message: (format == .png ? "PNG: " : "JPEG: ") + text)
     }
