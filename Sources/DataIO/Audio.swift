@@ -1,0 +1,230 @@
+import Foundation
+import TensorCore
+import CSndFile
+
+/// A clip of audio: interleaved Float32 samples in [-1, 1].
+public struct AudioClip: Sendable, Equatable {
+    public var samples: [Float]
+    public let channels: Int
+    public let sampleRate: Int
+
+    public init(samples: [Float], channels: Int, sampleRate: Int) {
+        precondition(channels > 0 && samples.count % channels == 0, "AudioClip: \(samples.count) samples for \(channels) channels")
+        precondition(sampleRate > 0, "AudioClip: sample rate must be positive")
+        self.samples = samples
+        self.channels = channels
+        self.sampleRate = sampleRate
+    }
+
+    public var frameCount: Int { samples.count / channels }
+    public var duration: Double { Double(frameCount) / Double(sampleRate) }
+
+    /// The clip mixed down to one channel (the mean of the channels).
+    public func mixedToMono() -> AudioClip {
+        if channels == 1 { return self }
+        let mono = (0..<frameCount).map { f in
+            var sum: Float = 0
+            for c in 0..<channels { sum += samples[f * channels + c] }
+            return sum / Float(channels)
+        }
+        return AudioClip(samples: mono, channels: 1, sampleRate: sampleRate)
+    }
+
+    /// The clip at `targetRate`, by band-limited interpolation with a Hann-windowed sinc kernel
+    /// (16 zero crossings each side). When downsampling, the kernel's cutoff is lowered to the
+    /// new Nyquist frequency (scaled by 0.97), so it also acts as the anti-alias low-pass filter.
+    public func resampled(to targetRate: Int) -> AudioClip {
+        precondition(targetRate > 0, "resampled: target rate must be positive")
+        if targetRate == sampleRate || frameCount == 0 { return AudioClip(samples: samples, channels: channels, sampleRate: targetRate) }
+        let ratio = Double(targetRate) / Double(sampleRate)
+        let cutoff = min(1.0, ratio) * 0.97  // fraction of the input Nyquist frequency
+        let zeroCrossings = 16.0
+        let halfWidth = zeroCrossings / cutoff  // in input samples
+        let outFrames = Int((Double(frameCount) * ratio).rounded())
+        var out = [Float](repeating: 0, count: outFrames * channels)
+        let input = samples
+        let inFrames = frameCount
+        let channels = self.channels
+        out.withUnsafeMutableBufferPointer { buffer in
+            let output = SendablePointer(buffer.baseAddress!)
+            let source = UnsafeSendableBox(input)
+            parallelFor(outFrames, grain: 4096) { start, end in
+                source.value.withUnsafeBufferPointer { src in
+                    for n in start..<end {
+                        let t = Double(n) / ratio  // position in input samples
+                        let first = max(0, Int((t - halfWidth).rounded(.up)))
+                        let last = min(inFrames - 1, Int((t + halfWidth).rounded(.down)))
+                        guard first <= last else { continue }
+                        for c in 0..<channels {
+                            var acc = 0.0
+                            for k in first...last {
+                                let x = Double(k) - t
+                                let window = 0.5 + 0.5 * cos(Double.pi * x / halfWidth)
+                                let arg = Double.pi * cutoff * x
+                                let sinc = abs(arg) < 1e-9 ? 1.0 : sin(arg) / arg
+                                acc += Double(src[k * channels + c]) * cutoff * sinc * window
+                            }
+                            output.p[n * channels + c] = Float(acc)
+                        }
+                    }
+                }
+            }
+        }
+        return AudioClip(samples: out, channels: channels, sampleRate: targetRate)
+    }
+
+    /// The first `length` frames, zero-padded at the end when the clip is shorter.
+    public func paddedOrCropped(to length: Int) -> AudioClip {
+        var out = Array(samples.prefix(length * channels))
+        out.append(contentsOf: [Float](repeating: 0, count: length * channels - out.count))
+        return AudioClip(samples: out, channels: channels, sampleRate: sampleRate)
+    }
+}
+
+/// Audio file reading and writing through libsndfile.
+public enum AudioIO {
+    /// Sample encodings for `write`.
+    public enum Encoding: Sendable { case pcm16, float32 }
+
+    /// Reads a WAV, FLAC, OGG/Vorbis (or any format libsndfile knows) file as Float32 in
+    /// [-1, 1]; `mono` mixes the channels down.
+    public static func read(path: String, mono: Bool = false) throws -> AudioClip {
+        var info = SF_INFO()
+        guard let file = sf_open(path, Int32(SFM_READ), &info) else {
+            throw DataIOError.invalidAudio(path: path, message: String(cString: sf_strerror(nil)))
+        }
+        defer { sf_close(file) }
+        guard info.channels > 0, info.samplerate > 0 else {
+            throw DataIOError.invalidAudio(path: path, message: "bad header (\(info.channels) channels at \(info.samplerate) Hz)")
+        }
+        guard info.frames > 0 else { throw DataIOError.invalidAudio(path: path, message: "file holds no audio frames") }
+        // The frame count comes from the header: check it against the file size before allocating.
+        let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
+        let channels = Int(info.channels)
+        let (claimed, overflow) = Int64(info.frames).multipliedReportingOverflow(by: Int64(channels))
+        // Compressed formats can expand; allow a generous 64 samples per stored byte.
+        guard !overflow, claimed <= max(fileSize, 1) * 64 else {
+            throw DataIOError.invalidAudio(path: path, message: "header claims \(info.frames) frames, more than the \(fileSize)-byte file can hold")
+        }
+        var samples = [Float](repeating: 0, count: Int(claimed))
+        let read = samples.withUnsafeMutableBufferPointer { sf_readf_float(file, $0.baseAddress, info.frames) }
+        guard read > 0 else { throw DataIOError.invalidAudio(path: path, message: "no frames could be decoded: \(String(cString: sf_strerror(file)))") }
+        samples.removeLast(samples.count - Int(read) * channels)
+        let clip = AudioClip(samples: samples, channels: channels, sampleRate: Int(info.samplerate))
+        return mono ? clip.mixedToMono() : clip
+    }
+
+    /// Writes `clip` as a WAV file (16-bit PCM, clipped to [-1, 1], or 32-bit float), atomically.
+    public static func writeWAV(_ clip: AudioClip, to path: String, encoding: Encoding = .pcm16) throws {
+        try FileIO.writeAtomically(to: path) { temporaryPath in
+            var info = SF_INFO()
+            info.samplerate = Int32(clip.sampleRate)
+            info.channels = Int32(clip.channels)
+            info.format = Int32(SF_FORMAT_WAV) | Int32(encoding == .pcm16 ? SF_FORMAT_PCM_16 : SF_FORMAT_FLOAT)
+            guard let file = sf_open(temporaryPath, Int32(SFM_WRITE), &info) else {
+                throw DataIOError.invalidAudio(path: path, message: "cannot create: \(String(cString: sf_strerror(nil)))")
+            }
+            if encoding == .pcm16 {
+                // Scale floats so ±1.0 maps to the full 16-bit range, clipping beyond.
+                sf_command(file, Int32(SFC_SET_CLIPPING), nil, Int32(SF_TRUE))
+            }
+            let frames = Int64(clip.frameCount)
+            let written = clip.samples.withUnsafeBufferPointer { sf_writef_float(file, $0.baseAddress, frames) }
+            let closed = sf_close(file)
+            guard written == frames, closed == 0 else {
+                throw DataIOError.invalidAudio(path: path, message: "write failed after \(written) of \(frames) frames")
+            }
+        }
+    }
+}
+
+/// A folder of audio clips as a `(N, length)` tensor of mono samples at `sampleRate`, with labels
+/// from first-level sub-folders (sorted names → ids), like `ImageFolder`. Every clip is mixed to
+/// mono, resampled, and cropped or zero-padded to `length` frames.
+public final class AudioFolder: @unchecked Sendable {
+    public let root: String
+    public let sampleRate: Int
+    public let length: Int
+    /// `(N, length)` samples in [-1, 1].
+    public let clips: Tensor
+    /// One class id per clip; empty when the folder has no class sub-folders.
+    public let labels: [Int]
+    public let classNames: [String]
+    public let files: [String]
+    public let skipped: [(path: String, reason: String)]
+
+    public static let audioExtensions: Set<String> = ["wav", "flac", "ogg", "oga", "aiff", "aif"]
+
+    public var count: Int { files.count }
+
+    public init(path: String, sampleRate: Int, length: Int,
+                warn: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
+        guard sampleRate > 0, length > 0 else { throw DataIOError.invalidArgument("AudioFolder: sample rate and length must be positive") }
+        let root = URL(fileURLWithPath: path).standardizedFileURL.path
+        self.root = root
+        self.sampleRate = sampleRate
+        self.length = length
+        let manager = FileManager.default
+        var isFolder: ObjCBool = false
+        guard manager.fileExists(atPath: root, isDirectory: &isFolder), isFolder.boolValue else {
+            throw DataIOError.io(path: root, message: "not a folder")
+        }
+        let entries = (try? manager.contentsOfDirectory(atPath: root)) ?? []
+        let classNames = entries.filter { name in
+            var sub: ObjCBool = false
+            return !name.hasPrefix(".") && manager.fileExists(atPath: root + "/" + name, isDirectory: &sub) && sub.boolValue
+        }.sorted()
+        var candidates: [(path: String, label: Int)] = []
+        func collect(_ folder: String, label: Int) {
+            var found: [String] = []
+            let walker = manager.enumerator(atPath: folder)
+            while let relative = walker?.nextObject() as? String {
+                let name = (relative as NSString).lastPathComponent
+                if !name.hasPrefix("."), AudioFolder.audioExtensions.contains((name as NSString).pathExtension.lowercased()) {
+                    found.append(folder + "/" + relative)
+                }
+            }
+            candidates += found.sorted().map { ($0, label) }
+        }
+        if classNames.isEmpty { collect(root, label: 0) } else { for (i, name) in classNames.enumerated() { collect(root + "/" + name, label: i) } }
+
+        var results = [Result<[Float], DataIOError>?](repeating: nil, count: candidates.count)
+        results.withUnsafeMutableBufferPointer { buffer in
+            let slots = SendablePointer(buffer.baseAddress!)
+            let paths = UnsafeSendableBox(candidates.map(\.path))
+            parallelFor(candidates.count, grain: 4) { start, end in
+                for i in start..<end {
+                    do {
+                        let clip = try AudioIO.read(path: paths.value[i], mono: true).resampled(to: sampleRate).paddedOrCropped(to: length)
+                        slots.p[i] = .success(clip.samples)
+                    } catch let error as DataIOError {
+                        slots.p[i] = .failure(error)
+                    } catch {
+                        slots.p[i] = .failure(.invalidAudio(path: paths.value[i], message: "\(error)"))
+                    }
+                }
+            }
+        }
+        var kept: [[Float]] = []
+        var labels: [Int] = []
+        var files: [String] = []
+        var skipped: [(path: String, reason: String)] = []
+        for (i, result) in results.enumerated() {
+            switch result! {
+            case let .success(samples):
+                kept.append(samples); labels.append(candidates[i].label); files.append(candidates[i].path)
+            case let .failure(error):
+                warn("warning: skipping \(candidates[i].path): \(error)")
+                skipped.append((candidates[i].path, error.description))
+            }
+        }
+        guard !kept.isEmpty else {
+            throw DataIOError.emptyDataset(path: root, message: candidates.isEmpty ? "no usable audio: no audio files found" : "no usable audio: none of the \(candidates.count) files could be read")
+        }
+        clips = Tensor(shape: [kept.count, length], data: kept.flatMap { $0 })
+        self.labels = classNames.isEmpty ? [] : labels
+        self.classNames = classNames
+        self.files = files
+        self.skipped = skipped
+    }
+}
