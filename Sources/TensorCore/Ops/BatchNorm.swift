@@ -15,15 +15,15 @@ import CKernels
 /// Differentiable in x, weight and bias (in training through the batch statistics).
 public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: Tensor?, runningVar: Tensor?,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
-    precondition(x.rank >= 2, "batchNorm: input must be (B, C) or (B, C, *spatial), got \(x.shape)")
+    convPrecondition(x.rank >= 2, "batchNorm: input must be (B, C) or (B, C, *spatial), got \(x.shape)")
     let B = x.shape[0], C = x.shape[1], S = x.shape[2...].reduce(1, *)
     for (name, t) in [("weight", weight), ("bias", bias), ("runningMean", runningMean), ("runningVar", runningVar)] {
-        if let t { precondition(t.shape == [C], "batchNorm: \(name) \(t.shape) does not match input \(x.shape) (needs [\(C)])") }
+        if let t { convPrecondition(t.shape == [C], "batchNorm: \(name) \(t.shape) does not match input \(x.shape) (needs [\(C)])") }
     }
-    precondition((runningMean == nil) == (runningVar == nil), "batchNorm: pass both runningMean and runningVar or neither")
+    convPrecondition((runningMean == nil) == (runningVar == nil), "batchNorm: pass both runningMean and runningVar or neither")
     let useBatchStats = training || runningMean == nil
     let N = B * S
-    precondition(!useBatchStats || N > 1, "batchNorm: batch statistics need more than 1 value per channel, input \(x.shape)")
+    convPrecondition(!useBatchStats || N > 1, "batchNorm: batch statistics need more than 1 value per channel, input \(x.shape)")
 
     let y = Tensor(uninitializedShape: x.shape)
     // Per channel: the mean subtracted and 1/sqrt(var + eps), kept for the backward pass.

@@ -14,6 +14,13 @@ import CKernels
 
 // MARK: - geometry
 
+/// Like `precondition`, but the message survives `-O`: Swift drops precondition messages in release
+/// builds, and a bad shape must say which op and which shapes, not just trap.
+@inline(__always)
+func convPrecondition(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError(message()) }
+}
+
 /// An image (channels, height, width) seen through a (kernelH, kernelW) window with stride and zero
 /// padding: (outH, outW) window positions. im2col turns one image into a (patchSize, outPixels) matrix.
 struct WindowGeometry {
@@ -138,15 +145,15 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
 }
 
 private func conv2dChecked(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int), op: String) -> Tensor {
-    precondition(x.rank == 4, "\(op): input must be (B, Cin, H, W), got \(x.shape) (weight \(weight.shape))")
-    precondition(weight.rank == 4, "\(op): weight must be (Cout, Cin, KH, KW), got \(weight.shape) (input \(x.shape))")
+    convPrecondition(x.rank == 4, "\(op): input must be (B, Cin, H, W), got \(x.shape) (weight \(weight.shape))")
+    convPrecondition(weight.rank == 4, "\(op): weight must be (Cout, Cin, KH, KW), got \(weight.shape) (input \(x.shape))")
     let (B, Cin, H, W) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (Cout, KH, KW) = (weight.shape[0], weight.shape[2], weight.shape[3])
-    precondition(weight.shape[1] == Cin, "\(op): input \(x.shape) has \(Cin) channels but weight \(weight.shape) expects \(weight.shape[1])")
-    if let bias { precondition(bias.shape == [Cout], "\(op): bias \(bias.shape) does not match weight \(weight.shape) (needs [\(Cout)])") }
-    precondition(stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
+    convPrecondition(weight.shape[1] == Cin, "\(op): input \(x.shape) has \(Cin) channels but weight \(weight.shape) expects \(weight.shape[1])")
+    if let bias { convPrecondition(bias.shape == [Cout], "\(op): bias \(bias.shape) does not match weight \(weight.shape) (needs [\(Cout)])") }
+    convPrecondition(stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
                  "\(op): stride \(stride) must be >= 1 and padding \(padding) >= 0")
-    precondition(KH >= 1 && KW >= 1 && H + 2 * padding.0 >= KH && W + 2 * padding.1 >= KW,
+    convPrecondition(KH >= 1 && KW >= 1 && H + 2 * padding.0 >= KH && W + 2 * padding.1 >= KW,
                  "\(op): kernel \(KH)×\(KW) of weight \(weight.shape) is larger than the padded input \(x.shape) (padding \(padding))")
     let g = WindowGeometry(channels: Cin, height: H, width: W, kernelH: KH, kernelW: KW,
                            strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1,
@@ -259,19 +266,19 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
 
 private func convTranspose2dChecked(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (Int, Int), padding: (Int, Int),
                                     outputPadding: (Int, Int), op: String) -> Tensor {
-    precondition(x.rank == 4, "\(op): input must be (B, Cin, H, W), got \(x.shape) (weight \(weight.shape))")
-    precondition(weight.rank == 4, "\(op): weight must be (Cin, Cout, KH, KW), got \(weight.shape) (input \(x.shape))")
+    convPrecondition(x.rank == 4, "\(op): input must be (B, Cin, H, W), got \(x.shape) (weight \(weight.shape))")
+    convPrecondition(weight.rank == 4, "\(op): weight must be (Cin, Cout, KH, KW), got \(weight.shape) (input \(x.shape))")
     let (B, Cin, H, W) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (Cout, KH, KW) = (weight.shape[1], weight.shape[2], weight.shape[3])
-    precondition(weight.shape[0] == Cin, "\(op): input \(x.shape) has \(Cin) channels but weight \(weight.shape) expects \(weight.shape[0])")
-    if let bias { precondition(bias.shape == [Cout], "\(op): bias \(bias.shape) does not match weight \(weight.shape) (needs [\(Cout)])") }
-    precondition(stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
+    convPrecondition(weight.shape[0] == Cin, "\(op): input \(x.shape) has \(Cin) channels but weight \(weight.shape) expects \(weight.shape[0])")
+    if let bias { convPrecondition(bias.shape == [Cout], "\(op): bias \(bias.shape) does not match weight \(weight.shape) (needs [\(Cout)])") }
+    convPrecondition(stride.0 >= 1 && stride.1 >= 1 && padding.0 >= 0 && padding.1 >= 0,
                  "\(op): stride \(stride) must be >= 1 and padding \(padding) >= 0")
-    precondition(outputPadding.0 >= 0 && outputPadding.1 >= 0 && outputPadding.0 < stride.0 && outputPadding.1 < stride.1,
+    convPrecondition(outputPadding.0 >= 0 && outputPadding.1 >= 0 && outputPadding.0 < stride.0 && outputPadding.1 < stride.1,
                  "\(op): outputPadding \(outputPadding) must be in 0 ..< stride \(stride)")
     let OH = (H - 1) * stride.0 - 2 * padding.0 + KH + outputPadding.0
     let OW = (W - 1) * stride.1 - 2 * padding.1 + KW + outputPadding.1
-    precondition(KH >= 1 && KW >= 1 && OH >= 1 && OW >= 1,
+    convPrecondition(KH >= 1 && KW >= 1 && OH >= 1 && OW >= 1,
                  "\(op): input \(x.shape) with weight \(weight.shape), stride \(stride), padding \(padding) gives an empty output \(OH)×\(OW)")
     // The window geometry of the conv2d this op is the gradient of: it maps the output (Cout, OH, OW) to the input (H, W).
     let g = WindowGeometry(channels: Cout, height: OH, width: OW, kernelH: KH, kernelW: KW,
@@ -360,9 +367,9 @@ private func convTranspose2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor
 /// 1-D convolution (`torch.nn.functional.conv1d`): x (B, Cin, L), weight (Cout, Cin, K), bias (Cout)
 /// -> (B, Cout, (L + 2·padding − K) / stride + 1). Runs as `conv2d` on a height-1 image (same kernels).
 public func conv1d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-    precondition(x.rank == 3, "conv1d: input must be (B, Cin, L), got \(x.shape) (weight \(weight.shape))")
-    precondition(weight.rank == 3, "conv1d: weight must be (Cout, Cin, K), got \(weight.shape) (input \(x.shape))")
-    precondition(weight.shape[1] == x.shape[1], "conv1d: input \(x.shape) has \(x.shape[1]) channels but weight \(weight.shape) expects \(weight.shape[1])")
+    convPrecondition(x.rank == 3, "conv1d: input must be (B, Cin, L), got \(x.shape) (weight \(weight.shape))")
+    convPrecondition(weight.rank == 3, "conv1d: weight must be (Cout, Cin, K), got \(weight.shape) (input \(x.shape))")
+    convPrecondition(weight.shape[1] == x.shape[1], "conv1d: input \(x.shape) has \(x.shape[1]) channels but weight \(weight.shape) expects \(weight.shape[1])")
     let x4 = x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]])
     let w4 = weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]])
     let y = conv2dChecked(x4, weight: w4, bias: bias, stride: (1, stride), padding: (0, padding), op: "conv1d")
@@ -373,9 +380,9 @@ public func conv1d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
 /// bias (Cout) -> (B, Cout, (L − 1)·stride − 2·padding + K + outputPadding). Runs as `convTranspose2d` with height 1.
 public func convTranspose1d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0,
                             outputPadding: Int = 0) -> Tensor {
-    precondition(x.rank == 3, "convTranspose1d: input must be (B, Cin, L), got \(x.shape) (weight \(weight.shape))")
-    precondition(weight.rank == 3, "convTranspose1d: weight must be (Cin, Cout, K), got \(weight.shape) (input \(x.shape))")
-    precondition(weight.shape[0] == x.shape[1], "convTranspose1d: input \(x.shape) has \(x.shape[1]) channels but weight \(weight.shape) expects \(weight.shape[0])")
+    convPrecondition(x.rank == 3, "convTranspose1d: input must be (B, Cin, L), got \(x.shape) (weight \(weight.shape))")
+    convPrecondition(weight.rank == 3, "convTranspose1d: weight must be (Cin, Cout, K), got \(weight.shape) (input \(x.shape))")
+    convPrecondition(weight.shape[0] == x.shape[1], "convTranspose1d: input \(x.shape) has \(x.shape[1]) channels but weight \(weight.shape) expects \(weight.shape[0])")
     let x4 = x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]])
     let w4 = weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]])
     let y = convTranspose2dChecked(x4, weight: w4, bias: bias, stride: (1, stride), padding: (0, padding),

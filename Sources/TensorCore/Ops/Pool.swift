@@ -5,14 +5,14 @@ import Foundation
 
 /// Output geometry of a pooling window (no dilation, floor mode like torch's default).
 private func poolGeometry(_ x: Tensor, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int), op: String) -> WindowGeometry {
-    precondition(x.rank == 4, "\(op): input must be (B, C, H, W), got \(x.shape)")
-    precondition(kernel.0 >= 1 && kernel.1 >= 1 && stride.0 >= 1 && stride.1 >= 1,
+    convPrecondition(x.rank == 4, "\(op): input must be (B, C, H, W), got \(x.shape)")
+    convPrecondition(kernel.0 >= 1 && kernel.1 >= 1 && stride.0 >= 1 && stride.1 >= 1,
                  "\(op): kernel \(kernel) and stride \(stride) must be >= 1 (input \(x.shape))")
     // torch's rule: the padding must be at most half the window, so every window sees a real pixel.
-    precondition(padding.0 >= 0 && padding.1 >= 0 && 2 * padding.0 <= kernel.0 && 2 * padding.1 <= kernel.1,
+    convPrecondition(padding.0 >= 0 && padding.1 >= 0 && 2 * padding.0 <= kernel.0 && 2 * padding.1 <= kernel.1,
                  "\(op): padding \(padding) must be in 0 ... kernel/2 for kernel \(kernel) (input \(x.shape))")
     let (H, W) = (x.shape[2], x.shape[3])
-    precondition(H + 2 * padding.0 >= kernel.0 && W + 2 * padding.1 >= kernel.1,
+    convPrecondition(H + 2 * padding.0 >= kernel.0 && W + 2 * padding.1 >= kernel.1,
                  "\(op): kernel \(kernel) is larger than the padded input \(x.shape) (padding \(padding))")
     return WindowGeometry(channels: x.shape[0] * x.shape[1], height: H, width: W, kernelH: kernel.0, kernelW: kernel.1,
                           strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1,

@@ -1,0 +1,396 @@
+import XCTest
+import Foundation
+import TensorCore
+
+// MARK: - shared helpers for ConvTests / PoolTests / BatchNormTests
+
+/// One PyTorch reference case written by Fixtures/make_conv_fixtures.py: Fixtures/conv/<case>.json holds the
+/// shapes, <case>.<name>.bin the raw little-endian float32 values.
+struct ConvFixture {
+    let tensors: [String: Tensor]
+    let params: [String: Any]
+
+    init(_ name: String) throws {
+        let root = try XCTUnwrap(Bundle.module.url(forResource: "Fixtures", withExtension: nil)).appendingPathComponent("conv")
+        let meta = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent("\(name).json"))) as? [String: Any])
+        params = meta["params"] as? [String: Any] ?? [:]
+        var loaded: [String: Tensor] = [:]
+        for (key, value) in try XCTUnwrap(meta["tensors"] as? [String: [Int]]) {
+            let data = try Data(contentsOf: root.appendingPathComponent("\(name).\(key).bin"))
+            XCTAssertEqual(data.count, value.reduce(1, *) * 4, "\(name).\(key).bin size")
+            let floats = data.withUnsafeBytes { raw in (0..<(data.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) } }
+            loaded[key] = Tensor(shape: value, data: floats)
+        }
+        tensors = loaded
+    }
+
+    subscript(_ key: String) -> Tensor { tensors[key]! }
+    func pair(_ key: String) -> (Int, Int) { let v = params[key] as! [Int]; return (v[0], v[1]) }
+}
+
+/// Runs this test binary again with only `test` selected and `FORGE_EXPECT_TRAP=1`, and returns what it wrote to
+/// stderr and whether it died. Lets a test prove that a precondition fires with the right message.
+func runTrappingChild(_ test: String) throws -> (stderr: String, crashed: Bool) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+    process.arguments = [test]
+    var env = ProcessInfo.processInfo.environment
+    env["FORGE_EXPECT_TRAP"] = "1"
+    env["SWIFT_BACKTRACE"] = "enable=no"   // keep the child's stderr to the message
+    process.environment = env
+    let errPipe = Pipe()
+    process.standardError = errPipe
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    let data = errPipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (String(decoding: data, as: UTF8.self), process.terminationReason == .uncaughtSignal)
+}
+
+var isTrapChild: Bool { ProcessInfo.processInfo.environment["FORGE_EXPECT_TRAP"] == "1" }
+
+// MARK: - naive references (Double, straight from the definitions)
+
+/// y[b, co, oh, ow] = bias[co] + Σ_{ci, kh, kw} x[b, ci, oh·s − p + kh, ow·s − p + kw] · w[co, ci, kh, kw]
+func naiveConv2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: (Int, Int), padding: (Int, Int)) -> [Float] {
+    let (B, Cin, H, W) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (Cout, KH, KW) = (w.shape[0], w.shape[2], w.shape[3])
+    let OH = (H + 2 * padding.0 - KH) / stride.0 + 1, OW = (W + 2 * padding.1 - KW) / stride.1 + 1
+    var y = [Float](repeating: 0, count: B * Cout * OH * OW)
+    for b in 0..<B { for co in 0..<Cout { for oh in 0..<OH { for ow in 0..<OW {
+        var s = Double(bias?[co] ?? 0)
+        for ci in 0..<Cin { for kh in 0..<KH { for kw in 0..<KW {
+            let ih = oh * stride.0 - padding.0 + kh, iw = ow * stride.1 - padding.1 + kw
+            if ih >= 0 && ih < H && iw >= 0 && iw < W { s += Double(x[b, ci, ih, iw]) * Double(w[co, ci, kh, kw]) }
+        } } }
+        y[((b * Cout + co) * OH + oh) * OW + ow] = Float(s)
+    } } } }
+    return y
+}
+
+/// Scatter-add definition: every input pixel x[b, ci, h, w] adds x·w[ci, co, kh, kw] at output
+/// (h·s − p + kh, w·s − p + kw), when that lands inside the (OH, OW) output.
+func naiveConvTranspose2d(_ x: Tensor, _ w: Tensor, _ bias: Tensor?, stride: (Int, Int), padding: (Int, Int),
+                          outputPadding: (Int, Int)) -> [Float] {
+    let (B, Cin, H, W) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (Cout, KH, KW) = (w.shape[1], w.shape[2], w.shape[3])
+    let OH = (H - 1) * stride.0 - 2 * padding.0 + KH + outputPadding.0
+    let OW = (W - 1) * stride.1 - 2 * padding.1 + KW + outputPadding.1
+    var y = [Double](repeating: 0, count: B * Cout * OH * OW)
+    for b in 0..<B { for co in 0..<Cout { for i in 0..<(OH * OW) { y[(b * Cout + co) * OH * OW + i] = Double(bias?[co] ?? 0) } } }
+    for b in 0..<B { for ci in 0..<Cin { for h in 0..<H { for wi in 0..<W {
+        for co in 0..<Cout { for kh in 0..<KH { for kw in 0..<KW {
+            let oh = h * stride.0 - padding.0 + kh, ow = wi * stride.1 - padding.1 + kw
+            if oh >= 0 && oh < OH && ow >= 0 && ow < OW {
+                y[((b * Cout + co) * OH + oh) * OW + ow] += Double(x[b, ci, h, wi]) * Double(w[ci, co, kh, kw])
+            }
+        } } }
+    } } } }
+    return y.map { Float($0) }
+}
+
+final class ConvTests: XCTestCase {
+
+    // MARK: forward against the naive loops
+
+    func testConv2dMatchesNaiveLoops() {
+        // (batch, Cin, H, W, Cout, KH, KW, stride, padding, bias)
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, (Int, Int), (Int, Int), Bool)] = [
+            (2, 3, 8, 8, 5, 3, 3, (1, 1), (1, 1), true),
+            (3, 2, 9, 7, 4, 4, 4, (2, 2), (1, 1), false),
+            (1, 4, 6, 10, 3, 3, 2, (2, 1), (0, 1), true),   // single image: the GEMM writes y directly
+            (2, 1, 5, 5, 2, 5, 5, (1, 1), (0, 0), true),    // kernel = image: 1×1 output
+        ]
+        for (k, c) in cases.enumerated() {
+            let x = randomTensor([c.0, c.1, c.2, c.3], seed: UInt64(10 + k))
+            let w = randomTensor([c.4, c.1, c.5, c.6], seed: UInt64(20 + k), scale: 0.5)
+            let b = c.9 ? randomTensor([c.4], seed: UInt64(30 + k)) : nil
+            let y = conv2d(x, weight: w, bias: b, stride: c.7, padding: c.8)
+            let expected = naiveConv2d(x, w, b, stride: c.7, padding: c.8)
+            XCTAssertEqual(y.shape, [c.0, c.4, (c.2 + 2 * c.8.0 - c.5) / c.7.0 + 1, (c.3 + 2 * c.8.1 - c.6) / c.7.1 + 1])
+            assertClose(y.scalars, expected, rtol: 1e-4, atol: 1e-4, "conv2d case \(k)")
+        }
+    }
+
+    func testConvTranspose2dMatchesScatterDefinition() {
+        // (batch, Cin, H, W, Cout, KH, KW, stride, padding, outputPadding, bias)
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, (Int, Int), (Int, Int), (Int, Int), Bool)] = [
+            (2, 3, 4, 4, 2, 4, 4, (2, 2), (1, 1), (0, 0), true),     // DCGAN upsampling block
+            (2, 4, 1, 1, 3, 4, 4, (1, 1), (0, 0), (0, 0), false),    // DCGAN first block: latent 1×1 -> 4×4
+            (1, 2, 3, 5, 3, 3, 2, (2, 3), (1, 0), (1, 2), true),     // single image, non-square, output padding
+            (3, 2, 5, 4, 2, 3, 3, (1, 1), (1, 1), (0, 0), true),
+        ]
+        for (k, c) in cases.enumerated() {
+            let x = randomTensor([c.0, c.1, c.2, c.3], seed: UInt64(40 + k))
+            let w = randomTensor([c.1, c.4, c.5, c.6], seed: UInt64(50 + k), scale: 0.5)
+            let b = c.10 ? randomTensor([c.4], seed: UInt64(60 + k)) : nil
+            let y = convTranspose2d(x, weight: w, bias: b, stride: c.7, padding: c.8, outputPadding: c.9)
+            XCTAssertEqual(y.shape, [c.0, c.4, (c.2 - 1) * c.7.0 - 2 * c.8.0 + c.5 + c.9.0, (c.3 - 1) * c.7.1 - 2 * c.8.1 + c.6 + c.9.1])
+            assertClose(y.scalars, naiveConvTranspose2d(x, w, b, stride: c.7, padding: c.8, outputPadding: c.9),
+                        rtol: 1e-4, atol: 1e-4, "convTranspose2d case \(k)")
+        }
+    }
+
+    func testConv1dAndConvTranspose1dMatchTwoDimensionalDefinitions() {
+        let x = randomTensor([2, 3, 11], seed: 70)
+        let w = randomTensor([4, 3, 3], seed: 71, scale: 0.5), b = randomTensor([4], seed: 72)
+        let y = conv1d(x, weight: w, bias: b, stride: 2, padding: 1)
+        XCTAssertEqual(y.shape, [2, 4, 6])
+        assertClose(y.scalars, naiveConv2d(x.reshaped([2, 3, 1, 11]), w.reshaped([4, 3, 1, 3]), b, stride: (1, 2), padding: (0, 1)),
+                    rtol: 1e-4, atol: 1e-4, "conv1d")
+        let wt = randomTensor([3, 2, 4], seed: 73, scale: 0.5)
+        let yt = convTranspose1d(x, weight: wt, bias: nil, stride: 2, padding: 1, outputPadding: 1)
+        XCTAssertEqual(yt.shape, [2, 2, 23])   // (11 − 1)·2 − 2 + 4 + 1
+        assertClose(yt.scalars, naiveConvTranspose2d(x.reshaped([2, 3, 1, 11]), wt.reshaped([3, 2, 1, 4]), nil, stride: (1, 2),
+                                                     padding: (0, 1), outputPadding: (0, 1)),
+                    rtol: 1e-4, atol: 1e-4, "convTranspose1d")
+    }
+
+    /// convTranspose2d is the data-gradient of conv2d: for the same weight, ⟨conv(x), y⟩ = ⟨x, convT(y)⟩.
+    func testConvTransposeIsAdjointOfConv() {
+        let x = randomTensor([2, 3, 9, 9], seed: 80), w = randomTensor([5, 3, 4, 4], seed: 81)
+        let cy = conv2d(x, weight: w, stride: 2, padding: 1)                 // (2, 5, 4, 4)
+        let y = randomTensor(cy.shape, seed: 82)
+        let tx = convTranspose2d(y, weight: w, stride: 2, padding: 1, outputPadding: 1)   // (2, 3, 9, 9)
+        XCTAssertEqual(tx.shape, x.shape)
+        var lhs = 0.0, rhs = 0.0
+        for i in 0..<cy.count { lhs += Double(cy.pointer[i]) * Double(y.pointer[i]) }
+        for i in 0..<x.count { rhs += Double(x.pointer[i]) * Double(tx.pointer[i]) }
+        XCTAssertEqual(lhs, rhs, accuracy: 1e-4 * abs(lhs))
+    }
+
+    /// Batches big enough to be split into several im2col chunks (64 MB column budget): the results and the
+    /// accumulated weight gradients must equal the sum of one-image runs.
+    func testChunkedBatchMatchesPerImageRuns() {
+        // conv2d: K = 64·3·3 = 576 rows, P = 110·110 columns per image -> 2 images per chunk, batch 3 -> chunks of 2 and 1
+        let x = randomTensor([3, 64, 110, 110], seed: 90, scale: 0.5), w = randomTensor([2, 64, 3, 3], seed: 91, scale: 0.1)
+        let b = randomTensor([2], seed: 92)
+        w.requiresGrad = true; x.requiresGrad = true
+        let y = conv2d(x, weight: w, bias: b, stride: 1, padding: 1)
+        let dy = randomTensor(y.shape, seed: 93)
+        y.backward(dy)
+        var dwSum = [Double](repeating: 0, count: w.count)
+        let perImage = 64 * 110 * 110, perOut = 2 * 110 * 110
+        for i in 0..<3 {
+            let xi = Tensor(shape: [1, 64, 110, 110]) { $0.baseAddress!.update(from: x.pointer + i * perImage, count: perImage) }
+            xi.requiresGrad = true
+            let wi = w.detached(); wi.requiresGrad = true
+            let yi = conv2d(xi, weight: wi, bias: b, stride: 1, padding: 1)
+            assertClose(Array(y.buffer[(i * perOut)..<((i + 1) * perOut)]), yi.scalars, rtol: 1e-5, atol: 1e-5, "conv2d image \(i) forward")
+            yi.backward(Tensor(shape: yi.shape) { $0.baseAddress!.update(from: dy.pointer + i * perOut, count: perOut) })
+            assertClose(Array(x.grad!.buffer[(i * perImage)..<((i + 1) * perImage)]), xi.grad!.scalars, rtol: 1e-5, atol: 1e-5, "conv2d image \(i) dx")
+            for j in 0..<w.count { dwSum[j] += Double(wi.grad!.pointer[j]) }
+        }
+        assertClose(w.grad!.scalars, dwSum.map { Float($0) }, rtol: 1e-4, atol: 1e-3, "conv2d chunked dW")
+
+        // convTranspose2d: K = Cout·KH·KW = 256·4·4 = 4096 rows, P = 40·40 -> 2 images per chunk
+        let xt = randomTensor([3, 2, 40, 40], seed: 94), wt = randomTensor([2, 256, 4, 4], seed: 95, scale: 0.1)
+        wt.requiresGrad = true
+        let yt = convTranspose2d(xt, weight: wt, stride: 2, padding: 1)
+        let dyt = randomTensor(yt.shape, seed: 96)
+        yt.backward(dyt)
+        var dwtSum = [Double](repeating: 0, count: wt.count)
+        let perIn = 2 * 40 * 40, perOutT = 256 * 80 * 80
+        for i in 0..<3 {
+            let xi = Tensor(shape: [1, 2, 40, 40]) { $0.baseAddress!.update(from: xt.pointer + i * perIn, count: perIn) }
+            let wi = wt.detached(); wi.requiresGrad = true
+            let yi = convTranspose2d(xi, weight: wi, stride: 2, padding: 1)
+            assertClose(Array(yt.buffer[(i * perOutT)..<((i + 1) * perOutT)]), yi.scalars, rtol: 1e-5, atol: 1e-5, "convT image \(i) forward")
+            yi.backward(Tensor(shape: yi.shape) { $0.baseAddress!.update(from: dyt.pointer + i * perOutT, count: perOutT) })
+            for j in 0..<wt.count { dwtSum[j] += Double(wi.grad!.pointer[j]) }
+        }
+        assertClose(wt.grad!.scalars, dwtSum.map { Float($0) }, rtol: 1e-4, atol: 1e-3, "convT chunked dW")
+    }
+
+    // MARK: gradient checks (finite differences)
+
+    func testConv2dGradients() {
+        // stride 1, padding 0, with bias
+        assertGradientsMatch([randomTensor([2, 2, 5, 5], seed: 1), randomTensor([3, 2, 3, 3], seed: 2), randomTensor([3], seed: 3)]) {
+            conv2d($0[0], weight: $0[1], bias: $0[2])
+        }
+        // stride 2, padding 1, non-square kernel, no bias
+        assertGradientsMatch([randomTensor([2, 3, 6, 5], seed: 4), randomTensor([2, 3, 3, 2], seed: 5)]) {
+            conv2d($0[0], weight: $0[1], stride: 2, padding: 1)
+        }
+        // mixed stride/padding, single image (direct GEMM path)
+        assertGradientsMatch([randomTensor([1, 2, 5, 7], seed: 6), randomTensor([3, 2, 2, 3], seed: 7), randomTensor([3], seed: 8)]) {
+            conv2d($0[0], weight: $0[1], bias: $0[2], stride: (2, 1), padding: (0, 1))
+        }
+    }
+
+    func testConvTranspose2dGradients() {
+        // stride 1, padding 0, with bias
+        assertGradientsMatch([randomTensor([2, 2, 3, 3], seed: 11), randomTensor([2, 3, 3, 3], seed: 12), randomTensor([3], seed: 13)]) {
+            convTranspose2d($0[0], weight: $0[1], bias: $0[2])
+        }
+        // stride 2, padding 1, output padding 1, no bias
+        assertGradientsMatch([randomTensor([2, 3, 3, 3], seed: 14), randomTensor([3, 2, 4, 4], seed: 15)]) {
+            convTranspose2d($0[0], weight: $0[1], stride: 2, padding: 1, outputPadding: 1)
+        }
+        // non-square kernel, mixed strides, single image, bias
+        assertGradientsMatch([randomTensor([1, 2, 3, 4], seed: 16), randomTensor([2, 3, 3, 2], seed: 17), randomTensor([3], seed: 18)]) {
+            convTranspose2d($0[0], weight: $0[1], bias: $0[2], stride: (2, 1), padding: (1, 0), outputPadding: (1, 0))
+        }
+    }
+
+    func testConv1dGradients() {
+        assertGradientsMatch([randomTensor([2, 3, 9], seed: 21), randomTensor([2, 3, 3], seed: 22), randomTensor([2], seed: 23)]) {
+            conv1d($0[0], weight: $0[1], bias: $0[2], stride: 2, padding: 1)
+        }
+        assertGradientsMatch([randomTensor([2, 2, 5], seed: 24), randomTensor([2, 3, 4], seed: 25), randomTensor([3], seed: 26)]) {
+            convTranspose1d($0[0], weight: $0[1], bias: $0[2], stride: 2, padding: 1, outputPadding: 1)
+        }
+    }
+
+    // MARK: PyTorch reference values
+
+    func testConv2dMatchesPyTorch() throws {
+        let f = try ConvFixture("conv2d")
+        let (x, w, b) = (f["x"], f["weight"], f["bias"])
+        for t in [x, w, b] { t.requiresGrad = true }
+        let y = conv2d(x, weight: w, bias: b, stride: f.pair("stride"), padding: f.pair("padding"))
+        XCTAssertEqual(y.shape, f["y"].shape)
+        assertClose(y.scalars, f["y"].scalars, rtol: 1e-4, atol: 1e-5, "y")
+        y.backward(f["r"])
+        assertClose(x.grad!.scalars, f["dx"].scalars, rtol: 1e-4, atol: 1e-5, "dx")
+        assertClose(w.grad!.scalars, f["dweight"].scalars, rtol: 1e-4, atol: 1e-5, "dweight")
+        assertClose(b.grad!.scalars, f["dbias"].scalars, rtol: 1e-4, atol: 1e-5, "dbias")
+    }
+
+    func testConvTranspose2dMatchesPyTorch() throws {
+        let f = try ConvFixture("conv_transpose2d")
+        let (x, w, b) = (f["x"], f["weight"], f["bias"])
+        for t in [x, w, b] { t.requiresGrad = true }
+        let y = convTranspose2d(x, weight: w, bias: b, stride: f.pair("stride"), padding: f.pair("padding"),
+                                outputPadding: f.pair("output_padding"))
+        XCTAssertEqual(y.shape, f["y"].shape)
+        assertClose(y.scalars, f["y"].scalars, rtol: 1e-4, atol: 1e-5, "y")
+        y.backward(f["r"])
+        assertClose(x.grad!.scalars, f["dx"].scalars, rtol: 1e-4, atol: 1e-5, "dx")
+        assertClose(w.grad!.scalars, f["dweight"].scalars, rtol: 1e-4, atol: 1e-5, "dweight")
+        assertClose(b.grad!.scalars, f["dbias"].scalars, rtol: 1e-4, atol: 1e-5, "dbias")
+    }
+
+    // MARK: bad input
+
+    func testBadShapesTrapWithMessage() throws {
+        if isTrapChild { return }
+        let expectations = [
+            ("TensorCoreTests.ConvTests/testTrapConv2dChannels", "conv2d: input [1, 3, 8, 8] has 3 channels but weight [4, 2, 3, 3] expects 2"),
+            ("TensorCoreTests.ConvTests/testTrapConv2dRank", "conv2d: input must be (B, Cin, H, W), got [3, 8, 8] (weight [4, 3, 3, 3])"),
+            ("TensorCoreTests.ConvTests/testTrapConvTransposeChannels", "convTranspose2d: input [2, 5, 4, 4] has 5 channels but weight [4, 3, 4, 4] expects 4"),
+            ("TensorCoreTests.ConvTests/testTrapConv1dChannels", "conv1d: input [2, 3, 10] has 3 channels but weight [4, 2, 3] expects 2"),
+            ("TensorCoreTests.ConvTests/testTrapConv2dKernelTooLarge", "conv2d: kernel 5×5 of weight [1, 1, 5, 5] is larger than the padded input [1, 1, 3, 3]"),
+        ]
+        for (test, message) in expectations {
+            let (stderr, crashed) = try runTrappingChild(test)
+            XCTAssertTrue(crashed, "\(test) should trap")
+            XCTAssertTrue(stderr.contains(message), "\(test): expected \"\(message)\" in:\n\(stderr.suffix(600))")
+        }
+    }
+
+    // Run only as children of testBadShapesTrapWithMessage (they trap on purpose).
+    func testTrapConv2dChannels() {
+        guard isTrapChild else { return }
+        _ = conv2d(Tensor.zeros([1, 3, 8, 8]), weight: Tensor.zeros([4, 2, 3, 3]))
+    }
+    func testTrapConv2dRank() {
+        guard isTrapChild else { return }
+        _ = conv2d(Tensor.zeros([3, 8, 8]), weight: Tensor.zeros([4, 3, 3, 3]))
+    }
+    func testTrapConvTransposeChannels() {
+        guard isTrapChild else { return }
+        _ = convTranspose2d(Tensor.zeros([2, 5, 4, 4]), weight: Tensor.zeros([4, 3, 4, 4]), stride: 2, padding: 1)
+    }
+    func testTrapConv1dChannels() {
+        guard isTrapChild else { return }
+        _ = conv1d(Tensor.zeros([2, 3, 10]), weight: Tensor.zeros([4, 2, 3]))
+    }
+    func testTrapConv2dKernelTooLarge() {
+        guard isTrapChild else { return }
+        _ = conv2d(Tensor.zeros([1, 1, 3, 3]), weight: Tensor.zeros([1, 1, 5, 5]))
+    }
+}
+
+// MARK: - throughput (prints only; run with FORGE_BENCH=1)
+
+final class ConvBenchmarks: XCTestCase {
+    /// DCGAN layers at batch 64: GFLOP/s of the op forward and forward+backward, next to raw sgemm on the
+    /// same GEMM shapes. Prints; asserts nothing about speed. `FORGE_BENCH=1 swift test -c release --filter ConvBenchmarks`
+    func testDCGANLayerThroughput() throws {
+        guard ProcessInfo.processInfo.environment["FORGE_BENCH"] == "1" else { throw XCTSkip("set FORGE_BENCH=1 to run") }
+        print("OpenBLAS core \(BLAS.coreName), threads \(Threads.count)")
+        func seconds(_ minTime: Double = 0.4, _ body: () -> Void) -> Double {
+            body()
+            var runs = 0
+            let start = DispatchTime.now().uptimeNanoseconds
+            var elapsed = 0.0
+            repeat { body(); runs += 1; elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9 } while elapsed < minTime
+            return elapsed / Double(runs)
+        }
+        /// Time of one sgemm of op(A)(m, k)·op(B)(k, n) on fresh buffers.
+        func gemmSeconds(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int) -> Double {
+            let a = randomTensor([m * k], seed: 1), b = randomTensor([k * n], seed: 2), c = Tensor.zeros([m * n])
+            return seconds {
+                sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.pointer, lda: transA ? m : k,
+                      b: b.pointer, ldb: transB ? k : n, c: c.mutablePointer, ldc: n)
+            }
+        }
+        struct Layer { let name: String; let transposed: Bool; let cin, cout, h, k, s, p: Int }
+        let B = 64
+        let layers = [
+            Layer(name: "D1 conv 3→64 64²", transposed: false, cin: 3, cout: 64, h: 64, k: 4, s: 2, p: 1),
+            Layer(name: "D2 conv 64→128 32²", transposed: false, cin: 64, cout: 128, h: 32, k: 4, s: 2, p: 1),
+            Layer(name: "D3 conv 128→256 16²", transposed: false, cin: 128, cout: 256, h: 16, k: 4, s: 2, p: 1),
+            Layer(name: "D4 conv 256→512 8²", transposed: false, cin: 256, cout: 512, h: 8, k: 4, s: 2, p: 1),
+            Layer(name: "D5 conv 512→1 4²", transposed: false, cin: 512, cout: 1, h: 4, k: 4, s: 1, p: 0),
+            Layer(name: "G1 convT 100→512 1²", transposed: true, cin: 100, cout: 512, h: 1, k: 4, s: 1, p: 0),
+            Layer(name: "G2 convT 512→256 4²", transposed: true, cin: 512, cout: 256, h: 4, k: 4, s: 2, p: 1),
+            Layer(name: "G3 convT 256→128 8²", transposed: true, cin: 256, cout: 128, h: 8, k: 4, s: 2, p: 1),
+            Layer(name: "G4 convT 128→64 16²", transposed: true, cin: 128, cout: 64, h: 16, k: 4, s: 2, p: 1),
+            Layer(name: "G5 convT 64→3 32²", transposed: true, cin: 64, cout: 3, h: 32, k: 4, s: 2, p: 1),
+        ]
+        var totals = (fwd: 0.0, step: 0.0, gemm: 0.0, flops: 0.0)
+        print("layer                      fwd ms  GF/s | fwd+bwd ms  GF/s | sgemm-only fwd+bwd ms  GF/s")
+        for l in layers {
+            let x = randomTensor([B, l.cin, l.h, l.h], seed: 3)
+            let w = randomTensor(l.transposed ? [l.cin, l.cout, l.k, l.k] : [l.cout, l.cin, l.k, l.k], seed: 4, scale: 0.05)
+            let bias = Tensor.zeros([l.cout])
+            let op: () -> Tensor = l.transposed
+                ? { convTranspose2d(x, weight: w, bias: bias, stride: l.s, padding: l.p) }
+                : { conv2d(x, weight: w, bias: bias, stride: l.s, padding: l.p) }
+            let y = withNoGrad(op)
+            let oh = y.shape[2]
+            // the GEMM view: conv2d's rows K = Cin·k², columns N = B·OH·OW, M = Cout (convT: the same with in/out swapped)
+            let (M, K, N) = l.transposed ? (l.cin, l.cout * l.k * l.k, B * l.h * l.h) : (l.cout, l.cin * l.k * l.k, B * oh * oh)
+            let flops = 2.0 * Double(M) * Double(K) * Double(N)
+            let fwd = seconds { _ = withNoGrad(op) }
+            let dy = randomTensor(y.shape, seed: 5)
+            x.requiresGrad = true; w.requiresGrad = true; bias.requiresGrad = true
+            let step = seconds { x.grad = nil; w.grad = nil; bias.grad = nil; op().backward(dy) }
+            x.requiresGrad = false; w.requiresGrad = false; bias.requiresGrad = false
+            // raw sgemm on the three GEMM shapes of forward + backward
+            let gemm = l.transposed
+                ? gemmSeconds(true, false, K, N, M) + gemmSeconds(false, false, M, N, K) + gemmSeconds(false, true, M, K, N)
+                : gemmSeconds(false, false, M, N, K) + gemmSeconds(false, true, M, K, N) + gemmSeconds(true, false, K, N, M)
+            totals.fwd += fwd; totals.step += step; totals.gemm += gemm; totals.flops += flops
+            print(l.name.padding(toLength: 24, withPad: " ", startingAt: 0),
+                  String(format: "%8.2f %5.0f | %9.2f %5.0f | %9.2f %5.0f", fwd * 1e3, flops / fwd * 1e-9,
+                         step * 1e3, 3 * flops / step * 1e-9, gemm * 1e3, 3 * flops / gemm * 1e-9))
+        }
+        print(String(format: "total D+G                  %8.2f %5.0f | %9.2f %5.0f | %9.2f %5.0f", totals.fwd * 1e3,
+                     totals.flops / totals.fwd * 1e-9, totals.step * 1e3, 3 * totals.flops / totals.step * 1e-9,
+                     totals.gemm * 1e3, 3 * totals.flops / totals.gemm * 1e-9))
+
+        // batch norm on the D2 activation (64, 128, 16, 16): memory-bound, GB/s of x read + y written
+        let xb = randomTensor([B, 128, 16, 16], seed: 6), wb = Tensor.ones([128]), bb = Tensor.zeros([128])
+        let rm = Tensor.zeros([128]), rv = Tensor.ones([128])
+        let bnFwd = seconds { _ = withNoGrad { batchNorm(xb, weight: wb, bias: bb, runningMean: rm, runningVar: rv, training: true) } }
+        xb.requiresGrad = true; wb.requiresGrad = true; bb.requiresGrad = true
+        let dyb = randomTensor(xb.shape, seed: 7)
+        let bnStep = seconds { xb.grad = nil; wb.grad = nil; bb.grad = nil
+            batchNorm(xb, weight: wb, bias: bb, runningMean: rm, runningVar: rv, training: true).backward(dyb) }
+        print(String(format: "batchNorm (64,128,16,16): fwd %.2f ms, fwd+bwd %.2f ms", bnFwd * 1e3, bnStep * 1e3))
+    }
+}
