@@ -126,6 +126,11 @@ public struct StateLoadReport: Equatable, Sendable {
     public var missingNames: [String] = []
     /// Names among the loaded tensors that the module has no place for (ignored).
     public var unexpectedNames: [String] = []
+
+    public init(missingNames: [String] = [], unexpectedNames: [String] = []) {
+        self.missingNames = missingNames
+        self.unexpectedNames = unexpectedNames
+    }
 }
 
 /// Why `loadState` refused a set of tensors; its description lists every problem at once.
@@ -136,10 +141,22 @@ public struct StateLoadError: Error, CustomStringConvertible, Equatable {
         public let expected: [Int]
         /// The shape of the tensor offered for it.
         public let found: [Int]
+
+        public init(name: String, expected: [Int], found: [Int]) {
+            self.name = name
+            self.expected = expected
+            self.found = found
+        }
     }
     public let missingNames: [String]
     public let unexpectedNames: [String]
     public let shapeMismatches: [ShapeMismatch]
+
+    public init(missingNames: [String], unexpectedNames: [String], shapeMismatches: [ShapeMismatch]) {
+        self.missingNames = missingNames
+        self.unexpectedNames = unexpectedNames
+        self.shapeMismatches = shapeMismatches
+    }
 
     public var description: String {
         var lines: [String] = ["Error(s) in loading state:"]
