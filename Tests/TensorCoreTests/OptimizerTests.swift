@@ -145,6 +145,14 @@ final class OptimizerTests: XCTestCase {
             let text = String(describing: error)
             XCTAssertTrue(text.contains("state.0.exp_avg") && text.contains("[3, 2]") && text.contains("[2, 3]"), text)
         }
+        // State for a third parameter, or a key Adam does not keep: a checkpoint of something else.
+        for name in ["state.2.exp_avg", "state.0.momentum_buffer"] {
+            XCTAssertThrowsError(try opt.loadState([name: Tensor.zeros([3])], prefix: "")) { error in
+                XCTAssertTrue(String(describing: error).contains(name), "\(error)")
+            }
+        }
+        // Other names in the same checkpoint (the model's) are not the optimizer's business.
+        XCTAssertNoThrow(try opt.loadState(["model.weight": Tensor.zeros([3])], prefix: "optimizer."))
     }
 
     /// A parameter larger than one parallel chunk: every chunk must update its own slice.

@@ -66,7 +66,20 @@ public struct OptimizerStateError: Error, CustomStringConvertible {
 /// Per-parameter state keyed by the parameter's position across groups.
 private func stateNames(_ prefix: String, _ index: Int, _ key: String) -> String { "\(prefix)state.\(index).\(key)" }
 
-/// Copies `tensors[name]` into `into` after checking the shape; nil when absent.
+/// Refuses saved state that names a parameter this optimizer does not have or a key it does not keep
+/// (a checkpoint from a different model or optimizer); names outside `prefix + "state."` are ignored.
+private func checkStateNames(_ tensors: [String: Tensor], prefix: String, parameterCount: Int, keys: Set<String>) throws {
+    let head = prefix + "state."
+    for name in tensors.keys where name.hasPrefix(head) {
+        let rest = name.dropFirst(head.count).split(separator: ".", maxSplits: 1)
+        guard rest.count == 2, let index = Int(rest[0]), index >= 0, index < parameterCount, keys.contains(String(rest[1])) else {
+            throw OptimizerStateError(description: "optimizer state \(name) does not belong to this optimizer "
+                                      + "(\(parameterCount) parameters, keys \(keys.sorted().joined(separator: ", ")))")
+        }
+    }
+}
+
+/// A copy of `tensors[name]` after checking its shape; nil when absent.
 private func restore(_ tensors: [String: Tensor], _ name: String, shape: [Int]) throws -> Tensor? {
     guard let t = tensors[name] else { return nil }
     guard t.shape == shape else {
@@ -107,6 +120,7 @@ public final class SGD: Optimizer {
             let mom = momentum, damp = dampening, nest = nesterov
             for p in group.parameters {
                 guard let grad = p.grad else { continue }
+                precondition(grad.shape == p.shape, "SGD: gradient shape \(grad.shape) differs from parameter shape \(p.shape)")
                 let pp = SendablePointer(p.mutablePointer), gp = SendablePointer(grad.pointer)
                 if mom == 0 {
                     parallelFor(p.count) { s, e in
@@ -150,6 +164,7 @@ public final class SGD: Optimizer {
     }
 
     public func loadState(_ tensors: [String: Tensor], prefix: String = "") throws {
+        try checkStateNames(tensors, prefix: prefix, parameterCount: parameters.count, keys: ["momentum_buffer"])
         var loaded: [ObjectIdentifier: Tensor] = [:]
         for (i, p) in parameters.enumerated() {
             if let b = try restore(tensors, stateNames(prefix, i, "momentum_buffer"), shape: p.shape) {
@@ -196,6 +211,7 @@ public class Adam: Optimizer {
         for group in groups {
             for p in group.parameters {
                 guard let grad = p.grad else { continue }
+                precondition(grad.shape == p.shape, "Adam: gradient shape \(grad.shape) differs from parameter shape \(p.shape)")
                 let key = ObjectIdentifier(p)
                 var st = states[key] ?? State(step: 0, expAvg: .zeros(p.shape), expAvgSq: .zeros(p.shape))
                 st.step += 1
@@ -227,6 +243,7 @@ public class Adam: Optimizer {
     }
 
     public func loadState(_ tensors: [String: Tensor], prefix: String = "") throws {
+        try checkStateNames(tensors, prefix: prefix, parameterCount: parameters.count, keys: ["step", "exp_avg", "exp_avg_sq"])
         var loaded: [ObjectIdentifier: State] = [:]
         for (i, p) in parameters.enumerated() {
             let stepName = stateNames(prefix, i, "step")
