@@ -58,3 +58,13 @@ public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Flo
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
+
+/// OpenBLAS's own thread count, switched to 1 while Forge's threads each run small GEMMs.
+enum BLASThreads {
+    static func withSingleThreaded(when condition: Bool, _ body: () -> Void) {
+        guard condition else { body(); return }
+        openblas_set_num_threads(1)
+        body()
+        openblas_set_num_threads(Int32(Threads.count))
+    }
+}

@@ -1,0 +1,301 @@
+import Foundation
+import CKernels
+
+// MARK: - softmax
+
+extension Tensor {
+    /// Softmax along `axis` (rows of the last axis run in the C kernel; other axes are moved last).
+    public func softmax(axis: Int = -1) -> Tensor {
+        let a = normalizeAxis(axis, rank, op: "softmax")
+        if a != rank - 1 { return transposed(a, -1).softmax(axis: -1).transposed(a, -1) }
+        let cols = shape[rank - 1], rows = count / Swift.max(cols, 1)
+        let out = Tensor(uninitializedShape: shape)
+        let px = SendablePointer(pointer), po = SendablePointer(out.mutablePointer)
+        parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
+            fk_softmax_rows(px.p + s * cols, po.p + s * cols, e - s, cols, 1, 0, 0)
+        }
+        let ys = out.storage
+        return Tensor.record(out, "softmax", [self]) { g in
+            let dx = Tensor(uninitializedShape: g.shape)
+            let py = SendablePointer(ys.pointer), pg = SendablePointer(g.pointer), pd = SendablePointer(dx.mutablePointer)
+            parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
+                fk_softmax_rows_backward(py.p + s * cols, pg.p + s * cols, pd.p + s * cols, e - s, cols, 1)
+            }
+            return [dx]
+        }
+    }
+
+    /// log(softmax(x)) along `axis`, computed stably.
+    public func logSoftmax(axis: Int = -1) -> Tensor {
+        let a = normalizeAxis(axis, rank, op: "logSoftmax")
+        if a != rank - 1 { return transposed(a, -1).logSoftmax(axis: -1).transposed(a, -1) }
+        let cols = shape[rank - 1], rows = count / Swift.max(cols, 1)
+        let out = Tensor(uninitializedShape: shape)
+        let px = SendablePointer(pointer), po = SendablePointer(out.mutablePointer)
+        parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
+            fk_log_softmax_rows(px.p + s * cols, po.p + s * cols, e - s, cols)
+        }
+        let ys = out.storage
+        return Tensor.record(out, "log_softmax", [self]) { g in
+            let dx = Tensor(uninitializedShape: g.shape)
+            let py = SendablePointer(ys.pointer), pg = SendablePointer(g.pointer), pd = SendablePointer(dx.mutablePointer)
+            parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
+                fk_log_softmax_rows_backward(py.p + s * cols, pg.p + s * cols, pd.p + s * cols, e - s, cols)
+            }
+            return [dx]
+        }
+    }
+}
+
+// MARK: - cross-entropy
+
+/// Mean cross-entropy of `logits` (N, C) against class indices `targets` (N), like
+/// `F.cross_entropy(logits, targets, ignore_index=…)`: rows whose target is `ignoreIndex` count for nothing.
+/// One fused op: the forward keeps softmax(logits), the backward is (softmax − onehot) / n.
+public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 = -100) -> Tensor {
+    precondition(logits.rank == 2, "crossEntropy: logits must be (N, C), got \(logits.shape)")
+    let rows = logits.shape[0], cols = logits.shape[1]
+    precondition(targets.count == rows, "crossEntropy: \(targets.count) targets for logits \(logits.shape)")
+    for t in targets where t != ignoreIndex {
+        precondition(t >= 0 && Int(t) < cols, "crossEntropy: target \(t) out of range for \(cols) classes")
+    }
+    let valid = targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
+    let needGrad = Tensor.needsGrad(logits)
+    let probs: Tensor? = needGrad ? Tensor(uninitializedShape: logits.shape) : nil
+    var losses = [Float](repeating: 0, count: rows)
+    let px = SendablePointer(logits.pointer), pp = probs.map { SendablePointer($0.mutablePointer) }
+    targets.withUnsafeBufferPointer { tb in
+        losses.withUnsafeMutableBufferPointer { lb in
+            let pt = SendablePointer(tb.baseAddress!), pl = SendablePointer(lb.baseAddress!)
+            parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
+                fk_cross_entropy_rows(px.p + s * cols, pt.p + s, pl.p + s, pp.map { $0.p + s * cols }, e - s, cols, ignoreIndex)
+            }
+        }
+    }
+    var total = 0.0
+    for l in losses { total += Double(l) }  // fixed order: deterministic
+    let out = Tensor(valid > 0 ? Float(total / Double(valid)) : .nan)
+    return Tensor.record(out, "cross_entropy", [logits]) { g in
+        let dx = probs!
+        let scale = g.item / Float(Swift.max(valid, 1))
+        let pd = SendablePointer(dx.mutablePointer)
+        targets.withUnsafeBufferPointer { tb in
+            let pt = SendablePointer(tb.baseAddress!)
+            parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
+                for r in s..<e {
+                    let row = pd.p + r * cols
+                    let t = pt.p[r]
+                    if t == ignoreIndex {
+                        row.update(repeating: 0, count: cols)
+                    } else {
+                        row[Int(t)] -= 1
+                        for c in 0..<cols { row[c] *= scale }
+                    }
+                }
+            }
+        }
+        return [dx]
+    }
+}
+
+// MARK: - layer norm
+
+/// Layer norm over the last axis (`F.layer_norm(x, (C,), weight, bias, eps)`).
+public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 1e-5) -> Tensor {
+    let cols = x.shape.last ?? 1, rows = x.count / Swift.max(cols, 1)
+    if let w = weight { precondition(w.shape == [cols], "layerNorm: weight \(w.shape) does not match input \(x.shape)") }
+    if let b = bias { precondition(b.shape == [cols], "layerNorm: bias \(b.shape) does not match input \(x.shape)") }
+    let out = Tensor(uninitializedShape: x.shape)
+    let mean = Tensor(uninitializedShape: [rows]), rstd = Tensor(uninitializedShape: [rows])
+    let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
+    let pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
+    let pw = weight.map { SendablePointer($0.pointer) }, pb = bias.map { SendablePointer($0.pointer) }
+    let grain = Swift.max(1, 16_384 / Swift.max(cols, 1))
+    parallelFor(rows, grain: grain) { s, e in
+        fk_layernorm_forward(px.p + s * cols, pw?.p, pb?.p, po.p + s * cols, pm.p + s, pr.p + s, e - s, cols, eps)
+    }
+    var inputs = [x]
+    if let w = weight { inputs.append(w) }
+    if let b = bias { inputs.append(b) }
+    return Tensor.record(out, "layer_norm", inputs) { g in
+        let dx = Tensor(uninitializedShape: x.shape)
+        let pg = SendablePointer(g.pointer), pd = SendablePointer(dx.mutablePointer)
+        // Each chunk accumulates its own dweight/dbias; chunks are summed in order (deterministic).
+        let partials: [([Float], [Float])] = parallelChunks(rows, grain: grain) { s, e in
+            var dw = [Float](repeating: 0, count: weight == nil ? 0 : cols)
+            var db = [Float](repeating: 0, count: bias == nil ? 0 : cols)
+            dw.withUnsafeMutableBufferPointer { dwb in
+                db.withUnsafeMutableBufferPointer { dbb in
+                    fk_layernorm_backward(px.p + s * cols, pw?.p, pm.p + s, pr.p + s, pg.p + s * cols, pd.p + s * cols,
+                                          weight == nil ? nil : dwb.baseAddress, bias == nil ? nil : dbb.baseAddress, e - s, cols)
+                }
+            }
+            return (dw, db)
+        }
+        var result: [Tensor?] = [dx]
+        if weight != nil {
+            result.append(Tensor(shape: [cols]) { b in
+                b.update(repeating: 0)
+                for p in partials { for c in 0..<cols { b[c] += p.0[c] } }
+            })
+        }
+        if bias != nil {
+            result.append(Tensor(shape: [cols]) { b in
+                b.update(repeating: 0)
+                for p in partials { for c in 0..<cols { b[c] += p.1[c] } }
+            })
+        }
+        return result
+    }
+}
+
+// MARK: - embedding
+
+/// Rows of `weight` (num, dim) picked by `indices`; the result has shape `shape + [dim]`.
+public func embedding(_ weight: Tensor, _ indices: [Int32], shape: [Int]) -> Tensor {
+    precondition(weight.rank == 2, "embedding: weight must be (num, dim), got \(weight.shape)")
+    precondition(Tensor.elementCount(shape) == indices.count, "embedding: \(indices.count) indices do not fill shape \(shape)")
+    let num = weight.shape[0], dim = weight.shape[1]
+    for i in indices { precondition(i >= 0 && Int(i) < num, "embedding: index \(i) out of range for \(num) rows") }
+    let out = Tensor(uninitializedShape: shape + [dim])
+    let pw = SendablePointer(weight.pointer), po = SendablePointer(out.mutablePointer)
+    indices.withUnsafeBufferPointer { ib in
+        let pi = SendablePointer(ib.baseAddress!)
+        parallelFor(indices.count, grain: Swift.max(1, 16_384 / Swift.max(dim, 1))) { s, e in
+            for k in s..<e { (po.p + k * dim).update(from: pw.p + Int(pi.p[k]) * dim, count: dim) }
+        }
+    }
+    return Tensor.record(out, "embedding", [weight]) { g in
+        // scatter-add in index order (deterministic)
+        let dw = Tensor.zeros([num, dim])
+        for (k, i) in indices.enumerated() {
+            let d = dw.mutablePointer + Int(i) * dim, s = g.pointer + k * dim
+            for j in 0..<dim { d[j] += s[j] }
+        }
+        return [dw]
+    }
+}
+
+// MARK: - dropout
+
+/// Zeroes each element with probability `p` and scales the rest by 1/(1-p) when training; identity otherwise.
+public func dropout(_ x: Tensor, p: Float, training: Bool, generator: inout RandomGenerator) -> Tensor {
+    precondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
+    if !training || p == 0 { return x }
+    let scale = 1 / (1 - p)
+    let mask = Tensor(shape: x.shape) { b in for i in 0..<b.count { b[i] = generator.nextFloat() < p ? 0 : scale } }
+    let out = broadcastMap(x, mask, op: "dropout") { $0 * $1 }
+    return Tensor.record(out, "dropout", [x]) { g in [broadcastMap(g, mask, op: "dropout") { $0 * $1 }] }
+}
+
+/// Dropout drawing from the default generator.
+public func dropout(_ x: Tensor, p: Float, training: Bool) -> Tensor {
+    if !training || p == 0 { return x }
+    return DefaultRNG.with { dropout(x, p: p, training: training, generator: &$0) }
+}
+
+// MARK: - attention
+
+/// softmax(q·kᵀ/√D [+ causal mask])·v for q, k, v of shape (B, H, T, D), like
+/// `F.scaled_dot_product_attention(q, k, v, is_causal=causal)`.
+public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool) -> Tensor {
+    precondition(q.rank == 4 && q.shape == k.shape && q.shape == v.shape,
+                 "scaledDotProductAttention: q, k, v must share one (B, H, T, D) shape, got \(q.shape), \(k.shape), \(v.shape)")
+    let (B, H, T, D) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
+    let heads = B * H
+    let layout = AttentionLayout(heads: heads, T: T, D: D, headStride: T * D, rowStride: D, headsPerBatch: H)
+    return attention(q, k, v, layout: layout, causal: causal, outShape: q.shape, outRowStride: D, outHeadStride: T * D)
+}
+
+/// Causal self-attention straight from a fused projection `qkv` of shape (B, T, 3C) (as nanoGPT's
+/// `c_attn` makes it) to (B, T, C), reading q, k, v per head with strides instead of copying
+/// through split/view/transpose.
+public func causalSelfAttention(qkv: Tensor, heads H: Int) -> Tensor {
+    precondition(qkv.rank == 3 && qkv.shape[2] % (3 * H) == 0,
+                 "causalSelfAttention: qkv must be (B, T, 3C) with C divisible by \(H) heads, got \(qkv.shape)")
+    let (B, T, C3) = (qkv.shape[0], qkv.shape[1], qkv.shape[2])
+    let C = C3 / 3, D = C / H
+    // head (b, h) of q starts at b*T*3C + h*D; of k at +C; of v at +2C; rows are 3C apart
+    let layout = AttentionLayout(heads: B * H, T: T, D: D, headStride: 0, rowStride: C3, headsPerBatch: H,
+                                 batchStride: T * C3, headOffset: D, kOffset: C, vOffset: 2 * C)
+    return attention(qkv, qkv, qkv, layout: layout, causal: true, outShape: [B, T, C], outRowStride: C, outHeadStride: 0,
+                     outBatchStride: T * C, outHeadOffset: D)
+}
+
+/// Where each head's rows live in memory.
+struct AttentionLayout {
+    var heads: Int, T: Int, D: Int
+    var headStride: Int      // used when batchStride == 0: head i starts at i*headStride
+    var rowStride: Int
+    var headsPerBatch: Int
+    var batchStride: Int = 0
+    var headOffset: Int = 0
+    var kOffset: Int = 0
+    var vOffset: Int = 0
+
+    @inline(__always) func base(_ i: Int) -> Int {
+        batchStride == 0 ? i * headStride : (i / headsPerBatch) * batchStride + (i % headsPerBatch) * headOffset
+    }
+}
+
+private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool, outShape: [Int],
+                       outRowStride: Int, outHeadStride: Int, outBatchStride: Int = 0, outHeadOffset: Int = 0) -> Tensor {
+    let T = L.T, D = L.D
+    let scale = 1 / Float(D).squareRoot()
+    let out = Tensor(uninitializedShape: outShape)
+    let probs = Tensor(uninitializedShape: [L.heads, T, T])  // kept for backward
+    func outBase(_ i: Int) -> Int {
+        outBatchStride == 0 ? i * outHeadStride : (i / L.headsPerBatch) * outBatchStride + (i % L.headsPerBatch) * outHeadOffset
+    }
+    let pq = SendablePointer(q.pointer), pk = SendablePointer(k.pointer), pv = SendablePointer(v.pointer)
+    let po = SendablePointer(out.mutablePointer), pp = SendablePointer(probs.mutablePointer)
+    // One head = two small GEMMs + a softmax; heads run in parallel, BLAS single-threaded inside each.
+    forEachHead(L.heads, work: T * T * D) { i in
+        let b = L.base(i)
+        let P = pp.p + i * T * T
+        // S = q·kᵀ (T, T)
+        sgemm(transA: false, transB: true, m: T, n: T, k: D, a: pq.p + b, lda: L.rowStride,
+              b: pk.p + b + L.kOffset, ldb: L.rowStride, c: P, ldc: T)
+        fk_softmax_rows(P, P, T, T, scale, causal ? T : 0, 0)
+        // y = P·v (T, D)
+        sgemm(transA: false, transB: false, m: T, n: D, k: T, a: P, lda: T, b: pv.p + b + L.vOffset, ldb: L.rowStride,
+              c: po.p + outBase(i), ldc: outRowStride)
+    }
+    let inputs = q === k ? [q] : [q, k, v]
+    return Tensor.record(out, "attention", inputs) { g in
+        let fused = q === k
+        let dq = Tensor.zeros(q.shape)
+        let dk = fused ? dq : Tensor.zeros(k.shape)
+        let dv = fused ? dq : Tensor.zeros(v.shape)
+        let pg = SendablePointer(g.pointer)
+        let pdq = SendablePointer(dq.mutablePointer), pdk = SendablePointer(dk.mutablePointer), pdv = SendablePointer(dv.mutablePointer)
+        let scratch = Tensor(uninitializedShape: [L.heads, T, T])
+        let ps = SendablePointer(scratch.mutablePointer)
+        forEachHead(L.heads, work: T * T * D) { i in
+            let b = L.base(i), ob = outBase(i)
+            let P = pp.p + i * T * T, dP = ps.p + i * T * T
+            // dv = Pᵀ·dy (T, D)
+            sgemm(transA: true, transB: false, m: T, n: D, k: T, a: P, lda: T, b: pg.p + ob, ldb: outRowStride,
+                  c: pdv.p + b + L.vOffset, ldc: L.rowStride)
+            // dP = dy·vᵀ (T, T)
+            sgemm(transA: false, transB: true, m: T, n: T, k: D, a: pg.p + ob, lda: outRowStride,
+                  b: pv.p + b + L.vOffset, ldb: L.rowStride, c: dP, ldc: T)
+            // dS = softmax backward (masked entries have P = 0, so they get 0), times the scale
+            fk_softmax_rows_backward(P, dP, dP, T, T, scale)
+            // dq = dS·k, dk = dSᵀ·q
+            sgemm(transA: false, transB: false, m: T, n: D, k: T, a: dP, lda: T, b: pk.p + b + L.kOffset, ldb: L.rowStride,
+                  c: pdq.p + b, ldc: L.rowStride)
+            sgemm(transA: true, transB: false, m: T, n: D, k: T, a: dP, lda: T, b: pq.p + b, ldb: L.rowStride,
+                  c: pdk.p + b + L.kOffset, ldc: L.rowStride)
+        }
+        return fused ? [dq] : [dq, dk, dv]
+    }
+}
+
+/// Runs `body(head)` for every head. Heads split across Forge's threads with OpenBLAS kept to one
+/// thread inside (many tiny GEMMs: parallel heads beat parallel GEMMs).
+private func forEachHead(_ heads: Int, work: Int, _ body: @escaping (Int) -> Void) {
+    BLASThreads.withSingleThreaded(when: heads > 1 && Threads.count > 1) {
+        parallelFor(heads, grain: 1) { s, e in for i in s..<e { body(i) } }
+    }
+}

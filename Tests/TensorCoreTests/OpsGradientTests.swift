@@ -1,0 +1,129 @@
+import XCTest
+import TensorCore
+
+/// Finite-difference checks for every differentiable op in Ops/Elementwise, Reduce, Shape, Matmul, NN.
+final class OpsGradientTests: XCTestCase {
+    override class func setUp() { BLAS.configure(allowReexec: false) }
+
+    func testBroadcastingArithmetic() {
+        let a = randomTensor([2, 3, 4], seed: 1), b = randomTensor([3, 1], seed: 2)
+        assertGradientsMatch([a, b]) { $0[0] + $0[1] }
+        assertGradientsMatch([a, b]) { $0[0] - $0[1] }
+        assertGradientsMatch([a, b]) { $0[0] * $0[1] }
+        let c = Tensor(shape: [4], data: [1.5, -2, 2.5, 3])
+        assertGradientsMatch([a, c], eps: 1e-3) { $0[0] / $0[1] }
+        assertGradientsMatch([a]) { -($0[0] * 3 + 1) / 2 - 0.5 }
+        assertGradientsMatch([a]) { 1 - $0[0] }
+    }
+
+    func testUnaryMath() {
+        let x = randomTensor([3, 5], seed: 3)
+        let positive = x.detached().abs() + 0.5
+        assertGradientsMatch([x], eps: 1e-3) { $0[0].exp() }
+        assertGradientsMatch([positive], eps: 1e-3) { $0[0].log() }
+        assertGradientsMatch([positive], eps: 1e-3) { $0[0].sqrt() }
+        assertGradientsMatch([positive], eps: 1e-3) { $0[0].pow(1.7) }
+        assertGradientsMatch([x]) { $0[0].square() }
+        assertGradientsMatch([x], eps: 1e-3) { $0[0].tanh() }
+        assertGradientsMatch([x], eps: 1e-3) { $0[0].sigmoid() }
+        assertGradientsMatch([x], eps: 1e-3) { $0[0].gelu(approximate: true) }
+        assertGradientsMatch([x], eps: 1e-3) { $0[0].gelu(approximate: false) }
+        // piecewise ops: keep inputs away from the kinks
+        let away = Tensor(shape: [6], data: [-2, -0.7, -0.3, 0.4, 0.9, 2.2])
+        assertGradientsMatch([away], eps: 1e-3) { $0[0].relu() }
+        assertGradientsMatch([away], eps: 1e-3) { $0[0].leakyRelu(0.2) }
+        assertGradientsMatch([away], eps: 1e-3) { $0[0].abs() }
+        assertGradientsMatch([away], eps: 1e-3) { $0[0].clamped(min: -1, max: 1) }
+    }
+
+    func testReductions() {
+        let x = randomTensor([2, 3, 4], seed: 4)
+        assertGradientsMatch([x]) { $0[0].sum() }
+        assertGradientsMatch([x]) { $0[0].mean() }
+        assertGradientsMatch([x]) { $0[0].sum(axis: 1) }
+        assertGradientsMatch([x]) { $0[0].sum(axes: [0, 2], keepDims: true) }
+        assertGradientsMatch([x]) { $0[0].mean(axis: -1, keepDims: true) }
+        assertGradientsMatch([x], eps: 1e-3) { $0[0].max(axis: 1) }
+        assertGradientsMatch([randomTensor([3, 1], seed: 5)]) { $0[0].expanded(to: [2, 3, 4]) }
+    }
+
+    func testShapeOps() {
+        let x = randomTensor([2, 3, 4], seed: 6)
+        assertGradientsMatch([x]) { $0[0].reshaped([4, -1]) * $0[0].reshaped([4, 6]) }
+        assertGradientsMatch([x]) { $0[0].permuted([2, 0, 1]) }
+        assertGradientsMatch([x]) { $0[0].transposed(0, 1) }
+        assertGradientsMatch([x]) { $0[0].slice(axis: 2, 1..<3) }
+        assertGradientsMatch([x]) { $0[0][1] }
+        let y = randomTensor([2, 2, 4], seed: 7)
+        assertGradientsMatch([x, y]) { Tensor.concat([$0[0], $0[1]], axis: 1) }
+        assertGradientsMatch([x, x.detached()]) { Tensor.stack([$0[0], $0[1]], axis: 1) }
+        assertGradientsMatch([x]) { $0[0].split([1, 3], axis: 2)[1] }
+        assertGradientsMatch([randomTensor([4, 3], seed: 8)]) { $0[0].indexSelect([3, 0, 3, 1]) }
+    }
+
+    func testMatmulAllLayouts() {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let a = randomTensor(ta ? [4, 3] : [3, 4], seed: 9), b = randomTensor(tb ? [5, 4] : [4, 5], seed: 10)
+                assertGradientsMatch([a, b]) { $0[0].matmul($0[1], transposeA: ta, transposeB: tb) }
+                let ba = randomTensor(ta ? [2, 4, 3] : [2, 3, 4], seed: 11), bb = randomTensor(tb ? [2, 5, 4] : [2, 4, 5], seed: 12)
+                assertGradientsMatch([ba, bb]) { $0[0].matmul($0[1], transposeA: ta, transposeB: tb) }
+            }
+        }
+        // batched input times a 2-D weight (a Linear layer's x·Wᵀ)
+        assertGradientsMatch([randomTensor([2, 3, 4], seed: 13), randomTensor([6, 4], seed: 14)]) {
+            $0[0].matmul($0[1], transposeB: true)
+        }
+    }
+
+    func testSoftmaxFamily() {
+        let x = randomTensor([3, 6], seed: 15)
+        assertGradientsMatch([x], eps: 1e-3) { $0[0].softmax() }
+        assertGradientsMatch([x], eps: 1e-3) { $0[0].logSoftmax() }
+        assertGradientsMatch([randomTensor([3, 4, 2], seed: 16)], eps: 1e-3) { $0[0].softmax(axis: 1) }
+        assertGradientsMatch([x], eps: 1e-3) { crossEntropy($0[0], targets: [2, -100, 5]) }
+        assertGradientsMatch([x], eps: 1e-3) { crossEntropy($0[0], targets: [0, 1, 5]) }
+    }
+
+    func testLayerNormEmbeddingDropout() {
+        let x = randomTensor([4, 6], seed: 17), w = randomTensor([6], seed: 18), b = randomTensor([6], seed: 19)
+        assertGradientsMatch([x, w, b], eps: 1e-3) { layerNorm($0[0], weight: $0[1], bias: $0[2]) }
+        assertGradientsMatch([x], eps: 1e-3) { layerNorm($0[0], weight: nil, bias: nil) }
+        let table = randomTensor([5, 3], seed: 20)
+        assertGradientsMatch([table]) { embedding($0[0], [4, 0, 4, 2, 1, 4], shape: [2, 3]) }
+        // dropout with a fixed generator state: the mask is the same in every evaluation
+        assertGradientsMatch([x]) { inputs in
+            var g = RandomGenerator(seed: 3)
+            return dropout(inputs[0], p: 0.3, training: true, generator: &g)
+        }
+    }
+
+    func testAttention() {
+        let q = randomTensor([2, 2, 5, 3], seed: 21), k = randomTensor([2, 2, 5, 3], seed: 22), v = randomTensor([2, 2, 5, 3], seed: 23)
+        assertGradientsMatch([q, k, v], eps: 1e-3) { scaledDotProductAttention($0[0], $0[1], $0[2], causal: true) }
+        assertGradientsMatch([q, k, v], eps: 1e-3) { scaledDotProductAttention($0[0], $0[1], $0[2], causal: false) }
+        let qkv = randomTensor([2, 5, 12], seed: 24)
+        assertGradientsMatch([qkv], eps: 1e-3) { causalSelfAttention(qkv: $0[0], heads: 2) }
+    }
+
+    /// The fused (B, T, 3C) attention equals split → (B, H, T, D) → SDPA → back to (B, T, C).
+    func testFusedAttentionMatchesUnfused() {
+        let (B, T, C, H) = (2, 7, 8, 2)
+        let qkv = randomTensor([B, T, 3 * C], seed: 25)
+        let fused = causalSelfAttention(qkv: qkv, heads: H)
+        let parts = qkv.split([C, C, C], axis: 2).map { $0.reshaped([B, T, H, C / H]).transposed(1, 2) }
+        let reference = scaledDotProductAttention(parts[0], parts[1], parts[2], causal: true).transposed(1, 2).reshaped([B, T, C])
+        assertClose(fused.scalars, reference.scalars, rtol: 1e-5, atol: 1e-6)
+    }
+
+    /// A token's attention output does not depend on later tokens.
+    func testCausalMask() {
+        let qkv = randomTensor([1, 6, 12], seed: 26)
+        let y1 = causalSelfAttention(qkv: qkv, heads: 2)
+        let changed = qkv.detached()
+        for j in 0..<12 { changed.mutablePointer[5 * 12 + j] += 3 }  // change the last token
+        let y2 = causalSelfAttention(qkv: changed, heads: 2)
+        XCTAssertEqual(Array(y1.scalars[0..<(5 * 4)]), Array(y2.scalars[0..<(5 * 4)]))
+        XCTAssertNotEqual(Array(y1.scalars[(5 * 4)...]), Array(y2.scalars[(5 * 4)...]))
+    }
+}
