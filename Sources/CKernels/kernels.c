@@ -36,7 +36,7 @@ FK_INLINE float fk_tanhf(float x) {
     float z = x * x;
     float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
                     + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
-    float e = fk_expf(2.0f * (a > 9.0f ? 9.0f : a));
+    float e = fk_expf(2.0f * (a > 20.0f ? 20.0f : a));  // e^40: 1 - 2/(e+1) rounds to exactly 1
     float big = 1.0f - 2.0f / (e + 1.0f);
     big = copysignf(big, x);
     return a < 0.625f ? small : big;

@@ -127,3 +127,27 @@ final class OpsGradientTests: XCTestCase {
         XCTAssertNotEqual(Array(y1.scalars[(5 * 4)...]), Array(y2.scalars[(5 * 4)...]))
     }
 }
+
+final class AttentionReferenceTests: XCTestCase {
+    /// The attention op against the same math written with matmul + softmax ops (values and gradients).
+    func testAttentionMatchesComposite() {
+        for causal in [false, true] {
+            let q = randomTensor([2, 2, 5, 3], seed: 31), k = randomTensor([2, 2, 5, 3], seed: 32), v = randomTensor([2, 2, 5, 3], seed: 33)
+            for t in [q, k, v] { t.requiresGrad = true }
+            let y = scaledDotProductAttention(q, k, v, causal: causal)
+            let r = randomTensor(y.shape, seed: 34)
+            (y * r).sum().backward()
+            let grads = [q, k, v].map { $0.grad!.scalars }
+            for t in [q, k, v] { t.grad = nil }
+            var s = q.matmul(k, transposeB: true) * (1 / Float(3).squareRoot())
+            if causal {
+                let mask = Tensor(shape: [5, 5]) { b in for i in 0..<5 { for j in 0..<5 { b[i * 5 + j] = j > i ? -1e9 : 0 } } }
+                s = s + mask
+            }
+            let y2 = s.softmax().matmul(v)
+            (y2 * r).sum().backward()
+            assertClose(y.scalars, y2.scalars, rtol: 1e-5, atol: 1e-6, "forward causal=\(causal)")
+            for (i, t) in [q, k, v].enumerated() { assertClose(grads[i], t.grad!.scalars, rtol: 1e-4, atol: 1e-5, "grad \(i) causal=\(causal)") }
+        }
+    }
+}

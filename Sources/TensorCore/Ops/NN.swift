@@ -118,6 +118,8 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
     if let w = weight { inputs.append(w) }
     if let b = bias { inputs.append(b) }
     return Tensor.record(out, "layer_norm", inputs) { g in
+        // re-derive pointers from the captured tensors so mean/rstd stay alive until backward
+        let pm = SendablePointer(mean.pointer), pr = SendablePointer(rstd.pointer)
         let dx = Tensor(uninitializedShape: x.shape)
         let pg = SendablePointer(g.pointer), pd = SendablePointer(dx.mutablePointer)
         // Each chunk accumulates its own dweight/dbias; chunks are summed in order (deterministic).
@@ -263,6 +265,7 @@ private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
     }
     let inputs = q === k ? [q] : [q, k, v]
     return Tensor.record(out, "attention", inputs) { g in
+        let pp = SendablePointer(probs.pointer)  // keeps the saved probabilities alive until backward
         let fused = q === k
         let dq = Tensor.zeros(q.shape)
         let dk = fused ? dq : Tensor.zeros(k.shape)
