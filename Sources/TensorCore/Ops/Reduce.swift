@@ -115,7 +115,7 @@ extension Tensor {
 
     /// Broadcasts this tensor to `shape` (differentiable: the gradient sums back).
     public func expanded(to target: [Int]) -> Tensor {
-        precondition(broadcastShape(shape, target, op: "expand") == target, "expanded(to:): \(shape) does not broadcast to \(target)")
+        require(broadcastShape(shape, target, op: "expand") == target, "expanded(to:): \(shape) does not broadcast to \(target)")
         let out = Tensor.expand(self, to: target)
         let s = shape
         return Tensor.record(out, "expand", [self]) { g in [g.sum(toShape: s)] }
@@ -145,7 +145,7 @@ extension Tensor {
     func maxWithIndices(axis: Int, keepDims: Bool) -> (Tensor, [Int]) {
         let a = normalizeAxis(axis, rank, op: "max")
         let outer = shape[..<a].reduce(1, *), red = shape[a], inner = shape[(a + 1)...].reduce(1, *)
-        precondition(red > 0, "max: axis \(axis) of shape \(shape) is empty")
+        require(red > 0, "max: axis \(axis) of shape \(shape) is empty")
         var outShape = shape
         if keepDims { outShape[a] = 1 } else { outShape.remove(at: a) }
         let out = Tensor(uninitializedShape: outShape)
