@@ -21,7 +21,7 @@ ROOT = os.path.dirname(HERE)
 
 # workload -> (forge arguments, torch_ref.py workload)
 WORKLOADS = [
-    ("matmul1024", ["bench", "core", "--only", "matmul1024"], None),
+    ("matmul1024", ["bench", "core", "--only", "matmul1024"], "matmul1024"),
     ("dcgan32", ["bench", "gan", "--size", "32", "--batch", "64"], "dcgan32"),
     ("dcgan64", ["bench", "gan", "--size", "64", "--batch", "64"], "dcgan64"),
     ("vae", ["bench", "vae", "--batch", "128"], "vae"),
@@ -92,7 +92,7 @@ def main():
         funit = tunit = ""
         frss, trss = [], []
         for _ in range(a.rounds):  # A B A B …
-            r = run_with_rss([a.forge] + forge_args + ["--threads", str(a.threads)], env)
+            r = run_with_rss([a.forge] + forge_args, env)  # FORGE_THREADS in env
             if r:
                 fr.append(r[0]); funit = r[1]; frss.append(r[2])
             if have_torch and torch_name:

@@ -3,7 +3,7 @@ configurations as the reference scripts (DCGAN from pytorch/examples, the pytorc
 nanoGPT's char model and its presets). Synthetic data: these measure compute, not loading.
 
   python bench/torch_ref.py WORKLOAD [--threads 2] [--warmup N] [--steps N] [--rounds N]
-  WORKLOAD: dcgan32 | dcgan64 | vae | char-baby | char-shakespeare | char-baby-sample
+  WORKLOAD: matmul1024 | dcgan32 | dcgan64 | vae | char-baby | char-shakespeare | char-baby-sample
 
 Prints one line:  RESULT <workload> <rate> <unit>   (median over rounds of the per-round median step).
 """
@@ -180,7 +180,13 @@ def char_sample(preset="baby", vocab=65, tokens=500):
     return step, tokens, "tokens/s"
 
 
+def matmul1024():
+    x, y = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    return (lambda: x @ y), 2 * 1024 ** 3 / 1e9, "GFLOP/s"
+
+
 WORKLOADS = {
+    "matmul1024": (matmul1024, (3, 20, 3)),
     "dcgan32": (lambda: dcgan(32), (5, 10, 3)),
     "dcgan64": (lambda: dcgan(64), (3, 5, 3)),
     "vae": (vae, (20, 200, 3)),
