@@ -12,7 +12,7 @@ public final class TrainingLoop {
     public init(task: any TrainingTask, options: TrainingOptions, log: ((String) -> Void)? = nil) {
         self.task = task
         self.options = options
-        self.log = log ?? { print($0) }
+        self.log = log ?? { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) }
     }
 
     /// Trains until the epochs are done, the time budget runs out or Ctrl-C; saves a checkpoint at

@@ -16,8 +16,6 @@ struct Forge: ParsableCommand {
     /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
     static func main() {
         BLAS.configure()
-        // Line-buffer stdout so `print` and the progress bar's direct writes keep their order in logs.
-        setvbuf(stdout, nil, _IOLBF, 0)
         Self.main(nil)
     }
 }

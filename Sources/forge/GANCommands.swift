@@ -12,6 +12,12 @@ enum ConditionalMode: String, ExpressibleByArgument, CaseIterable {
     case auto, on, off
 }
 
+/// Prints a line to stdout unbuffered (the progress bar writes there directly; `print` would buffer
+/// and reorder lines in a log file).
+func say(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
+
 /// Prints to stderr.
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
@@ -76,7 +82,7 @@ struct TrainGAN: ParsableCommand {
         let imageSize = fromCheckpoint ? config.imageSize : size
         let start = Date()
         let set = try ImageDataset.load(path: data, size: imageSize, channels: channelCount)
-        print("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size) from \(data)"
+        say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size) from \(data)"
               + (set.isLabelled ? ", \(set.classNames.count) classes" : "")
               + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
         if !fromCheckpoint {
@@ -97,7 +103,7 @@ struct TrainGAN: ParsableCommand {
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let gan = DCGAN(config)
-        print("model: DCGAN \(config.imageSize)x\(config.imageSize)x\(config.channels), "
+        say("model: DCGAN \(config.imageSize)x\(config.imageSize)x\(config.channels), "
               + (config.isConditional ? "conditional on \(config.classCount) classes (projection D)" : "unconditional")
               + ", G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
@@ -108,11 +114,11 @@ struct TrainGAN: ParsableCommand {
         do {
             let summary = try TrainingLoop(task: task, options: options).run()
             let m = summary.lastMetrics
-            print(String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
+            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
                          summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
                          m["loss_d"] ?? .nan, m["loss_g"] ?? .nan, m["d_x"] ?? .nan, m["d_g_z1"] ?? .nan))
-            print("checkpoint: \(checkpointPath)")
-            print("samples: \(samplesDirectory)/latest.png (per epoch: epoch_NNN.png), metrics.csv, loss.png")
+            say("checkpoint: \(checkpointPath)")
+            say("samples: \(samplesDirectory)/latest.png (per epoch: epoch_NNN.png), metrics.csv, loss.png")
             if summary.outcome == .interrupted { throw ExitCode(130) }
         } catch let error as TrainingError {
             printError("forge: \(error)")
@@ -157,19 +163,19 @@ struct SampleGAN: ParsableCommand {
                 let strip = try sampler.interpolate(seedA: parts[0], seedB: parts[1], steps: steps, classIndex: classIndex)
                 let path = out ?? "samples/interpolation.png"
                 try GANSampler.writeGrid(strip, columns: steps, to: path)
-                print("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
+                say("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
                 return
             }
             let images = try sampler.sample(count: count, seed: seed, classIndex: classIndex, columns: columns)
             if let outDir {
                 let paths = try GANSampler.writeImages(images, to: outDir)
-                print("wrote \(paths.count) images to \(outDir)/")
+                say("wrote \(paths.count) images to \(outDir)/")
             } else {
                 let path = out ?? "samples/gan.png"
                 try GANSampler.writeGrid(images, columns: columns, to: path)
                 let rows = sampler.config.isConditional && classIndex == nil
                     ? " (row r shows class \(sampler.classNames.prefix(3).joined(separator: ", "))…, cycling)" : ""
-                print("wrote \(path): \(count) images\(rows)")
+                say("wrote \(path): \(count) images\(rows)")
             }
         } catch let error as CheckpointError {
             printError("forge: \(error)")
@@ -204,7 +210,7 @@ struct BenchGAN: ParsableCommand {
         var rng = RandomGenerator(seed: 0)
         let real = Tensor.uniform([batch, channels, size, size], low: -1, high: 1, generator: &rng)  // synthetic "images"
         let labels = [Int](repeating: 0, count: batch)
-        print("forge bench gan: dcgan\(size) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
+        say("forge bench gan: dcgan\(size) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
         for _ in 0..<warmup { _ = gan.trainStep(real: real, labels: labels, rng: &rng) }
         var times: [Double] = []
@@ -213,12 +219,12 @@ struct BenchGAN: ParsableCommand {
             for _ in 0..<steps { _ = gan.trainStep(real: real, labels: labels, rng: &rng) }
             let ms = Date().timeIntervalSince(t0) * 1000 / Double(steps)
             times.append(ms)
-            print(String(format: "  round %d: %.1f ms/step", r + 1, ms))
+            say(String(format: "  round %d: %.1f ms/step", r + 1, ms))
         }
         let median = times.sorted()[times.count / 2]
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        print(String(format: "dcgan%d b%d: median %.1f ms/step, %.1f samples/s, max RSS %.0f MB",
+        say(String(format: "dcgan%d b%d: median %.1f ms/step, %.1f samples/s, max RSS %.0f MB",
                      size, batch, median, Double(batch) * 1000 / median, Double(usage.ru_maxrss) / 1024))
     }
 }
