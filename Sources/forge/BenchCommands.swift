@@ -2,15 +2,6 @@ import ArgumentParser
 import Foundation
 import TensorCore
 
-/// `forge bench …`: throughput of Forge's own workloads, printed so they can be set beside the
-/// PyTorch reference scripts (`bench/`, `make bench`).
-struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Measure throughput (samples/s, tokens/s, GFLOP/s).",
-        subcommands: [BenchCore.self]
-    )
-}
-
 struct BenchCore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "core",
