@@ -1,39 +1,39 @@
 import ArgumentParser
-import Foundation
 import TensorCore
 
 /// `forge`: the command-line front end. It only parses arguments and calls the library modules.
 /// Each model family keeps its commands in its own file (`GANCommands.swift`, …) and registers
-/// them in the `train` / `sample` / `bench` groups below.
+/// them in the `train` / `sample` groups below (and `bench` in BenchCommands.swift).
 @main
 struct Forge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forge",
-        abstract: "Forge: a generative-model workbench.",
-        version: "forge 0.1.0",
-        subcommands: [Train.self, Sample.self, Bench.self])
+        abstract: "Train generative models on images, text and sound, and generate data from them.",
+        version: "0.1.0",
+        subcommands: [Train.self, Sample.self, Bench.self]
+    )
 
-    /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
     static func main() {
-        BLAS.configure()
-        Self.main(nil)
+        BLAS.configure()  // may re-exec once to pick fast OpenBLAS kernels
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
     }
 }
 
+/// `forge train <family>`.
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model.",
         subcommands: [TrainGAN.self])
 }
 
+/// `forge sample <family>`.
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Sample from a trained checkpoint.",
         subcommands: [SampleGAN.self])
-}
-
-struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Time training steps (compare with ../shared/bench/ref_*.py).",
-        subcommands: [BenchGAN.self])
 }
