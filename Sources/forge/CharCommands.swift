@@ -207,9 +207,9 @@ struct BenchChar: ParsableCommand {
     @Option(help: "Warm-up steps.") var warmup: Int?
     @Option(help: "Timed steps per round.") var steps: Int?
     @Option(help: "Rounds (the median is reported).") var rounds: Int = 3
-    @Option(help: "Tokens to sample at batch 1 (default 500 for baby, 0 otherwise).") var sample: Int?
+    @Flag(help: "Measure sampling (batch 1, KV cache, temperature 1, no top-k) instead of training.") var sample = false
+    @Option(help: "Tokens per sampling round.") var sampleTokens: Int = 500
     @Option(help: "Vocabulary size.") var vocab: Int = 65
-    @Flag(help: "Only the sampling benchmark.") var noTrain = false
 
     func run() throws {
         guard let o = CharTrainingOptions.preset(preset) else { throw ValidationError("unknown preset \(preset)") }
@@ -219,7 +219,7 @@ struct BenchChar: ParsableCommand {
         let tag = "gpt L\(config.layers) H\(config.heads) C\(config.embedding) T\(T)"
         let model = CharTransformer(config, seed: 1)
         print("forge \(tag): \(String(format: "%.2fM", Double(model.nonEmbeddingParameterCount) / 1e6)) params, threads \(Threads.count), BLAS \(BLAS.coreName)")
-        if !noTrain {
+        if !sample {
             let opt = AdamW(decayGroups(model.parameters, learningRate: 1e-3, weightDecay: 0.1), betas: (0.9, 0.99))
             var g = RandomGenerator(seed: 7)
             let pool: [([Int32], [Int32])] = (0..<4).map { _ in
@@ -253,9 +253,9 @@ struct BenchChar: ParsableCommand {
             let med = times.sorted()[times.count / 2]
             print(String(format: "%@ B%d train: %.2f ms/step, %.0f tokens/s (rounds: %@)", tag, B, med * 1000, Double(B * T) / med,
                          times.map { String(format: "%.1f", $0 * 1000) }.joined(separator: " ")))
-        }
-        let n = sample ?? (preset == "baby" ? 500 : 0)
-        if n > 0 {
+            print(String(format: "RESULT char-%@ %.1f tokens/s", preset, Double(B * T) / med))
+        } else {
+            let n = max(sampleTokens, 1)
             model.eval()
             let sampler = CharSampler(model: model)
             var g = RandomGenerator(seed: 3)
@@ -267,6 +267,7 @@ struct BenchChar: ParsableCommand {
             }
             let med = times.dropFirst().sorted()[rounds / 2]
             print(String(format: "%@ sample%d b1: %.3f ms/token, %.0f tokens/s", tag, n, med * 1000, 1 / med))
+            print(String(format: "RESULT char-%@-sample %.1f tokens/s", preset, 1 / med))
         }
     }
 }
