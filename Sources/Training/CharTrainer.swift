@@ -96,6 +96,15 @@ public struct CharCheckpoint {
         return CharCheckpoint(model: model, vocabulary: vocabulary, metadata: file.metadata, file: file)
     }
 
+    /// The same model with `vocabulary` (token order), e.g. for a nanoGPT export that has none: nanoGPT's
+    /// prepare.py makes it the sorted characters of the training text (`TextCorpus(path:).vocabulary`).
+    public func replacingVocabulary(_ vocabulary: [Unicode.Scalar]) throws -> CharCheckpoint {
+        guard vocabulary.count == model.config.vocabSize else {
+            throw CharTransformerError("a vocabulary of \(vocabulary.count) characters does not fit a model with vocab_size \(model.config.vocabSize)")
+        }
+        return CharCheckpoint(model: model, vocabulary: vocabulary, metadata: metadata, file: file)
+    }
+
     /// Writes `model`'s weights (and optional extra items) with its config and `vocabulary` atomically.
     public static func save(model: CharTransformer, vocabulary: [Unicode.Scalar], extra: [SafeTensors.Item] = [],
                             metadata: [String: String] = [:], to path: String) throws {

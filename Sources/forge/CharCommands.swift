@@ -133,6 +133,8 @@ struct SampleChar: ParsableCommand {
     @Option(help: "Write sample_N.txt files into this folder.") var outDir: String?
     @Flag(help: "Drop prompt characters the model does not know instead of failing.") var skipUnknown = false
     @Option(help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    var vocabFrom: String?
 
     func run() throws {
         guard let path = checkpoint ?? shippedCharCheckpoint() else {
@@ -140,8 +142,11 @@ struct SampleChar: ParsableCommand {
         }
         guard length >= 0, count >= 1 else { throw ValidationError("--length must be ≥ 0 and --count ≥ 1") }
         if out != nil && outDir != nil { throw ValidationError("use --out or --out-dir, not both") }
-        let ck = try CharCheckpoint.load(path: path, heads: heads)
-        guard !ck.vocabulary.isEmpty else { throw ValidationError("\(path) holds no vocabulary (metadata \"vocab\")") }
+        var ck = try CharCheckpoint.load(path: path, heads: heads)
+        if let vocabFrom { ck = try ck.replacingVocabulary(TextCorpus(path: vocabFrom).vocabulary) }
+        guard !ck.vocabulary.isEmpty else {
+            throw ValidationError("\(path) holds no vocabulary (metadata \"vocab\"); pass --vocab-from TEXT")
+        }
         let promptTokens = try ck.encode(prompt, skipUnknown: skipUnknown)
         guard !promptTokens.isEmpty else { throw ValidationError("the prompt is empty (after dropping unknown characters)") }
         let options = TextSamplingOptions(temperature: temperature, topK: topK > 0 ? topK : nil, topP: topP)
@@ -182,6 +187,8 @@ struct EvalChar: ParsableCommand {
     @Option(help: "A char checkpoint (default: the shipped model).") var checkpoint: String?
     @Option(help: "A UTF-8 text file or folder; the last 10 % is the validation split.") var data: String
     @Option(help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    var vocabFrom: String?
 
     func run() throws {
         guard let path = checkpoint ?? shippedCharCheckpoint() else { throw ValidationError("no --checkpoint given") }
