@@ -56,6 +56,31 @@ public struct CharTrainingOptions: Sendable, Equatable {
                               embedding: embedding, dropout: dropout, bias: bias)
     }
 
+    /// The options as checkpoint metadata (`train.*`), so `--resume` can continue with the same recipe.
+    public var metadata: [String: String] {
+        ["train.layers": "\(layers)", "train.heads": "\(heads)", "train.embedding": "\(embedding)", "train.block": "\(blockSize)",
+         "train.dropout": "\(dropout)", "train.bias": "\(bias)", "train.batch": "\(batchSize)", "train.lr": "\(learningRate)",
+         "train.min_lr": "\(minLearningRate)", "train.warmup": "\(warmupIterations)", "train.iters": "\(iterations)",
+         "train.decay_iters": "\(decayIterations)", "train.eval_every": "\(evalEvery)", "train.eval_iters": "\(evalIterations)",
+         "train.weight_decay": "\(weightDecay)", "train.grad_clip": "\(gradClip)", "train.beta1": "\(beta1)",
+         "train.beta2": "\(beta2)", "train.seed": "\(seed)", "train.log_every": "\(logEvery)"]
+    }
+
+    /// Options saved by `metadata`; nil when a checkpoint holds none (fields it lacks keep their defaults).
+    public init?(metadata m: [String: String]) {
+        guard m["train.iters"] != nil else { return nil }
+        self.init()
+        func i(_ k: String, _ v: inout Int) { if let x = m[k].flatMap({ Int($0) }) { v = x } }
+        func f(_ k: String, _ v: inout Float) { if let x = m[k].flatMap({ Float($0) }) { v = x } }
+        i("train.layers", &layers); i("train.heads", &heads); i("train.embedding", &embedding); i("train.block", &blockSize)
+        f("train.dropout", &dropout); bias = m["train.bias"] == "true"; i("train.batch", &batchSize)
+        f("train.lr", &learningRate); f("train.min_lr", &minLearningRate); i("train.warmup", &warmupIterations)
+        i("train.iters", &iterations); i("train.decay_iters", &decayIterations); i("train.eval_every", &evalEvery)
+        i("train.eval_iters", &evalIterations); f("train.weight_decay", &weightDecay); f("train.grad_clip", &gradClip)
+        f("train.beta1", &beta1); f("train.beta2", &beta2); i("train.log_every", &logEvery)
+        if let x = m["train.seed"].flatMap({ UInt64($0) }) { seed = x }
+    }
+
     /// nanoGPT's learning-rate schedule for these options.
     public var schedule: LRSchedule {
         .warmupCosine(maxRate: learningRate, minRate: minLearningRate, warmupIterations: warmupIterations,
@@ -267,8 +292,10 @@ public final class CharTrainer {
             .float32("trainer.best_val_loss", Tensor(Float(bestValLoss))),
             .int64("trainer.generator", shape: [4], values: generator.stateWords.map { Int64(bitPattern: $0) }),
         ]
-        try CharCheckpoint.save(model: model, vocabulary: corpus.vocabulary, extra: extra,
-                                metadata: ["iter": "\(iteration)", "best_val_loss": "\(bestValLoss)"], to: path ?? checkpointPath)
+        var meta = options.metadata
+        meta["iter"] = "\(iteration)"
+        meta["best_val_loss"] = "\(bestValLoss)"
+        try CharCheckpoint.save(model: model, vocabulary: corpus.vocabulary, extra: extra, metadata: meta, to: path ?? checkpointPath)
     }
 
     /// Runs until `options.iterations` or until `shouldStop()` returns true (Ctrl-C), then saves the
@@ -296,7 +323,7 @@ public final class CharTrainer {
                 saved = true
             }
             history.append((iteration, lastTrain, lastVal))
-            let line = "\(iteration),\(lastTrain),\(lastVal),\(optimizer.learningRate),\(steps > 0 ? tokensTimed / stepSeconds : 0),\(Date().timeIntervalSince(start))\n"
+            let line = "\(iteration),\(lastTrain),\(lastVal),\(schedule.learningRate(at: iteration)),\(steps > 0 ? tokensTimed / stepSeconds : 0),\(Date().timeIntervalSince(start))\n"
             appendLine(line, to: metricsPath)
             try? LossPlot.write(history.map { ($0.iteration, $0.train, $0.val) }, to: plotPath)
             report(.evaluation(iteration: iteration, trainLoss: lastTrain, valLoss: lastVal, saved: saved))

@@ -41,8 +41,8 @@ struct TrainChar: ParsableCommand {
         abstract: "Train a character-level transformer (nanoGPT's recipe) on a text file or folder.")
 
     @Option(help: "A UTF-8 text file, or a folder of them.") var data: String
-    @Option(help: "baby (4/4/128, block 64, batch 12, 2000 iters) or shakespeare (6/6/384, block 256, batch 64, 5000 iters, dropout 0.2).")
-    var preset: String = "baby"
+    @Option(help: "baby (4/4/128, block 64, batch 12, 2000 iters; the default) or shakespeare (6/6/384, block 256, batch 64, 5000 iters, dropout 0.2). With --resume and no preset: the saved run's settings.")
+    var preset: String?
     @Option(help: "Output folder: checkpoint.safetensors, best.safetensors, metrics.csv, loss.png.") var out: String = "runs/char"
     @Option(help: "Transformer blocks.") var layers: Int?
     @Option(help: "Attention heads.") var heads: Int?
@@ -60,13 +60,18 @@ struct TrainChar: ParsableCommand {
     @Option(help: "Batches per loss estimate.") var evalIters: Int?
     @Option(help: "AdamW weight decay (2-D weights only).") var weightDecay: Float?
     @Option(help: "Clip the gradient norm to this (0 = off).") var gradClip: Float?
-    @Option(help: "Random seed.") var seed: UInt64 = 1337
-    @Option(help: "Iterations between progress lines.") var logEvery: Int = 10
+    @Option(help: "Random seed (default 1337).") var seed: UInt64?
+    @Option(help: "Iterations between progress lines (default 10).") var logEvery: Int?
     @Flag(help: "Continue the run saved in --out.") var resume = false
 
     func run() throws {
-        guard var o = CharTrainingOptions.preset(preset) else {
-            throw ValidationError("unknown preset \(preset); choose one of \(CharTrainingOptions.presetNames.joined(separator: ", "))")
+        guard var o = CharTrainingOptions.preset(preset ?? "baby") else {
+            throw ValidationError("unknown preset \(preset ?? ""); choose one of \(CharTrainingOptions.presetNames.joined(separator: ", "))")
+        }
+        if resume, preset == nil {
+            // continue with the saved recipe; flags given now override it
+            let saved = try SafeTensors.read(URL(fileURLWithPath: out + "/checkpoint.safetensors")).metadata
+            if let s = CharTrainingOptions(metadata: saved) { o = s }
         }
         if let v = layers { o.layers = v }
         if let v = heads { o.heads = v }
@@ -84,8 +89,8 @@ struct TrainChar: ParsableCommand {
         if let v = evalIters { o.evalIterations = v }
         if let v = weightDecay { o.weightDecay = v }
         if let v = gradClip { o.gradClip = v }
-        o.seed = seed
-        o.logEvery = logEvery
+        if let v = seed { o.seed = v }
+        if let v = logEvery { o.logEvery = v }
 
         let corpus = try TextCorpus(path: data)
         let trainer = try CharTrainer(corpus: corpus, options: o, outputDirectory: out, resume: resume)
