@@ -91,7 +91,7 @@ public final class CharSampler {
             return model.forwardCached(tokens, count: n, cache: cache)
         }
         var logits = prefill(keep: block)
-        for _ in 0..<length {
+        for step in 0..<length {
             var next = [Int32](repeating: 0, count: count)
             for b in 0..<count {
                 next[b] = sampleToken(logits: logits.pointer + b * V, count: V, options: options, generator: &generator)
@@ -99,6 +99,7 @@ public final class CharSampler {
                 out[b].append(next[b])
             }
             onStep(next)
+            if step == length - 1 { break }  // no logits needed after the last token
             if cache.length >= block {
                 logits = prefill(keep: keepOnOverflow)
             } else {
