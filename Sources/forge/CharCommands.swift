@@ -283,3 +283,26 @@ struct BenchChar: ParsableCommand {
         }
     }
 }
+
+// MARK: - import
+
+struct ImportNanoGPT: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nanogpt",
+        abstract: "Turn a nanoGPT char model exported to safetensors (its state_dict) into a Forge char checkpoint.")
+
+    @Argument(help: "The exported state dict (.safetensors).") var file: String
+    @Option(help: "Attention heads (n_head), unless the file's metadata has n_head.") var heads: Int?
+    @Option(help: "The text the model was trained on: the vocabulary is its sorted characters (nanoGPT's prepare.py).")
+    var vocabFrom: String?
+    @Option(help: "Where to write the Forge checkpoint.") var out: String
+
+    func run() throws {
+        var ck = try CharCheckpoint.load(path: file, heads: heads)
+        if let vocabFrom { ck = try ck.replacingVocabulary(TextCorpus(path: vocabFrom).vocabulary) }
+        guard !ck.vocabulary.isEmpty else { throw ValidationError("\(file) holds no vocabulary; pass --vocab-from TEXT") }
+        try CharCheckpoint.save(model: ck.model, vocabulary: ck.vocabulary, metadata: ["source": "nanogpt:" + file], to: out)
+        let c = ck.model.config
+        print("wrote \(out): \(c.layers) layers, \(c.heads) heads, \(c.embedding) embd, block \(c.blockSize), vocab \(c.vocabSize), bias \(c.bias)")
+    }
+}

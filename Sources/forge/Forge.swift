@@ -7,7 +7,7 @@ struct Forge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forge",
         abstract: "Forge: a generative-model workbench.",
-        subcommands: [Train.self, Sample.self, Eval.self, Bench.self])
+        subcommands: [Train.self, Sample.self, Eval.self, Bench.self, Import.self])
 
     static func main() {
         BLAS.configure()
@@ -34,4 +34,8 @@ struct Eval: ParsableCommand {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure training and sampling speed.", subcommands: [BenchChar.self])
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Convert checkpoints from other tools.", subcommands: [ImportNanoGPT.self])
 }
