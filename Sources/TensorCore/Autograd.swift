@@ -46,10 +46,10 @@ extension Tensor {
     public func backward(_ gradient: Tensor? = nil) {
         let seed: Tensor
         if let g = gradient {
-            precondition(g.shape == shape, "backward: gradient shape \(g.shape) differs from tensor shape \(shape)")
+            require(g.shape == shape, "backward: gradient shape \(g.shape) differs from tensor shape \(shape)")
             seed = g
         } else {
-            precondition(count == 1, "backward: needs a scalar, got shape \(shape); pass a gradient")
+            require(count == 1, "backward: needs a scalar, got shape \(shape); pass a gradient")
             seed = Tensor(shape: shape, repeating: 1)
         }
         // Topological order by iterative DFS (deep graphs would overflow a recursive one).
@@ -74,7 +74,7 @@ extension Tensor {
                 let inputGrads = withNoGrad { node.backward(g) }
                 for (inp, gi) in zip(node.inputs, inputGrads) {
                     guard inp.requiresGrad, let gi else { continue }
-                    precondition(gi.shape == inp.shape, "backward of \(node.name): gradient shape \(gi.shape) != input shape \(inp.shape)")
+                    require(gi.shape == inp.shape, "backward of \(node.name): gradient shape \(gi.shape) != input shape \(inp.shape)")
                     let key = ObjectIdentifier(inp)
                     if let prev = grads[key] { grads[key] = prev.adding(gi) } else { grads[key] = gi }
                 }

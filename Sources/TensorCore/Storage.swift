@@ -7,7 +7,9 @@ final class BufferPool: @unchecked Sendable {
 
     private var freeLists: [[UnsafeMutablePointer<Float>]] = Array(repeating: [], count: 48)
     private var cachedBytes = 0
-    private let lock = NSLock()
+    /// Buffers that had to come from malloc (the pool had none of that size).
+    private(set) var freshAllocations = 0
+    fileprivate let lock = NSLock()
     /// Buffers above this many cached bytes are freed instead of kept.
     var maxCachedBytes = 2 << 30
 
@@ -26,6 +28,7 @@ final class BufferPool: @unchecked Sendable {
             lock.unlock()
             return (p, b)
         }
+        freshAllocations += 1
         lock.unlock()
         let p = UnsafeMutablePointer<Float>.allocate(capacity: capacity)
         return (p, b)
@@ -70,4 +73,23 @@ public final class Storage: @unchecked Sendable {
     }
 
     deinit { BufferPool.shared.release(pointer, bucket: bucket) }
+}
+
+/// Public view of the tensor memory pool.
+public enum TensorMemory {
+    /// How many tensor buffers have come from malloc so far. After a training step's warm-up this
+    /// stops growing: every later step reuses pooled buffers.
+    public static var freshAllocations: Int {
+        let pool = BufferPool.shared
+        return pool.lockedFreshAllocations()
+    }
+    /// Returns every cached buffer to the system.
+    public static func trim() { BufferPool.shared.trim() }
+}
+
+extension BufferPool {
+    func lockedFreshAllocations() -> Int {
+        lock.lock(); defer { lock.unlock() }
+        return freshAllocations
+    }
 }

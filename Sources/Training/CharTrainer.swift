@@ -6,8 +6,8 @@ import Models
 // The char-transformer training loop, nanoGPT's train.py recipe: AdamW β = (0.9, 0.99) with weight
 // decay on 2-D weights only, linear warm-up then cosine decay, gradient clipping, train and val loss
 // every `evalEvery` iterations, a checkpoint whenever val improves, resume, and a save on Ctrl-C.
-// Self-contained (progress line, metrics.csv, loss.png, atomic safetensors checkpoints) until the
-// shared training infrastructure lands.
+// It uses the shared MetricsLog (metrics.csv + loss.png) and InterruptFlag; its checkpoints keep
+// nanoGPT's tensor names at the top level (see CharCheckpoint) so nanoGPT exports load unchanged.
 
 // MARK: - options and presets
 
@@ -244,7 +244,8 @@ public final class CharTrainer {
     public private(set) var iteration = 0
     public private(set) var bestValLoss = Double.infinity
     private var generator: RandomGenerator
-    private var history: [(iteration: Int, train: Double, val: Double)] = []
+    private let metrics: MetricsLog
+    private var lastEvaluated = -1
 
     public var checkpointPath: String { outputDirectory + "/checkpoint.safetensors" }
     public var bestPath: String { outputDirectory + "/best.safetensors" }
@@ -274,15 +275,18 @@ public final class CharTrainer {
             bestValLoss = Double(try ck.file.tensor("trainer.best_val_loss").item)
             let words = try ck.file.int64Array("trainer.generator").map { UInt64(bitPattern: $0) }
             generator = RandomGenerator(stateWords: words)
-            history = Self.readHistory(outputDirectory + "/metrics.csv", upTo: iteration)
         } else {
             let config = options.modelConfig(vocabSize: corpus.vocabularySize)
             if let p = config.problem { throw CharTransformerError(p) }
             model = CharTransformer(config, seed: options.seed)
             optimizer = AdamW(decayGroups(model.parameters, learningRate: options.learningRate, weightDecay: options.weightDecay),
                               betas: (options.beta1, options.beta2))
-            try "iter,train_loss,val_loss,lr,tokens_per_s,elapsed_s\n".write(toFile: metricsPath, atomically: true, encoding: .utf8)
         }
+        // one row per evaluation: step, epoch (always 0), wall_s, tokens_per_s, train_loss, val_loss, lr
+        metrics = try MetricsLog(directory: outputDirectory, metricNames: ["train_loss", "val_loss", "lr"],
+                                 plottedMetrics: ["train_loss", "val_loss"], rateName: "tokens_per_s",
+                                 resumingAt: resume ? iteration : nil)
+        if resume { lastEvaluated = Int(metrics.rows.last?[0] ?? -1) }
     }
 
     /// Saves the full training state (weights, optimizer, iteration, best val, data generator) atomically.
@@ -322,15 +326,16 @@ public final class CharTrainer {
                                         metadata: ["iter": "\(iteration)", "val_loss": "\(lastVal)"], to: bestPath)
                 saved = true
             }
-            history.append((iteration, lastTrain, lastVal))
-            let line = "\(iteration),\(lastTrain),\(lastVal),\(schedule.learningRate(at: iteration)),\(steps > 0 ? tokensTimed / stepSeconds : 0),\(Date().timeIntervalSince(start))\n"
-            appendLine(line, to: metricsPath)
-            try? LossPlot.write(history.map { ($0.iteration, $0.train, $0.val) }, to: plotPath)
+            lastEvaluated = iteration
+            metrics.append(step: iteration, epoch: 0, wallSeconds: Date().timeIntervalSince(start),
+                           rate: steps > 1 ? tokensTimed / stepSeconds : 0,
+                           values: [lastTrain, lastVal, Double(schedule.learningRate(at: iteration))])
+            try metrics.writePlot(title: "char loss (nats/char)")
             report(.evaluation(iteration: iteration, trainLoss: lastTrain, valLoss: lastVal, saved: saved))
         }
 
         while iteration < options.iterations {
-            if options.evalEvery > 0 && iteration % options.evalEvery == 0 && !(iteration > 0 && history.last?.iteration == iteration) {
+            if options.evalEvery > 0 && iteration % options.evalEvery == 0 && lastEvaluated != iteration {
                 try evaluate()
             }
             if shouldStop() { interrupted = true; break }
@@ -359,110 +364,11 @@ public final class CharTrainer {
                              learningRate: optimizer.learningRate))
             }
         }
-        if !interrupted && history.last?.iteration != iteration { try evaluate() }
+        if !interrupted && lastEvaluated != iteration { try evaluate() }
         try saveCheckpoint()
         if interrupted { report(.message("interrupted at iteration \(iteration): state saved to \(checkpointPath)")) }
         return CharTrainingResult(iterations: iteration, bestValLoss: bestValLoss, lastTrainLoss: lastTrain, lastValLoss: lastVal,
                                   seconds: Date().timeIntervalSince(start),
                                   tokensPerSecond: stepSeconds > 0 ? tokensTimed / stepSeconds : 0, interrupted: interrupted)
-    }
-
-    private static func readHistory(_ path: String, upTo iteration: Int) -> [(iteration: Int, train: Double, val: Double)] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").dropFirst().compactMap { line in
-            let f = line.split(separator: ",")
-            guard f.count >= 3, let i = Int(f[0]), i <= iteration, let t = Double(f[1]), let v = Double(f[2]) else { return nil }
-            return (i, t, v)
-        }
-    }
-}
-
-private func appendLine(_ line: String, to path: String) {
-    guard let h = FileHandle(forWritingAtPath: path) else {
-        try? line.write(toFile: path, atomically: true, encoding: .utf8)
-        return
-    }
-    h.seekToEndOfFile()
-    h.write(line.data(using: .utf8)!)
-    try? h.close()
-}
-
-// MARK: - Ctrl-C
-
-/// Turns the first SIGINT into a flag the loop polls (so it can save and stop); a second one exits.
-public final class InterruptFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var raised = false
-    private var source: DispatchSourceSignal?
-
-    public init() {}
-
-    /// Starts catching SIGINT.
-    public func install() {
-        signal(SIGINT, SIG_IGN)
-        let s = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        s.setEventHandler { [self] in
-            lock.lock()
-            let second = raised
-            raised = true
-            lock.unlock()
-            if second { exit(130) }
-            FileHandle.standardError.write("\nforge: interrupt — saving a checkpoint after this step (Ctrl-C again to quit now)\n".data(using: .utf8)!)
-        }
-        s.resume()
-        source = s
-    }
-
-    public var isRaised: Bool {
-        lock.lock(); defer { lock.unlock() }
-        return raised
-    }
-}
-
-// MARK: - loss plot
-
-/// A small train/val loss chart as a PNG (train blue, val orange, light grid at every 0.5 nats).
-public enum LossPlot {
-    public static func write(_ points: [(Int, Double, Double)], to path: String, width: Int = 640, height: Int = 400) throws {
-        guard points.count >= 1 else { return }
-        var px = [Float](repeating: 1, count: width * height * 3)
-        let values = points.flatMap { [$0.1, $0.2] }.filter { $0.isFinite }
-        guard var lo = values.min(), var hi = values.max() else { return }
-        lo = (lo * 2).rounded(.down) / 2
-        hi = max((hi * 2).rounded(.up) / 2, lo + 0.5)
-        let maxIter = max(points.map(\.0).max() ?? 1, 1)
-        let margin = 20
-        func xy(_ i: Int, _ v: Double) -> (Int, Int) {
-            let x = margin + Int(Double(i) / Double(maxIter) * Double(width - 2 * margin))
-            let y = height - margin - Int((v - lo) / (hi - lo) * Double(height - 2 * margin))
-            return (x, y)
-        }
-        func set(_ x: Int, _ y: Int, _ c: (Float, Float, Float)) {
-            guard x >= 0, x < width, y >= 0, y < height else { return }
-            let o = (y * width + x) * 3
-            (px[o], px[o + 1], px[o + 2]) = c
-        }
-        var g = lo
-        while g <= hi + 1e-9 {
-            let (_, y) = xy(0, g)
-            for x in margin..<(width - margin) { set(x, y, (0.88, 0.88, 0.88)) }
-            g += 0.5
-        }
-        for y in margin..<(height - margin) { set(margin, y, (0.3, 0.3, 0.3)) }
-        for x in margin..<(width - margin) { set(x, height - margin, (0.3, 0.3, 0.3)) }
-        func line(_ a: (Int, Int), _ b: (Int, Int), _ c: (Float, Float, Float)) {
-            let n = max(abs(b.0 - a.0), abs(b.1 - a.1), 1)
-            for s in 0...n {
-                let x = a.0 + (b.0 - a.0) * s / n, y = a.1 + (b.1 - a.1) * s / n
-                for d in -1...1 { set(x, y + d, c) }
-            }
-        }
-        let blue: (Float, Float, Float) = (0.12, 0.47, 0.71), orange: (Float, Float, Float) = (1.0, 0.5, 0.05)
-        for (k, color) in [(1, blue), (2, orange)] {
-            let pts = points.map { ($0.0, k == 1 ? $0.1 : $0.2) }.filter { $0.1.isFinite }
-            for (a, b) in zip(pts, pts.dropFirst()) { line(xy(a.0, a.1), xy(b.0, b.1), color) }
-            if pts.count == 1 { let p = xy(pts[0].0, pts[0].1); line(p, p, color) }
-        }
-        try ImageCodec.writePNG(Image(width: width, height: height, channels: 3, pixels: px), to: path)
     }
 }

@@ -24,8 +24,6 @@ func shippedCharCheckpoint() -> String? {
 
 private func stderr(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
 
-/// Unbuffered stdout line, so progress shows at once even when piped to a log.
-private func say(_ s: String) { FileHandle.standardOutput.write((s + "\n").data(using: .utf8)!) }
 
 private func duration(_ seconds: Double) -> String {
     let s = Int(seconds.rounded())
@@ -100,18 +98,18 @@ struct TrainChar: ParsableCommand {
               + String(format: "%.2fM parameters", Double(trainer.model.nonEmbeddingParameterCount) / 1e6))
         say("training: batch \(o.batchSize), lr \(o.learningRate) → \(o.minLearningRate), warm-up \(o.warmupIterations), \(o.iterations) iters"
               + (resume ? " (resuming at \(trainer.iteration))" : "") + ", threads \(Threads.count)")
-        let interrupt = InterruptFlag()
-        interrupt.install()
-        let result = try trainer.run(shouldStop: { interrupt.isRaised }) { event in
+        let bar = ProgressBar(unit: "tok", plainEvery: 1)
+        InterruptFlag.install()
+        defer { InterruptFlag.uninstall() }
+        let result = try trainer.run(shouldStop: { InterruptFlag.isSet }) { event in
             switch event {
             case let .step(i, loss, tps, eta, rate):
-                let line = String(format: "iter %5d/%d  loss %.4f  lr %.2e  %6.0f tok/s  ETA ", i, o.iterations, loss, rate, tps)
-                FileHandle.standardOutput.write((line + duration(eta) + "\n").data(using: .utf8)!)
+                bar.update(label: "iter", position: i, total: o.iterations, rate: tps, eta: eta,
+                           scalars: [("loss", Double(loss)), ("lr", Double(rate))])
             case let .evaluation(i, train, val, saved):
-                let line = String(format: "step %d: train loss %.4f, val loss %.4f", i, train, val) + (saved ? "  (saved)" : "")
-                FileHandle.standardOutput.write((line + "\n").data(using: .utf8)!)
+                bar.message(String(format: "step %d: train loss %.4f, val loss %.4f", i, train, val) + (saved ? "  (saved)" : ""))
             case let .message(m):
-                say(m)
+                bar.message(m)
             }
         }
         say(String(format: "done: %d iters in %@, %.0f tok/s; best val loss %.4f (%.4f bits/char) → %@", result.iterations,

@@ -1,41 +1,51 @@
 import ArgumentParser
+import Foundation
 import TensorCore
 
-/// The `forge` command. (Minimal root for the char branch; the shared root lives on another branch.)
+/// `forge`: the command-line front end. It only parses arguments and calls the library modules.
+/// Each model family keeps its commands in its own file (`GANCommands.swift`, `CharCommands.swift`, …)
+/// and registers them in the groups below.
 @main
 struct Forge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forge",
-        abstract: "Forge: a generative-model workbench.",
+        abstract: "Forge: train generative models on images, text and sound, and generate data from them.",
+        version: "forge 0.1.0",
         subcommands: [Train.self, Sample.self, Eval.self, Bench.self, Import.self])
 
+    /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
     static func main() {
         BLAS.configure()
-        do {
-            var command = try parseAsRoot()
-            try command.run()
-        } catch {
-            exit(withError: error)
-        }
+        Self.main(nil)
     }
 }
 
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train a model.", subcommands: [TrainChar.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model.",
+        subcommands: [TrainGAN.self, TrainChar.self])
 }
 
 struct Sample: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Sample from a trained model.", subcommands: [SampleChar.self])
-}
-
-struct Eval: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Evaluate a trained model.", subcommands: [EvalChar.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Sample from a trained checkpoint.",
+        subcommands: [SampleGAN.self, SampleChar.self])
 }
 
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Measure training and sampling speed.", subcommands: [BenchChar.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Measure throughput (compare with the PyTorch scripts in bench/: make bench).",
+        subcommands: [BenchCore.self, BenchGAN.self, BenchChar.self])
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a trained checkpoint.",
+        subcommands: [EvalChar.self])
 }
 
 struct Import: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Convert checkpoints from other tools.", subcommands: [ImportNanoGPT.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Convert checkpoints from other tools.",
+        subcommands: [ImportNanoGPT.self])
 }

@@ -45,7 +45,7 @@ final class CharTrainerTests: XCTestCase {
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/" + f), f)
         }
         let csv = try String(contentsOfFile: dir + "/metrics.csv", encoding: .utf8).split(separator: "\n")
-        XCTAssertEqual(csv.first, "iter,train_loss,val_loss,lr,tokens_per_s,elapsed_s")
+        XCTAssertEqual(csv.first, "step,epoch,wall_s,tokens_per_s,train_loss,val_loss,lr")
         XCTAssertEqual(csv.dropFirst().map { Int($0.split(separator: ",")[0])! }, [0, 5, 10, 12])
     }
 

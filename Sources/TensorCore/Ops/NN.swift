@@ -53,11 +53,11 @@ extension Tensor {
 /// `F.cross_entropy(logits, targets, ignore_index=…)`: rows whose target is `ignoreIndex` count for nothing.
 /// One fused op: the forward keeps softmax(logits), the backward is (softmax − onehot) / n.
 public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 = -100) -> Tensor {
-    precondition(logits.rank == 2, "crossEntropy: logits must be (N, C), got \(logits.shape)")
+    require(logits.rank == 2, "crossEntropy: logits must be (N, C), got \(logits.shape)")
     let rows = logits.shape[0], cols = logits.shape[1]
-    precondition(targets.count == rows, "crossEntropy: \(targets.count) targets for logits \(logits.shape)")
+    require(targets.count == rows, "crossEntropy: \(targets.count) targets for logits \(logits.shape)")
     for t in targets where t != ignoreIndex {
-        precondition(t >= 0 && Int(t) < cols, "crossEntropy: target \(t) out of range for \(cols) classes")
+        require(t >= 0 && Int(t) < cols, "crossEntropy: target \(t) out of range for \(cols) classes")
     }
     let valid = targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
     let needGrad = Tensor.needsGrad(logits)
@@ -103,8 +103,8 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
 /// Layer norm over the last axis (`F.layer_norm(x, (C,), weight, bias, eps)`).
 public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 1e-5) -> Tensor {
     let cols = x.shape.last ?? 1, rows = x.count / Swift.max(cols, 1)
-    if let w = weight { precondition(w.shape == [cols], "layerNorm: weight \(w.shape) does not match input \(x.shape)") }
-    if let b = bias { precondition(b.shape == [cols], "layerNorm: bias \(b.shape) does not match input \(x.shape)") }
+    if let w = weight { require(w.shape == [cols], "layerNorm: weight \(w.shape) does not match input \(x.shape)") }
+    if let b = bias { require(b.shape == [cols], "layerNorm: bias \(b.shape) does not match input \(x.shape)") }
     let out = Tensor(uninitializedShape: x.shape)
     let mean = Tensor(uninitializedShape: [rows]), rstd = Tensor(uninitializedShape: [rows])
     let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
@@ -155,10 +155,10 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
 
 /// Rows of `weight` (num, dim) picked by `indices`; the result has shape `shape + [dim]`.
 public func embedding(_ weight: Tensor, _ indices: [Int32], shape: [Int]) -> Tensor {
-    precondition(weight.rank == 2, "embedding: weight must be (num, dim), got \(weight.shape)")
-    precondition(Tensor.elementCount(shape) == indices.count, "embedding: \(indices.count) indices do not fill shape \(shape)")
+    require(weight.rank == 2, "embedding: weight must be (num, dim), got \(weight.shape)")
+    require(Tensor.elementCount(shape) == indices.count, "embedding: \(indices.count) indices do not fill shape \(shape)")
     let num = weight.shape[0], dim = weight.shape[1]
-    for i in indices { precondition(i >= 0 && Int(i) < num, "embedding: index \(i) out of range for \(num) rows") }
+    for i in indices { require(i >= 0 && Int(i) < num, "embedding: index \(i) out of range for \(num) rows") }
     let out = Tensor(uninitializedShape: shape + [dim])
     let pw = SendablePointer(weight.pointer), po = SendablePointer(out.mutablePointer)
     indices.withUnsafeBufferPointer { ib in
@@ -182,7 +182,7 @@ public func embedding(_ weight: Tensor, _ indices: [Int32], shape: [Int]) -> Ten
 
 /// Zeroes each element with probability `p` and scales the rest by 1/(1-p) when training; identity otherwise.
 public func dropout(_ x: Tensor, p: Float, training: Bool, generator: inout RandomGenerator) -> Tensor {
-    precondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
+    require(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
     if !training || p == 0 { return x }
     let scale = 1 / (1 - p)
     let mask = Tensor(shape: x.shape) { b in for i in 0..<b.count { b[i] = generator.nextFloat() < p ? 0 : scale } }
@@ -201,7 +201,7 @@ public func dropout(_ x: Tensor, p: Float, training: Bool) -> Tensor {
 /// softmax(q·kᵀ/√D [+ causal mask])·v for q, k, v of shape (B, H, T, D), like
 /// `F.scaled_dot_product_attention(q, k, v, is_causal=causal)`.
 public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool) -> Tensor {
-    precondition(q.rank == 4 && q.shape == k.shape && q.shape == v.shape,
+    require(q.rank == 4 && q.shape == k.shape && q.shape == v.shape,
                  "scaledDotProductAttention: q, k, v must share one (B, H, T, D) shape, got \(q.shape), \(k.shape), \(v.shape)")
     let (B, H, T, D) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
     let heads = B * H
@@ -213,7 +213,7 @@ public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, cau
 /// `c_attn` makes it) to (B, T, C), reading q, k, v per head with strides instead of copying
 /// through split/view/transpose.
 public func causalSelfAttention(qkv: Tensor, heads H: Int) -> Tensor {
-    precondition(qkv.rank == 3 && qkv.shape[2] % (3 * H) == 0,
+    require(qkv.rank == 3 && qkv.shape[2] % (3 * H) == 0,
                  "causalSelfAttention: qkv must be (B, T, 3C) with C divisible by \(H) heads, got \(qkv.shape)")
     let (B, T, C3) = (qkv.shape[0], qkv.shape[1], qkv.shape[2])
     let C = C3 / 3, D = C / H

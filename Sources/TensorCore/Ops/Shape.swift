@@ -14,13 +14,13 @@ extension Tensor {
     private func resolveShape(_ newShape: [Int]) -> [Int] {
         var s = newShape
         let unknown = s.indices.filter { s[$0] == -1 }
-        precondition(unknown.count <= 1, "reshape: more than one -1 in \(newShape)")
+        require(unknown.count <= 1, "reshape: more than one -1 in \(newShape)")
         if let u = unknown.first {
             let known = s.enumerated().filter { $0.offset != u }.reduce(1) { $0 * $1.element }
-            precondition(known > 0 && count % known == 0, "reshape: cannot reshape \(shape) to \(newShape)")
+            require(known > 0 && count % known == 0, "reshape: cannot reshape \(shape) to \(newShape)")
             s[u] = count / known
         }
-        precondition(s.allSatisfy { $0 >= 0 } && Tensor.elementCount(s) == count,
+        require(s.allSatisfy { $0 >= 0 } && Tensor.elementCount(s) == count,
                      "reshape: cannot reshape \(shape) (\(count) elements) to \(newShape)")
         return s
     }
@@ -33,7 +33,7 @@ extension Tensor {
 
     /// Reorders axes: result axis i is input axis `order[i]` (a copy, like `.permute(...).contiguous()`).
     public func permuted(_ order: [Int]) -> Tensor {
-        precondition(order.count == rank && Set(order) == Set(0..<rank), "permute: \(order) is not a permutation of the \(rank) axes of \(shape)")
+        require(order.count == rank && Set(order) == Set(0..<rank), "permute: \(order) is not a permutation of the \(rank) axes of \(shape)")
         let out = Tensor.permuteCopy(self, order)
         var inverse = [Int](repeating: 0, count: rank)
         for (i, o) in order.enumerated() { inverse[o] = i }
@@ -48,29 +48,34 @@ extension Tensor {
     }
 
     static func permuteCopy(_ x: Tensor, _ order: [Int]) -> Tensor {
-        let inShape = x.shape
-        let outShape = order.map { inShape[$0] }
+        if order == Array(0..<order.count) { return x.detached() }
+        let inStrides = Tensor.strides(x.shape)
+        return gather(x, shape: order.map { x.shape[$0] }, sourceStrides: order.map { inStrides[$0] })
+    }
+
+    /// A new contiguous tensor of `shape` whose element at index (i₀, i₁, …) is
+    /// `x.pointer[Σ iₖ·sourceStrides[k]]`: a permutation when the strides are permuted, a
+    /// broadcast when some are 0. Rows of the last axis are copied in parallel.
+    static func gather(_ x: Tensor, shape outShape: [Int], sourceStrides: [Int]) -> Tensor {
         let out = Tensor(uninitializedShape: outShape)
-        if order == Array(0..<order.count) {
-            out.mutablePointer.update(from: x.pointer, count: x.count)
-            return out
-        }
-        let inStrides = Tensor.strides(inShape)
-        let srcStrides = order.map { inStrides[$0] }  // stride in input for each output axis
         let rank = outShape.count
-        let inner = outShape[rank - 1], innerStride = srcStrides[rank - 1]
-        let rows = x.count / Swift.max(inner, 1)
+        if rank == 0 { out.mutablePointer[0] = x.pointer[0]; return out }
+        let inner = outShape[rank - 1], innerStride = sourceStrides[rank - 1]
+        let rows = out.count / Swift.max(inner, 1)
         let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
         parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(inner, 1))) { rs, re in
             for r in rs..<re {
                 var rem = r, off = 0
                 for d in stride(from: rank - 2, through: 0, by: -1) {
-                    off += (rem % outShape[d]) * srcStrides[d]
+                    off += (rem % outShape[d]) * sourceStrides[d]
                     rem /= outShape[d]
                 }
                 let o = po.p + r * inner
-                if innerStride == 1 { o.update(from: px.p + off, count: inner) }
-                else { for j in 0..<inner { o[j] = px.p[off + j * innerStride] } }
+                switch innerStride {
+                case 1: o.update(from: px.p + off, count: inner)
+                case 0: o.update(repeating: px.p[off], count: inner)
+                default: for j in 0..<inner { o[j] = px.p[off + j * innerStride] }
+                }
             }
         }
         return out
@@ -79,7 +84,7 @@ extension Tensor {
     /// Elements `range` along `axis` (a copy).
     public func slice(axis: Int, _ range: Range<Int>) -> Tensor {
         let a = normalizeAxis(axis, rank, op: "slice")
-        precondition(range.lowerBound >= 0 && range.upperBound <= shape[a],
+        require(range.lowerBound >= 0 && range.upperBound <= shape[a],
                      "slice: range \(range) out of bounds for axis \(axis) of shape \(shape)")
         let outer = shape[..<a].reduce(1, *), inner = shape[(a + 1)...].reduce(1, *)
         let len = range.count, full = shape[a]
@@ -101,25 +106,25 @@ extension Tensor {
 
     /// Sub-tensor at `index` of axis 0 (rank drops by one).
     public subscript(index: Int) -> Tensor {
-        precondition(rank >= 1 && index >= 0 && index < shape[0], "index: \(index) out of range for shape \(shape)")
+        require(rank >= 1 && index >= 0 && index < shape[0], "index: \(index) out of range for shape \(shape)")
         return slice(axis: 0, index..<(index + 1)).reshaped(Array(shape.dropFirst()))
     }
 
     /// Splits along `axis` into pieces of `sizes`.
     public func split(_ sizes: [Int], axis: Int) -> [Tensor] {
         let a = normalizeAxis(axis, rank, op: "split")
-        precondition(sizes.reduce(0, +) == shape[a], "split: sizes \(sizes) do not add up to \(shape[a]) on axis \(axis) of \(shape)")
+        require(sizes.reduce(0, +) == shape[a], "split: sizes \(sizes) do not add up to \(shape[a]) on axis \(axis) of \(shape)")
         var start = 0
         return sizes.map { n in defer { start += n }; return slice(axis: a, start..<(start + n)) }
     }
 
     /// Concatenates along `axis`; all other dimensions must agree.
     public static func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
-        precondition(!tensors.isEmpty, "concat: no tensors")
+        require(!tensors.isEmpty, "concat: no tensors")
         let first = tensors[0]
         let a = normalizeAxis(axis, first.rank, op: "concat")
         for t in tensors {
-            precondition(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == a || t.shape[$0] == first.shape[$0] },
+            require(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == a || t.shape[$0] == first.shape[$0] },
                          "concat: shape \(t.shape) does not match \(first.shape) outside axis \(axis)")
         }
         let outer = first.shape[..<a].reduce(1, *), inner = first.shape[(a + 1)...].reduce(1, *)
@@ -140,23 +145,23 @@ extension Tensor {
 
     /// Stacks same-shape tensors along a new axis.
     public static func stack(_ tensors: [Tensor], axis: Int = 0) -> Tensor {
-        precondition(!tensors.isEmpty, "stack: no tensors")
+        require(!tensors.isEmpty, "stack: no tensors")
         let s = tensors[0].shape
         let a = axis < 0 ? axis + s.count + 1 : axis
-        precondition(a >= 0 && a <= s.count, "stack: axis \(axis) out of range for shape \(s)")
+        require(a >= 0 && a <= s.count, "stack: axis \(axis) out of range for shape \(s)")
         var expanded = s
         expanded.insert(1, at: a)
         return concat(tensors.map {
-            precondition($0.shape == s, "stack: shape \($0.shape) differs from \(s)")
+            require($0.shape == s, "stack: shape \($0.shape) differs from \(s)")
             return $0.reshaped(expanded)
         }, axis: a)
     }
 
     /// Rows of a 2-D (or higher) tensor picked along axis 0 by `indices` (a gather; gradient scatters back).
     public func indexSelect(_ indices: [Int]) -> Tensor {
-        precondition(rank >= 1, "indexSelect: needs rank >= 1, got shape \(shape)")
+        require(rank >= 1, "indexSelect: needs rank >= 1, got shape \(shape)")
         let rows = shape[0], inner = count / Swift.max(rows, 1)
-        for i in indices { precondition(i >= 0 && i < rows, "indexSelect: index \(i) out of range for \(rows) rows (shape \(shape))") }
+        for i in indices { require(i >= 0 && i < rows, "indexSelect: index \(i) out of range for \(rows) rows (shape \(shape))") }
         var outShape = shape
         outShape[0] = indices.count
         let out = Tensor(uninitializedShape: outShape)

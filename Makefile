@@ -1,0 +1,41 @@
+# Forge: the two commands a new machine needs are `make demo` and `make test`.
+SWIFT ?= swift
+APT_PACKAGES := libopenblas-dev libpng-dev libsndfile1-dev libjpeg62-turbo-dev zlib1g-dev pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# OpenBLAS kernels: Debian's OpenBLAS 0.3.21 falls back to slow generic kernels on CPUs it does not
+# know. The forge binary fixes that itself by re-executing (see TensorCore/BLAS.swift); the test
+# runner gets the same choice here. A value the user (or the machine) already set is kept.
+BLAS_CORE := $(shell scripts/blas-core.sh)
+ifneq ($(BLAS_CORE),)
+export OPENBLAS_CORETYPE := $(BLAS_CORE)
+endif
+
+.PHONY: deps build test demo bench clean
+
+## deps: install the Debian packages Forge links against (once; nothing when all are present)
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+## build: release build of the forge CLI and libraries
+build: deps
+	$(SWIFT) build -c release
+
+## test: the whole test suite, in release mode (kernels are measured and tested as users run them)
+test: deps
+	$(SWIFT) test -c release
+
+## demo: install, build, and run the main job on built-in defaults
+demo: build
+	scripts/demo.sh
+
+## bench: Forge against the PyTorch reference scripts, side by side
+bench: build
+	scripts/bench.sh
+
+clean:
+	rm -rf .build

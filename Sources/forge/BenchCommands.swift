@@ -1,0 +1,141 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+
+struct BenchCore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "core",
+        abstract: "GFLOP/s of Tensor matmul and conv2d next to raw cblas_sgemm, and per-op overhead.")
+
+    @Option(help: "Timed repetitions per shape (the median is reported).") var reps = 7
+    @Option(help: "Minimum milliseconds per repetition.") var minMs = 200.0
+    @Option(help: "all | info (the kernel line only) | matmul1024 (one RESULT line, for make bench)") var only = "all"
+
+    func run() throws {
+        switch only {
+        case "info":
+            print("OpenBLAS \(BLAS.coreName), kernels \(BLAS.kernelLevel)")
+        case "matmul1024":
+            let n = 1024
+            var rng = RandomGenerator(seed: 1)
+            let a = Tensor.randn([n, n], generator: &rng), b = Tensor.randn([n, n], generator: &rng)
+            let t = CoreBenchmark.time(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
+            print("RESULT matmul1024 \(String(format: "%.2f", 2.0 * Double(n * n * n) / t / 1e9)) GFLOP/s")
+        default:
+            print(CoreBenchmark.header())
+            for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { print(line) }
+            for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { print(line) }
+            print(CoreBenchmark.opOverhead())
+        }
+    }
+}
+
+/// Timing helpers: each repetition repeats the work until `minMs` has passed; the median of the
+/// repetitions' per-call times is reported.
+enum CoreBenchmark {
+    static func header() -> String {
+        "# forge bench core: OpenBLAS core \(BLAS.coreName), Forge kernels \(BLAS.kernelLevel), threads \(Threads.count)"
+    }
+
+    static func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+
+    /// Seconds per call of `body`, median over `reps`.
+    static func time(reps: Int, minMs: Double, _ body: () -> Void) -> Double {
+        body()  // warm-up (pool, BLAS buffers)
+        var perCall: [Double] = []
+        for _ in 0..<reps {
+            var calls = 0
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            var elapsed = 0.0
+            repeat {
+                body()
+                calls += 1
+                elapsed = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            } while elapsed * 1000 < minMs
+            perCall.append(elapsed / Double(calls))
+        }
+        return median(perCall)
+    }
+
+    static func row(_ cols: [String], widths: [Int]) -> String {
+        zip(cols, widths).map { c, w in w < 0 ? c.padding(toLength: -w, withPad: " ", startingAt: 0)
+                                              : String(repeating: " ", count: max(0, w - c.count)) + c }.joined(separator: " ")
+    }
+
+    static func matmul(sizes: [Int], reps: Int, minMs: Double) -> [String] {
+        let w = [-24, 12, 12, 8]
+        var lines = [row(["matmul (square)", "Tensor GF/s", "sgemm GF/s", "ratio"], widths: w)]
+        for n in sizes {
+            var rng = RandomGenerator(seed: UInt64(n))
+            let a = Tensor.randn([n, n], generator: &rng), b = Tensor.randn([n, n], generator: &rng)
+            let flops = 2.0 * Double(n * n * n)
+            let c = Tensor(uninitializedShape: [n, n])
+            let tTensor = time(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
+            let tRaw = time(reps: reps, minMs: minMs) {
+                sgemm(transA: false, transB: false, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.mutablePointer, ldc: n)
+            }
+            lines.append(row(["\(n)x\(n)x\(n)", String(format: "%.1f", flops / tTensor / 1e9), String(format: "%.1f", flops / tRaw / 1e9),
+                              String(format: "%.1f%%", 100 * tRaw / tTensor)], widths: w))
+        }
+        return lines
+    }
+
+    /// DCGAN-sized layers (batch 64): forward, and forward + backward (grads for input and weight).
+    static func conv(reps: Int, minMs: Double) -> [String] {
+        struct Layer { let name: String; let transposed: Bool; let cin, cout, h, k, s, p: Int }
+        let layers = [
+            Layer(name: "D conv 3->64 @64", transposed: false, cin: 3, cout: 64, h: 64, k: 4, s: 2, p: 1),
+            Layer(name: "D conv 64->128 @32", transposed: false, cin: 64, cout: 128, h: 32, k: 4, s: 2, p: 1),
+            Layer(name: "D conv 128->256 @16", transposed: false, cin: 128, cout: 256, h: 16, k: 4, s: 2, p: 1),
+            Layer(name: "D conv 256->512 @8", transposed: false, cin: 256, cout: 512, h: 8, k: 4, s: 2, p: 1),
+            Layer(name: "G convT 512->256 @4", transposed: true, cin: 512, cout: 256, h: 4, k: 4, s: 2, p: 1),
+            Layer(name: "G convT 256->128 @8", transposed: true, cin: 256, cout: 128, h: 8, k: 4, s: 2, p: 1),
+            Layer(name: "G convT 128->64 @16", transposed: true, cin: 128, cout: 64, h: 16, k: 4, s: 2, p: 1),
+            Layer(name: "G convT 64->3 @32", transposed: true, cin: 64, cout: 3, h: 32, k: 4, s: 2, p: 1),
+        ]
+        let w = [-24, 12, 14, 12]
+        var lines = [row(["conv (batch 64)", "fwd GF/s", "fwd+bwd GF/s", "sgemm GF/s"], widths: w)]
+        let batch = 64
+        for l in layers {
+            var rng = RandomGenerator(seed: 5)
+            let x = Tensor.randn([batch, l.cin, l.h, l.h], generator: &rng)
+            let wt = Tensor.randn(l.transposed ? [l.cin, l.cout, l.k, l.k] : [l.cout, l.cin, l.k, l.k], std: 0.02, generator: &rng)
+            func forward() -> Tensor {
+                l.transposed
+                    ? convTranspose2d(x, weight: wt, stride: (l.s, l.s), padding: (l.p, l.p))
+                    : conv2d(x, weight: wt, stride: (l.s, l.s), padding: (l.p, l.p))
+            }
+            let out = withNoGrad { forward() }
+            // multiply-adds: each conv output (each convT input) position meets cin·k·k (cout·k·k) weights
+            let flops = l.transposed
+                ? 2.0 * Double(batch * l.cin * l.h * l.h) * Double(l.cout * l.k * l.k)
+                : 2.0 * Double(out.count) * Double(l.cin * l.k * l.k)
+            let tf = time(reps: reps, minMs: minMs) { _ = withNoGrad { forward() } }
+            x.requiresGrad = true; wt.requiresGrad = true
+            let gy = Tensor.randn(out.shape, generator: &rng)
+            let tb = time(reps: reps, minMs: minMs) {
+                x.grad = nil; wt.grad = nil
+                forward().backward(gy)
+            }
+            x.requiresGrad = false; wt.requiresGrad = false
+            // the forward's GEMM alone at the same (M, N, K), for reference
+            let (m, n, k) = l.transposed ? (l.cout * l.k * l.k, batch * l.h * l.h, l.cin) : (l.cout, out.count / l.cout, l.cin * l.k * l.k)
+            let A = Tensor.randn([m, k], generator: &rng), B = Tensor.randn([k, n], generator: &rng), C = Tensor(uninitializedShape: [m, n])
+            let tg = time(reps: reps, minMs: minMs) {
+                sgemm(transA: false, transB: false, m: m, n: n, k: k, a: A.pointer, lda: k, b: B.pointer, ldb: n, c: C.mutablePointer, ldc: n)
+            }
+            lines.append(row([l.name, String(format: "%.1f", flops / tf / 1e9), String(format: "%.1f", 3 * flops / tb / 1e9),
+                              String(format: "%.1f", 2.0 * Double(m * n * k) / tg / 1e9)], widths: w))
+        }
+        return lines
+    }
+
+    /// Wall time of one tiny elementwise op (graph recording off and on).
+    static func opOverhead() -> String {
+        let a = Tensor(shape: [4], data: [1, 2, 3, 4]), b = Tensor(shape: [4], data: [4, 3, 2, 1])
+        let plain = time(reps: 5, minMs: 100) { _ = withNoGrad { a + b } }
+        a.requiresGrad = true
+        let graph = time(reps: 5, minMs: 100) { _ = a + b }
+        return String(format: "tiny op (4-element add): %.2f µs without graph, %.2f µs recording the graph", plain * 1e6, graph * 1e6)
+    }
+}
