@@ -23,25 +23,25 @@ struct Forge: ParsableCommand {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model.",
-        subcommands: [TrainGAN.self, TrainChar.self])
+        subcommands: [TrainGAN.self, TrainVAE.self, TrainChar.self])
 }
 
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Sample from a trained checkpoint.",
-        subcommands: [SampleGAN.self, SampleChar.self])
+        subcommands: [SampleGAN.self, SampleVAE.self, SampleChar.self])
 }
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput (compare with the PyTorch scripts in bench/: make bench).",
-        subcommands: [BenchCore.self, BenchGAN.self, BenchChar.self])
+        subcommands: [BenchCore.self, BenchGAN.self, BenchVAE.self, BenchChar.self])
 }
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a trained checkpoint.",
-        subcommands: [EvalChar.self])
+        subcommands: [EvalVAE.self, EvalChar.self])
 }
 
 struct Import: ParsableCommand {
