@@ -11,7 +11,7 @@ struct Forge: ParsableCommand {
         commandName: "forge",
         abstract: "Forge: train generative models on images, text and sound, and generate data from them.",
         version: "forge 0.1.0",
-        subcommands: [Train.self, Sample.self, Bench.self])
+        subcommands: [Train.self, Sample.self, Generate.self, Eval.self, Bench.self])
 
     /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
     static func main() {
@@ -23,7 +23,7 @@ struct Forge: ParsableCommand {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model.",
-        subcommands: [TrainGAN.self])
+        subcommands: [TrainGAN.self, TrainClassifier.self])
 }
 
 struct Sample: ParsableCommand {
@@ -36,4 +36,10 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput (compare with the PyTorch scripts in bench/: make bench).",
         subcommands: [BenchCore.self, BenchGAN.self])
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a trained checkpoint.",
+        subcommands: [EvalClassifier.self, EvalSynthetic.self])
 }
