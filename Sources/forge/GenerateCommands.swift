@@ -38,6 +38,7 @@ struct GenerateImages: ParsableCommand {
     @Option(help: "Images per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 100
     @Flag(help: "Continue an interrupted run: keep valid items, generate the missing ones.") var resume = false
     @Option(help: "Recreate only item N (same arguments as the original run).") var only: Int?
+    @Option(help: "Also write a preview grid PNG of the written files: one row per class (10 per row).") var grid: String?
 
     func validate() throws {
         guard format.lowercased() == "png" else { throw ValidationError("--format: only png is supported") }
@@ -68,6 +69,10 @@ struct GenerateImages: ParsableCommand {
             }
             say(String(format: "wrote %d images (%@kept %d) in %.1f s: %.1f images/s; manifest %@/manifest.csv",
                          report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out))
+            if let grid {
+                try writePreviewGrid(generator, to: grid)
+                say("preview grid: \(grid)")
+            }
         } catch let error as CheckpointError {
             printError("forge: \(error)")
             throw ExitCode(2)
@@ -76,4 +81,16 @@ struct GenerateImages: ParsableCommand {
             throw ExitCode(2)
         }
     }
+}
+
+/// A grid of the dataset as written on disk (read back from the PNG files, so it shows exactly the
+/// data): the first 10 items of each class in a row, or the first 100 items of an unconditional run.
+func writePreviewGrid(_ generator: ImageDatasetGenerator, columns: Int = 10, to path: String) throws {
+    let classes = max(1, generator.source.classNames.count)
+    var chosen: [PlannedItem] = []
+    for c in 0..<classes {
+        chosen += generator.items.filter { $0.label == c }.prefix(classes == 1 ? 10 * columns : columns)
+    }
+    let tensors = try chosen.map { try ImageCodec.load(path: generator.outputDirectory + "/" + $0.file).tensor(range: -1...1) }
+    try GANSampler.writeGrid(Tensor.stack(tensors), columns: columns, to: path)
 }
