@@ -11,7 +11,7 @@ struct Forge: ParsableCommand {
         commandName: "forge",
         abstract: "Forge: train generative models on images, text and sound, and generate data from them.",
         version: "forge 0.1.0",
-        subcommands: [Train.self, Sample.self, Eval.self, Bench.self, Import.self])
+        subcommands: [Train.self, Sample.self, Generate.self, Eval.self, Bench.self, Import.self])
 
     /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
     static func main() {
@@ -23,7 +23,7 @@ struct Forge: ParsableCommand {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model.",
-        subcommands: [TrainGAN.self, TrainVAE.self, TrainChar.self])
+        subcommands: [TrainGAN.self, TrainVAE.self, TrainChar.self, TrainClassifier.self])
 }
 
 struct Sample: ParsableCommand {
@@ -41,7 +41,7 @@ struct Bench: ParsableCommand {
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a trained checkpoint.",
-        subcommands: [EvalVAE.self, EvalChar.self])
+        subcommands: [EvalVAE.self, EvalChar.self, EvalClassifier.self, EvalSynthetic.self])
 }
 
 struct Import: ParsableCommand {
