@@ -284,7 +284,7 @@ final class BatchWriter: @unchecked Sendable {
             defer { slots.signal() }
             guard currentError() == nil else { return }
             do {
-                for (path, image) in work { try ImageCodec.writePNG(image, to: path) }
+                for (path, image) in work { try writeRenamed(ImageCodec.encodePNG(image), to: path) }
             } catch {
                 lock.lock(); if firstError == nil { firstError = error }; lock.unlock()
             }
@@ -295,10 +295,38 @@ final class BatchWriter: @unchecked Sendable {
 
     func checkError() throws { if let error = currentError() { throw error } }
 
-    /// Waits for every queued batch; rethrows the first write error.
+    /// Waits for every queued batch, flushes the file system once; rethrows the first write error.
     func finish() throws {
         queue.sync {}
         try checkError()
+        sync()
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place, so a killed run never
+/// leaves a partial item under its final name (`--resume` removes the temporaries). Unlike
+/// `FileIO.writeAtomically` there is no fsync per file: at 10,000 small PNGs the fsyncs made
+/// writing 7× slower than generating (139 vs >1,000 images/s measured here); `BatchWriter.finish`
+/// syncs once at the end instead.
+func writeRenamed(_ bytes: [UInt8], to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let temporary = url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw SamplingError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+    var written = 0
+    let ok = bytes.withUnsafeBytes { raw -> Bool in
+        while written < raw.count {
+            let n = write(fd, raw.baseAddress! + written, raw.count - written)
+            if n < 0 { if errno == EINTR { continue }; return false }
+            written += n
+        }
+        return true
+    }
+    close(fd)
+    guard ok, rename(temporary, path) == 0 else {
+        let message = String(cString: strerror(errno))
+        unlink(temporary)
+        throw SamplingError("cannot write \(path): \(message)")
     }
 }
 
