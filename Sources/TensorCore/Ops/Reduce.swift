@@ -101,25 +101,7 @@ extension Tensor {
     /// Repeats `x` (whose shape broadcasts to `shape`) up to `shape`. No graph.
     static func expand(_ x: Tensor, to target: [Int]) -> Tensor {
         if x.shape == target { return x }
-        let out = Tensor(uninitializedShape: target)
-        let sx = broadcastStrides(x.shape, to: target)
-        let rank = target.count
-        let inner = target[rank - 1], ix = sx[rank - 1]
-        let rows = out.count / Swift.max(inner, 1)
-        let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
-        parallelFor(rows, grain: Swift.max(1, 32_768 / Swift.max(inner, 1))) { rs, re in
-            for r in rs..<re {
-                var rem = r, off = 0
-                for d in stride(from: rank - 2, through: 0, by: -1) {
-                    off += (rem % target[d]) * sx[d]
-                    rem /= target[d]
-                }
-                let o = po.p + r * inner
-                if ix == 0 { o.update(repeating: px.p[off], count: inner) }
-                else { for j in 0..<inner { o[j] = px.p[off + j * ix] } }
-            }
-        }
-        return out
+        return gather(x, shape: target, sourceStrides: broadcastStrides(x.shape, to: target))
     }
 
     /// Broadcasts this tensor to `shape` (differentiable: the gradient sums back).
