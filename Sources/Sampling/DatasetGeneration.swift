@@ -65,6 +65,27 @@ extension GANSampler: SyntheticImageSource {
     }
 }
 
+extension VAESampler: SyntheticImageSource {
+    public var modelKind: String { "vae" }
+    public var channels: Int { config.channels }
+    public var imageSize: Int { config.imageSize }
+    /// The decoder's mean pixels.
+    public var valueRange: ImageValueRange { .zeroToOne }
+
+    /// Each z row ~ N(0, I) from the item's own generator, decoded in evaluation mode (the
+    /// sampler puts the VAE in evaluation mode when it loads it).
+    public func images(seeds: [UInt64], labels: [Int]) -> Tensor {
+        let latent = config.latent
+        let z = Tensor(shape: [seeds.count, latent]) { out in
+            for (row, seed) in seeds.enumerated() {
+                var g = RandomGenerator(seed: seed)
+                g.fillNormal(UnsafeMutableBufferPointer(rebasing: out[(row * latent)..<((row + 1) * latent)]))
+            }
+        }
+        return vae.generate(z, labels: config.isConditional ? labels : nil)
+    }
+}
+
 /// Folder-safe form of a class name ("T-shirt/top" → "T-shirt_top"): path separators and
 /// control characters become "_", and a leading dot is replaced so the folder is not hidden.
 public func classFolderName(_ name: String) -> String {

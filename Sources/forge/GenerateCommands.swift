@@ -20,6 +20,7 @@ func openImageSource(_ path: String) throws -> any SyntheticImageSource {
     let kind = try Checkpoint.load(path).kind
     switch kind {
     case "gan": return try GANSampler(checkpoint: path)
+    case "vae": return try VAESampler(checkpoint: path)
     default: throw SamplingError("checkpoint \(path) is a \"\(kind)\" model; `generate images` takes a GAN or VAE checkpoint")
     }
 }
@@ -27,7 +28,7 @@ func openImageSource(_ path: String) throws -> any SyntheticImageSource {
 struct GenerateImages: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "images",
-        abstract: "Write N images from a GAN checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
+        abstract: "Write N images from a GAN or VAE checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
 
     @Option(help: "The checkpoint (.safetensors).") var checkpoint: String
     @Option(help: "Number of images (ignored with --per-class).") var count: Int?
