@@ -30,7 +30,7 @@ struct GenerateImages: ParsableCommand {
         abstract: "Write N images from a GAN or VAE checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
 
     @Option(help: "The checkpoint (.safetensors).") var checkpoint: String
-    @Option(help: "Number of images (ignored with --per-class).") var count: Int?
+    @Option(help: "Number of images (ignored with --per-class); conditional models give item i the class i mod K.") var count: Int?
     @Option(help: "Images per class (conditional models): count = per-class × classes.") var perClass: Int?
     @Option(help: "Output folder.") var out: String
     @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = 0
