@@ -65,6 +65,27 @@ extension GANSampler: SyntheticImageSource {
     }
 }
 
+extension VAESampler: SyntheticImageSource {
+    public var modelKind: String { "vae" }
+    public var channels: Int { config.channels }
+    public var imageSize: Int { config.imageSize }
+    /// The decoder's mean pixels.
+    public var valueRange: ImageValueRange { .zeroToOne }
+
+    /// Each z row ~ N(0, I) from the item's own generator, decoded in evaluation mode (the
+    /// sampler puts the VAE in evaluation mode when it loads it).
+    public func images(seeds: [UInt64], labels: [Int]) -> Tensor {
+        let latent = config.latent
+        let z = Tensor(shape: [seeds.count, latent]) { out in
+            for (row, seed) in seeds.enumerated() {
+                var g = RandomGenerator(seed: seed)
+                g.fillNormal(UnsafeMutableBufferPointer(rebasing: out[(row * latent)..<((row + 1) * latent)]))
+            }
+        }
+        return vae.generate(z, labels: config.isConditional ? labels : nil)
+    }
+}
+
 /// Folder-safe form of a class name ("T-shirt/top" → "T-shirt_top"): path separators and
 /// control characters become "_", and a leading dot is replaced so the folder is not hidden.
 public func classFolderName(_ name: String) -> String {
@@ -284,7 +305,7 @@ final class BatchWriter: @unchecked Sendable {
             defer { slots.signal() }
             guard currentError() == nil else { return }
             do {
-                for (path, image) in work { try ImageCodec.writePNG(image, to: path) }
+                for (path, image) in work { try writeRenamed(ImageCodec.encodePNG(image), to: path) }
             } catch {
                 lock.lock(); if firstError == nil { firstError = error }; lock.unlock()
             }
@@ -295,10 +316,38 @@ final class BatchWriter: @unchecked Sendable {
 
     func checkError() throws { if let error = currentError() { throw error } }
 
-    /// Waits for every queued batch; rethrows the first write error.
+    /// Waits for every queued batch, flushes the file system once; rethrows the first write error.
     func finish() throws {
         queue.sync {}
         try checkError()
+        sync()
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place, so a killed run never
+/// leaves a partial item under its final name (`--resume` removes the temporaries). Unlike
+/// `FileIO.writeAtomically` there is no fsync per file: at 10,000 small PNGs the fsyncs made
+/// writing 7× slower than generating (139 vs >1,000 images/s measured here); `BatchWriter.finish`
+/// syncs once at the end instead.
+func writeRenamed(_ bytes: [UInt8], to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let temporary = url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw SamplingError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+    var written = 0
+    let ok = bytes.withUnsafeBytes { raw -> Bool in
+        while written < raw.count {
+            let n = write(fd, raw.baseAddress! + written, raw.count - written)
+            if n < 0 { if errno == EINTR { continue }; return false }
+            written += n
+        }
+        return true
+    }
+    close(fd)
+    guard ok, rename(temporary, path) == 0 else {
+        let message = String(cString: strerror(errno))
+        unlink(temporary)
+        throw SamplingError("cannot write \(path): \(message)")
     }
 }
 

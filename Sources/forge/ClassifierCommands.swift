@@ -129,7 +129,17 @@ struct EvalSynthetic: ParsableCommand {
         do {
             let channelCount = defaultChannels(real, channels)
             let realSet = try ImageDataset.load(path: real, size: size, channels: channelCount)
-            let testSet = try ImageDataset.load(path: test ?? real, size: size, channels: channelCount, split: test == nil ? .test : .train)
+            // --test: its held-out split when it has one (IDX t10k files, test/ sub-folder), else the whole folder.
+            let testSet: ImageSet
+            if let test {
+                if let heldOut = try? ImageDataset.load(path: test, size: size, channels: channelCount, split: .test, warn: { _ in }) {
+                    testSet = heldOut
+                } else {
+                    testSet = try ImageDataset.load(path: test, size: size, channels: channelCount)
+                }
+            } else {
+                testSet = try ImageDataset.load(path: real, size: size, channels: channelCount, split: .test)
+            }
             let syntheticSet = try ImageDataset.load(path: synthetic, size: size, channels: channelCount)
             say("real: \(realSet.count) training images, \(testSet.count) test images; synthetic: \(syntheticSet.count) images in \(syntheticSet.classNames.count) classes")
             var config = ClassifierConfig()

@@ -6,13 +6,12 @@ import Models
 import Training
 import Sampling
 
-// `forge generate images` (and `forge generate text` once the char model is on main):
-// trained models become datasets.
+// `forge generate images` and `forge generate text`: trained models become datasets.
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a synthetic dataset (a folder of items plus manifest.csv) from a checkpoint.",
-        subcommands: [GenerateImages.self])
+        subcommands: [GenerateImages.self, GenerateText.self])
 }
 
 /// Opens an image-generating checkpoint by its kind.
@@ -20,6 +19,7 @@ func openImageSource(_ path: String) throws -> any SyntheticImageSource {
     let kind = try Checkpoint.load(path).kind
     switch kind {
     case "gan": return try GANSampler(checkpoint: path)
+    case "vae": return try VAESampler(checkpoint: path)
     default: throw SamplingError("checkpoint \(path) is a \"\(kind)\" model; `generate images` takes a GAN or VAE checkpoint")
     }
 }
@@ -27,10 +27,10 @@ func openImageSource(_ path: String) throws -> any SyntheticImageSource {
 struct GenerateImages: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "images",
-        abstract: "Write N images from a GAN checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
+        abstract: "Write N images from a GAN or VAE checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
 
     @Option(help: "The checkpoint (.safetensors).") var checkpoint: String
-    @Option(help: "Number of images (ignored with --per-class).") var count: Int?
+    @Option(help: "Number of images (ignored with --per-class); conditional models give item i the class i mod K.") var count: Int?
     @Option(help: "Images per class (conditional models): count = per-class × classes.") var perClass: Int?
     @Option(help: "Output folder.") var out: String
     @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = 0
@@ -93,4 +93,59 @@ func writePreviewGrid(_ generator: ImageDatasetGenerator, columns: Int = 10, to 
     }
     let tensors = try chosen.map { try ImageCodec.load(path: generator.outputDirectory + "/" + $0.file).tensor(range: -1...1) }
     try GANSampler.writeGrid(Tensor.stack(tensors), columns: columns, to: path)
+}
+
+struct GenerateText: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "text",
+        abstract: "Write N texts from a char-transformer checkpoint: DIR/<index><ext> (or DIR/samples.jsonl with --jsonl) and DIR/manifest.csv.")
+
+    @Option(help: "The char checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "Number of texts.") var count: Int
+    @Option(help: "Characters generated per text.") var length: Int
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Text every item starts from (kept in the item).") var prompt: String = "\n"
+    @Option(help: "File extension of the items.") var ext: String = ".txt"
+    @Option(help: "End each item before the first occurrence of this separator (escapes \\n and \\t are understood), e.g. \"\\n\\n\".") var splitOn: String?
+    @Flag(help: "Write one samples.jsonl ({index, seed, text} per line) instead of one file per item.") var jsonl = false
+    @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = 0
+    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0.8
+    @Option(help: "Keep the k most likely characters (0 = all).") var topK: Int = 200
+    @Option(help: "Nucleus sampling threshold (omit for none).") var topP: Float?
+    @Option(help: "Sequences decoded side by side (recorded in the manifest; keep it when resuming).") var batch: Int = 16
+    @Flag(help: "Continue an interrupted run: keep the items present, generate the missing ones.") var resume = false
+    @Option(help: "Recreate only item N (same arguments as the original run).") var only: Int?
+
+    func validate() throws {
+        guard count >= 1, length >= 1, batch >= 1 else { throw ValidationError("--count, --length and --batch must be positive") }
+        if resume && only != nil { throw ValidationError("give --resume or --only, not both") }
+    }
+
+    func run() throws {
+        let unescape = { (s: String) in s.replacingOccurrences(of: "\\n", with: "\n").replacingOccurrences(of: "\\t", with: "\t") }
+        let options = TextGenerationOptions(count: count, length: length, prompt: unescape(prompt), seed: seed, batchSize: batch,
+                                            fileExtension: ext.hasPrefix(".") || ext.isEmpty ? ext : "." + ext,
+                                            splitOn: splitOn.map(unescape), jsonl: jsonl,
+                                            sampling: TextSamplingOptions(temperature: temperature, topK: topK > 0 ? topK : nil, topP: topP),
+                                            resume: resume, only: only)
+        do {
+            let generator = try TextDatasetGenerator(checkpointPath: checkpoint, options: options, outputDirectory: out)
+            let c = generator.checkpoint.model.config
+            say("generate text: \(count) × \(length) characters from a char transformer (\(c.layers) layers, \(c.embedding) wide, "
+                  + "vocabulary \(c.vocabSize)) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
+            let start = Date()
+            var lastLine = Date.distantPast
+            let (report, characters) = try generator.run { done, total, chars in
+                let now = Date()
+                guard now.timeIntervalSince(lastLine) > 2 || done == total else { return }
+                lastLine = now
+                say(String(format: "  %d/%d texts, %.0f chars/s", done, total, Double(chars) / max(1e-9, now.timeIntervalSince(start))))
+            }
+            say(String(format: "wrote %d texts (kept %d), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv",
+                         report.written, report.kept, characters, report.seconds, Double(characters) / max(1e-9, report.seconds), out))
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
 }

@@ -250,3 +250,52 @@ final class GenerateFrechetTests: XCTestCase {
         XCTAssertEqual(frechetDistance(FeatureStatistics(rows: x), FeatureStatistics(rows: y)), 6 - 2 * (Double(3).squareRoot() + 1), accuracy: 0.05)
     }
 }
+
+/// `forge eval synthetic` on tiny data: class alignment by folder name and the whole pipeline.
+final class GenerateEvaluationTests: XCTestCase {
+    /// Gray 16×16 images whose class is the row band holding a bright stripe, plus noise.
+    private func stripes(_ count: Int, classes: [Int], seed: UInt64) -> (Tensor, [Int]) {
+        var g = RandomGenerator(seed: seed)
+        let labels = (0..<count).map { classes[$0 % classes.count] }
+        let images = Tensor(shape: [count, 1, 16, 16]) { out in
+            for (n, label) in labels.enumerated() {
+                for y in 0..<16 { for x in 0..<16 { out[n * 256 + y * 16 + x] = (y / 5 == label ? 0.9 : -0.9) + 0.2 * g.nextNormal() } }
+            }
+        }
+        return (images, labels)
+    }
+
+    func testAlignmentMatchesFolderNamesToRealClasses() throws {
+        let real = ["T-shirt/top", "Trouser", "Bag"]
+        // ImageFolder sorts folder names: Bag=0, T-shirt_top=1, Trouser=2
+        let synthetic = ImageSet(images: Tensor.zeros([3, 1, 8, 8]), labels: [0, 1, 2], classNames: ["Bag", "T-shirt_top", "Trouser"])
+        let aligned = try SyntheticEvaluation.align(synthetic, toClassNames: real)
+        XCTAssertEqual(aligned.labels, [2, 0, 1])
+        XCTAssertEqual(aligned.classNames, real)
+        let stranger = ImageSet(images: Tensor.zeros([1, 1, 8, 8]), labels: [0], classNames: ["Sock"])
+        XCTAssertThrowsError(try SyntheticEvaluation.align(stranger, toClassNames: real))
+    }
+
+    func testSyntheticSetMissingAClassScoresLowerThanReal() throws {
+        let names = ["top", "middle", "bottom"]
+        let (realImages, realLabels) = stripes(96, classes: [0, 1, 2], seed: 1)
+        let (testImages, testLabels) = stripes(60, classes: [0, 1, 2], seed: 2)
+        // a "generator" that never produces class 2 and mislabels it
+        let (synImages, synLabels) = stripes(96, classes: [0, 1, 1], seed: 3)
+        let dir = NSTemporaryDirectory() + "forge-cas-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = ClassifierConfig()
+        (config.width, config.featureDim, config.batchSize, config.learningRate) = (4, 16, 16, 3e-3)
+        let result = try SyntheticEvaluation.run(
+            real: ImageSet(images: realImages, labels: realLabels, classNames: names),
+            synthetic: ImageSet(images: synImages, labels: synLabels.map { $0 == 1 ? 0 : 1 }, classNames: ["middle", "top"]),
+            test: ImageSet(images: testImages, labels: testLabels, classNames: names),
+            options: SyntheticEvaluationOptions(epochs: 4, classifier: config, workDirectory: dir, showProgress: false))
+        XCTAssertEqual(result.realTrainCount, 96)
+        XCTAssertGreaterThan(result.realAccuracy.overall, 0.9)
+        XCTAssertLessThan(result.syntheticAccuracy.overall, 0.7)
+        XCTAssertLessThan(result.syntheticAccuracy.perClass[2], 0.05, "no synthetic class-2 images: class 2 is never predicted")
+        XCTAssertGreaterThan(result.featureDistance, result.realToRealDistance)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/classifier-real.safetensors"))
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import XCTest
+import TensorCore
+import DataIO
+import Models
+import Training
+import Sampling
+
+/// `forge generate text`: files and JSONL, manifest, `--only`, `--resume`, `--split-on`.
+final class GenerateTextTests: XCTestCase {
+    private func folder() throws -> String {
+        let path = NSTemporaryDirectory() + "forge-gentext-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    /// An untrained tiny char transformer over "ab \n" (block 8, so 30 characters cross the cache rebuild).
+    private func checkpoint(in dir: String) throws -> String {
+        let config = CharTransformerConfig(vocabSize: 4, blockSize: 8, layers: 1, heads: 2, embedding: 8)
+        let path = dir + "/char.safetensors"
+        try CharCheckpoint.save(model: CharTransformer(config, seed: 3), vocabulary: Array("ab \n".unicodeScalars), to: path)
+        return path
+    }
+
+    private func files(_ root: String) throws -> [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: root) { out[name] = try FileIO.readBytes(root + "/" + name) }
+        return out
+    }
+
+    private func run(_ ck: String, _ out: String, _ options: TextGenerationOptions) throws -> GenerationReport {
+        try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: out).run().report
+    }
+
+    func testFilesManifestOnlyAndResume() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        let options = TextGenerationOptions(count: 7, length: 30, prompt: "ab", seed: 5, batchSize: 3, fileExtension: ".md")
+        XCTAssertEqual(try run(ck, dir + "/full", options).written, 7)
+        let full = try files(dir + "/full")
+        XCTAssertEqual(full.keys.sorted(), ["000000.md", "000001.md", "000002.md", "000003.md", "000004.md", "000005.md", "000006.md", "manifest.csv"])
+        let texts = (0..<7).map { String(decoding: full[String(format: "%06d.md", $0)]!, as: UTF8.self) }
+        XCTAssertTrue(texts.allSatisfy { $0.hasPrefix("ab") && $0.count == 32 })
+        XCTAssertGreaterThan(Set(texts).count, 5, "each item draws from its own generator")
+        let manifest = try Manifest.read(path: dir + "/full/manifest.csv")
+        XCTAssertEqual(manifest.modelKind, "char")
+        XCTAssertEqual(manifest.rows[3].seed, ItemSeed.derive(runSeed: 5, index: 3))
+        XCTAssertTrue(manifest.parameters.contains("prompt=\"ab\""))
+
+        // --only 4 recreates the item bit for bit
+        try FileManager.default.removeItem(atPath: dir + "/full/000004.md")
+        var only = options
+        only.only = 4
+        XCTAssertEqual(try run(ck, dir + "/full", only).written, 1)
+        XCTAssertEqual(try files(dir + "/full"), full)
+
+        // an interrupted run (items 3… missing, a temporary left over) resumes to the same folder
+        for i in 3..<7 { try FileManager.default.removeItem(atPath: dir + "/full/" + String(format: "%06d.md", i)) }
+        try FileIO.writeAtomically([0x61], to: dir + "/full/.000003.md.tmp-1-2")
+        var resume = options
+        resume.resume = true
+        let report = try run(ck, dir + "/full", resume)
+        XCTAssertEqual(report.kept, 3)
+        XCTAssertEqual(report.written, 4)
+        XCTAssertEqual(try files(dir + "/full"), full)
+    }
+
+    func testJSONLAndSplitOn() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        let options = TextGenerationOptions(count: 5, length: 40, prompt: "a", seed: 1, batchSize: 2, splitOn: " ", jsonl: true)
+        _ = try run(ck, dir + "/j", options)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/j").sorted(), ["manifest.csv", "samples.jsonl"])
+        let lines = String(decoding: try FileIO.readBytes(dir + "/j/samples.jsonl"), as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(lines.count, 5)
+        for (i, line) in lines.enumerated() {
+            let record = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            XCTAssertEqual(record["index"] as? Int, i)
+            let text = try XCTUnwrap(record["text"] as? String)
+            XCTAssertTrue(text.hasPrefix("a"))
+            XCTAssertFalse(text.dropFirst().contains(" "), "items end before the separator")
+        }
+        XCTAssertEqual(try Manifest.read(path: dir + "/j/manifest.csv").rows[2].file, "samples.jsonl#000002")
+        // resume of a JSONL run that lost its last records gives the same file
+        let before = try FileIO.readBytes(dir + "/j/samples.jsonl")
+        try FileIO.writeAtomically(Array(lines.prefix(2).joined(separator: "\n").utf8) + [10], to: dir + "/j/samples.jsonl")
+        var resume = options
+        resume.resume = true
+        XCTAssertEqual(try run(ck, dir + "/j", resume).written, 3)
+        XCTAssertEqual(try FileIO.readBytes(dir + "/j/samples.jsonl"), before)
+    }
+}
