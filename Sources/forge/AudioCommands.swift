@@ -1,0 +1,197 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+import Sampling
+
+// The audio side of `forge train gan`, `forge sample gan` and `forge bench gan`: the WaveGAN.
+// `TrainGAN` / `SampleGAN` / `BenchGAN` route here when the data, the checkpoint or `--modality`
+// says audio.
+
+/// What a model learns from.
+enum Modality: String, ExpressibleByArgument, CaseIterable {
+    case auto, image, audio
+}
+
+enum AudioData {
+    static let imageExtensions: Set<String> = ["png", "jpg", "jpeg"]
+
+    /// Whether `path` is a folder of sound files: it holds audio files (any depth) and no images.
+    static func isAudioFolder(_ path: String) -> Bool {
+        var audio = 0, images = 0
+        let walker = FileManager.default.enumerator(atPath: path)
+        while let relative = walker?.nextObject() as? String {
+            let ext = (relative as NSString).pathExtension.lowercased()
+            if AudioFolder.audioExtensions.contains(ext) { audio += 1 }
+            if imageExtensions.contains(ext) { images += 1 }
+        }
+        return audio > 0 && images == 0
+    }
+
+    /// The sample rate of the first readable audio file in `path` (sorted order), used as the
+    /// default `--rate`: files at other rates are resampled to it.
+    static func firstSampleRate(in path: String) -> Int? {
+        var files: [String] = []
+        let walker = FileManager.default.enumerator(atPath: path)
+        while let relative = walker?.nextObject() as? String {
+            if AudioFolder.audioExtensions.contains((relative as NSString).pathExtension.lowercased()) { files.append(relative) }
+        }
+        for file in files.sorted() {
+            if let clip = try? AudioIO.read(path: path + "/" + file, mono: true) { return clip.sampleRate }
+        }
+        return nil
+    }
+}
+
+extension TrainGAN {
+    /// `--modality`, or for `auto` whether `--data` is a folder of sound files.
+    var isAudio: Bool {
+        switch modality {
+        case .audio: return true
+        case .image: return false
+        case .auto: return AudioData.isAudioFolder(data)
+        }
+    }
+
+    /// Trains a WaveGAN on the audio folder `--data`.
+    func runAudio() throws {
+        guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
+        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
+        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        let samplesDirectory = samples ?? "samples/\(name)"
+
+        var config = WaveGANConfig()
+        var fromCheckpoint = false
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            config = try Checkpoint.load(checkpointPath, expectedKind: "wavegan").config(as: WaveGANConfig.self)
+            fromCheckpoint = true
+        } else {
+            guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else {
+                throw ValidationError("no readable audio files in \(data)")
+            }
+            config.length = length
+            config.sampleRate = sampleRate
+            (config.nz, config.ngf, config.ndf) = (nz, ngf ?? 32, ndf ?? 32)
+            config.phaseShuffle = phaseShuffle
+            (config.learningRate, config.beta1, config.beta2) = (lr, beta1, beta2)
+            config.batchSize = batch
+            config.seed = seed
+        }
+        if let problem = config.problem { throw ValidationError(problem) }
+        let start = Date()
+        let folder: AudioFolder
+        do {
+            folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
+        } catch let error as DataIOError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+        say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz "
+              + String(format: "(%.2f s each) from %@", Double(config.length) / Double(config.sampleRate), data)
+              + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped")
+              + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
+        let gan = WaveGAN(config)
+        say("model: WaveGAN \(config.length) samples, d=\(config.ngf)/\(config.ndf), kernel \(config.kernelSize) stride 4, "
+              + "phase shuffle \(config.phaseShuffle), BCE loss, G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
+              + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
+        let task = try AudioGANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: samplesDirectory,
+                                            sampleCount: 4, sampleEvery: sampleEvery)
+        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 5 : nil), minutes: minutes,
+                                      checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
+                                      resume: resume, logEvery: logEvery)
+        do {
+            let summary = try TrainingLoop(task: task, options: options).run()
+            let m = summary.lastMetrics
+            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
+                         summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                         m["loss_d"] ?? .nan, m["loss_g"] ?? .nan, m["d_x"] ?? .nan, m["d_g_z1"] ?? .nan))
+            say("checkpoint: \(checkpointPath)")
+            say("samples: \(samplesDirectory)/latest_K.wav + latest.png (waveforms, spectrograms), metrics.csv, loss.png")
+            if summary.outcome == .interrupted { throw ExitCode(130) }
+        } catch let error as TrainingError {
+            printError("forge: \(error)")
+            throw ExitCode(3)
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+extension SampleGAN {
+    /// Whether `--checkpoint` holds a WaveGAN (the kind stored in the file).
+    var isAudioCheckpoint: Bool {
+        (try? Checkpoint.load(checkpoint).kind) == "wavegan" || (out?.lowercased().hasSuffix(".wav") ?? false)
+    }
+
+    /// Writes clips from a WaveGAN checkpoint: `--out x.wav` (one clip; with `--count N` > 1,
+    /// x_0000.wav …) or `--out-dir DIR` (NNNN.wav), plus the waveform/spectrogram PNG beside them.
+    func runAudio() throws {
+        do {
+            let sampler = try AudioGANSampler(checkpoint: checkpoint)
+            let n = count ?? 1
+            let clips = try sampler.sample(count: n, seed: seed)
+            if let outDir {
+                let paths = try AudioSampling.writeWAVs(clips, to: outDir)
+                try AudioSampling.writeFigure(clips, to: outDir + "/spectrograms.png")
+                say("wrote \(paths.count) WAVs (\(sampler.config.sampleRate) Hz) and spectrograms.png to \(outDir)/")
+                return
+            }
+            let path = out ?? "samples/wavegan.wav"
+            let stem = path.lowercased().hasSuffix(".wav") ? String(path.dropLast(4)) : path
+            var written: [String] = []
+            if n == 1 {
+                try AudioSampling.writeWAV(clips[0], to: stem + ".wav")
+                written = [stem + ".wav"]
+            } else {
+                for (i, clip) in clips.enumerated() {
+                    let p = stem + String(format: "_%04d.wav", i)
+                    try AudioSampling.writeWAV(clip, to: p)
+                    written.append(p)
+                }
+            }
+            try AudioSampling.writeFigure(clips, to: stem + ".png")
+            say("wrote \(written.count == 1 ? written[0] : "\(written.count) clips \(stem)_NNNN.wav") (\(sampler.config.sampleRate) Hz, "
+                  + "\(sampler.config.length) samples) and \(stem).png")
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+extension BenchGAN {
+    /// Times WaveGAN training steps on synthetic clips; reports clips/s and the GFLOP/s of the
+    /// convolutions and dense layers (`WaveGAN.trainingFLOPsPerClip`).
+    func runAudio() throws {
+        var config = WaveGANConfig()
+        (config.length, config.nz, config.ngf, config.ndf, config.batchSize) = (length, nz, ngf ?? 32, ndf ?? 32, batch)
+        if let problem = config.problem { throw ValidationError(problem) }
+        let gan = WaveGAN(config)
+        var rng = RandomGenerator(seed: 0)
+        let real = Tensor.uniform([batch, 1, length], low: -1, high: 1, generator: &rng)  // synthetic "clips"
+        say("forge bench gan --modality audio: wavegan \(length) b\(batch) d\(config.ngf)/\(config.ndf) kernel \(config.kernelSize) · BLAS \(BLAS.coreName) "
+              + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
+        for _ in 0..<warmup { _ = gan.trainStep(real: real, rng: &rng) }
+        var times: [Double] = []
+        for r in 0..<rounds {
+            let t0 = Date()
+            for _ in 0..<steps { _ = gan.trainStep(real: real, rng: &rng) }
+            let ms = Date().timeIntervalSince(t0) * 1000 / Double(steps)
+            times.append(ms)
+            say(String(format: "  round %d: %.1f ms/step", r + 1, ms))
+        }
+        let median = times.sorted()[times.count / 2]
+        let clipsPerSecond = Double(batch) * 1000 / median
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        say(String(format: "wavegan%d b%d: median %.1f ms/step, %.1f samples/s, %.1f GFLOP/s (%.2f GFLOP per clip per step), max RSS %.0f MB",
+                     length, batch, median, clipsPerSecond, clipsPerSecond * gan.trainingFLOPsPerClip / 1e9,
+                     gan.trainingFLOPsPerClip / 1e9, Double(usage.ru_maxrss) / 1024))
+    }
+}
