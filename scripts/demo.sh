@@ -1,5 +1,6 @@
 #!/bin/sh
-# `make demo`: a class-conditional DCGAN on Fashion-MNIST for about two minutes, then a sample grid.
+# `make demo`: a class-conditional DCGAN on Fashion-MNIST for about two minutes, then a sample grid;
+# then text from the shipped character-level Shakespeare model (checkpoints/shakespeare-char.safetensors).
 # Environment: FORGE (the binary, default .build/release/forge, built if missing),
 #              DEMO_MINUTES (default 2), DEMO_DATA (default /usr/share/datasets/fashion-mnist).
 set -eu
@@ -31,3 +32,8 @@ echo
 echo "demo: sample grid (one row per class: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot)"
 echo "      $(pwd)/samples/demo/grid.png"
 echo "      training progress: samples/demo/latest.png, samples/demo/loss.png, samples/demo/metrics.csv"
+
+# The shipped char transformer: no training needed, `forge sample char` finds checkpoints/ by itself.
+echo
+echo "demo: 500 characters from the shipped Shakespeare char model (forge sample char --prompt ROMEO:)"
+"$FORGE" sample char --prompt "ROMEO:" --length 500 --seed 1

@@ -11,7 +11,7 @@ struct Forge: ParsableCommand {
         commandName: "forge",
         abstract: "Forge: train generative models on images, text and sound, and generate data from them.",
         version: "forge 0.1.0",
-        subcommands: [Train.self, Sample.self, Bench.self])
+        subcommands: [Train.self, Sample.self, Generate.self, Eval.self, Bench.self, Import.self])
 
     /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
     static func main() {
@@ -23,17 +23,29 @@ struct Forge: ParsableCommand {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model.",
-        subcommands: [TrainGAN.self])
+        subcommands: [TrainGAN.self, TrainVAE.self, TrainChar.self, TrainClassifier.self])
 }
 
 struct Sample: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Sample from a trained checkpoint.",
-        subcommands: [SampleGAN.self])
+        subcommands: [SampleGAN.self, SampleVAE.self, SampleChar.self])
 }
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput (compare with the PyTorch scripts in bench/: make bench).",
-        subcommands: [BenchCore.self, BenchGAN.self])
+        subcommands: [BenchCore.self, BenchGAN.self, BenchVAE.self, BenchChar.self])
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a trained checkpoint.",
+        subcommands: [EvalVAE.self, EvalChar.self, EvalClassifier.self, EvalSynthetic.self])
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert checkpoints from other tools.",
+        subcommands: [ImportNanoGPT.self])
 }

@@ -229,12 +229,17 @@ struct BenchGAN: ParsableCommand {
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
         for _ in 0..<warmup { _ = gan.trainStep(real: real, labels: labels, rng: &rng) }
         var times: [Double] = []
+        // As bench/benchutil.py: each step timed alone, a median per round, the median of the rounds.
         for r in 0..<rounds {
-            let t0 = Date()
-            for _ in 0..<steps { _ = gan.trainStep(real: real, labels: labels, rng: &rng) }
-            let ms = Date().timeIntervalSince(t0) * 1000 / Double(steps)
+            var stepTimes: [Double] = []
+            for _ in 0..<steps {
+                let t0 = Date()
+                _ = gan.trainStep(real: real, labels: labels, rng: &rng)
+                stepTimes.append(Date().timeIntervalSince(t0) * 1000)
+            }
+            let ms = stepTimes.sorted()[stepTimes.count / 2]
             times.append(ms)
-            say(String(format: "  round %d: %.1f ms/step", r + 1, ms))
+            say(String(format: "  round %d: median %.1f ms/step (min %.1f, max %.1f)", r + 1, ms, stepTimes.min()!, stepTimes.max()!))
         }
         let median = times.sorted()[times.count / 2]
         var usage = rusage()

@@ -1,0 +1,355 @@
+import Foundation
+import TensorCore
+
+// A character-level GPT, read top to bottom like nanoGPT's model.py: a config, then one small class per
+// block (CausalSelfAttention, MLP, Block) and the model (CharTransformer = nanoGPT's GPT). Parameter
+// names are nanoGPT's state_dict names (`transformer.h.0.attn.c_attn.weight`, …), so a nanoGPT
+// checkpoint exported to safetensors loads as is. At the end: a KV cache and the cached forward pass
+// that sampling uses (each new token costs O(context), not a full forward).
+
+// MARK: - config
+
+/// Hyper-parameters of a character-level GPT (nanoGPT's `GPTConfig`).
+public struct CharTransformerConfig: Sendable, Equatable {
+    /// Number of distinct tokens (characters).
+    public var vocabSize: Int
+    /// Longest context the model sees (number of learned positions).
+    public var blockSize: Int
+    /// Number of transformer blocks (`n_layer`).
+    public var layers: Int
+    /// Attention heads per block (`n_head`); must divide `embedding`.
+    public var heads: Int
+    /// Width of the residual stream (`n_embd`).
+    public var embedding: Int
+    /// Dropout probability on embeddings, residual branches and the MLP (0 = none).
+    public var dropout: Float
+    /// Whether Linear and LayerNorm layers have biases.
+    public var bias: Bool
+
+    public init(vocabSize: Int, blockSize: Int, layers: Int, heads: Int, embedding: Int, dropout: Float = 0, bias: Bool = false) {
+        self.vocabSize = vocabSize
+        self.blockSize = blockSize
+        self.layers = layers
+        self.heads = heads
+        self.embedding = embedding
+        self.dropout = dropout
+        self.bias = bias
+    }
+
+    /// Why a configuration is unusable, or nil when it is fine.
+    public var problem: String? {
+        if vocabSize < 1 { return "vocabulary size must be positive, got \(vocabSize)" }
+        if blockSize < 1 { return "block size must be positive, got \(blockSize)" }
+        if layers < 1 { return "layers must be positive, got \(layers)" }
+        if heads < 1 || embedding < 1 || embedding % heads != 0 {
+            return "embedding (\(embedding)) must be a positive multiple of heads (\(heads))"
+        }
+        if !(dropout >= 0 && dropout < 1) { return "dropout must be in [0, 1), got \(dropout)" }
+        return nil
+    }
+
+    /// The config as checkpoint metadata (nanoGPT's `model_args` names).
+    public var metadata: [String: String] {
+        ["n_layer": "\(layers)", "n_head": "\(heads)", "n_embd": "\(embedding)", "block_size": "\(blockSize)",
+         "vocab_size": "\(vocabSize)", "dropout": "\(dropout)", "bias": bias ? "true" : "false"]
+    }
+
+    /// Reads a config from checkpoint metadata, filling what is missing from the tensor shapes
+    /// (vocab and embedding from `transformer.wte.weight`, block size from `transformer.wpe.weight`,
+    /// layers from the `transformer.h.N` names, bias from `transformer.ln_f.bias`). The number of heads
+    /// cannot be seen in the shapes: it comes from metadata `n_head` or `heads`.
+    public init(metadata: [String: String], tensorShapes: [String: [Int]], heads: Int? = nil) throws {
+        func int(_ key: String) -> Int? { metadata[key].flatMap { Int($0) } }
+        let wte = tensorShapes["transformer.wte.weight"] ?? tensorShapes["lm_head.weight"]
+        let wpe = tensorShapes["transformer.wpe.weight"]
+        let layerIndices = tensorShapes.keys.compactMap { name -> Int? in
+            guard name.hasPrefix("transformer.h.") else { return nil }
+            return Int(name.dropFirst("transformer.h.".count).prefix { $0 != "." })
+        }
+        guard let vocab = int("vocab_size") ?? wte?.first, let embd = int("n_embd") ?? wte?.last,
+              let block = int("block_size") ?? wpe?.first, let layers = int("n_layer") ?? layerIndices.max().map({ $0 + 1 }) else {
+            throw CharTransformerError("checkpoint holds no char-transformer weights (transformer.wte.weight, transformer.wpe.weight, transformer.h.N.…)")
+        }
+        guard let nHead = heads ?? int("n_head") else {
+            throw CharTransformerError("checkpoint metadata has no n_head; pass the number of heads (forge: --heads)")
+        }
+        let bias = metadata["bias"].map { $0 == "true" || $0 == "True" || $0 == "1" } ?? (tensorShapes["transformer.ln_f.bias"] != nil)
+        self.init(vocabSize: vocab, blockSize: block, layers: layers, heads: nHead, embedding: embd,
+                  dropout: metadata["dropout"].flatMap { Float($0) } ?? 0, bias: bias)
+        if let p = problem { throw CharTransformerError("checkpoint config: " + p) }
+    }
+}
+
+/// A problem with a char-transformer configuration or checkpoint, with a message meant for the user.
+public struct CharTransformerError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// nanoGPT's initialisation: N(0, 0.02) weights, zero biases.
+private func normalLinear(_ inFeatures: Int, _ outFeatures: Int, bias: Bool, std: Float = 0.02,
+                          generator: inout RandomGenerator) -> Linear {
+    Linear(weight: Tensor.randn([outFeatures, inFeatures], std: std, generator: &generator),
+           bias: bias ? Tensor.zeros([outFeatures]) : nil)
+}
+
+// MARK: - blocks
+
+/// Multi-head causal self-attention: one fused q,k,v projection, attention read straight from it, an
+/// output projection and residual dropout.
+public final class CausalSelfAttention: Module {
+    public var isTraining = true
+    public let c_attn: Linear, c_proj: Linear
+    public let heads: Int, dropout: Float
+
+    init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
+        let C = config.embedding
+        c_attn = normalLinear(C, 3 * C, bias: config.bias, generator: &generator)
+        // GPT-2's scaled init of the projections that write into the residual stream
+        c_proj = normalLinear(C, C, bias: config.bias, std: 0.02 / Float(2 * config.layers).squareRoot(), generator: &generator)
+        heads = config.heads
+        dropout = config.dropout
+    }
+
+    public var namedChildren: [(String, any Module)] { [("c_attn", c_attn), ("c_proj", c_proj)] }
+
+    /// x: (B, T, C) → (B, T, C).
+    public func forward(_ x: Tensor) -> Tensor {
+        let qkv = c_attn(x)                                   // (B, T, 3C)
+        let y = causalSelfAttention(qkv: qkv, heads: heads)  // (B, T, C), heads re-assembled
+        return TensorCore.dropout(c_proj(y), p: dropout, training: isTraining)
+    }
+}
+
+/// The position-wise feed-forward network: C → 4C → GELU → C, then dropout.
+public final class MLP: Module {
+    public var isTraining = true
+    public let c_fc: Linear, c_proj: Linear
+    public let dropout: Float
+
+    init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
+        let C = config.embedding
+        c_fc = normalLinear(C, 4 * C, bias: config.bias, generator: &generator)
+        c_proj = normalLinear(4 * C, C, bias: config.bias, std: 0.02 / Float(2 * config.layers).squareRoot(), generator: &generator)
+        dropout = config.dropout
+    }
+
+    public var namedChildren: [(String, any Module)] { [("c_fc", c_fc), ("c_proj", c_proj)] }
+
+    /// x: (B, T, C) → (B, T, C).
+    public func forward(_ x: Tensor) -> Tensor {
+        let h = c_fc(x).gelu()  // (B, T, 4C)
+        return TensorCore.dropout(c_proj(h), p: dropout, training: isTraining)
+    }
+}
+
+/// A pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+public final class Block: Module {
+    public var isTraining = true
+    public let ln_1: LayerNorm, attn: CausalSelfAttention, ln_2: LayerNorm, mlp: MLP
+
+    init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
+        ln_1 = LayerNorm(config.embedding, bias: config.bias)
+        attn = CausalSelfAttention(config, generator: &generator)
+        ln_2 = LayerNorm(config.embedding, bias: config.bias)
+        mlp = MLP(config, generator: &generator)
+    }
+
+    public var namedChildren: [(String, any Module)] { [("ln_1", ln_1), ("attn", attn), ("ln_2", ln_2), ("mlp", mlp)] }
+
+    /// x: (B, T, C) → (B, T, C).
+    public func forward(_ x: Tensor) -> Tensor {
+        let x = x + attn.forward(ln_1(x))
+        return x + mlp.forward(ln_2(x))
+    }
+}
+
+/// nanoGPT's `transformer` ModuleDict: embeddings, blocks and the final LayerNorm.
+public final class TransformerTrunk: Module {
+    public var isTraining = true
+    public let wte: Embedding, wpe: Embedding, h: ModuleList<Block>, ln_f: LayerNorm
+
+    init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
+        wte = Embedding(config.vocabSize, config.embedding, generator: &generator)
+        wpe = Embedding(config.blockSize, config.embedding, generator: &generator)
+        // nanoGPT draws N(0, 0.02) for both embeddings
+        for e in [wte, wpe] {
+            let w = Tensor.randn(e.weight.shape, std: 0.02, generator: &generator)
+            e.weight.mutablePointer.update(from: w.pointer, count: w.count)
+        }
+        h = ModuleList((0..<config.layers).map { _ in Block(config, generator: &generator) })
+        ln_f = LayerNorm(config.embedding, bias: config.bias)
+    }
+
+    public var namedChildren: [(String, any Module)] { [("wte", wte), ("wpe", wpe), ("h", h), ("ln_f", ln_f)] }
+}
+
+// MARK: - model
+
+/// A character-level GPT (nanoGPT's `GPT`): token + learned position embeddings, pre-LayerNorm blocks,
+/// a final LayerNorm and an output head tied to the token embedding.
+public final class CharTransformer: Module {
+    public var isTraining = true
+    public let config: CharTransformerConfig
+    public let transformer: TransformerTrunk
+    /// The output head; its weight *is* `transformer.wte.weight` (weight tying).
+    public let lm_head: Linear
+
+    /// A freshly initialised model (nanoGPT's init), drawing from `generator`.
+    public init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
+        precondition(config.problem == nil, "CharTransformer: \(config.problem ?? "")")
+        self.config = config
+        transformer = TransformerTrunk(config, generator: &generator)
+        lm_head = Linear(weight: transformer.wte.weight, bias: nil)
+    }
+
+    /// A freshly initialised model drawing from a generator seeded with `seed`.
+    public convenience init(_ config: CharTransformerConfig, seed: UInt64) {
+        var g = RandomGenerator(seed: seed)
+        self.init(config, generator: &g)
+    }
+
+    public var namedChildren: [(String, any Module)] { [("transformer", transformer), ("lm_head", lm_head)] }
+
+    /// Parameters as nanoGPT counts them: tied weights once, position embeddings excluded.
+    public var nonEmbeddingParameterCount: Int { parameterCount - transformer.wpe.weight.count }
+
+    /// Logits for every position: idx (B, T) row-major tokens → (B, T, vocab).
+    public func forward(_ idx: [Int32], batch B: Int, length T: Int) -> Tensor {
+        precondition(T >= 1 && T <= config.blockSize, "CharTransformer: sequence of length \(T) exceeds block size \(config.blockSize)")
+        precondition(idx.count == B * T, "CharTransformer: \(idx.count) tokens do not fill (\(B), \(T))")
+        let tok = transformer.wte(idx, shape: [B, T])                         // (B, T, C)
+        let pos = transformer.wpe((0..<T).map { Int32($0) }, shape: [T])     // (T, C)
+        var x = TensorCore.dropout(tok + pos, p: config.dropout, training: isTraining)  // (B, T, C)
+        for block in transformer.h { x = block.forward(x) }
+        x = transformer.ln_f(x)
+        return lm_head(x)                                                    // (B, T, vocab)
+    }
+
+    /// Logits (B, T, vocab) and the mean cross-entropy against `targets` (B, T).
+    public func forward(_ idx: [Int32], targets: [Int32], batch B: Int, length T: Int) -> (logits: Tensor, loss: Tensor) {
+        precondition(targets.count == B * T, "CharTransformer: \(targets.count) targets for (\(B), \(T))")
+        let logits = forward(idx, batch: B, length: T)
+        let loss = crossEntropy(logits.reshaped([B * T, config.vocabSize]), targets: targets)
+        return (logits, loss)
+    }
+
+    /// Copies weights by nanoGPT name into this model. Accepts a state dict that holds the tied weight
+    /// under either or both of `transformer.wte.weight` and `lm_head.weight`, and ignores nanoGPT's
+    /// causal-mask buffers (`….attn.bias` of rank 4) and names under `ignoringPrefixes` (optimizer state).
+    public func load(_ tensors: [String: Tensor], ignoringPrefixes: [String] = ["optim.", "trainer."]) throws {
+        var t = tensors.filter { name, value in
+            !ignoringPrefixes.contains { name.hasPrefix($0) } && !(name.hasSuffix(".attn.bias") && value.rank == 4)
+        }
+        if t["lm_head.weight"] == nil, let w = t["transformer.wte.weight"] { t["lm_head.weight"] = w }
+        if t["transformer.wte.weight"] == nil, let w = t["lm_head.weight"] { t["transformer.wte.weight"] = w }
+        if let a = t["lm_head.weight"], let b = t["transformer.wte.weight"], a !== b, a.scalars != b.scalars {
+            throw CharTransformerError("lm_head.weight and transformer.wte.weight differ, but this model ties them")
+        }
+        do { try loadState(t) } catch let e as StateLoadError { throw CharTransformerError(e.description) }
+    }
+
+    /// Copies of the weights by nanoGPT name, the tied weight saved once as `transformer.wte.weight`.
+    public func weightsForSaving() -> [(String, Tensor)] {
+        namedParameters()
+    }
+}
+
+// MARK: - KV cache and the cached forward pass
+
+/// Keys and values of every layer for the positions seen so far, so the next token only needs its own
+/// q, k, v: attention over a cached context of length L costs O(L·C) per layer instead of a full forward.
+public final class KVCache {
+    /// Sequences decoded side by side.
+    public let batch: Int
+    /// Positions the cache can hold (the model's block size).
+    public let capacity: Int
+    /// Positions filled so far.
+    public private(set) var length = 0
+    let heads: Int, headDim: Int
+    // per layer: (B, H, capacity, D)
+    let keys: [Tensor], values: [Tensor]
+
+    public init(for config: CharTransformerConfig, batch: Int) {
+        self.batch = batch
+        capacity = config.blockSize
+        heads = config.heads
+        headDim = config.embedding / config.heads
+        keys = (0..<config.layers).map { _ in Tensor.zeros([batch, config.heads, config.blockSize, config.embedding / config.heads]) }
+        values = (0..<config.layers).map { _ in Tensor.zeros([batch, config.heads, config.blockSize, config.embedding / config.heads]) }
+    }
+
+    /// Forgets every cached position.
+    public func reset() { length = 0 }
+
+    fileprivate func advance(by n: Int) { length += n }
+}
+
+extension CharTransformer {
+    /// Feeds `tokens` (B, n) — the next n positions of every sequence — through the model using and
+    /// extending `cache`, and returns the logits of the last of them, (B, vocab). The first call with an
+    /// empty cache is the prompt ("prefill"); later calls usually pass one token per sequence. The
+    /// cache must have room: `cache.length + n <= blockSize`. Records no graph.
+    public func forwardCached(_ tokens: [Int32], count n: Int, cache: KVCache) -> Tensor {
+        let B = cache.batch, C = config.embedding, H = config.heads, D = C / H
+        let pos0 = cache.length, L = pos0 + n, cap = cache.capacity
+        precondition(n >= 1 && tokens.count == B * n, "forwardCached: \(tokens.count) tokens for batch \(B) × \(n)")
+        precondition(L <= cap, "forwardCached: \(L) positions exceed the cache (block size \(cap))")
+        return withNoGrad {
+            let tok = transformer.wte(tokens, shape: [B, n])                                  // (B, n, C)
+            let pos = transformer.wpe((pos0..<L).map { Int32($0) }, shape: [n])              // (n, C)
+            var x = tok + pos                                                                 // (B, n, C)
+            let scale = 1 / Float(D).squareRoot()
+            var scores = [Float](repeating: 0, count: n * L)
+            for (layer, block) in transformer.h.enumerated() {
+                let qkv = block.attn.c_attn(block.ln_1(x))                                    // (B, n, 3C)
+                let y = Tensor(uninitializedShape: [B, n, C])
+                let kc = cache.keys[layer].mutablePointer, vc = cache.values[layer].mutablePointer
+                let q = qkv.pointer
+                scores.withUnsafeMutableBufferPointer { sb in
+                    let S = sb.baseAddress!
+                    for b in 0..<B {
+                        for h in 0..<H {
+                            let head = (b * H + h) * cap * D      // this head's (capacity, D) slab
+                            let row0 = b * n * 3 * C + h * D       // q of (b, 0, h); k at +C, v at +2C
+                            for t in 0..<n {                       // append k, v of the new positions
+                                (kc + head + (pos0 + t) * D).update(from: q + row0 + t * 3 * C + C, count: D)
+                                (vc + head + (pos0 + t) * D).update(from: q + row0 + t * 3 * C + 2 * C, count: D)
+                            }
+                            // S = q·Kᵀ (n, L); new row t sees cached positions 0 ... pos0 + t
+                            sgemm(transA: false, transB: true, m: n, n: L, k: D, a: q + row0, lda: 3 * C,
+                                  b: kc + head, ldb: D, c: S, ldc: L)
+                            for t in 0..<n { softmaxRow(S + t * L, visible: pos0 + t + 1, count: L, scale: scale) }
+                            // y = P·V (n, D), written into head h's columns of (B, n, C)
+                            sgemm(transA: false, transB: false, m: n, n: D, k: L, a: S, lda: L, b: vc + head, ldb: D,
+                                  c: y.mutablePointer + b * n * C + h * D, ldc: C)
+                        }
+                    }
+                }
+                x = x + block.attn.c_proj(y)
+                x = x + block.mlp.c_proj(block.mlp.c_fc(block.ln_2(x)).gelu())
+            }
+            cache.advance(by: n)
+            // only the last position's logits are needed: x[:, -1, :] (B, C) → (B, vocab)
+            let last = Tensor(uninitializedShape: [B, C])
+            for b in 0..<B { (last.mutablePointer + b * C).update(from: x.pointer + (b * n + n - 1) * C, count: C) }
+            return lm_head(transformer.ln_f(last))
+        }
+    }
+}
+
+/// softmax(scale · row[0..<visible]) in place; positions from `visible` on get 0.
+@inline(__always)
+private func softmaxRow(_ row: UnsafeMutablePointer<Float>, visible: Int, count: Int, scale: Float) {
+    var mx = -Float.infinity
+    for c in 0..<visible where row[c] > mx { mx = row[c] }
+    var sum: Float = 0
+    for c in 0..<visible {
+        let e = Foundation.exp((row[c] - mx) * scale)
+        row[c] = e
+        sum += e
+    }
+    let inv = 1 / sum
+    for c in 0..<visible { row[c] *= inv }
+    for c in visible..<count { row[c] = 0 }
+}

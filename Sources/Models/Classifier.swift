@@ -1,0 +1,167 @@
+import Foundation
+import TensorCore
+
+// A small CNN image classifier: the yardstick of `forge eval synthetic` (Classification Accuracy
+// Score: train on synthetic data, test on real) and its penultimate layer is the feature space of
+// the Fréchet distance. Also usable on its own (`forge train classifier`).
+//
+//   x (B, C, S, S)
+//   → [Conv3×3 → BatchNorm → ReLU → MaxPool2] × 3      (B, 4w, S/8, S/8)
+//   → flatten → Linear → ReLU = features               (B, featureDim)
+//   → Linear = logits                                  (B, classes)
+
+/// Hyper-parameters of `SmallCNN` and its training, stored in checkpoints as JSON.
+public struct ClassifierConfig: Codable, Equatable, Sendable {
+    /// Square input size; must be a multiple of 8 (three 2× poolings).
+    public var imageSize: Int = 32
+    public var channels: Int = 1
+    public var classCount: Int = 10
+    /// Channels of the first conv stage (then 2w, 4w).
+    public var width: Int = 16
+    /// Size of the penultimate (feature) layer.
+    public var featureDim: Int = 128
+    public var learningRate: Float = 1e-3
+    public var batchSize: Int = 64
+    /// Seed of the initial weights and the data order.
+    public var seed: UInt64 = 1
+
+    public init() {}
+
+    /// Why the configuration cannot work, or nil.
+    public var problem: String? {
+        if imageSize < 8 || imageSize % 8 != 0 { return "the classifier's image size must be a positive multiple of 8, got \(imageSize)" }
+        if channels != 1 && channels != 3 { return "channels must be 1 or 3, got \(channels)" }
+        if classCount < 2 { return "a classifier needs at least 2 classes, got \(classCount)" }
+        if width < 1 || featureDim < 1 || batchSize < 1 { return "width, feature size and batch size must be positive" }
+        return nil
+    }
+}
+
+/// 2×2 max pooling as a layer, so a conv stage is one `Sequential`.
+final class MaxPool2: Layer {
+    var isTraining = true
+    func forward(_ x: Tensor) -> Tensor { maxPool2d(x, kernel: 2) }
+}
+
+/// The classifier network (see the diagram at the top of the file).
+public final class SmallCNN: Layer {
+    public var isTraining = true
+    public let config: ClassifierConfig
+    /// The three conv stages.
+    public let convs: Sequential
+    /// Flattened conv output → features.
+    public let fc1: Linear
+    /// Features → logits.
+    public let fc2: Linear
+
+    public init(_ config: ClassifierConfig) {
+        precondition(config.problem == nil, "SmallCNN: \(config.problem ?? "")")
+        self.config = config
+        var g = RandomGenerator(seed: config.seed)
+        let w = config.width
+        var layers: [any Layer] = []
+        for (input, output) in [(config.channels, w), (w, 2 * w), (2 * w, 4 * w)] {
+            layers += [Conv2d(input, output, kernelSize: 3, padding: 1, generator: &g), BatchNorm2d(output), ReLU(), MaxPool2()]
+        }
+        convs = Sequential(layers)
+        let side = config.imageSize / 8
+        fc1 = Linear(4 * w * side * side, config.featureDim, generator: &g)
+        fc2 = Linear(config.featureDim, config.classCount, generator: &g)
+    }
+
+    public var namedChildren: [(String, any Module)] { [("convs", convs), ("fc1", fc1), ("fc2", fc2)] }
+
+    /// Penultimate features (B, featureDim), after the ReLU.
+    public func features(_ x: Tensor) -> Tensor {
+        fc1(convs(x).flattened(from: 1)).relu()
+    }
+
+    /// Logits (B, classCount).
+    public func forward(_ x: Tensor) -> Tensor { fc2(features(x)) }
+}
+
+/// A `SmallCNN` with its optimizer: one training step, and evaluation helpers that run in
+/// evaluation mode without a graph.
+public final class ImageClassifier {
+    public let config: ClassifierConfig
+    public let network: SmallCNN
+    public let optimizer: Adam
+
+    public init(_ config: ClassifierConfig) {
+        self.config = config
+        network = SmallCNN(config)
+        optimizer = Adam(network.parameters, learningRate: config.learningRate)
+    }
+
+    /// One Adam step on a batch (B, C, S, S) with labels; returns (mean loss, batch accuracy).
+    public func trainStep(images: Tensor, labels: [Int]) -> (loss: Double, accuracy: Double) {
+        network.train()
+        optimizer.zeroGrad()
+        let logits = network(images)
+        let loss = crossEntropy(logits, targets: labels.map { Int32($0) })
+        loss.backward()
+        optimizer.step()
+        let predicted = logits.argmax(axis: 1)
+        let correct = zip(predicted, labels).filter { $0 == $1 }.count
+        return (Double(loss.item), Double(correct) / Double(max(1, labels.count)))
+    }
+
+    /// Runs `body` on the network in evaluation mode without a graph, restoring the mode after.
+    private func evaluating<R>(_ body: () -> R) -> R {
+        let wasTraining = network.isTraining
+        network.eval()
+        defer { network.train(wasTraining) }
+        return withNoGrad(body)
+    }
+
+    /// Predicted class of every image of `images` (N, C, S, S), in batches of `batchSize`.
+    public func predict(_ images: Tensor, batchSize: Int = 500) -> [Int] {
+        evaluating {
+            var out: [Int] = []
+            out.reserveCapacity(images.shape[0])
+            for start in stride(from: 0, to: images.shape[0], by: batchSize) {
+                let end = min(images.shape[0], start + batchSize)
+                out += network(images.slice(axis: 0, start..<end)).argmax(axis: 1)
+            }
+            return out
+        }
+    }
+
+    /// Penultimate features of every image, as rows of a (N, featureDim) Double matrix.
+    public func features(_ images: Tensor, batchSize: Int = 500) -> [[Double]] {
+        evaluating {
+            var rows: [[Double]] = []
+            rows.reserveCapacity(images.shape[0])
+            let d = config.featureDim
+            for start in stride(from: 0, to: images.shape[0], by: batchSize) {
+                let end = min(images.shape[0], start + batchSize)
+                let f = network.features(images.slice(axis: 0, start..<end))
+                let values = f.buffer
+                for r in 0..<(end - start) { rows.append((0..<d).map { Double(values[r * d + $0]) }) }
+            }
+            return rows
+        }
+    }
+}
+
+/// Accuracy of predictions against labels, overall and per class.
+public struct ClassificationAccuracy: Sendable, Equatable {
+    /// Correct / total over all items.
+    public let overall: Double
+    /// Correct / total per class id (NaN for a class with no items).
+    public let perClass: [Double]
+    /// Items per class.
+    public let counts: [Int]
+
+    public init(predictions: [Int], labels: [Int], classCount: Int) {
+        precondition(predictions.count == labels.count, "ClassificationAccuracy: \(predictions.count) predictions for \(labels.count) labels")
+        var correct = [Int](repeating: 0, count: classCount), total = [Int](repeating: 0, count: classCount)
+        for (p, l) in zip(predictions, labels) {
+            total[l] += 1
+            if p == l { correct[l] += 1 }
+        }
+        overall = labels.isEmpty ? .nan : Double(correct.reduce(0, +)) / Double(labels.count)
+        perClass = zip(correct, total).map { $1 == 0 ? .nan : Double($0) / Double($1) }
+        counts = total
+    }
+}

@@ -1,0 +1,416 @@
+import Foundation
+import TensorCore
+
+// Variational autoencoder (Kingma & Welling 2013), laid out like pytorch/examples `vae/main.py`:
+//
+//   encode:  x ─fc1─ReLU─┬─fc21─▶ μ            (784 → 400 → 20)
+//                        └─fc22─▶ log σ²
+//   reparameterize: z = μ + ε·exp(½ log σ²),  ε ~ N(0, I)
+//   decode:  z ─fc3─ReLU─fc4─▶ logits          (20 → 400 → 784)
+//   loss = −log p(x|z) summed over pixels + KL(q(z|x) ‖ N(0, I)) analytically = the negative ELBO
+//
+// The MLP's parameters carry the PyTorch example's names (`fc1.weight`, `fc21.bias`, …) so its
+// state_dict loads directly. Differences from the example, each for a reason:
+// * the decoder returns logits and the Bernoulli term is `binary_cross_entropy_with_logits`, not
+//   sigmoid + `binary_cross_entropy`: one fused kernel, and no log(0) clamp at −100 that could
+//   under-count the loss of a saturated pixel (the values agree wherever the clamp is inactive);
+// * `--arch conv`: strided 4×4 convolutions halving the image down to ≤ 7×7 (or 4×4), mirrored by
+//   transposed convolutions, for larger RGB images;
+// * Gaussian likelihoods for RGB data: fixed σ, or one learned log σ per channel (the "σ-VAE" of
+//   Rybkin et al. 2021, which balances reconstruction against KL without a hand-tuned β);
+// * class-conditional mode (CVAE, Sohn et al. 2015): a one-hot label is concatenated to the
+//   encoder's features before (μ, log σ²) and to z before the decoder.
+//
+// Data convention: the model sees pixels in [0, 1] (a Bernoulli likelihood needs targets there;
+// `unitRange(_:)` maps DataIO's [-1, 1] images). All losses are in nats.
+
+/// Encoder/decoder family.
+public enum VAEArchitecture: String, Codable, Sendable, CaseIterable {
+    /// pytorch/examples: fully connected 784 → hidden → latent and back.
+    case mlp
+    /// Strided convolutions down, transposed convolutions up.
+    case conv
+}
+
+/// p(x|z), the decoder's output distribution over pixels in [0, 1].
+public enum VAELikelihood: String, Codable, Sendable, CaseIterable {
+    /// Bernoulli with logits: −log p = BCE summed over pixels (pytorch/examples).
+    case bernoulli
+    /// Gaussian with mean = decoder output and the fixed standard deviation `VAEConfig.gaussianStd`.
+    case gaussian
+    /// Gaussian with a learned standard deviation per channel (`log_scale`, initial log σ = 0).
+    case gaussianLearned = "gaussian-learned"
+}
+
+/// Hyper-parameters of a VAE and its training, stored in checkpoints as JSON.
+public struct VAEConfig: Codable, Equatable, Sendable {
+    public var arch: VAEArchitecture = .mlp
+    /// Image side (square images).
+    public var imageSize: Int = 28
+    /// Image channels: 1 or 3.
+    public var channels: Int = 1
+    /// Latent size (pytorch/examples: 20).
+    public var latent: Int = 20
+    /// MLP: hidden width (400). Conv: channels of the first convolution (doubled per stage).
+    public var hidden: Int = 400
+    public var likelihood: VAELikelihood = .bernoulli
+    /// σ of the `.gaussian` likelihood, in [0, 1] pixel units.
+    public var gaussianStd: Float = 0.1
+    /// Number of classes; 0 = unconditional.
+    public var classCount: Int = 0
+    public var learningRate: Float = 1e-3
+    public var batchSize: Int = 128
+    /// Seed of the initial weights, the data order and the reparameterisation noise.
+    public var seed: UInt64 = 1
+
+    public init() {}
+
+    public var isConditional: Bool { classCount > 0 }
+    /// Scalars per image (C·H·W).
+    public var inputFeatures: Int { channels * imageSize * imageSize }
+
+    /// Stride-2 stages of the conv architecture: halve while the side stays even and above 7
+    /// (28 → 14 → 7, 32 → 16 → 8 → 4, 64 → … → 4).
+    public var convStages: Int {
+        var side = imageSize, n = 0
+        while side % 2 == 0 && side > 7 { side /= 2; n += 1 }
+        return n
+    }
+
+    /// A description of what is wrong, or nil.
+    public var problem: String? {
+        if imageSize < 1 { return "image size must be positive, got \(imageSize)" }
+        if channels != 1 && channels != 3 { return "channels must be 1 or 3, got \(channels)" }
+        if latent < 1 || hidden < 1 { return "latent and hidden sizes must be positive" }
+        if arch == .conv && convStages == 0 { return "the conv architecture needs an even image side above 7, got \(imageSize)" }
+        if classCount < 0 || classCount == 1 { return "a conditional model needs at least 2 classes, got \(classCount)" }
+        if !(gaussianStd > 0) { return "the Gaussian σ must be positive" }
+        if batchSize < 1 { return "batch size must be positive" }
+        if !(learningRate > 0) { return "learning rate must be positive" }
+        return nil
+    }
+}
+
+/// The three terms of one forward pass, each summed over the batch (like the example's
+/// `reduction="sum"`): `total = reconstruction + kl` is the negative ELBO of the batch in nats.
+public struct VAELossTerms {
+    public let total: Tensor
+    public let reconstruction: Tensor
+    public let kl: Tensor
+}
+
+// MARK: - the networks
+
+/// What the MLP and conv variants share: x → (μ, log σ²) and z → decoder output.
+protocol VAENetwork: Module {
+    /// x (B, C, H, W) in [0, 1], optional one-hot labels (B, K) → μ, log σ² (B, latent).
+    func encode(_ x: Tensor, _ onehot: Tensor?) -> (mu: Tensor, logvar: Tensor)
+    /// z (B, latent), optional one-hot labels → decoder output (B, C, H, W): logits or Gaussian means.
+    func decode(_ z: Tensor, _ onehot: Tensor?) -> Tensor
+}
+
+/// Appends the one-hot label columns to a (B, F) tensor.
+private func withLabels(_ t: Tensor, _ onehot: Tensor?) -> Tensor {
+    guard let onehot else { return t }
+    return Tensor.concat([t, onehot], axis: 1)
+}
+
+/// pytorch/examples' network: fc1, fc21, fc22 (encoder), fc3, fc4 (decoder).
+final class MLPVAENetwork: VAENetwork {
+    var isTraining = true
+    let fc1, fc21, fc22, fc3, fc4: Linear
+    let imageShape: [Int]
+
+    init(_ c: VAEConfig, _ g: inout RandomGenerator) {
+        let d = c.inputFeatures, k = c.classCount
+        fc1 = Linear(d + k, c.hidden, generator: &g)
+        fc21 = Linear(c.hidden, c.latent, generator: &g)
+        fc22 = Linear(c.hidden, c.latent, generator: &g)
+        fc3 = Linear(c.latent + k, c.hidden, generator: &g)
+        fc4 = Linear(c.hidden, d, generator: &g)
+        imageShape = [c.channels, c.imageSize, c.imageSize]
+    }
+
+    var namedChildren: [(String, any Module)] { [("fc1", fc1), ("fc21", fc21), ("fc22", fc22), ("fc3", fc3), ("fc4", fc4)] }
+
+    func encode(_ x: Tensor, _ onehot: Tensor?) -> (mu: Tensor, logvar: Tensor) {
+        let h1 = fc1(withLabels(x.flattened(from: 1), onehot)).relu()    // (B, hidden)
+        return (fc21(h1), fc22(h1))
+    }
+
+    func decode(_ z: Tensor, _ onehot: Tensor?) -> Tensor {
+        let h3 = fc3(withLabels(z, onehot)).relu()
+        return fc4(h3).reshaped([z.shape[0]] + imageShape)               // (B, C, H, W)
+    }
+}
+
+/// Strided 4×4 convolutions (ReLU) down to a small map, a linear layer to (μ, log σ²); the decoder
+/// mirrors it with a linear layer and 4×4 transposed convolutions.
+final class ConvVAENetwork: VAENetwork {
+    var isTraining = true
+    let encoder: Sequential
+    let fc21, fc22, fc3: Linear
+    let decoder: Sequential
+    /// (channels, side, side) of the smallest feature map.
+    let featureShape: [Int]
+
+    init(_ c: VAEConfig, _ g: inout RandomGenerator) {
+        let stages = c.convStages
+        let widths = (0..<stages).map { c.hidden << $0 }                // 32, 64, 128, …
+        var down: [any Layer] = []
+        var cin = c.channels
+        for w in widths {
+            down += [Conv2d(cin, w, kernelSize: 4, stride: 2, padding: 1, generator: &g), ReLU()]
+            cin = w
+        }
+        down.append(Flatten())
+        encoder = Sequential(down)
+        let side = c.imageSize >> stages
+        featureShape = [widths.last!, side, side]
+        let features = featureShape.reduce(1, *)
+        fc21 = Linear(features + c.classCount, c.latent, generator: &g)
+        fc22 = Linear(features + c.classCount, c.latent, generator: &g)
+        fc3 = Linear(c.latent + c.classCount, features, generator: &g)
+        var up: [any Layer] = [ReLU(), Unflatten(axis: 1, sizes: featureShape)]
+        for (i, w) in widths.enumerated().reversed() {
+            let out = i == 0 ? c.channels : widths[i - 1]
+            up.append(ConvTranspose2d(w, out, kernelSize: 4, stride: 2, padding: 1, generator: &g))
+            if i > 0 { up.append(ReLU()) }
+        }
+        decoder = Sequential(up)
+    }
+
+    var namedChildren: [(String, any Module)] {
+        [("encoder", encoder), ("fc21", fc21), ("fc22", fc22), ("fc3", fc3), ("decoder", decoder)]
+    }
+
+    func encode(_ x: Tensor, _ onehot: Tensor?) -> (mu: Tensor, logvar: Tensor) {
+        let h = withLabels(encoder(x), onehot)                           // (B, features [+ K])
+        return (fc21(h), fc22(h))
+    }
+
+    func decode(_ z: Tensor, _ onehot: Tensor?) -> Tensor {
+        decoder(fc3(withLabels(z, onehot)))                              // (B, C, H, W)
+    }
+}
+
+// MARK: - VAE
+
+/// A VAE with its Adam optimizer: `encode`, `reparameterize`, `decode`, `loss` and `trainStep`
+/// read like pytorch/examples' `VAE` and `loss_function`; `elboAndIWAE` evaluates −log p(x).
+///
+/// Checkpoint names are the network's (`fc1.weight`, … for the MLP; `encoder.0.weight`, … for conv)
+/// plus `log_scale` (C) for the learned-variance Gaussian.
+public final class VAE: Module {
+    public var isTraining = true
+    public let config: VAEConfig
+    let network: any VAENetwork
+    /// log σ per channel of the learned Gaussian likelihood, else nil.
+    public let logScale: Tensor?
+    /// Adam over all parameters with `config.learningRate` (pytorch/examples: 1e-3).
+    public private(set) lazy var optimizer: Adam = Adam(parameters, learningRate: config.learningRate)
+
+    /// Builds the networks with PyTorch's default initialisation drawn from `config.seed`.
+    public init(_ config: VAEConfig) {
+        precondition(config.problem == nil, "VAE: \(config.problem!)")
+        self.config = config
+        var g = RandomGenerator(seed: config.seed)
+        switch config.arch {
+        case .mlp: network = MLPVAENetwork(config, &g)
+        case .conv: network = ConvVAENetwork(config, &g)
+        }
+        if config.likelihood == .gaussianLearned {
+            let s = Tensor.zeros([config.channels])
+            s.requiresGrad = true
+            logScale = s
+        } else {
+            logScale = nil
+        }
+    }
+
+    public var localParameters: [(String, Tensor)] { logScale.map { [("log_scale", $0)] } ?? [] }
+    // The network's children appear at the top level so the MLP's names are the example's.
+    public var namedChildren: [(String, any Module)] { network.namedChildren }
+
+    /// Maps DataIO images in [-1, 1] to the [0, 1] pixels the model works on.
+    public static func unitRange(_ images: Tensor) -> Tensor { withNoGrad { images * 0.5 + 0.5 } }
+
+    /// (B, K) one-hot rows for a conditional model; nil for an unconditional one.
+    public func onehot(_ labels: [Int]?) -> Tensor? {
+        guard config.isConditional else { return nil }
+        guard let labels else { preconditionFailure("VAE: a conditional model needs labels") }
+        let k = config.classCount
+        return Tensor(shape: [labels.count, k]) { out in
+            out.initialize(repeating: 0)
+            for (i, y) in labels.enumerated() {
+                precondition(y >= 0 && y < k, "VAE: label \(y) outside 0..<\(k)")
+                out[i * k + y] = 1
+            }
+        }
+    }
+
+    /// x (B, C, H, W) in [0, 1] → μ, log σ² (B, latent).
+    public func encode(_ x: Tensor, labels: [Int]? = nil) -> (mu: Tensor, logvar: Tensor) {
+        network.encode(x, onehot(labels))
+    }
+
+    /// z (B, latent) → the decoder's raw output (B, C, H, W): Bernoulli logits or Gaussian means.
+    public func decode(_ z: Tensor, labels: [Int]? = nil) -> Tensor { network.decode(z, onehot(labels)) }
+
+    /// The reparameterisation trick: z = μ + ε·exp(½ log σ²) with ε ~ N(0, I) from `rng`, so z is a
+    /// differentiable function of (μ, log σ²) and the noise is an input.
+    public func reparameterize(mu: Tensor, logvar: Tensor, rng: inout RandomGenerator) -> Tensor {
+        let eps = Tensor.randn(mu.shape, generator: &rng)
+        return mu + eps * (logvar * 0.5).exp()
+    }
+
+    /// The decoder's output as pixel values in [0, 1]: E[x|z] (sigmoid of the logits, or the clamped
+    /// Gaussian mean) — what reconstructions and samples show.
+    public func pixels(_ output: Tensor) -> Tensor {
+        withNoGrad { config.likelihood == .bernoulli ? output.sigmoid() : output.clamped(min: 0, max: 1) }
+    }
+
+    /// −log p(x|z) in nats for decoder output `output` and targets `x` in [0, 1]: summed over everything
+    /// (`perImage` false, a scalar) or per image (`perImage` true, shape (B)).
+    public func reconstructionNLL(_ output: Tensor, _ x: Tensor, perImage: Bool = false) -> Tensor {
+        let b = x.shape[0]
+        let halfLog2π = Float(0.5 * Foundation.log(2 * Double.pi))
+        func reduce(_ t: Tensor) -> Tensor { perImage ? t.reshaped([b, t.count / b]).sum(axis: 1) : t.sum() }
+        switch config.likelihood {
+        case .bernoulli:
+            if !perImage { return binaryCrossEntropyWithLogits(output, targets: x, reduction: .sum) }
+            return reduce(binaryCrossEntropyWithLogits(output, targets: x, reduction: .none))
+        case .gaussian:
+            // ½((x − μ)/σ)² + log σ + ½ log 2π per pixel.
+            let sigma = config.gaussianStd
+            let constant = Float(Foundation.log(Double(sigma))) + halfLog2π
+            let pixelsPerImage = Float(x.count / b)
+            if !perImage { return mseLoss(output, x, reduction: .sum) * (0.5 / (sigma * sigma)) + constant * pixelsPerImage * Float(b) }
+            return reduce(mseLoss(output, x, reduction: .none)) * (0.5 / (sigma * sigma)) + constant * pixelsPerImage
+        case .gaussianLearned:
+            let c = config.channels
+            let logSigma = logScale!.reshaped([c, 1, 1])                        // broadcasts over (B, C, H, W)
+            let invVar = (logSigma * -2).exp()
+            let perPixel = mseLoss(output, x, reduction: .none) * invVar * 0.5 + logSigma + halfLog2π
+            return reduce(perPixel)
+        }
+    }
+
+    /// One forward pass of a batch x (B, C, H, W) in [0, 1]: the example's
+    /// `recon, mu, logvar = model(x); loss_function(recon, x, mu, logvar)`, summed over the batch.
+    public func loss(_ x: Tensor, labels: [Int]? = nil, rng: inout RandomGenerator) -> VAELossTerms {
+        let y = onehot(labels)
+        let (mu, logvar) = network.encode(x, y)
+        let z = reparameterize(mu: mu, logvar: logvar, rng: &rng)
+        let recon = reconstructionNLL(network.decode(z, y), x)
+        let kl = gaussianKL(mu: mu, logvar: logvar, reduction: .sum)
+        return VAELossTerms(total: recon + kl, reconstruction: recon, kl: kl)
+    }
+
+    /// One Adam step on a batch in [0, 1]; returns the batch's summed terms (as the example
+    /// back-propagates the summed loss, so Adam sees the same gradient scale).
+    @discardableResult
+    public func trainStep(_ x: Tensor, labels: [Int]? = nil, rng: inout RandomGenerator) -> (total: Double, reconstruction: Double, kl: Double) {
+        train()
+        optimizer.zeroGrad()
+        let terms = loss(x, labels: labels, rng: &rng)
+        terms.total.backward()
+        optimizer.step()
+        return (Double(terms.total.item), Double(terms.reconstruction.item), Double(terms.kl.item))
+    }
+
+    /// The batch's summed negative ELBO with one z per image and no graph (the example's test loop).
+    public func evaluate(_ x: Tensor, labels: [Int]? = nil, rng: inout RandomGenerator) -> (total: Double, reconstruction: Double, kl: Double) {
+        withNoGrad {
+            let t = loss(x, labels: labels, rng: &rng)
+            return (Double(t.total.item), Double(t.reconstruction.item), Double(t.kl.item))
+        }
+    }
+
+    /// Per image of x (B, C, H, W) in [0, 1]: the negative ELBO with one sample, and the
+    /// importance-weighted bound with `samples` = k draws from q(z|x) (Burda et al. 2015):
+    ///
+    ///     −log p(x) ≤ −log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x) ≤ −ELBO
+    ///
+    /// computed as a log-sum-exp in Double. k = 1 gives the ELBO itself; the bound tightens as k grows.
+    /// `chunk` bounds how many (image, sample) pairs are decoded at once.
+    public func elboAndIWAE(_ x: Tensor, labels: [Int]? = nil, samples k: Int, rng: inout RandomGenerator,
+                            chunk: Int = 4096) -> (negativeELBO: [Double], iwae: [Double]) {
+        precondition(k >= 1, "elboAndIWAE: need at least one sample")
+        return withNoGrad {
+            let b = x.shape[0], l = config.latent
+            let y = onehot(labels)
+            let (mu, logvar) = network.encode(x, y)
+            let std = (logvar * 0.5).exp()
+            let klPerImage = gaussianKL(mu: mu, logvar: logvar, reduction: .none).sum(axis: 1).scalars
+            let logvarSum = logvar.sum(axis: 1).scalars                          // Σ log σ² per image
+            let imageLength = x.count / b
+            var negativeELBO = [Double](repeating: 0, count: b)
+            var iwae = [Double](repeating: 0, count: b)
+            let perImage = Swift.max(1, Swift.min(k, chunk))
+            let imagesPerChunk = Swift.max(1, chunk / perImage)
+            let muP = mu.pointer, stdP = std.pointer
+            for first in stride(from: 0, to: b, by: imagesPerChunk) {
+                let n = Swift.min(imagesPerChunk, b - first)
+                // log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x); the ½ log 2π terms of p(z) and q cancel.
+                var logW = [[Double]](repeating: [], count: n)
+                var done = 0
+                while done < k {
+                    let m = Swift.min(perImage, k - done)
+                    let eps = Tensor.randn([n * m, l], generator: &rng)          // rows: image-major, m per image
+                    let z = Tensor(shape: [n * m, l]) { out in
+                        let e = eps.pointer
+                        for r in 0..<(n * m) {
+                            let img = first + r / m
+                            for j in 0..<l { out[r * l + j] = muP[img * l + j] + stdP[img * l + j] * e[r * l + j] }
+                        }
+                    }
+                    let targets = Tensor(shape: [n * m] + Array(x.shape.dropFirst())) { out in
+                        for r in 0..<(n * m) {
+                            (out.baseAddress! + r * imageLength).update(from: x.pointer + (first + r / m) * imageLength, count: imageLength)
+                        }
+                    }
+                    var labelRows: Tensor? = nil
+                    if let y {
+                        labelRows = y.indexSelect((0..<(n * m)).map { first + $0 / m })
+                    }
+                    let nll = reconstructionNLL(network.decode(z, labelRows), targets, perImage: true).scalars
+                    let e = eps.pointer, zp = z.pointer
+                    for r in 0..<(n * m) {
+                        let img = first + r / m
+                        var zz = 0.0, ee = 0.0
+                        for j in 0..<l { let zj = Double(zp[r * l + j]), ej = Double(e[r * l + j]); zz += zj * zj; ee += ej * ej }
+                        let logPz = -0.5 * zz
+                        let logQ = -0.5 * (ee + Double(logvarSum[img]))
+                        logW[r / m].append(-Double(nll[r]) + logPz - logQ)
+                        if done == 0 && r % m == 0 { negativeELBO[img] = Double(nll[r]) + Double(klPerImage[img]) }
+                    }
+                    done += m
+                }
+                for i in 0..<n {
+                    let top = logW[i].max()!
+                    let s = logW[i].reduce(0.0) { $0 + Foundation.exp($1 - top) }
+                    iwae[first + i] = -(top + Foundation.log(s) - Foundation.log(Double(k)))
+                }
+            }
+            return (negativeELBO, iwae)
+        }
+    }
+
+    /// `count` draws from the prior decoded to pixels in [0, 1] (B, C, H, W); a conditional model
+    /// needs one label per draw.
+    public func sample(count: Int, labels: [Int]? = nil, rng: inout RandomGenerator) -> Tensor {
+        let z = Tensor.randn([count, config.latent], generator: &rng)
+        return generate(z, labels: labels)
+    }
+
+    /// Decodes given latent vectors (B, latent) to pixels in [0, 1].
+    public func generate(_ z: Tensor, labels: [Int]? = nil) -> Tensor {
+        withNoGrad { pixels(decode(z, labels: labels)) }
+    }
+
+    /// Reconstructions of x in [0, 1] through the posterior mean μ (no sampling), as pixels.
+    public func reconstruct(_ x: Tensor, labels: [Int]? = nil) -> Tensor {
+        withNoGrad { generate(encode(x, labels: labels).mu, labels: labels) }
+    }
+}

@@ -1,0 +1,382 @@
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+
+// Synthetic datasets: a trained model writes a folder of items plus `manifest.csv`.
+//
+// Determinism. Item i is drawn from its own generator, seeded with `ItemSeed.derive(run, i)`, so
+// an item depends only on (checkpoint, run seed, i, its label) and never on which other items are
+// generated with it. Batches are still aligned to multiples of the batch size (items
+// [b·B, (b+1)·B)), and `--only` / `--resume` regenerate whole aligned batches and write just the
+// items they need: even if a BLAS kernel rounded differently for a different batch width, the
+// bits of every item stay the same as in an uninterrupted run.
+
+/// Per-item seeds derived from a run seed.
+public enum ItemSeed {
+    /// SplitMix64 of `runSeed ^ index·φ` (φ = 2⁶⁴/golden ratio): neighbouring indices get
+    /// unrelated seeds, and item `index` can be recreated without drawing items 0..<index.
+    public static func derive(runSeed: UInt64, index: Int) -> UInt64 {
+        splitMix64(runSeed ^ (UInt64(truncatingIfNeeded: index) &* 0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// One SplitMix64 output for state `x`.
+    public static func splitMix64(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A trained model that draws images, one per (seed, label), for dataset generation.
+public protocol SyntheticImageSource: AnyObject {
+    /// The checkpoint kind ("gan", "vae").
+    var modelKind: String { get }
+    /// Class names of a conditional model; empty when unconditional.
+    var classNames: [String] { get }
+    var channels: Int { get }
+    var imageSize: Int { get }
+    /// How the generated values map to intensities.
+    var valueRange: ImageValueRange { get }
+    /// `(n, C, S, S)` images; image i must depend only on `seeds[i]` and `labels[i]` (evaluation
+    /// mode, no graph), so batching never changes an item.
+    func images(seeds: [UInt64], labels: [Int]) -> Tensor
+}
+
+extension GANSampler: SyntheticImageSource {
+    public var modelKind: String { "gan" }
+    public var channels: Int { config.channels }
+    public var imageSize: Int { config.imageSize }
+    public var valueRange: ImageValueRange { .minusOneToOne }
+
+    /// Each z row comes from the item's own generator; `DCGAN.generate` runs BatchNorm on its
+    /// running statistics, so rows do not interact.
+    public func images(seeds: [UInt64], labels: [Int]) -> Tensor {
+        let nz = config.nz
+        let z = Tensor(shape: [seeds.count, nz]) { out in
+            for (row, seed) in seeds.enumerated() {
+                var g = RandomGenerator(seed: seed)
+                g.fillNormal(UnsafeMutableBufferPointer(rebasing: out[(row * nz)..<((row + 1) * nz)]))
+            }
+        }
+        return gan.generate(z, labels: config.isConditional ? labels : [Int](repeating: 0, count: seeds.count))
+    }
+}
+
+/// Folder-safe form of a class name ("T-shirt/top" → "T-shirt_top"): path separators and
+/// control characters become "_", and a leading dot is replaced so the folder is not hidden.
+public func classFolderName(_ name: String) -> String {
+    var safe = String(name.map { $0 == "/" || $0 == "\\" || $0.isNewline || $0 == "\0" ? "_" : $0 })
+    if safe.hasPrefix(".") { safe = "_" + safe.dropFirst() }
+    return safe.isEmpty ? "_" : safe
+}
+
+/// One item of a planned synthetic dataset.
+public struct PlannedItem: Sendable, Equatable {
+    public let index: Int
+    /// Class id (0 for unconditional models).
+    public let label: Int
+    /// Class name ("" for unconditional models).
+    public let className: String
+    /// Path relative to the output folder: `<class>/<index>.png` or `<index>.png`.
+    public let file: String
+    public let seed: UInt64
+}
+
+/// Parameters of `forge generate images`.
+public struct ImageGenerationOptions: Sendable {
+    /// Number of items (for conditional models with `perClass`, this is perClass × classes).
+    public var count: Int
+    /// Items per class (conditional models only).
+    public var perClass: Int?
+    /// The run seed every item seed is derived from.
+    public var seed: UInt64
+    /// Items per forward pass (a generation parameter: recorded in the manifest, see the header).
+    public var batchSize: Int
+    /// Continue an interrupted run: keep valid items, generate the rest.
+    public var resume: Bool
+    /// Recreate only this item.
+    public var only: Int?
+
+    public init(count: Int, perClass: Int? = nil, seed: UInt64 = 0, batchSize: Int = 100, resume: Bool = false, only: Int? = nil) {
+        self.count = count
+        self.perClass = perClass
+        self.seed = seed
+        self.batchSize = batchSize
+        self.resume = resume
+        self.only = only
+    }
+}
+
+/// What a generation run did.
+public struct GenerationReport: Sendable {
+    /// Items generated and written this run.
+    public var written = 0
+    /// Items that were already present and valid (`--resume`).
+    public var kept = 0
+    /// Seconds of the run (generation and writing).
+    public var seconds = 0.0
+    /// Items written per second (written / seconds).
+    public var itemsPerSecond: Double { seconds > 0 ? Double(written) / seconds : 0 }
+}
+
+/// Writes a synthetic image dataset from a `SyntheticImageSource`: `DIR/<class>/<index>.png` for
+/// conditional models (the layout `ImageFolder` reads), `DIR/<index>.png` otherwise, and
+/// `DIR/manifest.csv`. Generation runs batched on the calling thread while a writer queue encodes
+/// and writes the previous batch.
+public final class ImageDatasetGenerator {
+    public let source: any SyntheticImageSource
+    public let options: ImageGenerationOptions
+    public let outputDirectory: String
+    public let checkpointPath: String
+    /// SHA-256 of the checkpoint file.
+    public let checkpointSHA256: String
+    /// Every item of the run, in index order.
+    public let items: [PlannedItem]
+
+    public init(source: any SyntheticImageSource, checkpointPath: String, options: ImageGenerationOptions, outputDirectory: String) throws {
+        guard options.batchSize > 0 else { throw SamplingError("the batch size must be positive, got \(options.batchSize)") }
+        let classes = source.classNames
+        var count = options.count
+        if let perClass = options.perClass {
+            guard !classes.isEmpty else { throw SamplingError("--per-class needs a conditional model; this \(source.modelKind) checkpoint is unconditional") }
+            guard perClass > 0 else { throw SamplingError("--per-class must be positive, got \(perClass)") }
+            count = perClass * classes.count
+        }
+        guard count > 0 else { throw SamplingError("the count must be positive, got \(count)") }
+        if let only = options.only, !(0..<count).contains(only) {
+            throw SamplingError("--only \(only) is outside the run's items 0..<\(count)")
+        }
+        let folders = classes.map(classFolderName)
+        guard Set(folders).count == folders.count else { throw SamplingError("class names collide as folder names: \(folders)") }
+        let digits = max(6, String(count - 1).count)
+        // Labels cycle through the classes (i mod K): every prefix of the run is balanced, and with
+        // --per-class P each class gets exactly P items.
+        items = (0..<count).map { i in
+            let number = String(repeating: "0", count: max(0, digits - String(i).count)) + String(i)
+            let seed = ItemSeed.derive(runSeed: options.seed, index: i)
+            if classes.isEmpty { return PlannedItem(index: i, label: 0, className: "", file: number + ".png", seed: seed) }
+            let label = i % classes.count
+            return PlannedItem(index: i, label: label, className: classes[label], file: folders[label] + "/" + number + ".png", seed: seed)
+        }
+        var options = options
+        options.count = count
+        self.source = source
+        self.options = options
+        self.outputDirectory = outputDirectory
+        self.checkpointPath = checkpointPath
+        self.checkpointSHA256 = try SHA256.hexDigest(ofFile: checkpointPath)
+    }
+
+    /// The generation parameters as recorded in the manifest (everything that decides the bits).
+    public var parameters: String {
+        "count=\(options.count) per_class=\(options.perClass.map(String.init) ?? "-") seed=\(options.seed) batch=\(options.batchSize) "
+            + "format=png size=\(source.imageSize) channels=\(source.channels)"
+    }
+
+    /// The manifest of the whole run (independent of which items this invocation writes).
+    public var manifest: Manifest {
+        Manifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
+                 modelKind: source.modelKind, parameters: parameters,
+                 rows: items.map { Manifest.Row(file: $0.file, index: $0.index, label: $0.label, className: $0.className, seed: $0.seed) })
+    }
+
+    /// Generates the planned items (all, the missing ones with `resume`, or one with `only`),
+    /// writes `manifest.csv`, and calls `progress(done, total)` after each batch is handed to the writer.
+    public func run(progress: (Int, Int) -> Void = { _, _ in }) throws -> GenerationReport {
+        let start = Date()
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        let manifestPath = outputDirectory + "/manifest.csv"
+        let expected = manifest
+        if manager.fileExists(atPath: manifestPath) {
+            let existing = try Manifest.read(path: manifestPath)
+            if existing.checkpointSHA256 != expected.checkpointSHA256 || existing.parameters != expected.parameters || existing.modelKind != expected.modelKind {
+                // Mixing two runs in one folder would leave items the manifest does not describe.
+                throw SamplingError("\(outputDirectory) holds a run of another checkpoint or other parameters (\(existing.modelKind), \(existing.parameters), checkpoint \(existing.checkpointSHA256.prefix(12))…); give the same arguments, or a new --out")
+            }
+        } else if !options.resume, options.only == nil,
+                  let entries = try? manager.contentsOfDirectory(atPath: outputDirectory), !entries.isEmpty {
+            throw SamplingError("\(outputDirectory) is not empty and has no manifest.csv; choose an empty or new folder")
+        }
+        for folder in Set(items.map { ($0.file as NSString).deletingLastPathComponent }) where !folder.isEmpty {
+            try manager.createDirectory(atPath: outputDirectory + "/" + folder, withIntermediateDirectories: true)
+        }
+        // The manifest is a function of the arguments, so it can be written first: a killed run
+        // leaves the manifest that `--resume` checks its arguments against.
+        try FileIO.writeAtomically(Array(expected.csv().utf8), to: manifestPath)
+        if options.resume { removeStaleTemporaryFiles() }
+
+        // Which items to write.
+        var wanted = [Bool](repeating: true, count: items.count)
+        var report = GenerationReport()
+        if let only = options.only {
+            wanted = items.map { $0.index == only }
+        } else if options.resume {
+            for item in items where isValidItem(outputDirectory + "/" + item.file) {
+                wanted[item.index] = false
+                report.kept += 1
+            }
+        }
+        let total = wanted.filter { $0 }.count
+
+        let writer = BatchWriter()
+        let batchSize = options.batchSize
+        var done = 0
+        for batchStart in stride(from: 0, to: items.count, by: batchSize) {
+            let batch = Array(items[batchStart..<min(items.count, batchStart + batchSize)])
+            let missing = batch.filter { wanted[$0.index] }
+            guard !missing.isEmpty else { continue }
+            try writer.checkError()
+            let images = source.images(seeds: batch.map(\.seed), labels: batch.map(\.label))
+            let range = source.valueRange
+            var pending: [(path: String, image: Image)] = []
+            for item in missing {
+                pending.append((outputDirectory + "/" + item.file, try Image(tensor: images[item.index - batchStart], range: range == .zeroToOne ? 0...1 : -1...1)))
+            }
+            done += missing.count
+            try writer.write(pending)
+            progress(done, total)
+        }
+        try writer.finish()
+        report.written = total
+        report.seconds = Date().timeIntervalSince(start)
+        return report
+    }
+
+    /// A file is a valid item when it decodes as a PNG of the model's size and channels.
+    func isValidItem(_ path: String) -> Bool {
+        guard let bytes = try? FileIO.readBytes(path), ImageCodec.sniff(bytes) == .png,
+              let image = try? ImageCodec.decodePNG(bytes: bytes, source: path) else { return false }
+        return image.width == source.imageSize && image.height == source.imageSize && image.channels == source.channels
+    }
+
+    /// Atomic writes leave `.<name>.tmp-…` files behind when killed; a resumed run removes them so
+    /// the folder ends up equal to an uninterrupted run's.
+    func removeStaleTemporaryFiles() {
+        let manager = FileManager.default
+        let folders = [""] + Set(items.map { ($0.file as NSString).deletingLastPathComponent }).filter { !$0.isEmpty }.sorted()
+        for folder in folders {
+            let path = folder.isEmpty ? outputDirectory : outputDirectory + "/" + folder
+            for name in (try? manager.contentsOfDirectory(atPath: path)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+                try? manager.removeItem(atPath: path + "/" + name)
+            }
+        }
+    }
+}
+
+/// Encodes and writes batches of images on a serial background queue, at most two batches behind
+/// the generator (so memory stays bounded and generation overlaps with PNG encoding).
+final class BatchWriter: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "forge.generate.writer")
+    private let slots = DispatchSemaphore(value: 2)
+    private let lock = NSLock()
+    private var firstError: Error?
+
+    /// Queues a batch; blocks while two batches are already waiting. Throws an earlier batch's error.
+    func write(_ images: [(path: String, image: Image)]) throws {
+        slots.wait()
+        let work = images.map { ($0.path, $0.image) }
+        try checkError()
+        queue.async { [self] in
+            defer { slots.signal() }
+            guard currentError() == nil else { return }
+            do {
+                for (path, image) in work { try ImageCodec.writePNG(image, to: path) }
+            } catch {
+                lock.lock(); if firstError == nil { firstError = error }; lock.unlock()
+            }
+        }
+    }
+
+    private func currentError() -> Error? { lock.lock(); defer { lock.unlock() }; return firstError }
+
+    func checkError() throws { if let error = currentError() { throw error } }
+
+    /// Waits for every queued batch; rethrows the first write error.
+    func finish() throws {
+        queue.sync {}
+        try checkError()
+    }
+}
+
+/// `manifest.csv` of a synthetic dataset: one row per item with its file, class, seed, and the
+/// checkpoint (file name and SHA-256), model kind and generation parameters it came from.
+public struct Manifest: Equatable, Sendable {
+    public struct Row: Equatable, Sendable {
+        public var file: String
+        public var index: Int
+        public var label: Int
+        public var className: String
+        public var seed: UInt64
+        public init(file: String, index: Int, label: Int, className: String, seed: UInt64) {
+            (self.file, self.index, self.label, self.className, self.seed) = (file, index, label, className, seed)
+        }
+    }
+
+    public var checkpoint: String
+    public var checkpointSHA256: String
+    public var modelKind: String
+    public var parameters: String
+    public var rows: [Row]
+
+    public init(checkpoint: String, checkpointSHA256: String, modelKind: String, parameters: String, rows: [Row]) {
+        (self.checkpoint, self.checkpointSHA256, self.modelKind, self.parameters, self.rows) = (checkpoint, checkpointSHA256, modelKind, parameters, rows)
+    }
+
+    public static let header = ["file", "index", "label", "class", "seed", "checkpoint", "checkpoint_sha256", "model_kind", "parameters"]
+
+    /// The CSV text (RFC 4180 quoting where a field needs it).
+    public func csv() -> String {
+        var out = Self.header.joined(separator: ",") + "\n"
+        for row in rows {
+            out += [row.file, String(row.index), String(row.label), row.className, String(row.seed),
+                    checkpoint, checkpointSHA256, modelKind, parameters].map(csvField).joined(separator: ",") + "\n"
+        }
+        return out
+    }
+
+    /// Parses a manifest written by `csv()`.
+    public static func read(path: String) throws -> Manifest {
+        let text = String(decoding: try FileIO.readBytes(path), as: UTF8.self)
+        let records = parseCSV(text)
+        guard let head = records.first, head == header else { throw SamplingError("\(path) is not a Forge manifest (header \(records.first ?? []))") }
+        var manifest = Manifest(checkpoint: "", checkpointSHA256: "", modelKind: "", parameters: "", rows: [])
+        for (n, r) in records.dropFirst().enumerated() {
+            guard r.count == header.count, let index = Int(r[1]), let label = Int(r[2]), let seed = UInt64(r[4]) else {
+                throw SamplingError("\(path): row \(n + 2) is malformed")
+            }
+            manifest.rows.append(Row(file: r[0], index: index, label: label, className: r[3], seed: seed))
+            (manifest.checkpoint, manifest.checkpointSHA256, manifest.modelKind, manifest.parameters) = (r[5], r[6], r[7], r[8])
+        }
+        return manifest
+    }
+}
+
+func csvField(_ s: String) -> String {
+    guard s.contains(where: { $0 == "," || $0 == "\"" || $0.isNewline }) else { return s }
+    return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+}
+
+/// Records of RFC 4180 CSV text (quoted fields may hold commas, quotes and newlines).
+func parseCSV(_ text: String) -> [[String]] {
+    var records: [[String]] = [], record: [String] = [], field = ""
+    var quoted = false, afterQuote = false
+    for ch in text {
+        if quoted {
+            if ch == "\"" { quoted = false; afterQuote = true } else { field.append(ch) }
+            continue
+        }
+        switch ch {
+        case "\"": if afterQuote { field.append("\"") }; quoted = true; afterQuote = false
+        case ",": record.append(field); field = ""; afterQuote = false
+        case "\n", "\r\n":
+            record.append(field); records.append(record); record = []; field = ""; afterQuote = false
+        default: field.append(ch); afterQuote = false
+        }
+    }
+    if !field.isEmpty || !record.isEmpty { record.append(field); records.append(record) }
+    return records
+}

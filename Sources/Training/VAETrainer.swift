@@ -1,0 +1,222 @@
+import Foundation
+import TensorCore
+import DataIO
+import Models
+
+// VAE training as a `TrainingTask` (the loop, checkpoints, metrics and Ctrl-C come from
+// TrainingLoop), and the evaluation of a trained VAE on a set of images (−ELBO and IWAE, in nats
+// per image). Epoch output follows pytorch/examples vae/main.py:
+//     ====> Epoch: 3 Average loss: 245.1234
+//     ====> Test set loss: 244.5678
+// plus `reconstruction_E.png` (8 held-out originals over their reconstructions) and `sample_E.png`
+// (64 prior draws, the same z every epoch) in the samples folder, and `epochs.csv` beside metrics.csv.
+
+/// Data handling shared by the VAE commands.
+public enum VAEData {
+    /// The same images with pixels mapped from DataIO's [-1, 1] to the [0, 1] the VAE models.
+    public static func unitRange(_ set: ImageSet) -> ImageSet {
+        ImageSet(images: VAE.unitRange(set.images), labels: set.labels, classNames: set.classNames)
+    }
+
+    /// Splits off a held-out fraction (a seeded random subset) of `set`: (training, held-out).
+    public static func split(_ set: ImageSet, heldOutFraction: Double, seed: UInt64) throws -> (ImageSet, ImageSet) {
+        guard heldOutFraction > 0 && heldOutFraction < 1 else {
+            throw TrainingError.invalidConfiguration("--val-split must be between 0 and 1, got \(heldOutFraction)")
+        }
+        let heldOut = Int((Double(set.count) * heldOutFraction).rounded())
+        guard heldOut >= 1 && heldOut < set.count else {
+            throw TrainingError.invalidConfiguration("\(set.count) images are too few to hold out \(heldOutFraction)")
+        }
+        var g = RandomGenerator(seed: seed ^ 0x5EED_0F_5E7)
+        let order = g.permutation(set.count)
+        func subset(_ idx: ArraySlice<Int>) -> ImageSet {
+            let indices = Array(idx).sorted()
+            return ImageSet(images: set.images.indexSelect(indices), labels: set.isLabelled ? indices.map { set.labels[$0] } : [],
+                            classNames: set.classNames)
+        }
+        return (subset(order[heldOut...]), subset(order[..<heldOut]))
+    }
+}
+
+/// The negative ELBO (and optionally the IWAE bound) of a VAE over a set of images, in nats per image.
+public enum VAEEvaluator {
+    /// Result of `evaluate`.
+    public struct Result: Sendable {
+        /// Images evaluated.
+        public var count: Int
+        /// Mean negative ELBO (reconstruction + KL, one z per image) in nats per image.
+        public var negativeELBO: Double
+        /// Mean reconstruction term −log p(x|z).
+        public var reconstruction: Double
+        /// Mean KL term.
+        public var kl: Double
+        /// Mean IWAE estimate of −log p(x) with `samples` importance samples (nil when not asked).
+        public var iwae: Double?
+        public var samples: Int
+    }
+
+    /// The example's test loop: batches in order, no graph, one reparameterised z per image.
+    /// `set` holds pixels in [0, 1]. With `importanceSamples` k ≥ 1 also the IWAE bound.
+    public static func evaluate(_ vae: VAE, on set: ImageSet, batchSize: Int = 128, importanceSamples: Int? = nil,
+                                rng: inout RandomGenerator, progress: ((Int) -> Void)? = nil) -> Result {
+        vae.eval()
+        defer { vae.train() }
+        var total = 0.0, recon = 0.0, kl = 0.0, iwae = 0.0
+        let labelled = vae.config.isConditional
+        for start in stride(from: 0, to: set.count, by: batchSize) {
+            let end = min(set.count, start + batchSize)
+            let x = set.images.slice(axis: 0, start..<end).detached()
+            let labels = labelled ? Array(set.labels[start..<end]) : nil
+            if let k = importanceSamples {
+                let r = vae.elboAndIWAE(x, labels: labels, samples: k, rng: &rng)
+                total += r.negativeELBO.reduce(0, +)
+                iwae += r.iwae.reduce(0, +)
+            } else {
+                let r = vae.evaluate(x, labels: labels, rng: &rng)
+                (total, recon, kl) = (total + r.total, recon + r.reconstruction, kl + r.kl)
+            }
+            progress?(end)
+        }
+        let n = Double(max(set.count, 1))
+        return Result(count: set.count, negativeELBO: total / n, reconstruction: recon / n, kl: kl / n,
+                      iwae: importanceSamples == nil ? nil : iwae / n, samples: importanceSamples ?? 0)
+    }
+}
+
+/// One epoch's figures, as printed and written to `epochs.csv`.
+public struct VAEEpochResult: Sendable, Equatable {
+    /// 1-based epoch.
+    public var epoch: Int
+    /// Mean −ELBO over the training images of this epoch, with the weights as they were at each step.
+    public var trainNegativeELBO: Double
+    /// Mean −ELBO on the held-out images after the epoch (nil without a held-out set).
+    public var testNegativeELBO: Double?
+    /// Seconds of the epoch's training steps.
+    public var trainSeconds: Double
+}
+
+/// VAE training on `ImageSet`s (pixels in [0, 1], see `VAEData.unitRange`) as a `TrainingTask`.
+public final class VAETrainingTask: TrainingTask {
+    public let vae: VAE
+    public let data: ImageSet
+    public let heldOut: ImageSet?
+    public let samplesDirectory: String
+    /// Where the epoch lines go (stdout by default).
+    public var log: (String) -> Void = { print($0) }
+    /// Every completed epoch of this invocation.
+    public private(set) var history: [VAEEpochResult] = []
+
+    private var noiseRNG: RandomGenerator
+    private var evalRNG: RandomGenerator
+    private let fixedNoise: Tensor
+    private let fixedLabels: [Int]?
+    private let originals: Tensor
+    private let originalLabels: [Int]?
+    private var batches: ImageBatches?
+    private var epochLoss = 0.0, epochImages = 0, epochSeconds = 0.0
+
+    public init(vae: VAE, data: ImageSet, heldOut: ImageSet?, samplesDirectory: String) throws {
+        let c = vae.config
+        for (set, what) in [(data, "training data")] + (heldOut.map { [($0, "held-out data")] } ?? []) {
+            guard set.channels == c.channels, set.size == c.imageSize else {
+                throw TrainingError.invalidConfiguration("the \(what) is \(set.channels)×\(set.size)×\(set.size) but the model wants \(c.channels)×\(c.imageSize)×\(c.imageSize)")
+            }
+            if c.isConditional && (!set.isLabelled || set.classNames.count != c.classCount) {
+                throw TrainingError.invalidConfiguration("a conditional model of \(c.classCount) classes needs labelled \(what) with that many classes")
+            }
+        }
+        guard data.count >= 1 else { throw TrainingError.invalidConfiguration("no training images") }
+        self.vae = vae
+        self.data = data
+        self.heldOut = heldOut
+        self.samplesDirectory = samplesDirectory
+        noiseRNG = RandomGenerator(seed: c.seed &+ 1)
+        evalRNG = RandomGenerator(seed: c.seed &+ 3)
+        // Grid inputs are fixed for the whole run (own generator, so they never shift the training noise).
+        var fixed = RandomGenerator(seed: c.seed &+ 2)
+        fixedNoise = Tensor.randn([64, c.latent], generator: &fixed)
+        fixedLabels = c.isConditional ? (0..<64).map { ($0 / 8) % c.classCount } : nil   // a class per row
+        let source = heldOut ?? data
+        let n = min(8, source.count)
+        originals = source.images.slice(axis: 0, 0..<n).detached()
+        originalLabels = c.isConditional ? Array(source.labels[0..<n]) : nil
+    }
+
+    public var kind: String { "vae" }
+    public var configJSON: String { (try? Checkpoint.jsonString(vae.config)) ?? "{}" }
+    public var modules: [(name: String, module: any Module)] { [("vae", vae)] }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("vae", vae.optimizer)] }
+    public var generators: [String: RandomGenerator] {
+        get { ["noise": noiseRNG, "eval": evalRNG] }
+        set {
+            if let g = newValue["noise"] { noiseRNG = g }
+            if let g = newValue["eval"] { evalRNG = g }
+        }
+    }
+    public var extraMetadata: [String: String] {
+        vae.config.isConditional ? ["forge.classes": (try? Checkpoint.jsonString(data.classNames)) ?? "[]"] : [:]
+    }
+
+    /// Every image once per epoch, the last batch partial (as the example's DataLoader).
+    public var stepsPerEpoch: Int { (data.count + vae.config.batchSize - 1) / vae.config.batchSize }
+    public var itemsPerStep: Int { vae.config.batchSize }
+    /// Per image of the batch: −ELBO, its reconstruction term and its KL term, in nats.
+    public var metricNames: [String] { ["loss", "reconstruction", "kl"] }
+    public var plottedMetrics: [String] { ["loss"] }
+
+    public func beginEpoch(_ epoch: Int, skippingSteps: Int) {
+        var it = data.batches(size: vae.config.batchSize, seed: vae.config.seed, epoch: epoch)
+        for _ in 0..<skippingSteps { _ = it.next() }
+        batches = it
+        (epochLoss, epochImages, epochSeconds) = (0, 0, 0)
+    }
+
+    public func step() -> [Double] {
+        guard let (images, labels) = batches?.next() else { preconditionFailure("VAETrainingTask: epoch ran out of batches") }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let r = vae.trainStep(images, labels: vae.config.isConditional ? labels : nil, rng: &noiseRNG)
+        epochSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let n = Double(images.shape[0])
+        epochLoss += r.total
+        epochImages += images.shape[0]
+        return [r.total / n, r.reconstruction / n, r.kl / n]
+    }
+
+    /// The progress grids: 8 originals over their reconstructions, and decoded fixed prior draws.
+    public func grids() -> (reconstruction: Tensor, samples: Tensor) {
+        let recon = vae.reconstruct(originals, labels: originalLabels)
+        return (Tensor.concat([originals, recon], axis: 0), vae.generate(fixedNoise, labels: fixedLabels))
+    }
+
+    public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
+        guard completed else { return }   // the figures of a partial epoch would not compare
+        let e = epoch + 1
+        let trainAvg = epochLoss / Double(max(epochImages, 1))
+        log(String(format: "====> Epoch: %d Average loss: %.4f", e, trainAvg))
+        var testAvg: Double? = nil
+        if let heldOut {
+            testAvg = VAEEvaluator.evaluate(vae, on: heldOut, batchSize: vae.config.batchSize, rng: &evalRNG).negativeELBO
+            log(String(format: "====> Test set loss: %.4f", testAvg!))
+        }
+        let result = VAEEpochResult(epoch: e, trainNegativeELBO: trainAvg, testNegativeELBO: testAvg, trainSeconds: epochSeconds)
+        history.append(result)
+        try FileManager.default.createDirectory(atPath: samplesDirectory, withIntermediateDirectories: true)
+        let (recon, samples) = grids()
+        try ImageCodec.writeGrid(recon, range: .zeroToOne, columns: recon.shape[0] / 2, to: samplesDirectory + "/reconstruction_\(e).png")
+        try ImageCodec.writeGrid(samples, range: .zeroToOne, columns: 8, to: samplesDirectory + "/sample_\(e).png")
+        try appendEpochRow(result)
+    }
+
+    /// `epochs.csv`: epoch, train and test −ELBO per image, seconds of training steps. A resumed run
+    /// drops rows of epochs it is about to redo.
+    private func appendEpochRow(_ r: VAEEpochResult) throws {
+        let path = samplesDirectory + "/epochs.csv"
+        let header = "epoch,train_neg_elbo,test_neg_elbo,train_s"
+        var lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        if lines.first != header { lines = [header] }
+        lines = [header] + lines.dropFirst().filter { Int($0.split(separator: ",").first ?? "") ?? .max < r.epoch }
+        lines.append(String(format: "%d,%.4f,%@,%.2f", r.epoch, r.trainNegativeELBO,
+                            r.testNegativeELBO.map { String(format: "%.4f", $0) } ?? "", r.trainSeconds))
+        try FileIO.writeAtomically(Array((lines.joined(separator: "\n") + "\n").utf8), to: path)
+    }
+}

@@ -1,0 +1,306 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+import Sampling
+
+// The char-transformer subcommands: `forge train char`, `forge sample char`, `forge eval char`,
+// `forge bench char`. They parse arguments and call Training / Sampling; nothing else.
+
+/// Where the shipped model lives: `checkpoints/shakespeare-char.safetensors` under the current folder,
+/// or under the package folder the executable was built in (`.build/release/forge` → `../../`).
+func shippedCharCheckpoint() -> String? {
+    let name = "checkpoints/shakespeare-char.safetensors"
+    var candidates = [FileManager.default.currentDirectoryPath + "/" + name]
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<4 {
+        candidates.append(dir.path + "/" + name)
+        dir = dir.deletingLastPathComponent()
+    }
+    return candidates.first { FileManager.default.fileExists(atPath: $0) }
+}
+
+private func stderr(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
+
+
+private func duration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    return s >= 3600 ? String(format: "%dh%02dm%02ds", s / 3600, s / 60 % 60, s % 60)
+        : s >= 60 ? String(format: "%dm%02ds", s / 60, s % 60) : String(format: "%.1fs", seconds)
+}
+
+// MARK: - train
+
+struct TrainChar: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "char",
+        abstract: "Train a character-level transformer (nanoGPT's recipe) on a text file or folder.")
+
+    @Option(help: "A UTF-8 text file, or a folder of them.") var data: String
+    @Option(help: "baby (4/4/128, block 64, batch 12, 2000 iters; the default) or shakespeare (6/6/384, block 256, batch 64, 5000 iters, dropout 0.2). With --resume and no preset: the saved run's settings.")
+    var preset: String?
+    @Option(help: "Output folder: checkpoint.safetensors, best.safetensors, metrics.csv, loss.png.") var out: String = "runs/char"
+    @Option(help: "Transformer blocks.") var layers: Int?
+    @Option(help: "Attention heads.") var heads: Int?
+    @Option(help: "Embedding width.") var embd: Int?
+    @Option(help: "Context length.") var block: Int?
+    @Option(help: "Sequences per batch.") var batch: Int?
+    @Option(help: "Dropout probability.") var dropout: Float?
+    @Flag(help: "Biases in Linear and LayerNorm layers.") var bias = false
+    @Option(help: "Peak learning rate.") var lr: Float?
+    @Option(help: "Final learning rate of the cosine decay.") var minLr: Float?
+    @Option(help: "Linear warm-up iterations.") var warmup: Int?
+    @Option(help: "Training iterations.") var iters: Int?
+    @Option(help: "Iterations of the cosine decay (default: --iters).") var decayIters: Int?
+    @Option(help: "Evaluate train and val loss every N iterations.") var evalEvery: Int?
+    @Option(help: "Batches per loss estimate.") var evalIters: Int?
+    @Option(help: "AdamW weight decay (2-D weights only).") var weightDecay: Float?
+    @Option(help: "Clip the gradient norm to this (0 = off).") var gradClip: Float?
+    @Option(help: "Random seed (default 1337).") var seed: UInt64?
+    @Option(help: "Iterations between progress lines (default 10).") var logEvery: Int?
+    @Flag(help: "Continue the run saved in --out.") var resume = false
+
+    func run() throws {
+        guard var o = CharTrainingOptions.preset(preset ?? "baby") else {
+            throw ValidationError("unknown preset \(preset ?? ""); choose one of \(CharTrainingOptions.presetNames.joined(separator: ", "))")
+        }
+        if resume, preset == nil {
+            // continue with the saved recipe; flags given now override it
+            let saved = try SafeTensors.read(URL(fileURLWithPath: out + "/checkpoint.safetensors")).metadata
+            if let s = CharTrainingOptions(metadata: saved) { o = s }
+        }
+        if let v = layers { o.layers = v }
+        if let v = heads { o.heads = v }
+        if let v = embd { o.embedding = v }
+        if let v = block { o.blockSize = v }
+        if let v = batch { o.batchSize = v }
+        if let v = dropout { o.dropout = v }
+        if bias { o.bias = true }
+        if let v = lr { o.learningRate = v }
+        if let v = minLr { o.minLearningRate = v }
+        if let v = warmup { o.warmupIterations = v }
+        if let v = iters { o.iterations = v }
+        if let v = decayIters { o.decayIterations = v }
+        if let v = evalEvery { o.evalEvery = v }
+        if let v = evalIters { o.evalIterations = v }
+        if let v = weightDecay { o.weightDecay = v }
+        if let v = gradClip { o.gradClip = v }
+        if let v = seed { o.seed = v }
+        if let v = logEvery { o.logEvery = v }
+
+        let corpus = try TextCorpus(path: data)
+        let trainer = try CharTrainer(corpus: corpus, options: o, outputDirectory: out, resume: resume)
+        let c = trainer.model.config
+        say("data: \(data): \(corpus.tokens.count) chars, vocab \(corpus.vocabularySize), train \(corpus.trainTokens.count) / val \(corpus.validationTokens.count)")
+        say("model: \(c.layers) layers, \(c.heads) heads, \(c.embedding) embd, block \(c.blockSize), dropout \(c.dropout), bias \(c.bias): "
+              + String(format: "%.2fM parameters", Double(trainer.model.nonEmbeddingParameterCount) / 1e6))
+        say("training: batch \(o.batchSize), lr \(o.learningRate) → \(o.minLearningRate), warm-up \(o.warmupIterations), \(o.iterations) iters"
+              + (resume ? " (resuming at \(trainer.iteration))" : "") + ", threads \(Threads.count)")
+        let bar = ProgressBar(unit: "tok", plainEvery: 1)
+        InterruptFlag.install()
+        defer { InterruptFlag.uninstall() }
+        let result = try trainer.run(shouldStop: { InterruptFlag.isSet }) { event in
+            switch event {
+            case let .step(i, loss, tps, eta, rate):
+                bar.update(label: "iter", position: i, total: o.iterations, rate: tps, eta: eta,
+                           scalars: [("loss", Double(loss)), ("lr", Double(rate))])
+            case let .evaluation(i, train, val, saved):
+                bar.message(String(format: "step %d: train loss %.4f, val loss %.4f", i, train, val) + (saved ? "  (saved)" : ""))
+            case let .message(m):
+                bar.message(m)
+            }
+        }
+        say(String(format: "done: %d iters in %@, %.0f tok/s; best val loss %.4f (%.4f bits/char) → %@", result.iterations,
+                     duration(result.seconds), result.tokensPerSecond, result.bestValLoss, result.bestValLoss / log(2), trainer.bestPath))
+    }
+}
+
+// MARK: - sample
+
+struct SampleChar: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "char",
+        abstract: "Generate text from a character-level transformer (streams to stdout).")
+
+    @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).") var checkpoint: String?
+    @Option(help: "Text to start from.") var prompt: String = "\n"
+    @Option(help: "Characters to generate per sample.") var length: Int = 500
+    @Option(help: "Softmax temperature (0 = greedy).") var temperature: Float = 0.8
+    @Option(help: "Keep the k most likely characters (0 = all).") var topK: Int = 200
+    @Option(help: "Nucleus sampling: keep the most likely characters up to this probability.") var topP: Float?
+    @Option(help: "Random seed (default: from the clock).") var seed: UInt64?
+    @Option(help: "Number of samples.") var count: Int = 1
+    @Option(help: "Write the samples to this file instead of stdout.") var out: String?
+    @Option(help: "Write sample_N.txt files into this folder.") var outDir: String?
+    @Flag(help: "Drop prompt characters the model does not know instead of failing.") var skipUnknown = false
+    @Option(help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    var vocabFrom: String?
+
+    func run() throws {
+        guard let path = checkpoint ?? shippedCharCheckpoint() else {
+            throw ValidationError("no --checkpoint given and the shipped checkpoints/shakespeare-char.safetensors was not found")
+        }
+        guard length >= 0, count >= 1 else { throw ValidationError("--length must be ≥ 0 and --count ≥ 1") }
+        if out != nil && outDir != nil { throw ValidationError("use --out or --out-dir, not both") }
+        var ck = try CharCheckpoint.load(path: path, heads: heads)
+        if let vocabFrom { ck = try ck.replacingVocabulary(TextCorpus(path: vocabFrom).vocabulary) }
+        guard !ck.vocabulary.isEmpty else {
+            throw ValidationError("\(path) holds no vocabulary (metadata \"vocab\"); pass --vocab-from TEXT")
+        }
+        let promptTokens = try ck.encode(prompt, skipUnknown: skipUnknown)
+        guard !promptTokens.isEmpty else { throw ValidationError("the prompt is empty (after dropping unknown characters)") }
+        let options = TextSamplingOptions(temperature: temperature, topK: topK > 0 ? topK : nil, topP: topP)
+        var generator = RandomGenerator(seed: seed ?? UInt64(Date().timeIntervalSince1970 * 1e6))
+        let sampler = CharSampler(model: ck.model)
+        if out == nil && outDir == nil {
+            // stream each sample as it is generated
+            for i in 0..<count {
+                if i > 0 { print("\n---------------") }
+                FileHandle.standardOutput.write(prompt.data(using: .utf8)!)
+                _ = sampler.generate(prompt: promptTokens, length: length, options: options, generator: &generator) { next in
+                    FileHandle.standardOutput.write(ck.decode(next).data(using: .utf8)!)
+                }
+            }
+            print("")
+            return
+        }
+        let samples = sampler.generate(prompt: promptTokens, count: count, length: length, options: options, generator: &generator)
+        let texts = samples.map { ck.decode(promptTokens) + ck.decode($0) }
+        if let out {
+            try FileIO.writeAtomically(Array(texts.joined(separator: "\n---------------\n").utf8), to: out)
+            stderr("wrote \(count) sample(s) to \(out)\n")
+        } else if let outDir {
+            try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+            for (i, t) in texts.enumerated() { try FileIO.writeAtomically(Array(t.utf8), to: outDir + "/sample_\(i).txt") }
+            stderr("wrote \(count) sample(s) to \(outDir)/sample_N.txt\n")
+        }
+    }
+}
+
+// MARK: - eval
+
+struct EvalChar: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "char",
+        abstract: "Validation loss of a char checkpoint on a text (its last 10 %), in nats and bits per character.")
+
+    @Option(help: "A char checkpoint (default: the shipped model).") var checkpoint: String?
+    @Option(help: "A UTF-8 text file or folder; the last 10 % is the validation split.") var data: String
+    @Option(help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    var vocabFrom: String?
+
+    func run() throws {
+        guard let path = checkpoint ?? shippedCharCheckpoint() else { throw ValidationError("no --checkpoint given") }
+        let ck = try CharCheckpoint.load(path: path, heads: heads)
+        let corpus = try TextCorpus(path: data)
+        let tokens = ck.vocabulary == corpus.vocabulary ? corpus.validationTokens
+            : try ck.encode(corpus.decode(corpus.validationTokens))
+        let start = Date()
+        let loss = evaluateCharLoss(ck.model, tokens: tokens)
+        print(String(format: "val loss %.4f nats/char, %.4f bits/char (%d chars in blocks of %d, %@)", loss, loss / log(2.0),
+                     tokens.count, ck.model.config.blockSize, duration(Date().timeIntervalSince(start))))
+    }
+}
+
+// MARK: - bench
+
+struct BenchChar: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "char",
+        abstract: "Training and sampling throughput on synthetic tokens, like ../shared/bench/ref_chargpt.py.")
+
+    @Option(help: "baby or shakespeare.") var preset: String = "baby"
+    @Option(help: "Warm-up steps.") var warmup: Int?
+    @Option(help: "Timed steps per round.") var steps: Int?
+    @Option(help: "Rounds (the median is reported).") var rounds: Int = 3
+    @Flag(help: "Measure sampling (batch 1, KV cache, temperature 1, no top-k) instead of training.") var sample = false
+    @Option(help: "Tokens per sampling round.") var sampleTokens: Int = 500
+    @Option(help: "Vocabulary size.") var vocab: Int = 65
+
+    func run() throws {
+        guard let o = CharTrainingOptions.preset(preset) else { throw ValidationError("unknown preset \(preset)") }
+        var config = o.modelConfig(vocabSize: vocab)
+        config.dropout = 0
+        let B = o.batchSize, T = o.blockSize
+        let tag = "gpt L\(config.layers) H\(config.heads) C\(config.embedding) T\(T)"
+        let model = CharTransformer(config, seed: 1)
+        print("forge \(tag): \(String(format: "%.2fM", Double(model.nonEmbeddingParameterCount) / 1e6)) params, threads \(Threads.count), BLAS \(BLAS.coreName)")
+        if !sample {
+            let opt = AdamW(decayGroups(model.parameters, learningRate: 1e-3, weightDecay: 0.1), betas: (0.9, 0.99))
+            var g = RandomGenerator(seed: 7)
+            let pool: [([Int32], [Int32])] = (0..<4).map { _ in
+                let d = (0..<(B * (T + 1))).map { _ in Int32(g.nextInt(below: vocab)) }
+                var x = [Int32](), y = [Int32]()
+                for b in 0..<B {
+                    let s = b * (T + 1)
+                    x += d[s..<(s + T)]
+                    y += d[(s + 1)..<(s + T + 1)]
+                }
+                return (x, y)
+            }
+            var it = 0
+            func step() {
+                let (x, y) = pool[it % pool.count]
+                it += 1
+                let (_, loss) = model.forward(x, targets: y, batch: B, length: T)
+                loss.backward()
+                clipGradNorm(model.parameters, maxNorm: 1)
+                opt.step()
+                opt.zeroGrad()
+            }
+            let warm = warmup ?? (preset == "baby" ? 3 : 1), n = steps ?? (preset == "baby" ? 10 : 3)
+            for _ in 0..<warm { step() }
+            var times: [Double] = []
+            for _ in 0..<rounds {
+                let t0 = Date()
+                for _ in 0..<n { step() }
+                times.append(Date().timeIntervalSince(t0) / Double(n))
+            }
+            let med = times.sorted()[times.count / 2]
+            print(String(format: "%@ B%d train: %.2f ms/step, %.0f tokens/s (rounds: %@)", tag, B, med * 1000, Double(B * T) / med,
+                         times.map { String(format: "%.1f", $0 * 1000) }.joined(separator: " ")))
+            print(String(format: "RESULT char-%@ %.1f tokens/s", preset, Double(B * T) / med))
+        } else {
+            let n = max(sampleTokens, 1)
+            model.eval()
+            let sampler = CharSampler(model: model)
+            var g = RandomGenerator(seed: 3)
+            var times: [Double] = []
+            for _ in 0...rounds {  // first round is warm-up
+                let t0 = Date()
+                _ = sampler.generate(prompt: [0], length: n, options: TextSamplingOptions(temperature: 1, topK: nil), generator: &g)
+                times.append(Date().timeIntervalSince(t0) / Double(n))
+            }
+            let med = times.dropFirst().sorted()[rounds / 2]
+            print(String(format: "%@ sample%d b1: %.3f ms/token, %.0f tokens/s", tag, n, med * 1000, 1 / med))
+            print(String(format: "RESULT char-%@-sample %.1f tokens/s", preset, 1 / med))
+        }
+    }
+}
+
+// MARK: - import
+
+struct ImportNanoGPT: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nanogpt",
+        abstract: "Turn a nanoGPT char model exported to safetensors (its state_dict) into a Forge char checkpoint.")
+
+    @Argument(help: "The exported state dict (.safetensors).") var file: String
+    @Option(help: "Attention heads (n_head), unless the file's metadata has n_head.") var heads: Int?
+    @Option(help: "The text the model was trained on: the vocabulary is its sorted characters (nanoGPT's prepare.py).")
+    var vocabFrom: String?
+    @Option(help: "Where to write the Forge checkpoint.") var out: String
+
+    func run() throws {
+        var ck = try CharCheckpoint.load(path: file, heads: heads)
+        if let vocabFrom { ck = try ck.replacingVocabulary(TextCorpus(path: vocabFrom).vocabulary) }
+        guard !ck.vocabulary.isEmpty else { throw ValidationError("\(file) holds no vocabulary; pass --vocab-from TEXT") }
+        try CharCheckpoint.save(model: ck.model, vocabulary: ck.vocabulary, metadata: ["source": "nanogpt:" + file], to: out)
+        let c = ck.model.config
+        print("wrote \(out): \(c.layers) layers, \(c.heads) heads, \(c.embedding) embd, block \(c.blockSize), vocab \(c.vocabSize), bias \(c.bias)")
+    }
+}

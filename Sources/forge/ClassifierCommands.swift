@@ -1,0 +1,156 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+import Sampling
+
+// `forge train classifier`, `forge eval classifier`, `forge eval synthetic`.
+
+/// Channels for a data folder: 1 for IDX data, 3 otherwise, unless given.
+private func defaultChannels(_ path: String, _ given: Int?) -> Int {
+    given ?? (IDX.findFiles(in: path, split: .train) != nil ? 1 : 3)
+}
+
+/// "T-shirt/top  91.2%" lines for each class.
+private func perClassLines(_ names: [String], _ columns: [(String, ClassificationAccuracy)]) -> [String] {
+    let width = max(12, names.map(\.count).max() ?? 0)
+    var lines = ["  " + "class".padding(toLength: width, withPad: " ", startingAt: 0)
+                 + columns.map { "  " + $0.0.padding(toLength: 10, withPad: " ", startingAt: 0) }.joined()]
+    for (i, name) in names.enumerated() {
+        lines.append("  " + name.padding(toLength: width, withPad: " ", startingAt: 0)
+                     + columns.map { "  " + String(format: "%6.2f%%   ", 100 * $0.1.perClass[i]) }.joined())
+    }
+    return lines
+}
+
+struct TrainClassifier: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "classifier",
+        abstract: "Train the small CNN classifier (3 conv stages + 2 linear layers) on a labelled image folder or IDX files.")
+
+    @Option(help: "Image folder (class sub-folders = classes) or a folder of MNIST-style IDX files.") var data: String
+    @Option(help: "Image size (a multiple of 8).") var size: Int = 32
+    @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
+    @Option(help: "Total epochs (default 3 when --minutes is not given).") var epochs: Int?
+    @Option(help: "Stop after this many minutes (saving a checkpoint).") var minutes: Double?
+    @Option(help: "Batch size.") var batch: Int = 64
+    @Option(help: "Adam learning rate.") var lr: Float = 1e-3
+    @Option(help: "Channels of the first conv stage (then 2x, 4x).") var width: Int = 16
+    @Option(help: "Size of the penultimate feature layer.") var features: Int = 128
+    @Option(help: "Seed of the weights and data order.") var seed: UInt64 = 1
+    @Option(help: "Checkpoint name: writes OUT.safetensors.") var out: String = "checkpoints/classifier"
+    @Flag(help: "Continue from the checkpoint.") var resume = false
+    @Flag(help: "Random horizontal flips of training images.") var flip = false
+
+    func run() throws {
+        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
+        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        let set = try ImageDataset.load(path: data, size: size, channels: defaultChannels(data, channels))
+        say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size), \(set.classNames.count) classes from \(data)")
+        var config = ClassifierConfig()
+        (config.imageSize, config.channels, config.classCount) = (size, set.channels, set.classNames.count)
+        (config.width, config.featureDim, config.learningRate, config.batchSize, config.seed) = (width, features, lr, batch, seed)
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            config = try Checkpoint.load(checkpointPath, expectedKind: "classifier").config(as: ClassifierConfig.self)
+        }
+        if let problem = config.problem { throw ValidationError(problem) }
+        let classifier = ImageClassifier(config)
+        say("model: SmallCNN \(config.width)/\(2 * config.width)/\(4 * config.width) channels, \(config.featureDim) features, "
+              + "\(classifier.network.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
+        let task = try ClassifierTrainingTask(classifier: classifier, data: set, randomHorizontalFlip: flip)
+        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 3 : nil), minutes: minutes, checkpointPath: checkpointPath,
+                                      outputDirectory: "samples/\(name)", resume: resume)
+        do {
+            let summary = try TrainingLoop(task: task, options: options).run()
+            say(String(format: "done (%@): %d epochs, step %d; last batch loss %.4f accuracy %.3f",
+                         summary.outcome.rawValue, summary.state.epoch, summary.state.step,
+                         summary.lastMetrics["loss"] ?? .nan, summary.lastMetrics["accuracy"] ?? .nan))
+            if let test = try? ImageDataset.load(path: data, size: config.imageSize, channels: config.channels, split: .test, warn: { _ in }),
+               test.classNames == set.classNames {
+                let accuracy = ClassificationAccuracy(predictions: classifier.predict(test.images), labels: test.labels, classCount: config.classCount)
+                say(String(format: "test accuracy: %.2f%% on %d held-out images", 100 * accuracy.overall, test.count))
+            }
+            say("checkpoint: \(checkpointPath)")
+            if summary.outcome == .interrupted { throw ExitCode(130) }
+        } catch let error as TrainingError {
+            printError("forge: \(error)")
+            throw ExitCode(3)
+        }
+    }
+}
+
+struct EvalClassifier: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "classifier",
+        abstract: "Accuracy (overall and per class) of a `forge train classifier` checkpoint on a labelled image set.")
+
+    @Option(help: "The classifier checkpoint.") var checkpoint: String
+    @Option(help: "Image folder or IDX folder.") var data: String
+    @Option(help: "Which split: test (held-out, default) or train.") var split: String = "test"
+
+    func run() throws {
+        do {
+            let (classifier, classNames) = try ImageClassifier.load(checkpoint: checkpoint)
+            let c = classifier.config
+            let set = try ImageDataset.load(path: data, size: c.imageSize, channels: c.channels, split: split == "train" ? .train : .test)
+            let aligned = try SyntheticEvaluation.align(set, toClassNames: classNames)
+            let accuracy = ClassificationAccuracy(predictions: classifier.predict(aligned.images), labels: aligned.labels, classCount: c.classCount)
+            say(String(format: "accuracy: %.2f%% on %d images (%@ split of %@)", 100 * accuracy.overall, set.count, split, data))
+            for line in perClassLines(classNames, [("accuracy", accuracy)]) { say(line) }
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct EvalSynthetic: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "synthetic",
+        abstract: "Classification Accuracy Score: train the small CNN on real and on synthetic data, test both on real test data; plus a classifier-feature Fréchet distance.")
+
+    @Option(help: "Real data (image folder or IDX folder); its training split trains the real classifier.") var real: String
+    @Option(help: "Synthetic image folder (class sub-folders, e.g. from `forge generate images`).") var synthetic: String
+    @Option(help: "Real test data (default: the held-out split of --real).") var test: String?
+    @Option(help: "Image size (a multiple of 8).") var size: Int = 32
+    @Option(help: "Channels (default: 1 for IDX data, 3 otherwise).") var channels: Int?
+    @Option(help: "Epochs of each classifier training.") var epochs: Int = 3
+    @Option(help: "Train the real classifier on at most this many real images (seeded subset), e.g. the synthetic set's size.") var realLimit: Int?
+    @Option(help: "Batch size.") var batch: Int = 64
+    @Option(help: "Seed of the classifiers' weights and data order.") var seed: UInt64 = 1
+    @Option(help: "Folder for the classifier checkpoints and metrics.") var work: String = "checkpoints/eval-synthetic"
+
+    func run() throws {
+        do {
+            let channelCount = defaultChannels(real, channels)
+            let realSet = try ImageDataset.load(path: real, size: size, channels: channelCount)
+            let testSet = try ImageDataset.load(path: test ?? real, size: size, channels: channelCount, split: test == nil ? .test : .train)
+            let syntheticSet = try ImageDataset.load(path: synthetic, size: size, channels: channelCount)
+            say("real: \(realSet.count) training images, \(testSet.count) test images; synthetic: \(syntheticSet.count) images in \(syntheticSet.classNames.count) classes")
+            var config = ClassifierConfig()
+            (config.batchSize, config.seed) = (batch, seed)
+            let options = SyntheticEvaluationOptions(epochs: epochs, classifier: config, realLimit: realLimit, workDirectory: work)
+            let result = try SyntheticEvaluation.run(real: realSet, synthetic: syntheticSet, test: testSet, options: options, log: say)
+            say("")
+            say("Classification Accuracy Score (small CNN, \(epochs) epochs each, tested on \(testSet.count) real test images):")
+            say(String(format: "  trained on real      (%6d images): %6.2f%%", result.realTrainCount, 100 * result.realAccuracy.overall))
+            say(String(format: "  trained on synthetic (%6d images): %6.2f%%   (CAS; ratio to real %.3f)", result.syntheticTrainCount,
+                         100 * result.syntheticAccuracy.overall, result.syntheticAccuracy.overall / result.realAccuracy.overall))
+            for line in perClassLines(result.classNames, [("real", result.realAccuracy), ("synthetic", result.syntheticAccuracy)]) { say(line) }
+            say(String(format: "Fréchet distance, real test vs synthetic: %.3f  (real train vs real test: %.3f)",
+                         result.featureDistance, result.realToRealDistance))
+            say("  computed on the penultimate \(config.featureDim)-d features of the real-trained small CNN: NOT Inception FID, not comparable with published FIDs")
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as TrainingError {
+            printError("forge: \(error)")
+            throw ExitCode(3)
+        }
+    }
+}

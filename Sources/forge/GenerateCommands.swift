@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+import Sampling
+
+// `forge generate images` (and `forge generate text` once the char model is on main):
+// trained models become datasets.
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate a synthetic dataset (a folder of items plus manifest.csv) from a checkpoint.",
+        subcommands: [GenerateImages.self])
+}
+
+/// Opens an image-generating checkpoint by its kind.
+func openImageSource(_ path: String) throws -> any SyntheticImageSource {
+    let kind = try Checkpoint.load(path).kind
+    switch kind {
+    case "gan": return try GANSampler(checkpoint: path)
+    default: throw SamplingError("checkpoint \(path) is a \"\(kind)\" model; `generate images` takes a GAN or VAE checkpoint")
+    }
+}
+
+struct GenerateImages: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "images",
+        abstract: "Write N images from a GAN checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
+
+    @Option(help: "The checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "Number of images (ignored with --per-class).") var count: Int?
+    @Option(help: "Images per class (conditional models): count = per-class × classes.") var perClass: Int?
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = 0
+    @Option(help: "Image format (png).") var format: String = "png"
+    @Option(help: "Images per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 100
+    @Flag(help: "Continue an interrupted run: keep valid items, generate the missing ones.") var resume = false
+    @Option(help: "Recreate only item N (same arguments as the original run).") var only: Int?
+    @Option(help: "Also write a preview grid PNG of the written files: one row per class (10 per row).") var grid: String?
+
+    func validate() throws {
+        guard format.lowercased() == "png" else { throw ValidationError("--format: only png is supported") }
+        guard count != nil || perClass != nil else { throw ValidationError("give --count or --per-class") }
+        if let count, count < 1 { throw ValidationError("--count must be positive") }
+        if let perClass, perClass < 1 { throw ValidationError("--per-class must be positive") }
+        guard batch >= 1 else { throw ValidationError("--batch must be positive") }
+        if resume && only != nil { throw ValidationError("give --resume or --only, not both") }
+    }
+
+    func run() throws {
+        do {
+            let source = try openImageSource(checkpoint)
+            let options = ImageGenerationOptions(count: count ?? 0, perClass: perClass, seed: seed, batchSize: batch,
+                                                 resume: resume, only: only)
+            let generator = try ImageDatasetGenerator(source: source, checkpointPath: checkpoint, options: options, outputDirectory: out)
+            let classes = source.classNames
+            say("generate images: \(generator.items.count) × \(source.channels)x\(source.imageSize)x\(source.imageSize) from \(source.modelKind) "
+                  + (classes.isEmpty ? "(unconditional)" : "(\(classes.count) classes)")
+                  + " → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
+            let start = Date()
+            var lastLine = Date.distantPast
+            let report = try generator.run { done, total in
+                let now = Date()
+                guard now.timeIntervalSince(lastLine) > 2 || done == total else { return }
+                lastLine = now
+                say(String(format: "  %d/%d images, %.1f images/s", done, total, Double(done) / max(1e-9, now.timeIntervalSince(start))))
+            }
+            say(String(format: "wrote %d images (%@kept %d) in %.1f s: %.1f images/s; manifest %@/manifest.csv",
+                         report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out))
+            if let grid {
+                try writePreviewGrid(generator, to: grid)
+                say("preview grid: \(grid)")
+            }
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+/// A grid of the dataset as written on disk (read back from the PNG files, so it shows exactly the
+/// data): the first 10 items of each class in a row, or the first 100 items of an unconditional run.
+func writePreviewGrid(_ generator: ImageDatasetGenerator, columns: Int = 10, to path: String) throws {
+    let classes = max(1, generator.source.classNames.count)
+    var chosen: [PlannedItem] = []
+    for c in 0..<classes {
+        chosen += generator.items.filter { $0.label == c }.prefix(classes == 1 ? 10 * columns : columns)
+    }
+    let tensors = try chosen.map { try ImageCodec.load(path: generator.outputDirectory + "/" + $0.file).tensor(range: -1...1) }
+    try GANSampler.writeGrid(Tensor.stack(tensors), columns: columns, to: path)
+}

@@ -1,0 +1,300 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+import Sampling
+
+// `forge train vae`, `forge sample vae`, `forge eval vae`, `forge bench vae`.
+
+extension VAEArchitecture: ExpressibleByArgument {}
+extension VAELikelihood: ExpressibleByArgument {}
+
+/// Writes a line to stderr.
+private func complain(_ text: String) { FileHandle.standardError.write(Data((text + "\n").utf8)) }
+
+/// Loads `--data` in [0, 1] pixels; IDX folders default to 1 channel, image folders to 3.
+private func loadUnitRange(_ path: String, size: Int, channels: Int?, split: IDX.Split = .train) throws -> ImageSet {
+    let isIDX = IDX.findFiles(in: path, split: split) != nil
+    return VAEData.unitRange(try ImageDataset.load(path: path, size: size, channels: channels ?? (isIDX ? 1 : 3), split: split))
+}
+
+/// Whether `path` has a held-out split of its own (IDX t10k/test files, or test/ or val/ beside train/).
+private func hasHeldOutSplit(_ path: String) -> Bool {
+    if IDX.findFiles(in: path, split: .test) != nil { return true }
+    let fm = FileManager.default
+    var d: ObjCBool = false
+    return fm.fileExists(atPath: path + "/train", isDirectory: &d) && d.boolValue
+        && ["test", "val"].contains { fm.fileExists(atPath: path + "/" + $0, isDirectory: &d) && d.boolValue }
+}
+
+struct TrainVAE: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vae",
+        abstract: "Train a VAE (pytorch/examples architecture by default) on an image folder or IDX files.",
+        discussion: """
+        Prints the negative ELBO in nats per image each epoch like pytorch/examples ('Average loss' on the \
+        training data, 'Test set loss' on the held-out split) and writes reconstruction_E.png, sample_E.png, \
+        epochs.csv, metrics.csv and loss.png to the samples folder. The held-out split is --val DIR, else \
+        --val-split F, else the data's own test split (IDX t10k files, test/ or val/), else 10% of the data.
+        """)
+
+    @Option(help: "Image folder or a folder of MNIST-style IDX files.") var data: String
+    @Option(help: "Image side (images are resized).") var size: Int = 28
+    @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
+    @Option(help: "Encoder/decoder: mlp (pytorch/examples) or conv.") var arch: VAEArchitecture = .mlp
+    @Option(help: "Latent size.") var latent: Int = 20
+    @Option(help: "MLP hidden width (default 400) or the first conv layer's channels (default 32).") var hidden: Int?
+    @Option(help: "p(x|z): bernoulli (default for 1 channel), gaussian (fixed σ), gaussian-learned (default for RGB).")
+    var likelihood: VAELikelihood?
+    @Option(help: "σ of the fixed Gaussian likelihood, in [0, 1] pixel units.") var sigma: Float = 0.1
+    @Flag(help: "Condition on the class labels (CVAE).") var conditional = false
+    @Option(help: "Total epochs (default 10 when --minutes is not given).") var epochs: Int?
+    @Option(help: "Stop after this many minutes (saving a checkpoint).") var minutes: Double?
+    @Option(help: "Batch size.") var batch: Int = 128
+    @Option(help: "Adam learning rate.") var lr: Float = 1e-3
+    @Option(help: "Seed of the weights, data order and noise.") var seed: UInt64 = 1
+    @Option(help: "Hold out this fraction of --data for the test loss.") var valSplit: Double?
+    @Option(help: "Held-out images (a folder, or IDX files whose test split is used).") var val: String?
+    @Option(help: "Checkpoint name: writes OUT.safetensors.") var out: String = "checkpoints/vae"
+    @Option(help: "Folder for grids, epochs.csv, metrics.csv and loss.png (default samples/<name of --out>).")
+    var samples: String?
+    @Flag(help: "Continue from the checkpoint (its configuration wins over the model flags).") var resume = false
+    @Option(help: "Steps between progress lines when stdout is not a terminal.") var logEvery: Int = 100
+
+    func validate() throws {
+        if let channels, channels != 1 && channels != 3 { throw ValidationError("--channels must be 1 or 3") }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+        if let minutes, !(minutes > 0) { throw ValidationError("--minutes must be positive") }
+        if val != nil && valSplit != nil { throw ValidationError("give --val or --val-split, not both") }
+        guard batch >= 1 else { throw ValidationError("--batch must be positive") }
+    }
+
+    func run() throws {
+        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
+        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        let samplesDirectory = samples ?? "samples/\(name)"
+        do {
+            var config = VAEConfig()
+            let fromCheckpoint = resume && FileManager.default.fileExists(atPath: checkpointPath)
+            if fromCheckpoint { config = try Checkpoint.load(checkpointPath, expectedKind: "vae").config(as: VAEConfig.self) }
+            let start = Date()
+            let imageSize = fromCheckpoint ? config.imageSize : size
+            let channelCount = fromCheckpoint ? config.channels : channels
+            var train = try loadUnitRange(data, size: imageSize, channels: channelCount)
+            var heldOut: ImageSet
+            var heldOutName: String
+            if let val {
+                heldOut = try loadUnitRange(val, size: imageSize, channels: train.channels,
+                                            split: hasHeldOutSplit(val) ? .test : .train)
+                heldOutName = val
+            } else if valSplit == nil && hasHeldOutSplit(data) {
+                heldOut = try loadUnitRange(data, size: imageSize, channels: train.channels, split: .test)
+                heldOutName = "the test split of \(data)"
+            } else {
+                let fraction = valSplit ?? 0.1
+                (train, heldOut) = try VAEData.split(train, heldOutFraction: fraction, seed: fromCheckpoint ? config.seed : seed)
+                heldOutName = String(format: "%.0f%% of %@", fraction * 100, data)
+            }
+            print("data: \(train.count) training images \(train.channels)x\(train.size)x\(train.size) from \(data), "
+                  + "\(heldOut.count) held out from \(heldOutName)" + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
+            if !fromCheckpoint {
+                config.arch = arch
+                config.imageSize = size
+                config.channels = train.channels
+                config.latent = latent
+                config.hidden = hidden ?? (arch == .mlp ? 400 : 32)
+                config.likelihood = likelihood ?? (train.channels == 1 ? .bernoulli : .gaussianLearned)
+                config.gaussianStd = sigma
+                if conditional {
+                    guard train.isLabelled && train.classNames.count >= 2 else {
+                        throw ValidationError("--conditional needs data with at least 2 classes")
+                    }
+                    config.classCount = train.classNames.count
+                }
+                (config.learningRate, config.batchSize, config.seed) = (lr, batch, seed)
+            }
+            if let problem = config.problem { throw ValidationError(problem) }
+            let vae = VAE(config)
+            print("model: VAE \(config.arch.rawValue) \(config.channels)x\(config.imageSize)x\(config.imageSize), latent \(config.latent), "
+                  + "hidden \(config.hidden), \(config.likelihood.rawValue) likelihood"
+                  + (config.isConditional ? ", conditional on \(config.classCount) classes" : "")
+                  + ", \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
+            let task = try VAETrainingTask(vae: vae, data: train, heldOut: heldOut, samplesDirectory: samplesDirectory)
+            let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 10 : nil), minutes: minutes,
+                                          checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
+                                          resume: resume, logEvery: logEvery)
+            let summary = try TrainingLoop(task: task, options: options).run()
+            if let last = task.history.last {
+                print(String(format: "done (%@): %d epochs, step %d, %.1f s this run; train -ELBO %.2f, test -ELBO %.2f nats/image",
+                             summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                             last.trainNegativeELBO, last.testNegativeELBO ?? .nan))
+            } else {
+                print("done (\(summary.outcome.rawValue)): step \(summary.state.step)")
+            }
+            print("checkpoint: \(checkpointPath)")
+            print("samples: \(samplesDirectory)/reconstruction_E.png, sample_E.png, epochs.csv, metrics.csv, loss.png")
+            if summary.outcome == .interrupted { throw ExitCode(130) }
+        } catch let error as TrainingError {
+            complain("forge: \(error)")
+            throw ExitCode(3)
+        } catch let error as CheckpointError {
+            complain("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as DataIOError {
+            complain("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct SampleVAE: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vae",
+        abstract: "Decode draws from the prior of a VAE checkpoint: a grid, one PNG per image, or a latent interpolation.")
+
+    @Option(help: "The checkpoint (.safetensors) written by `forge train vae`.") var checkpoint: String
+    @Option(help: "Number of images.") var count: Int = 64
+    @Option(help: "Seed of the latent vectors.") var seed: UInt64 = 0
+    @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).") var className: String?
+    @Option(help: "Grid PNG to write (default samples/vae.png).") var out: String?
+    @Option(help: "Write one PNG per image into this folder instead of a grid.") var outDir: String?
+    @Option(help: "Interpolate between the latent vectors of two seeds, e.g. 3,7.") var interpolate: String?
+    @Option(help: "Images in the interpolation strip.") var steps: Int = 10
+    @Option(help: "Grid columns.") var columns: Int = 8
+
+    func validate() throws {
+        if out != nil && outDir != nil { throw ValidationError("give --out or --out-dir, not both") }
+        guard count > 0 else { throw ValidationError("--count must be positive") }
+        guard columns > 0 else { throw ValidationError("--columns must be positive") }
+    }
+
+    func run() throws {
+        do {
+            let sampler = try VAESampler(checkpoint: checkpoint)
+            let classIndex = try className.map { try sampler.classIndex($0) }
+            if let interpolate {
+                let parts = interpolate.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+                guard parts.count == 2 else { throw ValidationError("--interpolate wants two seeds, e.g. 3,7") }
+                let strip = try sampler.interpolate(seedA: parts[0], seedB: parts[1], steps: steps, classIndex: classIndex)
+                let path = out ?? "samples/vae-interpolation.png"
+                try VAESampler.writeGrid(strip, columns: steps, to: path)
+                print("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
+                return
+            }
+            let images = try sampler.sample(count: count, seed: seed, classIndex: classIndex, columns: columns)
+            if let outDir {
+                let paths = try VAESampler.writeImages(images, to: outDir)
+                print("wrote \(paths.count) images to \(outDir)/")
+            } else {
+                let path = out ?? "samples/vae.png"
+                try VAESampler.writeGrid(images, columns: columns, to: path)
+                print("wrote \(path): \(count) images")
+            }
+        } catch let error as CheckpointError {
+            complain("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as SamplingError {
+            complain("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct EvalVAE: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vae",
+        abstract: "Negative ELBO and the IWAE estimate of −log p(x) (Burda et al.), in nats per image, on a folder of images.")
+
+    @Option(help: "The checkpoint (.safetensors) written by `forge train vae`.") var checkpoint: String
+    @Option(help: "Images: a folder, or IDX files (their test split unless --split train).") var data: String
+    @Option(help: "Which split of --data: test (default when it has one) or train.") var split: String?
+    @Option(help: "Importance samples k of the IWAE bound (1 = the ELBO).") var iw: Int = 1000
+    @Option(help: "Evaluate only the first N images.") var limit: Int?
+    @Option(help: "Seed of the reparameterisation noise.") var seed: UInt64 = 0
+
+    func validate() throws {
+        guard iw >= 1 else { throw ValidationError("--iw must be at least 1") }
+        if let split, split != "train" && split != "test" { throw ValidationError("--split must be train or test") }
+        if let limit, limit < 1 { throw ValidationError("--limit must be positive") }
+    }
+
+    func run() throws {
+        do {
+            let sampler = try VAESampler(checkpoint: checkpoint)
+            let c = sampler.config
+            let which: IDX.Split = split == "train" ? .train : (split == "test" || hasHeldOutSplit(data) ? .test : .train)
+            var set = try loadUnitRange(data, size: c.imageSize, channels: c.channels, split: which)
+            if let limit, limit < set.count {
+                set = ImageSet(images: set.images.slice(axis: 0, 0..<limit).detached(),
+                               labels: set.isLabelled ? Array(set.labels[0..<limit]) : [], classNames: set.classNames)
+            }
+            if c.isConditional && (!set.isLabelled || set.classNames.count != c.classCount) {
+                throw ValidationError("this conditional checkpoint needs labelled images of its \(c.classCount) classes")
+            }
+            print("eval: \(set.count) images (\(which == .test ? "test" : "train") split of \(data)), k = \(iw) importance samples")
+            var rng = RandomGenerator(seed: seed)
+            let t0 = Date()
+            let r = VAEEvaluator.evaluate(sampler.vae, on: set, batchSize: max(1, min(128, 16_384 / iw)), importanceSamples: iw,
+                                          rng: &rng) { done in
+                if done % 1000 < max(1, min(128, 16_384 / iw)) || done == set.count {
+                    FileHandle.standardError.write(Data(String(format: "\r  %d/%d images, %.0f s", done, set.count, Date().timeIntervalSince(t0)).utf8))
+                }
+            }
+            FileHandle.standardError.write(Data("\n".utf8))
+            print(String(format: "negative ELBO:        %.4f nats/image", r.negativeELBO))
+            print(String(format: "IWAE -log p(x), k=%d: %.4f nats/image", iw, r.iwae ?? .nan))
+            print(String(format: "(%.1f s)", Date().timeIntervalSince(t0)))
+        } catch let error as CheckpointError {
+            complain("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as DataIOError {
+            complain("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct BenchVAE: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vae",
+        abstract: "Time VAE training steps on synthetic data (the structure of ../shared/bench/ref_vae.py).")
+
+    @Option(help: "Batch size.") var batch: Int = 128
+    @Option(help: "Image side; input size = side².") var side: Int = 28
+    @Option(help: "Hidden width.") var hidden: Int = 400
+    @Option(help: "Latent size.") var latent: Int = 20
+    @Option(help: "Untimed steps first.") var warmup: Int = 20
+    @Option(help: "Steps per timed round.") var steps: Int = 200
+    @Option(help: "Timed rounds (the median is reported).") var rounds: Int = 3
+
+    func run() throws {
+        var config = VAEConfig()
+        (config.imageSize, config.hidden, config.latent, config.batchSize) = (side, hidden, latent, batch)
+        if let problem = config.problem { throw ValidationError(problem) }
+        let vae = VAE(config)
+        var rng = RandomGenerator(seed: 0)
+        // A pool of synthetic batches in [0, 1] (BCE targets), cycled through, as in ref_vae.py.
+        let pool = (0..<8).map { _ in Tensor.uniform([batch, 1, side, side], generator: &rng) }
+        var next = 0
+        func step() { vae.trainStep(pool[next % pool.count], rng: &rng); next += 1 }
+        let env = ProcessInfo.processInfo.environment
+        print("forge bench vae: \(side * side)-\(hidden)-\(latent) b\(batch) · BLAS \(BLAS.coreName) "
+              + "(OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "unset")), kernels \(BLAS.kernelLevel), \(Threads.count) threads")
+        for _ in 0..<warmup { step() }
+        var perStep: [Double] = []
+        for r in 0..<rounds {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<steps { step() }
+            let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 / Double(steps)
+            perStep.append(ms)
+            print(String(format: "  round %d: %.3f ms/step, %.0f samples/s", r + 1, ms, Double(batch) * 1000 / ms))
+        }
+        let median = perStep.sorted()[perStep.count / 2]
+        let rate = Double(batch) * 1000 / median
+        print(String(format: "vae %d-%d-%d b%d: median %.3f ms/step, %.0f samples/s; one 60000-image epoch of steps ~%.2f s",
+                     side * side, hidden, latent, batch, median, rate, 60_000 / rate))
+        print(String(format: "RESULT vae %.2f samples/s", rate))
+    }
+}

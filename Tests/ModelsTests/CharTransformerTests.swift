@@ -1,0 +1,191 @@
+import XCTest
+import Foundation
+import TensorCore
+import DataIO
+import Models
+
+/// The committed fixtures folder (copied into the test bundle).
+private func charFixture(_ name: String) -> URL {
+    Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(name)
+}
+
+private func tinyConfig(bias: Bool = false, block: Int = 16) -> CharTransformerConfig {
+    CharTransformerConfig(vocabSize: 11, blockSize: block, layers: 2, heads: 2, embedding: 32, dropout: 0, bias: bias)
+}
+
+private func randomTokens(_ n: Int, vocab: Int, seed: UInt64) -> [Int32] {
+    var g = RandomGenerator(seed: seed)
+    return (0..<n).map { _ in Int32(g.nextInt(below: vocab)) }
+}
+
+private func maxDifference(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var m: Float = 0
+    for i in 0..<n { m = max(m, abs(a[i] - b[i])) }
+    return m
+}
+
+final class CharTransformerTests: XCTestCase {
+
+    // MARK: nanoGPT equivalence
+
+    /// A random nanoGPT model (Fixtures/make_char_fixtures.py) loads by name; Forge's logits, loss and
+    /// every parameter gradient match PyTorch's. `bias` saves the tied weight only as lm_head.weight and
+    /// lacks n_head in its metadata; `nobias` saves both names.
+    func testLoadsNanoGPTStateDictAndMatchesLogitsLossAndGradients() throws {
+        for variant in ["bias", "nobias"] {
+            let file = try SafeTensors.read(charFixture("char_\(variant)_model.safetensors"))
+            let expected = try SafeTensors.read(charFixture("char_\(variant)_expected.safetensors"))
+            let shapes = file.entries.mapValues(\.shape)
+            if variant == "bias" {
+                XCTAssertThrowsError(try CharTransformerConfig(metadata: file.metadata, tensorShapes: shapes)) { error in
+                    XCTAssertTrue("\(error)".contains("n_head"), "\(error)")
+                }
+            }
+            let config = try CharTransformerConfig(metadata: file.metadata, tensorShapes: shapes, heads: variant == "bias" ? 2 : nil)
+            XCTAssertEqual(config, tinyConfig(bias: variant == "bias"), variant)
+            let model = CharTransformer(config, seed: 99)
+            try model.load(file.tensors)
+
+            let idx = try expected.int64Array("idx").map { Int32($0) }
+            let targets = try expected.int64Array("targets").map { Int32($0) }
+            let shape = try expected.tensor("logits").shape  // (B, T, V)
+            let (B, T) = (shape[0], shape[1])
+            let (logits, loss) = model.forward(idx, targets: targets, batch: B, length: T)
+            XCTAssertEqual(logits.shape, shape)
+            let want = try expected.tensor("logits")
+            XCTAssertLessThan(maxDifference(logits.pointer, want.pointer, want.count), 1e-4, "\(variant) logits")
+            XCTAssertEqual(loss.item, try expected.tensor("loss").item, accuracy: 1e-5, "\(variant) loss")
+
+            loss.backward()
+            let params = Dictionary(uniqueKeysWithValues: model.namedParameters())
+            var checked = 0
+            for name in expected.names where name.hasPrefix("grad.") {
+                let pname = String(name.dropFirst("grad.".count))
+                let p = try XCTUnwrap(params[pname], "no parameter \(pname)")
+                let g = try XCTUnwrap(p.grad, "no gradient for \(pname)")
+                let w = try expected.tensor(name)
+                XCTAssertEqual(g.shape, w.shape, pname)
+                let scale = max(1, w.scalars.map(abs).max() ?? 1)
+                XCTAssertLessThan(maxDifference(g.pointer, w.pointer, w.count) / scale, 1e-4, "\(variant) grad \(pname)")
+                checked += 1
+            }
+            XCTAssertEqual(checked, model.namedParameters().count, "every parameter's gradient is checked")
+        }
+    }
+
+    func testParameterNamesAreNanoGPTs() {
+        let model = CharTransformer(tinyConfig(bias: true), seed: 1)
+        let names = model.stateTensors().map(\.0)
+        for name in ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias",
+                     "transformer.h.0.attn.c_attn.weight", "transformer.h.0.attn.c_attn.bias", "transformer.h.1.attn.c_proj.weight",
+                     "transformer.h.1.ln_2.weight", "transformer.h.1.mlp.c_fc.weight", "transformer.h.1.mlp.c_proj.bias",
+                     "transformer.ln_f.weight", "lm_head.weight"] {
+            XCTAssertTrue(names.contains(name), name)
+        }
+        XCTAssertTrue(model.lm_head.weight === model.transformer.wte.weight, "output head tied to the token embedding")
+        XCTAssertFalse(model.namedParameters().map(\.0).contains("lm_head.weight"), "the tied weight is one parameter")
+    }
+
+    // MARK: properties of the model
+
+    /// A token's logits do not depend on later tokens.
+    func testCausalMask() {
+        let model = CharTransformer(tinyConfig(), seed: 3)
+        let T = 16, cut = 9
+        let a = randomTokens(2 * T, vocab: 11, seed: 5)
+        var b = a
+        for bi in 0..<2 { for t in cut..<T { b[bi * T + t] = (a[bi * T + t] + 3) % 11 } }
+        let la = model.forward(a, batch: 2, length: T), lb = model.forward(b, batch: 2, length: T)
+        let V = 11
+        for bi in 0..<2 {
+            let before = maxDifference(la.pointer + bi * T * V, lb.pointer + bi * T * V, cut * V)
+            XCTAssertEqual(before, 0, "positions before the change must not move")
+            let after = maxDifference(la.pointer + (bi * T + cut) * V, lb.pointer + (bi * T + cut) * V, (T - cut) * V)
+            XCTAssertGreaterThan(after, 1e-3, "positions from the change on do move")
+        }
+    }
+
+    /// Cached generation (prefill, then one token at a time) gives the logits of a full forward over
+    /// the same prefix, for a batch of two different sequences.
+    func testKVCacheMatchesFullRecomputation() {
+        for bias in [false, true] {
+            let model = CharTransformer(tinyConfig(bias: bias), seed: 4)
+            model.eval()
+            let B = 2, T = 16, V = 11, prompt = 5
+            let seqs = randomTokens(B * T, vocab: V, seed: 6)
+            let cache = KVCache(for: model.config, batch: B)
+            var tokens: [Int32] = []
+            for b in 0..<B { tokens += seqs[(b * T)..<(b * T + prompt)] }
+            var cached = model.forwardCached(tokens, count: prompt, cache: cache)
+            for len in prompt...T {
+                var prefix: [Int32] = []
+                for b in 0..<B { prefix += seqs[(b * T)..<(b * T + len)] }
+                let full = withNoGrad { model.forward(prefix, batch: B, length: len) }  // (B, len, V)
+                for b in 0..<B {
+                    let d = maxDifference(cached.pointer + b * V, full.pointer + (b * len + len - 1) * V, V)
+                    XCTAssertLessThan(d, 1e-4, "bias \(bias), length \(len), sequence \(b)")
+                }
+                XCTAssertEqual(cache.length, len)
+                if len < T { cached = model.forwardCached([seqs[len], seqs[T + len]], count: 1, cache: cache) }
+            }
+        }
+    }
+
+    /// nanoGPT's init makes the first prediction nearly uniform: loss ≈ ln(vocab).
+    func testInitialLossIsLogVocab() {
+        let config = CharTransformerConfig(vocabSize: 65, blockSize: 32, layers: 2, heads: 4, embedding: 64)
+        let model = CharTransformer(config, seed: 7)
+        let x = randomTokens(4 * 32, vocab: 65, seed: 8), y = randomTokens(4 * 32, vocab: 65, seed: 9)
+        let loss = model.forward(x, targets: y, batch: 4, length: 32).loss.item
+        XCTAssertEqual(loss, Float(Foundation.log(65.0)), accuracy: 0.05)
+    }
+
+    /// A tiny model learns a short text by heart (nanoGPT's recipe: AdamW, decay groups, clipping).
+    func testTinyModelOverfitsShortText() throws {
+        let corpus = try TextCorpus(text: "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer",
+                                    trainFraction: 1)
+        let config = CharTransformerConfig(vocabSize: corpus.vocabularySize, blockSize: 16, layers: 2, heads: 2, embedding: 48)
+        let model = CharTransformer(config, seed: 10)
+        let opt = AdamW(decayGroups(model.parameters, learningRate: 1e-2, weightDecay: 0.01), betas: (0.9, 0.99))
+        var g = RandomGenerator(seed: 11)
+        var first: Float = 0, last: Float = 0
+        for step in 0..<200 {
+            let b = try corpus.batch(.train, batchSize: 16, blockLength: 16, generator: &g)
+            let loss = model.forward(b.x, targets: b.y, batch: 16, length: 16).loss
+            if step == 0 { first = loss.item }
+            last = loss.item
+            loss.backward()
+            clipGradNorm(model.parameters, maxNorm: 1)
+            opt.step()
+            opt.zeroGrad()
+        }
+        // the text's unigram entropy is ≈ 2.8 nats; what is left is the ambiguity of a window's first characters
+        XCTAssertGreaterThan(first, 2.5)
+        XCTAssertLessThan(last, 0.4, "loss fell from \(first) only to \(last)")
+    }
+
+    /// Weights + config metadata → safetensors → a new model: identical logits.
+    func testCheckpointRoundTrip() throws {
+        let config = CharTransformerConfig(vocabSize: 11, blockSize: 16, layers: 2, heads: 4, embedding: 32, dropout: 0.1, bias: true)
+        let model = CharTransformer(config, seed: 12)
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("forge-char-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try SafeTensors.write(model.weightsForSaving().map { (name: $0.0, tensor: $0.1) }, metadata: config.metadata, to: url)
+        let file = try SafeTensors.read(url)
+        XCTAssertNil(file.tensors["lm_head.weight"], "the tied weight is saved once")
+        let loadedConfig = try CharTransformerConfig(metadata: file.metadata, tensorShapes: file.entries.mapValues(\.shape))
+        XCTAssertEqual(loadedConfig, config)
+        let copy = CharTransformer(loadedConfig, seed: 13)
+        try copy.load(file.tensors)
+        model.eval(); copy.eval()
+        let x = randomTokens(2 * 16, vocab: 11, seed: 14)
+        let a = model.forward(x, batch: 2, length: 16), b = copy.forward(x, batch: 2, length: 16)
+        XCTAssertEqual(a.scalars, b.scalars)
+        XCTAssertTrue(copy.lm_head.weight === copy.transformer.wte.weight, "tying survives loading")
+
+        // a mismatched shape is refused with the name
+        var bad = file.tensors
+        bad["transformer.h.0.attn.c_attn.weight"] = Tensor.zeros([3, 3])
+        XCTAssertThrowsError(try copy.load(bad)) { XCTAssertTrue("\($0)".contains("transformer.h.0.attn.c_attn.weight"), "\($0)") }
+    }
+}
