@@ -66,3 +66,129 @@ public enum AudioSampling {
         try AudioFigure.write(clips: clips.map { $0.mixedToMono().samples }, sampleRate: rate, columns: columns, to: path)
     }
 }
+
+// MARK: - synthetic sound datasets
+
+/// Options of `forge generate audio` (the audio counterpart of `ImageGenerationOptions`).
+public struct AudioGenerationOptions: Sendable {
+    /// Number of clips.
+    public var count: Int
+    /// Run seed: clip i uses `ItemSeed.derive(runSeed: seed, index: i)`.
+    public var seed: UInt64
+    /// Clips per forward pass (BatchNorm runs in evaluation mode, so it does not change the bits).
+    public var batchSize: Int
+    /// Keep valid existing clips and write only the missing ones.
+    public var resume: Bool
+    /// Write only clip `only`.
+    public var only: Int?
+
+    public init(count: Int, seed: UInt64 = 0, batchSize: Int = 32, resume: Bool = false, only: Int? = nil) {
+        self.count = count
+        self.seed = seed
+        self.batchSize = batchSize
+        self.resume = resume
+        self.only = only
+    }
+}
+
+/// Writes a synthetic sound dataset from a WaveGAN checkpoint: `DIR/<index>.wav` (16-bit, the
+/// model's rate) and `DIR/manifest.csv` in the same format and with the same guarantees as
+/// `ImageDatasetGenerator`: per-item seeds (so `only` recreates one clip bit for bit), a manifest
+/// written first and checked on `resume`, and stale temporary files removed on resume.
+public final class AudioDatasetGenerator {
+    public let sampler: AudioGANSampler
+    public let options: AudioGenerationOptions
+    public let outputDirectory: String
+    public let checkpointPath: String
+    /// SHA-256 of the checkpoint file.
+    public let checkpointSHA256: String
+    /// Every item of the run, in index order.
+    public let items: [PlannedItem]
+
+    public init(checkpoint path: String, options: AudioGenerationOptions, outputDirectory: String) throws {
+        guard options.batchSize > 0 else { throw SamplingError("the batch size must be positive, got \(options.batchSize)") }
+        guard options.count > 0 else { throw SamplingError("the count must be positive, got \(options.count)") }
+        if let only = options.only, !(0..<options.count).contains(only) {
+            throw SamplingError("--only \(only) is outside the run's items 0..<\(options.count)")
+        }
+        sampler = try AudioGANSampler(checkpoint: path)
+        let digits = max(6, String(options.count - 1).count)
+        items = (0..<options.count).map { i in
+            let number = String(repeating: "0", count: max(0, digits - String(i).count)) + String(i)
+            return PlannedItem(index: i, label: 0, className: "", file: number + ".wav", seed: ItemSeed.derive(runSeed: options.seed, index: i))
+        }
+        self.options = options
+        self.outputDirectory = outputDirectory
+        self.checkpointPath = path
+        self.checkpointSHA256 = try SHA256.hexDigest(ofFile: path)
+    }
+
+    /// The generation parameters as recorded in the manifest.
+    public var parameters: String {
+        "count=\(options.count) seed=\(options.seed) batch=\(options.batchSize) format=wav16 rate=\(sampler.config.sampleRate) length=\(sampler.config.length)"
+    }
+
+    /// The manifest of the whole run.
+    public var manifest: Manifest {
+        Manifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
+                 modelKind: "wavegan", parameters: parameters,
+                 rows: items.map { Manifest.Row(file: $0.file, index: $0.index, label: 0, className: "", seed: $0.seed) })
+    }
+
+    /// Generates the planned clips (all, the missing ones with `resume`, or one with `only`) and
+    /// writes `manifest.csv`; `progress(done, total)` after each batch.
+    public func run(progress: (Int, Int) -> Void = { _, _ in }) throws -> GenerationReport {
+        let start = Date()
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        let manifestPath = outputDirectory + "/manifest.csv"
+        let expected = manifest
+        if manager.fileExists(atPath: manifestPath) {
+            let existing = try Manifest.read(path: manifestPath)
+            if existing.checkpointSHA256 != expected.checkpointSHA256 || existing.parameters != expected.parameters || existing.modelKind != expected.modelKind {
+                throw SamplingError("\(outputDirectory) holds a run of another checkpoint or other parameters (\(existing.modelKind), \(existing.parameters)); give the same arguments, or a new --out")
+            }
+        } else if !options.resume, options.only == nil, let entries = try? manager.contentsOfDirectory(atPath: outputDirectory), !entries.isEmpty {
+            throw SamplingError("\(outputDirectory) is not empty and has no manifest.csv; choose an empty or new folder")
+        }
+        try FileIO.writeAtomically(Array(expected.csv().utf8), to: manifestPath)
+        if options.resume {
+            for name in (try? manager.contentsOfDirectory(atPath: outputDirectory)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+                try? manager.removeItem(atPath: outputDirectory + "/" + name)
+            }
+        }
+        var report = GenerationReport()
+        var wanted = items.map { options.only == nil || $0.index == options.only }
+        if options.resume && options.only == nil {
+            for item in items where isValidItem(outputDirectory + "/" + item.file) {
+                wanted[item.index] = false
+                report.kept += 1
+            }
+        }
+        let total = wanted.filter { $0 }.count
+        var done = 0
+        for batchStart in stride(from: 0, to: items.count, by: options.batchSize) {
+            let missing = items[batchStart..<min(items.count, batchStart + options.batchSize)].filter { wanted[$0.index] }
+            guard !missing.isEmpty else { continue }
+            // One z per item from its own seed: a clip does not depend on the batch it is drawn in.
+            let z = Tensor.concat(missing.map { item -> Tensor in
+                var g = RandomGenerator(seed: item.seed)
+                return sampler.gan.noise(1, generator: &g)
+            }, axis: 0)
+            for (item, clip) in zip(missing, sampler.clips(from: sampler.gan.generate(z))) {
+                try AudioIO.writeWAV(clip, to: outputDirectory + "/" + item.file)
+            }
+            done += missing.count
+            progress(done, total)
+        }
+        report.written = total
+        report.seconds = Date().timeIntervalSince(start)
+        return report
+    }
+
+    /// A file is a valid item when it decodes as mono audio of the model's rate and length.
+    func isValidItem(_ path: String) -> Bool {
+        guard let clip = try? AudioIO.read(path: path) else { return false }
+        return clip.channels == 1 && clip.sampleRate == sampler.config.sampleRate && clip.frameCount == sampler.config.length
+    }
+}

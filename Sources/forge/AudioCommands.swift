@@ -195,3 +195,50 @@ extension BenchGAN {
                      gan.trainingFLOPsPerClip / 1e9, Double(usage.ru_maxrss) / 1024))
     }
 }
+
+struct GenerateAudio: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audio",
+        abstract: "Write a synthetic sound dataset from a WaveGAN checkpoint: DIR/NNNNNN.wav + manifest.csv (per-item seeds, --only, --resume).")
+
+    @Option(help: "The WaveGAN checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "Number of clips.") var count: Int
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = 0
+    @Option(help: "Clips per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 32
+    @Flag(help: "Continue an interrupted run: keep valid clips, generate the missing ones.") var resume = false
+    @Option(help: "Recreate only clip N (same arguments as the original run).") var only: Int?
+    @Option(help: "Also write a waveform/spectrogram PNG of the first (up to 8) clips.") var figure: String?
+
+    func validate() throws {
+        guard count >= 1 else { throw ValidationError("--count must be positive") }
+        guard batch >= 1 else { throw ValidationError("--batch must be positive") }
+        if resume && only != nil { throw ValidationError("give --resume or --only, not both") }
+    }
+
+    func run() throws {
+        do {
+            let options = AudioGenerationOptions(count: count, seed: seed, batchSize: batch, resume: resume, only: only)
+            let generator = try AudioDatasetGenerator(checkpoint: checkpoint, options: options, outputDirectory: out)
+            let c = generator.sampler.config
+            say("generate audio: \(count) clips × \(c.length) samples at \(c.sampleRate) Hz → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
+            let report = try generator.run { done, total in say("  \(done)/\(total) clips") }
+            say(String(format: "wrote %d clips (%@kept %d) in %.1f s: %.1f clips/s; manifest %@/manifest.csv",
+                         report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out))
+            if let figure {
+                let clips = try generator.items.prefix(8).map { try AudioIO.read(path: out + "/" + $0.file) }
+                try AudioSampling.writeFigure(clips, to: figure)
+                say("figure: \(figure)")
+            }
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as DataIOError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}

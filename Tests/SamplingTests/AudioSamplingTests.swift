@@ -97,3 +97,45 @@ final class AudioSamplingTests: XCTestCase {
         XCTAssertThrowsError(try GANSampler(checkpoint: dir + "/ck.safetensors"), "an image sampler refuses a wavegan checkpoint")
     }
 }
+
+final class AudioGenerationTests: XCTestCase {
+    func testGenerateAudioWritesManifestAndOnlyAndResumeReproduceTheSameBytes() throws {
+        let dir = NSTemporaryDirectory() + "forge-genaudio-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        var c = WaveGANConfig()
+        (c.length, c.sampleRate, c.nz, c.ngf, c.ndf, c.batchSize) = (4096, 8000, 8, 2, 2, 4)
+        let gan = WaveGAN(c)
+        let task = try AudioGANTrainingTask(gan: gan, clips: Tensor.zeros([4, 4096]), samplesDirectory: dir + "/s")
+        let ck = dir + "/ck.safetensors"
+        try Checkpoint.save(to: ck, kind: task.kind, configJSON: task.configJSON, state: TrainingState(),
+                            modules: task.modules, optimizers: task.optimizers, generators: task.generators)
+        let out = dir + "/set"
+        let first = try AudioDatasetGenerator(checkpoint: ck, options: AudioGenerationOptions(count: 5, seed: 3, batchSize: 2), outputDirectory: out).run()
+        XCTAssertEqual(first.written, 5)
+        let names = (0..<5).map { String(format: "%06d.wav", $0) }
+        let original = try names.map { try Data(contentsOf: URL(fileURLWithPath: out + "/" + $0)) }
+        let manifest = try Manifest.read(path: out + "/manifest.csv")
+        XCTAssertEqual(manifest.rows.map(\.file), names)
+        XCTAssertEqual(manifest.modelKind, "wavegan")
+        XCTAssertNotEqual(original[0], original[1])
+
+        // --only 3 after deleting it: the same bytes (its own seed, independent of the batch).
+        try FileManager.default.removeItem(atPath: out + "/" + names[3])
+        _ = try AudioDatasetGenerator(checkpoint: ck, options: AudioGenerationOptions(count: 5, seed: 3, batchSize: 2, only: 3), outputDirectory: out).run()
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out + "/" + names[3])), original[3])
+
+        // --resume after a "crash" (one clip missing, one truncated, a stale temp file).
+        try FileManager.default.removeItem(atPath: out + "/" + names[1])
+        try Data(original[4].prefix(100)).write(to: URL(fileURLWithPath: out + "/" + names[4]))
+        FileManager.default.createFile(atPath: out + "/.000002.wav.tmp-x", contents: Data([1]))
+        let resumed = try AudioDatasetGenerator(checkpoint: ck, options: AudioGenerationOptions(count: 5, seed: 3, batchSize: 2, resume: true), outputDirectory: out).run()
+        XCTAssertEqual(resumed.kept, 3)
+        XCTAssertEqual(resumed.written, 2)
+        XCTAssertEqual(try names.map { try Data(contentsOf: URL(fileURLWithPath: out + "/" + $0)) }, original)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out).sorted(), (names + ["manifest.csv"]).sorted())
+
+        // Other parameters in the same folder are refused.
+        XCTAssertThrowsError(try AudioDatasetGenerator(checkpoint: ck, options: AudioGenerationOptions(count: 5, seed: 4, batchSize: 2), outputDirectory: out).run())
+    }
+}
