@@ -4,10 +4,50 @@ import DataIO
 import Models
 import Training
 
+/// A trained audio model (WaveGAN generator or audio VAE decoder) that turns latent vectors into clips.
+public protocol AudioClipSource: AnyObject {
+    /// The checkpoint kind ("wavegan", "audiovae").
+    var modelKind: String { get }
+    var sampleRate: Int { get }
+    /// Samples per clip.
+    var length: Int { get }
+    /// Latent size.
+    var latentSize: Int { get }
+    /// Clips for latent vectors (B, latentSize); each clip depends only on its own row.
+    func clips(fromLatents z: Tensor) -> [AudioClip]
+}
+
+extension AudioClipSource {
+    /// `count` clips from N(0, I) latent vectors drawn with `seed`.
+    public func sample(count: Int, seed: UInt64) throws -> [AudioClip] {
+        guard count > 0 else { throw SamplingError("count must be positive, got \(count)") }
+        var rng = RandomGenerator(seed: seed)
+        return clips(fromLatents: Tensor.randn([count, latentSize], generator: &rng))
+    }
+
+    /// Splits a model's output (B, 1, length) into mono clips.
+    func splitClips(_ waves: Tensor) -> [AudioClip] {
+        let n = length, all = waves.scalars
+        return (0..<waves.shape[0]).map {
+            AudioClip(samples: Array(all[($0 * n)..<(($0 + 1) * n)]), channels: 1, sampleRate: sampleRate)
+        }
+    }
+}
+
+/// Opens a `wavegan` or `audiovae` checkpoint by its stored kind.
+public func openAudioClipSource(checkpoint path: String) throws -> any AudioClipSource {
+    let kind = try Checkpoint.load(path).kind
+    switch kind {
+    case "wavegan": return try AudioGANSampler(checkpoint: path)
+    case "audiovae": return try AudioVAESampler(checkpoint: path)
+    default: throw SamplingError("\(path) is a \(kind) checkpoint, not an audio model (wavegan or audiovae)")
+    }
+}
+
 /// A trained WaveGAN generator loaded from a checkpoint, ready to draw clips.
 /// Sampling runs BatchNorm in evaluation mode without a graph, so a clip depends only on its own
 /// seed-derived z, not on the batch it is drawn with.
-public final class AudioGANSampler {
+public final class AudioGANSampler: AudioClipSource {
     public let gan: WaveGAN
     /// The training state the checkpoint was written at.
     public let state: TrainingState
@@ -23,21 +63,33 @@ public final class AudioGANSampler {
     }
 
     public var config: WaveGANConfig { gan.config }
+    public var modelKind: String { "wavegan" }
+    public var sampleRate: Int { config.sampleRate }
+    public var length: Int { config.length }
+    public var latentSize: Int { config.nz }
+    public func clips(fromLatents z: Tensor) -> [AudioClip] { splitClips(gan.generate(z)) }
+}
 
-    /// `count` clips at the model's sample rate from latent vectors drawn with `seed`.
-    public func sample(count: Int, seed: UInt64) throws -> [AudioClip] {
-        guard count > 0 else { throw SamplingError("count must be positive, got \(count)") }
-        var rng = RandomGenerator(seed: seed)
-        return clips(from: gan.generate(gan.noise(count, generator: &rng)))
+/// A trained audio VAE loaded from a checkpoint; clips are the decoder's Gaussian mean.
+public final class AudioVAESampler: AudioClipSource {
+    public let vae: AudioVAE
+    public let state: TrainingState
+
+    public init(checkpoint path: String) throws {
+        let saved = try Checkpoint.load(path, expectedKind: "audiovae")
+        let config = try saved.config(as: AudioVAEConfig.self)
+        if let problem = config.problem { throw CheckpointError(path: path, message: "invalid configuration: \(problem)") }
+        vae = AudioVAE(config)
+        try saved.restore(modules: [("vae", vae)])
+        state = saved.state
     }
 
-    /// Splits G's output (B, 1, length) into mono clips.
-    func clips(from waves: Tensor) -> [AudioClip] {
-        let n = config.length, all = waves.scalars
-        return (0..<waves.shape[0]).map {
-            AudioClip(samples: Array(all[($0 * n)..<(($0 + 1) * n)]), channels: 1, sampleRate: config.sampleRate)
-        }
-    }
+    public var config: AudioVAEConfig { vae.config }
+    public var modelKind: String { "audiovae" }
+    public var sampleRate: Int { config.sampleRate }
+    public var length: Int { config.length }
+    public var latentSize: Int { config.latent }
+    public func clips(fromLatents z: Tensor) -> [AudioClip] { splitClips(vae.generate(z)) }
 }
 
 /// Writing generated sound: WAV files and the waveform/spectrogram figure.
@@ -91,12 +143,12 @@ public struct AudioGenerationOptions: Sendable {
     }
 }
 
-/// Writes a synthetic sound dataset from a WaveGAN checkpoint: `DIR/<index>.wav` (16-bit, the
+/// Writes a synthetic sound dataset from a WaveGAN or audio VAE checkpoint: `DIR/<index>.wav` (16-bit, the
 /// model's rate) and `DIR/manifest.csv` in the same format and with the same guarantees as
 /// `ImageDatasetGenerator`: per-item seeds (so `only` recreates one clip bit for bit), a manifest
 /// written first and checked on `resume`, and stale temporary files removed on resume.
 public final class AudioDatasetGenerator {
-    public let sampler: AudioGANSampler
+    public let sampler: any AudioClipSource
     public let options: AudioGenerationOptions
     public let outputDirectory: String
     public let checkpointPath: String
@@ -111,7 +163,7 @@ public final class AudioDatasetGenerator {
         if let only = options.only, !(0..<options.count).contains(only) {
             throw SamplingError("--only \(only) is outside the run's items 0..<\(options.count)")
         }
-        sampler = try AudioGANSampler(checkpoint: path)
+        sampler = try openAudioClipSource(checkpoint: path)
         let digits = max(6, String(options.count - 1).count)
         items = (0..<options.count).map { i in
             let number = String(repeating: "0", count: max(0, digits - String(i).count)) + String(i)
@@ -125,13 +177,13 @@ public final class AudioDatasetGenerator {
 
     /// The generation parameters as recorded in the manifest.
     public var parameters: String {
-        "count=\(options.count) seed=\(options.seed) batch=\(options.batchSize) format=wav16 rate=\(sampler.config.sampleRate) length=\(sampler.config.length)"
+        "count=\(options.count) seed=\(options.seed) batch=\(options.batchSize) format=wav16 rate=\(sampler.sampleRate) length=\(sampler.length)"
     }
 
     /// The manifest of the whole run.
     public var manifest: Manifest {
         Manifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
-                 modelKind: "wavegan", parameters: parameters,
+                 modelKind: sampler.modelKind, parameters: parameters,
                  rows: items.map { Manifest.Row(file: $0.file, index: $0.index, label: 0, className: "", seed: $0.seed) })
     }
 
@@ -173,9 +225,9 @@ public final class AudioDatasetGenerator {
             // One z per item from its own seed: a clip does not depend on the batch it is drawn in.
             let z = Tensor.concat(missing.map { item -> Tensor in
                 var g = RandomGenerator(seed: item.seed)
-                return sampler.gan.noise(1, generator: &g)
+                return Tensor.randn([1, sampler.latentSize], generator: &g)
             }, axis: 0)
-            for (item, clip) in zip(missing, sampler.clips(from: sampler.gan.generate(z))) {
+            for (item, clip) in zip(missing, sampler.clips(fromLatents: z)) {
                 try AudioIO.writeWAV(clip, to: outputDirectory + "/" + item.file)
             }
             done += missing.count
@@ -189,6 +241,6 @@ public final class AudioDatasetGenerator {
     /// A file is a valid item when it decodes as mono audio of the model's rate and length.
     func isValidItem(_ path: String) -> Bool {
         guard let clip = try? AudioIO.read(path: path) else { return false }
-        return clip.channels == 1 && clip.sampleRate == sampler.config.sampleRate && clip.frameCount == sampler.config.length
+        return clip.channels == 1 && clip.sampleRate == sampler.sampleRate && clip.frameCount == sampler.length
     }
 }

@@ -83,16 +83,20 @@ public final class AudioGANTrainingTask: TrainingTask {
 
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
         guard !completed || (epoch + 1) % sampleEvery == 0 || epoch == 0 else { return }
-        try FileManager.default.createDirectory(atPath: samplesDirectory, withIntermediateDirectories: true)
-        let samples = fixedSamples()
-        let name = completed ? String(format: "epoch_%03d", epoch + 1) : String(format: "epoch_%03d_step_%d", epoch + 1, step)
-        let rate = gan.config.sampleRate
-        for (k, wave) in samples.enumerated() {
-            let clip = AudioClip(samples: wave, channels: 1, sampleRate: rate)
-            try AudioIO.writeWAV(clip, to: "\(samplesDirectory)/\(name)_\(k).wav")
-            try AudioIO.writeWAV(clip, to: "\(samplesDirectory)/latest_\(k).wav")
-        }
-        try AudioFigure.write(clips: samples, sampleRate: rate, to: "\(samplesDirectory)/\(name).png")
-        try AudioFigure.write(clips: samples, sampleRate: rate, to: "\(samplesDirectory)/latest.png")
+        try writeAudioSamples(fixedSamples(), sampleRate: gan.config.sampleRate, directory: samplesDirectory,
+                              name: completed ? String(format: "epoch_%03d", epoch + 1) : String(format: "epoch_%03d_step_%d", epoch + 1, step))
     }
+}
+
+/// Writes the per-epoch samples of an audio task: `directory/NAME_K.wav` and `latest_K.wav` for each
+/// clip, `NAME.png` and `latest.png` with their waveforms and spectrograms.
+func writeAudioSamples(_ samples: [[Float]], sampleRate rate: Int, directory: String, name: String) throws {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    for (k, wave) in samples.enumerated() {
+        let clip = AudioClip(samples: wave, channels: 1, sampleRate: rate)
+        try AudioIO.writeWAV(clip, to: "\(directory)/\(name)_\(k).wav")
+        try AudioIO.writeWAV(clip, to: "\(directory)/latest_\(k).wav")
+    }
+    try AudioFigure.write(clips: samples, sampleRate: rate, to: "\(directory)/\(name).png")
+    try AudioFigure.write(clips: samples, sampleRate: rate, to: "\(directory)/latest.png")
 }

@@ -126,20 +126,26 @@ extension SampleGAN {
         (try? Checkpoint.load(checkpoint).kind) == "wavegan" || (out?.lowercased().hasSuffix(".wav") ?? false)
     }
 
-    /// Writes clips from a WaveGAN checkpoint: `--out x.wav` (one clip; with `--count N` > 1,
-    /// x_0000.wav …) or `--out-dir DIR` (NNNN.wav), plus the waveform/spectrogram PNG beside them.
+    /// Writes clips from a WaveGAN checkpoint (see `sampleAudio`).
     func runAudio() throws {
+        try sampleAudio(checkpoint: checkpoint, count: count, seed: seed, out: out, outDir: outDir)
+    }
+}
+
+/// `forge sample gan|vae` on an audio checkpoint: `--out x.wav` (one clip; with `--count N` > 1,
+/// x_0000.wav …) or `--out-dir DIR` (NNNN.wav), plus the waveform/spectrogram PNG beside them.
+func sampleAudio(checkpoint: String, count: Int?, seed: UInt64, out: String?, outDir: String?) throws {
         do {
-            let sampler = try AudioGANSampler(checkpoint: checkpoint)
+            let sampler = try openAudioClipSource(checkpoint: checkpoint)
             let n = count ?? 1
             let clips = try sampler.sample(count: n, seed: seed)
             if let outDir {
                 let paths = try AudioSampling.writeWAVs(clips, to: outDir)
                 try AudioSampling.writeFigure(clips, to: outDir + "/spectrograms.png")
-                say("wrote \(paths.count) WAVs (\(sampler.config.sampleRate) Hz) and spectrograms.png to \(outDir)/")
+                say("wrote \(paths.count) WAVs (\(sampler.sampleRate) Hz) and spectrograms.png to \(outDir)/")
                 return
             }
-            let path = out ?? "samples/wavegan.wav"
+            let path = out ?? "samples/\(sampler.modelKind).wav"
             let stem = path.lowercased().hasSuffix(".wav") ? String(path.dropLast(4)) : path
             var written: [String] = []
             if n == 1 {
@@ -153,8 +159,8 @@ extension SampleGAN {
                 }
             }
             try AudioSampling.writeFigure(clips, to: stem + ".png")
-            say("wrote \(written.count == 1 ? written[0] : "\(written.count) clips \(stem)_NNNN.wav") (\(sampler.config.sampleRate) Hz, "
-                  + "\(sampler.config.length) samples) and \(stem).png")
+            say("wrote \(written.count == 1 ? written[0] : "\(written.count) clips \(stem)_NNNN.wav") (\(sampler.sampleRate) Hz, "
+                  + "\(sampler.length) samples) and \(stem).png")
         } catch let error as CheckpointError {
             printError("forge: \(error)")
             throw ExitCode(2)
@@ -162,7 +168,6 @@ extension SampleGAN {
             printError("forge: \(error)")
             throw ExitCode(2)
         }
-    }
 }
 
 extension BenchGAN {
@@ -199,9 +204,9 @@ extension BenchGAN {
 struct GenerateAudio: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audio",
-        abstract: "Write a synthetic sound dataset from a WaveGAN checkpoint: DIR/NNNNNN.wav + manifest.csv (per-item seeds, --only, --resume).")
+        abstract: "Write a synthetic sound dataset from a WaveGAN or audio VAE checkpoint: DIR/NNNNNN.wav + manifest.csv (per-item seeds, --only, --resume).")
 
-    @Option(help: "The WaveGAN checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors).") var checkpoint: String
     @Option(help: "Number of clips.") var count: Int
     @Option(help: "Output folder.") var out: String
     @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = 0
@@ -220,8 +225,8 @@ struct GenerateAudio: ParsableCommand {
         do {
             let options = AudioGenerationOptions(count: count, seed: seed, batchSize: batch, resume: resume, only: only)
             let generator = try AudioDatasetGenerator(checkpoint: checkpoint, options: options, outputDirectory: out)
-            let c = generator.sampler.config
-            say("generate audio: \(count) clips × \(c.length) samples at \(c.sampleRate) Hz → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
+            let c = generator.sampler
+            say("generate audio: \(count) clips × \(c.length) samples at \(c.sampleRate) Hz from \(c.modelKind) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
             let report = try generator.run { done, total in say("  \(done)/\(total) clips") }
             say(String(format: "wrote %d clips (%@kept %d) in %.1f s: %.1f clips/s; manifest %@/manifest.csv",
                          report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out))
@@ -240,5 +245,72 @@ struct GenerateAudio: ParsableCommand {
             printError("forge: \(error)")
             throw ExitCode(2)
         }
+    }
+}
+
+extension TrainVAE {
+    /// `--modality`, or for `auto` whether `--data` is a folder of sound files.
+    var isAudio: Bool {
+        switch modality {
+        case .audio: return true
+        case .image: return false
+        case .auto: return AudioData.isAudioFolder(data)
+        }
+    }
+
+    /// Trains the 1-D conv audio VAE (Gaussian likelihood with learned σ) on the audio folder `--data`.
+    func runAudio() throws {
+        guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
+        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
+        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        let samplesDirectory = samples ?? "samples/\(name)"
+        var config = AudioVAEConfig()
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            config = try Checkpoint.load(checkpointPath, expectedKind: "audiovae").config(as: AudioVAEConfig.self)
+        } else {
+            guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
+            (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)
+            (config.learningRate, config.batchSize, config.seed) = (lr, batch ?? 16, seed)
+        }
+        if let problem = config.problem { throw ValidationError(problem) }
+        let folder: AudioFolder
+        do {
+            folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
+        } catch let error as DataIOError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+        say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz from \(data)"
+              + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped"))
+        let vae = AudioVAE(config)
+        say("model: audio VAE \(config.length) samples, width \(config.width), latent \(config.latent), kernel \(config.kernelSize) stride 4, "
+              + "Gaussian likelihood with learned σ, \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
+        let task = try AudioVAETrainingTask(vae: vae, clips: folder.clips, samplesDirectory: samplesDirectory, sampleEvery: sampleEvery)
+        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 10 : nil), minutes: minutes,
+                                      checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
+                                      resume: resume, logEvery: logEvery)
+        do {
+            let summary = try TrainingLoop(task: task, options: options).run()
+            let m = summary.lastMetrics
+            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; -ELBO %.1f nats/clip (recon %.1f, KL %.1f), σ %.4f",
+                         summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                         m["loss"] ?? .nan, m["recon"] ?? .nan, m["kl"] ?? .nan, m["sigma"] ?? .nan))
+            say("checkpoint: \(checkpointPath)")
+            say("samples: \(samplesDirectory)/latest_K.wav + latest.png (prior samples: waveforms, spectrograms), metrics.csv, loss.png")
+            if summary.outcome == .interrupted { throw ExitCode(130) }
+        } catch let error as TrainingError {
+            printError("forge: \(error)")
+            throw ExitCode(3)
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+extension SampleVAE {
+    /// Writes clips from an audio VAE checkpoint (see `sampleAudio`).
+    func runAudio() throws {
+        try sampleAudio(checkpoint: checkpoint, count: count, seed: seed, out: out, outDir: outDir)
     }
 }

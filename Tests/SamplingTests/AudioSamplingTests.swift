@@ -138,4 +138,29 @@ final class AudioGenerationTests: XCTestCase {
         // Other parameters in the same folder are refused.
         XCTAssertThrowsError(try AudioDatasetGenerator(checkpoint: ck, options: AudioGenerationOptions(count: 5, seed: 4, batchSize: 2), outputDirectory: out).run())
     }
+
+    /// An audio VAE checkpoint samples and generates through the same paths as a WaveGAN one.
+    func testAudioVAECheckpointSamplesAndGenerates() throws {
+        let dir = NSTemporaryDirectory() + "forge-audiovae-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        var c = AudioVAEConfig()
+        (c.length, c.sampleRate, c.latent, c.width, c.batchSize) = (4096, 8000, 4, 2, 4)
+        let clips = Tensor(shape: [8, 4096], data: (0..<(8 * 4096)).map { Float(sin(Double($0) * 0.2)) * 0.3 })
+        let task = try AudioVAETrainingTask(vae: AudioVAE(c), clips: clips, samplesDirectory: dir + "/samples", sampleCount: 2)
+        let options = TrainingOptions(epochs: 1, checkpointPath: dir + "/vae.safetensors", outputDirectory: dir + "/samples",
+                                      handleInterrupts: false, showProgress: false)
+        _ = try TrainingLoop(task: task, options: options, log: { _ in }).run()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/samples/epoch_001_1.wav"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/samples/epoch_001.png"))
+        let source = try openAudioClipSource(checkpoint: dir + "/vae.safetensors")
+        XCTAssertEqual(source.modelKind, "audiovae")
+        let a = try source.sample(count: 2, seed: 1)
+        XCTAssertEqual(a, try source.sample(count: 2, seed: 1))
+        XCTAssertEqual(a[0].frameCount, 4096)
+        let report = try AudioDatasetGenerator(checkpoint: dir + "/vae.safetensors", options: AudioGenerationOptions(count: 3),
+                                               outputDirectory: dir + "/set").run()
+        XCTAssertEqual(report.written, 3)
+        XCTAssertEqual(try Manifest.read(path: dir + "/set/manifest.csv").modelKind, "audiovae")
+    }
 }
