@@ -26,10 +26,16 @@ func printError(_ text: String) {
 struct TrainGAN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gan",
-        abstract: "Train a DCGAN (class-conditional when the data has classes) on an image folder or IDX files.")
+        abstract: "Train a DCGAN (class-conditional when the data has classes) on an image folder or IDX files, or a WaveGAN on a folder of sounds.")
 
-    @Option(help: "Image folder (class sub-folders = classes) or a folder of MNIST-style IDX files.")
+    @Option(help: "Image folder (class sub-folders = classes), a folder of MNIST-style IDX files, or a folder of .wav/.flac/.ogg files.")
     var data: String
+    @Option(help: "auto (audio when --data holds sound files and no images), image or audio.")
+    var modality: Modality = .auto
+    @Option(help: "Audio: clip length in samples, 4096, 8192 or 16384.") var length: Int = 4096
+    @Option(help: "Audio: sample rate (default: the folder's rate; other files are resampled).") var rate: Int?
+    @Option(help: "Audio: phase-shuffle radius of the discriminator (0 = off).") var phaseShuffle: Int = 2
+    @Option(help: "Audio: epochs between written WAV samples and spectrograms.") var sampleEvery: Int = 1
     @Option(help: "Image size: 32 or 64 (28-pixel data is resized).")
     var size: Int = 32
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).")
@@ -49,8 +55,8 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Class conditioning: auto (on when the data has classes), on, off.")
     var conditional: ConditionalMode = .auto
     @Option(help: "Latent size.") var nz: Int = 100
-    @Option(help: "Generator width.") var ngf: Int = 64
-    @Option(help: "Discriminator width.") var ndf: Int = 64
+    @Option(help: "Generator width (default 64 for images, 32 for audio).") var ngf: Int?
+    @Option(help: "Discriminator width (default 64 for images, 32 for audio).") var ndf: Int?
     @Option(help: "Label embedding size of the conditional generator.") var embed: Int = 50
     @Option(help: "Adam learning rate.") var lr: Float = 2e-4
     @Option(help: "Adam beta1.") var beta1: Float = 0.5
@@ -64,9 +70,11 @@ struct TrainGAN: ParsableCommand {
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if let minutes, !(minutes > 0) { throw ValidationError("--minutes must be positive") }
         guard batch >= 2 else { throw ValidationError("--batch must be at least 2") }
+        guard sampleEvery >= 1 else { throw ValidationError("--sample-every must be at least 1") }
     }
 
     func run() throws {
+        if isAudio { return try runAudio() }
         let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
         let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
         let samplesDirectory = samples ?? "samples/\(name)"
@@ -96,7 +104,7 @@ struct TrainGAN: ParsableCommand {
             }
             config.imageSize = imageSize
             config.channels = channelCount
-            (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf, ndf, embed)
+            (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf ?? 64, ndf ?? 64, embed)
             (config.learningRate, config.beta1, config.beta2) = (lr, beta1, beta2)
             config.batchSize = batch
             config.seed = seed
@@ -133,15 +141,15 @@ struct TrainGAN: ParsableCommand {
 struct SampleGAN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gan",
-        abstract: "Draw images from a DCGAN checkpoint: a grid, one PNG per image, or a latent interpolation.")
+        abstract: "Draw images from a DCGAN checkpoint (a grid, one PNG per image, or a latent interpolation), or WAVs from a WaveGAN checkpoint.")
 
     @Option(help: "The checkpoint (.safetensors) written by `forge train gan`.")
     var checkpoint: String
-    @Option(help: "Number of images.") var count: Int = 64
+    @Option(help: "Number of images (default 64) or clips (default 1).") var count: Int?
     @Option(help: "Seed of the latent vectors.") var seed: UInt64 = 0
     @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).")
     var className: String?
-    @Option(help: "Grid PNG to write.") var out: String?
+    @Option(help: "Grid PNG to write (audio: x.wav, with x.png showing waveform and spectrogram).") var out: String?
     @Option(help: "Write one PNG per image into this folder instead of a grid.") var outDir: String?
     @Option(help: "Interpolate between the latent vectors of two seeds, e.g. 3,7.") var interpolate: String?
     @Option(help: "Images in the interpolation strip.") var steps: Int = 10
@@ -149,11 +157,13 @@ struct SampleGAN: ParsableCommand {
 
     func validate() throws {
         if out != nil && outDir != nil { throw ValidationError("give --out or --out-dir, not both") }
-        guard count > 0 else { throw ValidationError("--count must be positive") }
+        if let count, count <= 0 { throw ValidationError("--count must be positive") }
         guard columns > 0 else { throw ValidationError("--columns must be positive") }
     }
 
     func run() throws {
+        if isAudioCheckpoint { return try runAudio() }
+        let count = self.count ?? 64
         do {
             let sampler = try GANSampler(checkpoint: checkpoint)
             let classIndex = try className.map { try sampler.classIndex($0) }
@@ -190,19 +200,24 @@ struct SampleGAN: ParsableCommand {
 struct BenchGAN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gan",
-        abstract: "Time one DCGAN D+G step on synthetic data (the structure of ../shared/bench/ref_dcgan.py).")
+        abstract: "Time one DCGAN (or WaveGAN, --modality audio) D+G step on synthetic data (the structure of ../shared/bench/ref_dcgan.py).")
+
+    @Option(help: "image (DCGAN) or audio (WaveGAN).") var modality: Modality = .image
+    @Option(help: "Audio: clip length in samples (4096, 8192, 16384).") var length: Int = 4096
 
     @Option(help: "Image size: 32 or 64.") var size: Int = 32
     @Option(help: "Batch size.") var batch: Int = 64
     @Option(help: "Channels.") var channels: Int = 3
     @Option var nz: Int = 100
-    @Option var ngf: Int = 64
-    @Option var ndf: Int = 64
+    @Option(help: "Generator width (default 64 for images, 32 for audio).") var ngf: Int?
+    @Option(help: "Discriminator width (default 64 for images, 32 for audio).") var ndf: Int?
     @Option(help: "Untimed steps first.") var warmup: Int = 5
     @Option(help: "Steps per timed round.") var steps: Int = 10
     @Option(help: "Timed rounds (the median is reported).") var rounds: Int = 3
 
     func run() throws {
+        if modality == .audio { return try runAudio() }
+        let (ngf, ndf) = (self.ngf ?? 64, self.ndf ?? 64)
         var config = DCGANConfig()
         (config.imageSize, config.channels, config.nz, config.ngf, config.ndf, config.batchSize) = (size, channels, nz, ngf, ndf, batch)
         if let problem = config.problem { throw ValidationError(problem) }

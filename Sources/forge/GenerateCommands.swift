@@ -11,7 +11,7 @@ import Sampling
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a synthetic dataset (a folder of items plus manifest.csv) from a checkpoint.",
-        subcommands: [GenerateImages.self, GenerateText.self])
+        subcommands: [GenerateImages.self, GenerateText.self, GenerateAudio.self])
 }
 
 /// Opens an image-generating checkpoint by its kind.

@@ -40,11 +40,15 @@ struct TrainVAE: ParsableCommand {
         --val-split F, else the data's own test split (IDX t10k files, test/ or val/), else 10% of the data.
         """)
 
-    @Option(help: "Image folder or a folder of MNIST-style IDX files.") var data: String
+    @Option(help: "Image folder, a folder of MNIST-style IDX files, or a folder of .wav/.flac/.ogg files (1-D conv VAE).") var data: String
+    @Option(help: "auto (audio when --data holds sound files and no images), image or audio.") var modality: Modality = .auto
+    @Option(help: "Audio: clip length in samples, 4096, 8192 or 16384.") var length: Int = 4096
+    @Option(help: "Audio: sample rate (default: the folder's rate; other files are resampled).") var rate: Int?
+    @Option(help: "Audio: epochs between written WAV samples and spectrograms.") var sampleEvery: Int = 1
     @Option(help: "Image side (images are resized).") var size: Int = 28
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
     @Option(help: "Encoder/decoder: mlp (pytorch/examples) or conv.") var arch: VAEArchitecture = .mlp
-    @Option(help: "Latent size.") var latent: Int = 20
+    @Option(help: "Latent size (default 20; audio 64).") var latent: Int?
     @Option(help: "MLP hidden width (default 400) or the first conv layer's channels (default 32).") var hidden: Int?
     @Option(help: "p(x|z): bernoulli (default for 1 channel), gaussian (fixed σ), gaussian-learned (default for RGB).")
     var likelihood: VAELikelihood?
@@ -52,7 +56,7 @@ struct TrainVAE: ParsableCommand {
     @Flag(help: "Condition on the class labels (CVAE).") var conditional = false
     @Option(help: "Total epochs (default 10 when --minutes is not given).") var epochs: Int?
     @Option(help: "Stop after this many minutes (saving a checkpoint).") var minutes: Double?
-    @Option(help: "Batch size.") var batch: Int = 128
+    @Option(help: "Batch size (default 128; audio 16).") var batch: Int?
     @Option(help: "Adam learning rate.") var lr: Float = 1e-3
     @Option(help: "Seed of the weights, data order and noise.") var seed: UInt64 = 1
     @Option(help: "Hold out this fraction of --data for the test loss.") var valSplit: Double?
@@ -68,10 +72,13 @@ struct TrainVAE: ParsableCommand {
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if let minutes, !(minutes > 0) { throw ValidationError("--minutes must be positive") }
         if val != nil && valSplit != nil { throw ValidationError("give --val or --val-split, not both") }
-        guard batch >= 1 else { throw ValidationError("--batch must be positive") }
+        if let batch, batch < 1 { throw ValidationError("--batch must be positive") }
+        guard sampleEvery >= 1 else { throw ValidationError("--sample-every must be at least 1") }
     }
 
     func run() throws {
+        if isAudio { return try runAudio() }
+        let (latent, batch) = (self.latent ?? 20, self.batch ?? 128)
         let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
         let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
         let samplesDirectory = samples ?? "samples/\(name)"
@@ -155,10 +162,10 @@ struct SampleVAE: ParsableCommand {
         abstract: "Decode draws from the prior of a VAE checkpoint: a grid, one PNG per image, or a latent interpolation.")
 
     @Option(help: "The checkpoint (.safetensors) written by `forge train vae`.") var checkpoint: String
-    @Option(help: "Number of images.") var count: Int = 64
+    @Option(help: "Number of images (default 64) or clips (default 1).") var count: Int?
     @Option(help: "Seed of the latent vectors.") var seed: UInt64 = 0
     @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).") var className: String?
-    @Option(help: "Grid PNG to write (default samples/vae.png).") var out: String?
+    @Option(help: "Grid PNG to write (default samples/vae.png); audio checkpoints: x.wav (+ x.png spectrograms).") var out: String?
     @Option(help: "Write one PNG per image into this folder instead of a grid.") var outDir: String?
     @Option(help: "Interpolate between the latent vectors of two seeds, e.g. 3,7.") var interpolate: String?
     @Option(help: "Images in the interpolation strip.") var steps: Int = 10
@@ -166,11 +173,13 @@ struct SampleVAE: ParsableCommand {
 
     func validate() throws {
         if out != nil && outDir != nil { throw ValidationError("give --out or --out-dir, not both") }
-        guard count > 0 else { throw ValidationError("--count must be positive") }
+        if let count, count <= 0 { throw ValidationError("--count must be positive") }
         guard columns > 0 else { throw ValidationError("--columns must be positive") }
     }
 
     func run() throws {
+        if (try? Checkpoint.load(checkpoint).kind) == "audiovae" { return try runAudio() }
+        let count = self.count ?? 64
         do {
             let sampler = try VAESampler(checkpoint: checkpoint)
             let classIndex = try className.map { try sampler.classIndex($0) }

@@ -1,0 +1,311 @@
+import Foundation
+import TensorCore
+
+// WaveGAN (Donahue, McAuley & Puckette 2019, "Adversarial Audio Synthesis"): DCGAN flattened to
+// one dimension. The generator is a dense layer to (16d, length/1024) followed by five transposed
+// convolutions with kernel 25 and stride 4 (each ×4: kernel 25, padding 11, output padding 1 gives
+// exactly 4·L out), the discriminator five strided convolutions (kernel 25, stride 4, padding 11:
+// exactly L/4 out) with *phase shuffle* between them and a dense layer to one logit.
+//
+// Differences from the paper, and why:
+// * Loss: the non-saturating BCE loss of Forge's image DCGAN instead of WGAN-GP. It reuses the
+//   tested DCGAN step and needs no second-order gradients (the gradient penalty would need a
+//   double-backward TensorCore does not have).
+// * BatchNorm in G (after the dense layer and every transposed conv but the last) and in D (every
+//   conv but the first), as in DCGAN: with BCE, BatchNorm is what keeps DCGAN-style training stable;
+//   WaveGAN could drop it because WGAN-GP forbids BatchNorm in the critic.
+// * Width d is a parameter (the paper: 64). On 2 CPU cores d = 32 at 4096 samples is affordable.
+//
+// Tensor layout: (B, C, L), BatchNorm2d normalises per channel over (B, L).
+
+/// Hyper-parameters of a WaveGAN and its training, stored in checkpoints as JSON.
+public struct WaveGANConfig: Codable, Equatable, Sendable {
+    /// Clip length in samples: 4096, 8192 or 16384 (= start length · 4⁵ with start 4, 8, 16).
+    public var length: Int = 4096
+    /// Sample rate of the training clips (Hz); generated WAVs are written at this rate.
+    public var sampleRate: Int = 16000
+    /// Latent size.
+    public var nz: Int = 100
+    /// Model width d: G goes 16d → 8d → 4d → 2d → d → 1 channels, D the reverse.
+    public var ngf: Int = 32
+    public var ndf: Int = 32
+    /// Kernel size of every (transposed) convolution.
+    public var kernelSize: Int = 25
+    /// Phase-shuffle radius n of the discriminator (0 = off).
+    public var phaseShuffle: Int = 2
+    public var learningRate: Float = 2e-4
+    public var beta1: Float = 0.5
+    public var beta2: Float = 0.999
+    public var batchSize: Int = 64
+    /// Seed of the initial weights, the data order and the training noise.
+    public var seed: UInt64 = 1
+
+    public init() {}
+
+    /// The five ×4 stages.
+    public static let stages = 5
+    /// Allowed clip lengths.
+    public static let lengths = [4096, 8192, 16384]
+
+    /// Length of the generator's first feature map (length / 4⁵).
+    public var startLength: Int { length >> (2 * Self.stages) }
+
+    /// Padding that makes a stride-4 conv map L to exactly L/4, and the transposed conv 4L
+    /// (with output padding 1): (kernel − 3) / 2, so the kernel must be odd (25 → 11).
+    public var padding: Int { (kernelSize - 3) / 2 }
+
+    /// A description of what is wrong, or nil.
+    public var problem: String? {
+        if !Self.lengths.contains(length) { return "clip length must be 4096, 8192 or 16384 samples, got \(length)" }
+        if sampleRate < 1 { return "sample rate must be positive, got \(sampleRate)" }
+        if nz < 1 || ngf < 1 || ndf < 1 { return "nz, ngf and ndf must be positive" }
+        if kernelSize < 5 || kernelSize % 2 == 0 { return "kernel size must be odd and at least 5, got \(kernelSize)" }
+        if phaseShuffle < 0 || phaseShuffle >= startLength * 4 { return "phase shuffle radius \(phaseShuffle) does not fit the feature maps" }
+        if batchSize < 2 { return "batch size must be at least 2 (BatchNorm needs batch statistics)" }
+        if !(learningRate > 0) { return "learning rate must be positive" }
+        return nil
+    }
+}
+
+/// N(mean, std) initial values of `shape` (the DCGAN `weights_init`).
+private func normal(_ shape: [Int], mean: Float = 0, std: Float = 0.02, _ g: inout RandomGenerator) -> Tensor {
+    Tensor.randn(shape, mean: mean, std: std, generator: &g)
+}
+
+/// BatchNorm with weight N(1, 0.02) and bias 0 (it normalises (B, C, L) per channel).
+private func batchNorm(_ features: Int, _ g: inout RandomGenerator) -> BatchNorm2d {
+    let bn = BatchNorm2d(features)
+    bn.weight!.mutablePointer.update(from: normal([features], mean: 1, &g).pointer, count: features)
+    return bn
+}
+
+// MARK: - phase shuffle
+
+/// Phase shuffle (WaveGAN §3.3): shifts each example's feature map (B, C, L) along L by its own
+/// k ∈ [−radius, radius] drawn from `generator`, filling the gap by reflection (x[−1] = x[1]), so
+/// the discriminator cannot tell real from fake by the periodic artefacts of transposed convs.
+///
+/// Built from differentiable gathers: (B, C, L) → (B·L, C) rows, `indexSelect` of the shifted row
+/// of each position, and back; the gradient scatters through `indexSelect`.
+public func phaseShuffle(_ x: Tensor, radius: Int, generator g: inout RandomGenerator) -> Tensor {
+    require(x.rank == 3, "phaseShuffle: input must be (B, C, L), got \(x.shape)")
+    guard radius > 0 else { return x }
+    let (b, c, l) = (x.shape[0], x.shape[1], x.shape[2])
+    require(l > radius, "phaseShuffle: length \(l) must exceed the radius \(radius)")
+    var rows = [Int]()
+    rows.reserveCapacity(b * l)
+    for i in 0..<b {
+        let k = g.nextInt(below: 2 * radius + 1) - radius
+        for t in 0..<l {
+            var s = t - k                       // output t reads input t − k
+            if s < 0 { s = -s }                 // reflect at the left edge
+            if s >= l { s = 2 * (l - 1) - s }   // and at the right edge
+            rows.append(i * l + s)
+        }
+    }
+    let positions = x.permuted([0, 2, 1]).reshaped([b * l, c])         // (B·L, C)
+    return positions.indexSelect(rows).reshaped([b, l, c]).permuted([0, 2, 1])  // (B, C, L)
+}
+
+// MARK: - generator
+
+/// z (B, nz) → waveforms (B, 1, length) in [-1, 1].
+public final class WaveGANGenerator: Module {
+    public var isTraining = true
+    public let config: WaveGANConfig
+    /// z → (16d · startLength): the paper's dense projection.
+    public let dense: Linear
+    /// BatchNorm/ReLU then five transposed convs (×4 each), ending in Tanh.
+    public let main: Sequential
+
+    public init(_ config: WaveGANConfig, generator g: inout RandomGenerator) {
+        self.config = config
+        let d = config.ngf, k = config.kernelSize, p = config.padding
+        let first = 16 * d
+        dense = Linear(weight: normal([first * config.startLength, config.nz], &g), bias: Tensor.zeros([first * config.startLength]))
+        var layers: [any Layer] = [batchNorm(first, &g), ReLU()]
+        var channels = first
+        for stage in 0..<WaveGANConfig.stages {
+            let last = stage == WaveGANConfig.stages - 1
+            let out = last ? 1 : channels / 2
+            layers.append(ConvTranspose1d(weight: normal([channels, out, k], &g), bias: last ? Tensor.zeros([1]) : nil,
+                                          stride: 4, padding: p, outputPadding: 1))
+            layers += last ? [Tanh()] : [batchNorm(out, &g), ReLU()]
+            channels = out
+        }
+        main = Sequential(layers)
+    }
+
+    public var namedChildren: [(String, any Module)] { [("dense", dense), ("main", main)] }
+
+    /// z: (B, nz) → (B, 1, length).
+    public func forward(_ z: Tensor) -> Tensor {
+        let b = z.shape[0]
+        let x = dense(z).reshaped([b, 16 * config.ngf, config.startLength])  // (B, 16d, L/1024)
+        return main(x)
+    }
+}
+
+// MARK: - discriminator
+
+/// waveforms (B, 1, length) → one logit per clip (B).
+public final class WaveGANDiscriminator: Module {
+    public var isTraining = true
+    public let config: WaveGANConfig
+    /// Five [Conv1d stride 4, (BatchNorm), LeakyReLU(0.2)] blocks; phase shuffle runs between them.
+    public let blocks: [Sequential]
+    /// (16d · startLength) → 1 logit.
+    public let output: Linear
+
+    public init(_ config: WaveGANConfig, generator g: inout RandomGenerator) {
+        self.config = config
+        let d = config.ndf, k = config.kernelSize, p = config.padding
+        var blocks: [Sequential] = []
+        var channels = 1
+        for stage in 0..<WaveGANConfig.stages {
+            let out = d << stage  // d, 2d, 4d, 8d, 16d
+            var layers: [any Layer] = [Conv1d(weight: normal([out, channels, k], &g), bias: nil, stride: 4, padding: p)]
+            if stage > 0 { layers.append(batchNorm(out, &g)) }
+            layers.append(LeakyReLU(0.2))
+            blocks.append(Sequential(layers))
+            channels = out
+        }
+        self.blocks = blocks
+        output = Linear(weight: normal([1, channels * config.startLength], &g), bias: Tensor.zeros([1]))
+    }
+
+    public var namedChildren: [(String, any Module)] {
+        blocks.enumerated().map { ("block\($0.offset)", $0.element as any Module) } + [("output", output)]
+    }
+
+    /// x: (B, 1, length) → logits (B); phase shuffle after every block but the last, drawing the
+    /// shifts from `generator` (pass nil to skip it, e.g. when scoring clips).
+    public func forward(_ x: Tensor, shuffling generator: inout RandomGenerator?) -> Tensor {
+        var h = x
+        for (i, block) in blocks.enumerated() {
+            h = block(h)
+            if i < blocks.count - 1, config.phaseShuffle > 0, var g = generator {
+                h = phaseShuffle(h, radius: config.phaseShuffle, generator: &g)
+                generator = g
+            }
+        }
+        return output(h.reshaped([x.shape[0], -1])).reshaped([x.shape[0]])  // (B, 16d·L/1024) → (B)
+    }
+}
+
+// MARK: - the GAN and its training step
+
+/// WaveGAN generator, discriminator and their Adam optimizers.
+public final class WaveGAN {
+    public let config: WaveGANConfig
+    public let generator: WaveGANGenerator
+    public let discriminator: WaveGANDiscriminator
+    public let optimizerG: Adam
+    public let optimizerD: Adam
+
+    /// Builds both networks with weights drawn from `RandomGenerator(seed: config.seed)`.
+    public init(_ config: WaveGANConfig) {
+        precondition(config.problem == nil, "WaveGAN: \(config.problem ?? "")")
+        self.config = config
+        var g = RandomGenerator(seed: config.seed)
+        generator = WaveGANGenerator(config, generator: &g)
+        discriminator = WaveGANDiscriminator(config, generator: &g)
+        optimizerG = Adam(generator.parameters, learningRate: config.learningRate, betas: (config.beta1, config.beta2))
+        optimizerD = Adam(discriminator.parameters, learningRate: config.learningRate, betas: (config.beta1, config.beta2))
+    }
+
+    /// Latent vectors (count, nz) ~ N(0, 1).
+    public func noise(_ count: Int, generator g: inout RandomGenerator) -> Tensor {
+        Tensor.randn([count, config.nz], generator: &g)
+    }
+
+    /// One step on a real batch (B, 1, length) in [-1, 1], drawing z and the phase shifts from `rng`:
+    /// the same two updates as `DCGAN.trainStep` (D on real + detached fake, then G non-saturating).
+    public func trainStep(real: Tensor, rng: inout RandomGenerator) -> GANStepResult {
+        let b = real.shape[0]
+        let ones = Tensor.ones([b]), zeros = Tensor.zeros([b])
+        generator.train()
+        discriminator.train()
+        var shuffle: RandomGenerator? = rng
+
+        // (1) D step.
+        optimizerD.zeroGrad()
+        let outReal = discriminator.forward(real, shuffling: &shuffle)
+        let errDReal = binaryCrossEntropyWithLogits(outReal, targets: ones)
+        errDReal.backward()
+        var g = shuffle!
+        let z = noise(b, generator: &g)
+        shuffle = g
+        let fake = generator.forward(z)
+        let outFake = discriminator.forward(fake.detach(), shuffling: &shuffle)
+        let errDFake = binaryCrossEntropyWithLogits(outFake, targets: zeros)
+        errDFake.backward()
+        optimizerD.step()
+
+        // (2) G step with D frozen (backward skips D's weight gradients).
+        optimizerG.zeroGrad()
+        let dParams = discriminator.parameters
+        for p in dParams { p.requiresGrad = false }
+        let outG = discriminator.forward(fake, shuffling: &shuffle)
+        let errG = binaryCrossEntropyWithLogits(outG, targets: ones)
+        errG.backward()
+        for p in dParams { p.requiresGrad = true }
+        optimizerG.step()
+        rng = shuffle!
+
+        return GANStepResult(lossD: Double(errDReal.item) + Double(errDFake.item), lossG: Double(errG.item),
+                             dX: meanSigmoid(outReal), dGZ1: meanSigmoid(outFake), dGZ2: meanSigmoid(outG))
+    }
+
+    /// Waveforms (count, 1, length) for the given latent vectors, BatchNorm in evaluation mode, no graph.
+    public func generate(_ z: Tensor) -> Tensor {
+        let wasTraining = generator.isTraining
+        generator.eval()
+        defer { generator.train(wasTraining) }
+        return withNoGrad { generator.forward(z) }
+    }
+
+    /// Floating-point operations of one `trainStep` per clip (multiply-adds × 2, convolutions and
+    /// dense layers only): D runs forward 3× (real, fake, G step); its backward costs ≈ 2× forward
+    /// (weight and input gradients) in the D step on real and on fake, ≈ 1× in the G step (D's
+    /// weights are frozen, only input gradients flow); G runs forward once and backward once (2×).
+    public var trainingFLOPsPerClip: Double {
+        let gForward = generatorForwardFLOPs, dForward = discriminatorForwardFLOPs
+        return (3 + 2 + 2 + 1) * dForward + (1 + 2) * gForward
+    }
+
+    /// Forward FLOPs of G for one clip.
+    public var generatorForwardFLOPs: Double {
+        let c = config
+        var flops = 2.0 * Double(c.nz * 16 * c.ngf * c.startLength)
+        var channels = 16 * c.ngf, length = c.startLength
+        for stage in 0..<WaveGANConfig.stages {
+            let out = stage == WaveGANConfig.stages - 1 ? 1 : channels / 2
+            flops += 2.0 * Double(channels * out * c.kernelSize * length)  // every input sample scatters Cout·K
+            channels = out
+            length *= 4
+        }
+        return flops
+    }
+
+    /// Forward FLOPs of D for one clip.
+    public var discriminatorForwardFLOPs: Double {
+        let c = config
+        var flops = 0.0
+        var channels = 1, length = c.length
+        for stage in 0..<WaveGANConfig.stages {
+            let out = c.ndf << stage
+            length /= 4
+            flops += 2.0 * Double(channels * out * c.kernelSize * length)
+            channels = out
+        }
+        return flops + 2.0 * Double(channels * c.startLength)
+    }
+}
+
+/// mean(σ(logits)) in Double.
+private func meanSigmoid(_ logits: Tensor) -> Double {
+    var s = 0.0
+    for v in logits.buffer { s += 1 / (1 + Foundation.exp(-Double(v))) }
+    return s / Double(max(1, logits.count))
+}

@@ -1,0 +1,246 @@
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+
+/// A trained audio model (WaveGAN generator or audio VAE decoder) that turns latent vectors into clips.
+public protocol AudioClipSource: AnyObject {
+    /// The checkpoint kind ("wavegan", "audiovae").
+    var modelKind: String { get }
+    var sampleRate: Int { get }
+    /// Samples per clip.
+    var length: Int { get }
+    /// Latent size.
+    var latentSize: Int { get }
+    /// Clips for latent vectors (B, latentSize); each clip depends only on its own row.
+    func clips(fromLatents z: Tensor) -> [AudioClip]
+}
+
+extension AudioClipSource {
+    /// `count` clips from N(0, I) latent vectors drawn with `seed`.
+    public func sample(count: Int, seed: UInt64) throws -> [AudioClip] {
+        guard count > 0 else { throw SamplingError("count must be positive, got \(count)") }
+        var rng = RandomGenerator(seed: seed)
+        return clips(fromLatents: Tensor.randn([count, latentSize], generator: &rng))
+    }
+
+    /// Splits a model's output (B, 1, length) into mono clips.
+    func splitClips(_ waves: Tensor) -> [AudioClip] {
+        let n = length, all = waves.scalars
+        return (0..<waves.shape[0]).map {
+            AudioClip(samples: Array(all[($0 * n)..<(($0 + 1) * n)]), channels: 1, sampleRate: sampleRate)
+        }
+    }
+}
+
+/// Opens a `wavegan` or `audiovae` checkpoint by its stored kind.
+public func openAudioClipSource(checkpoint path: String) throws -> any AudioClipSource {
+    let kind = try Checkpoint.load(path).kind
+    switch kind {
+    case "wavegan": return try AudioGANSampler(checkpoint: path)
+    case "audiovae": return try AudioVAESampler(checkpoint: path)
+    default: throw SamplingError("\(path) is a \(kind) checkpoint, not an audio model (wavegan or audiovae)")
+    }
+}
+
+/// A trained WaveGAN generator loaded from a checkpoint, ready to draw clips.
+/// Sampling runs BatchNorm in evaluation mode without a graph, so a clip depends only on its own
+/// seed-derived z, not on the batch it is drawn with.
+public final class AudioGANSampler: AudioClipSource {
+    public let gan: WaveGAN
+    /// The training state the checkpoint was written at.
+    public let state: TrainingState
+
+    /// Loads the generator of a `wavegan` checkpoint (the discriminator and optimizers are ignored).
+    public init(checkpoint path: String) throws {
+        let saved = try Checkpoint.load(path, expectedKind: "wavegan")
+        let config = try saved.config(as: WaveGANConfig.self)
+        if let problem = config.problem { throw CheckpointError(path: path, message: "invalid configuration: \(problem)") }
+        gan = WaveGAN(config)
+        try saved.restore(modules: [("generator", gan.generator)])
+        state = saved.state
+    }
+
+    public var config: WaveGANConfig { gan.config }
+    public var modelKind: String { "wavegan" }
+    public var sampleRate: Int { config.sampleRate }
+    public var length: Int { config.length }
+    public var latentSize: Int { config.nz }
+    public func clips(fromLatents z: Tensor) -> [AudioClip] { splitClips(gan.generate(z)) }
+}
+
+/// A trained audio VAE loaded from a checkpoint; clips are the decoder's Gaussian mean.
+public final class AudioVAESampler: AudioClipSource {
+    public let vae: AudioVAE
+    public let state: TrainingState
+
+    public init(checkpoint path: String) throws {
+        let saved = try Checkpoint.load(path, expectedKind: "audiovae")
+        let config = try saved.config(as: AudioVAEConfig.self)
+        if let problem = config.problem { throw CheckpointError(path: path, message: "invalid configuration: \(problem)") }
+        vae = AudioVAE(config)
+        try saved.restore(modules: [("vae", vae)])
+        state = saved.state
+    }
+
+    public var config: AudioVAEConfig { vae.config }
+    public var modelKind: String { "audiovae" }
+    public var sampleRate: Int { config.sampleRate }
+    public var length: Int { config.length }
+    public var latentSize: Int { config.latent }
+    public func clips(fromLatents z: Tensor) -> [AudioClip] { splitClips(vae.generate(z)) }
+}
+
+/// Writing generated sound: WAV files and the waveform/spectrogram figure.
+public enum AudioSampling {
+    /// Writes `clip` as 16-bit WAV at `path`, creating the parent folder.
+    public static func writeWAV(_ clip: AudioClip, to path: String) throws {
+        try GANSampler.createParent(of: path)
+        try AudioIO.writeWAV(clip, to: path)
+    }
+
+    /// Writes the clips as `directory/prefixNNNN.wav`; returns the paths.
+    @discardableResult
+    public static func writeWAVs(_ clips: [AudioClip], to directory: String, prefix: String = "") throws -> [String] {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return try clips.enumerated().map { i, clip in
+            let path = directory + "/" + prefix + String(format: "%04d.wav", i)
+            try AudioIO.writeWAV(clip, to: path)
+            return path
+        }
+    }
+
+    /// Writes the waveform + spectrogram figure of `clips` (all at one sample rate) as a PNG.
+    public static func writeFigure(_ clips: [AudioClip], columns: Int = 2, to path: String) throws {
+        guard let rate = clips.first?.sampleRate else { throw SamplingError("no clips to draw") }
+        try GANSampler.createParent(of: path)
+        try AudioFigure.write(clips: clips.map { $0.mixedToMono().samples }, sampleRate: rate, columns: columns, to: path)
+    }
+}
+
+// MARK: - synthetic sound datasets
+
+/// Options of `forge generate audio` (the audio counterpart of `ImageGenerationOptions`).
+public struct AudioGenerationOptions: Sendable {
+    /// Number of clips.
+    public var count: Int
+    /// Run seed: clip i uses `ItemSeed.derive(runSeed: seed, index: i)`.
+    public var seed: UInt64
+    /// Clips per forward pass (BatchNorm runs in evaluation mode, so it does not change the bits).
+    public var batchSize: Int
+    /// Keep valid existing clips and write only the missing ones.
+    public var resume: Bool
+    /// Write only clip `only`.
+    public var only: Int?
+
+    public init(count: Int, seed: UInt64 = 0, batchSize: Int = 32, resume: Bool = false, only: Int? = nil) {
+        self.count = count
+        self.seed = seed
+        self.batchSize = batchSize
+        self.resume = resume
+        self.only = only
+    }
+}
+
+/// Writes a synthetic sound dataset from a WaveGAN or audio VAE checkpoint: `DIR/<index>.wav` (16-bit, the
+/// model's rate) and `DIR/manifest.csv` in the same format and with the same guarantees as
+/// `ImageDatasetGenerator`: per-item seeds (so `only` recreates one clip bit for bit), a manifest
+/// written first and checked on `resume`, and stale temporary files removed on resume.
+public final class AudioDatasetGenerator {
+    public let sampler: any AudioClipSource
+    public let options: AudioGenerationOptions
+    public let outputDirectory: String
+    public let checkpointPath: String
+    /// SHA-256 of the checkpoint file.
+    public let checkpointSHA256: String
+    /// Every item of the run, in index order.
+    public let items: [PlannedItem]
+
+    public init(checkpoint path: String, options: AudioGenerationOptions, outputDirectory: String) throws {
+        guard options.batchSize > 0 else { throw SamplingError("the batch size must be positive, got \(options.batchSize)") }
+        guard options.count > 0 else { throw SamplingError("the count must be positive, got \(options.count)") }
+        if let only = options.only, !(0..<options.count).contains(only) {
+            throw SamplingError("--only \(only) is outside the run's items 0..<\(options.count)")
+        }
+        sampler = try openAudioClipSource(checkpoint: path)
+        let digits = max(6, String(options.count - 1).count)
+        items = (0..<options.count).map { i in
+            let number = String(repeating: "0", count: max(0, digits - String(i).count)) + String(i)
+            return PlannedItem(index: i, label: 0, className: "", file: number + ".wav", seed: ItemSeed.derive(runSeed: options.seed, index: i))
+        }
+        self.options = options
+        self.outputDirectory = outputDirectory
+        self.checkpointPath = path
+        self.checkpointSHA256 = try SHA256.hexDigest(ofFile: path)
+    }
+
+    /// The generation parameters as recorded in the manifest.
+    public var parameters: String {
+        "count=\(options.count) seed=\(options.seed) batch=\(options.batchSize) format=wav16 rate=\(sampler.sampleRate) length=\(sampler.length)"
+    }
+
+    /// The manifest of the whole run.
+    public var manifest: Manifest {
+        Manifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
+                 modelKind: sampler.modelKind, parameters: parameters,
+                 rows: items.map { Manifest.Row(file: $0.file, index: $0.index, label: 0, className: "", seed: $0.seed) })
+    }
+
+    /// Generates the planned clips (all, the missing ones with `resume`, or one with `only`) and
+    /// writes `manifest.csv`; `progress(done, total)` after each batch.
+    public func run(progress: (Int, Int) -> Void = { _, _ in }) throws -> GenerationReport {
+        let start = Date()
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        let manifestPath = outputDirectory + "/manifest.csv"
+        let expected = manifest
+        if manager.fileExists(atPath: manifestPath) {
+            let existing = try Manifest.read(path: manifestPath)
+            if existing.checkpointSHA256 != expected.checkpointSHA256 || existing.parameters != expected.parameters || existing.modelKind != expected.modelKind {
+                throw SamplingError("\(outputDirectory) holds a run of another checkpoint or other parameters (\(existing.modelKind), \(existing.parameters)); give the same arguments, or a new --out")
+            }
+        } else if !options.resume, options.only == nil, let entries = try? manager.contentsOfDirectory(atPath: outputDirectory), !entries.isEmpty {
+            throw SamplingError("\(outputDirectory) is not empty and has no manifest.csv; choose an empty or new folder")
+        }
+        try FileIO.writeAtomically(Array(expected.csv().utf8), to: manifestPath)
+        if options.resume {
+            for name in (try? manager.contentsOfDirectory(atPath: outputDirectory)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+                try? manager.removeItem(atPath: outputDirectory + "/" + name)
+            }
+        }
+        var report = GenerationReport()
+        var wanted = items.map { options.only == nil || $0.index == options.only }
+        if options.resume && options.only == nil {
+            for item in items where isValidItem(outputDirectory + "/" + item.file) {
+                wanted[item.index] = false
+                report.kept += 1
+            }
+        }
+        let total = wanted.filter { $0 }.count
+        var done = 0
+        for batchStart in stride(from: 0, to: items.count, by: options.batchSize) {
+            let missing = items[batchStart..<min(items.count, batchStart + options.batchSize)].filter { wanted[$0.index] }
+            guard !missing.isEmpty else { continue }
+            // One z per item from its own seed: a clip does not depend on the batch it is drawn in.
+            let z = Tensor.concat(missing.map { item -> Tensor in
+                var g = RandomGenerator(seed: item.seed)
+                return Tensor.randn([1, sampler.latentSize], generator: &g)
+            }, axis: 0)
+            for (item, clip) in zip(missing, sampler.clips(fromLatents: z)) {
+                try AudioIO.writeWAV(clip, to: outputDirectory + "/" + item.file)
+            }
+            done += missing.count
+            progress(done, total)
+        }
+        report.written = total
+        report.seconds = Date().timeIntervalSince(start)
+        return report
+    }
+
+    /// A file is a valid item when it decodes as mono audio of the model's rate and length.
+    func isValidItem(_ path: String) -> Bool {
+        guard let clip = try? AudioIO.read(path: path) else { return false }
+        return clip.channels == 1 && clip.sampleRate == sampler.sampleRate && clip.frameCount == sampler.length
+    }
+}

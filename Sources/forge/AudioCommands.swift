@@ -1,0 +1,316 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+import Sampling
+
+// The audio side of `forge train gan`, `forge sample gan` and `forge bench gan`: the WaveGAN.
+// `TrainGAN` / `SampleGAN` / `BenchGAN` route here when the data, the checkpoint or `--modality`
+// says audio.
+
+/// What a model learns from.
+enum Modality: String, ExpressibleByArgument, CaseIterable {
+    case auto, image, audio
+}
+
+enum AudioData {
+    static let imageExtensions: Set<String> = ["png", "jpg", "jpeg"]
+
+    /// Whether `path` is a folder of sound files: it holds audio files (any depth) and no images.
+    static func isAudioFolder(_ path: String) -> Bool {
+        var audio = 0, images = 0
+        let walker = FileManager.default.enumerator(atPath: path)
+        while let relative = walker?.nextObject() as? String {
+            let ext = (relative as NSString).pathExtension.lowercased()
+            if AudioFolder.audioExtensions.contains(ext) { audio += 1 }
+            if imageExtensions.contains(ext) { images += 1 }
+        }
+        return audio > 0 && images == 0
+    }
+
+    /// The sample rate of the first readable audio file in `path` (sorted order), used as the
+    /// default `--rate`: files at other rates are resampled to it.
+    static func firstSampleRate(in path: String) -> Int? {
+        var files: [String] = []
+        let walker = FileManager.default.enumerator(atPath: path)
+        while let relative = walker?.nextObject() as? String {
+            if AudioFolder.audioExtensions.contains((relative as NSString).pathExtension.lowercased()) { files.append(relative) }
+        }
+        for file in files.sorted() {
+            if let clip = try? AudioIO.read(path: path + "/" + file, mono: true) { return clip.sampleRate }
+        }
+        return nil
+    }
+}
+
+extension TrainGAN {
+    /// `--modality`, or for `auto` whether `--data` is a folder of sound files.
+    var isAudio: Bool {
+        switch modality {
+        case .audio: return true
+        case .image: return false
+        case .auto: return AudioData.isAudioFolder(data)
+        }
+    }
+
+    /// Trains a WaveGAN on the audio folder `--data`.
+    func runAudio() throws {
+        guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
+        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
+        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        let samplesDirectory = samples ?? "samples/\(name)"
+
+        var config = WaveGANConfig()
+        var fromCheckpoint = false
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            config = try Checkpoint.load(checkpointPath, expectedKind: "wavegan").config(as: WaveGANConfig.self)
+            fromCheckpoint = true
+        } else {
+            guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else {
+                throw ValidationError("no readable audio files in \(data)")
+            }
+            config.length = length
+            config.sampleRate = sampleRate
+            (config.nz, config.ngf, config.ndf) = (nz, ngf ?? 32, ndf ?? 32)
+            config.phaseShuffle = phaseShuffle
+            (config.learningRate, config.beta1, config.beta2) = (lr, beta1, beta2)
+            config.batchSize = batch
+            config.seed = seed
+        }
+        if let problem = config.problem { throw ValidationError(problem) }
+        let start = Date()
+        let folder: AudioFolder
+        do {
+            folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
+        } catch let error as DataIOError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+        say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz "
+              + String(format: "(%.2f s each) from %@", Double(config.length) / Double(config.sampleRate), data)
+              + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped")
+              + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
+        let gan = WaveGAN(config)
+        say("model: WaveGAN \(config.length) samples, d=\(config.ngf)/\(config.ndf), kernel \(config.kernelSize) stride 4, "
+              + "phase shuffle \(config.phaseShuffle), BCE loss, G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
+              + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
+        let task = try AudioGANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: samplesDirectory,
+                                            sampleCount: 4, sampleEvery: sampleEvery)
+        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 5 : nil), minutes: minutes,
+                                      checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
+                                      resume: resume, logEvery: logEvery)
+        do {
+            let summary = try TrainingLoop(task: task, options: options).run()
+            let m = summary.lastMetrics
+            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
+                         summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                         m["loss_d"] ?? .nan, m["loss_g"] ?? .nan, m["d_x"] ?? .nan, m["d_g_z1"] ?? .nan))
+            say("checkpoint: \(checkpointPath)")
+            say("samples: \(samplesDirectory)/latest_K.wav + latest.png (waveforms, spectrograms), metrics.csv, loss.png")
+            if summary.outcome == .interrupted { throw ExitCode(130) }
+        } catch let error as TrainingError {
+            printError("forge: \(error)")
+            throw ExitCode(3)
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+extension SampleGAN {
+    /// Whether `--checkpoint` holds a WaveGAN (the kind stored in the file).
+    var isAudioCheckpoint: Bool {
+        (try? Checkpoint.load(checkpoint).kind) == "wavegan" || (out?.lowercased().hasSuffix(".wav") ?? false)
+    }
+
+    /// Writes clips from a WaveGAN checkpoint (see `sampleAudio`).
+    func runAudio() throws {
+        try sampleAudio(checkpoint: checkpoint, count: count, seed: seed, out: out, outDir: outDir)
+    }
+}
+
+/// `forge sample gan|vae` on an audio checkpoint: `--out x.wav` (one clip; with `--count N` > 1,
+/// x_0000.wav …) or `--out-dir DIR` (NNNN.wav), plus the waveform/spectrogram PNG beside them.
+func sampleAudio(checkpoint: String, count: Int?, seed: UInt64, out: String?, outDir: String?) throws {
+        do {
+            let sampler = try openAudioClipSource(checkpoint: checkpoint)
+            let n = count ?? 1
+            let clips = try sampler.sample(count: n, seed: seed)
+            if let outDir {
+                let paths = try AudioSampling.writeWAVs(clips, to: outDir)
+                try AudioSampling.writeFigure(clips, to: outDir + "/spectrograms.png")
+                say("wrote \(paths.count) WAVs (\(sampler.sampleRate) Hz) and spectrograms.png to \(outDir)/")
+                return
+            }
+            let path = out ?? "samples/\(sampler.modelKind).wav"
+            let stem = path.lowercased().hasSuffix(".wav") ? String(path.dropLast(4)) : path
+            var written: [String] = []
+            if n == 1 {
+                try AudioSampling.writeWAV(clips[0], to: stem + ".wav")
+                written = [stem + ".wav"]
+            } else {
+                for (i, clip) in clips.enumerated() {
+                    let p = stem + String(format: "_%04d.wav", i)
+                    try AudioSampling.writeWAV(clip, to: p)
+                    written.append(p)
+                }
+            }
+            try AudioSampling.writeFigure(clips, to: stem + ".png")
+            say("wrote \(written.count == 1 ? written[0] : "\(written.count) clips \(stem)_NNNN.wav") (\(sampler.sampleRate) Hz, "
+                  + "\(sampler.length) samples) and \(stem).png")
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+}
+
+extension BenchGAN {
+    /// Times WaveGAN training steps on synthetic clips; reports clips/s and the GFLOP/s of the
+    /// convolutions and dense layers (`WaveGAN.trainingFLOPsPerClip`).
+    func runAudio() throws {
+        var config = WaveGANConfig()
+        (config.length, config.nz, config.ngf, config.ndf, config.batchSize) = (length, nz, ngf ?? 32, ndf ?? 32, batch)
+        if let problem = config.problem { throw ValidationError(problem) }
+        let gan = WaveGAN(config)
+        var rng = RandomGenerator(seed: 0)
+        let real = Tensor.uniform([batch, 1, length], low: -1, high: 1, generator: &rng)  // synthetic "clips"
+        say("forge bench gan --modality audio: wavegan \(length) b\(batch) d\(config.ngf)/\(config.ndf) kernel \(config.kernelSize) · BLAS \(BLAS.coreName) "
+              + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
+        for _ in 0..<warmup { _ = gan.trainStep(real: real, rng: &rng) }
+        var times: [Double] = []
+        for r in 0..<rounds {
+            let t0 = Date()
+            for _ in 0..<steps { _ = gan.trainStep(real: real, rng: &rng) }
+            let ms = Date().timeIntervalSince(t0) * 1000 / Double(steps)
+            times.append(ms)
+            say(String(format: "  round %d: %.1f ms/step", r + 1, ms))
+        }
+        let median = times.sorted()[times.count / 2]
+        let clipsPerSecond = Double(batch) * 1000 / median
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        say(String(format: "wavegan%d b%d: median %.1f ms/step, %.1f samples/s, %.1f GFLOP/s (%.2f GFLOP per clip per step), max RSS %.0f MB",
+                     length, batch, median, clipsPerSecond, clipsPerSecond * gan.trainingFLOPsPerClip / 1e9,
+                     gan.trainingFLOPsPerClip / 1e9, Double(usage.ru_maxrss) / 1024))
+    }
+}
+
+struct GenerateAudio: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audio",
+        abstract: "Write a synthetic sound dataset from a WaveGAN or audio VAE checkpoint: DIR/NNNNNN.wav + manifest.csv (per-item seeds, --only, --resume).")
+
+    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "Number of clips.") var count: Int
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = 0
+    @Option(help: "Clips per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 32
+    @Flag(help: "Continue an interrupted run: keep valid clips, generate the missing ones.") var resume = false
+    @Option(help: "Recreate only clip N (same arguments as the original run).") var only: Int?
+    @Option(help: "Also write a waveform/spectrogram PNG of the first (up to 8) clips.") var figure: String?
+
+    func validate() throws {
+        guard count >= 1 else { throw ValidationError("--count must be positive") }
+        guard batch >= 1 else { throw ValidationError("--batch must be positive") }
+        if resume && only != nil { throw ValidationError("give --resume or --only, not both") }
+    }
+
+    func run() throws {
+        do {
+            let options = AudioGenerationOptions(count: count, seed: seed, batchSize: batch, resume: resume, only: only)
+            let generator = try AudioDatasetGenerator(checkpoint: checkpoint, options: options, outputDirectory: out)
+            let c = generator.sampler
+            say("generate audio: \(count) clips × \(c.length) samples at \(c.sampleRate) Hz from \(c.modelKind) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
+            let report = try generator.run { done, total in say("  \(done)/\(total) clips") }
+            say(String(format: "wrote %d clips (%@kept %d) in %.1f s: %.1f clips/s; manifest %@/manifest.csv",
+                         report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out))
+            if let figure {
+                let clips = try generator.items.prefix(8).map { try AudioIO.read(path: out + "/" + $0.file) }
+                try AudioSampling.writeFigure(clips, to: figure)
+                say("figure: \(figure)")
+            }
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as DataIOError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+extension TrainVAE {
+    /// `--modality`, or for `auto` whether `--data` is a folder of sound files.
+    var isAudio: Bool {
+        switch modality {
+        case .audio: return true
+        case .image: return false
+        case .auto: return AudioData.isAudioFolder(data)
+        }
+    }
+
+    /// Trains the 1-D conv audio VAE (Gaussian likelihood with learned σ) on the audio folder `--data`.
+    func runAudio() throws {
+        guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
+        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
+        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        let samplesDirectory = samples ?? "samples/\(name)"
+        var config = AudioVAEConfig()
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            config = try Checkpoint.load(checkpointPath, expectedKind: "audiovae").config(as: AudioVAEConfig.self)
+        } else {
+            guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
+            (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)
+            (config.learningRate, config.batchSize, config.seed) = (lr, batch ?? 16, seed)
+        }
+        if let problem = config.problem { throw ValidationError(problem) }
+        let folder: AudioFolder
+        do {
+            folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
+        } catch let error as DataIOError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+        say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz from \(data)"
+              + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped"))
+        let vae = AudioVAE(config)
+        say("model: audio VAE \(config.length) samples, width \(config.width), latent \(config.latent), kernel \(config.kernelSize) stride 4, "
+              + "Gaussian likelihood with learned σ, \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
+        let task = try AudioVAETrainingTask(vae: vae, clips: folder.clips, samplesDirectory: samplesDirectory, sampleEvery: sampleEvery)
+        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 10 : nil), minutes: minutes,
+                                      checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
+                                      resume: resume, logEvery: logEvery)
+        do {
+            let summary = try TrainingLoop(task: task, options: options).run()
+            let m = summary.lastMetrics
+            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; -ELBO %.1f nats/clip (recon %.1f, KL %.1f), σ %.4f",
+                         summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                         m["loss"] ?? .nan, m["recon"] ?? .nan, m["kl"] ?? .nan, m["sigma"] ?? .nan))
+            say("checkpoint: \(checkpointPath)")
+            say("samples: \(samplesDirectory)/latest_K.wav + latest.png (prior samples: waveforms, spectrograms), metrics.csv, loss.png")
+            if summary.outcome == .interrupted { throw ExitCode(130) }
+        } catch let error as TrainingError {
+            printError("forge: \(error)")
+            throw ExitCode(3)
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+extension SampleVAE {
+    /// Writes clips from an audio VAE checkpoint (see `sampleAudio`).
+    func runAudio() throws {
+        try sampleAudio(checkpoint: checkpoint, count: count, seed: seed, out: out, outDir: outDir)
+    }
+}
