@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "DataIO", dependencies: ["TensorCore", "CPNG", "CJPEG", "CSndFile", "CZlib"]),
         .target(name: "Models", dependencies: ["TensorCore"]),
         .target(name: "Training", dependencies: ["TensorCore", "DataIO", "Models"]),
-        .target(name: "Sampling", dependencies: ["TensorCore", "DataIO", "Models"]),
+        .target(name: "Sampling", dependencies: ["TensorCore", "DataIO", "Models", "Training"]),
         .executableTarget(name: "forge", dependencies: [
             "TensorCore", "DataIO", "Models", "Training", "Sampling",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -40,7 +40,7 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DataIOTests", dependencies: ["DataIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
-        .testTarget(name: "SamplingTests", dependencies: ["Sampling"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "DataIO", "TensorCore"]),
+        .testTarget(name: "SamplingTests", dependencies: ["Sampling", "Training", "Models", "DataIO", "TensorCore"]),
     ]
 )

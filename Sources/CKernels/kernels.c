@@ -427,3 +427,49 @@ FK_CLONES void fk_bn_backward_dx(const float *restrict x, const float *restrict 
                                  float mean, float a, float b, float c) {
     for (long i = 0; i < n; i++) dx[i] = a * dy[i] + b * (x[i] - mean) + c;
 }
+
+// im2col / col2im with hoisted bounds (see CKernels.h)
+FK_INLINE long fk_cdiv(long a, long b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }  // ceil(a/b), b > 0
+FK_INLINE long fk_fdiv(long a, long b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }     // floor(a/b), b > 0
+FK_CLONES void fk_im2col_rows(const float *restrict img, float *restrict col, long C, long H, long W, long KH, long KW,
+                              long sh, long sw, long ph, long pw, long OH, long OW, long ld) {
+    for (long c = 0; c < C; c++)
+        for (long kh = 0; kh < KH; kh++)
+            for (long kw = 0; kw < KW; kw++) {
+                float *dst = col + ((c * KH + kh) * KW + kw) * ld;
+                const float *src = img + c * H * W;
+                long lo = fk_cdiv(pw - kw, sw); lo = lo < 0 ? 0 : (lo > OW ? OW : lo);
+                long hi = fk_fdiv(W - 1 + pw - kw, sw) + 1; hi = hi > OW ? OW : (hi < lo ? lo : hi);
+                for (long oh = 0; oh < OH; oh++) {
+                    long ih = oh * sh - ph + kh;
+                    float *d = dst + oh * OW;
+                    if (ih < 0 || ih >= H) { for (long ow = 0; ow < OW; ow++) d[ow] = 0.0f; continue; }
+                    const float *s = src + ih * W + kw - pw;
+                    for (long ow = 0; ow < lo; ow++) d[ow] = 0.0f;
+                    if (sw == 1) for (long ow = lo; ow < hi; ow++) d[ow] = s[ow];
+                    else if (sw == 2) for (long ow = lo; ow < hi; ow++) d[ow] = s[2 * ow];
+                    else for (long ow = lo; ow < hi; ow++) d[ow] = s[ow * sw];
+                    for (long ow = hi; ow < OW; ow++) d[ow] = 0.0f;
+                }
+            }
+}
+FK_CLONES void fk_col2im_rows(const float *restrict col, float *restrict img, long C, long H, long W, long KH, long KW,
+                              long sh, long sw, long ph, long pw, long OH, long OW, long ld) {
+    for (long c = 0; c < C; c++)
+        for (long kh = 0; kh < KH; kh++)
+            for (long kw = 0; kw < KW; kw++) {
+                const float *src = col + ((c * KH + kh) * KW + kw) * ld;
+                float *dst = img + c * H * W;
+                long lo = fk_cdiv(pw - kw, sw); lo = lo < 0 ? 0 : (lo > OW ? OW : lo);
+                long hi = fk_fdiv(W - 1 + pw - kw, sw) + 1; hi = hi > OW ? OW : (hi < lo ? lo : hi);
+                for (long oh = 0; oh < OH; oh++) {
+                    long ih = oh * sh - ph + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *s = src + oh * OW;
+                    float *d = dst + ih * W + kw - pw;
+                    if (sw == 1) for (long ow = lo; ow < hi; ow++) d[ow] += s[ow];
+                    else if (sw == 2) for (long ow = lo; ow < hi; ow++) d[2 * ow] += s[ow];
+                    else for (long ow = lo; ow < hi; ow++) d[ow * sw] += s[ow];
+                }
+            }
+}

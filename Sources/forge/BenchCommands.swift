@@ -2,15 +2,6 @@ import ArgumentParser
 import Foundation
 import TensorCore
 
-/// `forge bench …`: throughput of Forge's own workloads, printed so they can be set beside the
-/// PyTorch reference scripts (`bench/`, `make bench`).
-struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Measure throughput (samples/s, tokens/s, GFLOP/s).",
-        subcommands: [BenchCore.self]
-    )
-}
-
 struct BenchCore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "core",
@@ -18,12 +9,24 @@ struct BenchCore: ParsableCommand {
 
     @Option(help: "Timed repetitions per shape (the median is reported).") var reps = 7
     @Option(help: "Minimum milliseconds per repetition.") var minMs = 200.0
+    @Option(help: "all | info (the kernel line only) | matmul1024 (one RESULT line, for make bench)") var only = "all"
 
     func run() throws {
-        print(CoreBenchmark.header())
-        for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { print(line) }
-        for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { print(line) }
-        print(CoreBenchmark.opOverhead())
+        switch only {
+        case "info":
+            print("OpenBLAS \(BLAS.coreName), kernels \(BLAS.kernelLevel)")
+        case "matmul1024":
+            let n = 1024
+            var rng = RandomGenerator(seed: 1)
+            let a = Tensor.randn([n, n], generator: &rng), b = Tensor.randn([n, n], generator: &rng)
+            let t = CoreBenchmark.time(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
+            print("RESULT matmul1024 \(String(format: "%.2f", 2.0 * Double(n * n * n) / t / 1e9)) GFLOP/s")
+        default:
+            print(CoreBenchmark.header())
+            for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { print(line) }
+            for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { print(line) }
+            print(CoreBenchmark.opOverhead())
+        }
     }
 }
 

@@ -1,22 +1,39 @@
 import ArgumentParser
+import Foundation
 import TensorCore
 
+/// `forge`: the command-line front end. It only parses arguments and calls the library modules.
+/// Each model family keeps its commands in its own file (`GANCommands.swift`, `CharCommands.swift`, …)
+/// and registers them in the groups below.
 @main
 struct Forge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forge",
-        abstract: "Train generative models on images, text and sound, and generate data from them.",
-        version: "0.1.0",
-        subcommands: [Bench.self]
-    )
+        abstract: "Forge: train generative models on images, text and sound, and generate data from them.",
+        version: "forge 0.1.0",
+        subcommands: [Train.self, Sample.self, Bench.self])
 
+    /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
     static func main() {
-        BLAS.configure()  // may re-exec once to pick fast OpenBLAS kernels
-        do {
-            var command = try parseAsRoot()
-            try command.run()
-        } catch {
-            exit(withError: error)
-        }
+        BLAS.configure()
+        Self.main(nil)
     }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model.",
+        subcommands: [TrainGAN.self])
+}
+
+struct Sample: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sample from a trained checkpoint.",
+        subcommands: [SampleGAN.self])
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure throughput (compare with the PyTorch scripts in bench/: make bench).",
+        subcommands: [BenchCore.self, BenchGAN.self])
 }

@@ -77,3 +77,10 @@ void fk_bn_backward_sums(const float *x, const float *dy, long n, float mean, do
 void fk_bn_normalize(const float *x, float *y, long n, float mean, float scale, float shift);
 // dx[i] = a·dy[i] + b·(x[i] - mean) + c
 void fk_bn_backward_dx(const float *x, const float *dy, float *dx, long n, float mean, float a, float b, float c);
+// fk_im2col / fk_col2im with the valid output-column range [lo, hi) of each kernel column computed once,
+// so the inner loops are branch-free copies (sw == 1 vectorises). Same arguments and results.
+// Measured single-thread on DCGAN/3×3 planes: im2col 1.3–2× faster when OW >= 8; slower on 4-wide rows.
+void fk_im2col_rows(const float *img, float *col, long C, long H, long W, long KH, long KW,
+                    long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
+void fk_col2im_rows(const float *col, float *img, long C, long H, long W, long KH, long KW,
+                    long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);

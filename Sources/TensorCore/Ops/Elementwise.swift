@@ -52,6 +52,23 @@ func broadcastMap(_ a: Tensor, _ b: Tensor, op: String, _ f: @escaping (Float, F
     } else if a.count == 1 {
         let av = a.pointer[0]
         parallelFor(n) { s, e in for i in s..<e { po.p[i] = f(av, pb.p[i]) } }
+    } else if outShape == a.shape, let inner = trailingBlock(b.shape, of: outShape) {
+        // b repeats along leading axes (a bias over (…, C)): rows of `inner` contiguous elements
+        let rows = n / inner
+        parallelFor(rows, grain: Swift.max(1, 32_768 / inner)) { s, e in
+            for r in s..<e {
+                let o = po.p + r * inner, x = pa.p + r * inner
+                for j in 0..<inner { o[j] = f(x[j], pb.p[j]) }
+            }
+        }
+    } else if outShape == b.shape, let inner = trailingBlock(a.shape, of: outShape) {
+        let rows = n / inner
+        parallelFor(rows, grain: Swift.max(1, 32_768 / inner)) { s, e in
+            for r in s..<e {
+                let o = po.p + r * inner, y = pb.p + r * inner
+                for j in 0..<inner { o[j] = f(pa.p[j], y[j]) }
+            }
+        }
     } else {
         // General case: iterate rows of the last axis with per-input strides.
         let sa = broadcastStrides(a.shape, to: outShape), sb = broadcastStrides(b.shape, to: outShape)
@@ -74,6 +91,15 @@ func broadcastMap(_ a: Tensor, _ b: Tensor, op: String, _ f: @escaping (Float, F
         }
     }
     return out
+}
+
+/// If `small` (leading 1s aside) equals the trailing axes of `full`, the element count of that block.
+@inline(__always)
+func trailingBlock(_ small: [Int], of full: [Int]) -> Int? {
+    var s = small[...]
+    while let first = s.first, first == 1, s.count > 1 { s = s.dropFirst() }
+    guard s.count <= full.count, Array(full.suffix(s.count)) == Array(s) else { return nil }
+    return Swift.max(1, s.reduce(1, *))
 }
 
 /// Applies `f` elementwise into a new tensor of the same shape (no graph).

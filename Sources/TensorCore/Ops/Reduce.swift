@@ -76,13 +76,22 @@ extension Tensor {
                 for o in s..<e { po.p[o] = Float(fk_sum(px.p + o * reduced, reduced)) }
             }
         } else {
-            parallelFor(outer * inner, grain: Swift.max(1, 65_536 / Swift.max(reduced, 1))) { s, e in
-                for idx in s..<e {
-                    let o = idx / inner, i = idx % inner
-                    var sum = 0.0
-                    let base = px.p + o * reduced * inner + i
-                    for r in 0..<reduced { sum += Double(base[r * inner]) }
-                    po.p[idx] = Float(sum)
+            // Walk the reduced rows in order, adding whole contiguous rows of `inner` into Double
+            // accumulators (cache-friendly); parallel over blocks of columns, so the order per output is fixed.
+            let block = 256
+            let blocks = (inner + block - 1) / block
+            parallelFor(outer * blocks, grain: Swift.max(1, 65_536 / Swift.max(reduced * block, 1))) { s, e in
+                var acc = [Double](repeating: 0, count: block)
+                for item in s..<e {
+                    let o = item / blocks, c0 = (item % blocks) * block, width = Swift.min(block, inner - c0)
+                    for j in 0..<width { acc[j] = 0 }
+                    var row = px.p + o * reduced * inner + c0
+                    for _ in 0..<reduced {
+                        for j in 0..<width { acc[j] += Double(row[j]) }
+                        row += inner
+                    }
+                    let dst = po.p + o * inner + c0
+                    for j in 0..<width { dst[j] = Float(acc[j]) }
                 }
             }
         }
@@ -92,25 +101,7 @@ extension Tensor {
     /// Repeats `x` (whose shape broadcasts to `shape`) up to `shape`. No graph.
     static func expand(_ x: Tensor, to target: [Int]) -> Tensor {
         if x.shape == target { return x }
-        let out = Tensor(uninitializedShape: target)
-        let sx = broadcastStrides(x.shape, to: target)
-        let rank = target.count
-        let inner = target[rank - 1], ix = sx[rank - 1]
-        let rows = out.count / Swift.max(inner, 1)
-        let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
-        parallelFor(rows, grain: Swift.max(1, 32_768 / Swift.max(inner, 1))) { rs, re in
-            for r in rs..<re {
-                var rem = r, off = 0
-                for d in stride(from: rank - 2, through: 0, by: -1) {
-                    off += (rem % target[d]) * sx[d]
-                    rem /= target[d]
-                }
-                let o = po.p + r * inner
-                if ix == 0 { o.update(repeating: px.p[off], count: inner) }
-                else { for j in 0..<inner { o[j] = px.p[off + j * ix] } }
-            }
-        }
-        return out
+        return gather(x, shape: target, sourceStrides: broadcastStrides(x.shape, to: target))
     }
 
     /// Broadcasts this tensor to `shape` (differentiable: the gradient sums back).

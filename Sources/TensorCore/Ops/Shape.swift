@@ -48,29 +48,34 @@ extension Tensor {
     }
 
     static func permuteCopy(_ x: Tensor, _ order: [Int]) -> Tensor {
-        let inShape = x.shape
-        let outShape = order.map { inShape[$0] }
+        if order == Array(0..<order.count) { return x.detached() }
+        let inStrides = Tensor.strides(x.shape)
+        return gather(x, shape: order.map { x.shape[$0] }, sourceStrides: order.map { inStrides[$0] })
+    }
+
+    /// A new contiguous tensor of `shape` whose element at index (i₀, i₁, …) is
+    /// `x.pointer[Σ iₖ·sourceStrides[k]]`: a permutation when the strides are permuted, a
+    /// broadcast when some are 0. Rows of the last axis are copied in parallel.
+    static func gather(_ x: Tensor, shape outShape: [Int], sourceStrides: [Int]) -> Tensor {
         let out = Tensor(uninitializedShape: outShape)
-        if order == Array(0..<order.count) {
-            out.mutablePointer.update(from: x.pointer, count: x.count)
-            return out
-        }
-        let inStrides = Tensor.strides(inShape)
-        let srcStrides = order.map { inStrides[$0] }  // stride in input for each output axis
         let rank = outShape.count
-        let inner = outShape[rank - 1], innerStride = srcStrides[rank - 1]
-        let rows = x.count / Swift.max(inner, 1)
+        if rank == 0 { out.mutablePointer[0] = x.pointer[0]; return out }
+        let inner = outShape[rank - 1], innerStride = sourceStrides[rank - 1]
+        let rows = out.count / Swift.max(inner, 1)
         let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
         parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(inner, 1))) { rs, re in
             for r in rs..<re {
                 var rem = r, off = 0
                 for d in stride(from: rank - 2, through: 0, by: -1) {
-                    off += (rem % outShape[d]) * srcStrides[d]
+                    off += (rem % outShape[d]) * sourceStrides[d]
                     rem /= outShape[d]
                 }
                 let o = po.p + r * inner
-                if innerStride == 1 { o.update(from: px.p + off, count: inner) }
-                else { for j in 0..<inner { o[j] = px.p[off + j * innerStride] } }
+                switch innerStride {
+                case 1: o.update(from: px.p + off, count: inner)
+                case 0: o.update(repeating: px.p[off], count: inner)
+                default: for j in 0..<inner { o[j] = px.p[off + j * innerStride] }
+                }
             }
         }
         return out

@@ -1,1 +1,0 @@
-// Sampling: filled in by its issue.

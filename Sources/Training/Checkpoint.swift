@@ -1,0 +1,174 @@
+import Foundation
+import TensorCore
+import DataIO
+
+/// Why a checkpoint could not be read or used. The description names the file and the problem.
+public struct CheckpointError: Error, CustomStringConvertible, Equatable {
+    public let path: String
+    public let message: String
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
+    public var description: String { "checkpoint \(path): \(message)" }
+}
+
+/// One safetensors file holding everything needed to resume a run or sample from it:
+///
+/// * tensors `"\(module).\(dotted.path)"` for each module's parameters and buffers
+///   (e.g. `generator.main.0.weight`, `discriminator.main.3.running_mean`);
+/// * tensors `"optimizer.\(name).state.\(i).exp_avg"` etc. for each optimizer;
+/// * I64 tensors `"rng.\(name)"` with the four exact words of each random generator;
+/// * metadata `forge.kind` (e.g. "gan"), `forge.config` (the model's JSON configuration),
+///   `forge.state` (`TrainingState` as JSON), `forge.format` ("1") and any extra entries
+///   such as `forge.classes` (a JSON array of class names).
+///
+/// Writes are atomic (temporary file, fsync, rename), so a crash or Ctrl-C never leaves a torn file.
+public enum Checkpoint {
+    public static let formatVersion = "1"
+
+    /// Writes a checkpoint to `path` atomically, creating its folder.
+    public static func save(to path: String, kind: String, configJSON: String, state: TrainingState,
+                            modules: [(name: String, module: any Module)],
+                            optimizers: [(name: String, optimizer: any Optimizer)] = [],
+                            generators: [String: RandomGenerator] = [:],
+                            extraMetadata: [String: String] = [:]) throws {
+        var items: [SafeTensors.Item] = []
+        for (name, module) in modules {
+            for (tensorName, tensor) in module.stateTensors() { items.append(.float32("\(name).\(tensorName)", tensor)) }
+        }
+        for (name, optimizer) in optimizers {
+            for (tensorName, tensor) in optimizer.stateTensors(prefix: "optimizer.\(name).") { items.append(.float32(tensorName, tensor)) }
+        }
+        for name in generators.keys.sorted() {
+            // Bit-cast: the words are full 64-bit values, exact only as integers.
+            items.append(.int64("rng.\(name)", shape: [4], values: generators[name]!.stateWords.map { Int64(bitPattern: $0) }))
+        }
+        var metadata = extraMetadata
+        metadata["forge.kind"] = kind
+        metadata["forge.format"] = formatVersion
+        metadata["forge.config"] = configJSON
+        metadata["forge.state"] = try jsonString(state)
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try SafeTensors.write(items: items, metadata: metadata, to: URL(fileURLWithPath: path))
+    }
+
+    /// Reads and checks a checkpoint; `expectedKind` (e.g. "gan") refuses checkpoints of other model families.
+    public static func load(_ path: String, expectedKind: String? = nil) throws -> LoadedCheckpoint {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CheckpointError(path: path, message: "no such file")
+        }
+        let file: SafeTensorsFile
+        do {
+            file = try SafeTensors.read(URL(fileURLWithPath: path))
+        } catch {
+            throw CheckpointError(path: path, message: "cannot be read (corrupt or not a safetensors file): \(error)")
+        }
+        guard let kind = file.metadata["forge.kind"] else {
+            throw CheckpointError(path: path, message: "is a safetensors file but not a Forge checkpoint (no forge.kind metadata)")
+        }
+        if let expectedKind, kind != expectedKind {
+            throw CheckpointError(path: path, message: "holds a \"\(kind)\" model, not a \"\(expectedKind)\" one")
+        }
+        guard let config = file.metadata["forge.config"] else {
+            throw CheckpointError(path: path, message: "has no forge.config metadata")
+        }
+        guard let stateText = file.metadata["forge.state"],
+              let state = try? JSONDecoder().decode(TrainingState.self, from: Data(stateText.utf8)) else {
+            throw CheckpointError(path: path, message: "has no valid forge.state metadata")
+        }
+        var generators: [String: RandomGenerator] = [:]
+        for name in file.names where name.hasPrefix("rng.") {
+            let words = try file.int64Array(name)
+            guard words.count == 4, words.contains(where: { $0 != 0 }) else {
+                throw CheckpointError(path: path, message: "random generator state \(name) must be 4 words, not all zero")
+            }
+            generators[String(name.dropFirst(4))] = RandomGenerator(stateWords: words.map { UInt64(bitPattern: $0) })
+        }
+        return LoadedCheckpoint(path: path, kind: kind, configJSON: config, state: state, generators: generators, file: file)
+    }
+
+    /// Encodes a Codable value as compact JSON with sorted keys (stable across runs).
+    public static func jsonString<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+}
+
+/// A checkpoint read into memory and checked; restore it into modules and optimizers.
+public struct LoadedCheckpoint {
+    public let path: String
+    public let kind: String
+    public let configJSON: String
+    public let state: TrainingState
+    /// Saved random generators by name.
+    public let generators: [String: RandomGenerator]
+    /// The underlying file (all tensors and metadata).
+    public let file: SafeTensorsFile
+
+    public var metadata: [String: String] { file.metadata }
+
+    /// Decodes `forge.config` as `T`.
+    public func config<T: Decodable>(as type: T.Type) throws -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(configJSON.utf8))
+        } catch {
+            throw CheckpointError(path: path, message: "forge.config is not a valid \(T.self): \(error)")
+        }
+    }
+
+    /// Decodes a metadata entry holding a JSON array of strings (e.g. `forge.classes`); [] when absent.
+    public func stringArray(_ key: String) throws -> [String] {
+        guard let text = metadata[key] else { return [] }
+        guard let value = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else {
+            throw CheckpointError(path: path, message: "\(key) is not a JSON array of strings")
+        }
+        return value
+    }
+
+    /// The tensors under `"\(prefix)."`, with the prefix removed.
+    func tensors(under prefix: String) -> [String: Tensor] {
+        let head = prefix + "."
+        var out: [String: Tensor] = [:]
+        for (name, tensor) in file.tensors where name.hasPrefix(head) { out[String(name.dropFirst(head.count))] = tensor }
+        return out
+    }
+
+    /// Copies the saved tensors into each module. Every module must find exactly its own names with
+    /// the same shapes; otherwise nothing is changed and the error lists every problem.
+    public func restore(modules: [(name: String, module: any Module)]) throws {
+        var problems: [String] = []
+        for (name, module) in modules {
+            let saved = tensors(under: name)
+            if saved.isEmpty { problems.append("no tensors for module \"\(name)\""); continue }
+            // Validate first (loadState is all-or-nothing per module; check all before touching any).
+            let own = Dictionary(uniqueKeysWithValues: module.stateTensors().map { ($0.0, $0.1.shape) })
+            for key in own.keys.sorted() where saved[key] == nil { problems.append("missing \(name).\(key)") }
+            for key in saved.keys.sorted() where own[key] == nil { problems.append("unexpected \(name).\(key)") }
+            for (key, shape) in own.sorted(by: { $0.key < $1.key }) {
+                if let t = saved[key], t.shape != shape {
+                    problems.append("\(name).\(key) has shape \(t.shape) in the file, the model needs \(shape)")
+                }
+            }
+        }
+        guard problems.isEmpty else {
+            throw CheckpointError(path: path, message: "does not match the model:\n  " + problems.joined(separator: "\n  "))
+        }
+        for (name, module) in modules { try module.loadState(tensors(under: name)) }
+    }
+
+    /// Restores each optimizer's state (saved as `optimizer.<name>.state.…`).
+    public func restore(optimizers: [(name: String, optimizer: any Optimizer)]) throws {
+        for (name, optimizer) in optimizers {
+            let prefix = "optimizer.\(name)."
+            let saved = file.tensors.filter { $0.key.hasPrefix(prefix) }
+            do {
+                try optimizer.loadState(saved, prefix: prefix)
+            } catch {
+                throw CheckpointError(path: path, message: "optimizer \"\(name)\": \(error)")
+            }
+        }
+    }
+}

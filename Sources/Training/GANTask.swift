@@ -1,0 +1,90 @@
+import Foundation
+import TensorCore
+import DataIO
+import Models
+
+/// DCGAN training on an `ImageSet` as a `TrainingTask`: batches in a (seed, epoch) order, one
+/// `DCGAN.trainStep` per batch, and each epoch a grid from a fixed noise batch (the same z every
+/// epoch; one row per class when conditional) written to `samplesDirectory/epoch_NNN.png` and
+/// `latest.png`.
+public final class GANTrainingTask: TrainingTask {
+    public let gan: DCGAN
+    public let data: ImageSet
+    public let samplesDirectory: String
+    /// The fixed latent batch and labels of the progress grids.
+    public let fixedNoise: Tensor
+    public let fixedLabels: [Int]
+    public let gridColumns: Int
+    private var noiseRNG: RandomGenerator
+    private var batches: ImageBatches?
+
+    public init(gan: DCGAN, data: ImageSet, samplesDirectory: String) throws {
+        let c = gan.config
+        guard data.channels == c.channels, data.size == c.imageSize else {
+            throw TrainingError.invalidConfiguration("the data is \(data.channels)×\(data.size)×\(data.size) but the model wants \(c.channels)×\(c.imageSize)×\(c.imageSize)")
+        }
+        if c.isConditional {
+            guard data.isLabelled, data.classNames.count == c.classCount else {
+                throw TrainingError.invalidConfiguration("a conditional model of \(c.classCount) classes needs data with that many classes (the data has \(data.classNames.count))")
+            }
+        }
+        guard data.count >= c.batchSize else {
+            throw TrainingError.invalidConfiguration("\(data.count) images are fewer than one batch of \(c.batchSize)")
+        }
+        self.gan = gan
+        self.data = data
+        self.samplesDirectory = samplesDirectory
+        noiseRNG = RandomGenerator(seed: c.seed &+ 1)
+        // The grid noise has its own generator so drawing it never shifts the training noise.
+        var fixed = RandomGenerator(seed: c.seed &+ 2)
+        if c.isConditional {
+            gridColumns = 8
+            fixedLabels = (0..<c.classCount).flatMap { Array(repeating: $0, count: 8) }  // one row per class
+        } else {
+            gridColumns = 8
+            fixedLabels = Array(repeating: 0, count: 64)
+        }
+        fixedNoise = Tensor.randn([fixedLabels.count, c.nz], generator: &fixed)
+    }
+
+    public var kind: String { "gan" }
+    public var configJSON: String { (try? Checkpoint.jsonString(gan.config)) ?? "{}" }
+    public var modules: [(name: String, module: any Module)] { [("generator", gan.generator), ("discriminator", gan.discriminator)] }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("generator", gan.optimizerG), ("discriminator", gan.optimizerD)] }
+    public var generators: [String: RandomGenerator] {
+        get { ["noise": noiseRNG] }
+        set { if let g = newValue["noise"] { noiseRNG = g } }
+    }
+    public var extraMetadata: [String: String] {
+        gan.config.isConditional ? ["forge.classes": (try? Checkpoint.jsonString(data.classNames)) ?? "[]"] : [:]
+    }
+
+    /// Full batches only: BatchNorm statistics of a 3-image tail batch would be noise.
+    public var stepsPerEpoch: Int { data.count / gan.config.batchSize }
+    public var itemsPerStep: Int { gan.config.batchSize }
+    public var metricNames: [String] { ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"] }
+    public var plottedMetrics: [String] { ["loss_d", "loss_g"] }
+
+    public func beginEpoch(_ epoch: Int, skippingSteps: Int) {
+        var it = data.batches(size: gan.config.batchSize, seed: gan.config.seed, epoch: epoch, dropLast: true)
+        for _ in 0..<skippingSteps { _ = it.next() }
+        batches = it
+    }
+
+    public func step() -> [Double] {
+        guard let (images, labels) = batches?.next() else { preconditionFailure("GANTrainingTask: epoch ran out of batches") }
+        let r = gan.trainStep(real: images, labels: labels, rng: &noiseRNG)
+        return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
+    }
+
+    /// The progress grid: G(fixed z), a row per class when conditional.
+    public func fixedGrid() -> Tensor { gan.generate(fixedNoise, labels: fixedLabels) }
+
+    public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
+        try FileManager.default.createDirectory(atPath: samplesDirectory, withIntermediateDirectories: true)
+        let images = fixedGrid()
+        let name = completed ? String(format: "epoch_%03d.png", epoch + 1) : String(format: "epoch_%03d_step_%d.png", epoch + 1, step)
+        try ImageCodec.writeGrid(images, columns: gridColumns, to: samplesDirectory + "/" + name)
+        try ImageCodec.writeGrid(images, columns: gridColumns, to: samplesDirectory + "/latest.png")
+    }
+}

@@ -1,0 +1,230 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+import DataIO
+import Models
+import Training
+import Sampling
+
+// `forge train gan`, `forge sample gan`, `forge bench gan`.
+
+enum ConditionalMode: String, ExpressibleByArgument, CaseIterable {
+    case auto, on, off
+}
+
+/// Prints a line to stdout unbuffered (the progress bar writes there directly; `print` would buffer
+/// and reorder lines in a log file).
+func say(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
+
+/// Prints to stderr.
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+struct TrainGAN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gan",
+        abstract: "Train a DCGAN (class-conditional when the data has classes) on an image folder or IDX files.")
+
+    @Option(help: "Image folder (class sub-folders = classes) or a folder of MNIST-style IDX files.")
+    var data: String
+    @Option(help: "Image size: 32 or 64 (28-pixel data is resized).")
+    var size: Int = 32
+    @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).")
+    var channels: Int?
+    @Option(help: "Total epochs (default 5 when --minutes is not given).")
+    var epochs: Int?
+    @Option(help: "Stop after this many minutes (saving a checkpoint).")
+    var minutes: Double?
+    @Option(help: "Batch size.")
+    var batch: Int = 64
+    @Option(help: "Checkpoint name: writes OUT.safetensors.")
+    var out: String = "checkpoints/gan"
+    @Option(help: "Folder for sample grids, metrics.csv and loss.png (default samples/<name of --out>).")
+    var samples: String?
+    @Flag(help: "Continue from the checkpoint (its configuration wins over the model flags).")
+    var resume = false
+    @Option(help: "Class conditioning: auto (on when the data has classes), on, off.")
+    var conditional: ConditionalMode = .auto
+    @Option(help: "Latent size.") var nz: Int = 100
+    @Option(help: "Generator width.") var ngf: Int = 64
+    @Option(help: "Discriminator width.") var ndf: Int = 64
+    @Option(help: "Label embedding size of the conditional generator.") var embed: Int = 50
+    @Option(help: "Adam learning rate.") var lr: Float = 2e-4
+    @Option(help: "Adam beta1.") var beta1: Float = 0.5
+    @Option(help: "Adam beta2.") var beta2: Float = 0.999
+    @Option(help: "Seed of the weights, data order and noise.") var seed: UInt64 = 1
+    @Option(help: "Steps between progress lines when stdout is not a terminal.") var logEvery: Int = 50
+
+    func validate() throws {
+        guard [32, 64].contains(size) else { throw ValidationError("--size must be 32 or 64") }
+        if let channels, channels != 1 && channels != 3 { throw ValidationError("--channels must be 1 or 3") }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+        if let minutes, !(minutes > 0) { throw ValidationError("--minutes must be positive") }
+        guard batch >= 2 else { throw ValidationError("--batch must be at least 2") }
+    }
+
+    func run() throws {
+        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
+        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        let samplesDirectory = samples ?? "samples/\(name)"
+
+        var config = DCGANConfig()
+        var fromCheckpoint = false
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            config = try Checkpoint.load(checkpointPath, expectedKind: "gan").config(as: DCGANConfig.self)
+            fromCheckpoint = true
+        }
+        let isIDX = IDX.findFiles(in: data, split: .train) != nil
+        let channelCount = fromCheckpoint ? config.channels : (channels ?? (isIDX ? 1 : 3))
+        let imageSize = fromCheckpoint ? config.imageSize : size
+        let start = Date()
+        let set = try ImageDataset.load(path: data, size: imageSize, channels: channelCount)
+        say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size) from \(data)"
+              + (set.isLabelled ? ", \(set.classNames.count) classes" : "")
+              + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
+        if !fromCheckpoint {
+            let hasClasses = set.isLabelled && set.classNames.count >= 2
+            switch conditional {
+            case .on:
+                guard hasClasses else { throw ValidationError("--conditional on needs data with at least 2 classes (sub-folders)") }
+                config.classCount = set.classNames.count
+            case .auto: config.classCount = hasClasses ? set.classNames.count : 0
+            case .off: config.classCount = 0
+            }
+            config.imageSize = imageSize
+            config.channels = channelCount
+            (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf, ndf, embed)
+            (config.learningRate, config.beta1, config.beta2) = (lr, beta1, beta2)
+            config.batchSize = batch
+            config.seed = seed
+        }
+        if let problem = config.problem { throw ValidationError(problem) }
+        let gan = DCGAN(config)
+        say("model: DCGAN \(config.imageSize)x\(config.imageSize)x\(config.channels), "
+              + (config.isConditional ? "conditional on \(config.classCount) classes (projection D)" : "unconditional")
+              + ", G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
+              + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
+        let task = try GANTrainingTask(gan: gan, data: set, samplesDirectory: samplesDirectory)
+        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 5 : nil), minutes: minutes,
+                                      checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
+                                      resume: resume, logEvery: logEvery)
+        do {
+            let summary = try TrainingLoop(task: task, options: options).run()
+            let m = summary.lastMetrics
+            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
+                         summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                         m["loss_d"] ?? .nan, m["loss_g"] ?? .nan, m["d_x"] ?? .nan, m["d_g_z1"] ?? .nan))
+            say("checkpoint: \(checkpointPath)")
+            say("samples: \(samplesDirectory)/latest.png (per epoch: epoch_NNN.png), metrics.csv, loss.png")
+            if summary.outcome == .interrupted { throw ExitCode(130) }
+        } catch let error as TrainingError {
+            printError("forge: \(error)")
+            throw ExitCode(3)
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct SampleGAN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gan",
+        abstract: "Draw images from a DCGAN checkpoint: a grid, one PNG per image, or a latent interpolation.")
+
+    @Option(help: "The checkpoint (.safetensors) written by `forge train gan`.")
+    var checkpoint: String
+    @Option(help: "Number of images.") var count: Int = 64
+    @Option(help: "Seed of the latent vectors.") var seed: UInt64 = 0
+    @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).")
+    var className: String?
+    @Option(help: "Grid PNG to write.") var out: String?
+    @Option(help: "Write one PNG per image into this folder instead of a grid.") var outDir: String?
+    @Option(help: "Interpolate between the latent vectors of two seeds, e.g. 3,7.") var interpolate: String?
+    @Option(help: "Images in the interpolation strip.") var steps: Int = 10
+    @Option(help: "Grid columns.") var columns: Int = 8
+
+    func validate() throws {
+        if out != nil && outDir != nil { throw ValidationError("give --out or --out-dir, not both") }
+        guard count > 0 else { throw ValidationError("--count must be positive") }
+        guard columns > 0 else { throw ValidationError("--columns must be positive") }
+    }
+
+    func run() throws {
+        do {
+            let sampler = try GANSampler(checkpoint: checkpoint)
+            let classIndex = try className.map { try sampler.classIndex($0) }
+            if let interpolate {
+                let parts = interpolate.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+                guard parts.count == 2 else { throw ValidationError("--interpolate wants two seeds, e.g. 3,7") }
+                let strip = try sampler.interpolate(seedA: parts[0], seedB: parts[1], steps: steps, classIndex: classIndex)
+                let path = out ?? "samples/interpolation.png"
+                try GANSampler.writeGrid(strip, columns: steps, to: path)
+                say("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
+                return
+            }
+            let images = try sampler.sample(count: count, seed: seed, classIndex: classIndex, columns: columns)
+            if let outDir {
+                let paths = try GANSampler.writeImages(images, to: outDir)
+                say("wrote \(paths.count) images to \(outDir)/")
+            } else {
+                let path = out ?? "samples/gan.png"
+                try GANSampler.writeGrid(images, columns: columns, to: path)
+                let rows = sampler.config.isConditional && classIndex == nil
+                    ? " (row r shows class \(sampler.classNames.prefix(3).joined(separator: ", "))…, cycling)" : ""
+                say("wrote \(path): \(count) images\(rows)")
+            }
+        } catch let error as CheckpointError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        } catch let error as SamplingError {
+            printError("forge: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct BenchGAN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gan",
+        abstract: "Time one DCGAN D+G step on synthetic data (the structure of ../shared/bench/ref_dcgan.py).")
+
+    @Option(help: "Image size: 32 or 64.") var size: Int = 32
+    @Option(help: "Batch size.") var batch: Int = 64
+    @Option(help: "Channels.") var channels: Int = 3
+    @Option var nz: Int = 100
+    @Option var ngf: Int = 64
+    @Option var ndf: Int = 64
+    @Option(help: "Untimed steps first.") var warmup: Int = 5
+    @Option(help: "Steps per timed round.") var steps: Int = 10
+    @Option(help: "Timed rounds (the median is reported).") var rounds: Int = 3
+
+    func run() throws {
+        var config = DCGANConfig()
+        (config.imageSize, config.channels, config.nz, config.ngf, config.ndf, config.batchSize) = (size, channels, nz, ngf, ndf, batch)
+        if let problem = config.problem { throw ValidationError(problem) }
+        let gan = DCGAN(config)
+        var rng = RandomGenerator(seed: 0)
+        let real = Tensor.uniform([batch, channels, size, size], low: -1, high: 1, generator: &rng)  // synthetic "images"
+        let labels = [Int](repeating: 0, count: batch)
+        say("forge bench gan: dcgan\(size) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
+              + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
+        for _ in 0..<warmup { _ = gan.trainStep(real: real, labels: labels, rng: &rng) }
+        var times: [Double] = []
+        for r in 0..<rounds {
+            let t0 = Date()
+            for _ in 0..<steps { _ = gan.trainStep(real: real, labels: labels, rng: &rng) }
+            let ms = Date().timeIntervalSince(t0) * 1000 / Double(steps)
+            times.append(ms)
+            say(String(format: "  round %d: %.1f ms/step", r + 1, ms))
+        }
+        let median = times.sorted()[times.count / 2]
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        say(String(format: "dcgan%d b%d: median %.1f ms/step, %.1f samples/s, max RSS %.0f MB",
+                     size, batch, median, Double(batch) * 1000 / median, Double(usage.ru_maxrss) / 1024))
+    }
+}

@@ -1,0 +1,216 @@
+"""PyTorch side of `make bench`: the same workloads as Forge's `forge bench …`, with the same
+configurations as the reference scripts (DCGAN from pytorch/examples, the pytorch/examples VAE,
+nanoGPT's char model and its presets). Synthetic data: these measure compute, not loading.
+
+  python bench/torch_ref.py WORKLOAD [--threads 2] [--warmup N] [--steps N] [--rounds N]
+  WORKLOAD: matmul1024 | dcgan32 | dcgan64 | vae | char-baby | char-shakespeare | char-baby-sample
+
+Prints one line:  RESULT <workload> <rate> <unit>   (median over rounds of the per-round median step).
+"""
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def measure(step, warmup, steps, rounds):
+    for _ in range(warmup):
+        step()
+    medians = []
+    for _ in range(rounds):
+        ts = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            step()
+            ts.append(time.perf_counter() - t0)
+        medians.append(statistics.median(ts))
+    return statistics.median(medians)
+
+
+# ---------------------------------------------------------------- DCGAN (pytorch/examples/dcgan)
+def dcgan_init(m):
+    if "Conv" in type(m).__name__:
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif "BatchNorm" in type(m).__name__:
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def dcgan(image, batch=64, nz=100, ngf=64, ndf=64, nc=3):
+    ups = {32: 3, 64: 4}[image]
+    ch = ngf * 2 ** (ups - 1)
+    g = [nn.ConvTranspose2d(nz, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)]
+    for _ in range(ups - 1):
+        g += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+        ch //= 2
+    g += [nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh()]
+    d = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+    ch = ndf
+    for _ in range(ups - 1):
+        d += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+        ch *= 2
+    d += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+    G, D = nn.Sequential(*g), nn.Sequential(*d)
+    G.apply(dcgan_init)
+    D.apply(dcgan_init)
+    optD = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optG = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = nn.BCELoss()
+    real = torch.rand(batch, nc, image, image) * 2 - 1
+    ones, zeros = torch.ones(batch), torch.zeros(batch)
+
+    def step():
+        D.zero_grad()
+        bce(D(real).view(-1), ones).backward()
+        fake = G(torch.randn(batch, nz, 1, 1))
+        bce(D(fake.detach()).view(-1), zeros).backward()
+        optD.step()
+        G.zero_grad()
+        bce(D(fake).view(-1), ones).backward()
+        optG.step()
+
+    return step, batch, "samples/s"
+
+
+# ---------------------------------------------------------------- VAE (pytorch/examples/vae)
+def vae(batch=128):
+    fc1, fc21, fc22, fc3, fc4 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20), nn.Linear(20, 400), nn.Linear(400, 784)
+    params = [p for m in (fc1, fc21, fc22, fc3, fc4) for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    pool = [torch.rand(batch, 784) for _ in range(8)]
+    it = [0]
+
+    def step():
+        x = pool[it[0] % 8]
+        it[0] += 1
+        opt.zero_grad()
+        h = F.relu(fc1(x))
+        mu, logvar = fc21(h), fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        recon = torch.sigmoid(fc4(F.relu(fc3(z))))
+        loss = F.binary_cross_entropy(recon, x, reduction="sum") - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        loss.backward()
+        opt.step()
+
+    return step, batch, "samples/s"
+
+
+# ---------------------------------------------------------------- char GPT (nanoGPT model.py, bias=False, dropout 0)
+PRESETS = {"baby": (4, 4, 128, 64, 12), "shakespeare": (6, 6, 384, 256, 64)}  # layers, heads, embd, block, batch
+
+
+class Block(nn.Module):
+    def __init__(self, c, h):
+        super().__init__()
+        self.h = h
+        self.ln_1, self.ln_2 = nn.LayerNorm(c, bias=False), nn.LayerNorm(c, bias=False)
+        self.c_attn, self.c_proj = nn.Linear(c, 3 * c, bias=False), nn.Linear(c, c, bias=False)
+        self.fc, self.proj = nn.Linear(c, 4 * c, bias=False), nn.Linear(4 * c, c, bias=False)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.h, C // self.h).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).contiguous().view(B, T, C)
+        x = x + self.c_proj(y)
+        return x + self.proj(F.gelu(self.fc(self.ln_2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab, block, layers, heads, embd):
+        super().__init__()
+        self.block = block
+        self.wte, self.wpe = nn.Embedding(vocab, embd), nn.Embedding(block, embd)
+        self.h = nn.ModuleList([Block(embd, heads) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(embd, bias=False)
+        self.lm_head = nn.Linear(embd, vocab, bias=False)
+        self.wte.weight = self.lm_head.weight
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+        for n, p in self.named_parameters():
+            if n.endswith("c_proj.weight") or n.endswith("proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
+
+    def forward(self, idx, targets=None):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))
+        for b in self.h:
+            x = b(x)
+        x = self.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :])
+        return F.cross_entropy(self.lm_head(x).view(-1, self.lm_head.out_features), targets.view(-1))
+
+
+def char_train(preset, vocab=65):
+    L, H, C, T, B = PRESETS[preset]
+    model = GPT(vocab, T, L, H, C)
+    params = [p for p in model.parameters()]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+    pool = [torch.randint(vocab, (B, T + 1)) for _ in range(4)]
+    it = [0]
+
+    def step():
+        d = pool[it[0] % 4]
+        it[0] += 1
+        model(d[:, :-1], d[:, 1:]).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, B * T, "tokens/s"
+
+
+def char_sample(preset="baby", vocab=65, tokens=500):
+    L, H, C, T, B = PRESETS[preset]
+    model = GPT(vocab, T, L, H, C).eval()
+
+    @torch.no_grad()
+    def step():  # nanoGPT's generate: no KV cache, the cropped context is re-run for every token
+        idx = torch.zeros((1, 1), dtype=torch.long)
+        for _ in range(tokens):
+            logits = model(idx if idx.size(1) <= T else idx[:, -T:])[:, -1, :]
+            idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), 1)), dim=1)
+
+    return step, tokens, "tokens/s"
+
+
+def matmul1024():
+    x, y = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    return (lambda: x @ y), 2 * 1024 ** 3 / 1e9, "GFLOP/s"
+
+
+WORKLOADS = {
+    "matmul1024": (matmul1024, (3, 20, 3)),
+    "dcgan32": (lambda: dcgan(32), (5, 10, 3)),
+    "dcgan64": (lambda: dcgan(64), (3, 5, 3)),
+    "vae": (vae, (20, 200, 3)),
+    "char-baby": (lambda: char_train("baby"), (3, 10, 3)),
+    "char-shakespeare": (lambda: char_train("shakespeare"), (1, 3, 3)),
+    "char-baby-sample": (char_sample, (1, 1, 3)),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workload", choices=sorted(WORKLOADS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--rounds", type=int)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    make, (w, s, r) = WORKLOADS[a.workload]
+    step, items, unit = make()
+    sec = measure(step, a.warmup if a.warmup is not None else w, a.steps or s, a.rounds or r)
+    print(f"RESULT {a.workload} {items / sec:.2f} {unit}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
