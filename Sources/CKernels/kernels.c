@@ -138,10 +138,53 @@ FK_CLONES void fk_gelu_erf_backward(const float *restrict x, const float *restri
     }
 }
 
+// Sums of a row in 16 independent lanes: without -ffast-math the compiler may not reorder a float
+// sum, so a plain `s += x[c]` loop stays scalar; explicit lanes let every clone vectorise it.
+// The lane order is fixed, so results do not depend on the machine's vector width.
+#define FK_LANES 16
+FK_INLINE float fk_row_sum(const float *restrict x, long n) {
+    float acc[FK_LANES] = {0};
+    long c = 0;
+    for (; c + FK_LANES <= n; c += FK_LANES)
+        for (int k = 0; k < FK_LANES; k++) acc[k] += x[c + k];
+    float s = 0.0f;
+    for (; c < n; c++) s += x[c];
+    for (int k = 0; k < FK_LANES; k++) s += acc[k];
+    return s;
+}
+FK_INLINE float fk_row_centered_sum_squares(const float *restrict x, float m, long n) {
+    float acc[FK_LANES] = {0};
+    long c = 0;
+    for (; c + FK_LANES <= n; c += FK_LANES)
+        for (int k = 0; k < FK_LANES; k++) { float d = x[c + k] - m; acc[k] += d * d; }
+    float s = 0.0f;
+    for (; c < n; c++) { float d = x[c] - m; s += d * d; }
+    for (int k = 0; k < FK_LANES; k++) s += acc[k];
+    return s;
+}
+FK_INLINE void fk_row_two_dots(const float *restrict a, const float *restrict b, const float *restrict w,
+                               long n, float *sum_a, float *sum_ab) {
+    // sum_a = Σ a·w, sum_ab = Σ a·w·b (w may be NULL = 1)
+    float s1[FK_LANES] = {0}, s2[FK_LANES] = {0};
+    long c = 0;
+    if (w) {
+        for (; c + FK_LANES <= n; c += FK_LANES)
+            for (int k = 0; k < FK_LANES; k++) { float v = a[c + k] * w[c + k]; s1[k] += v; s2[k] += v * b[c + k]; }
+    } else {
+        for (; c + FK_LANES <= n; c += FK_LANES)
+            for (int k = 0; k < FK_LANES; k++) { float v = a[c + k]; s1[k] += v; s2[k] += v * b[c + k]; }
+    }
+    float t1 = 0.0f, t2 = 0.0f;
+    for (; c < n; c++) { float v = a[c] * (w ? w[c] : 1.0f); t1 += v; t2 += v * b[c]; }
+    for (int k = 0; k < FK_LANES; k++) { t1 += s1[k]; t2 += s2[k]; }
+    *sum_a = t1;
+    *sum_ab = t2;
+}
+
 // ---------------------------------------------------------------------------------------------
 // rows
 
-FK_CLONES void fk_softmax_rows(const float *restrict x, float *restrict y, long rows, long cols, float scale,
+FK_CLONES void fk_softmax_rows(const float *x, float *y, long rows, long cols, float scale,
                                long causal_period, long causal_offset) {
     for (long r = 0; r < rows; r++) {
         const float *xr = x + r * cols;
@@ -152,20 +195,15 @@ FK_CLONES void fk_softmax_rows(const float *restrict x, float *restrict y, long 
             if (visible > cols) visible = cols;
         }
         float mx = -INFINITY;
-        for (long c = 0; c < visible; c++) mx = xr[c] > mx ? xr[c] : mx;
-        float sum = 0.0f;
-        for (long c = 0; c < visible; c++) {
-            float e = fk_expf((xr[c] - mx) * scale);
-            yr[c] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
+        for (long c = 0; c < visible; c++) mx = xr[c] > mx ? xr[c] : mx;  // max is order-free: vectorises
+        for (long c = 0; c < visible; c++) yr[c] = fk_expf((xr[c] - mx) * scale);
+        float inv = 1.0f / fk_row_sum(yr, visible);
         for (long c = 0; c < visible; c++) yr[c] *= inv;
         for (long c = visible; c < cols; c++) yr[c] = 0.0f;
     }
 }
 
-FK_CLONES void fk_softmax_rows_backward(const float *restrict y, const float *restrict dy, float *restrict dx,
+FK_CLONES void fk_softmax_rows_backward(const float *restrict y, const float *dy, float *dx,
                                         long rows, long cols, float scale) {
     for (long r = 0; r < rows; r++) {
         const float *yr = y + r * cols, *dyr = dy + r * cols;
@@ -227,19 +265,14 @@ FK_CLONES void fk_layernorm_forward(const float *restrict x, const float *restri
     for (long r = 0; r < rows; r++) {
         const float *xr = x + r * cols;
         float *yr = y + r * cols;
-        float s = 0.0f;
-        for (long c = 0; c < cols; c++) s += xr[c];
-        float m = s / (float)cols;
-        float v = 0.0f;
-        for (long c = 0; c < cols; c++) { float d = xr[c] - m; v += d * d; }
-        v /= (float)cols;
+        float m = fk_row_sum(xr, cols) / (float)cols;
+        float v = fk_row_centered_sum_squares(xr, m, cols) / (float)cols;
         float rs = 1.0f / sqrtf(v + eps);
-        for (long c = 0; c < cols; c++) {
-            float n = (xr[c] - m) * rs;
-            float w = weight ? weight[c] : 1.0f;
-            float b = bias ? bias[c] : 0.0f;
-            yr[c] = n * w + b;
-        }
+        // one loop per case keeps the inner loops branch-free
+        if (weight && bias) for (long c = 0; c < cols; c++) yr[c] = (xr[c] - m) * rs * weight[c] + bias[c];
+        else if (weight)    for (long c = 0; c < cols; c++) yr[c] = (xr[c] - m) * rs * weight[c];
+        else if (bias)      for (long c = 0; c < cols; c++) yr[c] = (xr[c] - m) * rs + bias[c];
+        else                for (long c = 0; c < cols; c++) yr[c] = (xr[c] - m) * rs;
         mean[r] = m;
         rstd[r] = rs;
     }
@@ -252,20 +285,13 @@ FK_CLONES void fk_layernorm_backward(const float *restrict x, const float *restr
         const float *xr = x + r * cols, *dyr = dy + r * cols;
         float *dxr = dx + r * cols;
         float m = mean[r], rs = rstd[r];
-        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-        for (long c = 0; c < cols; c++) {
-            float n = (xr[c] - m) * rs;
-            float dn = dyr[c] * (weight ? weight[c] : 1.0f);
-            dnorm_mean += dn;
-            dnorm_norm_mean += dn * n;
-        }
-        dnorm_mean /= (float)cols;
-        dnorm_norm_mean /= (float)cols;
-        for (long c = 0; c < cols; c++) {
-            float n = (xr[c] - m) * rs;
-            float dn = dyr[c] * (weight ? weight[c] : 1.0f);
-            dxr[c] = (dn - dnorm_mean - n * dnorm_norm_mean) * rs;
-        }
+        // Σ dn and Σ dn·x with dn = dy·w; then Σ dn·n = rs·(Σ dn·x − m·Σ dn)
+        float sum_dn, sum_dn_x;
+        fk_row_two_dots(dyr, xr, weight, cols, &sum_dn, &sum_dn_x);
+        float dnorm_mean = sum_dn / (float)cols;
+        float dnorm_norm_mean = rs * (sum_dn_x - m * sum_dn) / (float)cols;
+        if (weight) for (long c = 0; c < cols; c++) dxr[c] = (dyr[c] * weight[c] - dnorm_mean - (xr[c] - m) * rs * dnorm_norm_mean) * rs;
+        else        for (long c = 0; c < cols; c++) dxr[c] = (dyr[c] - dnorm_mean - (xr[c] - m) * rs * dnorm_norm_mean) * rs;
         if (dweight) for (long c = 0; c < cols; c++) dweight[c] += dyr[c] * (xr[c] - m) * rs;
         if (dbias) for (long c = 0; c < cols; c++) dbias[c] += dyr[c];
     }

@@ -19,10 +19,10 @@ void fk_gelu_tanh_backward(const float *x, const float *dy, float *dx, long n);
 void fk_gelu_erf_backward(const float *x, const float *dy, float *dx, long n);
 
 // ---- rows: x is (rows, cols), row-major ----
-// y = softmax(scale * x) per row; if causal_offset >= 0, row r only sees cols <= (r % causal_period) + causal_offset
+// y = softmax(scale * x) per row (y may be x); if causal_offset >= 0, row r only sees cols <= (r % causal_period) + causal_offset
 void fk_softmax_rows(const float *x, float *y, long rows, long cols, float scale,
                      long causal_period, long causal_offset);
-// dx = y * (dy - sum(dy * y)) * scale, per row
+// dx = y * (dy - sum(dy * y)) * scale, per row (dx may be dy)
 void fk_softmax_rows_backward(const float *y, const float *dy, float *dx, long rows, long cols, float scale);
 void fk_log_softmax_rows(const float *x, float *y, long rows, long cols);
 // dx = dy - exp(y) * sum(dy)
