@@ -246,5 +246,6 @@ struct BenchGAN: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         say(String(format: "dcgan%d b%d: median %.1f ms/step, %.1f samples/s, max RSS %.0f MB",
                      size, batch, median, Double(batch) * 1000 / median, Double(usage.ru_maxrss) / 1024))
+        say(String(format: "RESULT dcgan%d %.2f samples/s", size, Double(batch) * 1000 / median))  // for bench/run.py
     }
 }
