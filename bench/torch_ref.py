@@ -152,13 +152,14 @@ def char_train(preset, vocab=65):
     params = [p for p in model.parameters()]
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
-    pool = [torch.randint(vocab, (B, T + 1)) for _ in range(4)]
+    seqs = [torch.randint(vocab, (B, T + 1)) for _ in range(4)]
+    pool = [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in seqs]  # (inputs, next-char targets)
     it = [0]
 
     def step():
-        d = pool[it[0] % 4]
+        x, y = pool[it[0] % 4]
         it[0] += 1
-        model(d[:, :-1], d[:, 1:]).backward()
+        model(x, y).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
