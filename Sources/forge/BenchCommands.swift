@@ -139,3 +139,21 @@ enum CoreBenchmark {
         return String(format: "tiny op (4-element add): %.2f µs without graph, %.2f µs recording the graph", plain * 1e6, graph * 1e6)
     }
 }
+
+/// `forge bench all`: every workload of `make bench`, Forge's side only, one after another in one
+/// process (the same argument lists `bench/run.py` passes). `make bench` adds the PyTorch column.
+struct BenchAll: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "all",
+        abstract: "Run every Forge benchmark workload (core, GAN 32/64, VAE, char baby/shakespeare, char sampling).")
+
+    func run() throws {
+        var core = try BenchCore.parse(["--only", "matmul1024"]); try core.run()
+        var gan32 = try BenchGAN.parse(["--size", "32", "--batch", "64"]); try gan32.run()
+        var gan64 = try BenchGAN.parse(["--size", "64", "--batch", "64"]); try gan64.run()
+        var vae = try BenchVAE.parse(["--batch", "128"]); try vae.run()
+        var baby = try BenchChar.parse(["--preset", "baby"]); try baby.run()
+        var shakespeare = try BenchChar.parse(["--preset", "shakespeare"]); try shakespeare.run()
+        var sampling = try BenchChar.parse(["--preset", "baby", "--sample"]); try sampling.run()
+    }
+}

@@ -35,7 +35,7 @@ struct Sample: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput (compare with the PyTorch scripts in bench/: make bench).",
-        subcommands: [BenchCore.self, BenchGAN.self, BenchVAE.self, BenchChar.self])
+        subcommands: [BenchAll.self, BenchCore.self, BenchGAN.self, BenchVAE.self, BenchChar.self])
 }
 
 struct Eval: ParsableCommand {
