@@ -14,18 +14,18 @@ struct BenchCore: ParsableCommand {
     func run() throws {
         switch only {
         case "info":
-            print("OpenBLAS \(BLAS.coreName), kernels \(BLAS.kernelLevel)")
+            say("OpenBLAS \(BLAS.coreName), kernels \(BLAS.kernelLevel)")
         case "matmul1024":
             let n = 1024
             var rng = RandomGenerator(seed: 1)
             let a = Tensor.randn([n, n], generator: &rng), b = Tensor.randn([n, n], generator: &rng)
             let t = CoreBenchmark.time(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
-            print("RESULT matmul1024 \(String(format: "%.2f", 2.0 * Double(n * n * n) / t / 1e9)) GFLOP/s")
+            say("RESULT matmul1024 \(String(format: "%.2f", 2.0 * Double(n * n * n) / t / 1e9)) GFLOP/s")
         default:
-            print(CoreBenchmark.header())
+            say(CoreBenchmark.header())
             for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { print(line) }
             for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { print(line) }
-            print(CoreBenchmark.opOverhead())
+            say(CoreBenchmark.opOverhead())
         }
     }
 }
