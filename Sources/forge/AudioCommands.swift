@@ -63,10 +63,8 @@ extension TrainGAN {
         let samplesDirectory = samples ?? "samples/\(name)"
 
         var config = WaveGANConfig()
-        var fromCheckpoint = false
         if resume, FileManager.default.fileExists(atPath: checkpointPath) {
             config = try Checkpoint.load(checkpointPath, expectedKind: "wavegan").config(as: WaveGANConfig.self)
-            fromCheckpoint = true
         } else {
             guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else {
                 throw ValidationError("no readable audio files in \(data)")

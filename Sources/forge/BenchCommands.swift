@@ -148,12 +148,12 @@ struct BenchAll: ParsableCommand {
         abstract: "Run every Forge benchmark workload (core, GAN 32/64, VAE, char baby/shakespeare, char sampling).")
 
     func run() throws {
-        var core = try BenchCore.parse(["--only", "matmul1024"]); try core.run()
-        var gan32 = try BenchGAN.parse(["--size", "32", "--batch", "64"]); try gan32.run()
-        var gan64 = try BenchGAN.parse(["--size", "64", "--batch", "64"]); try gan64.run()
-        var vae = try BenchVAE.parse(["--batch", "128"]); try vae.run()
-        var baby = try BenchChar.parse(["--preset", "baby"]); try baby.run()
-        var shakespeare = try BenchChar.parse(["--preset", "shakespeare"]); try shakespeare.run()
-        var sampling = try BenchChar.parse(["--preset", "baby", "--sample"]); try sampling.run()
+        try BenchCore.parse(["--only", "matmul1024"]).run()
+        try BenchGAN.parse(["--size", "32", "--batch", "64"]).run()
+        try BenchGAN.parse(["--size", "64", "--batch", "64"]).run()
+        try BenchVAE.parse(["--batch", "128"]).run()
+        try BenchChar.parse(["--preset", "baby"]).run()
+        try BenchChar.parse(["--preset", "shakespeare"]).run()
+        try BenchChar.parse(["--preset", "baby", "--sample"]).run()
     }
 }
