@@ -164,36 +164,9 @@ struct SampleGAN: ParsableCommand {
     func run() throws {
         if isAudioCheckpoint { return try runAudio() }
         let count = self.count ?? 64
-        do {
-            let sampler = try GANSampler(checkpoint: checkpoint)
-            let classIndex = try className.map { try sampler.classIndex($0) }
-            if let interpolate {
-                let parts = interpolate.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
-                guard parts.count == 2 else { throw ValidationError("--interpolate wants two seeds, e.g. 3,7") }
-                let strip = try sampler.interpolate(seedA: parts[0], seedB: parts[1], steps: steps, classIndex: classIndex)
-                let path = out ?? "samples/interpolation.png"
-                try GANSampler.writeGrid(strip, columns: steps, to: path)
-                say("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
-                return
-            }
-            let images = try sampler.sample(count: count, seed: seed, classIndex: classIndex, columns: columns)
-            if let outDir {
-                let paths = try GANSampler.writeImages(images, to: outDir)
-                say("wrote \(paths.count) images to \(outDir)/")
-            } else {
-                let path = out ?? "samples/gan.png"
-                try GANSampler.writeGrid(images, columns: columns, to: path)
-                let rows = sampler.config.isConditional && classIndex == nil
-                    ? " (row r shows class \(sampler.classNames.prefix(3).joined(separator: ", "))…, cycling)" : ""
-                say("wrote \(path): \(count) images\(rows)")
-            }
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as SamplingError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        }
+        try writeImageSamples(open: { try GANSampler(checkpoint: checkpoint) }, count: count, seed: seed, className: className,
+                              interpolate: interpolate, steps: steps, columns: columns, out: out, outDir: outDir,
+                              defaultOut: "samples/gan.png", interpolationOut: "samples/interpolation.png")
     }
 }
 

@@ -12,7 +12,6 @@ extension VAEArchitecture: ExpressibleByArgument {}
 extension VAELikelihood: ExpressibleByArgument {}
 
 /// Writes a line to stderr.
-private func complain(_ text: String) { FileHandle.standardError.write(Data((text + "\n").utf8)) }
 
 /// Loads `--data` in [0, 1] pixels; IDX folders default to 1 channel, image folders to 3.
 private func loadUnitRange(_ path: String, size: Int, channels: Int?, split: IDX.Split = .train) throws -> ImageSet {
@@ -144,13 +143,13 @@ struct TrainVAE: ParsableCommand {
             print("samples: \(samplesDirectory)/reconstruction_E.png, sample_E.png, epochs.csv, metrics.csv, loss.png")
             if summary.outcome == .interrupted { throw ExitCode(130) }
         } catch let error as TrainingError {
-            complain("forge: \(error)")
+            printError("forge: \(error)")
             throw ExitCode(3)
         } catch let error as CheckpointError {
-            complain("forge: \(error)")
+            printError("forge: \(error)")
             throw ExitCode(2)
         } catch let error as DataIOError {
-            complain("forge: \(error)")
+            printError("forge: \(error)")
             throw ExitCode(2)
         }
     }
@@ -180,34 +179,9 @@ struct SampleVAE: ParsableCommand {
     func run() throws {
         if (try? Checkpoint.load(checkpoint).kind) == "audiovae" { return try runAudio() }
         let count = self.count ?? 64
-        do {
-            let sampler = try VAESampler(checkpoint: checkpoint)
-            let classIndex = try className.map { try sampler.classIndex($0) }
-            if let interpolate {
-                let parts = interpolate.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
-                guard parts.count == 2 else { throw ValidationError("--interpolate wants two seeds, e.g. 3,7") }
-                let strip = try sampler.interpolate(seedA: parts[0], seedB: parts[1], steps: steps, classIndex: classIndex)
-                let path = out ?? "samples/vae-interpolation.png"
-                try VAESampler.writeGrid(strip, columns: steps, to: path)
-                print("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
-                return
-            }
-            let images = try sampler.sample(count: count, seed: seed, classIndex: classIndex, columns: columns)
-            if let outDir {
-                let paths = try VAESampler.writeImages(images, to: outDir)
-                print("wrote \(paths.count) images to \(outDir)/")
-            } else {
-                let path = out ?? "samples/vae.png"
-                try VAESampler.writeGrid(images, columns: columns, to: path)
-                print("wrote \(path): \(count) images")
-            }
-        } catch let error as CheckpointError {
-            complain("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as SamplingError {
-            complain("forge: \(error)")
-            throw ExitCode(2)
-        }
+        try writeImageSamples(open: { try VAESampler(checkpoint: checkpoint) }, count: count, seed: seed, className: className,
+                              interpolate: interpolate, steps: steps, columns: columns, out: out, outDir: outDir,
+                              defaultOut: "samples/vae.png", interpolationOut: "samples/vae-interpolation.png")
     }
 }
 
@@ -256,10 +230,10 @@ struct EvalVAE: ParsableCommand {
             print(String(format: "IWAE -log p(x), k=%d: %.4f nats/image", iw, r.iwae ?? .nan))
             print(String(format: "(%.1f s)", Date().timeIntervalSince(t0)))
         } catch let error as CheckpointError {
-            complain("forge: \(error)")
+            printError("forge: \(error)")
             throw ExitCode(2)
         } catch let error as DataIOError {
-            complain("forge: \(error)")
+            printError("forge: \(error)")
             throw ExitCode(2)
         }
     }

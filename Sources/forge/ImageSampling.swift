@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import TensorCore
+import Training
+import Sampling
+
+/// What `forge sample gan|vae` needs from an image sampler; GANSampler and VAESampler have it all.
+protocol ImageSampler: SyntheticImageSource {
+    func classIndex(_ name: String) throws -> Int
+    func sample(count: Int, seed: UInt64, classIndex: Int?, columns: Int) throws -> Tensor
+    func interpolate(seedA: UInt64, seedB: UInt64, steps: Int, classIndex: Int?) throws -> Tensor
+    static func writeGrid(_ images: Tensor, columns: Int, to path: String) throws
+    static func writeImages(_ images: Tensor, to directory: String) throws -> [String]
+}
+
+extension GANSampler: ImageSampler {
+    static func writeImages(_ images: Tensor, to directory: String) throws -> [String] {
+        try writeImages(images, to: directory, prefix: "")
+    }
+}
+extension VAESampler: ImageSampler {}
+
+/// The image side of `forge sample gan|vae`: a latent interpolation strip (`interpolate`), one PNG
+/// per image (`outDir`) or a grid (`out`, else `defaultOut`). Checkpoint and sampling errors become
+/// a one-line message and exit code 2.
+func writeImageSamples(open: () throws -> any ImageSampler, count: Int, seed: UInt64, className: String?,
+                       interpolate: String?, steps: Int, columns: Int, out: String?, outDir: String?,
+                       defaultOut: String, interpolationOut: String) throws {
+    do {
+        let sampler = try open()
+        let classIndex = try className.map { try sampler.classIndex($0) }
+        if let interpolate {
+            let parts = interpolate.split(separator: ",").compactMap { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2 else { throw ValidationError("--interpolate wants two seeds, e.g. 3,7") }
+            let strip = try sampler.interpolate(seedA: parts[0], seedB: parts[1], steps: steps, classIndex: classIndex)
+            let path = out ?? interpolationOut
+            try type(of: sampler).writeGrid(strip, columns: steps, to: path)
+            say("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
+            return
+        }
+        let images = try sampler.sample(count: count, seed: seed, classIndex: classIndex, columns: columns)
+        if let outDir {
+            let paths = try type(of: sampler).writeImages(images, to: outDir)
+            say("wrote \(paths.count) images to \(outDir)/")
+        } else {
+            let path = out ?? defaultOut
+            try type(of: sampler).writeGrid(images, columns: columns, to: path)
+            let rows = !sampler.classNames.isEmpty && classIndex == nil
+                ? " (row r shows class \(sampler.classNames.prefix(3).joined(separator: ", "))…, cycling)" : ""
+            say("wrote \(path): \(count) images\(rows)")
+        }
+    } catch let error as CheckpointError {
+        printError("forge: \(error)")
+        throw ExitCode(2)
+    } catch let error as SamplingError {
+        printError("forge: \(error)")
+        throw ExitCode(2)
+    }
+}
