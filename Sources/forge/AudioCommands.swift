@@ -99,21 +99,9 @@ extension TrainGAN {
         let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 5 : nil), minutes: minutes,
                                       checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
                                       resume: resume, logEvery: logEvery)
-        do {
-            let summary = try TrainingLoop(task: task, options: options).run()
-            let m = summary.lastMetrics
-            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
-                         summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
-                         m["loss_d"] ?? .nan, m["loss_g"] ?? .nan, m["d_x"] ?? .nan, m["d_g_z1"] ?? .nan))
-            say("checkpoint: \(checkpointPath)")
+        try runTraining(task, options) { summary in
+            say(ganSummary(summary))
             say("samples: \(samplesDirectory)/latest_K.wav + latest.png (waveforms, spectrograms), metrics.csv, loss.png")
-            if summary.outcome == .interrupted { throw ExitCode(130) }
-        } catch let error as TrainingError {
-            printError("forge: \(error)")
-            throw ExitCode(3)
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }
@@ -287,21 +275,12 @@ extension TrainVAE {
         let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 10 : nil), minutes: minutes,
                                       checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
                                       resume: resume, logEvery: logEvery)
-        do {
-            let summary = try TrainingLoop(task: task, options: options).run()
+        try runTraining(task, options) { summary in
             let m = summary.lastMetrics
             say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; -ELBO %.1f nats/clip (recon %.1f, KL %.1f), σ %.4f",
                          summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
                          m["loss"] ?? .nan, m["recon"] ?? .nan, m["kl"] ?? .nan, m["sigma"] ?? .nan))
-            say("checkpoint: \(checkpointPath)")
             say("samples: \(samplesDirectory)/latest_K.wav + latest.png (prior samples: waveforms, spectrograms), metrics.csv, loss.png")
-            if summary.outcome == .interrupted { throw ExitCode(130) }
-        } catch let error as TrainingError {
-            printError("forge: \(error)")
-            throw ExitCode(3)
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }

@@ -62,8 +62,7 @@ struct TrainClassifier: ParsableCommand {
         let task = try ClassifierTrainingTask(classifier: classifier, data: set, randomHorizontalFlip: flip)
         let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 3 : nil), minutes: minutes, checkpointPath: checkpointPath,
                                       outputDirectory: "samples/\(name)", resume: resume)
-        do {
-            let summary = try TrainingLoop(task: task, options: options).run()
+        try runTraining(task, options) { summary in
             say(String(format: "done (%@): %d epochs, step %d; last batch loss %.4f accuracy %.3f",
                          summary.outcome.rawValue, summary.state.epoch, summary.state.step,
                          summary.lastMetrics["loss"] ?? .nan, summary.lastMetrics["accuracy"] ?? .nan))
@@ -72,11 +71,6 @@ struct TrainClassifier: ParsableCommand {
                 let accuracy = ClassificationAccuracy(predictions: classifier.predict(test.images), labels: test.labels, classCount: config.classCount)
                 say(String(format: "test accuracy: %.2f%% on %d held-out images", 100 * accuracy.overall, test.count))
             }
-            say("checkpoint: \(checkpointPath)")
-            if summary.outcome == .interrupted { throw ExitCode(130) }
-        } catch let error as TrainingError {
-            printError("forge: \(error)")
-            throw ExitCode(3)
         }
     }
 }

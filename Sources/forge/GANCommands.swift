@@ -18,6 +18,14 @@ func say(_ text: String) {
     FileHandle.standardOutput.write(Data((text + "\n").utf8))
 }
 
+/// The closing line of a GAN run (image or audio): outcome, progress and the last step's scalars.
+func ganSummary(_ summary: TrainingSummary) -> String {
+    let m = summary.lastMetrics
+    return String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
+                  summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                  m["loss_d"] ?? .nan, m["loss_g"] ?? .nan, m["d_x"] ?? .nan, m["d_g_z1"] ?? .nan)
+}
+
 /// Prints to stderr.
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
@@ -119,21 +127,9 @@ struct TrainGAN: ParsableCommand {
         let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 5 : nil), minutes: minutes,
                                       checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
                                       resume: resume, logEvery: logEvery)
-        do {
-            let summary = try TrainingLoop(task: task, options: options).run()
-            let m = summary.lastMetrics
-            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
-                         summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
-                         m["loss_d"] ?? .nan, m["loss_g"] ?? .nan, m["d_x"] ?? .nan, m["d_g_z1"] ?? .nan))
-            say("checkpoint: \(checkpointPath)")
+        try runTraining(task, options) { summary in
+            say(ganSummary(summary))
             say("samples: \(samplesDirectory)/latest.png (per epoch: epoch_NNN.png), metrics.csv, loss.png")
-            if summary.outcome == .interrupted { throw ExitCode(130) }
-        } catch let error as TrainingError {
-            printError("forge: \(error)")
-            throw ExitCode(3)
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }

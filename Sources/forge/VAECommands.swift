@@ -131,20 +131,16 @@ struct TrainVAE: ParsableCommand {
             let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 10 : nil), minutes: minutes,
                                           checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
                                           resume: resume, logEvery: logEvery)
-            let summary = try TrainingLoop(task: task, options: options).run()
-            if let last = task.history.last {
-                print(String(format: "done (%@): %d epochs, step %d, %.1f s this run; train -ELBO %.2f, test -ELBO %.2f nats/image",
-                             summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
-                             last.trainNegativeELBO, last.testNegativeELBO ?? .nan))
-            } else {
-                print("done (\(summary.outcome.rawValue)): step \(summary.state.step)")
+            try runTraining(task, options) { summary in
+                if let last = task.history.last {
+                    say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; train -ELBO %.2f, test -ELBO %.2f nats/image",
+                                 summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                                 last.trainNegativeELBO, last.testNegativeELBO ?? .nan))
+                } else {
+                    say("done (\(summary.outcome.rawValue)): step \(summary.state.step)")
+                }
+                say("samples: \(samplesDirectory)/reconstruction_E.png, sample_E.png, epochs.csv, metrics.csv, loss.png")
             }
-            print("checkpoint: \(checkpointPath)")
-            print("samples: \(samplesDirectory)/reconstruction_E.png, sample_E.png, epochs.csv, metrics.csv, loss.png")
-            if summary.outcome == .interrupted { throw ExitCode(130) }
-        } catch let error as TrainingError {
-            printError("forge: \(error)")
-            throw ExitCode(3)
         } catch let error as CheckpointError {
             printError("forge: \(error)")
             throw ExitCode(2)
