@@ -415,6 +415,10 @@ const char *fk_kernel_level(void) {
     return "baseline";
 }
 
+static _Thread_local int fk_parallel_region = 0;
+int fk_in_parallel_region(void) { return fk_parallel_region; }
+void fk_set_parallel_region(int inside) { fk_parallel_region = inside; }
+
 // ---- conv/bn helpers (owner: conv) ----
 
 FK_CLONES double fk_sum_squared_deviation(const float *restrict x, long n, double mean) {

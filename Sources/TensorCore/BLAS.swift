@@ -45,6 +45,11 @@ public enum BLAS {
 }
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major. op(A) is (m, k), op(B) is (k, n).
+///
+/// OpenBLAS runs single-threaded (see `Threads.applyToBLAS`); a product big enough to pay for it is
+/// cut into one block of C per Forge thread, along the larger of m and n, and the blocks run at
+/// once. Each block is an ordinary sgemm on sub-matrices, so every element of C is computed
+/// exactly as the unsplit call would compute it. Inside a parallel region it runs unsplit.
 @inline(__always)
 public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
                   a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -55,16 +60,44 @@ public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Flo
         else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }
         return
     }
+    let threads = Threads.count
+    if threads > 1 && m * n * k >= sgemmSplitWork && max(m, n) >= 2 * sgemmSplitAlign && !Threads.inParallelRegion {
+        sgemmSplit(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                   beta: beta, c: c, ldc: ldc, parts: threads)
+        return
+    }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
-/// OpenBLAS's own thread count, switched to 1 while Forge's threads each run small GEMMs.
-enum BLASThreads {
-    static func withSingleThreaded(when condition: Bool, _ body: () -> Void) {
-        guard condition else { body(); return }
-        openblas_set_num_threads(1)
-        body()
-        openblas_set_num_threads(Int32(Threads.count))
+/// Products below this many multiply-adds run on one thread: splitting costs a few microseconds.
+@usableFromInline let sgemmSplitWork = 1 << 18
+/// Blocks of C start on multiples of this many rows or columns (whole cache lines, whole kernel tiles).
+@usableFromInline let sgemmSplitAlign = 16
+
+@usableFromInline
+func sgemmSplit(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, parts: Int) {
+    // Split the larger side: each block re-packs the whole of the other operand, so that one should be the smaller.
+    let alongN = n >= m
+    let length = alongN ? n : m
+    let parts = min(parts, length / sgemmSplitAlign)
+    let per = (length + parts - 1) / parts
+    let step = (per + sgemmSplitAlign - 1) / sgemmSplitAlign * sgemmSplitAlign
+    let pa = SendablePointer(a), pb = SendablePointer(b), pc = SendablePointer(c)
+    runChunks(parts) { i in
+        let lo = i * step, hi = min(length, lo + step)
+        guard lo < hi else { return }
+        let tA = transA ? CblasTrans : CblasNoTrans, tB = transB ? CblasTrans : CblasNoTrans
+        if alongN {
+            // C[:, lo..<hi] = op(A) · op(B)[:, lo..<hi]; op(B) columns are B's columns, or Bᵀ's rows
+            cblas_sgemm(CblasRowMajor, tA, tB, Int32(m), Int32(hi - lo), Int32(k), alpha, pa.p, Int32(lda),
+                        pb.p + (transB ? lo * ldb : lo), Int32(ldb), beta, pc.p + lo, Int32(ldc))
+        } else {
+            // C[lo..<hi, :] = op(A)[lo..<hi, :] · op(B); op(A) rows are A's rows, or Aᵀ's columns
+            cblas_sgemm(CblasRowMajor, tA, tB, Int32(hi - lo), Int32(n), Int32(k), alpha, pa.p + (transA ? lo : lo * lda),
+                        Int32(lda), pb.p, Int32(ldb), beta, pc.p + lo * ldc, Int32(ldc))
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import CBLAS
+import CKernels
 
 /// Wraps a pointer so it can cross into `parallelFor`'s worker closures. Safe because each worker
 /// touches a disjoint range chosen by the chunking below.
@@ -11,21 +12,43 @@ public struct SendablePointer<T>: @unchecked Sendable {
 
 public enum Threads {
     nonisolated(unsafe) private static var _count: Int = {
+        applyToBLAS()  // first use of the thread count, so also in programs that never call BLAS.configure()
         if let s = ProcessInfo.processInfo.environment["FORGE_THREADS"], let n = Int(s), n > 0 { return n }
         return ProcessInfo.processInfo.activeProcessorCount
     }()
 
-    /// Worker threads used by Forge's own kernels and by OpenBLAS (`FORGE_THREADS`, default: all cores).
+    /// Worker threads used by Forge's kernels, its GEMMs included (`FORGE_THREADS`, default: all cores).
     public static var count: Int {
         get { _count }
-        set {
-            _count = max(1, newValue)
-            openblas_set_num_threads(Int32(_count))
-        }
+        set { _count = max(1, newValue) }
     }
 
-    /// Applies the thread setting to OpenBLAS; called once at start-up by `BLAS.configure()`.
-    static func applyToBLAS() { openblas_set_num_threads(Int32(_count)) }
+    /// Keeps OpenBLAS to one thread: Forge splits large GEMMs over its own workers (see `sgemm`).
+    /// OpenBLAS's idle workers spin on sched_yield for a while after each call, and on a machine
+    /// with as many Forge workers as cores that spinning took ~20% of a DCGAN step from the
+    /// im2col and elementwise passes running between GEMMs. Called once at start-up by `BLAS.configure()`.
+    static func applyToBLAS() { openblas_set_num_threads(1) }
+
+    /// Whether the calling thread is running a chunk of `parallelFor` / `parallelChunks`.
+    @inlinable public static var inParallelRegion: Bool { fk_in_parallel_region() != 0 }
+}
+
+/// Runs `chunks` calls of `chunk(i)`, across Forge's threads, or one after another on this thread
+/// when it already runs inside a parallel region (nested work never oversubscribes the cores).
+@inlinable
+func runChunks(_ chunks: Int, _ chunk: (Int) -> Void) {
+    if fk_in_parallel_region() != 0 {
+        for i in 0..<chunks { chunk(i) }
+        return
+    }
+    withoutActuallyEscaping(chunk) { chunk in
+        let box = UnsafeSendableBox(chunk)
+        DispatchQueue.concurrentPerform(iterations: chunks) { i in
+            fk_set_parallel_region(1)
+            box.value(i)
+            fk_set_parallel_region(0)
+        }
+    }
 }
 
 /// Runs `body(start, end)` over `0..<count` split into fixed chunks of at least `grain` items.
@@ -40,13 +63,10 @@ public func parallelFor(_ count: Int, grain: Int = 32_768, _ body: (Int, Int) ->
     }
     let chunks = min(threads, (count + grain - 1) / grain)
     let per = (count + chunks - 1) / chunks
-    withoutActuallyEscaping(body) { body in
-        let box = UnsafeSendableBox(body)
-        DispatchQueue.concurrentPerform(iterations: chunks) { i in
-            let s = i * per
-            let e = min(count, s + per)
-            if s < e { box.value(s, e) }
-        }
+    runChunks(chunks) { i in
+        let s = i * per
+        let e = min(count, s + per)
+        if s < e { body(s, e) }
     }
 }
 
@@ -60,13 +80,10 @@ public func parallelChunks<R>(_ count: Int, grain: Int = 32_768, _ body: (Int, I
     var results = [R?](repeating: nil, count: chunks)
     results.withUnsafeMutableBufferPointer { rp in
         let out = UnsafeSendableBox(rp)
-        withoutActuallyEscaping(body) { body in
-            let box = UnsafeSendableBox(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { i in
-                let s = i * per
-                let e = min(count, s + per)
-                out.value[i] = box.value(s, max(s, e))
-            }
+        runChunks(chunks) { i in
+            let s = i * per
+            let e = min(count, s + per)
+            out.value[i] = body(s, max(s, e))
         }
     }
     return results.map { $0! }

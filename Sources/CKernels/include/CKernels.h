@@ -64,6 +64,12 @@ int fk_cpu_has_avx2_fma(void);
 /// Which clone of the kernels runs here: "avx512", "avx2" or "baseline".
 const char *fk_kernel_level(void);
 
+// ---- parallel regions ----
+// Set while a thread runs a chunk of Forge's parallelFor, so work started inside it (another
+// parallelFor, a split GEMM) runs serially on that thread instead of oversubscribing the cores.
+int fk_in_parallel_region(void);
+void fk_set_parallel_region(int inside);
+
 #endif
 
 // ---- conv/bn helpers (owner: conv) ----

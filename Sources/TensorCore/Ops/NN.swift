@@ -295,10 +295,8 @@ private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
     }
 }
 
-/// Runs `body(head)` for every head. Heads split across Forge's threads with OpenBLAS kept to one
-/// thread inside (many tiny GEMMs: parallel heads beat parallel GEMMs).
+/// Runs `body(head)` for every head. Heads split across Forge's threads, each head's GEMMs unsplit
+/// inside (many tiny GEMMs: parallel heads beat parallel GEMMs).
 private func forEachHead(_ heads: Int, work: Int, _ body: @escaping (Int) -> Void) {
-    BLASThreads.withSingleThreaded(when: heads > 1 && Threads.count > 1) {
-        parallelFor(heads, grain: 1) { s, e in for i in s..<e { body(i) } }
-    }
+    parallelFor(heads, grain: 1) { s, e in for i in s..<e { body(i) } }
 }
