@@ -6,6 +6,13 @@ prints one table of medians (also written to bench/RESULTS.md with the machine a
 Without PyTorch it says how to get it and still prints Forge's column. Stdlib only.
 
   python3 bench/run.py [--forge .build/release/forge] [--python torch-venv/bin/python] [--rounds 3] [--only vae,dcgan32]
+                       [--keep-blas-env]
+
+OpenBLAS picks its kernels when it loads. Some machines set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the
+environment (older OpenBLAS builds crash or compute wrong results on some CPUs); on a CPU that Debian's
+OpenBLAS 0.3.21 knows, that only forces slower kernels on Forge (PyTorch uses its own MKL/oneDNN and never
+reads them). So both children run with the two variables removed, and the table header names the kernel
+set OpenBLAS then chose; --keep-blas-env runs them with the environment as it is.
 """
 import argparse
 import datetime
@@ -74,6 +81,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="")
+    ap.add_argument("--keep-blas-env", action="store_true", help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as set")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     have_torch = torch_available(a.python)
@@ -82,6 +90,9 @@ def main():
               f"  python3 -m venv torch-venv && torch-venv/bin/pip install torch numpy\n"
               f"(or point --python / TORCH_PYTHON at a python that has torch). Printing Forge's column only.\n")
     env = dict(os.environ, FORGE_THREADS=str(a.threads))
+    if not a.keep_blas_env:
+        for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # removed together, never one alone
+            env.pop(var, None)
     core = subprocess.run([a.forge, "bench", "core", "--only", "info"], capture_output=True, text=True, env=env, cwd=ROOT).stdout.strip()
     rows = []
     for name, forge_args, torch_name in WORKLOADS:
@@ -96,7 +107,7 @@ def main():
             if r:
                 fr.append(r[0]); funit = r[1]; frss.append(r[2])
             if have_torch and torch_name:
-                r = run_with_rss([a.python, os.path.join(HERE, "torch_ref.py"), torch_name, "--threads", str(a.threads)])
+                r = run_with_rss([a.python, os.path.join(HERE, "torch_ref.py"), torch_name, "--threads", str(a.threads)], env)
                 if r:
                     tr.append(r[0]); tunit = r[1]; trss.append(r[2])
             print(".", end="", flush=True)
