@@ -222,6 +222,10 @@ final class ConvTests: XCTestCase {
         assertGradientsMatch([randomTensor([1, 2, 4, 17], seed: 9), randomTensor([2, 2, 2, 3], seed: 10)]) {
             conv2d($0[0], weight: $0[1], stride: (1, 2), padding: (0, 1))
         }
+        // kernel = whole image, 1×1 output (a DCGAN's last D conv): the plain-GEMM path, with bias
+        assertGradientsMatch([randomTensor([3, 2, 4, 3], seed: 27), randomTensor([2, 2, 4, 3], seed: 28), randomTensor([2], seed: 29)]) {
+            conv2d($0[0], weight: $0[1], bias: $0[2])
+        }
     }
 
     func testConvTranspose2dGradients() {
@@ -240,6 +244,10 @@ final class ConvTests: XCTestCase {
         // input rows 8 wide (hoisted-bounds kernels), stride 2
         assertGradientsMatch([randomTensor([1, 2, 2, 8], seed: 19), randomTensor([2, 2, 3, 4], seed: 20)]) {
             convTranspose2d($0[0], weight: $0[1], stride: 2, padding: 1)
+        }
+        // 1×1 input to a whole kernel (a DCGAN's first G block): the plain-GEMM path, with bias
+        assertGradientsMatch([randomTensor([3, 4, 1, 1], seed: 30), randomTensor([4, 2, 3, 4], seed: 31), randomTensor([2], seed: 32)]) {
+            convTranspose2d($0[0], weight: $0[1], bias: $0[2])
         }
     }
 

@@ -36,6 +36,10 @@ struct WindowGeometry {
     /// Columns of the column matrix per image: one per window position.
     var outPixels: Int { outH * outW }
     var inPixels: Int { height * width }
+    /// One unpadded window over the whole image (a DCGAN's last D conv, 4×4 → 1×1, and first G
+    /// convT, 1×1 → 4×4): the column matrix of an image is the image itself, so the conv is a plain
+    /// GEMM on the tensors as they lie, with no im2col or col2im pass.
+    var coversWholeImage: Bool { outH == 1 && outW == 1 && padH == 0 && padW == 0 && kernelH == height && kernelW == width }
 }
 
 /// Upper bound on the column buffer (floats) of one chunk (`FORGE_CONV_CHUNK_FLOATS`, default 2M floats = 8 MB).
@@ -166,38 +170,52 @@ private func conv2dChecked(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: (
     let g = WindowGeometry(channels: Cin, height: H, width: W, kernelH: KH, kernelW: KW,
                            strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1,
                            outH: (H + 2 * padding.0 - KH) / stride.0 + 1, outW: (W + 2 * padding.1 - KW) / stride.1 + 1)
+    if g.coversWholeImage { return conv2dWholeWindow(x, weight, bias, batch: B, outChannels: Cout, patch: g.patchSize) }
     return conv2dForward(x, weight, bias, g, batch: B, outChannels: Cout)
 }
+
+/// Upper bound (floats) on the im2col of a whole batch that conv2d keeps from forward for the weight
+/// gradient (`FORGE_CONV_KEEP_FLOATS`, default 16M floats = 64 MB per layer). Keeping it saves
+/// backward one full im2col per layer; past the bound backward lowers the input again.
+let convKeptColumnBudget: Int = {
+    if let s = ProcessInfo.processInfo.environment["FORGE_CONV_KEEP_FLOATS"], let n = Int(s), n >= 0 { return n }
+    return 1 << 24
+}()
 
 // x: (B, Cin, H, W) -> y: (B, Cout, OH, OW)
 private func conv2dForward(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: WindowGeometry, batch B: Int, outChannels Cout: Int) -> Tensor {
     let K = g.patchSize, P = g.outPixels
     let y = Tensor(uninitializedShape: [B, Cout, g.outH, g.outW])
     let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
-    let col = Tensor(uninitializedShape: [K * chunk * P])           // (K, n·P)
+    // When the weight gradient will be needed and the batch's columns fit the budget, lower every
+    // chunk into its own block of one buffer and keep it for backward (chunk at b0 starts at K·b0·P).
+    let keep = Tensor.needsGrad(weight) && K * P * B <= convKeptColumnBudget
+    let col = Tensor(uninitializedShape: [K * (keep ? B : chunk) * P])  // (K, n·P) per chunk
     let yCols = chunk > 1 ? Tensor(uninitializedShape: [Cout * chunk * P]) : nil  // (Cout, n·P)
     for b0 in stride(from: 0, to: B, by: chunk) {
         let n = Swift.min(chunk, B - b0)
-        im2colChunk(x.pointer + b0 * g.channels * g.inPixels, col.mutablePointer, g, images: n)
+        let colChunk = col.mutablePointer + (keep ? K * b0 * P : 0)
+        im2colChunk(x.pointer + b0 * g.channels * g.inPixels, colChunk, g, images: n)
         let yChunk = y.mutablePointer + b0 * Cout * P
         if let yCols {
             // yCols (Cout, n·P) = W (Cout, K) · col (K, n·P), then back to (n, Cout, P) adding the bias
             sgemm(transA: false, transB: false, m: Cout, n: n * P, k: K, a: weight.pointer, lda: K,
-                  b: col.pointer, ldb: n * P, c: yCols.mutablePointer, ldc: n * P)
+                  b: colChunk, ldb: n * P, c: yCols.mutablePointer, ldc: n * P)
             columnsToImages(yCols.pointer, yChunk, images: n, rows: Cout, pixels: P, bias: bias?.pointer)
         } else {
             // one image per chunk: the GEMM writes (Cout, P) straight into y
             sgemm(transA: false, transB: false, m: Cout, n: P, k: K, a: weight.pointer, lda: K,
-                  b: col.pointer, ldb: P, c: yChunk, ldc: P)
+                  b: colChunk, ldb: P, c: yChunk, ldc: P)
             if let bias { addChannelBias(yChunk, bias.pointer, channels: Cout, pixels: P) }
         }
     }
+    let keptColumns = keep ? col : nil
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
     return Tensor.record(y, "conv2d", inputs) { dy in
         // dy: (B, Cout, OH, OW)
         let (dx, dw) = conv2dBackward(x, weight, dy, g, batch: B, outChannels: Cout,
-                                      needInput: x.requiresGrad, needWeight: weight.requiresGrad)
+                                      needInput: x.requiresGrad, needWeight: weight.requiresGrad, keptColumns: keptColumns)
         var grads: [Tensor?] = [dx, dw]
         if let bias { grads.append(bias.requiresGrad ? channelSums(dy, batch: B, channels: Cout, pixels: P) : nil) }
         return grads
@@ -205,8 +223,9 @@ private func conv2dForward(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: 
 }
 
 // dy: (B, Cout, OH, OW) -> dx: (B, Cin, H, W) = col2im(Wᵀ·dY), dW: (Cout, Cin, KH, KW) = dY·colᵀ
+// keptColumns: forward's im2col of the whole batch, (K, n·P) per chunk, or nil to lower x again.
 private func conv2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: WindowGeometry, batch B: Int, outChannels Cout: Int,
-                            needInput: Bool, needWeight: Bool) -> (Tensor?, Tensor?) {
+                            needInput: Bool, needWeight: Bool, keptColumns: Tensor?) -> (Tensor?, Tensor?) {
     let K = g.patchSize, P = g.outPixels
     let dx = needInput ? Tensor(uninitializedShape: x.shape) : nil
     let dw = needWeight ? Tensor(uninitializedShape: weight.shape) : nil
@@ -226,9 +245,15 @@ private func conv2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: Wi
         }
         if let dw {
             // dW (Cout, K) += dY (Cout, n·P) · colᵀ (n·P, K); the first chunk overwrites
-            im2colChunk(x.pointer + b0 * g.channels * g.inPixels, col.mutablePointer, g, images: n)
+            let xCols: UnsafePointer<Float>
+            if let keptColumns {
+                xCols = keptColumns.pointer + K * b0 * P
+            } else {
+                im2colChunk(x.pointer + b0 * g.channels * g.inPixels, col.mutablePointer, g, images: n)
+                xCols = col.pointer
+            }
             sgemm(transA: false, transB: true, m: Cout, n: K, k: n * P, a: dyChunk, lda: n * P,
-                  b: col.pointer, ldb: n * P, beta: b0 == 0 ? 0 : 1, c: dw.mutablePointer, ldc: K)
+                  b: xCols, ldb: n * P, beta: b0 == 0 ? 0 : 1, c: dw.mutablePointer, ldc: K)
         }
         if let dx {
             // dcol (K, n·P) = Wᵀ (K, Cout) · dY (Cout, n·P), folded back onto the input images
@@ -238,6 +263,65 @@ private func conv2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: Wi
         }
     }
     return (dx, dw)
+}
+
+// MARK: - whole-window convolutions (plain GEMMs)
+
+// x: (B, Cin, KH, KW) seen as X (B, K) -> y: (B, Cout, 1, 1) = X · Wᵀ, W (Cout, K); K = Cin·KH·KW
+private func conv2dWholeWindow(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, batch B: Int, outChannels Cout: Int,
+                               patch K: Int) -> Tensor {
+    let y = Tensor(uninitializedShape: [B, Cout, 1, 1])
+    sgemm(transA: false, transB: true, m: B, n: Cout, k: K, a: x.pointer, lda: K, b: weight.pointer, ldb: K,
+          c: y.mutablePointer, ldc: Cout)
+    if let bias { for i in 0..<B { addChannelBias(y.mutablePointer + i * Cout, bias.pointer, channels: Cout, pixels: 1) } }
+    var inputs = [x, weight]
+    if let bias { inputs.append(bias) }
+    return Tensor.record(y, "conv2d", inputs) { dy in
+        // dy: (B, Cout); dX (B, K) = dY · W, dW (Cout, K) = dYᵀ · X
+        var dx: Tensor?, dw: Tensor?
+        if x.requiresGrad {
+            dx = Tensor(uninitializedShape: x.shape)
+            sgemm(transA: false, transB: false, m: B, n: K, k: Cout, a: dy.pointer, lda: Cout, b: weight.pointer, ldb: K,
+                  c: dx!.mutablePointer, ldc: K)
+        }
+        if weight.requiresGrad {
+            dw = Tensor(uninitializedShape: weight.shape)
+            sgemm(transA: true, transB: false, m: Cout, n: K, k: B, a: dy.pointer, lda: Cout, b: x.pointer, ldb: K,
+                  c: dw!.mutablePointer, ldc: K)
+        }
+        var grads: [Tensor?] = [dx, dw]
+        if let bias { grads.append(bias.requiresGrad ? channelSums(dy, batch: B, channels: Cout, pixels: 1) : nil) }
+        return grads
+    }
+}
+
+// x: (B, Cin, 1, 1) seen as X (B, Cin) -> y: (B, Cout, KH, KW) = X · W, W (Cin, Kc); Kc = Cout·KH·KW
+private func convTranspose2dWholeWindow(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: WindowGeometry,
+                                        batch B: Int, inChannels Cin: Int) -> Tensor {
+    let Kc = g.patchSize, Cout = g.channels, pixels = g.inPixels
+    let y = Tensor(uninitializedShape: [B, Cout, g.height, g.width])
+    sgemm(transA: false, transB: false, m: B, n: Kc, k: Cin, a: x.pointer, lda: Cin, b: weight.pointer, ldb: Kc,
+          c: y.mutablePointer, ldc: Kc)
+    if let bias { for i in 0..<B { addChannelBias(y.mutablePointer + i * Kc, bias.pointer, channels: Cout, pixels: pixels) } }
+    var inputs = [x, weight]
+    if let bias { inputs.append(bias) }
+    return Tensor.record(y, "conv_transpose2d", inputs) { dy in
+        // dy: (B, Kc); dX (B, Cin) = dY · Wᵀ, dW (Cin, Kc) = Xᵀ · dY
+        var dx: Tensor?, dw: Tensor?
+        if x.requiresGrad {
+            dx = Tensor(uninitializedShape: x.shape)
+            sgemm(transA: false, transB: true, m: B, n: Cin, k: Kc, a: dy.pointer, lda: Kc, b: weight.pointer, ldb: Kc,
+                  c: dx!.mutablePointer, ldc: Cin)
+        }
+        if weight.requiresGrad {
+            dw = Tensor(uninitializedShape: weight.shape)
+            sgemm(transA: true, transB: false, m: Cin, n: Kc, k: B, a: x.pointer, lda: Cin, b: dy.pointer, ldb: Kc,
+                  c: dw!.mutablePointer, ldc: Kc)
+        }
+        var grads: [Tensor?] = [dx, dw]
+        if let bias { grads.append(bias.requiresGrad ? channelSums(dy, batch: B, channels: Cout, pixels: pixels) : nil) }
+        return grads
+    }
 }
 
 /// y (C, pixels) += bias[c] per channel row.
@@ -291,6 +375,7 @@ private func convTranspose2dChecked(_ x: Tensor, weight: Tensor, bias: Tensor?, 
     // The window geometry of the conv2d this op is the gradient of: it maps the output (Cout, OH, OW) to the input (H, W).
     let g = WindowGeometry(channels: Cout, height: OH, width: OW, kernelH: KH, kernelW: KW,
                            strideH: stride.0, strideW: stride.1, padH: padding.0, padW: padding.1, outH: H, outW: W)
+    if g.coversWholeImage { return convTranspose2dWholeWindow(x, weight, bias, g, batch: B, inChannels: Cin) }
     return convTranspose2dForward(x, weight, bias, g, batch: B, inChannels: Cin)
 }
 
