@@ -108,6 +108,20 @@ FK_CLONES void fk_tanh(const float *restrict x, float *restrict y, long n) {
 FK_CLONES void fk_sigmoid(const float *restrict x, float *restrict y, long n) {
     for (long i = 0; i < n; i++) y[i] = fk_sigmoidf(x[i]);
 }
+// x, y, dy, dx: (n). The backward passes take the forward's input (or, for relu, its output: the
+// sign is the same), so no mask is stored.
+FK_CLONES void fk_relu(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+FK_CLONES void fk_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, long n) {
+    for (long i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+FK_CLONES void fk_leaky_relu(const float *restrict x, float *restrict y, long n, float slope) {
+    for (long i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : x[i] * slope;
+}
+FK_CLONES void fk_leaky_relu_backward(const float *restrict x, const float *restrict dy, float *restrict dx, long n, float slope) {
+    for (long i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : dy[i] * slope;
+}
 FK_CLONES void fk_gelu_tanh(const float *restrict x, float *restrict y, long n) {
     for (long i = 0; i < n; i++) {
         float v = x[i];

@@ -12,6 +12,10 @@ void fk_exp(const float *x, float *y, long n);
 void fk_log(const float *x, float *y, long n);
 void fk_tanh(const float *x, float *y, long n);
 void fk_sigmoid(const float *x, float *y, long n);
+void fk_relu(const float *x, float *y, long n);
+void fk_relu_backward(const float *y, const float *dy, float *dx, long n);
+void fk_leaky_relu(const float *x, float *y, long n, float slope);
+void fk_leaky_relu_backward(const float *x, const float *dy, float *dx, long n, float slope);
 void fk_gelu_tanh(const float *x, float *y, long n);
 void fk_gelu_erf(const float *x, float *y, long n);
 // dx[i] = dy[i] * f'(x[i])

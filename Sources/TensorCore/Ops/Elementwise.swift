@@ -129,6 +129,16 @@ func gradMap(_ dy: Tensor, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
     return out
 }
 
+/// dx = kernel(saved, dy) elementwise with a C backward kernel `(saved, dy, dx, n)`, in parallel chunks.
+@inline(__always)
+func gradKernelMap(_ dy: Tensor, _ saved: UnsafePointer<Float>,
+                   _ kernel: @escaping (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
+    let out = Tensor(uninitializedShape: dy.shape)
+    let ps = SendablePointer(saved), pd = SendablePointer(dy.pointer), po = SendablePointer(out.mutablePointer)
+    parallelFor(dy.count) { s, e in kernel(ps.p + s, pd.p + s, po.p + s, e - s) }
+    return out
+}
+
 // MARK: - binary arithmetic
 
 public func + (a: Tensor, b: Tensor) -> Tensor {
@@ -234,14 +244,18 @@ extension Tensor {
     }
 
     public func relu() -> Tensor {
-        let out = unaryMap(self) { $0 > 0 ? $0 : 0 }
+        let out = kernelMap(self) { fk_relu($0, $1, $2) }
         let ys = out.storage
-        return Tensor.record(out, "relu", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in y > 0 ? 1 : 0 }] }
+        return Tensor.record(out, "relu", [self]) { g in
+            [gradKernelMap(g, ys.pointer) { y, dy, dx, n in fk_relu_backward(y, dy, dx, n) }]
+        }
     }
 
     public func leakyRelu(_ slope: Float = 0.01) -> Tensor {
-        let out = unaryMap(self) { $0 > 0 ? $0 : $0 * slope }
-        return Tensor.record(out, "leaky_relu", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in x > 0 ? 1 : slope }] }
+        let out = kernelMap(self) { fk_leaky_relu($0, $1, $2, slope) }
+        return Tensor.record(out, "leaky_relu", [self]) { g in
+            [gradKernelMap(g, self.pointer) { x, dy, dx, n in fk_leaky_relu_backward(x, dy, dx, n, slope) }]
+        }
     }
 
     /// GELU; `approximate: true` is the tanh form (`nn.GELU(approximate="tanh")`), false the exact erf form.
