@@ -48,8 +48,9 @@ public enum BLAS {
 ///
 /// OpenBLAS runs single-threaded (see `Threads.applyToBLAS`); a product big enough to pay for it is
 /// cut into one block of C per Forge thread, along the larger of m and n, and the blocks run at
-/// once. Each block is an ordinary sgemm on sub-matrices, so every element of C is computed
-/// exactly as the unsplit call would compute it. Inside a parallel region it runs unsplit.
+/// once. Each block is an ordinary sgemm on sub-matrices; the cut depends only on the shape and the
+/// thread count, so results repeat bit for bit (they may differ from an unsplit call in the last
+/// bits, where OpenBLAS's edge tiles order a sum differently). Inside a parallel region it runs unsplit.
 @inline(__always)
 public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
                   a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,

@@ -33,22 +33,28 @@ public enum Threads {
     @inlinable public static var inParallelRegion: Bool { fk_in_parallel_region() != 0 }
 }
 
-/// Runs `chunks` calls of `chunk(i)`, across Forge's threads, or one after another on this thread
-/// when it already runs inside a parallel region (nested work never oversubscribes the cores).
+/// Runs `chunks` calls of `chunk(i)`, across Forge's worker pool (CKernels' thread_pool.c), or one
+/// after another on this thread when it already runs inside a parallel region (nested work never
+/// oversubscribes the cores).
 @inlinable
 func runChunks(_ chunks: Int, _ chunk: (Int) -> Void) {
-    if fk_in_parallel_region() != 0 {
+    if chunks <= 1 || fk_in_parallel_region() != 0 {
         for i in 0..<chunks { chunk(i) }
         return
     }
     withoutActuallyEscaping(chunk) { chunk in
-        let box = UnsafeSendableBox(chunk)
-        DispatchQueue.concurrentPerform(iterations: chunks) { i in
-            fk_set_parallel_region(1)
-            box.value(i)
-            fk_set_parallel_region(0)
+        var job = PoolJob(run: chunk)
+        withUnsafeMutablePointer(to: &job) { p in
+            fk_pool_run(chunks, { ctx, i in ctx!.assumingMemoryBound(to: PoolJob.self).pointee.run(Int(i)) }, p)
         }
     }
+}
+
+/// The closure a pool job runs, passed to C by address.
+@usableFromInline
+struct PoolJob {
+    @usableFromInline let run: (Int) -> Void
+    @usableFromInline init(run: @escaping (Int) -> Void) { self.run = run }
 }
 
 /// Runs `body(start, end)` over `0..<count` split into fixed chunks of at least `grain` items.

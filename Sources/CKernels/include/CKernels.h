@@ -74,6 +74,12 @@ const char *fk_kernel_level(void);
 int fk_in_parallel_region(void);
 void fk_set_parallel_region(int inside);
 
+// ---- worker pool (thread_pool.c) ----
+typedef void (*fk_chunk_fn)(void *ctx, long chunk);
+/// Runs fn(ctx, i) for i in 0 ..< chunks, chunk 0 on the calling thread and chunk i on worker i,
+/// inside a parallel region; returns when all are done. Serial when another job is running.
+void fk_pool_run(long chunks, fk_chunk_fn fn, void *ctx);
+
 #endif
 
 // ---- conv/bn helpers (owner: conv) ----
