@@ -270,56 +270,49 @@ private func conv2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: Wi
 // x: (B, Cin, KH, KW) seen as X (B, K) -> y: (B, Cout, 1, 1) = X · Wᵀ, W (Cout, K); K = Cin·KH·KW
 private func conv2dWholeWindow(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, batch B: Int, outChannels Cout: Int,
                                patch K: Int) -> Tensor {
-    let y = Tensor(uninitializedShape: [B, Cout, 1, 1])
-    sgemm(transA: false, transB: true, m: B, n: Cout, k: K, a: x.pointer, lda: K, b: weight.pointer, ldb: K,
-          c: y.mutablePointer, ldc: Cout)
-    if let bias { for i in 0..<B { addChannelBias(y.mutablePointer + i * Cout, bias.pointer, channels: Cout, pixels: 1) } }
-    var inputs = [x, weight]
-    if let bias { inputs.append(bias) }
-    return Tensor.record(y, "conv2d", inputs) { dy in
-        // dy: (B, Cout); dX (B, K) = dY · W, dW (Cout, K) = dYᵀ · X
-        var dx: Tensor?, dw: Tensor?
-        if x.requiresGrad {
-            dx = Tensor(uninitializedShape: x.shape)
-            sgemm(transA: false, transB: false, m: B, n: K, k: Cout, a: dy.pointer, lda: Cout, b: weight.pointer, ldb: K,
-                  c: dx!.mutablePointer, ldc: K)
-        }
-        if weight.requiresGrad {
-            dw = Tensor(uninitializedShape: weight.shape)
-            sgemm(transA: true, transB: false, m: Cout, n: K, k: B, a: dy.pointer, lda: Cout, b: x.pointer, ldb: K,
-                  c: dw!.mutablePointer, ldc: K)
-        }
-        var grads: [Tensor?] = [dx, dw]
-        if let bias { grads.append(bias.requiresGrad ? channelSums(dy, batch: B, channels: Cout, pixels: 1) : nil) }
-        return grads
-    }
+    wholeWindowGEMM(x, weight, bias, outputShape: [B, Cout, 1, 1], inner: K, outer: Cout, weightIsOuterByInner: true,
+                    pixels: 1, name: "conv2d")
 }
 
 // x: (B, Cin, 1, 1) seen as X (B, Cin) -> y: (B, Cout, KH, KW) = X · W, W (Cin, Kc); Kc = Cout·KH·KW
 private func convTranspose2dWholeWindow(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: WindowGeometry,
                                         batch B: Int, inChannels Cin: Int) -> Tensor {
-    let Kc = g.patchSize, Cout = g.channels, pixels = g.inPixels
-    let y = Tensor(uninitializedShape: [B, Cout, g.height, g.width])
-    sgemm(transA: false, transB: false, m: B, n: Kc, k: Cin, a: x.pointer, lda: Cin, b: weight.pointer, ldb: Kc,
-          c: y.mutablePointer, ldc: Kc)
-    if let bias { for i in 0..<B { addChannelBias(y.mutablePointer + i * Kc, bias.pointer, channels: Cout, pixels: pixels) } }
+    wholeWindowGEMM(x, weight, bias, outputShape: [B, g.channels, g.height, g.width], inner: Cin, outer: g.patchSize,
+                    weightIsOuterByInner: false, pixels: g.inPixels, name: "conv_transpose2d")
+}
+
+/// y (B, N) = X (B, K) · op(W), op(W) (K, N): W is stored (N, K) when `weightIsOuterByInner` (a conv's
+/// (Cout, Cin·KH·KW)), else (K, N) (a convT's (Cin, Cout·KH·KW)); the bias adds per channel over
+/// `pixels` consecutive outputs. Backward: dX = dY · op(W)ᵀ, dW = dYᵀ·X or Xᵀ·dY in W's layout.
+private func wholeWindowGEMM(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, outputShape: [Int], inner K: Int, outer N: Int,
+                             weightIsOuterByInner wT: Bool, pixels: Int, name: String) -> Tensor {
+    let B = x.shape[0], channels = N / pixels
+    let y = Tensor(uninitializedShape: outputShape)
+    sgemm(transA: false, transB: wT, m: B, n: N, k: K, a: x.pointer, lda: K, b: weight.pointer, ldb: wT ? K : N,
+          c: y.mutablePointer, ldc: N)
+    if let bias { for i in 0..<B { addChannelBias(y.mutablePointer + i * N, bias.pointer, channels: channels, pixels: pixels) } }
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
-    return Tensor.record(y, "conv_transpose2d", inputs) { dy in
-        // dy: (B, Kc); dX (B, Cin) = dY · Wᵀ, dW (Cin, Kc) = Xᵀ · dY
+    return Tensor.record(y, name, inputs) { dy in
+        // dy: (B, N)
         var dx: Tensor?, dw: Tensor?
         if x.requiresGrad {
-            dx = Tensor(uninitializedShape: x.shape)
-            sgemm(transA: false, transB: true, m: B, n: Cin, k: Kc, a: dy.pointer, lda: Kc, b: weight.pointer, ldb: Kc,
-                  c: dx!.mutablePointer, ldc: Cin)
+            dx = Tensor(uninitializedShape: x.shape)   // (B, K) = dY · op(W)ᵀ
+            sgemm(transA: false, transB: !wT, m: B, n: K, k: N, a: dy.pointer, lda: N, b: weight.pointer, ldb: wT ? K : N,
+                  c: dx!.mutablePointer, ldc: K)
         }
         if weight.requiresGrad {
             dw = Tensor(uninitializedShape: weight.shape)
-            sgemm(transA: true, transB: false, m: Cin, n: Kc, k: B, a: x.pointer, lda: Cin, b: dy.pointer, ldb: Kc,
-                  c: dw!.mutablePointer, ldc: Kc)
+            if wT {   // (N, K) = dYᵀ · X
+                sgemm(transA: true, transB: false, m: N, n: K, k: B, a: dy.pointer, lda: N, b: x.pointer, ldb: K,
+                      c: dw!.mutablePointer, ldc: K)
+            } else {  // (K, N) = Xᵀ · dY
+                sgemm(transA: true, transB: false, m: K, n: N, k: B, a: x.pointer, lda: K, b: dy.pointer, ldb: N,
+                      c: dw!.mutablePointer, ldc: N)
+            }
         }
         var grads: [Tensor?] = [dx, dw]
-        if let bias { grads.append(bias.requiresGrad ? channelSums(dy, batch: B, channels: Cout, pixels: pixels) : nil) }
+        if let bias { grads.append(bias.requiresGrad ? channelSums(dy, batch: B, channels: channels, pixels: pixels) : nil) }
         return grads
     }
 }
