@@ -98,5 +98,8 @@ void fk_bn_backward_dx(const float *x, const float *dy, float *dx, long n, float
 // Measured single-thread on DCGAN/3×3 planes: im2col 1.3–2× faster when OW >= 8; slower on 4-wide rows.
 void fk_im2col_rows(const float *img, float *col, long C, long H, long W, long KH, long KW,
                     long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
+/// One plane (C = 1) through a zero-padded stack copy; 0 when (H+2ph)·(W+2pw) > 16384 (nothing written).
+int fk_im2col_plane_padded(const float *img, float *col, long H, long W, long KH, long KW,
+                           long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
 void fk_col2im_rows(const float *col, float *img, long C, long H, long W, long KH, long KW,
                     long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);

@@ -69,10 +69,14 @@ func im2colChunk(_ images: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Flo
     parallelFor(n * g.channels, grain: grain) { s, e in
         for plane in s..<e {
             let (i, c) = plane.quotientAndRemainder(dividingBy: g.channels)
-            let lower = g.outW >= 8 ? fk_im2col_rows : fk_im2col   // hoisted bounds pay off on rows >= 8 wide
-            lower(src.p + plane * g.inPixels, dst.p + c * g.kernelArea * ld + i * g.outPixels,
-                      1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW, g.padH, g.padW,
-                      g.outH, g.outW, ld)
+            let img = src.p + plane * g.inPixels, col = dst.p + c * g.kernelArea * ld + i * g.outPixels
+            // A zero-padded copy of the plane removes all bounds logic; planes too big for it take the
+            // row kernels (hoisted bounds pay off on rows >= 8 wide).
+            if fk_im2col_plane_padded(img, col, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW,
+                                      g.padH, g.padW, g.outH, g.outW, ld) != 0 { continue }
+            let lower = g.outW >= 8 ? fk_im2col_rows : fk_im2col
+            lower(img, col, 1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW, g.padH, g.padW,
+                  g.outH, g.outW, ld)
         }
     }
 }
