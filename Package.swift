@@ -37,7 +37,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CKernels"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DataIOTests", dependencies: ["DataIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "DataIO", "TensorCore"]),

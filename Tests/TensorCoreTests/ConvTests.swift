@@ -1,4 +1,5 @@
 import XCTest
+import CKernels
 import Foundation
 import TensorCore
 
@@ -110,6 +111,33 @@ final class ConvTests: XCTestCase {
             XCTAssertEqual(y.shape, [c.0, c.4, (c.2 + 2 * c.8.0 - c.5) / c.7.0 + 1, (c.3 + 2 * c.8.1 - c.6) / c.7.1 + 1])
             assertClose(y.scalars, expected, rtol: 1e-4, atol: 1e-4, "conv2d case \(k)")
         }
+    }
+
+    /// The three im2col kernels (padded-plane copy, hoisted-bounds rows, per-element bounds) lower a
+    /// plane to the same columns, bit for bit, over strides, paddings and kernel sizes; and a plane too
+    /// big for the padded copy's stack buffer is refused (then the row kernels take it, checked by a
+    /// conv on a 130×130 image against the naive loops).
+    func testIm2colKernelsAgree() {
+        for (H, W, KH, KW, sh, sw, ph, pw) in [(8, 8, 4, 4, 2, 2, 1, 1), (9, 7, 3, 3, 1, 1, 1, 1), (5, 12, 3, 2, 2, 3, 0, 2),
+                                                (4, 4, 4, 4, 1, 1, 0, 0), (16, 16, 4, 4, 2, 2, 1, 1), (6, 5, 2, 3, 3, 1, 2, 0)] {
+            let OH = (H + 2 * ph - KH) / sh + 1, OW = (W + 2 * pw - KW) / sw + 1, ld = OH * OW + 3
+            let img = randomTensor([H * W], seed: UInt64(H * 31 + W))
+            func lower(_ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+                let col = Tensor(shape: [KH * KW * ld], repeating: -7)
+                kernel(img.pointer, col.mutablePointer)
+                return col.scalars
+            }
+            let padded = lower { XCTAssertEqual(fk_im2col_plane_padded($0, $1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld), 1) }
+            let rows = lower { fk_im2col_rows($0, $1, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld) }
+            let plain = lower { fk_im2col($0, $1, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld) }
+            XCTAssertEqual(padded, rows, "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),\(sw) pad \(ph),\(pw)")
+            XCTAssertEqual(padded, plain, "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),\(sw) pad \(ph),\(pw)")
+        }
+        let big = Tensor(shape: [130 * 130], repeating: 1), col = Tensor(shape: [9 * 130 * 130], repeating: 0)
+        XCTAssertEqual(fk_im2col_plane_padded(big.pointer, col.mutablePointer, 130, 130, 3, 3, 1, 1, 1, 1, 130, 130, 130 * 130), 0)
+        let x = randomTensor([1, 1, 130, 130], seed: 5), w = randomTensor([2, 1, 3, 3], seed: 6)
+        assertClose(conv2d(x, weight: w, stride: 1, padding: 1).scalars, naiveConv2d(x, w, nil, stride: (1, 1), padding: (1, 1)),
+                    rtol: 1e-4, atol: 1e-4, "conv2d on a plane too big for the padded copy")
     }
 
     func testConvTranspose2dMatchesScatterDefinition() {
