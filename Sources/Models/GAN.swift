@@ -57,17 +57,7 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
     }
 }
 
-/// N(mean, std) initial values of `shape` (the DCGAN `weights_init`).
-private func normal(_ shape: [Int], mean: Float = 0, std: Float = 0.02, _ g: inout RandomGenerator) -> Tensor {
-    Tensor.randn(shape, mean: mean, std: std, generator: &g)
-}
 
-/// BatchNorm2d with weight N(1, 0.02) and bias 0.
-private func batchNorm(_ features: Int, _ g: inout RandomGenerator) -> BatchNorm2d {
-    let bn = BatchNorm2d(features)
-    bn.weight!.mutablePointer.update(from: normal([features], mean: 1, &g).pointer, count: features)
-    return bn
-}
 
 // MARK: - generator
 
@@ -85,16 +75,16 @@ public final class DCGANGenerator: Module {
         let input = config.nz + (config.isConditional ? config.embedDim : 0)
         var mult = 1 << (config.stages - 1)  // 32: ngf·4, 64: ngf·8 channels at 4×4
         var layers: [any Layer] = [
-            ConvTranspose2d(weight: normal([input, config.ngf * mult, 4, 4], &g), bias: nil, stride: (1, 1), padding: (0, 0)),
-            batchNorm(config.ngf * mult, &g), ReLU(),
+            ConvTranspose2d(weight: dcganNormal([input, config.ngf * mult, 4, 4], &g), bias: nil, stride: (1, 1), padding: (0, 0)),
+            dcganBatchNorm(config.ngf * mult, &g), ReLU(),
         ]
         for _ in 0..<(config.stages - 1) {  // 4×4 → 8×8 → … → size/2
-            layers += [ConvTranspose2d(weight: normal([config.ngf * mult, config.ngf * mult / 2, 4, 4], &g), bias: nil,
+            layers += [ConvTranspose2d(weight: dcganNormal([config.ngf * mult, config.ngf * mult / 2, 4, 4], &g), bias: nil,
                                        stride: (2, 2), padding: (1, 1)),
-                       batchNorm(config.ngf * mult / 2, &g), ReLU()]
+                       dcganBatchNorm(config.ngf * mult / 2, &g), ReLU()]
             mult /= 2
         }
-        layers += [ConvTranspose2d(weight: normal([config.ngf, config.channels, 4, 4], &g), bias: nil, stride: (2, 2), padding: (1, 1)),
+        layers += [ConvTranspose2d(weight: dcganNormal([config.ngf, config.channels, 4, 4], &g), bias: nil, stride: (2, 2), padding: (1, 1)),
                    Tanh()]
         main = Sequential(layers)
         labelEmbedding = config.isConditional ? Embedding(config.classCount, config.embedDim, generator: &g) : nil
@@ -131,22 +121,22 @@ public final class DCGANDiscriminator: Module {
     public init(_ config: DCGANConfig, generator g: inout RandomGenerator) {
         self.config = config
         var layers: [any Layer] = [
-            Conv2d(weight: normal([config.ndf, config.channels, 4, 4], &g), bias: nil, stride: (2, 2), padding: (1, 1)),
+            Conv2d(weight: dcganNormal([config.ndf, config.channels, 4, 4], &g), bias: nil, stride: (2, 2), padding: (1, 1)),
             LeakyReLU(0.2),
         ]
         var mult = 1
         for _ in 0..<(config.stages - 1) {  // size/2 → … → 4×4
-            layers += [Conv2d(weight: normal([config.ndf * mult * 2, config.ndf * mult, 4, 4], &g), bias: nil,
+            layers += [Conv2d(weight: dcganNormal([config.ndf * mult * 2, config.ndf * mult, 4, 4], &g), bias: nil,
                               stride: (2, 2), padding: (1, 1)),
-                       batchNorm(config.ndf * mult * 2, &g), LeakyReLU(0.2)]
+                       dcganBatchNorm(config.ndf * mult * 2, &g), LeakyReLU(0.2)]
             mult *= 2
         }
-        layers.append(Conv2d(weight: normal([1, config.ndf * mult, 4, 4], &g), bias: nil))
+        layers.append(Conv2d(weight: dcganNormal([1, config.ndf * mult, 4, 4], &g), bias: nil))
         main = Sequential(layers)
         if config.isConditional {
             // Same N(0, 0.02) scale as the final conv, so neither term dominates at the start.
             let e = Embedding(config.classCount, config.ndf * mult, generator: &g)
-            e.weight.mutablePointer.update(from: normal(e.weight.shape, &g).pointer, count: e.weight.count)
+            e.weight.mutablePointer.update(from: dcganNormal(e.weight.shape, &g).pointer, count: e.weight.count)
             projection = e
         } else {
             projection = nil
@@ -215,35 +205,12 @@ public final class DCGAN {
     /// (1) update D to maximise log D(x) + log(1 − D(G(z))); (2) update G to maximise log D(G(z)).
     public func trainStep(real: Tensor, labels: [Int], rng: inout RandomGenerator) -> GANStepResult {
         let b = real.shape[0]
-        let ones = Tensor.ones([b]), zeros = Tensor.zeros([b])
         generator.train()
         discriminator.train()
-
-        // (1) D step: real batch, then a fake batch cut from G's graph.
-        optimizerD.zeroGrad()
-        let outReal = discriminator.forward(real, labels: labels)
-        let errDReal = binaryCrossEntropyWithLogits(outReal, targets: ones)
-        errDReal.backward()
-        let z = noise(b, generator: &rng)
-        let fake = generator.forward(z, labels: labels)   // the real batch's labels: the same class mix
-        let outFake = discriminator.forward(fake.detach(), labels: labels)
-        let errDFake = binaryCrossEntropyWithLogits(outFake, targets: zeros)
-        errDFake.backward()
-        optimizerD.step()
-
-        // (2) G step: D's weights are frozen here, so backward skips their gradients (PyTorch's
-        // example computes and then discards them; the update is the same).
-        optimizerG.zeroGrad()
-        let dParams = discriminator.parameters
-        for p in dParams { p.requiresGrad = false }
-        let outG = discriminator.forward(fake, labels: labels)
-        let errG = binaryCrossEntropyWithLogits(outG, targets: ones)
-        errG.backward()
-        for p in dParams { p.requiresGrad = true }
-        optimizerG.step()
-
-        return GANStepResult(lossD: Double(errDReal.item) + Double(errDFake.item), lossG: Double(errG.item),
-                             dX: meanSigmoid(outReal), dGZ1: meanSigmoid(outFake), dGZ2: meanSigmoid(outG))
+        return nonSaturatingGANStep(
+            batch: b, real: real, discriminator: discriminator, optimizerD: optimizerD, optimizerG: optimizerG,
+            discriminate: { discriminator.forward($0, labels: labels) },
+            makeFake: { generator.forward(noise(b, generator: &rng), labels: labels) })  // the real batch's class mix
     }
 
     /// Images for the given latent vectors and labels, with BatchNorm in evaluation mode and no graph
@@ -256,9 +223,3 @@ public final class DCGAN {
     }
 }
 
-/// mean(σ(logits)) in Double.
-private func meanSigmoid(_ logits: Tensor) -> Double {
-    var s = 0.0
-    for v in logits.buffer { s += 1 / (1 + Foundation.exp(-Double(v))) }
-    return s / Double(max(1, logits.count))
-}

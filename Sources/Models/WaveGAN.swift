@@ -67,17 +67,7 @@ public struct WaveGANConfig: Codable, Equatable, Sendable {
     }
 }
 
-/// N(mean, std) initial values of `shape` (the DCGAN `weights_init`).
-private func normal(_ shape: [Int], mean: Float = 0, std: Float = 0.02, _ g: inout RandomGenerator) -> Tensor {
-    Tensor.randn(shape, mean: mean, std: std, generator: &g)
-}
 
-/// BatchNorm with weight N(1, 0.02) and bias 0 (it normalises (B, C, L) per channel).
-private func batchNorm(_ features: Int, _ g: inout RandomGenerator) -> BatchNorm2d {
-    let bn = BatchNorm2d(features)
-    bn.weight!.mutablePointer.update(from: normal([features], mean: 1, &g).pointer, count: features)
-    return bn
-}
 
 // MARK: - phase shuffle
 
@@ -122,15 +112,15 @@ public final class WaveGANGenerator: Module {
         self.config = config
         let d = config.ngf, k = config.kernelSize, p = config.padding
         let first = 16 * d
-        dense = Linear(weight: normal([first * config.startLength, config.nz], &g), bias: Tensor.zeros([first * config.startLength]))
-        var layers: [any Layer] = [batchNorm(first, &g), ReLU()]
+        dense = Linear(weight: dcganNormal([first * config.startLength, config.nz], &g), bias: Tensor.zeros([first * config.startLength]))
+        var layers: [any Layer] = [dcganBatchNorm(first, &g), ReLU()]
         var channels = first
         for stage in 0..<WaveGANConfig.stages {
             let last = stage == WaveGANConfig.stages - 1
             let out = last ? 1 : channels / 2
-            layers.append(ConvTranspose1d(weight: normal([channels, out, k], &g), bias: last ? Tensor.zeros([1]) : nil,
+            layers.append(ConvTranspose1d(weight: dcganNormal([channels, out, k], &g), bias: last ? Tensor.zeros([1]) : nil,
                                           stride: 4, padding: p, outputPadding: 1))
-            layers += last ? [Tanh()] : [batchNorm(out, &g), ReLU()]
+            layers += last ? [Tanh()] : [dcganBatchNorm(out, &g), ReLU()]
             channels = out
         }
         main = Sequential(layers)
@@ -164,14 +154,14 @@ public final class WaveGANDiscriminator: Module {
         var channels = 1
         for stage in 0..<WaveGANConfig.stages {
             let out = d << stage  // d, 2d, 4d, 8d, 16d
-            var layers: [any Layer] = [Conv1d(weight: normal([out, channels, k], &g), bias: nil, stride: 4, padding: p)]
-            if stage > 0 { layers.append(batchNorm(out, &g)) }
+            var layers: [any Layer] = [Conv1d(weight: dcganNormal([out, channels, k], &g), bias: nil, stride: 4, padding: p)]
+            if stage > 0 { layers.append(dcganBatchNorm(out, &g)) }
             layers.append(LeakyReLU(0.2))
             blocks.append(Sequential(layers))
             channels = out
         }
         self.blocks = blocks
-        output = Linear(weight: normal([1, channels * config.startLength], &g), bias: Tensor.zeros([1]))
+        output = Linear(weight: dcganNormal([1, channels * config.startLength], &g), bias: Tensor.zeros([1]))
     }
 
     public var namedChildren: [(String, any Module)] {
@@ -223,38 +213,21 @@ public final class WaveGAN {
     /// the same two updates as `DCGAN.trainStep` (D on real + detached fake, then G non-saturating).
     public func trainStep(real: Tensor, rng: inout RandomGenerator) -> GANStepResult {
         let b = real.shape[0]
-        let ones = Tensor.ones([b]), zeros = Tensor.zeros([b])
         generator.train()
         discriminator.train()
+        // One generator feeds phase shuffle and z, in the step's call order.
         var shuffle: RandomGenerator? = rng
-
-        // (1) D step.
-        optimizerD.zeroGrad()
-        let outReal = discriminator.forward(real, shuffling: &shuffle)
-        let errDReal = binaryCrossEntropyWithLogits(outReal, targets: ones)
-        errDReal.backward()
-        var g = shuffle!
-        let z = noise(b, generator: &g)
-        shuffle = g
-        let fake = generator.forward(z)
-        let outFake = discriminator.forward(fake.detach(), shuffling: &shuffle)
-        let errDFake = binaryCrossEntropyWithLogits(outFake, targets: zeros)
-        errDFake.backward()
-        optimizerD.step()
-
-        // (2) G step with D frozen (backward skips D's weight gradients).
-        optimizerG.zeroGrad()
-        let dParams = discriminator.parameters
-        for p in dParams { p.requiresGrad = false }
-        let outG = discriminator.forward(fake, shuffling: &shuffle)
-        let errG = binaryCrossEntropyWithLogits(outG, targets: ones)
-        errG.backward()
-        for p in dParams { p.requiresGrad = true }
-        optimizerG.step()
+        let result = nonSaturatingGANStep(
+            batch: b, real: real, discriminator: discriminator, optimizerD: optimizerD, optimizerG: optimizerG,
+            discriminate: { discriminator.forward($0, shuffling: &shuffle) },
+            makeFake: {
+                var g = shuffle!
+                let z = noise(b, generator: &g)
+                shuffle = g
+                return generator.forward(z)
+            })
         rng = shuffle!
-
-        return GANStepResult(lossD: Double(errDReal.item) + Double(errDFake.item), lossG: Double(errG.item),
-                             dX: meanSigmoid(outReal), dGZ1: meanSigmoid(outFake), dGZ2: meanSigmoid(outG))
+        return result
     }
 
     /// Waveforms (count, 1, length) for the given latent vectors, BatchNorm in evaluation mode, no graph.
@@ -303,9 +276,3 @@ public final class WaveGAN {
     }
 }
 
-/// mean(σ(logits)) in Double.
-private func meanSigmoid(_ logits: Tensor) -> Double {
-    var s = 0.0
-    for v in logits.buffer { s += 1 / (1 + Foundation.exp(-Double(v))) }
-    return s / Double(max(1, logits.count))
-}
