@@ -17,21 +17,13 @@ public final class AudioGANTrainingTask: TrainingTask {
     /// Epochs between sample writes.
     public let sampleEvery: Int
     private var noiseRNG: RandomGenerator
-    private var order: [Int] = []
-    private var cursor = 0
+    private var batches: ClipBatches
 
     /// `clips` must be (N, config.length) with N ≥ one batch.
     public init(gan: WaveGAN, clips: Tensor, samplesDirectory: String, sampleCount: Int = 4, sampleEvery: Int = 1) throws {
         let c = gan.config
-        guard clips.rank == 2, clips.shape[1] == c.length else {
-            throw TrainingError.invalidConfiguration("the clips are \(clips.shape) but the model wants (N, \(c.length))")
-        }
-        guard clips.shape[0] >= c.batchSize else {
-            throw TrainingError.invalidConfiguration("\(clips.shape[0]) clips are fewer than one batch of \(c.batchSize)")
-        }
-        guard sampleCount >= 1, sampleEvery >= 1 else {
-            throw TrainingError.invalidConfiguration("sample count and sample interval must be at least 1")
-        }
+        batches = try ClipBatches(clips: clips, length: c.length, batchSize: c.batchSize, seed: c.seed,
+                                  sampleCount: sampleCount, sampleEvery: sampleEvery)
         self.gan = gan
         self.clips = clips
         self.samplesDirectory = samplesDirectory
@@ -52,40 +44,80 @@ public final class AudioGANTrainingTask: TrainingTask {
     public var itemName: String { "clips" }
 
     /// Full batches only (BatchNorm statistics of a tiny tail batch would be noise).
-    public var stepsPerEpoch: Int { clips.shape[0] / gan.config.batchSize }
+    public var stepsPerEpoch: Int { batches.stepsPerEpoch }
     public var itemsPerStep: Int { gan.config.batchSize }
     public var metricNames: [String] { ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"] }
     public var plottedMetrics: [String] { ["loss_d", "loss_g"] }
 
-    public func beginEpoch(_ epoch: Int, skippingSteps: Int) {
-        // The same epoch mixing as ImageSet's batches, so a resumed epoch replays the same order.
-        var g = RandomGenerator(seed: gan.config.seed ^ (UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15))
-        order = g.permutation(clips.shape[0])
-        cursor = skippingSteps * gan.config.batchSize
-    }
+    public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
     public func step() -> [Double] {
-        let b = gan.config.batchSize
-        precondition(cursor + b <= order.count, "AudioGANTrainingTask: epoch ran out of batches")
-        let batch = clips.indexSelect(Array(order[cursor..<(cursor + b)])).reshaped([b, 1, gan.config.length])
-        cursor += b
-        let r = gan.trainStep(real: batch, rng: &noiseRNG)
+        let r = gan.trainStep(real: batches.next(), rng: &noiseRNG)
         return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
     }
 
     /// The per-epoch samples: G(fixed z) as (count, length) rows.
-    public func fixedSamples() -> [[Float]] {
-        let waves = gan.generate(fixedNoise)  // (count, 1, length)
-        let n = gan.config.length
-        let all = waves.scalars
-        return (0..<waves.shape[0]).map { Array(all[($0 * n)..<(($0 + 1) * n)]) }
-    }
+    public func fixedSamples() -> [[Float]] { clipRows(gan.generate(fixedNoise)) }
 
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
-        guard !completed || (epoch + 1) % sampleEvery == 0 || epoch == 0 else { return }
-        try writeAudioSamples(fixedSamples(), sampleRate: gan.config.sampleRate, directory: samplesDirectory,
-                              name: completed ? String(format: "epoch_%03d", epoch + 1) : String(format: "epoch_%03d_step_%d", epoch + 1, step))
+        try writeEpochAudioSamples(fixedSamples, sampleRate: gan.config.sampleRate, directory: samplesDirectory,
+                                   sampleEvery: sampleEvery, epoch: epoch, step: step, completed: completed)
     }
+}
+
+/// The batches of an audio training task: full batches of clips (N, length) in a (seed, epoch) order,
+/// the same epoch mixing as ImageSet's, so a resumed epoch replays the same order.
+struct ClipBatches {
+    let clips: Tensor
+    let length: Int, batchSize: Int, seed: UInt64
+    private var order: [Int] = []
+    private var cursor = 0
+
+    /// Checks that `clips` is (N, length) with N ≥ one batch, and the sampling settings are at least 1.
+    init(clips: Tensor, length: Int, batchSize: Int, seed: UInt64, sampleCount: Int, sampleEvery: Int) throws {
+        guard clips.rank == 2, clips.shape[1] == length else {
+            throw TrainingError.invalidConfiguration("the clips are \(clips.shape) but the model wants (N, \(length))")
+        }
+        guard clips.shape[0] >= batchSize else {
+            throw TrainingError.invalidConfiguration("\(clips.shape[0]) clips are fewer than one batch of \(batchSize)")
+        }
+        guard sampleCount >= 1, sampleEvery >= 1 else {
+            throw TrainingError.invalidConfiguration("sample count and sample interval must be at least 1")
+        }
+        (self.clips, self.length, self.batchSize, self.seed) = (clips, length, batchSize, seed)
+    }
+
+    /// Full batches only (BatchNorm statistics of a tiny tail batch would be noise).
+    var stepsPerEpoch: Int { clips.shape[0] / batchSize }
+
+    mutating func begin(epoch: Int, skippingSteps: Int) {
+        var g = RandomGenerator(seed: seed ^ (UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15))
+        order = g.permutation(clips.shape[0])
+        cursor = skippingSteps * batchSize
+    }
+
+    /// The next batch, (batch, 1, length).
+    mutating func next() -> Tensor {
+        precondition(cursor + batchSize <= order.count, "audio training: epoch ran out of batches")
+        let batch = clips.indexSelect(Array(order[cursor..<(cursor + batchSize)])).reshaped([batchSize, 1, length])
+        cursor += batchSize
+        return batch
+    }
+}
+
+/// (count, 1, length) or (count, length) waves as one row per clip.
+func clipRows(_ waves: Tensor) -> [[Float]] {
+    let count = waves.shape[0], n = waves.count / max(count, 1), all = waves.scalars
+    return (0..<count).map { Array(all[($0 * n)..<(($0 + 1) * n)]) }
+}
+
+/// After the first epoch, every `sampleEvery`-th epoch and when a run stops mid-epoch: the samples as
+/// `epoch_NNN[_step_S]_K.wav` + `.png` (see `writeAudioSamples`).
+func writeEpochAudioSamples(_ samples: () -> [[Float]], sampleRate: Int, directory: String, sampleEvery: Int,
+                            epoch: Int, step: Int, completed: Bool) throws {
+    guard !completed || (epoch + 1) % sampleEvery == 0 || epoch == 0 else { return }
+    try writeAudioSamples(samples(), sampleRate: sampleRate, directory: directory,
+                          name: completed ? String(format: "epoch_%03d", epoch + 1) : String(format: "epoch_%03d_step_%d", epoch + 1, step))
 }
 
 /// Writes the per-epoch samples of an audio task: `directory/NAME_K.wav` and `latest_K.wav` for each

@@ -15,20 +15,12 @@ public final class AudioVAETrainingTask: TrainingTask {
     public let fixedLatents: Tensor
     public let sampleEvery: Int
     private var noiseRNG: RandomGenerator
-    private var order: [Int] = []
-    private var cursor = 0
+    private var batches: ClipBatches
 
     public init(vae: AudioVAE, clips: Tensor, samplesDirectory: String, sampleCount: Int = 4, sampleEvery: Int = 1) throws {
         let c = vae.config
-        guard clips.rank == 2, clips.shape[1] == c.length else {
-            throw TrainingError.invalidConfiguration("the clips are \(clips.shape) but the model wants (N, \(c.length))")
-        }
-        guard clips.shape[0] >= c.batchSize else {
-            throw TrainingError.invalidConfiguration("\(clips.shape[0]) clips are fewer than one batch of \(c.batchSize)")
-        }
-        guard sampleCount >= 1, sampleEvery >= 1 else {
-            throw TrainingError.invalidConfiguration("sample count and sample interval must be at least 1")
-        }
+        batches = try ClipBatches(clips: clips, length: c.length, batchSize: c.batchSize, seed: c.seed,
+                                  sampleCount: sampleCount, sampleEvery: sampleEvery)
         self.vae = vae
         self.clips = clips
         self.samplesDirectory = samplesDirectory
@@ -47,35 +39,23 @@ public final class AudioVAETrainingTask: TrainingTask {
         set { if let g = newValue["noise"] { noiseRNG = g } }
     }
     public var itemName: String { "clips" }
-    public var stepsPerEpoch: Int { clips.shape[0] / vae.config.batchSize }
+    public var stepsPerEpoch: Int { batches.stepsPerEpoch }
     public var itemsPerStep: Int { vae.config.batchSize }
     public var metricNames: [String] { ["loss", "recon", "kl", "sigma"] }
     public var plottedMetrics: [String] { ["loss", "recon", "kl"] }
 
-    public func beginEpoch(_ epoch: Int, skippingSteps: Int) {
-        var g = RandomGenerator(seed: vae.config.seed ^ (UInt64(truncatingIfNeeded: epoch) &* 0x9E37_79B9_7F4A_7C15))
-        order = g.permutation(clips.shape[0])
-        cursor = skippingSteps * vae.config.batchSize
-    }
+    public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
     public func step() -> [Double] {
-        let b = vae.config.batchSize
-        precondition(cursor + b <= order.count, "AudioVAETrainingTask: epoch ran out of batches")
-        let batch = clips.indexSelect(Array(order[cursor..<(cursor + b)])).reshaped([b, 1, vae.config.length])
-        cursor += b
-        let r = vae.trainStep(batch, rng: &noiseRNG)
+        let r = vae.trainStep(batches.next(), rng: &noiseRNG)
         return [r.total, r.reconstruction, r.kl, vae.sigma]
     }
 
     /// Decoded fixed latents as (count, length) rows.
-    public func fixedSamples() -> [[Float]] {
-        let waves = vae.generate(fixedLatents), n = vae.config.length, all = waves.scalars
-        return (0..<waves.shape[0]).map { Array(all[($0 * n)..<(($0 + 1) * n)]) }
-    }
+    public func fixedSamples() -> [[Float]] { clipRows(vae.generate(fixedLatents)) }
 
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
-        guard !completed || (epoch + 1) % sampleEvery == 0 || epoch == 0 else { return }
-        try writeAudioSamples(fixedSamples(), sampleRate: vae.config.sampleRate, directory: samplesDirectory,
-                              name: completed ? String(format: "epoch_%03d", epoch + 1) : String(format: "epoch_%03d_step_%d", epoch + 1, step))
+        try writeEpochAudioSamples(fixedSamples, sampleRate: vae.config.sampleRate, directory: samplesDirectory,
+                                   sampleEvery: sampleEvery, epoch: epoch, step: step, completed: completed)
     }
 }
