@@ -6,17 +6,23 @@
 // while (FORGE_SPIN_US, default 200 µs) after each chunk, so the next op's chunk starts at once,
 // and only then parks on a condition variable. OpenBLAS runs single-threaded inside these workers.
 //
+// Waiting never spins blind for long: after ~2,000 pause instructions (tens of µs) a waiting thread
+// calls sched_yield on each turn, so when other processes compete for the cores (a compiler, another
+// training run) the thread it waits for gets the core instead of a spinner.
+//
 // Protocol, per worker w: the caller writes the job (fn, ctx), then publishes it by bumping
 // w.posted; w runs chunk w and stores w.finished = w.posted; the caller returns only when every
 // worker it posted to has finished, so no worker reads a job after its caller moved on, and the
 // next job's fields are never written while a worker could read them.
 #include "CKernels.h"
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
 #define FK_MAX_WORKERS 63
+#define FK_PAUSE_SPINS 2048   // pure spinning before a waiter starts yielding its core
 
 typedef struct {
     _Atomic long posted;     // jobs handed to this worker
@@ -56,8 +62,8 @@ static void *fk_worker_main(void *arg) {
         long start = fk_now_ns();
         int spins = 0;
         while (atomic_load_explicit(&w->posted, memory_order_acquire) == seen) {
-            fk_cpu_relax();
-            if ((++spins & 255) == 0 && fk_now_ns() - start > fk_spin_ns) {
+            if (++spins < FK_PAUSE_SPINS) fk_cpu_relax(); else sched_yield();
+            if ((spins & 255) == 0 && fk_now_ns() - start > fk_spin_ns) {
                 pthread_mutex_lock(&w->lock);
                 atomic_store(&w->sleeping, 1);
                 while (atomic_load(&w->posted) == seen) pthread_cond_wait(&w->wake, &w->lock);
@@ -127,7 +133,10 @@ void fk_pool_run(long chunks, fk_chunk_fn fn, void *ctx) {
     fk_set_parallel_region(0);
     for (long w = 0; w < helpers; w++) {
         fk_worker *wk = &fk_workers[w];
-        while (atomic_load_explicit(&wk->finished, memory_order_acquire) != target[w]) fk_cpu_relax();
+        int spins = 0;
+        while (atomic_load_explicit(&wk->finished, memory_order_acquire) != target[w]) {
+            if (++spins < FK_PAUSE_SPINS) fk_cpu_relax(); else sched_yield();
+        }
     }
     pthread_mutex_unlock(&fk_pool_lock);
 }
