@@ -13,6 +13,27 @@ import Sampling
 /// What a model learns from.
 enum Modality: String, ExpressibleByArgument, CaseIterable {
     case auto, image, audio
+
+    /// This modality, or for `auto` whether `data` is a folder of sound files.
+    func isAudio(data: String) -> Bool {
+        switch self {
+        case .audio: return true
+        case .image: return false
+        case .auto: return AudioData.isAudioFolder(data)
+        }
+    }
+}
+
+/// Where a `forge train …` run writes: `--out` as a .safetensors path, the run's name (the file's
+/// base name) and the samples folder (`--samples`, default `samples/NAME`).
+struct TrainingOutputs {
+    let checkpointPath: String, name: String, samplesDirectory: String
+
+    init(out: String, samples: String?) {
+        checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
+        name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        samplesDirectory = samples ?? "samples/\(name)"
+    }
 }
 
 enum AudioData {
@@ -47,20 +68,13 @@ enum AudioData {
 
 extension TrainGAN {
     /// `--modality`, or for `auto` whether `--data` is a folder of sound files.
-    var isAudio: Bool {
-        switch modality {
-        case .audio: return true
-        case .image: return false
-        case .auto: return AudioData.isAudioFolder(data)
-        }
-    }
+    var isAudio: Bool { modality.isAudio(data: data) }
 
     /// Trains a WaveGAN on the audio folder `--data`.
     func runAudio() throws {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
-        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
-        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
-        let samplesDirectory = samples ?? "samples/\(name)"
+        let outputs = TrainingOutputs(out: out, samples: samples)
+        let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
 
         var config = WaveGANConfig()
         if resume, FileManager.default.fileExists(atPath: checkpointPath) {
@@ -236,20 +250,13 @@ struct GenerateAudio: ParsableCommand {
 
 extension TrainVAE {
     /// `--modality`, or for `auto` whether `--data` is a folder of sound files.
-    var isAudio: Bool {
-        switch modality {
-        case .audio: return true
-        case .image: return false
-        case .auto: return AudioData.isAudioFolder(data)
-        }
-    }
+    var isAudio: Bool { modality.isAudio(data: data) }
 
     /// Trains the 1-D conv audio VAE (Gaussian likelihood with learned σ) on the audio folder `--data`.
     func runAudio() throws {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
-        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
-        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
-        let samplesDirectory = samples ?? "samples/\(name)"
+        let outputs = TrainingOutputs(out: out, samples: samples)
+        let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
         var config = AudioVAEConfig()
         if resume, FileManager.default.fileExists(atPath: checkpointPath) {
             config = try Checkpoint.load(checkpointPath, expectedKind: "audiovae").config(as: AudioVAEConfig.self)

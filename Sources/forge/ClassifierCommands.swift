@@ -45,8 +45,8 @@ struct TrainClassifier: ParsableCommand {
     @Flag(help: "Random horizontal flips of training images.") var flip = false
 
     func run() throws {
-        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
-        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
+        let outputs = TrainingOutputs(out: out, samples: nil)
+        let (checkpointPath, name) = (outputs.checkpointPath, outputs.name)
         let set = try ImageDataset.load(path: data, size: size, channels: defaultChannels(data, channels))
         say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size), \(set.classNames.count) classes from \(data)")
         var config = ClassifierConfig()

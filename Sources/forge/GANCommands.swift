@@ -83,9 +83,8 @@ struct TrainGAN: ParsableCommand {
 
     func run() throws {
         if isAudio { return try runAudio() }
-        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
-        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
-        let samplesDirectory = samples ?? "samples/\(name)"
+        let outputs = TrainingOutputs(out: out, samples: samples)
+        let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
 
         var config = DCGANConfig()
         var fromCheckpoint = false

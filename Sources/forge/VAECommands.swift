@@ -78,9 +78,8 @@ struct TrainVAE: ParsableCommand {
     func run() throws {
         if isAudio { return try runAudio() }
         let (latent, batch) = (self.latent ?? 20, self.batch ?? 128)
-        let checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
-        let name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
-        let samplesDirectory = samples ?? "samples/\(name)"
+        let outputs = TrainingOutputs(out: out, samples: samples)
+        let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
         do {
             var config = VAEConfig()
             let fromCheckpoint = resume && FileManager.default.fileExists(atPath: checkpointPath)
