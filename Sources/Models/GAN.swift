@@ -208,7 +208,7 @@ public final class DCGAN {
         generator.train()
         discriminator.train()
         return nonSaturatingGANStep(
-            batch: b, real: real, discriminator: discriminator, optimizerD: optimizerD, optimizerG: optimizerG,
+            real: real, discriminator: discriminator, optimizerD: optimizerD, optimizerG: optimizerG,
             discriminate: { discriminator.forward($0, labels: labels) },
             makeFake: { generator.forward(noise(b, generator: &rng), labels: labels) })  // the real batch's class mix
     }

@@ -16,14 +16,15 @@ func dcganBatchNorm(_ features: Int, _ g: inout RandomGenerator) -> BatchNorm2d 
     return bn
 }
 
-/// One GAN step on a real batch of `b` items:
+/// One GAN step on a real batch (its first dimension is the batch size):
 /// (1) update D to maximise log D(x) + log(1 − D(G(z))) on the real batch and a fake batch cut from G's graph;
 /// (2) update G to maximise log D(G(z)) with D's weights frozen, so backward skips their gradients
 ///     (PyTorch's example computes and then discards them; the update is the same).
 /// `discriminate` gives D's logits (B) for a batch, `makeFake` draws z and returns G(z); they are called
 /// in this order: D(real), makeFake, D(fake) for D, D(fake) for G (callers' random draws depend on it).
-func nonSaturatingGANStep(batch b: Int, real: Tensor, discriminator: any Module, optimizerD: Adam, optimizerG: Adam,
+func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: Adam, optimizerG: Adam,
                           discriminate: (Tensor) -> Tensor, makeFake: () -> Tensor) -> GANStepResult {
+    let b = real.shape[0]
     let ones = Tensor.ones([b]), zeros = Tensor.zeros([b])
 
     // (1) D step: real batch, then a fake batch cut from G's graph.

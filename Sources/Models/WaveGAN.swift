@@ -218,7 +218,7 @@ public final class WaveGAN {
         // One generator feeds phase shuffle and z, in the step's call order.
         var shuffle: RandomGenerator? = rng
         let result = nonSaturatingGANStep(
-            batch: b, real: real, discriminator: discriminator, optimizerD: optimizerD, optimizerG: optimizerG,
+            real: real, discriminator: discriminator, optimizerD: optimizerD, optimizerG: optimizerG,
             discriminate: { discriminator.forward($0, shuffling: &shuffle) },
             makeFake: {
                 var g = shuffle!
