@@ -196,6 +196,23 @@ FK_INLINE void fk_row_two_dots(const float *restrict a, const float *restrict b,
 }
 
 // ---------------------------------------------------------------------------------------------
+// dropout
+
+// SplitMix64's output function on the counter: a different, well-mixed 64-bit word for every
+// (seed, index), with no state to carry between threads or between forward and backward.
+FK_CLONES void fk_dropout_hashed(const float *x, float *y, long n, uint64_t seed, uint64_t offset, float p) {
+    const float scale = 1.0f / (1.0f - p);
+    const uint64_t threshold = (uint64_t)ceilf(p * 16777216.0f);  // u24 < p * 2^24  <=>  dropped
+    for (long i = 0; i < n; i++) {
+        uint64_t z = seed + (offset + (uint64_t)i + 1) * 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        y[i] = (z >> 40) >= threshold ? x[i] * scale : 0.0f;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // rows
 
 FK_CLONES void fk_softmax_rows(const float *x, float *y, long rows, long cols, float scale,

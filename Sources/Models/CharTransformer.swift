@@ -21,7 +21,7 @@ public struct CharTransformerConfig: Sendable, Equatable {
     public var heads: Int
     /// Width of the residual stream (`n_embd`).
     public var embedding: Int
-    /// Dropout probability on embeddings, residual branches and the MLP (0 = none).
+    /// Dropout probability on embeddings, attention probabilities, residual branches and the MLP (0 = none).
     public var dropout: Float
     /// Whether Linear and LayerNorm layers have biases.
     public var bias: Bool
@@ -95,8 +95,8 @@ private func normalLinear(_ inFeatures: Int, _ outFeatures: Int, bias: Bool, std
 
 // MARK: - blocks
 
-/// Multi-head causal self-attention: one fused q,k,v projection, attention read straight from it, an
-/// output projection and residual dropout.
+/// Multi-head causal self-attention: one fused q,k,v projection, attention read straight from it (with
+/// dropout on the attention probabilities, nanoGPT's `attn_dropout`), an output projection and residual dropout.
 public final class CausalSelfAttention: Module {
     public var isTraining = true
     public let c_attn: Linear, c_proj: Linear
@@ -116,7 +116,7 @@ public final class CausalSelfAttention: Module {
     /// x: (B, T, C) → (B, T, C).
     public func forward(_ x: Tensor) -> Tensor {
         let qkv = c_attn(x)                                   // (B, T, 3C)
-        let y = causalSelfAttention(qkv: qkv, heads: heads)  // (B, T, C), heads re-assembled
+        let y = causalSelfAttention(qkv: qkv, heads: heads, dropout: isTraining ? dropout : 0)  // (B, T, C), heads re-assembled
         return TensorCore.dropout(c_proj(y), p: dropout, training: isTraining)
     }
 }

@@ -104,6 +104,47 @@ final class OpsGradientTests: XCTestCase {
         assertGradientsMatch([q, k, v], eps: 1e-3) { scaledDotProductAttention($0[0], $0[1], $0[2], causal: false) }
         let qkv = randomTensor([2, 5, 12], seed: 24)
         assertGradientsMatch([qkv], eps: 1e-3) { causalSelfAttention(qkv: $0[0], heads: 2) }
+        // attention-probability dropout with a fixed generator state: the same mask in every evaluation
+        assertGradientsMatch([q, k, v], eps: 1e-3) { inputs in
+            var g = RandomGenerator(seed: 5)
+            return scaledDotProductAttention(inputs[0], inputs[1], inputs[2], causal: false, dropout: 0.3, generator: &g)
+        }
+        assertGradientsMatch([qkv], eps: 1e-3) { inputs in
+            var g = RandomGenerator(seed: 6)
+            return causalSelfAttention(qkv: inputs[0], heads: 2, dropout: 0.3, generator: &g)
+        }
+    }
+
+    /// Attention dropout zeroes about p of the probabilities, scales the rest by 1/(1-p), draws one
+    /// number from the generator per call, and p = 0 is the plain op.
+    func testAttentionDropout() {
+        let (B, H, T) = (2, 3, 64)
+        // v = identity per head, so y is the (dropped) probability matrix itself
+        let qk = randomTensor([B, H, T, T], seed: 40), kk = randomTensor([B, H, T, T], seed: 41)
+        let v = Tensor(shape: [B, H, T, T]) { b in for h in 0..<(B * H) { for t in 0..<T { b[(h * T + t) * T + t] = 1 } } }
+        let plain = scaledDotProductAttention(qk, kk, v, causal: false).scalars
+        var g = RandomGenerator(seed: 9)
+        let before = g
+        let dropped = scaledDotProductAttention(qk, kk, v, causal: false, dropout: 0.25, generator: &g).scalars
+        var expectedState = before
+        _ = expectedState.next()
+        XCTAssertEqual(g, expectedState, "one draw per call")
+        var zeros = 0
+        for i in 0..<plain.count {
+            if dropped[i] == 0 { zeros += 1 } else {
+                XCTAssertEqual(dropped[i], plain[i] / 0.75, accuracy: 1e-6 * max(1, abs(plain[i])))
+            }
+        }
+        let fraction = Double(zeros) / Double(plain.count)
+        XCTAssertEqual(fraction, 0.25, accuracy: 0.01, "dropped fraction \(fraction)")
+        // the same generator state gives the same mask; another gives another
+        var again = before
+        XCTAssertEqual(scaledDotProductAttention(qk, kk, v, causal: false, dropout: 0.25, generator: &again).scalars, dropped)
+        var other = RandomGenerator(seed: 10)
+        XCTAssertNotEqual(scaledDotProductAttention(qk, kk, v, causal: false, dropout: 0.25, generator: &other).scalars, dropped)
+        var untouched = before
+        XCTAssertEqual(scaledDotProductAttention(qk, kk, v, causal: false, dropout: 0, generator: &untouched).scalars, plain)
+        XCTAssertEqual(untouched, before, "p = 0 draws nothing")
     }
 
     /// The fused (B, T, 3C) attention equals split → (B, H, T, D) → SDPA → back to (B, T, C).

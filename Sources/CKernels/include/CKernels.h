@@ -22,6 +22,11 @@ void fk_gelu_erf(const float *x, float *y, long n);
 void fk_gelu_tanh_backward(const float *x, const float *dy, float *dx, long n);
 void fk_gelu_erf_backward(const float *x, const float *dy, float *dx, long n);
 
+// Dropout with a counter-based mask: element i is kept iff a hash of (seed, offset + i) is >= p as a
+// 24-bit uniform, and kept elements are scaled by 1/(1-p) (y may be x). The mask is a pure function of
+// (seed, offset + i), so a backward pass regenerates it instead of storing it.
+void fk_dropout_hashed(const float *x, float *y, long n, uint64_t seed, uint64_t offset, float p);
+
 // ---- rows: x is (rows, cols), row-major ----
 // y = softmax(scale * x) per row (y may be x); if causal_offset >= 0, row r only sees cols <= (r % causal_period) + causal_offset
 void fk_softmax_rows(const float *x, float *y, long rows, long cols, float scale,

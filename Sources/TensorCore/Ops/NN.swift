@@ -199,20 +199,45 @@ public func dropout(_ x: Tensor, p: Float, training: Bool) -> Tensor {
 // MARK: - attention
 
 /// softmax(q·kᵀ/√D [+ causal mask])·v for q, k, v of shape (B, H, T, D), like
-/// `F.scaled_dot_product_attention(q, k, v, is_causal=causal)`.
-public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool) -> Tensor {
+/// `F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)`: with `dropout` > 0
+/// the attention probabilities are dropped (and the kept ones scaled by 1/(1-p)) with a mask drawn from
+/// the default generator.
+public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool, dropout p: Float = 0) -> Tensor {
+    if p == 0 { return sdpa(q, k, v, causal: causal, dropout: 0, seed: 0) }
+    return DefaultRNG.with { scaledDotProductAttention(q, k, v, causal: causal, dropout: p, generator: &$0) }
+}
+
+/// `scaledDotProductAttention` with the dropout mask drawn from `generator` (one draw per call).
+public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool, dropout p: Float,
+                                      generator: inout RandomGenerator) -> Tensor {
+    sdpa(q, k, v, causal: causal, dropout: p, seed: attentionDropoutSeed(p, &generator))
+}
+
+private func sdpa(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool, dropout p: Float, seed: UInt64) -> Tensor {
     require(q.rank == 4 && q.shape == k.shape && q.shape == v.shape,
                  "scaledDotProductAttention: q, k, v must share one (B, H, T, D) shape, got \(q.shape), \(k.shape), \(v.shape)")
     let (B, H, T, D) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
     let heads = B * H
     let layout = AttentionLayout(heads: heads, T: T, D: D, headStride: T * D, rowStride: D, headsPerBatch: H)
-    return attention(q, k, v, layout: layout, causal: causal, outShape: q.shape, outRowStride: D, outHeadStride: T * D)
+    return attention(q, k, v, layout: layout, causal: causal, dropout: p, dropoutSeed: seed,
+                     outShape: q.shape, outRowStride: D, outHeadStride: T * D)
 }
 
 /// Causal self-attention straight from a fused projection `qkv` of shape (B, T, 3C) (as nanoGPT's
 /// `c_attn` makes it) to (B, T, C), reading q, k, v per head with strides instead of copying
-/// through split/view/transpose.
-public func causalSelfAttention(qkv: Tensor, heads H: Int) -> Tensor {
+/// through split/view/transpose. `dropout` drops attention probabilities as nanoGPT's `attn_dropout`
+/// (mask from the default generator).
+public func causalSelfAttention(qkv: Tensor, heads H: Int, dropout p: Float = 0) -> Tensor {
+    if p == 0 { return fusedCausalAttention(qkv: qkv, heads: H, dropout: 0, seed: 0) }
+    return DefaultRNG.with { causalSelfAttention(qkv: qkv, heads: H, dropout: p, generator: &$0) }
+}
+
+/// `causalSelfAttention` with the dropout mask drawn from `generator` (one draw per call).
+public func causalSelfAttention(qkv: Tensor, heads H: Int, dropout p: Float, generator: inout RandomGenerator) -> Tensor {
+    fusedCausalAttention(qkv: qkv, heads: H, dropout: p, seed: attentionDropoutSeed(p, &generator))
+}
+
+private func fusedCausalAttention(qkv: Tensor, heads H: Int, dropout p: Float, seed: UInt64) -> Tensor {
     require(qkv.rank == 3 && qkv.shape[2] % (3 * H) == 0,
                  "causalSelfAttention: qkv must be (B, T, 3C) with C divisible by \(H) heads, got \(qkv.shape)")
     let (B, T, C3) = (qkv.shape[0], qkv.shape[1], qkv.shape[2])
@@ -220,8 +245,15 @@ public func causalSelfAttention(qkv: Tensor, heads H: Int) -> Tensor {
     // head (b, h) of q starts at b*T*3C + h*D; of k at +C; of v at +2C; rows are 3C apart
     let layout = AttentionLayout(heads: B * H, T: T, D: D, headStride: 0, rowStride: C3, headsPerBatch: H,
                                  batchStride: T * C3, headOffset: D, kOffset: C, vOffset: 2 * C)
-    return attention(qkv, qkv, qkv, layout: layout, causal: true, outShape: [B, T, C], outRowStride: C, outHeadStride: 0,
-                     outBatchStride: T * C, outHeadOffset: D)
+    return attention(qkv, qkv, qkv, layout: layout, causal: true, dropout: p, dropoutSeed: seed,
+                     outShape: [B, T, C], outRowStride: C, outHeadStride: 0, outBatchStride: T * C, outHeadOffset: D)
+}
+
+/// The one number an attention call takes from the generator: the seed of its counter-based dropout
+/// mask (nothing is drawn when p = 0, so dropout-free models leave the generator untouched).
+private func attentionDropoutSeed(_ p: Float, _ generator: inout RandomGenerator) -> UInt64 {
+    require(p >= 0 && p < 1, "attention dropout: p must be in [0, 1), got \(p)")
+    return p == 0 ? 0 : generator.next()
 }
 
 /// Where each head's rows live in memory.
@@ -240,7 +272,11 @@ struct AttentionLayout {
     }
 }
 
-private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool, outShape: [Int],
+/// Attention over L.heads heads. With dropout, the probabilities P stay un-dropped for the softmax
+/// backward and the dropped copy P̃ = P ⊙ mask (what multiplies v) is remade from the counter-based
+/// mask in each pass, so the mask is never stored.
+private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool,
+                       dropout p: Float, dropoutSeed seed: UInt64, outShape: [Int],
                        outRowStride: Int, outHeadStride: Int, outBatchStride: Int = 0, outHeadOffset: Int = 0) -> Tensor {
     let T = L.T, D = L.D
     let scale = 1 / Float(D).squareRoot()
@@ -249,19 +285,35 @@ private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
     func outBase(_ i: Int) -> Int {
         outBatchStride == 0 ? i * outHeadStride : (i / L.headsPerBatch) * outBatchStride + (i % L.headsPerBatch) * outHeadOffset
     }
+    // x ⊙ mask for head i's (T, T) block, the mask indexed by position in `probs`. With a causal mask
+    // only each row's visible columns are hashed: past them P = 0, so P̃ = 0 and dP̃ is never read.
+    func applyMask(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, head i: Int) {
+        if !causal { return fk_dropout_hashed(x, y, T * T, seed, UInt64(i * T * T), p) }
+        for r in 0..<T {
+            fk_dropout_hashed(x + r * T, y + r * T, r + 1, seed, UInt64(i * T * T + r * T), p)
+            if x != UnsafePointer(y) { (y + r * T + r + 1).update(repeating: 0, count: T - r - 1) }
+        }
+    }
+    // P̃ for head i in `buffer`, or P itself without dropout
+    func dropped(_ P: UnsafePointer<Float>, head i: Int, into buffer: UnsafeMutablePointer<Float>?) -> UnsafePointer<Float> {
+        guard let buffer else { return P }
+        applyMask(P, buffer, head: i)
+        return UnsafePointer(buffer)
+    }
+    let scratch = p > 0 ? T * T : 0
     let pq = SendablePointer(q.pointer), pk = SendablePointer(k.pointer), pv = SendablePointer(v.pointer)
     let po = SendablePointer(out.mutablePointer), pp = SendablePointer(probs.mutablePointer)
     // One head = two small GEMMs + a softmax; heads run in parallel, BLAS single-threaded inside each.
-    forEachHead(L.heads, work: T * T * D) { i in
+    forEachHead(L.heads, scratch: scratch) { i, buffer in
         let b = L.base(i)
         let P = pp.p + i * T * T
         // S = q·kᵀ (T, T)
         sgemm(transA: false, transB: true, m: T, n: T, k: D, a: pq.p + b, lda: L.rowStride,
               b: pk.p + b + L.kOffset, ldb: L.rowStride, c: P, ldc: T)
         fk_softmax_rows(P, P, T, T, scale, causal ? T : 0, 0)
-        // y = P·v (T, D)
-        sgemm(transA: false, transB: false, m: T, n: D, k: T, a: P, lda: T, b: pv.p + b + L.vOffset, ldb: L.rowStride,
-              c: po.p + outBase(i), ldc: outRowStride)
+        // y = P̃·v (T, D)
+        sgemm(transA: false, transB: false, m: T, n: D, k: T, a: dropped(P, head: i, into: buffer), lda: T,
+              b: pv.p + b + L.vOffset, ldb: L.rowStride, c: po.p + outBase(i), ldc: outRowStride)
     }
     let inputs = q === k ? [q] : [q, k, v]
     return Tensor.record(out, "attention", inputs) { g in
@@ -272,17 +324,18 @@ private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
         let dv = fused ? dq : Tensor.zeros(v.shape)
         let pg = SendablePointer(g.pointer)
         let pdq = SendablePointer(dq.mutablePointer), pdk = SendablePointer(dk.mutablePointer), pdv = SendablePointer(dv.mutablePointer)
-        let scratch = Tensor(uninitializedShape: [L.heads, T, T])
-        let ps = SendablePointer(scratch.mutablePointer)
-        forEachHead(L.heads, work: T * T * D) { i in
+        let gradScratch = Tensor(uninitializedShape: [L.heads, T, T])
+        let ps = SendablePointer(gradScratch.mutablePointer)
+        forEachHead(L.heads, scratch: scratch) { i, buffer in
             let b = L.base(i), ob = outBase(i)
             let P = pp.p + i * T * T, dP = ps.p + i * T * T
-            // dv = Pᵀ·dy (T, D)
-            sgemm(transA: true, transB: false, m: T, n: D, k: T, a: P, lda: T, b: pg.p + ob, ldb: outRowStride,
-                  c: pdv.p + b + L.vOffset, ldc: L.rowStride)
-            // dP = dy·vᵀ (T, T)
+            // dv = P̃ᵀ·dy (T, D)
+            sgemm(transA: true, transB: false, m: T, n: D, k: T, a: dropped(P, head: i, into: buffer), lda: T,
+                  b: pg.p + ob, ldb: outRowStride, c: pdv.p + b + L.vOffset, ldc: L.rowStride)
+            // dP̃ = dy·vᵀ (T, T), then dP = dP̃ ⊙ mask (the same mask, remade)
             sgemm(transA: false, transB: true, m: T, n: T, k: D, a: pg.p + ob, lda: outRowStride,
                   b: pv.p + b + L.vOffset, ldb: L.rowStride, c: dP, ldc: T)
+            if buffer != nil { applyMask(dP, dP, head: i) }
             // dS = softmax backward (masked entries have P = 0, so they get 0), times the scale
             fk_softmax_rows_backward(P, dP, dP, T, T, scale)
             // dq = dS·k, dk = dSᵀ·q
@@ -295,8 +348,13 @@ private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
     }
 }
 
-/// Runs `body(head)` for every head. Heads split across Forge's threads, each head's GEMMs unsplit
-/// inside (many tiny GEMMs: parallel heads beat parallel GEMMs).
-private func forEachHead(_ heads: Int, work: Int, _ body: @escaping (Int) -> Void) {
-    parallelFor(heads, grain: 1) { s, e in for i in s..<e { body(i) } }
+/// Runs `body(head, scratch)` for every head. Heads split across Forge's threads, each head's GEMMs
+/// unsplit inside (many tiny GEMMs: parallel heads beat parallel GEMMs); each thread gets its own
+/// `scratch` floats (nil when 0).
+private func forEachHead(_ heads: Int, scratch: Int, _ body: @escaping (Int, UnsafeMutablePointer<Float>?) -> Void) {
+    parallelFor(heads, grain: 1) { s, e in
+        let buffer = scratch > 0 ? UnsafeMutablePointer<Float>.allocate(capacity: scratch) : nil
+        defer { buffer?.deallocate() }
+        for i in s..<e { body(i, buffer) }
+    }
 }
