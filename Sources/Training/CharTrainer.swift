@@ -93,7 +93,7 @@ public struct CharTrainingOptions: Sendable, Equatable {
 /// A char model with its vocabulary, as read from or written to a safetensors checkpoint. The file
 /// holds the weights under nanoGPT's names (the tied weight once), the config and vocabulary in the
 /// metadata, and for a training checkpoint also `optim.state.*` and `trainer.*` (iteration, best val
-/// loss, data generator) so a run can resume.
+/// loss, data and dropout generators) so a run can resume.
 public struct CharCheckpoint {
     public let model: CharTransformer
     /// Characters in token order.
@@ -275,6 +275,11 @@ public final class CharTrainer {
             bestValLoss = Double(try ck.file.tensor("trainer.best_val_loss").item)
             let words = try ck.file.int64Array("trainer.generator").map { UInt64(bitPattern: $0) }
             generator = RandomGenerator(stateWords: words)
+            // checkpoints written before this was saved resume with freshly seeded dropout masks
+            if ck.file.entries["trainer.dropout_generator"] != nil {
+                let words = try ck.file.int64Array("trainer.dropout_generator").map { UInt64(bitPattern: $0) }
+                DefaultRNG.state = RandomGenerator(stateWords: words)
+            }
         } else {
             let config = options.modelConfig(vocabSize: corpus.vocabularySize)
             if let p = config.problem { throw CharTransformerError(p) }
@@ -289,12 +294,13 @@ public final class CharTrainer {
         if resume { lastEvaluated = Int(metrics.rows.last?[0] ?? -1) }
     }
 
-    /// Saves the full training state (weights, optimizer, iteration, best val, data generator) atomically.
+    /// Saves the full training state (weights, optimizer, iteration, best val, data and dropout generators) atomically.
     public func saveCheckpoint(to path: String? = nil) throws {
         let extra: [SafeTensors.Item] = optimizer.stateTensors(prefix: "optim.").map { .float32($0.0, $0.1) } + [
             .float32("trainer.iteration", Tensor(Float(iteration))),
             .float32("trainer.best_val_loss", Tensor(Float(bestValLoss))),
             .int64("trainer.generator", shape: [4], values: generator.stateWords.map { Int64(bitPattern: $0) }),
+            .int64("trainer.dropout_generator", shape: [4], values: DefaultRNG.state.stateWords.map { Int64(bitPattern: $0) }),
         ]
         var meta = options.metadata
         meta["iter"] = "\(iteration)"

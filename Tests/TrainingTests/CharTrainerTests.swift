@@ -11,6 +11,7 @@ final class CharTrainerTests: XCTestCase {
         (o.layers, o.heads, o.embedding, o.blockSize, o.batchSize) = (1, 2, 16, 8, 4)
         (o.iterations, o.evalEvery, o.evalIterations, o.warmupIterations, o.logEvery) = (iterations, 5, 2, 2, 5)
         o.learningRate = 3e-3
+        o.dropout = 0.1  // so resuming must also restore the dropout masks' generator
         return o
     }
 
