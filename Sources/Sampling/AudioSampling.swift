@@ -191,33 +191,9 @@ public final class AudioDatasetGenerator {
     /// writes `manifest.csv`; `progress(done, total)` after each batch.
     public func run(progress: (Int, Int) -> Void = { _, _ in }) throws -> GenerationReport {
         let start = Date()
-        let manager = FileManager.default
-        try manager.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
-        let manifestPath = outputDirectory + "/manifest.csv"
-        let expected = manifest
-        if manager.fileExists(atPath: manifestPath) {
-            let existing = try Manifest.read(path: manifestPath)
-            if existing.checkpointSHA256 != expected.checkpointSHA256 || existing.parameters != expected.parameters || existing.modelKind != expected.modelKind {
-                throw SamplingError("\(outputDirectory) holds a run of another checkpoint or other parameters (\(existing.modelKind), \(existing.parameters)); give the same arguments, or a new --out")
-            }
-        } else if !options.resume, options.only == nil, let entries = try? manager.contentsOfDirectory(atPath: outputDirectory), !entries.isEmpty {
-            throw SamplingError("\(outputDirectory) is not empty and has no manifest.csv; choose an empty or new folder")
-        }
-        try FileIO.writeAtomically(Array(expected.csv().utf8), to: manifestPath)
-        if options.resume {
-            for name in (try? manager.contentsOfDirectory(atPath: outputDirectory)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
-                try? manager.removeItem(atPath: outputDirectory + "/" + name)
-            }
-        }
-        var report = GenerationReport()
-        var wanted = items.map { options.only == nil || $0.index == options.only }
-        if options.resume && options.only == nil {
-            for item in items where isValidItem(outputDirectory + "/" + item.file) {
-                wanted[item.index] = false
-                report.kept += 1
-            }
-        }
-        let total = wanted.filter { $0 }.count
+        var plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
+                                              only: options.only, isValid: isValidItem)
+        let (wanted, total) = (plan.wanted, plan.total)
         var done = 0
         for batchStart in stride(from: 0, to: items.count, by: options.batchSize) {
             let missing = items[batchStart..<min(items.count, batchStart + options.batchSize)].filter { wanted[$0.index] }
@@ -233,9 +209,9 @@ public final class AudioDatasetGenerator {
             done += missing.count
             progress(done, total)
         }
-        report.written = total
-        report.seconds = Date().timeIntervalSince(start)
-        return report
+        plan.report.written = total
+        plan.report.seconds = Date().timeIntervalSince(start)
+        return plan.report
     }
 
     /// A file is a valid item when it decodes as mono audio of the model's rate and length.

@@ -208,40 +208,9 @@ public final class ImageDatasetGenerator {
     /// writes `manifest.csv`, and calls `progress(done, total)` after each batch is handed to the writer.
     public func run(progress: (Int, Int) -> Void = { _, _ in }) throws -> GenerationReport {
         let start = Date()
-        let manager = FileManager.default
-        try manager.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
-        let manifestPath = outputDirectory + "/manifest.csv"
-        let expected = manifest
-        if manager.fileExists(atPath: manifestPath) {
-            let existing = try Manifest.read(path: manifestPath)
-            if existing.checkpointSHA256 != expected.checkpointSHA256 || existing.parameters != expected.parameters || existing.modelKind != expected.modelKind {
-                // Mixing two runs in one folder would leave items the manifest does not describe.
-                throw SamplingError("\(outputDirectory) holds a run of another checkpoint or other parameters (\(existing.modelKind), \(existing.parameters), checkpoint \(existing.checkpointSHA256.prefix(12))…); give the same arguments, or a new --out")
-            }
-        } else if !options.resume, options.only == nil,
-                  let entries = try? manager.contentsOfDirectory(atPath: outputDirectory), !entries.isEmpty {
-            throw SamplingError("\(outputDirectory) is not empty and has no manifest.csv; choose an empty or new folder")
-        }
-        for folder in Set(items.map { ($0.file as NSString).deletingLastPathComponent }) where !folder.isEmpty {
-            try manager.createDirectory(atPath: outputDirectory + "/" + folder, withIntermediateDirectories: true)
-        }
-        // The manifest is a function of the arguments, so it can be written first: a killed run
-        // leaves the manifest that `--resume` checks its arguments against.
-        try FileIO.writeAtomically(Array(expected.csv().utf8), to: manifestPath)
-        if options.resume { removeStaleTemporaryFiles() }
-
-        // Which items to write.
-        var wanted = [Bool](repeating: true, count: items.count)
-        var report = GenerationReport()
-        if let only = options.only {
-            wanted = items.map { $0.index == only }
-        } else if options.resume {
-            for item in items where isValidItem(outputDirectory + "/" + item.file) {
-                wanted[item.index] = false
-                report.kept += 1
-            }
-        }
-        let total = wanted.filter { $0 }.count
+        var plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
+                                              only: options.only, isValid: isValidItem)
+        let (wanted, total) = (plan.wanted, plan.total)
 
         let writer = BatchWriter()
         let batchSize = options.batchSize
@@ -262,9 +231,9 @@ public final class ImageDatasetGenerator {
             progress(done, total)
         }
         try writer.finish()
-        report.written = total
-        report.seconds = Date().timeIntervalSince(start)
-        return report
+        plan.report.written = total
+        plan.report.seconds = Date().timeIntervalSince(start)
+        return plan.report
     }
 
     /// A file is a valid item when it decodes as a PNG of the model's size and channels.
@@ -272,19 +241,6 @@ public final class ImageDatasetGenerator {
         guard let bytes = try? FileIO.readBytes(path), ImageCodec.sniff(bytes) == .png,
               let image = try? ImageCodec.decodePNG(bytes: bytes, source: path) else { return false }
         return image.width == source.imageSize && image.height == source.imageSize && image.channels == source.channels
-    }
-
-    /// Atomic writes leave `.<name>.tmp-…` files behind when killed; a resumed run removes them so
-    /// the folder ends up equal to an uninterrupted run's.
-    func removeStaleTemporaryFiles() {
-        let manager = FileManager.default
-        let folders = [""] + Set(items.map { ($0.file as NSString).deletingLastPathComponent }).filter { !$0.isEmpty }.sorted()
-        for folder in folders {
-            let path = folder.isEmpty ? outputDirectory : outputDirectory + "/" + folder
-            for name in (try? manager.contentsOfDirectory(atPath: path)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
-                try? manager.removeItem(atPath: path + "/" + name)
-            }
-        }
     }
 }
 
