@@ -115,6 +115,33 @@ final class OpsGradientTests: XCTestCase {
         }
     }
 
+    /// Dropout zeroes about p of the elements, scales the rest by 1/(1-p), draws one number per call,
+    /// and gives the same mask for the same generator state at any thread count.
+    func testDropoutMask() {
+        let x = Tensor(shape: [64, 1000]) { b in for i in 0..<b.count { b[i] = Float(i % 7) + 1 } }
+        var g = RandomGenerator(seed: 11)
+        let before = g
+        let y = dropout(x, p: 0.4, training: true, generator: &g).scalars
+        var expected = before
+        _ = expected.next()
+        XCTAssertEqual(g, expected, "one draw per call")
+        var zeros = 0
+        for i in 0..<y.count {
+            if y[i] == 0 { zeros += 1 } else { XCTAssertEqual(y[i], x.scalars[i] / 0.6, accuracy: 1e-5) }
+        }
+        XCTAssertEqual(Double(zeros) / Double(y.count), 0.4, accuracy: 0.01)
+        let saved = Threads.count
+        defer { Threads.count = saved }
+        for threads in [1, 3] {
+            Threads.count = threads
+            var again = before
+            XCTAssertEqual(dropout(x, p: 0.4, training: true, generator: &again).scalars, y, "\(threads) threads")
+        }
+        var eval = before
+        XCTAssertTrue(dropout(x, p: 0.4, training: false, generator: &eval) === x)
+        XCTAssertEqual(eval, before, "evaluation draws nothing")
+    }
+
     /// Attention dropout zeroes about p of the probabilities, scales the rest by 1/(1-p), draws one
     /// number from the generator per call, and p = 0 is the plain op.
     func testAttentionDropout() {

@@ -184,10 +184,18 @@ public func embedding(_ weight: Tensor, _ indices: [Int32], shape: [Int]) -> Ten
 public func dropout(_ x: Tensor, p: Float, training: Bool, generator: inout RandomGenerator) -> Tensor {
     require(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
     if !training || p == 0 { return x }
-    let scale = 1 / (1 - p)
-    let mask = Tensor(shape: x.shape) { b in for i in 0..<b.count { b[i] = generator.nextFloat() < p ? 0 : scale } }
-    let out = broadcastMap(x, mask, op: "dropout") { $0 * $1 }
-    return Tensor.record(out, "dropout", [x]) { g in [broadcastMap(g, mask, op: "dropout") { $0 * $1 }] }
+    // One draw seeds a counter-based mask (fk_dropout_hashed): element i's fate depends only on
+    // (seed, i), so threads hash their own ranges and backward remakes the mask instead of storing it.
+    let seed = generator.next()
+    return Tensor.record(hashedDropout(x, p: p, seed: seed), "dropout", [x]) { g in [hashedDropout(g, p: p, seed: seed)] }
+}
+
+/// x ⊙ mask(seed) / (1 - p), elementwise over x's storage order.
+private func hashedDropout(_ x: Tensor, p: Float, seed: UInt64) -> Tensor {
+    let out = Tensor(uninitializedShape: x.shape)
+    let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
+    parallelFor(x.count) { s, e in fk_dropout_hashed(px.p + s, po.p + s, e - s, seed, UInt64(s), p) }
+    return out
 }
 
 /// Dropout drawing from the default generator.
