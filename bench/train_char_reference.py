@@ -9,6 +9,10 @@ vocabulary, train/val loss every 250 iters on 20 random batches. At the end it a
 val loss over the whole val split in consecutive blocks of 64 (what `forge eval char` prints), so
 the noisy 20-batch estimate and the exact figure can both be compared.
 
+Variants, to compare against `forge train char --preset baby --dropout P` or against nanoGPT's code of
+January 2023 (when the README's 1.88 was measured): --dropout P (on embeddings, attention probabilities,
+residual branches), --bias, --no-embedding-decay.
+
   /work/torch-venv/bin/python bench/train_char_reference.py --data ../shared/data/text/tinyshakespeare.txt --seed 1337
 """
 import argparse
@@ -21,11 +25,12 @@ import torch.nn.functional as F
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd, n_head):
+    def __init__(self, n_embd, n_head, bias, dropout):
         super().__init__()
         self.n_head = n_head
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=False)
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=False)
+        self.dropout = dropout
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
 
     def forward(self, x):
         B, T, C = x.size()
@@ -33,32 +38,34 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        return F.dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)), self.dropout, self.training)
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd, n_head):
+    def __init__(self, n_embd, n_head, bias, dropout):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(n_embd, bias=False)
-        self.attn = CausalSelfAttention(n_embd, n_head)
-        self.ln_2 = nn.LayerNorm(n_embd, bias=False)
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=False)
-        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=False)
+        self.dropout = dropout
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, bias, dropout)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
-        return x + self.c_proj(F.gelu(self.c_fc(self.ln_2(x))))
+        return x + F.dropout(self.c_proj(F.gelu(self.c_fc(self.ln_2(x)))), self.dropout, self.training)
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab, block, n_layer, n_head, n_embd):
+    def __init__(self, vocab, block, n_layer, n_head, n_embd, bias=False, dropout=0.0):
         super().__init__()
         self.block = block
+        self.dropout = dropout
         self.wte = nn.Embedding(vocab, n_embd)
         self.wpe = nn.Embedding(block, n_embd)
-        self.h = nn.ModuleList([Block(n_embd, n_head) for _ in range(n_layer)])
-        self.ln_f = nn.LayerNorm(n_embd, bias=False)
+        self.h = nn.ModuleList([Block(n_embd, n_head, bias, dropout) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(n_embd, bias=bias)
         self.lm_head = nn.Linear(n_embd, vocab, bias=False)
         self.wte.weight = self.lm_head.weight
         self.apply(self._init)
@@ -70,10 +77,12 @@ class GPT(nn.Module):
     def _init(m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
 
     def forward(self, idx, targets):
         B, T = idx.size()
-        x = self.wte(idx) + self.wpe(torch.arange(T))
+        x = F.dropout(self.wte(idx) + self.wpe(torch.arange(T)), self.dropout, self.training)
         for b in self.h:
             x = b(x)
         logits = self.lm_head(self.ln_f(x))
@@ -86,6 +95,10 @@ def main():
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--dropout", type=float, default=0.0, help="nanoGPT's dropout (embeddings, attention, residuals)")
+    ap.add_argument("--bias", action="store_true", help="biases in Linear and LayerNorm (nanoGPT's bias=True)")
+    ap.add_argument("--no-embedding-decay", action="store_true",
+                    help="no weight decay on wte/wpe (nanoGPT's configure_optimizers before it decayed every 2-D tensor)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -96,10 +109,13 @@ def main():
     data = torch.tensor([stoi[c] for c in text], dtype=torch.long)
     n = int(0.9 * len(data))
     train, val = data[:n], data[n:]
-    model = GPT(len(chars), block, 4, 4, 128)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+    model = GPT(len(chars), block, 4, 4, 128, bias=a.bias, dropout=a.dropout)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    embedding = {"wte.weight", "wpe.weight", "lm_head.weight"} if a.no_embedding_decay else set()  # wte is tied to lm_head
+    decay = [p for n, p in named if p.dim() >= 2 and n not in embedding]
+    no_decay = [p for n, p in named if p.dim() < 2 or n in embedding]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.99))
 
     def get_batch(split):
