@@ -34,6 +34,13 @@ struct TrainingOutputs {
         name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
         samplesDirectory = samples ?? "samples/\(name)"
     }
+
+    /// With `resume` and a checkpoint at `checkpointPath`, the config saved in it (whose kind must be
+    /// `kind`); otherwise nil, for a new run.
+    func savedConfig<C: Decodable>(_ type: C.Type, kind: String, resume: Bool) throws -> C? {
+        guard resume, FileManager.default.fileExists(atPath: checkpointPath) else { return nil }
+        return try Checkpoint.load(checkpointPath, expectedKind: kind).config(as: type)
+    }
 }
 
 enum AudioData {
@@ -77,8 +84,8 @@ extension TrainGAN {
         let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
 
         var config = WaveGANConfig()
-        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
-            config = try Checkpoint.load(checkpointPath, expectedKind: "wavegan").config(as: WaveGANConfig.self)
+        if let saved = try outputs.savedConfig(WaveGANConfig.self, kind: "wavegan", resume: resume) {
+            config = saved
         } else {
             guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else {
                 throw ValidationError("no readable audio files in \(data)")
@@ -258,8 +265,8 @@ extension TrainVAE {
         let outputs = TrainingOutputs(out: out, samples: samples)
         let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
         var config = AudioVAEConfig()
-        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
-            config = try Checkpoint.load(checkpointPath, expectedKind: "audiovae").config(as: AudioVAEConfig.self)
+        if let saved = try outputs.savedConfig(AudioVAEConfig.self, kind: "audiovae", resume: resume) {
+            config = saved
         } else {
             guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
             (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)

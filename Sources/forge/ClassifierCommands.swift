@@ -52,9 +52,7 @@ struct TrainClassifier: ParsableCommand {
         var config = ClassifierConfig()
         (config.imageSize, config.channels, config.classCount) = (size, set.channels, set.classNames.count)
         (config.width, config.featureDim, config.learningRate, config.batchSize, config.seed) = (width, features, lr, batch, seed)
-        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
-            config = try Checkpoint.load(checkpointPath, expectedKind: "classifier").config(as: ClassifierConfig.self)
-        }
+        if let saved = try outputs.savedConfig(ClassifierConfig.self, kind: "classifier", resume: resume) { config = saved }
         if let problem = config.problem { throw ValidationError(problem) }
         let classifier = ImageClassifier(config)
         say("model: SmallCNN \(config.width)/\(2 * config.width)/\(4 * config.width) channels, \(config.featureDim) features, "

@@ -86,12 +86,9 @@ struct TrainGAN: ParsableCommand {
         let outputs = TrainingOutputs(out: out, samples: samples)
         let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
 
-        var config = DCGANConfig()
-        var fromCheckpoint = false
-        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
-            config = try Checkpoint.load(checkpointPath, expectedKind: "gan").config(as: DCGANConfig.self)
-            fromCheckpoint = true
-        }
+        let saved = try outputs.savedConfig(DCGANConfig.self, kind: "gan", resume: resume)
+        var config = saved ?? DCGANConfig()
+        let fromCheckpoint = saved != nil
         let isIDX = IDX.findFiles(in: data, split: .train) != nil
         let channelCount = fromCheckpoint ? config.channels : (channels ?? (isIDX ? 1 : 3))
         let imageSize = fromCheckpoint ? config.imageSize : size

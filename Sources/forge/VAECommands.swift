@@ -81,9 +81,9 @@ struct TrainVAE: ParsableCommand {
         let outputs = TrainingOutputs(out: out, samples: samples)
         let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
         do {
-            var config = VAEConfig()
-            let fromCheckpoint = resume && FileManager.default.fileExists(atPath: checkpointPath)
-            if fromCheckpoint { config = try Checkpoint.load(checkpointPath, expectedKind: "vae").config(as: VAEConfig.self) }
+            let saved = try outputs.savedConfig(VAEConfig.self, kind: "vae", resume: resume)
+            var config = saved ?? VAEConfig()
+            let fromCheckpoint = saved != nil
             let start = Date()
             let imageSize = fromCheckpoint ? config.imageSize : size
             let channelCount = fromCheckpoint ? config.channels : channels
