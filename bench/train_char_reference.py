@@ -95,6 +95,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--preset", choices=["baby", "shakespeare"], default="baby",
+                    help="shakespeare: train_shakespeare_char.py's 6/6/384, block 256, batch 64 (pass --dropout 0.2 --iters N)")
     ap.add_argument("--dropout", type=float, default=0.0, help="nanoGPT's dropout (embeddings, attention, residuals)")
     ap.add_argument("--bias", action="store_true", help="biases in Linear and LayerNorm (nanoGPT's bias=True)")
     ap.add_argument("--no-embedding-decay", action="store_true",
@@ -103,13 +105,16 @@ def main():
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     block, batch, lr, min_lr, warmup = 64, 12, 1e-3, 1e-4, 100
+    layers, heads, embd = 4, 4, 128
+    if a.preset == "shakespeare":
+        block, batch, layers, heads, embd = 256, 64, 6, 6, 384
     text = open(a.data, encoding="utf-8").read()
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([stoi[c] for c in text], dtype=torch.long)
     n = int(0.9 * len(data))
     train, val = data[:n], data[n:]
-    model = GPT(len(chars), block, 4, 4, 128, bias=a.bias, dropout=a.dropout)
+    model = GPT(len(chars), block, layers, heads, embd, bias=a.bias, dropout=a.dropout)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     embedding = {"wte.weight", "wpe.weight", "lm_head.weight"} if a.no_embedding_decay else set()  # wte is tied to lm_head
     decay = [p for n, p in named if p.dim() >= 2 and n not in embedding]
@@ -141,6 +146,7 @@ def main():
         return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
     t0 = time.time()
+    train_seconds = 0.0  # the steps alone, without the evaluations
     for it in range(a.iters + 1):
         for g in opt.param_groups:
             g["lr"] = get_lr(it)
@@ -149,12 +155,14 @@ def main():
             print(f"step {it}: train loss {e['train']:.4f}, val loss {e['val']:.4f}", flush=True)
         if it == a.iters:
             break
+        t_step = time.time()
         x, y = get_batch("train")
         loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        train_seconds += time.time() - t_step
     elapsed = time.time() - t0
     model.eval()
     with torch.no_grad():
@@ -165,7 +173,7 @@ def main():
             x = torch.stack([val[i * block:i * block + block] for i in idx])
             y = torch.stack([val[i * block + 1:i * block + block + 1] for i in idx])
             total += model(x, y).item() * x.numel()
-    print(f"done: {a.iters} iters in {elapsed:.1f}s; whole val split {total / (blocks * block):.4f} nats/char")
+    print(f"done: {a.iters} iters in {elapsed:.1f}s (training steps {a.iters * batch * block / train_seconds:.1f} tokens/s); whole val split {total / (blocks * block):.4f} nats/char")
 
 
 if __name__ == "__main__":

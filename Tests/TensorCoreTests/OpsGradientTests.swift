@@ -148,7 +148,10 @@ final class OpsGradientTests: XCTestCase {
         let (B, H, T) = (2, 3, 64)
         // v = identity per head, so y is the (dropped) probability matrix itself
         let qk = randomTensor([B, H, T, T], seed: 40), kk = randomTensor([B, H, T, T], seed: 41)
-        let v = Tensor(shape: [B, H, T, T]) { b in for h in 0..<(B * H) { for t in 0..<T { b[(h * T + t) * T + t] = 1 } } }
+        let v = Tensor(shape: [B, H, T, T]) { b in
+            b.update(repeating: 0)  // `fill` starts from undefined memory
+            for h in 0..<(B * H) { for t in 0..<T { b[(h * T + t) * T + t] = 1 } }
+        }
         let plain = scaledDotProductAttention(qk, kk, v, causal: false).scalars
         var g = RandomGenerator(seed: 9)
         let before = g
