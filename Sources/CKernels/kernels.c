@@ -568,3 +568,46 @@ FK_CLONES int fk_im2col_plane_padded(const float *restrict img, float *restrict 
     return 1;
 }
 
+// col2im of one plane for stride_w 2 (a DCGAN's stride-2 convs): writing every other float of an image
+// row does not vectorise, so the plane is held as two dense halves, even columns then odd, each
+// (kh, kw) row of col adds contiguously into one of them (image column iw = 2*ow + kw - pw), and
+// the halves are interleaved back at the end. Each pixel gets the same additions in the same
+// (kh, kw) order as fk_col2im_rows, starting from img's contents, so the results are identical.
+// col rows (kh, kw) at col + (kh*KW + kw)*ld, each (OH, OW); img: (H, W)
+FK_CLONES int fk_col2im_plane_s2(const float *restrict col, float *restrict img, long H, long W, long KH, long KW,
+                                 long sh, long ph, long pw, long OH, long OW, long ld) {
+    const long WE = (W + 1) / 2, WO = W / 2;
+    if (H * W > FK_PAD_MAX) return 0;
+    float split[FK_PAD_MAX];
+    float *even = split, *odd = split + H * WE;
+    for (long h = 0; h < H; h++) {
+        const float *r = img + h * W;
+        for (long j = 0; j < WE; j++) even[h * WE + j] = r[2 * j];
+        for (long j = 0; j < WO; j++) odd[h * WO + j] = r[2 * j + 1];
+    }
+    for (long kh = 0; kh < KH; kh++)
+        for (long kw = 0; kw < KW; kw++) {
+            const float *src = col + (kh * KW + kw) * ld;
+            long lo = fk_cdiv(pw - kw, 2); lo = lo < 0 ? 0 : (lo > OW ? OW : lo);
+            long hi = fk_fdiv(W - 1 + pw - kw, 2) + 1; hi = hi > OW ? OW : (hi < lo ? lo : hi);
+            const long t = kw - pw;  // iw = 2*ow + t
+            float *half = (t & 1) ? odd : even;
+            const long width = (t & 1) ? WO : WE;
+            const long shift = (t & 1) ? (t - 1) / 2 : t / 2;  // exact divisions of even numbers
+            for (long oh = 0; oh < OH; oh++) {
+                long ih = oh * sh - ph + kh;
+                if (ih < 0 || ih >= H) continue;
+                const float *s = src + oh * OW;
+                float *d = half + ih * width + shift;
+                for (long ow = lo; ow < hi; ow++) d[ow] += s[ow];
+            }
+        }
+    for (long h = 0; h < H; h++) {
+        float *r = img + h * W;
+        for (long j = 0; j < WE; j++) r[2 * j] = even[h * WE + j];
+        for (long j = 0; j < WO; j++) r[2 * j + 1] = odd[h * WO + j];
+    }
+    return 1;
+}
+
+

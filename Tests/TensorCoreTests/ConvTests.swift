@@ -113,6 +113,31 @@ final class ConvTests: XCTestCase {
         }
     }
 
+    /// The col2im kernels (parity-split plane for stride 2, hoisted-bounds rows, per-element bounds) fold
+    /// columns onto a plane that already holds values (a bias) to the same floats, bit for bit; a plane
+    /// too big for the split copy's stack buffer is refused.
+    func testCol2imKernelsAgree() {
+        for (H, W, KH, KW, sh, ph, pw) in [(8, 8, 4, 4, 2, 1, 1), (16, 16, 4, 4, 2, 1, 1), (9, 7, 3, 3, 2, 1, 1), (5, 12, 3, 2, 1, 0, 2),
+                                            (4, 5, 4, 4, 1, 0, 0), (6, 11, 2, 3, 3, 2, 0), (7, 9, 5, 5, 2, 2, 2)] {
+            let sw = 2
+            let OH = (H + 2 * ph - KH) / sh + 1, OW = (W + 2 * pw - KW) / sw + 1, ld = OH * OW + 3
+            let col = randomTensor([KH * KW * ld], seed: UInt64(H * 17 + W))
+            func fold(_ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+                let img = randomTensor([H * W], seed: 3)
+                kernel(col.pointer, img.mutablePointer)
+                return img.scalars
+            }
+            let split = fold { XCTAssertEqual(fk_col2im_plane_s2($0, $1, H, W, KH, KW, sh, ph, pw, OH, OW, ld), 1) }
+            let rows = fold { fk_col2im_rows($0, $1, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld) }
+            let plain = fold { fk_col2im($0, $1, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld) }
+            XCTAssertEqual(split, rows, "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),2 pad \(ph),\(pw)")
+            XCTAssertEqual(split, plain, "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),2 pad \(ph),\(pw)")
+        }
+        let col = Tensor(shape: [9 * 65 * 65], repeating: 1), img = Tensor(shape: [130 * 130], repeating: 0)
+        XCTAssertEqual(fk_col2im_plane_s2(col.pointer, img.mutablePointer, 130, 130, 3, 3, 2, 1, 1, 65, 65, 65 * 65), 0)
+        XCTAssertEqual(img.scalars.filter { $0 != 0 }.count, 0, "nothing written")
+    }
+
     /// The three im2col kernels (padded-plane copy, hoisted-bounds rows, per-element bounds) lower a
     /// plane to the same columns, bit for bit, over strides, paddings and kernel sizes; and a plane too
     /// big for the padded copy's stack buffer is refused (then the row kernels take it, checked by a

@@ -108,3 +108,8 @@ int fk_im2col_plane_padded(const float *img, float *col, long H, long W, long KH
                            long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
 void fk_col2im_rows(const float *col, float *img, long C, long H, long W, long KH, long KW,
                     long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
+/// One plane (C = 1) with stride_w == 2, accumulated in a stack copy split by column parity so every
+/// add is contiguous; the same additions in the same order as fk_col2im_rows (bit-identical).
+/// 0 when H·W > 16384 (nothing written).
+int fk_col2im_plane_s2(const float *col, float *img, long H, long W, long KH, long KW,
+                       long stride_h, long pad_h, long pad_w, long OH, long OW, long ld);

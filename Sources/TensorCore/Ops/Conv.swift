@@ -93,10 +93,12 @@ func col2imChunk(_ col: UnsafePointer<Float>, _ images: UnsafeMutablePointer<Flo
             let (i, c) = plane.quotientAndRemainder(dividingBy: g.channels)
             let img = dst.p + plane * g.inPixels
             img.update(repeating: bias?.p[c] ?? 0, count: g.inPixels)
+            let source = src.p + c * g.kernelArea * ld + i * g.outPixels
+            if g.strideW == 2, fk_col2im_plane_s2(source, img, g.height, g.width, g.kernelH, g.kernelW, g.strideH,
+                                                  g.padH, g.padW, g.outH, g.outW, ld) != 0 { continue }
             let fold = g.outW >= 8 ? fk_col2im_rows : fk_col2im
-            fold(src.p + c * g.kernelArea * ld + i * g.outPixels, img,
-                      1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW, g.padH, g.padW,
-                      g.outH, g.outW, ld)
+            fold(source, img, 1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW, g.padH, g.padW,
+                 g.outH, g.outW, ld)
         }
     }
 }
