@@ -184,10 +184,20 @@ public func embedding(_ weight: Tensor, _ indices: [Int32], shape: [Int]) -> Ten
 public func dropout(_ x: Tensor, p: Float, training: Bool, generator: inout RandomGenerator) -> Tensor {
     require(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
     if !training || p == 0 { return x }
-    // One draw seeds a counter-based mask (fk_dropout_hashed): element i's fate depends only on
-    // (seed, i), so threads hash their own ranges and backward remakes the mask instead of storing it.
-    let seed = generator.next()
-    return Tensor.record(hashedDropout(x, p: p, seed: seed), "dropout", [x]) { g in [hashedDropout(g, p: p, seed: seed)] }
+    return seededDropout(x, p: p, seed: generator.next())
+}
+
+/// Dropout drawing from the default generator (only the seed is drawn under its lock).
+public func dropout(_ x: Tensor, p: Float, training: Bool) -> Tensor {
+    require(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
+    if !training || p == 0 { return x }
+    return seededDropout(x, p: p, seed: DefaultRNG.with { $0.next() })
+}
+
+/// One draw seeds a counter-based mask (fk_dropout_hashed): element i's fate depends only on
+/// (seed, i), so threads hash their own ranges and backward remakes the mask instead of storing it.
+private func seededDropout(_ x: Tensor, p: Float, seed: UInt64) -> Tensor {
+    Tensor.record(hashedDropout(x, p: p, seed: seed), "dropout", [x]) { g in [hashedDropout(g, p: p, seed: seed)] }
 }
 
 /// x ⊙ mask(seed) / (1 - p), elementwise over x's storage order.
@@ -198,12 +208,6 @@ private func hashedDropout(_ x: Tensor, p: Float, seed: UInt64) -> Tensor {
     return out
 }
 
-/// Dropout drawing from the default generator.
-public func dropout(_ x: Tensor, p: Float, training: Bool) -> Tensor {
-    if !training || p == 0 { return x }
-    return DefaultRNG.with { dropout(x, p: p, training: training, generator: &$0) }
-}
-
 // MARK: - attention
 
 /// softmax(q·kᵀ/√D [+ causal mask])·v for q, k, v of shape (B, H, T, D), like
@@ -211,8 +215,7 @@ public func dropout(_ x: Tensor, p: Float, training: Bool) -> Tensor {
 /// the attention probabilities are dropped (and the kept ones scaled by 1/(1-p)) with a mask drawn from
 /// the default generator.
 public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool, dropout p: Float = 0) -> Tensor {
-    if p == 0 { return sdpa(q, k, v, causal: causal, dropout: 0, seed: 0) }
-    return DefaultRNG.with { scaledDotProductAttention(q, k, v, causal: causal, dropout: p, generator: &$0) }
+    sdpa(q, k, v, causal: causal, dropout: p, seed: p == 0 ? 0 : DefaultRNG.with { attentionDropoutSeed(p, &$0) })
 }
 
 /// `scaledDotProductAttention` with the dropout mask drawn from `generator` (one draw per call).
@@ -236,8 +239,7 @@ private func sdpa(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool, dropout p
 /// through split/view/transpose. `dropout` drops attention probabilities as nanoGPT's `attn_dropout`
 /// (mask from the default generator).
 public func causalSelfAttention(qkv: Tensor, heads H: Int, dropout p: Float = 0) -> Tensor {
-    if p == 0 { return fusedCausalAttention(qkv: qkv, heads: H, dropout: 0, seed: 0) }
-    return DefaultRNG.with { causalSelfAttention(qkv: qkv, heads: H, dropout: p, generator: &$0) }
+    fusedCausalAttention(qkv: qkv, heads: H, dropout: p, seed: p == 0 ? 0 : DefaultRNG.with { attentionDropoutSeed(p, &$0) })
 }
 
 /// `causalSelfAttention` with the dropout mask drawn from `generator` (one draw per call).
