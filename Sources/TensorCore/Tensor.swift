@@ -43,7 +43,8 @@ public final class Tensor: CustomStringConvertible {
         self.requiresGrad = requiresGrad
     }
 
-    /// A tensor filled by `body`, which receives a buffer of `product(shape)` floats.
+    /// A tensor filled by `body`, which receives a buffer of `product(shape)` floats holding undefined
+    /// values (recycled memory): `body` must write every element.
     public convenience init(shape: [Int], fill body: (UnsafeMutableBufferPointer<Float>) throws -> Void) rethrows {
         self.init(uninitializedShape: shape)
         try body(UnsafeMutableBufferPointer(start: storage.pointer, count: storage.count))
