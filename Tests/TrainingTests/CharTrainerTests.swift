@@ -50,6 +50,30 @@ final class CharTrainerTests: XCTestCase {
         XCTAssertEqual(csv.dropFirst().map { Int($0.split(separator: ",")[0])! }, [0, 5, 10, 12])
     }
 
+    /// A checkpoint written before the dropout generator was saved still resumes (with freshly seeded
+    /// dropout masks) and trains on to the end.
+    func testResumesACheckpointWithoutTheDropoutGenerator() throws {
+        let corpus = try TextCorpus(text: text)
+        let dir = try folder()
+        let first = try CharTrainer(corpus: corpus, options: tinyOptions(iterations: 8), outputDirectory: dir)
+        _ = try first.run(shouldStop: { first.iteration >= 4 }) { _ in }
+        let url = URL(fileURLWithPath: dir + "/checkpoint.safetensors")
+        let file = try SafeTensors.read(url)
+        XCTAssertNotNil(file.entries["trainer.dropout_generator"])
+        let items: [SafeTensors.Item] = try file.names.filter { $0 != "trainer.dropout_generator" }.map { name in
+            let entry = file.entries[name]!
+            return entry.dtype == .I64 ? .int64(name, shape: entry.shape, values: try file.int64Array(name))
+                                         : .float32(name, try file.tensor(name))
+        }
+        try SafeTensors.write(items: items, metadata: file.metadata, to: url)
+        XCTAssertNil(try SafeTensors.read(url).entries["trainer.dropout_generator"])
+        let resumed = try CharTrainer(corpus: corpus, options: tinyOptions(iterations: 8), outputDirectory: dir, resume: true)
+        XCTAssertEqual(resumed.iteration, 4)
+        let result = try resumed.run { _ in }
+        XCTAssertEqual(result.iterations, 8)
+        XCTAssertTrue(result.lastValLoss.isFinite)
+    }
+
     /// The best checkpoint loads with its vocabulary; encode names an unknown character or drops it.
     func testBestCheckpointLoadsWithVocabulary() throws {
         let corpus = try TextCorpus(text: text)
