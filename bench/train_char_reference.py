@@ -9,9 +9,10 @@ vocabulary, train/val loss every 250 iters on 20 random batches. At the end it a
 val loss over the whole val split in consecutive blocks of 64 (what `forge eval char` prints), so
 the noisy 20-batch estimate and the exact figure can both be compared.
 
-Variants, to compare against `forge train char --preset baby --dropout P` or against nanoGPT's code of
-January 2023 (when the README's 1.88 was measured): --dropout P (on embeddings, attention probabilities,
-residual branches), --bias, --no-embedding-decay.
+Variants, to compare against `forge train char --preset baby --dropout P`, or against nanoGPT's code as
+I recall it from early 2023, when the README's 1.88 was written (biases, no decay on the embeddings; not
+checked against its history): --dropout P (on embeddings, attention probabilities, residual branches),
+--bias, --no-embedding-decay.
 
   /work/torch-venv/bin/python bench/train_char_reference.py --data ../shared/data/text/tinyshakespeare.txt --seed 1337
 """
@@ -100,7 +101,7 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.0, help="nanoGPT's dropout (embeddings, attention, residuals)")
     ap.add_argument("--bias", action="store_true", help="biases in Linear and LayerNorm (nanoGPT's bias=True)")
     ap.add_argument("--no-embedding-decay", action="store_true",
-                    help="no weight decay on wte/wpe (nanoGPT's configure_optimizers before it decayed every 2-D tensor)")
+                    help="no weight decay on wte/wpe (as nanoGPT's earlier configure_optimizers, as recalled)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)

@@ -609,5 +609,3 @@ FK_CLONES int fk_col2im_plane_s2(const float *restrict col, float *restrict img,
     }
     return 1;
 }
-
-
