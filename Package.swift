@@ -7,6 +7,8 @@ let package = Package(
         .library(name: "TensorCore", targets: ["TensorCore"]),
         .library(name: "DataIO", targets: ["DataIO"]),
         .library(name: "Models", targets: ["Models"]),
+        .library(name: "Figures", targets: ["Figures"]),
+        .library(name: "Metrics", targets: ["Metrics"]),
         .library(name: "Training", targets: ["Training"]),
         .library(name: "Sampling", targets: ["Sampling"]),
         .executable(name: "forge", targets: ["forge"]),
@@ -29,18 +31,24 @@ let package = Package(
         // Swift modules, each importing only downward
         .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
         .target(name: "DataIO", dependencies: ["TensorCore", "CPNG", "CJPEG", "CSndFile", "CZlib"]),
-        .target(name: "Models", dependencies: ["TensorCore"]),
-        .target(name: "Training", dependencies: ["TensorCore", "DataIO", "Models"]),
-        .target(name: "Sampling", dependencies: ["TensorCore", "DataIO", "Models", "Training"]),
+        // Networks and their checkpoint formats (kind + config + weights), read and written.
+        .target(name: "Models", dependencies: ["TensorCore", "DataIO"]),
+        // Pictures (line plots, waveforms and spectrograms) and measures (Fréchet distance) that
+        // training and sampling both use.
+        .target(name: "Figures", dependencies: ["DataIO"]),
+        .target(name: "Metrics", dependencies: []),
+        // The one training loop and the tasks; Sampling generates from checkpoints and needs no Training.
+        .target(name: "Training", dependencies: ["TensorCore", "DataIO", "Models", "Figures", "Metrics"]),
+        .target(name: "Sampling", dependencies: ["TensorCore", "DataIO", "Models", "Figures"]),
         .executableTarget(name: "forge", dependencies: [
-            "TensorCore", "DataIO", "Models", "Training", "Sampling",
+            "TensorCore", "DataIO", "Models", "Figures", "Metrics", "Training", "Sampling",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CKernels"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DataIOTests", dependencies: ["DataIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "DataIO", "TensorCore"]),
-        .testTarget(name: "SamplingTests", dependencies: ["Sampling", "Training", "Models", "DataIO", "TensorCore"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "DataIO", "TensorCore", "Figures"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SamplingTests", dependencies: ["Sampling", "Training", "Models", "DataIO", "TensorCore", "Figures", "Metrics"]),
     ]
 )

@@ -285,3 +285,11 @@ public final class ImageFolder: @unchecked Sendable {
         return (try? JSONSerialization.jsonObject(with: data)) as? [String]
     }
 }
+
+/// Folder-safe form of a class name ("T-shirt/top" → "T-shirt_top"): path separators and
+/// control characters become "_", and a leading dot is replaced so the folder is not hidden.
+public func classFolderName(_ name: String) -> String {
+    var safe = String(name.map { $0 == "/" || $0 == "\\" || $0.isNewline || $0 == "\0" ? "_" : $0 })
+    if safe.hasPrefix(".") { safe = "_" + safe.dropFirst() }
+    return safe.isEmpty ? "_" : safe
+}

@@ -10,7 +10,7 @@ import TensorCore
 // MARK: - config
 
 /// Hyper-parameters of a character-level GPT (nanoGPT's `GPTConfig`).
-public struct CharTransformerConfig: Sendable, Equatable {
+public struct CharTransformerConfig: Codable, Sendable, Equatable {
     /// Number of distinct tokens (characters).
     public var vocabSize: Int
     /// Longest context the model sees (number of learned positions).

@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import DataIO
 
 // A small CNN image classifier: the yardstick of `forge eval synthetic` (Classification Accuracy
 // Score: train on synthetic data, test on real) and its penultimate layer is the feature space of
@@ -163,5 +164,17 @@ public struct ClassificationAccuracy: Sendable, Equatable {
         overall = labels.isEmpty ? .nan : Double(correct.reduce(0, +)) / Double(labels.count)
         perClass = zip(correct, total).map { $1 == 0 ? .nan : Double($0) / Double($1) }
         counts = total
+    }
+}
+
+extension ImageClassifier {
+    /// Loads a classifier written by `forge train classifier` and its class names.
+    public static func load(checkpoint path: String) throws -> (classifier: ImageClassifier, classNames: [String]) {
+        let saved = try Checkpoint.load(path, expectedKind: "classifier")
+        let config = try saved.config(as: ClassifierConfig.self)
+        if let problem = config.problem { throw CheckpointError(path: path, message: "invalid configuration: \(problem)") }
+        let classifier = ImageClassifier(config)
+        try saved.restore(modules: [("classifier", classifier.network)])
+        return (classifier, try saved.stringArray("forge.classes"))
     }
 }

@@ -2,7 +2,7 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
-import Training
+import Figures
 
 /// A trained audio model (WaveGAN generator or audio VAE decoder) that turns latent vectors into clips.
 public protocol AudioClipSource: AnyObject {

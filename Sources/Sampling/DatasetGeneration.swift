@@ -2,7 +2,6 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
-import Training
 
 // Synthetic datasets: a trained model writes a folder of items plus `manifest.csv`.
 //
@@ -84,14 +83,6 @@ extension VAESampler: SyntheticImageSource {
         }
         return vae.generate(z, labels: config.isConditional ? labels : nil)
     }
-}
-
-/// Folder-safe form of a class name ("T-shirt/top" → "T-shirt_top"): path separators and
-/// control characters become "_", and a leading dot is replaced so the folder is not hidden.
-public func classFolderName(_ name: String) -> String {
-    var safe = String(name.map { $0 == "/" || $0 == "\\" || $0.isNewline || $0 == "\0" ? "_" : $0 })
-    if safe.hasPrefix(".") { safe = "_" + safe.dropFirst() }
-    return safe.isEmpty ? "_" : safe
 }
 
 /// One item of a planned synthetic dataset.

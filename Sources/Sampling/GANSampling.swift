@@ -2,7 +2,6 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
-import Training
 
 /// Errors of the sampling commands (bad class name, bad count, …).
 public struct SamplingError: Error, CustomStringConvertible {

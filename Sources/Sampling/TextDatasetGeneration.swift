@@ -2,7 +2,6 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
-import Training
 
 // Synthetic text datasets from a char-transformer checkpoint: N files `DIR/<index><ext>` (or N
 // records in `DIR/samples.jsonl`) plus `DIR/manifest.csv`. The same determinism rules as images:

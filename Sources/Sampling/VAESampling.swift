@@ -2,7 +2,6 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
-import Training
 
 /// A trained VAE loaded from a `forge train vae` checkpoint, ready to decode prior draws.
 /// Images come out as pixels in [0, 1] (the decoder's mean), without a graph.

@@ -1,5 +1,7 @@
 import Foundation
+import Figures
 import TensorCore
+import Models
 import DataIO
 
 // What the audio GAN and audio VAE tasks share: their clip batches, and the per-epoch samples

@@ -3,11 +3,10 @@ import TensorCore
 import DataIO
 import Models
 
-// The char-transformer training loop, nanoGPT's train.py recipe: AdamW β = (0.9, 0.99) with weight
-// decay on 2-D weights only, linear warm-up then cosine decay, gradient clipping, train and val loss
-// every `evalEvery` iterations, a checkpoint whenever val improves, resume, and a save on Ctrl-C.
-// It uses the shared MetricsLog (metrics.csv + loss.png) and InterruptFlag; its checkpoints keep
-// nanoGPT's tensor names at the top level (see CharCheckpoint) so nanoGPT exports load unchanged.
+// The char transformer as a task of the one training loop, with nanoGPT's train.py recipe: AdamW
+// β = (0.9, 0.99) with weight decay on 2-D weights only, linear warm-up then cosine decay (the loop's
+// learning-rate schedule), gradient clipping, train and val loss estimates every `evalEvery` steps
+// (the loop's evaluation hook) and best.safetensors whenever val improves (its best-metric policy).
 
 // MARK: - options and presets
 
@@ -88,87 +87,6 @@ public struct CharTrainingOptions: Sendable, Equatable {
     }
 }
 
-// MARK: - checkpoints
-
-/// A char model with its vocabulary, as read from or written to a safetensors checkpoint. The file
-/// holds the weights under nanoGPT's names (the tied weight once), the config and vocabulary in the
-/// metadata, and for a training checkpoint also `optim.state.*` and `trainer.*` (iteration, best val
-/// loss, data and dropout generators) so a run can resume.
-public struct CharCheckpoint {
-    public let model: CharTransformer
-    /// Characters in token order.
-    public let vocabulary: [Unicode.Scalar]
-    /// All metadata in the file.
-    public let metadata: [String: String]
-    /// All tensors in the file (weights, optimizer and trainer state).
-    let file: SafeTensorsFile
-
-    /// Metadata key holding the vocabulary as one string in token order.
-    public static let vocabularyKey = "vocab"
-
-    /// Loads a checkpoint written by Forge, or a nanoGPT state dict exported to safetensors (pass
-    /// `heads` when its metadata has no `n_head`; without a `vocab` entry the vocabulary is empty).
-    public static func load(path: String, heads: Int? = nil) throws -> CharCheckpoint {
-        let file = try SafeTensors.read(URL(fileURLWithPath: path))
-        let config = try CharTransformerConfig(metadata: file.metadata, tensorShapes: file.entries.mapValues(\.shape), heads: heads)
-        let model = CharTransformer(config, seed: 0)
-        try model.load(file.tensors)
-        model.eval()
-        let vocabulary = Array((file.metadata[vocabularyKey] ?? "").unicodeScalars)
-        if !vocabulary.isEmpty && vocabulary.count != config.vocabSize {
-            throw CharTransformerError("\(path): vocabulary of \(vocabulary.count) characters for a model with vocab_size \(config.vocabSize)")
-        }
-        return CharCheckpoint(model: model, vocabulary: vocabulary, metadata: file.metadata, file: file)
-    }
-
-    /// The same model with `vocabulary` (token order), e.g. for a nanoGPT export that has none: nanoGPT's
-    /// prepare.py makes it the sorted characters of the training text (`TextCorpus(path:).vocabulary`).
-    public func replacingVocabulary(_ vocabulary: [Unicode.Scalar]) throws -> CharCheckpoint {
-        guard vocabulary.count == model.config.vocabSize else {
-            throw CharTransformerError("a vocabulary of \(vocabulary.count) characters does not fit a model with vocab_size \(model.config.vocabSize)")
-        }
-        return CharCheckpoint(model: model, vocabulary: vocabulary, metadata: metadata, file: file)
-    }
-
-    /// Writes `model`'s weights (and optional extra items) with its config and `vocabulary` atomically.
-    public static func save(model: CharTransformer, vocabulary: [Unicode.Scalar], extra: [SafeTensors.Item] = [],
-                            metadata: [String: String] = [:], to path: String) throws {
-        var meta = model.config.metadata
-        meta[vocabularyKey] = String(String.UnicodeScalarView(vocabulary))
-        meta["format"] = "forge-char-transformer"
-        for (k, v) in metadata { meta[k] = v }
-        let items = model.weightsForSaving().map { SafeTensors.Item.float32($0.0, $0.1) } + extra
-        let url = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try SafeTensors.write(items: items, metadata: meta, to: url)
-    }
-
-    /// Tokens of `text`; a character outside the vocabulary is an error naming it, or is dropped
-    /// when `skipUnknown` is set.
-    public func encode(_ text: String, skipUnknown: Bool = false) throws -> [Int32] {
-        let index = Dictionary(uniqueKeysWithValues: vocabulary.enumerated().map { ($1, Int32($0)) })
-        var out: [Int32] = []
-        for (offset, scalar) in text.unicodeScalars.enumerated() {
-            if let t = index[scalar] { out.append(t); continue }
-            if skipUnknown { continue }
-            throw CharTransformerError("the prompt's character \(describe(scalar)) at position \(offset) is not in the model's vocabulary (use --skip-unknown to drop it)")
-        }
-        return out
-    }
-
-    /// The text of `tokens`.
-    public func decode(_ tokens: [Int32]) -> String {
-        var s = String.UnicodeScalarView()
-        for t in tokens where t >= 0 && Int(t) < vocabulary.count { s.append(vocabulary[Int(t)]) }
-        return String(s)
-    }
-}
-
-private func describe(_ s: Unicode.Scalar) -> String {
-    let hex = "U+" + String(s.value, radix: 16, uppercase: true)
-    return s.properties.isWhitespace || s.value < 32 ? hex : "'\(Character(s))' (\(hex))"
-}
-
 // MARK: - evaluation
 
 /// Mean loss of `model` over `iterations` random batches of `split` (nanoGPT's `estimate_loss`), in
@@ -213,168 +131,148 @@ public func evaluateCharLoss(_ model: CharTransformer, tokens: [Int32], batchSiz
     return total / Double(max(n, 1))
 }
 
-// MARK: - the loop
+extension CharTrainingOptions {
+    /// What is wrong with these options, as the first `TrainingError.invalidValue` (library field
+    /// names: `learningRate`, `iterations`, …), or nil.
+    public func problem() -> TrainingError? {
+        do {
+            try checkValue(Double(learningRate), "learningRate", "a positive number") { $0 > 0 }
+            try checkValue(Double(minLearningRate), "minLearningRate", "0 or more and at most learningRate") { $0 >= 0 && $0 <= Double(learningRate) }
+            try checkValue(Double(iterations), "iterations", "at least 1") { $0 >= 1 }
+            try checkValue(Double(warmupIterations), "warmupIterations", "0 or more, below the decay iterations") {
+                $0 >= 0 && $0 < Double(decayIterations > 0 ? decayIterations : max(iterations, 1))
+            }
+            try checkValue(Double(decayIterations), "decayIterations", "0 (= iterations) or more") { $0 >= 0 }
+            try checkValue(Double(batchSize), "batchSize", "at least 1") { $0 >= 1 }
+            try checkValue(Double(evalEvery), "evalEvery", "0 (only at the end) or more") { $0 >= 0 }
+            try checkValue(Double(evalIterations), "evalIterations", "at least 1") { $0 >= 1 }
+            try checkValue(Double(weightDecay), "weightDecay", "0 or more") { $0 >= 0 }
+            try checkValue(Double(gradClip), "gradClip", "0 (off) or more") { $0 >= 0 }
+            try checkValue(Double(beta1), "beta1", "in [0, 1)") { $0 >= 0 && $0 < 1 }
+            try checkValue(Double(beta2), "beta2", "in [0, 1)") { $0 >= 0 && $0 < 1 }
+            try checkValue(Double(dropout), "dropout", "in [0, 1)") { $0 >= 0 && $0 < 1 }
+            try checkValue(Double(logEvery), "logEvery", "at least 1") { $0 >= 1 }
+            for (field, value) in [("layers", layers), ("heads", heads), ("embedding", embedding), ("blockSize", blockSize)] {
+                try checkValue(Double(value), field, "at least 1") { $0 >= 1 }
+            }
+            if embedding % heads != 0 {
+                return .invalidValue(field: "embedding", value: "\(embedding)", requirement: "a multiple of heads (\(heads))")
+            }
+        } catch let error as TrainingError {
+            return error
+        } catch {
+            return .invalidConfiguration("\(error)")
+        }
+        return nil
+    }
 
-/// One line of progress or an evaluation, as the loop reports it.
-public enum CharTrainingEvent {
-    case step(iteration: Int, loss: Float, tokensPerSecond: Double, eta: Double, learningRate: Float)
-    case evaluation(iteration: Int, trainLoss: Double, valLoss: Double, saved: Bool)
-    case message(String)
+    /// The memory one training step needs, in bytes, estimated from the shapes: parameters with their
+    /// gradients and AdamW's two moments, the activations kept for backward per layer (the block's
+    /// B·T·C tensors, the 4C-wide MLP and the attention probabilities B·H·T²), and the logits.
+    public func trainingMemoryEstimate(vocabSize: Int) -> Double {
+        let (B, T, C, L, H, V) = (Double(batchSize), Double(blockSize), Double(embedding), Double(layers), Double(heads), Double(vocabSize))
+        let parameters = V * C + T * C + L * 12 * C * C
+        let perLayer = B * T * C * 16 + B * H * T * T * 2
+        let logits = B * T * V * 3
+        return 4 * (parameters * 4 + L * perLayer + logits + B * T * C * 4)
+    }
 }
 
-/// What a finished (or interrupted) run reached.
-public struct CharTrainingResult: Sendable {
-    public var iterations: Int
-    public var bestValLoss: Double
-    public var lastTrainLoss: Double
-    public var lastValLoss: Double
-    public var seconds: Double
-    public var tokensPerSecond: Double
-    public var interrupted: Bool
-}
+// MARK: - the task
 
-/// Trains a `CharTransformer` on a `TextCorpus` the way nanoGPT's train.py does.
-public final class CharTrainer {
+/// A `CharTransformer` trained on a `TextCorpus` the way nanoGPT's train.py does, as a task of the one
+/// `TrainingLoop`. Run it with `TrainingOptions(steps: options.iterations, evaluateEvery: options.evalEvery)`
+/// (`CharTrainingTask.trainingOptions(…)` builds them).
+///
+/// Randomness: "data" draws the training batches, "eval" the evaluation batches (so a resumed run's
+/// estimates, best value and best.safetensors are those of an uninterrupted run), and "dropout" is the
+/// state of TensorCore's `DefaultRNG`, which the dropout masks draw their seeds from.
+public final class CharTrainingTask: TrainingTask {
     public let corpus: TextCorpus
     public let options: CharTrainingOptions
     public let model: CharTransformer
     public let optimizer: AdamW
-    /// Where checkpoint.safetensors (full state), best.safetensors (weights), metrics.csv and loss.png go.
-    public let outputDirectory: String
-    public private(set) var iteration = 0
-    public private(set) var bestValLoss = Double.infinity
-    private var generator: RandomGenerator
-    private let metrics: MetricsLog
-    private var lastEvaluated = -1
+    private var dataGenerator: RandomGenerator
+    private var evaluationGenerator: RandomGenerator
 
-    public var checkpointPath: String { outputDirectory + "/checkpoint.safetensors" }
-    public var bestPath: String { outputDirectory + "/best.safetensors" }
-    public var metricsPath: String { outputDirectory + "/metrics.csv" }
-    public var plotPath: String { outputDirectory + "/loss.png" }
-
-    /// A new run, or with `resume` the run saved in `outputDirectory`'s checkpoint (its model config
-    /// wins over `options`' model fields).
-    public init(corpus: TextCorpus, options: CharTrainingOptions, outputDirectory: String, resume: Bool = false) throws {
+    /// A new model for `corpus` with `options`' architecture and seed. Throws `TrainingError.invalidValue`
+    /// for an option out of range.
+    public init(corpus: TextCorpus, options: CharTrainingOptions) throws {
+        if let problem = options.problem() { throw problem }
+        let config = options.modelConfig(vocabSize: corpus.vocabularySize)
+        if let p = config.problem { throw TrainingError.invalidConfiguration(p) }
+        guard corpus.trainTokens.count > options.blockSize, corpus.validationTokens.count > options.blockSize else {
+            throw TrainingError.invalidConfiguration("the text is too short for blocks of \(options.blockSize) characters: "
+                + "\(corpus.trainTokens.count) train and \(corpus.validationTokens.count) validation characters")
+        }
         self.corpus = corpus
         self.options = options
-        self.outputDirectory = outputDirectory
-        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
-        generator = RandomGenerator(seed: options.seed)
+        model = CharTransformer(config, seed: options.seed)
+        optimizer = AdamW(decayGroups(model.parameters, learningRate: options.learningRate, weightDecay: options.weightDecay),
+                          betas: (options.beta1, options.beta2))
+        dataGenerator = RandomGenerator(seed: options.seed)
+        evaluationGenerator = RandomGenerator(seed: options.seed &+ 2)
         DefaultRNG.seed(options.seed &+ 1)  // dropout masks
-        if resume {
-            let ck = try CharCheckpoint.load(path: outputDirectory + "/checkpoint.safetensors")
-            guard ck.vocabulary == corpus.vocabulary else {
-                throw CharTransformerError("--resume: the checkpoint's vocabulary differs from the data's")
-            }
-            model = ck.model
-            model.train()
-            optimizer = AdamW(decayGroups(model.parameters, learningRate: options.learningRate, weightDecay: options.weightDecay),
-                              betas: (options.beta1, options.beta2))
-            try optimizer.loadState(ck.file.tensors, prefix: "optim.")
-            iteration = Int(try ck.file.tensor("trainer.iteration").item)
-            bestValLoss = Double(try ck.file.tensor("trainer.best_val_loss").item)
-            let words = try ck.file.int64Array("trainer.generator").map { UInt64(bitPattern: $0) }
-            generator = RandomGenerator(stateWords: words)
-            // checkpoints written before this was saved resume with freshly seeded dropout masks
-            if ck.file.entries["trainer.dropout_generator"] != nil {
-                let words = try ck.file.int64Array("trainer.dropout_generator").map { UInt64(bitPattern: $0) }
-                DefaultRNG.state = RandomGenerator(stateWords: words)
-            }
-        } else {
-            let config = options.modelConfig(vocabSize: corpus.vocabularySize)
-            if let p = config.problem { throw CharTransformerError(p) }
-            model = CharTransformer(config, seed: options.seed)
-            optimizer = AdamW(decayGroups(model.parameters, learningRate: options.learningRate, weightDecay: options.weightDecay),
-                              betas: (options.beta1, options.beta2))
-        }
-        // one row per evaluation: step, epoch (always 0), wall_s, tokens_per_s, train_loss, val_loss, lr
-        metrics = try MetricsLog(directory: outputDirectory, metricNames: ["train_loss", "val_loss", "lr"],
-                                 plottedMetrics: ["train_loss", "val_loss"], rateName: "tokens_per_s",
-                                 resumingAt: resume ? iteration : nil)
-        if resume { lastEvaluated = Int(metrics.rows.last?[0] ?? -1) }
-    }
-
-    /// Saves the full training state (weights, optimizer, iteration, best val, data and dropout generators) atomically.
-    public func saveCheckpoint(to path: String? = nil) throws {
-        let extra: [SafeTensors.Item] = optimizer.stateTensors(prefix: "optim.").map { .float32($0.0, $0.1) } + [
-            .float32("trainer.iteration", Tensor(Float(iteration))),
-            .float32("trainer.best_val_loss", Tensor(Float(bestValLoss))),
-            .int64("trainer.generator", shape: [4], values: generator.stateWords.map { Int64(bitPattern: $0) }),
-            .int64("trainer.dropout_generator", shape: [4], values: DefaultRNG.state.stateWords.map { Int64(bitPattern: $0) }),
-        ]
-        var meta = options.metadata
-        meta["iter"] = "\(iteration)"
-        meta["best_val_loss"] = "\(bestValLoss)"
-        try CharCheckpoint.save(model: model, vocabulary: corpus.vocabulary, extra: extra, metadata: meta, to: path ?? checkpointPath)
-    }
-
-    /// Runs until `options.iterations` or until `shouldStop()` returns true (Ctrl-C), then saves the
-    /// full state. Evaluates at every `evalEvery` and at the end; saves when val improves.
-    public func run(shouldStop: () -> Bool = { false }, report: (CharTrainingEvent) -> Void) throws -> CharTrainingResult {
-        let B = options.batchSize, T = model.config.blockSize
-        let schedule = options.schedule
-        let params = model.parameters
-        let start = Date()
-        var stepSeconds = 0.0, steps = 0, tokensTimed = 0.0
-        var lastTrain = Double.nan, lastVal = Double.nan
-        var interrupted = false
-        var evalGenerator = RandomGenerator(seed: options.seed &+ 2)
         model.train()
+    }
 
-        func evaluate() throws {
-            lastTrain = try estimateCharLoss(model, corpus: corpus, split: .train, batchSize: B, iterations: options.evalIterations, generator: &evalGenerator)
-            lastVal = try estimateCharLoss(model, corpus: corpus, split: .validation, batchSize: B, iterations: options.evalIterations, generator: &evalGenerator)
-            var saved = false
-            if lastVal < bestValLoss {
-                bestValLoss = lastVal
-                try saveCheckpoint()
-                try CharCheckpoint.save(model: model, vocabulary: corpus.vocabulary,
-                                        metadata: ["iter": "\(iteration)", "val_loss": "\(lastVal)"], to: bestPath)
-                saved = true
-            }
-            lastEvaluated = iteration
-            metrics.append(step: iteration, epoch: 0, wallSeconds: Date().timeIntervalSince(start),
-                           rate: steps > 1 ? tokensTimed / stepSeconds : 0,
-                           values: [lastTrain, lastVal, Double(schedule.learningRate(at: iteration))])
-            try metrics.writePlot(title: "char loss (nats/char)")
-            report(.evaluation(iteration: iteration, trainLoss: lastTrain, valLoss: lastVal, saved: saved))
-        }
+    /// The loop options for this task: `options.iterations` steps, evaluations every `evalEvery`.
+    public func trainingOptions(runDirectory: String, minutes: Double? = nil, resume: Bool = false) -> TrainingOptions {
+        TrainingOptions(runDirectory: runDirectory, steps: options.iterations, minutes: minutes, resume: resume,
+                        evaluateEvery: options.evalEvery, logEvery: options.logEvery)
+    }
 
-        while iteration < options.iterations {
-            if options.evalEvery > 0 && iteration % options.evalEvery == 0 && lastEvaluated != iteration {
-                try evaluate()
-            }
-            if shouldStop() { interrupted = true; break }
-            let t0 = Date()
-            optimizer.learningRate = schedule.learningRate(at: iteration)
-            let batch = try corpus.batch(.train, batchSize: B, blockLength: T, generator: &generator)
-            let (_, loss) = model.forward(batch.x, targets: batch.y, batch: B, length: T)
-            let lossValue = loss.item
-            guard lossValue.isFinite else {
-                throw CharTransformerError("loss became \(lossValue) at iteration \(iteration); lower --lr (the last good state is in \(checkpointPath))")
-            }
-            loss.backward()
-            if options.gradClip > 0 { clipGradNorm(params, maxNorm: options.gradClip) }
-            optimizer.step()
-            optimizer.zeroGrad()
-            iteration += 1
-            let dt = Date().timeIntervalSince(t0)
-            if steps > 0 || options.iterations == 1 { stepSeconds += dt; tokensTimed += Double(B * T) }  // skip the first (warm-up) step
-            steps += 1
-            if iteration % max(options.logEvery, 1) == 0 || iteration == options.iterations {
-                let perStep = stepSeconds > 0 ? stepSeconds / Double(max(steps - 1, 1)) : dt
-                let remaining = Double(options.iterations - iteration)
-                let evalsLeft = options.evalEvery > 0 ? remaining / Double(options.evalEvery) : 0
-                let eta = remaining * perStep + evalsLeft * Double(2 * options.evalIterations) * perStep / 3
-                report(.step(iteration: iteration, loss: lossValue, tokensPerSecond: Double(B * T) / perStep, eta: eta,
-                             learningRate: optimizer.learningRate))
-            }
+    public var kind: String { CharCheckpoint.kind }
+    public var configJSON: String { (try? Checkpoint.jsonString(model.config)) ?? "{}" }
+    public var modules: [(name: String, module: any Module)] { [("", model)] }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("model", optimizer)] }
+    public var generators: [String: RandomGenerator] {
+        get { ["data": dataGenerator, "eval": evaluationGenerator, "dropout": DefaultRNG.state] }
+        set {
+            if let g = newValue["data"] { dataGenerator = g }
+            if let g = newValue["eval"] { evaluationGenerator = g }
+            if let g = newValue["dropout"] { DefaultRNG.state = g }
         }
-        if !interrupted && lastEvaluated != iteration { try evaluate() }
-        try saveCheckpoint()
-        if interrupted { report(.message("interrupted at iteration \(iteration): state saved to \(checkpointPath)")) }
-        return CharTrainingResult(iterations: iteration, bestValLoss: bestValLoss, lastTrainLoss: lastTrain, lastValLoss: lastVal,
-                                  seconds: Date().timeIntervalSince(start),
-                                  tokensPerSecond: stepSeconds > 0 ? tokensTimed / stepSeconds : 0, interrupted: interrupted)
+    }
+    public var extraMetadata: [String: String] {
+        CharCheckpoint.metadata(config: model.config, vocabulary: corpus.vocabulary).merging(options.metadata) { a, _ in a }
+    }
+
+    /// An epoch is one pass worth of training tokens (nanoGPT draws random blocks, so it is a count, not an order).
+    public var stepsPerEpoch: Int { max(1, corpus.trainTokens.count / (options.batchSize * options.blockSize)) }
+    public var itemsPerStep: Int { options.batchSize * options.blockSize }
+    public var itemName: String { "tokens" }
+    public var metricNames: [String] { ["loss"] }
+    public var evaluationNames: [String] { ["train_loss", "val_loss"] }
+    public var plottedMetrics: [String] { ["loss", "train_loss", "val_loss"] }
+    public var bestMetric: String? { "val_loss" }
+    public var learningRateSchedule: LRSchedule? { options.schedule }
+    /// A char model's loss starts near log(vocabulary size); far past it the run has blown up.
+    public var divergenceLimit: Double? { 1e4 }
+
+    public func beginEpoch(_ epoch: Int, skippingSteps: Int) {}
+
+    public func step() -> [Double] {
+        let B = options.batchSize, T = options.blockSize
+        // the corpus was checked to hold more than one block, so drawing a batch cannot fail
+        guard let batch = try? corpus.batch(.train, batchSize: B, blockLength: T, generator: &dataGenerator) else {
+            preconditionFailure("CharTrainingTask: the corpus cannot give a batch of \(B) × \(T)")
+        }
+        let (_, loss) = model.forward(batch.x, targets: batch.y, batch: B, length: T)
+        let value = Double(loss.item)
+        guard value.isFinite else { optimizer.zeroGrad(); return [value] }  // the loop stops; nothing applied
+        loss.backward()
+        if options.gradClip > 0 { clipGradNorm(model.parameters, maxNorm: options.gradClip) }
+        optimizer.step()
+        optimizer.zeroGrad()
+        return [value]
+    }
+
+    public func evaluate() throws -> [Double] {
+        let train = try estimateCharLoss(model, corpus: corpus, split: .train, batchSize: options.batchSize,
+                                         iterations: options.evalIterations, generator: &evaluationGenerator)
+        let val = try estimateCharLoss(model, corpus: corpus, split: .validation, batchSize: options.batchSize,
+                                       iterations: options.evalIterations, generator: &evaluationGenerator)
+        return [train, val]
     }
 }

@@ -62,14 +62,3 @@ public final class ClassifierTrainingTask: TrainingTask {
     }
 }
 
-extension ImageClassifier {
-    /// Loads a classifier written by `forge train classifier` and its class names.
-    public static func load(checkpoint path: String) throws -> (classifier: ImageClassifier, classNames: [String]) {
-        let saved = try Checkpoint.load(path, expectedKind: "classifier")
-        let config = try saved.config(as: ClassifierConfig.self)
-        if let problem = config.problem { throw CheckpointError(path: path, message: "invalid configuration: \(problem)") }
-        let classifier = ImageClassifier(config)
-        try saved.restore(modules: [("classifier", classifier.network)])
-        return (classifier, try saved.stringArray("forge.classes"))
-    }
-}

@@ -1,56 +1,80 @@
 import Foundation
+import Figures
+import DataIO
 
-/// Per-step metrics of a run: `metrics.csv` (columns `step,epoch,wall_s,<rate>,<metric>…`) and
-/// `loss.png`, a plot of the chosen metrics against the step. A resumed run keeps the rows up to
-/// the checkpoint's step and appends, so the file and the plot cover the whole run.
+/// Per-step metrics of a run: `metrics.csv` and `loss.png`, a plot of the chosen metrics against
+/// the step. The columns are the same for every kind:
+///
+///     step,epoch,wall_s,items_per_s,lr,<step metrics…>,<evaluation metrics…>
+///
+/// `epoch` counts from 1 (the epoch the step belongs to), `wall_s` is the training time since the
+/// run began (summed over resumes), `items_per_s` the smoothed rate of images, clips or tokens, `lr`
+/// the first optimizer's learning rate. A step row leaves the evaluation columns empty; an
+/// evaluation row (written after the step it follows) leaves the step metrics empty. A resumed run
+/// keeps the rows up to the checkpoint's step and appends, so the file and the plot cover the run.
 public final class MetricsLog {
     public let csvPath: String
     public let plotPath: String
     public let metricNames: [String]
+    public let evaluationNames: [String]
     public let plottedMetrics: [String]
-    public let rateName: String
-    /// Every row so far: step, epoch, wall seconds, rate, then one value per metric.
+    /// The columns before the metrics.
+    public static let leadingColumns = ["step", "epoch", "wall_s", "items_per_s", "lr"]
+    /// Every row so far: the leading columns, then one value per metric (NaN = empty).
     public private(set) var rows: [[Double]] = []
     private var pending = ""
 
     /// Starts a log in `directory`. With `resumingAt` the existing rows with step ≤ that step are
     /// kept (rows after it belong to steps that the checkpoint does not contain); otherwise the
     /// file starts empty.
-    public init(directory: String, metricNames: [String], plottedMetrics: [String], rateName: String = "samples_per_s",
+    public init(directory: String, metricNames: [String], evaluationNames: [String] = [], plottedMetrics: [String],
                 resumingAt step: Int? = nil) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         csvPath = directory + "/metrics.csv"
         plotPath = directory + "/loss.png"
         self.metricNames = metricNames
+        self.evaluationNames = evaluationNames
         self.plottedMetrics = plottedMetrics
-        self.rateName = rateName
+        let width = MetricsLog.leadingColumns.count + metricNames.count + evaluationNames.count
         if let step, let text = try? String(contentsOfFile: csvPath, encoding: .utf8) {
-            var lines = text.split(separator: "\n").map(String.init)
+            var lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
             if lines.first == header {
                 lines.removeFirst()
                 for line in lines {
-                    let values = line.split(separator: ",").map { Double($0) ?? .nan }
-                    if values.count == 4 + metricNames.count, values[0] <= Double(step) { rows.append(values) }
+                    let values = line.split(separator: ",", omittingEmptySubsequences: false).map { Double($0) ?? .nan }
+                    if values.count == width, values[0] <= Double(step) { rows.append(values) }
                 }
             }
         }
         var text = header + "\n"
         for row in rows { text += format(row) + "\n" }
-        try text.write(toFile: csvPath, atomically: true, encoding: .utf8)
+        try FileIO.writeAtomically(Array(text.utf8), to: csvPath)
     }
 
-    var header: String { (["step", "epoch", "wall_s", rateName] + metricNames).joined(separator: ",") }
+    var header: String { (MetricsLog.leadingColumns + metricNames + evaluationNames).joined(separator: ",") }
 
     private func format(_ row: [Double]) -> String {
         row.enumerated().map { i, v in
-            i < 2 ? String(Int(v)) : (v.isFinite ? String(format: "%.6g", v) : String(v))
+            if v.isNaN && i >= 2 { return "" }
+            return i < 2 ? String(Int(v)) : (v.isFinite ? String(format: "%.6g", v) : String(v))
         }.joined(separator: ",")
     }
 
     /// Records one step (written out by `flush()`).
-    public func append(step: Int, epoch: Int, wallSeconds: Double, rate: Double, values: [Double]) {
+    public func append(step: Int, epoch: Int, wallSeconds: Double, rate: Double, learningRate: Double, values: [Double]) {
         precondition(values.count == metricNames.count, "MetricsLog: \(values.count) values for \(metricNames.count) metrics")
-        let row = [Double(step), Double(epoch), wallSeconds, rate] + values
+        add([Double(step), Double(epoch), wallSeconds, rate, learningRate] + values
+            + [Double](repeating: .nan, count: evaluationNames.count))
+    }
+
+    /// Records one evaluation after step `step` (written out by `flush()`).
+    public func appendEvaluation(step: Int, epoch: Int, wallSeconds: Double, learningRate: Double, values: [Double]) {
+        precondition(values.count == evaluationNames.count, "MetricsLog: \(values.count) values for \(evaluationNames.count) evaluation metrics")
+        add([Double(step), Double(epoch), wallSeconds, .nan, learningRate]
+            + [Double](repeating: .nan, count: metricNames.count) + values)
+    }
+
+    private func add(_ row: [Double]) {
         rows.append(row)
         pending += format(row) + "\n"
     }
@@ -59,7 +83,8 @@ public final class MetricsLog {
     public func flush() throws {
         guard !pending.isEmpty else { return }
         guard let handle = FileHandle(forWritingAtPath: csvPath) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: csvPath])
+            throw TrainingError.runFolderUnwritable(directory: (csvPath as NSString).deletingLastPathComponent,
+                                                    reason: "\(csvPath) cannot be opened for writing")
         }
         defer { try? handle.close() }
         try handle.seekToEnd()
@@ -67,14 +92,23 @@ public final class MetricsLog {
         pending = ""
     }
 
+    /// The values of one metric column with their steps, empty cells left out.
+    public func series(_ name: String) -> (steps: [Double], values: [Double]) {
+        guard let k = (metricNames + evaluationNames).firstIndex(of: name) else { return ([], []) }
+        let column = MetricsLog.leadingColumns.count + k
+        let kept = rows.filter { !$0[column].isNaN }
+        return (kept.map { $0[0] }, kept.map { $0[column] })
+    }
+
     /// Flushes and redraws `loss.png`.
     public func writePlot(title: String = "loss") throws {
         try flush()
-        let steps = rows.map { $0[0] }
         let series = plottedMetrics.compactMap { name -> LinePlot.Series? in
-            guard let k = metricNames.firstIndex(of: name) else { return nil }
-            return LinePlot.Series(name: name, x: steps, y: rows.map { $0[4 + k] })
+            let (x, y) = self.series(name)
+            return x.isEmpty ? nil : LinePlot.Series(name: name, x: x, y: y)
         }
+        guard !series.isEmpty else { return }
         try LinePlot(title: title, series: series).write(to: plotPath)
     }
 }
+

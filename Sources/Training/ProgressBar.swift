@@ -10,6 +10,7 @@ public final class ProgressBar {
     private let output: (String) -> Void
     private var lastDraw = 0.0
     private var lastWidth = 0
+    private var lastPlain = ""
 
     /// `output` receives text without a trailing newline handling of its own (default: stdout).
     public init(unit: String = "samples", isTerminal: Bool = isatty(1) != 0, plainEvery: Int = 50,
@@ -51,19 +52,26 @@ public final class ProgressBar {
             lastDraw = now
             draw(line(label: label, position: position, total: total, rate: rate, eta: eta, scalars: scalars, bar: true))
         } else if position % plainEvery == 0 {
-            output(line(label: label, position: position, total: total, rate: rate, eta: eta, scalars: scalars, bar: false) + "\n")
+            plain(line(label: label, position: position, total: total, rate: rate, eta: eta, scalars: scalars, bar: false))
         }
     }
 
     /// Ends the stage: the final state stays on screen as its own line.
     public func finishLine(label: String, position: Int, total: Int, rate: Double, eta: Double?, scalars: [(String, Double)]) {
         let text = line(label: label, position: position, total: total, rate: rate, eta: eta, scalars: scalars, bar: isTerminal)
-        if isTerminal { draw(text); output("\n"); lastWidth = 0 } else { output(text + "\n") }
+        if isTerminal { draw(text); output("\n"); lastWidth = 0 } else { plain(text) }
     }
 
     /// Prints a message on its own line without breaking the bar.
     public func message(_ text: String) {
         if isTerminal && lastWidth > 0 { output("\n"); lastWidth = 0 }
+        output(text + "\n")
+    }
+
+    /// A plain line, unless it repeats the last one (a stage that ends on a logged step).
+    private func plain(_ text: String) {
+        guard text != lastPlain else { return }
+        lastPlain = text
         output(text + "\n")
     }
 

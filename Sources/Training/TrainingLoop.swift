@@ -1,8 +1,10 @@
 import Foundation
 import TensorCore
+import Models
+import DataIO
 
-/// Runs a `TrainingTask`: epochs of steps with progress, metrics, checkpoints, resume, Ctrl-C,
-/// a time budget and a divergence guard (see the header of Training.swift).
+/// Runs a `TrainingTask`: epochs of steps with progress, metrics, evaluations, checkpoints, resume,
+/// SIGINT/SIGTERM, a time budget and a divergence guard (see the header of Training.swift).
 public final class TrainingLoop {
     public let task: any TrainingTask
     public let options: TrainingOptions
@@ -15,44 +17,37 @@ public final class TrainingLoop {
         self.log = log ?? { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) }
     }
 
-    /// Trains until the epochs are done, the time budget runs out or Ctrl-C; saves a checkpoint at
-    /// every epoch end and when stopping. Throws `TrainingError.nonFinite` (without saving) when a
-    /// scalar turns NaN/Inf, and `CheckpointError` when `resume` finds an unusable checkpoint.
+    /// Trains until the epochs or steps are done, the time budget runs out or a signal arrives;
+    /// saves the latest state at every epoch end, on the save cadence and when stopping, and the best
+    /// state whenever the task's best metric improves. Throws `TrainingError.diverged` (without
+    /// saving) when a scalar turns NaN/Inf or past the task's limit, `TrainingError` for bad options or
+    /// a busy or unwritable run folder, and `CheckpointError` when `resume` finds an unusable checkpoint.
     public func run() throws -> TrainingSummary {
-        guard options.epochs != nil || options.minutes != nil else {
-            throw TrainingError.invalidConfiguration("give a number of epochs or a time budget in minutes")
-        }
-        if let e = options.epochs, e < 1 { throw TrainingError.invalidConfiguration("epochs must be at least 1, got \(e)") }
-        if let m = options.minutes, !(m > 0) { throw TrainingError.invalidConfiguration("minutes must be positive, got \(m)") }
+        if let problem = options.problem() { throw problem }
         let stepsPerEpoch = task.stepsPerEpoch
         guard stepsPerEpoch > 0 else { throw TrainingError.invalidConfiguration("the task has no steps per epoch (too little data for one batch?)") }
+        if let best = task.bestMetric, !task.evaluationNames.contains(best) {
+            preconditionFailure("\(type(of: task)).bestMetric \(best) is not one of its evaluationNames")
+        }
         let names = task.metricNames
+        let evaluationNames = task.evaluationNames
+        let folder = try RunDirectory(options.runDirectory)
+        defer { folder.release() }
 
         var state = TrainingState()
         if options.resume, FileManager.default.fileExists(atPath: options.checkpointPath) {
-            let saved = try Checkpoint.load(options.checkpointPath, expectedKind: task.kind)
-            guard saved.configJSON == task.configJSON else {
-                throw CheckpointError(path: saved.path, message: "was trained with a different configuration:\n  saved: \(saved.configJSON)\n  now:   \(task.configJSON)")
-            }
-            try saved.restore(modules: task.modules)
-            try saved.restore(optimizers: task.optimizers)
-            var generators = task.generators
-            for name in generators.keys {
-                guard let g = saved.generators[name] else {
-                    throw CheckpointError(path: saved.path, message: "has no state for random generator \"\(name)\"")
-                }
-                generators[name] = g
-            }
-            task.generators = generators
-            state = saved.state
-            log("resumed from \(saved.path) at epoch \(state.epoch + (state.stepInEpoch > 0 ? 1 : 0)), step \(state.step)")
+            state = try restore(from: try Checkpoint.load(options.checkpointPath, expectedKind: task.kind))
+            log("resumed from \(options.checkpointPath) at step \(state.step) (epoch \(state.epoch + 1))")
         } else if options.resume {
             log("no checkpoint at \(options.checkpointPath): starting a new run")
         }
+        if let steps = options.steps, state.step >= steps {
+            log("the run already has \(state.step) of \(steps) steps: nothing to train")
+        }
+        try writeConfig()
 
-        let metrics = try MetricsLog(directory: options.outputDirectory, metricNames: names,
-                                     plottedMetrics: task.plottedMetrics,
-                                     rateName: "\(task.itemName)_per_s", resumingAt: options.resume ? state.step : nil)
+        let metrics = try MetricsLog(directory: options.runDirectory, metricNames: names, evaluationNames: evaluationNames,
+                                     plottedMetrics: task.plottedMetrics, resumingAt: options.resume ? state.step : nil)
         let progress = ProgressBar(unit: task.itemName, isTerminal: options.isTerminal ?? (isatty(1) != 0),
                                    plainEvery: options.logEvery,
                                    output: options.showProgress ? { FileHandle.standardOutput.write(Data($0.utf8)) } : { _ in })
@@ -63,80 +58,200 @@ public final class TrainingLoop {
         let wallBefore = state.wallSeconds
         var elapsed: Double { Date().timeIntervalSince(start) }
         let budget = options.minutes.map { $0 * 60 }
-        var stepSeconds: Double? = nil   // smoothed seconds per step
+        let schedule = task.learningRateSchedule
+        var clock = StepClock()
+        var evaluationSeconds: Double? = nil
         var last: [Double] = []
-        var lastStepEnd = start
+        var lastEvaluation: [Double] = []
+        var lastSave = Date()
+        var stepsTimed = 0, timedSeconds = 0.0
 
-        func save() throws {
+        func currentRate() -> Double { Double(task.optimizers.first?.optimizer.learningRate ?? .nan) }
+        func save(_ path: String? = nil) throws {
             state.wallSeconds = wallBefore + elapsed
-            try Checkpoint.save(to: options.checkpointPath, kind: task.kind, configJSON: task.configJSON, state: state,
+            try Checkpoint.save(to: path ?? options.checkpointPath, kind: task.kind, configJSON: task.configJSON, state: state,
                                 modules: task.modules, optimizers: task.optimizers, generators: task.generators,
                                 extraMetadata: task.extraMetadata)
+            if path == nil { lastSave = Date() }
         }
-        func summary(_ outcome: TrainingOutcome) -> TrainingSummary {
-            TrainingSummary(outcome: outcome, state: state,
-                            lastMetrics: Dictionary(uniqueKeysWithValues: zip(names, last)), seconds: elapsed)
+        func evaluate() throws {
+            let t0 = Date()
+            let values = try task.evaluate()
+            precondition(values.count == evaluationNames.count, "\(type(of: task)).evaluate() returned \(values.count) values for \(evaluationNames.count) names")
+            let dt = Date().timeIntervalSince(t0)
+            evaluationSeconds = evaluationSeconds.map { 0.5 * $0 + 0.5 * dt } ?? dt
+            lastEvaluation = values
+            state.evaluatedStep = state.step
+            metrics.appendEvaluation(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
+                                     learningRate: currentRate(), values: values)
+            var line = "step \(state.step): " + zip(evaluationNames, values).map { String(format: "%@ %.4f", $0.0, $0.1) }.joined(separator: ", ")
+            if let best = task.bestMetric, let k = evaluationNames.firstIndex(of: best) {
+                let value = values[k]
+                if value.isFinite && value < (state.bestValue ?? .infinity) {
+                    state.bestValue = value
+                    state.bestStep = state.step
+                    try save(options.bestPath)
+                    line += "  → best.safetensors"
+                }
+            }
+            progress.message(line)
+            try metrics.writePlot(title: "\(task.kind) loss")
+            try save()  // the evaluation state (best value, generators) with the weights it describes
         }
         func etaSeconds() -> Double? {
-            guard let s = stepSeconds else { return nil }
-            var remaining: Double? = nil
-            if let e = options.epochs { remaining = Double((e - state.epoch) * stepsPerEpoch - state.stepInEpoch) * s }
-            if let budget { remaining = Swift.min(remaining ?? .infinity, Swift.max(0, budget - elapsed)) }
-            return remaining
+            guard let s = clock.secondsPerStep else { return nil }
+            var stepsLeft = Double.infinity
+            if let e = options.epochs { stepsLeft = Double((e - state.epoch) * stepsPerEpoch - state.stepInEpoch) }
+            if let total = options.steps { stepsLeft = Swift.min(stepsLeft, Double(total - state.step)) }
+            var remaining = stepsLeft * s
+            if let e = evaluationSeconds, options.evaluateEvery > 0, stepsLeft.isFinite {
+                remaining += (stepsLeft / Double(options.evaluateEvery)).rounded(.up) * e
+            }
+            if let budget { remaining = Swift.min(remaining, Swift.max(0, budget - elapsed)) }
+            return remaining.isFinite ? remaining : nil
         }
-        func label() -> String { "epoch \(state.epoch + 1)" + (options.epochs.map { "/\($0)" } ?? "") }
-        func rate() -> Double { stepSeconds.map { Double(task.itemsPerStep) / $0 } ?? 0 }
+        func label() -> String {
+            if options.steps != nil && options.epochs == nil { return "step" }
+            return "epoch \(state.epoch + 1)" + (options.epochs.map { "/\($0)" } ?? "")
+        }
+        func position() -> (Int, Int) {
+            options.steps != nil && options.epochs == nil ? (state.step, options.steps!) : (state.stepInEpoch, stepsPerEpoch)
+        }
+        func summary(_ outcome: TrainingOutcome) -> TrainingSummary {
+            TrainingSummary(outcome: outcome, state: state, lastMetrics: Dictionary(uniqueKeysWithValues: zip(names, last)),
+                            lastEvaluation: Dictionary(uniqueKeysWithValues: zip(evaluationNames, lastEvaluation)),
+                            seconds: elapsed, itemsPerSecond: timedSeconds > 0 ? Double(stepsTimed * task.itemsPerStep) / timedSeconds : 0,
+                            signal: outcome == .interrupted ? InterruptFlag.signal : nil)
+        }
+        func finishLine() {
+            let (p, t) = position()
+            progress.finishLine(label: label(), position: p, total: t, rate: clock.rate(items: task.itemsPerStep),
+                                eta: etaSeconds(), scalars: Array(zip(names, last)))
+        }
         func stop(_ outcome: TrainingOutcome) throws -> TrainingSummary {
-            progress.finishLine(label: label(), position: state.stepInEpoch, total: stepsPerEpoch, rate: rate(),
-                                eta: 0, scalars: Array(zip(names, last)))
+            finishLine()
             try task.epochEnded(epoch: state.epoch, step: state.step, completed: false)
-            try metrics.writePlot()
+            try metrics.writePlot(title: "\(task.kind) loss")
             try save()
-            progress.message("\(outcome == .interrupted ? "interrupted" : "time budget reached") at epoch \(state.epoch + 1), step \(state.step): saved \(options.checkpointPath)")
+            let why = outcome == .interrupted ? "interrupted" : "stopped at the time limit"
+            progress.message("\(why) at step \(state.step) (epoch \(state.epoch + 1)): saved \(options.checkpointPath)")
             return summary(outcome)
         }
+        var stepsDone: Bool { options.steps.map { state.step >= $0 } ?? false }
+        var epochsDone: Bool { options.epochs.map { state.epoch >= $0 } ?? false }
 
-        while options.epochs.map({ state.epoch < $0 }) ?? true {
+        while !epochsDone && !stepsDone {
             task.beginEpoch(state.epoch, skippingSteps: state.stepInEpoch)
-            while state.stepInEpoch < stepsPerEpoch {
+            while state.stepInEpoch < stepsPerEpoch && !stepsDone {
+                if let schedule {
+                    let rate = schedule.learningRate(at: state.step)
+                    for (_, optimizer) in task.optimizers { optimizer.learningRate = rate }
+                }
+                if options.evaluateEvery > 0, !evaluationNames.isEmpty, state.step % options.evaluateEvery == 0,
+                   state.evaluatedStep != state.step {
+                    try evaluate()
+                    clock.skipNext()  // the evaluation's time is not a step's
+                }
+                let t0 = Date()
                 let values = task.step()
+                let dt = Date().timeIntervalSince(t0)
                 precondition(values.count == names.count, "\(type(of: task)).step() returned \(values.count) values for \(names.count) metrics")
                 state.step += 1
                 state.stepInEpoch += 1
                 last = values
-                let now = Date()
-                let dt = now.timeIntervalSince(lastStepEnd)
-                lastStepEnd = now
-                // The first step pays one-off costs (allocation, BLAS warm-up); skip it in the rate.
-                if state.stepInEpoch > 1 || stepSeconds != nil { stepSeconds = stepSeconds.map { 0.9 * $0 + 0.1 * dt } ?? dt }
-                if let bad = zip(names, values).first(where: { !$0.1.isFinite }) {
+                if clock.record(dt) { stepsTimed += 1; timedSeconds += dt }
+                let limit = task.divergenceLimit ?? .infinity
+                if let bad = zip(names, values).first(where: { !$0.1.isFinite || abs($0.1) > limit }) {
                     progress.message("")
                     try? metrics.flush()
-                    throw TrainingError.nonFinite(step: state.step, metric: bad.0, value: bad.1, checkpoint: options.checkpointPath)
+                    throw TrainingError.diverged(step: state.step, metric: bad.0, value: bad.1, checkpoint: options.checkpointPath)
                 }
-                metrics.append(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed, rate: rate(), values: values)
-                progress.update(label: label(), position: state.stepInEpoch, total: stepsPerEpoch, rate: rate(),
+                metrics.append(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
+                               rate: clock.rate(items: task.itemsPerStep), learningRate: currentRate(), values: values)
+                let (p, t) = position()
+                progress.update(label: label(), position: p, total: t, rate: clock.rate(items: task.itemsPerStep),
                                 eta: etaSeconds(), scalars: Array(zip(names, values)))
                 if options.handleInterrupts && InterruptFlag.isSet { return try stop(.interrupted) }
                 if let budget, elapsed >= budget {
-                    if state.stepInEpoch < stepsPerEpoch { return try stop(.timeLimit) }
-                    break  // the budget ran out on the last step of the epoch: finish the epoch normally
+                    if state.stepInEpoch < stepsPerEpoch && !stepsDone { return try stop(.timeLimit) }
+                    break  // the budget ran out on the last step of an epoch or of the run: finish it normally
+                }
+                if options.saveEvery > 0 && state.step % options.saveEvery == 0
+                    || Date().timeIntervalSince(lastSave) >= options.saveIntervalSeconds {
+                    try metrics.flush()
+                    try save()
                 }
             }
-            progress.finishLine(label: label(), position: state.stepInEpoch, total: stepsPerEpoch, rate: rate(),
-                                eta: etaSeconds(), scalars: Array(zip(names, last)))
-            let finished = state.epoch
-            state.epoch += 1
-            state.stepInEpoch = 0
-            try task.epochEnded(epoch: finished, step: state.step, completed: true)
-            try metrics.writePlot()
+            if state.stepInEpoch == stepsPerEpoch {
+                if options.steps == nil || options.epochs != nil { finishLine() }
+                let finished = state.epoch
+                state.epoch += 1
+                state.stepInEpoch = 0
+                try task.epochEnded(epoch: finished, step: state.step, completed: true)
+            }
+            try metrics.writePlot(title: "\(task.kind) loss")
             try save()
-            if let budget, elapsed >= budget {
-                progress.message("time budget reached after epoch \(finished + 1), step \(state.step): saved \(options.checkpointPath)")
+            if let budget, elapsed >= budget, !stepsDone, !epochsDone {
+                if !evaluationNames.isEmpty && state.evaluatedStep != state.step { try evaluate() }
+                progress.message("stopped at the time limit at step \(state.step) (epoch \(state.epoch)): saved \(options.checkpointPath)")
                 return summary(.timeLimit)
             }
         }
-        progress.message("finished \(state.epoch) epochs, step \(state.step): saved \(options.checkpointPath)")
+        // Done: a last evaluation of the final weights, the final samples when the run ended inside an
+        // epoch (a step-limited run), and the final state.
+        if !evaluationNames.isEmpty && state.evaluatedStep != state.step { try evaluate() }
+        if state.stepInEpoch > 0 {
+            finishLine()
+            try task.epochEnded(epoch: state.epoch, step: state.step, completed: false)
+        }
+        try metrics.writePlot(title: "\(task.kind) loss")
+        try save()
+        progress.message("finished at step \(state.step): saved \(options.checkpointPath)")
         return summary(.finished)
     }
+
+    /// Puts a saved run back into the task: the configuration must match, then modules, optimizers
+    /// and generators are restored; returns the saved position.
+    private func restore(from saved: LoadedCheckpoint) throws -> TrainingState {
+        guard saved.configJSON == task.configJSON else {
+            throw CheckpointError(path: saved.path, message: "was trained with a different configuration:\n  saved: \(saved.configJSON)\n  now:   \(task.configJSON)")
+        }
+        try saved.restore(modules: task.modules)
+        try saved.restore(optimizers: task.optimizers)
+        var generators = task.generators
+        for name in generators.keys {
+            // a generator added to a task after the checkpoint was written keeps its fresh seed
+            if let g = saved.generators[name] { generators[name] = g }
+        }
+        task.generators = generators
+        return saved.state
+    }
+
+    /// `config.json` in the run folder: the kind, the model configuration and the run's lengths.
+    private func writeConfig() throws {
+        var run: [String: String] = ["kind": task.kind]
+        if let e = options.epochs { run["epochs"] = "\(e)" }
+        if let s = options.steps { run["steps"] = "\(s)" }
+        if let m = options.minutes { run["minutes"] = "\(m)" }
+        let text = "{\"kind\": \"\(task.kind)\", \"config\": \(task.configJSON), \"run\": \(try Checkpoint.jsonString(run))}\n"
+        try FileIO.writeAtomically(Array(text.utf8), to: options.runDirectory + "/config.json")
+    }
+}
+
+/// The smoothed seconds per step of a run; the first step (one-off allocation, BLAS warm-up) and
+/// the step after an evaluation are left out.
+struct StepClock {
+    private(set) var secondsPerStep: Double? = nil
+    private var skip = 1
+
+    mutating func skipNext() { skip = max(skip, 1) }
+
+    /// Records a step's seconds; returns whether it counted.
+    mutating func record(_ seconds: Double) -> Bool {
+        if skip > 0 { skip -= 1; return false }
+        secondsPerStep = secondsPerStep.map { 0.9 * $0 + 0.1 * seconds } ?? seconds
+        return true
+    }
+
+    func rate(items: Int) -> Double { secondsPerStep.map { Double(items) / $0 } ?? 0 }
 }

@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 // The audio side of `forge train gan`, `forge sample gan` and `forge bench gan`: the WaveGAN.
@@ -21,25 +23,6 @@ enum Modality: String, ExpressibleByArgument, CaseIterable {
         case .image: return false
         case .auto: return AudioData.isAudioFolder(data)
         }
-    }
-}
-
-/// Where a `forge train …` run writes: `--out` as a .safetensors path, the run's name (the file's
-/// base name) and the samples folder (`--samples`, default `samples/NAME`).
-struct TrainingOutputs {
-    let checkpointPath: String, name: String, samplesDirectory: String
-
-    init(out: String, samples: String?) {
-        checkpointPath = out.hasSuffix(".safetensors") ? out : out + ".safetensors"
-        name = URL(fileURLWithPath: checkpointPath).deletingPathExtension().lastPathComponent
-        samplesDirectory = samples ?? "samples/\(name)"
-    }
-
-    /// With `resume` and a checkpoint at `checkpointPath`, the config saved in it (whose kind must be
-    /// `kind`); otherwise nil, for a new run.
-    func savedConfig<C: Decodable>(_ type: C.Type, kind: String, resume: Bool) throws -> C? {
-        guard resume, FileManager.default.fileExists(atPath: checkpointPath) else { return nil }
-        return try Checkpoint.load(checkpointPath, expectedKind: kind).config(as: type)
     }
 }
 
@@ -80,11 +63,9 @@ extension TrainGAN {
     /// Trains a WaveGAN on the audio folder `--data`.
     func runAudio() throws {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
-        let outputs = TrainingOutputs(out: out, samples: samples)
-        let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
-
+        let runDirectory = training.runDirectory(kind: "wavegan", data: data)
         var config = WaveGANConfig()
-        if let saved = try outputs.savedConfig(WaveGANConfig.self, kind: "wavegan", resume: resume) {
+        if let saved = try training.savedConfig(WaveGANConfig.self, kind: "wavegan", runDirectory: runDirectory) {
             config = saved
         } else {
             guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else {
@@ -96,17 +77,12 @@ extension TrainGAN {
             config.phaseShuffle = phaseShuffle
             (config.learningRate, config.beta1, config.beta2) = (lr, beta1, beta2)
             config.batchSize = batch
-            config.seed = seed
+            config.seed = training.seedValue
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let start = Date()
         let folder: AudioFolder
-        do {
-            folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
-        } catch let error as DataIOError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        }
+        folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz "
               + String(format: "(%.2f s each) from %@", Double(config.length) / Double(config.sampleRate), data)
               + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped")
@@ -115,14 +91,12 @@ extension TrainGAN {
         say("model: WaveGAN \(config.length) samples, d=\(config.ngf)/\(config.ndf), kernel \(config.kernelSize) stride 4, "
               + "phase shuffle \(config.phaseShuffle), BCE loss, G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
-        let task = try AudioGANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: samplesDirectory,
+        let options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
+        let task = try AudioGANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: options.samplesDirectory,
                                             sampleCount: 4, sampleEvery: sampleEvery)
-        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 5 : nil), minutes: minutes,
-                                      checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
-                                      resume: resume, logEvery: logEvery)
         try runTraining(task, options) { summary in
             say(ganSummary(summary))
-            say("samples: \(samplesDirectory)/latest_K.wav + latest.png (waveforms, spectrograms), metrics.csv, loss.png")
+            say("samples: \(options.samplesDirectory)/latest_K.wav + latest.png (waveforms, spectrograms)")
         }
     }
 }
@@ -168,12 +142,6 @@ func sampleAudio(checkpoint: String, count: Int?, seed: UInt64, out: String?, ou
             try AudioSampling.writeFigure(clips, to: stem + ".png")
             say("wrote \(written.count == 1 ? written[0] : "\(written.count) clips \(stem)_NNNN.wav") (\(sampler.sampleRate) Hz, "
                   + "\(sampler.length) samples) and \(stem).png")
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as SamplingError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
 }
 
@@ -242,15 +210,6 @@ struct GenerateAudio: ParsableCommand {
                 try AudioSampling.writeFigure(clips, to: figure)
                 say("figure: \(figure)")
             }
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as SamplingError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as DataIOError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }
@@ -262,39 +221,30 @@ extension TrainVAE {
     /// Trains the 1-D conv audio VAE (Gaussian likelihood with learned σ) on the audio folder `--data`.
     func runAudio() throws {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
-        let outputs = TrainingOutputs(out: out, samples: samples)
-        let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
+        let runDirectory = training.runDirectory(kind: "audiovae", data: data)
         var config = AudioVAEConfig()
-        if let saved = try outputs.savedConfig(AudioVAEConfig.self, kind: "audiovae", resume: resume) {
+        if let saved = try training.savedConfig(AudioVAEConfig.self, kind: "audiovae", runDirectory: runDirectory) {
             config = saved
         } else {
             guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
             (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)
-            (config.learningRate, config.batchSize, config.seed) = (lr, batch ?? 16, seed)
+            (config.learningRate, config.batchSize, config.seed) = (lr, batch ?? 16, training.seedValue)
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let folder: AudioFolder
-        do {
-            folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
-        } catch let error as DataIOError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        }
+        folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz from \(data)"
               + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped"))
         let vae = AudioVAE(config)
         say("model: audio VAE \(config.length) samples, width \(config.width), latent \(config.latent), kernel \(config.kernelSize) stride 4, "
               + "Gaussian likelihood with learned σ, \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
-        let task = try AudioVAETrainingTask(vae: vae, clips: folder.clips, samplesDirectory: samplesDirectory, sampleEvery: sampleEvery)
-        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 10 : nil), minutes: minutes,
-                                      checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
-                                      resume: resume, logEvery: logEvery)
+        let options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
+        let task = try AudioVAETrainingTask(vae: vae, clips: folder.clips, samplesDirectory: options.samplesDirectory, sampleEvery: sampleEvery)
         try runTraining(task, options) { summary in
             let m = summary.lastMetrics
-            say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; -ELBO %.1f nats/clip (recon %.1f, KL %.1f), σ %.4f",
-                         summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+            say(outcomeWords(summary) + String(format: "; -ELBO %.1f nats/clip (recon %.1f, KL %.1f), σ %.4f",
                          m["loss"] ?? .nan, m["recon"] ?? .nan, m["kl"] ?? .nan, m["sigma"] ?? .nan))
-            say("samples: \(samplesDirectory)/latest_K.wav + latest.png (prior samples: waveforms, spectrograms), metrics.csv, loss.png")
+            say("samples: \(options.samplesDirectory)/latest_K.wav + latest.png (prior samples: waveforms, spectrograms)")
         }
     }
 }

@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 // The char-transformer subcommands: `forge train char`, `forge sample char`, `forge eval char`,
@@ -24,13 +26,6 @@ func shippedCharCheckpoint() -> String? {
 
 private func stderr(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
 
-
-private func duration(_ seconds: Double) -> String {
-    let s = Int(seconds.rounded())
-    return s >= 3600 ? String(format: "%dh%02dm%02ds", s / 3600, s / 60 % 60, s % 60)
-        : s >= 60 ? String(format: "%dm%02ds", s / 60, s % 60) : String(format: "%.1fs", seconds)
-}
-
 // MARK: - train
 
 struct TrainChar: ParsableCommand {
@@ -38,10 +33,9 @@ struct TrainChar: ParsableCommand {
         commandName: "char",
         abstract: "Train a character-level transformer (nanoGPT's recipe) on a text file or folder.")
 
-    @Option(help: "A UTF-8 text file, or a folder of them.") var data: String
+    @Option(help: "A UTF-8 text file, or a folder of them.", completion: .file()) var data: String
     @Option(help: "baby (4/4/128, block 64, batch 12, 2000 iters; the default) or shakespeare (6/6/384, block 256, batch 64, 5000 iters, dropout 0.2). With --resume and no preset: the saved run's settings.")
     var preset: String?
-    @Option(help: "Output folder: checkpoint.safetensors, best.safetensors, metrics.csv, loss.png.") var out: String = "runs/char"
     @Option(help: "Transformer blocks.") var layers: Int?
     @Option(help: "Attention heads.") var heads: Int?
     @Option(help: "Embedding width.") var embd: Int?
@@ -52,24 +46,23 @@ struct TrainChar: ParsableCommand {
     @Option(help: "Peak learning rate.") var lr: Float?
     @Option(help: "Final learning rate of the cosine decay.") var minLr: Float?
     @Option(help: "Linear warm-up iterations.") var warmup: Int?
-    @Option(help: "Training iterations.") var iters: Int?
     @Option(help: "Iterations of the cosine decay (default: --iters).") var decayIters: Int?
-    @Option(help: "Evaluate train and val loss every N iterations.") var evalEvery: Int?
+    @Option(help: "Evaluate train and val loss every N iterations (and at the end; 0 = only at the end).") var evalEvery: Int?
     @Option(help: "Batches per loss estimate.") var evalIters: Int?
     @Option(help: "AdamW weight decay (2-D weights only).") var weightDecay: Float?
     @Option(help: "Clip the gradient norm to this (0 = off).") var gradClip: Float?
-    @Option(help: "Random seed (default 1337).") var seed: UInt64?
-    @Option(help: "Iterations between progress lines (default 10).") var logEvery: Int?
-    @Flag(help: "Continue the run saved in --out.") var resume = false
+    @OptionGroup var training: RunFlags
 
     func run() throws {
+        let runDirectory = training.runDirectory(kind: "char", data: data)
+        let checkpointPath = RunDirectory.checkpointPath(in: runDirectory)
         guard var o = CharTrainingOptions.preset(preset ?? "baby") else {
             throw ValidationError("unknown preset \(preset ?? ""); choose one of \(CharTrainingOptions.presetNames.joined(separator: ", "))")
         }
-        if resume, preset == nil {
-            // continue with the saved recipe; flags given now override it
-            let saved = try SafeTensors.read(URL(fileURLWithPath: out + "/checkpoint.safetensors")).metadata
-            if let s = CharTrainingOptions(metadata: saved) { o = s }
+        var saved: CharTrainingOptions? = nil
+        if training.resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            saved = CharTrainingOptions(metadata: try Checkpoint.load(checkpointPath, expectedKind: "char").metadata)
+            if preset == nil, let saved { o = saved }
         }
         if let v = layers { o.layers = v }
         if let v = heads { o.heads = v }
@@ -81,39 +74,63 @@ struct TrainChar: ParsableCommand {
         if let v = lr { o.learningRate = v }
         if let v = minLr { o.minLearningRate = v }
         if let v = warmup { o.warmupIterations = v }
-        if let v = iters { o.iterations = v }
+        if let v = training.steps { o.iterations = v }
         if let v = decayIters { o.decayIterations = v }
         if let v = evalEvery { o.evalEvery = v }
         if let v = evalIters { o.evalIterations = v }
         if let v = weightDecay { o.weightDecay = v }
         if let v = gradClip { o.gradClip = v }
-        if let v = seed { o.seed = v }
-        if let v = logEvery { o.logEvery = v }
+        if let v = training.seed { o.seed = v } else if saved == nil { o.seed = defaultSeed }
+        if let v = training.logEvery { o.logEvery = v }
+        if let saved { try refuseContradictions(saved: saved, now: o) }
+        if let problem = o.problem() { throw problem }
 
         let corpus = try TextCorpus(path: data)
-        let trainer = try CharTrainer(corpus: corpus, options: o, outputDirectory: out, resume: resume)
-        let c = trainer.model.config
+        let needed = o.trainingMemoryEstimate(vocabSize: corpus.vocabularySize)
+        let available = Double(ProcessInfo.processInfo.physicalMemory)
+        if needed > 0.8 * available {
+            throw ValidationError(String(format: "this configuration needs about %.1f GiB for one training step (block %d, batch %d, %d layers, %d wide) "
+                + "but the machine has %.1f GiB; lower --block or --batch", needed / 1_073_741_824, o.blockSize, o.batchSize, o.layers,
+                o.embedding, available / 1_073_741_824))
+        }
+        let task = try CharTrainingTask(corpus: corpus, options: o)
+        let c = task.model.config
         say("data: \(data): \(corpus.tokens.count) chars, vocab \(corpus.vocabularySize), train \(corpus.trainTokens.count) / val \(corpus.validationTokens.count)")
         say("model: \(c.layers) layers, \(c.heads) heads, \(c.embedding) embd, block \(c.blockSize), dropout \(c.dropout), bias \(c.bias): "
-              + String(format: "%.2fM parameters", Double(trainer.model.nonEmbeddingParameterCount) / 1e6))
-        say("training: batch \(o.batchSize), lr \(o.learningRate) → \(o.minLearningRate), warm-up \(o.warmupIterations), \(o.iterations) iters"
-              + (resume ? " (resuming at \(trainer.iteration))" : "") + ", threads \(Threads.count)")
-        let bar = ProgressBar(unit: "tok", plainEvery: 1)
-        InterruptFlag.install()
-        defer { InterruptFlag.uninstall() }
-        let result = try trainer.run(shouldStop: { InterruptFlag.isSet }) { event in
-            switch event {
-            case let .step(i, loss, tps, eta, rate):
-                bar.update(label: "iter", position: i, total: o.iterations, rate: tps, eta: eta,
-                           scalars: [("loss", Double(loss)), ("lr", Double(rate))])
-            case let .evaluation(i, train, val, saved):
-                bar.message(String(format: "step %d: train loss %.4f, val loss %.4f", i, train, val) + (saved ? "  (saved)" : ""))
-            case let .message(m):
-                bar.message(m)
-            }
+              + String(format: "%.2fM parameters", Double(task.model.nonEmbeddingParameterCount) / 1e6))
+        say("training: batch \(o.batchSize), lr \(o.learningRate) → \(o.minLearningRate), warm-up \(o.warmupIterations), \(o.iterations) iters, "
+              + "eval every \(o.evalEvery), threads \(Threads.count)")
+        var options = task.trainingOptions(runDirectory: runDirectory, minutes: training.minutes, resume: training.resume)
+        options.saveEvery = training.saveEvery
+        if let e = training.epochs { options.epochs = e }
+        try runTraining(task, options) { summary in
+            let best = summary.state.bestValue ?? .nan
+            say(outcomeWords(summary) + String(format: ", %.0f tok/s; best val loss %.4f (%.4f bits/char) at step %d → %@",
+                                               summary.itemsPerSecond, best, best / log(2), summary.state.bestStep ?? 0,
+                                               runDirectory + "/best.safetensors"))
         }
-        say(String(format: "done: %d iters in %@, %.0f tok/s; best val loss %.4f (%.4f bits/char) → %@", result.iterations,
-                     duration(result.seconds), result.tokensPerSecond, result.bestValLoss, result.bestValLoss / log(2), trainer.bestPath))
+    }
+
+    /// A resumed run keeps its recipe: a flag that changes it (other than the run's length) is an
+    /// error naming both values, rather than silently winning or losing.
+    private func refuseContradictions(saved: CharTrainingOptions, now: CharTrainingOptions) throws {
+        var lengthless = now
+        (lengthless.iterations, lengthless.decayIterations, lengthless.logEvery, lengthless.evalEvery) =
+            (saved.iterations, saved.decayIterations, saved.logEvery, saved.evalEvery)
+        guard lengthless != saved else { return }
+        let pairs: [(String, String, String)] = [
+            ("--layers", "\(saved.layers)", "\(now.layers)"), ("--heads", "\(saved.heads)", "\(now.heads)"),
+            ("--embd", "\(saved.embedding)", "\(now.embedding)"), ("--block", "\(saved.blockSize)", "\(now.blockSize)"),
+            ("--batch", "\(saved.batchSize)", "\(now.batchSize)"), ("--dropout", "\(saved.dropout)", "\(now.dropout)"),
+            ("--bias", "\(saved.bias)", "\(now.bias)"), ("--lr", "\(saved.learningRate)", "\(now.learningRate)"),
+            ("--min-lr", "\(saved.minLearningRate)", "\(now.minLearningRate)"), ("--warmup", "\(saved.warmupIterations)", "\(now.warmupIterations)"),
+            ("--eval-iters", "\(saved.evalIterations)", "\(now.evalIterations)"), ("--weight-decay", "\(saved.weightDecay)", "\(now.weightDecay)"),
+            ("--grad-clip", "\(saved.gradClip)", "\(now.gradClip)"), ("--beta1", "\(saved.beta1)", "\(now.beta1)"),
+            ("--beta2", "\(saved.beta2)", "\(now.beta2)"), ("--seed", "\(saved.seed)", "\(now.seed)"),
+        ]
+        let differing = pairs.filter { $0.1 != $0.2 }.map { "\($0.0) \($0.2) (the checkpoint has \($0.1))" }
+        throw ValidationError("--resume continues the saved run, but " + differing.joined(separator: ", ")
+                              + " would change it; drop the flag, or start a new run in another --out")
     }
 }
 
@@ -202,7 +219,7 @@ struct EvalChar: ParsableCommand {
         let start = Date()
         let loss = evaluateCharLoss(ck.model, tokens: tokens)
         print(String(format: "val loss %.4f nats/char, %.4f bits/char (%d chars in blocks of %d, %@)", loss, loss / log(2.0),
-                     tokens.count, ck.model.config.blockSize, duration(Date().timeIntervalSince(start))))
+                     tokens.count, ck.model.config.blockSize, formatDuration(Date().timeIntervalSince(start))))
     }
 }
 

@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 // `forge train classifier`, `forge eval classifier`, `forge eval synthetic`.
@@ -33,36 +35,29 @@ struct TrainClassifier: ParsableCommand {
     @Option(help: "Image folder (class sub-folders = classes) or a folder of MNIST-style IDX files.") var data: String
     @Option(help: "Image size (a multiple of 8).") var size: Int = 32
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
-    @Option(help: "Total epochs (default 3 when --minutes is not given).") var epochs: Int?
-    @Option(help: "Stop after this many minutes (saving a checkpoint).") var minutes: Double?
     @Option(help: "Batch size.") var batch: Int = 64
     @Option(help: "Adam learning rate.") var lr: Float = 1e-3
     @Option(help: "Channels of the first conv stage (then 2x, 4x).") var width: Int = 16
     @Option(help: "Size of the penultimate feature layer.") var features: Int = 128
-    @Option(help: "Seed of the weights and data order.") var seed: UInt64 = 1
-    @Option(help: "Checkpoint name: writes OUT.safetensors.") var out: String = "checkpoints/classifier"
-    @Flag(help: "Continue from the checkpoint.") var resume = false
     @Flag(help: "Random horizontal flips of training images.") var flip = false
+    @OptionGroup var training: RunFlags
 
     func run() throws {
-        let outputs = TrainingOutputs(out: out, samples: nil)
-        let (checkpointPath, name) = (outputs.checkpointPath, outputs.name)
+        let runDirectory = training.runDirectory(kind: "classifier", data: data)
         let set = try ImageDataset.load(path: data, size: size, channels: defaultChannels(data, channels))
         say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size), \(set.classNames.count) classes from \(data)")
         var config = ClassifierConfig()
         (config.imageSize, config.channels, config.classCount) = (size, set.channels, set.classNames.count)
-        (config.width, config.featureDim, config.learningRate, config.batchSize, config.seed) = (width, features, lr, batch, seed)
-        if let saved = try outputs.savedConfig(ClassifierConfig.self, kind: "classifier", resume: resume) { config = saved }
+        (config.width, config.featureDim, config.learningRate, config.batchSize, config.seed) = (width, features, lr, batch, training.seedValue)
+        if let saved = try training.savedConfig(ClassifierConfig.self, kind: "classifier", runDirectory: runDirectory) { config = saved }
         if let problem = config.problem { throw ValidationError(problem) }
         let classifier = ImageClassifier(config)
         say("model: SmallCNN \(config.width)/\(2 * config.width)/\(4 * config.width) channels, \(config.featureDim) features, "
               + "\(classifier.network.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
         let task = try ClassifierTrainingTask(classifier: classifier, data: set, randomHorizontalFlip: flip)
-        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 3 : nil), minutes: minutes, checkpointPath: checkpointPath,
-                                      outputDirectory: "samples/\(name)", resume: resume)
+        let options = training.options(runDirectory: runDirectory, defaultEpochs: 3, logEvery: 50)
         try runTraining(task, options) { summary in
-            say(String(format: "done (%@): %d epochs, step %d; last batch loss %.4f accuracy %.3f",
-                         summary.outcome.rawValue, summary.state.epoch, summary.state.step,
+            say(outcomeWords(summary) + String(format: "; last batch loss %.4f, accuracy %.3f",
                          summary.lastMetrics["loss"] ?? .nan, summary.lastMetrics["accuracy"] ?? .nan))
             if let test = try? ImageDataset.load(path: data, size: config.imageSize, channels: config.channels, split: .test, warn: { _ in }),
                test.classNames == set.classNames {
@@ -91,12 +86,6 @@ struct EvalClassifier: ParsableCommand {
             let accuracy = ClassificationAccuracy(predictions: classifier.predict(aligned.images), labels: aligned.labels, classCount: c.classCount)
             say(String(format: "accuracy: %.2f%% on %d images (%@ split of %@)", 100 * accuracy.overall, set.count, split, data))
             for line in perClassLines(classNames, [("accuracy", accuracy)]) { say(line) }
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as SamplingError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }
@@ -147,12 +136,6 @@ struct EvalSynthetic: ParsableCommand {
             say(String(format: "Fréchet distance, real test vs synthetic: %.3f  (real train vs real test: %.3f)",
                          result.featureDistance, result.realToRealDistance))
             say("  computed on the penultimate \(config.featureDim)-d features of the real-trained small CNN: NOT Inception FID, not comparable with published FIDs")
-        } catch let error as SamplingError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as TrainingError {
-            printError("forge: \(error)")
-            throw ExitCode(3)
         }
     }
 }

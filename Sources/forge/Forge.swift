@@ -10,13 +10,32 @@ struct Forge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "forge",
         abstract: "Forge: train generative models on images, text and sound, and generate data from them.",
+        discussion: ForgeExit.table,
         version: "forge 0.1.0",
         subcommands: [Train.self, Sample.self, Generate.self, Eval.self, Bench.self, Import.self])
 
     /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
+    /// Errors print one way for every command: `forge: error: …` on stderr, with the exit codes of
+    /// `ForgeExit` (help and `--version` print as usual and exit 0).
     static func main() {
         BLAS.configure()
-        Self.main(nil)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            let own = forgeExitCode(for: error)
+            if own != 1 {
+                printError("forge: error: " + userMessage(error))
+                Foundation.exit(own)
+            }
+            if Self.exitCode(for: error) == .success { Self.exit(withError: error) }  // --help, --version
+            var message = Self.fullMessage(for: error)
+            if message.hasPrefix("Error: ") { message.removeFirst("Error: ".count) }
+            printError("forge: error: " + message)
+            Foundation.exit(error is ValidationError || Self.exitCode(for: error) == .validationFailure ? ForgeExit.badInput : 1)
+        }
     }
 }
 

@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 // `forge train gan`, `forge sample gan`, `forge bench gan`.
@@ -21,8 +23,7 @@ func say(_ text: String) {
 /// The closing line of a GAN run (image or audio): outcome, progress and the last step's scalars.
 func ganSummary(_ summary: TrainingSummary) -> String {
     let m = summary.lastMetrics
-    return String(format: "done (%@): %d epochs, step %d, %.1f s this run; Loss_D %.4f Loss_G %.4f D(x) %.4f D(G(z)) %.4f",
-                  summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+    return outcomeWords(summary) + String(format: "; loss_d %.4f, loss_g %.4f, D(x) %.4f, D(G(z)) %.4f",
                   m["loss_d"] ?? .nan, m["loss_g"] ?? .nan, m["d_x"] ?? .nan, m["d_g_z1"] ?? .nan)
 }
 
@@ -48,18 +49,8 @@ struct TrainGAN: ParsableCommand {
     var size: Int = 32
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).")
     var channels: Int?
-    @Option(help: "Total epochs (default 5 when --minutes is not given).")
-    var epochs: Int?
-    @Option(help: "Stop after this many minutes (saving a checkpoint).")
-    var minutes: Double?
     @Option(help: "Batch size.")
     var batch: Int = 64
-    @Option(help: "Checkpoint name: writes OUT.safetensors.")
-    var out: String = "checkpoints/gan"
-    @Option(help: "Folder for sample grids, metrics.csv and loss.png (default samples/<name of --out>).")
-    var samples: String?
-    @Flag(help: "Continue from the checkpoint (its configuration wins over the model flags).")
-    var resume = false
     @Option(help: "Class conditioning: auto (on when the data has classes), on, off.")
     var conditional: ConditionalMode = .auto
     @Option(help: "Latent size.") var nz: Int = 100
@@ -69,24 +60,19 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Adam learning rate.") var lr: Float = 2e-4
     @Option(help: "Adam beta1.") var beta1: Float = 0.5
     @Option(help: "Adam beta2.") var beta2: Float = 0.999
-    @Option(help: "Seed of the weights, data order and noise.") var seed: UInt64 = 1
-    @Option(help: "Steps between progress lines when stdout is not a terminal.") var logEvery: Int = 50
+    @OptionGroup var training: RunFlags
 
     func validate() throws {
         guard [32, 64].contains(size) else { throw ValidationError("--size must be 32 or 64") }
         if let channels, channels != 1 && channels != 3 { throw ValidationError("--channels must be 1 or 3") }
-        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
-        if let minutes, !(minutes > 0) { throw ValidationError("--minutes must be positive") }
         guard batch >= 2 else { throw ValidationError("--batch must be at least 2") }
         guard sampleEvery >= 1 else { throw ValidationError("--sample-every must be at least 1") }
     }
 
     func run() throws {
         if isAudio { return try runAudio() }
-        let outputs = TrainingOutputs(out: out, samples: samples)
-        let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
-
-        let saved = try outputs.savedConfig(DCGANConfig.self, kind: "gan", resume: resume)
+        let runDirectory = training.runDirectory(kind: "gan", data: data)
+        let saved = try training.savedConfig(DCGANConfig.self, kind: "gan", runDirectory: runDirectory)
         var config = saved ?? DCGANConfig()
         let fromCheckpoint = saved != nil
         let isIDX = IDX.findFiles(in: data, split: .train) != nil
@@ -111,7 +97,7 @@ struct TrainGAN: ParsableCommand {
             (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf ?? 64, ndf ?? 64, embed)
             (config.learningRate, config.beta1, config.beta2) = (lr, beta1, beta2)
             config.batchSize = batch
-            config.seed = seed
+            config.seed = training.seedValue
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let gan = DCGAN(config)
@@ -119,13 +105,11 @@ struct TrainGAN: ParsableCommand {
               + (config.isConditional ? "conditional on \(config.classCount) classes (projection D)" : "unconditional")
               + ", G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
-        let task = try GANTrainingTask(gan: gan, data: set, samplesDirectory: samplesDirectory)
-        let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 5 : nil), minutes: minutes,
-                                      checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
-                                      resume: resume, logEvery: logEvery)
+        let options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
+        let task = try GANTrainingTask(gan: gan, data: set, samplesDirectory: options.samplesDirectory)
         try runTraining(task, options) { summary in
             say(ganSummary(summary))
-            say("samples: \(samplesDirectory)/latest.png (per epoch: epoch_NNN.png), metrics.csv, loss.png")
+            say("samples: \(options.samplesDirectory)/latest.png (per epoch: epoch_NNN.png)")
         }
     }
 }

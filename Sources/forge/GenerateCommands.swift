@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 // `forge generate images` and `forge generate text`: trained models become datasets.
@@ -73,12 +75,6 @@ struct GenerateImages: ParsableCommand {
                 try writePreviewGrid(generator, to: grid)
                 say("preview grid: \(grid)")
             }
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as SamplingError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }
@@ -143,9 +139,6 @@ struct GenerateText: ParsableCommand {
             }
             say(String(format: "wrote %d texts (kept %d), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv",
                          report.written, report.kept, characters, report.seconds, Double(characters) / max(1e-9, report.seconds), out))
-        } catch let error as SamplingError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }

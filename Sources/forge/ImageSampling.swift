@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import TensorCore
 import Training
+import Figures
+import Metrics
 import Sampling
 
 /// What `forge sample gan|vae` needs from an image sampler; GANSampler and VAESampler have it all.
@@ -49,11 +51,5 @@ func writeImageSamples(open: () throws -> any ImageSampler, count: Int, seed: UI
                 ? " (row r shows class \(sampler.classNames.prefix(3).joined(separator: ", "))…, cycling)" : ""
             say("wrote \(path): \(count) images\(rows)")
         }
-    } catch let error as CheckpointError {
-        printError("forge: \(error)")
-        throw ExitCode(2)
-    } catch let error as SamplingError {
-        printError("forge: \(error)")
-        throw ExitCode(2)
     }
 }

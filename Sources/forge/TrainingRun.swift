@@ -1,25 +1,135 @@
 import ArgumentParser
+import Foundation
 import DataIO
+import TensorCore
+import Models
 import Training
+import Sampling
 
-/// The loop part of every `forge train …` command: runs the shared training loop, lets the family
-/// print its summary, and maps the outcomes to exit codes the same way everywhere — 130 after a
-/// Ctrl-C save, 3 when training diverged (NaN/Inf; the last good checkpoint is kept), 2 for an
-/// unreadable checkpoint or data file.
-func runTraining(_ task: any TrainingTask, _ options: TrainingOptions, report: (TrainingSummary) throws -> Void) throws {
-    do {
-        let summary = try TrainingLoop(task: task, options: options).run()
-        try report(summary)
-        say("checkpoint: \(options.checkpointPath)")
-        if summary.outcome == .interrupted { throw ExitCode(130) }
-    } catch let error as TrainingError {
-        printError("forge: \(error)")
-        throw ExitCode(3)
-    } catch let error as CheckpointError {
-        printError("forge: \(error)")
-        throw ExitCode(2)
-    } catch let error as DataIOError {
-        printError("forge: \(error)")
-        throw ExitCode(2)
+// What every `forge train …` command shares: the run folder and length flags (`RunFlags`), the
+// default seed, and the loop call that maps outcomes to exit codes (`runTraining`).
+
+/// The seed every command uses when `--seed` is not given (nanoGPT's).
+let defaultSeed: UInt64 = 1337
+
+/// The flags of a training run, the same for every kind.
+struct RunFlags: ParsableArguments {
+    @Option(help: ArgumentHelp("Run folder: checkpoint.safetensors (latest), best.safetensors, metrics.csv, loss.png, config.json, samples/.",
+                               discussion: "Default checkpoints/KIND-DATA, e.g. checkpoints/gan-fashion-mnist."),
+            completion: .directory)
+    var out: String?
+    @Option(help: "Total epochs (counting those before a resume).") var epochs: Int?
+    @Option(name: [.customLong("steps"), .customLong("iters")], help: "Total optimisation steps (counting those before a resume); --iters is the same flag.")
+    var steps: Int?
+    @Option(help: "Stop after this many minutes of this invocation, saving first.") var minutes: Double?
+    @Option(help: "Seed of the weights, data order and noise (default 1337).") var seed: UInt64?
+    @Flag(help: "Continue the run saved in --out.") var resume = false
+    @Option(help: "Steps between progress lines when stdout is not a terminal.") var logEvery: Int?
+    @Option(help: "Steps between saves of the latest state, besides epoch ends, evaluations, stops and every 5 minutes (0 = none).")
+    var saveEvery: Int = 0
+
+    func validate() throws {
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, got \(steps)") }
+        if let minutes, !(minutes > 0 && minutes.isFinite) { throw ValidationError("--minutes must be a positive number, got \(minutes)") }
+        if let logEvery, logEvery < 1 { throw ValidationError("--log-every must be at least 1, got \(logEvery)") }
+        if saveEvery < 0 { throw ValidationError("--save-every must be 0 or more, got \(saveEvery)") }
     }
+
+    var seedValue: UInt64 { seed ?? defaultSeed }
+
+    /// `--out`, or `checkpoints/KIND-DATA` (DATA: the data folder's or file's name without extension).
+    func runDirectory(kind: String, data: String) -> String {
+        if let out { return out }
+        var name = URL(fileURLWithPath: data).standardizedFileURL.lastPathComponent
+        if name.hasSuffix(".txt") { name = String(name.dropLast(4)) }
+        return "checkpoints/\(kind)-\(name.isEmpty ? "data" : name)"
+    }
+
+    /// With `--resume` and a checkpoint in the run folder, the config saved in it (whose kind must be
+    /// `kind`); otherwise nil, for a new run.
+    func savedConfig<C: Decodable>(_ type: C.Type, kind: String, runDirectory: String) throws -> C? {
+        let path = RunDirectory.checkpointPath(in: runDirectory)
+        guard resume, FileManager.default.fileExists(atPath: path) else { return nil }
+        return try Checkpoint.load(path, expectedKind: kind).config(as: type)
+    }
+
+    /// The loop options: `--epochs` / `--steps` / `--minutes`, or `defaultEpochs` when none is given.
+    func options(runDirectory: String, defaultEpochs: Int, logEvery defaultLogEvery: Int) -> TrainingOptions {
+        let noLength = epochs == nil && steps == nil && minutes == nil
+        return TrainingOptions(runDirectory: runDirectory, epochs: noLength ? defaultEpochs : epochs, steps: steps,
+                               minutes: minutes, resume: resume, saveEvery: saveEvery, logEvery: logEvery ?? defaultLogEvery)
+    }
+}
+
+/// Exit codes of every forge command (also in `forge --help` and the README).
+enum ForgeExit {
+    /// Bad flags, data or checkpoint.
+    static let badInput: Int32 = 2
+    /// Training diverged (NaN/Inf or exploding values); the last good checkpoint is kept.
+    static let diverged: Int32 = 3
+    /// The run folder or an output cannot be used: busy (another run holds it), unwritable, disk full.
+    static let output: Int32 = 4
+    /// After SIGINT (130) or SIGTERM (143) a run saves its state and exits with 128 + the signal.
+    static func interrupted(_ signal: Int32) -> Int32 { 128 + signal }
+
+    static let table = """
+        Exit codes: 0 done (finished or stopped at --minutes), 1 unexpected error, 2 bad flags, data or \
+        checkpoint, 3 training diverged (the last good checkpoint is kept), 4 the run folder or an output \
+        cannot be used (busy, unwritable, disk full), 130 / 143 stopped by SIGINT / SIGTERM after saving.
+        """
+}
+
+/// The library's field names in `TrainingError.invalidValue`, as the flags a user types.
+let flagForField: [String: String] = [
+    "learningRate": "--lr", "minLearningRate": "--min-lr", "iterations": "--iters", "warmupIterations": "--warmup",
+    "decayIterations": "--decay-iters", "batchSize": "--batch", "evalEvery": "--eval-every", "evalIterations": "--eval-iters",
+    "weightDecay": "--weight-decay", "gradClip": "--grad-clip", "beta1": "--beta1", "beta2": "--beta2", "dropout": "--dropout",
+    "logEvery": "--log-every", "layers": "--layers", "heads": "--heads", "embedding": "--embd", "blockSize": "--block",
+    "epochs": "--epochs", "steps": "--steps", "minutes": "--minutes", "saveEvery": "--save-every", "evaluateEvery": "--eval-every",
+]
+
+/// A library error as the user should read it: field names become flags.
+func userMessage(_ error: Error) -> String {
+    if case let TrainingError.invalidValue(field, value, requirement) = error {
+        return "\(flagForField[field] ?? field) must be \(requirement), got \(value)"
+    }
+    return "\(error)"
+}
+
+/// The exit code for a library error.
+func forgeExitCode(for error: Error) -> Int32 {
+    switch error {
+    case TrainingError.diverged: return ForgeExit.diverged
+    case TrainingError.runFolderBusy, TrainingError.runFolderUnwritable: return ForgeExit.output
+    case let e as DataIOError:
+        if case .io = e { return ForgeExit.output }
+        return ForgeExit.badInput
+    case is TrainingError, is CheckpointError, is CharTransformerError, is UnknownCharacterError, is SamplingError,
+         is StateLoadError, is OptimizerStateError: return ForgeExit.badInput
+    default: return 1
+    }
+}
+
+/// The loop part of every `forge train …` command: runs the shared training loop and lets the family
+/// print its summary; errors and interrupts become the exit codes of `ForgeExit`.
+func runTraining(_ task: any TrainingTask, _ options: TrainingOptions, report: (TrainingSummary) throws -> Void) throws {
+    let summary = try TrainingLoop(task: task, options: options).run()
+    try report(summary)
+    say("run folder: \(options.runDirectory) (checkpoint.safetensors, metrics.csv, loss.png, samples/)")
+    if summary.outcome == .interrupted { throw ExitCode(ForgeExit.interrupted(summary.signal ?? SIGINT)) }
+}
+
+/// "1h02m03s", "2m05s", "4.2s".
+func formatDuration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    return s >= 3600 ? String(format: "%dh%02dm%02ds", s / 3600, s / 60 % 60, s % 60)
+        : s >= 60 ? String(format: "%dm%02ds", s / 60, s % 60) : String(format: "%.1fs", seconds)
+}
+
+/// The summary line's start: "finished after 3 epochs (step 2,811) in 2m05s" and the like.
+func outcomeWords(_ summary: TrainingSummary) -> String {
+    let s = summary.state
+    let epochText = s.stepInEpoch > 0 ? "in epoch \(s.epoch + 1)" : "after \(s.epoch) epoch\(s.epoch == 1 ? "" : "s")"
+    return "\(summary.outcome.words) \(epochText), step \(s.step), \(formatDuration(summary.seconds)) this run"
 }

@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 // `forge train vae`, `forge sample vae`, `forge eval vae`, `forge bench vae`.
@@ -53,23 +55,14 @@ struct TrainVAE: ParsableCommand {
     var likelihood: VAELikelihood?
     @Option(help: "σ of the fixed Gaussian likelihood, in [0, 1] pixel units.") var sigma: Float = 0.1
     @Flag(help: "Condition on the class labels (CVAE).") var conditional = false
-    @Option(help: "Total epochs (default 10 when --minutes is not given).") var epochs: Int?
-    @Option(help: "Stop after this many minutes (saving a checkpoint).") var minutes: Double?
     @Option(help: "Batch size (default 128; audio 16).") var batch: Int?
     @Option(help: "Adam learning rate.") var lr: Float = 1e-3
-    @Option(help: "Seed of the weights, data order and noise.") var seed: UInt64 = 1
     @Option(help: "Hold out this fraction of --data for the test loss.") var valSplit: Double?
     @Option(help: "Held-out images (a folder, or IDX files whose test split is used).") var val: String?
-    @Option(help: "Checkpoint name: writes OUT.safetensors.") var out: String = "checkpoints/vae"
-    @Option(help: "Folder for grids, epochs.csv, metrics.csv and loss.png (default samples/<name of --out>).")
-    var samples: String?
-    @Flag(help: "Continue from the checkpoint (its configuration wins over the model flags).") var resume = false
-    @Option(help: "Steps between progress lines when stdout is not a terminal.") var logEvery: Int = 100
+    @OptionGroup var training: RunFlags
 
     func validate() throws {
         if let channels, channels != 1 && channels != 3 { throw ValidationError("--channels must be 1 or 3") }
-        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
-        if let minutes, !(minutes > 0) { throw ValidationError("--minutes must be positive") }
         if val != nil && valSplit != nil { throw ValidationError("give --val or --val-split, not both") }
         if let batch, batch < 1 { throw ValidationError("--batch must be positive") }
         guard sampleEvery >= 1 else { throw ValidationError("--sample-every must be at least 1") }
@@ -78,10 +71,9 @@ struct TrainVAE: ParsableCommand {
     func run() throws {
         if isAudio { return try runAudio() }
         let (latent, batch) = (self.latent ?? 20, self.batch ?? 128)
-        let outputs = TrainingOutputs(out: out, samples: samples)
-        let (checkpointPath, samplesDirectory) = (outputs.checkpointPath, outputs.samplesDirectory)
+        let runDirectory = training.runDirectory(kind: "vae", data: data)
         do {
-            let saved = try outputs.savedConfig(VAEConfig.self, kind: "vae", resume: resume)
+            let saved = try training.savedConfig(VAEConfig.self, kind: "vae", runDirectory: runDirectory)
             var config = saved ?? VAEConfig()
             let fromCheckpoint = saved != nil
             let start = Date()
@@ -99,7 +91,7 @@ struct TrainVAE: ParsableCommand {
                 heldOutName = "the test split of \(data)"
             } else {
                 let fraction = valSplit ?? 0.1
-                (train, heldOut) = try VAEData.split(train, heldOutFraction: fraction, seed: fromCheckpoint ? config.seed : seed)
+                (train, heldOut) = try VAEData.split(train, heldOutFraction: fraction, seed: fromCheckpoint ? config.seed : training.seedValue)
                 heldOutName = String(format: "%.0f%% of %@", fraction * 100, data)
             }
             print("data: \(train.count) training images \(train.channels)x\(train.size)x\(train.size) from \(data), "
@@ -118,7 +110,7 @@ struct TrainVAE: ParsableCommand {
                     }
                     config.classCount = train.classNames.count
                 }
-                (config.learningRate, config.batchSize, config.seed) = (lr, batch, seed)
+                (config.learningRate, config.batchSize, config.seed) = (lr, batch, training.seedValue)
             }
             if let problem = config.problem { throw ValidationError(problem) }
             let vae = VAE(config)
@@ -126,26 +118,18 @@ struct TrainVAE: ParsableCommand {
                   + "hidden \(config.hidden), \(config.likelihood.rawValue) likelihood"
                   + (config.isConditional ? ", conditional on \(config.classCount) classes" : "")
                   + ", \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
+            let options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
+            let samplesDirectory = options.samplesDirectory
             let task = try VAETrainingTask(vae: vae, data: train, heldOut: heldOut, samplesDirectory: samplesDirectory)
-            let options = TrainingOptions(epochs: epochs ?? (minutes == nil ? 10 : nil), minutes: minutes,
-                                          checkpointPath: checkpointPath, outputDirectory: samplesDirectory,
-                                          resume: resume, logEvery: logEvery)
             try runTraining(task, options) { summary in
                 if let last = task.history.last {
-                    say(String(format: "done (%@): %d epochs, step %d, %.1f s this run; train -ELBO %.2f, test -ELBO %.2f nats/image",
-                                 summary.outcome.rawValue, summary.state.epoch, summary.state.step, summary.seconds,
+                    say(outcomeWords(summary) + String(format: "; train -ELBO %.2f, test -ELBO %.2f nats/image",
                                  last.trainNegativeELBO, last.testNegativeELBO ?? .nan))
                 } else {
-                    say("done (\(summary.outcome.rawValue)): step \(summary.state.step)")
+                    say(outcomeWords(summary))
                 }
-                say("samples: \(samplesDirectory)/reconstruction_E.png, sample_E.png, epochs.csv, metrics.csv, loss.png")
+                say("samples: \(samplesDirectory)/reconstruction_E.png, sample_E.png, epochs.csv")
             }
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as DataIOError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }
@@ -224,12 +208,6 @@ struct EvalVAE: ParsableCommand {
             print(String(format: "negative ELBO:        %.4f nats/image", r.negativeELBO))
             print(String(format: "IWAE -log p(x), k=%d: %.4f nats/image", iw, r.iwae ?? .nan))
             print(String(format: "(%.1f s)", Date().timeIntervalSince(t0)))
-        } catch let error as CheckpointError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
-        } catch let error as DataIOError {
-            printError("forge: \(error)")
-            throw ExitCode(2)
         }
     }
 }

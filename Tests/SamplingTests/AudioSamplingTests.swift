@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 final class AudioSamplingTests: XCTestCase {
@@ -77,7 +79,7 @@ final class AudioSamplingTests: XCTestCase {
         (c.length, c.sampleRate, c.nz, c.ngf, c.ndf, c.batchSize, c.seed) = (4096, 8000, 8, 2, 2, 4, 5)
         let clips = Tensor(shape: [8, 4096], data: (0..<8).flatMap { sine(150 * Double($0 + 1)) })
         let task = try AudioGANTrainingTask(gan: WaveGAN(c), clips: clips, samplesDirectory: dir + "/samples", sampleCount: 2)
-        let options = TrainingOptions(epochs: 2, checkpointPath: dir + "/ck.safetensors", outputDirectory: dir + "/samples",
+        let options = TrainingOptions(runDirectory: dir, epochs: 2, 
                                       handleInterrupts: false, showProgress: false)
         let summary = try TrainingLoop(task: task, options: options, log: { _ in }).run()
         XCTAssertEqual(summary.state.step, 4)
@@ -88,13 +90,13 @@ final class AudioSamplingTests: XCTestCase {
         XCTAssertEqual(wav.sampleRate, 8000)
         XCTAssertEqual(wav.frameCount, 4096)
 
-        let sampler = try AudioGANSampler(checkpoint: dir + "/ck.safetensors")
+        let sampler = try AudioGANSampler(checkpoint: dir + "/checkpoint.safetensors")
         XCTAssertEqual(sampler.config, c)
         XCTAssertEqual(sampler.gan.generate(task.fixedNoise).scalars, task.gan.generate(task.fixedNoise).scalars)
         let a = try sampler.sample(count: 2, seed: 9), b = try sampler.sample(count: 2, seed: 9)
         XCTAssertEqual(a, b)
         XCTAssertEqual(a[0].sampleRate, 8000)
-        XCTAssertThrowsError(try GANSampler(checkpoint: dir + "/ck.safetensors"), "an image sampler refuses a wavegan checkpoint")
+        XCTAssertThrowsError(try GANSampler(checkpoint: dir + "/checkpoint.safetensors"), "an image sampler refuses a wavegan checkpoint")
     }
 }
 
@@ -107,7 +109,7 @@ final class AudioGenerationTests: XCTestCase {
         (c.length, c.sampleRate, c.nz, c.ngf, c.ndf, c.batchSize) = (4096, 8000, 8, 2, 2, 4)
         let gan = WaveGAN(c)
         let task = try AudioGANTrainingTask(gan: gan, clips: Tensor.zeros([4, 4096]), samplesDirectory: dir + "/s")
-        let ck = dir + "/ck.safetensors"
+        let ck = dir + "/checkpoint.safetensors"
         try Checkpoint.save(to: ck, kind: task.kind, configJSON: task.configJSON, state: TrainingState(),
                             modules: task.modules, optimizers: task.optimizers, generators: task.generators)
         let out = dir + "/set"
@@ -148,17 +150,17 @@ final class AudioGenerationTests: XCTestCase {
         (c.length, c.sampleRate, c.latent, c.width, c.batchSize) = (4096, 8000, 4, 2, 4)
         let clips = Tensor(shape: [8, 4096], data: (0..<(8 * 4096)).map { Float(sin(Double($0) * 0.2)) * 0.3 })
         let task = try AudioVAETrainingTask(vae: AudioVAE(c), clips: clips, samplesDirectory: dir + "/samples", sampleCount: 2)
-        let options = TrainingOptions(epochs: 1, checkpointPath: dir + "/vae.safetensors", outputDirectory: dir + "/samples",
+        let options = TrainingOptions(runDirectory: dir, epochs: 1, 
                                       handleInterrupts: false, showProgress: false)
         _ = try TrainingLoop(task: task, options: options, log: { _ in }).run()
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/samples/epoch_001_1.wav"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/samples/epoch_001.png"))
-        let source = try openAudioClipSource(checkpoint: dir + "/vae.safetensors")
+        let source = try openAudioClipSource(checkpoint: dir + "/checkpoint.safetensors")
         XCTAssertEqual(source.modelKind, "audiovae")
         let a = try source.sample(count: 2, seed: 1)
         XCTAssertEqual(a, try source.sample(count: 2, seed: 1))
         XCTAssertEqual(a[0].frameCount, 4096)
-        let report = try AudioDatasetGenerator(checkpoint: dir + "/vae.safetensors", options: AudioGenerationOptions(count: 3),
+        let report = try AudioDatasetGenerator(checkpoint: dir + "/checkpoint.safetensors", options: AudioGenerationOptions(count: 3),
                                                outputDirectory: dir + "/set").run()
         XCTAssertEqual(report.written, 3)
         XCTAssertEqual(try Manifest.read(path: dir + "/set/manifest.csv").modelKind, "audiovae")

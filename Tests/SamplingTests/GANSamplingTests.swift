@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 final class GANSamplingTests: XCTestCase {
@@ -30,10 +32,10 @@ final class GANSamplingTests: XCTestCase {
         let task = try GANTrainingTask(gan: DCGAN(tinyConfig(classes: classes)),
                                        data: ImageSet(images: images, labels: labels, classNames: names),
                                        samplesDirectory: dir + "/samples")
-        let options = TrainingOptions(epochs: 1, checkpointPath: dir + "/ck.safetensors", outputDirectory: dir + "/samples",
+        let options = TrainingOptions(runDirectory: dir, epochs: 1, 
                                       handleInterrupts: false, showProgress: false)
         _ = try TrainingLoop(task: task, options: options, log: { _ in }).run()
-        return (task, dir + "/ck.safetensors")
+        return (task, dir + "/checkpoint.safetensors")
     }
 
     func testCheckpointRoundTripGivesIdenticalSamplesForTheSameSeed() throws {
@@ -114,8 +116,8 @@ final class GANSamplingTests: XCTestCase {
 
     func testSamplerRefusesOtherCheckpoints() throws {
         let dir = try folder()
-        try Checkpoint.save(to: dir + "/vae.safetensors", kind: "vae", configJSON: "{}", state: TrainingState(), modules: [("m", Linear(2, 2))])
-        XCTAssertThrowsError(try GANSampler(checkpoint: dir + "/vae.safetensors")) {
+        try Checkpoint.save(to: dir + "/checkpoint.safetensors", kind: "vae", configJSON: "{}", state: TrainingState(), modules: [("m", Linear(2, 2))])
+        XCTAssertThrowsError(try GANSampler(checkpoint: dir + "/checkpoint.safetensors")) {
             XCTAssertTrue("\($0)".contains("holds a \"vae\" model, not a \"gan\" one"), "\($0)")
         }
         try FileIO.writeAtomically([1, 2, 3], to: dir + "/bad.safetensors")

@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 /// `forge generate images`: layout, manifest, per-item determinism, `--only`, `--resume`, `--per-class`.

@@ -4,6 +4,8 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
+import Metrics
 import Sampling
 
 /// `forge generate text`: files and JSONL, manifest, `--only`, `--resume`, `--split-on`.

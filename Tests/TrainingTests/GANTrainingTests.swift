@@ -4,6 +4,7 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
 
 final class GANTrainingTests: XCTestCase {
     private func loadFolder(_ dir: String) throws -> ImageSet {
@@ -27,18 +28,19 @@ final class GANTrainingTests: XCTestCase {
         XCTAssertTrue((0...1).contains(summary.lastMetrics["d_x"]!))
 
         // a grid per epoch: 2 classes × 8 columns of 32-pixel images with 2-pixel padding
-        for file in ["epoch_001.png", "epoch_002.png", "latest.png", "loss.png"] {
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/loss.png"))
+        for file in ["epoch_001.png", "epoch_002.png", "latest.png"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/samples/" + file), file)
         }
         let grid = try ImageCodec.load(path: dir + "/samples/epoch_002.png")
         XCTAssertEqual([grid.width, grid.height, grid.channels], [8 * 34 + 2, 2 * 34 + 2, 1])
-        let csv = try String(contentsOfFile: dir + "/samples/metrics.csv", encoding: .utf8).split(separator: "\n")
-        XCTAssertEqual(csv.first, "step,epoch,wall_s,samples_per_s,loss_d,loss_g,d_x,d_g_z1,d_g_z2")
+        let csv = try String(contentsOfFile: dir + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(csv.first, "step,epoch,wall_s,items_per_s,lr,loss_d,loss_g,d_x,d_g_z1,d_g_z2")
         XCTAssertEqual(csv.count, 9)
 
         // the checkpoint: PyTorch-style names, both optimizers, the noise RNG, the class names
-        let saved = try Checkpoint.load(dir + "/ck.safetensors", expectedKind: "gan")
-        let names = Set(saved.file.names)
+        let saved = try Checkpoint.load(dir + "/checkpoint.safetensors", expectedKind: "gan")
+        let names = Set(saved.tensors.keys)
         for name in ["generator.main.0.weight", "generator.main.1.running_mean", "generator.label_embedding.weight",
                      "discriminator.main.0.weight", "discriminator.main.3.num_batches_tracked", "discriminator.projection.weight",
                      "optimizer.generator.state.0.exp_avg", "optimizer.discriminator.state.0.exp_avg_sq", "rng.noise"] {
@@ -60,13 +62,13 @@ final class GANTrainingTests: XCTestCase {
 
         let firstHalf = try GANTrainingTask(gan: DCGAN(tinyConfig()), data: data, samplesDirectory: splitDir + "/samples")
         _ = try TrainingLoop(task: firstHalf, options: quietOptions(splitDir, epochs: 2), log: { _ in }).run()
-        XCTAssertEqual(try Checkpoint.load(splitDir + "/ck.safetensors").state.epoch, 2)
+        XCTAssertEqual(try Checkpoint.load(splitDir + "/checkpoint.safetensors").state.epoch, 2)
         let secondHalf = try GANTrainingTask(gan: DCGAN(tinyConfig()), data: data, samplesDirectory: splitDir + "/samples")
         let summary = try TrainingLoop(task: secondHalf, options: quietOptions(splitDir, epochs: 4, resume: true), log: { _ in }).run()
         XCTAssertEqual(summary.state.step, 16)
 
-        let a = try SafeTensors.read(URL(fileURLWithPath: straightDir + "/ck.safetensors"))
-        let b = try SafeTensors.read(URL(fileURLWithPath: splitDir + "/ck.safetensors"))
+        let a = try SafeTensors.read(URL(fileURLWithPath: straightDir + "/checkpoint.safetensors"))
+        let b = try SafeTensors.read(URL(fileURLWithPath: splitDir + "/checkpoint.safetensors"))
         XCTAssertEqual(a.names, b.names)
         XCTAssertGreaterThan(a.names.count, 50)
         for name in a.names {
@@ -98,7 +100,7 @@ final class GANTrainingTests: XCTestCase {
         let data = try loadFolder(dir)
         let task = try GANTrainingTask(gan: DCGAN(tinyConfig()), data: data, samplesDirectory: dir + "/samples")
         _ = try TrainingLoop(task: task, options: quietOptions(dir, epochs: 1), log: { _ in }).run()
-        let path = dir + "/ck.safetensors"
+        let path = dir + "/checkpoint.safetensors"
         let bytes = try FileIO.readBytes(path)
 
         // truncated (a torn copy)

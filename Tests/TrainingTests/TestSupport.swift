@@ -4,6 +4,7 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
 
 /// A fresh temporary folder, removed when the test ends.
 func temporaryFolder(_ test: XCTestCase) throws -> String {
@@ -52,8 +53,7 @@ func tinyConfig(classes: Int = 2, seed: UInt64 = 7) -> DCGANConfig {
 /// Quiet loop options for tests.
 func quietOptions(_ folder: String, epochs: Int? = nil, minutes: Double? = nil, resume: Bool = false,
                   interrupts: Bool = false) -> TrainingOptions {
-    TrainingOptions(epochs: epochs, minutes: minutes, checkpointPath: folder + "/ck.safetensors",
-                    outputDirectory: folder + "/samples", resume: resume, handleInterrupts: interrupts,
+    TrainingOptions(runDirectory: folder, epochs: epochs, minutes: minutes,  resume: resume, handleInterrupts: interrupts,
                     showProgress: false, isTerminal: false)
 }
 

@@ -3,6 +3,8 @@ import XCTest
 import TensorCore
 import DataIO
 import Training
+import Models
+import Figures
 
 final class TrainingLoopTests: XCTestCase {
     func testLossFallsAndFilesAreWritten() throws {
@@ -14,14 +16,14 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(task.epochsEnded.map(\.0), [0, 1, 2, 3, 4])
         XCTAssertTrue(task.epochsEnded.allSatisfy(\.1))
 
-        let csv = try String(contentsOfFile: dir + "/samples/metrics.csv", encoding: .utf8).split(separator: "\n")
-        XCTAssertEqual(csv.first, "step,epoch,wall_s,samples_per_s,loss")
+        let csv = try String(contentsOfFile: dir + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(csv.first, "step,epoch,wall_s,items_per_s,lr,loss")
         XCTAssertEqual(csv.count, 21)
-        let losses = csv.dropFirst().map { Double($0.split(separator: ",")[4])! }
+        let losses = csv.dropFirst().map { Double($0.split(separator: ",")[5])! }
         XCTAssertLessThan(losses.suffix(4).reduce(0, +), losses.prefix(4).reduce(0, +) * 0.5, "loss should fall")
         XCTAssertEqual(csv.last?.split(separator: ",").prefix(2).joined(separator: ","), "20,5")
 
-        let plot = try ImageCodec.load(path: dir + "/samples/loss.png")
+        let plot = try ImageCodec.load(path: dir + "/loss.png")
         XCTAssertEqual(plot.width, 720)
         XCTAssertEqual(plot.height, 420)
         XCTAssertEqual(plot.channels, 3)
@@ -30,13 +32,14 @@ final class TrainingLoopTests: XCTestCase {
         for y in 0..<plot.height { for x in 0..<plot.width where abs(plot[x, y, 0] - 0.12) < 0.02 && abs(plot[x, y, 2] - 0.71) < 0.02 { blue += 1 } }
         XCTAssertGreaterThan(blue, 100, "the loss curve should be drawn")
 
-        let saved = try Checkpoint.load(dir + "/ck.safetensors", expectedKind: "linefit")
+        let saved = try Checkpoint.load(dir + "/checkpoint.safetensors", expectedKind: "linefit")
         XCTAssertEqual(saved.state.step, 20)
         XCTAssertEqual(saved.generators["data"], task.rng)
-        XCTAssertEqual(Set(saved.file.names), ["model.weight", "model.bias", "optimizer.model.state.0.step",
+        XCTAssertEqual(Set(try SafeTensors.read(URL(fileURLWithPath: dir + "/checkpoint.safetensors")).names),
+            ["model.weight", "model.bias", "optimizer.model.state.0.step",
             "optimizer.model.state.0.exp_avg", "optimizer.model.state.0.exp_avg_sq", "optimizer.model.state.1.step",
             "optimizer.model.state.1.exp_avg", "optimizer.model.state.1.exp_avg_sq", "rng.data"])
-        XCTAssertEqual(try saved.file.tensor("model.weight").scalars, task.model.weight.scalars)
+        XCTAssertEqual(saved.tensors["model.weight"]?.scalars, task.model.weight.scalars)
     }
 
     func testNonFiniteLossStopsAndKeepsLastGoodCheckpoint() throws {
@@ -45,7 +48,7 @@ final class TrainingLoopTests: XCTestCase {
         task.onStep = { $0 == 7 ? .nan : nil }  // epoch 2, step 3 of 4
         let loop = TrainingLoop(task: task, options: quietOptions(dir, epochs: 3), log: { _ in })
         XCTAssertThrowsError(try loop.run()) { error in
-            guard case let TrainingError.nonFinite(step, metric, value, _) = error else { return XCTFail("\(error)") }
+            guard case let TrainingError.diverged(step, metric, value, _) = error else { return XCTFail("\(error)") }
             XCTAssertEqual(step, 7)
             XCTAssertEqual(metric, "loss")
             XCTAssertTrue(value.isNaN)
@@ -54,7 +57,7 @@ final class TrainingLoopTests: XCTestCase {
         }
         XCTAssertEqual(task.stepsRun, 7)
         // the checkpoint is the one written after epoch 1, untouched
-        XCTAssertEqual(try Checkpoint.load(dir + "/ck.safetensors").state.step, 4)
+        XCTAssertEqual(try Checkpoint.load(dir + "/checkpoint.safetensors").state.step, 4)
     }
 
     func testInfiniteLossIsCaughtToo() throws {
@@ -62,10 +65,10 @@ final class TrainingLoopTests: XCTestCase {
         let task = LineFitTask()
         task.onStep = { $0 == 2 ? .infinity : nil }
         XCTAssertThrowsError(try TrainingLoop(task: task, options: quietOptions(dir, epochs: 1), log: { _ in }).run()) {
-            XCTAssertEqual($0 as? TrainingError, .nonFinite(step: 2, metric: "loss", value: .infinity, checkpoint: dir + "/ck.safetensors"))
+            XCTAssertEqual($0 as? TrainingError, .diverged(step: 2, metric: "loss", value: .infinity, checkpoint: dir + "/checkpoint.safetensors"))
             XCTAssertTrue("\($0)".contains("no checkpoint had been written yet"))
         }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/ck.safetensors"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/checkpoint.safetensors"))
     }
 
     func testTimeBudgetStopsMidEpochAndSaves() throws {
@@ -78,7 +81,7 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertGreaterThan(summary.state.step, 3)
         XCTAssertLessThan(summary.state.step, 100)
         XCTAssertEqual(task.epochsEnded.last?.1, false, "a mid-epoch stop still writes samples")
-        let saved = try Checkpoint.load(dir + "/ck.safetensors")
+        let saved = try Checkpoint.load(dir + "/checkpoint.safetensors")
         XCTAssertEqual(saved.state.step, summary.state.step)
         XCTAssertEqual(saved.state.stepInEpoch, summary.state.step)
         XCTAssertEqual(saved.state.epoch, 0)
@@ -94,7 +97,7 @@ final class TrainingLoopTests: XCTestCase {
         let summary = try TrainingLoop(task: task, options: quietOptions(dir, epochs: 10, interrupts: true), log: { _ in }).run()
         XCTAssertEqual(summary.outcome, .interrupted)
         XCTAssertEqual(summary.state.step, 6)
-        XCTAssertEqual(try Checkpoint.load(dir + "/ck.safetensors").state, summary.state)
+        XCTAssertEqual(try Checkpoint.load(dir + "/checkpoint.safetensors").state, summary.state)
         InterruptFlag.reset()
     }
 
@@ -117,7 +120,7 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(second.model.weight.scalars, straight.model.weight.scalars)
         XCTAssertEqual(second.model.bias!.scalars, straight.model.bias!.scalars)
         // metrics.csv of the split run has the same 12 steps
-        let csv = try String(contentsOfFile: splitDir + "/samples/metrics.csv", encoding: .utf8).split(separator: "\n")
+        let csv = try String(contentsOfFile: splitDir + "/metrics.csv", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(csv.dropFirst().map { $0.split(separator: ",")[0] }, (1...12).map { Substring(String($0)) })
     }
 
@@ -129,7 +132,7 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertThrowsError(try TrainingLoop(task: OtherConfig(), options: quietOptions(dir, epochs: 2, resume: true), log: { _ in }).run()) {
             XCTAssertTrue("\($0)".contains("different configuration"), "\($0)")
         }
-        XCTAssertThrowsError(try Checkpoint.load(dir + "/ck.safetensors", expectedKind: "gan")) {
+        XCTAssertThrowsError(try Checkpoint.load(dir + "/checkpoint.safetensors", expectedKind: "gan")) {
             XCTAssertTrue("\($0)".contains("holds a \"linefit\" model, not a \"gan\" one"), "\($0)")
         }
     }

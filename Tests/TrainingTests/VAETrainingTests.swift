@@ -4,6 +4,7 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
 
 /// A temporary folder removed when the test ends.
 private func scratchFolder(_ test: XCTestCase) throws -> String {
@@ -36,7 +37,7 @@ private func tinyConfig(classes: Int = 0) -> VAEConfig {
 }
 
 private func quietOptions(_ folder: String, epochs: Int, resume: Bool = false) -> TrainingOptions {
-    TrainingOptions(epochs: epochs, checkpointPath: folder + "/vae.safetensors", outputDirectory: folder + "/samples",
+    TrainingOptions(runDirectory: folder, epochs: epochs, 
                     resume: resume, handleInterrupts: false, showProgress: false)
 }
 
@@ -77,8 +78,8 @@ final class VAETrainingTests: XCTestCase {
         let csv = try String(contentsOfFile: folder + "/samples/epochs.csv", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(csv.count, 7)
         XCTAssertEqual(csv[0], "epoch,train_neg_elbo,test_neg_elbo,train_s")
-        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/samples/metrics.csv"))
-        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/samples/loss.png"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/metrics.csv"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/loss.png"))
     }
 
     /// Two epochs straight equal one epoch, a checkpoint, and one resumed epoch, bit for bit; and the
@@ -101,14 +102,14 @@ final class VAETrainingTests: XCTestCase {
         }
         XCTAssertEqual(try String(contentsOfFile: folder + "/b/samples/epochs.csv", encoding: .utf8).split(separator: "\n").count, 3)
 
-        let saved = try Checkpoint.load(folder + "/a/vae.safetensors", expectedKind: "vae")
+        let saved = try Checkpoint.load(folder + "/a/checkpoint.safetensors", expectedKind: "vae")
         let config = try saved.config(as: VAEConfig.self)
         XCTAssertEqual(config, tinyConfig())
         let fresh = VAE(config)
         try saved.restore(modules: [("vae", fresh)])
         var g1 = RandomGenerator(seed: 9), g2 = RandomGenerator(seed: 9)
         XCTAssertEqual(straight.sample(count: 4, rng: &g1).scalars, fresh.sample(count: 4, rng: &g2).scalars)
-        XCTAssertThrowsError(try Checkpoint.load(folder + "/a/vae.safetensors", expectedKind: "gan"))
+        XCTAssertThrowsError(try Checkpoint.load(folder + "/a/checkpoint.safetensors", expectedKind: "gan"))
     }
 
     func testEvaluatorIWAEIsBelowTheELBO() throws {

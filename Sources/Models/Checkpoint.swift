@@ -35,7 +35,7 @@ public enum Checkpoint {
                             extraMetadata: [String: String] = [:]) throws {
         var items: [SafeTensors.Item] = []
         for (name, module) in modules {
-            for (tensorName, tensor) in module.stateTensors() { items.append(.float32("\(name).\(tensorName)", tensor)) }
+            for (tensorName, tensor) in module.stateTensors() { items.append(.float32(name.isEmpty ? tensorName : "\(name).\(tensorName)", tensor)) }
         }
         for (name, optimizer) in optimizers {
             for (tensorName, tensor) in optimizer.stateTensors(prefix: "optimizer.\(name).") { items.append(.float32(tensorName, tensor)) }
@@ -66,6 +66,15 @@ public enum Checkpoint {
             throw CheckpointError(path: path, message: "cannot be read (corrupt or not a safetensors file): \(error)")
         }
         guard let kind = file.metadata["forge.kind"] else {
+            // Char checkpoints written before the one schema (weights at nanoGPT's names, `trainer.*`
+            // and `optim.*` state) are read as what they are.
+            if file.metadata["format"] == CharCheckpoint.legacyFormat {
+                let legacy = try CharCheckpoint.upgradeLegacy(file, path: path)
+                if let expectedKind, expectedKind != legacy.kind {
+                    throw CheckpointError(path: path, message: "holds a \"char\" model, not a \"\(expectedKind)\" one")
+                }
+                return legacy
+            }
             throw CheckpointError(path: path, message: "is a safetensors file but not a Forge checkpoint (no forge.kind metadata)")
         }
         if let expectedKind, kind != expectedKind {
@@ -86,7 +95,8 @@ public enum Checkpoint {
             }
             generators[String(name.dropFirst(4))] = RandomGenerator(stateWords: words.map { UInt64(bitPattern: $0) })
         }
-        return LoadedCheckpoint(path: path, kind: kind, configJSON: config, state: state, generators: generators, file: file)
+        return LoadedCheckpoint(path: path, kind: kind, configJSON: config, state: state, generators: generators,
+                                tensors: file.tensors, metadata: file.metadata)
     }
 
     /// Encodes a Codable value as compact JSON with sorted keys (stable across runs).
@@ -105,10 +115,16 @@ public struct LoadedCheckpoint {
     public let state: TrainingState
     /// Saved random generators by name.
     public let generators: [String: RandomGenerator]
-    /// The underlying file (all tensors and metadata).
-    public let file: SafeTensorsFile
+    /// Every tensor in the file by name (modules, optimizer state).
+    public let tensors: [String: Tensor]
+    /// Every metadata entry of the file.
+    public let metadata: [String: String]
 
-    public var metadata: [String: String] { file.metadata }
+    public init(path: String, kind: String, configJSON: String, state: TrainingState, generators: [String: RandomGenerator],
+                tensors: [String: Tensor], metadata: [String: String]) {
+        (self.path, self.kind, self.configJSON, self.state) = (path, kind, configJSON, state)
+        (self.generators, self.tensors, self.metadata) = (generators, tensors, metadata)
+    }
 
     /// Decodes `forge.config` as `T`.
     public func config<T: Decodable>(as type: T.Type) throws -> T {
@@ -128,11 +144,16 @@ public struct LoadedCheckpoint {
         return value
     }
 
-    /// The tensors under `"\(prefix)."`, with the prefix removed.
-    func tensors(under prefix: String) -> [String: Tensor] {
-        let head = prefix + "."
+    /// The tensors under `"\(prefix)."`, with the prefix removed; for the prefix "" the module
+    /// tensors saved at the top level (everything but optimizer state and generator words).
+    public func tensors(under prefix: String) -> [String: Tensor] {
         var out: [String: Tensor] = [:]
-        for (name, tensor) in file.tensors where name.hasPrefix(head) { out[String(name.dropFirst(head.count))] = tensor }
+        if prefix.isEmpty {
+            for (name, tensor) in tensors where !name.hasPrefix("optimizer.") && !name.hasPrefix("rng.") { out[name] = tensor }
+            return out
+        }
+        let head = prefix + "."
+        for (name, tensor) in tensors where name.hasPrefix(head) { out[String(name.dropFirst(head.count))] = tensor }
         return out
     }
 
@@ -163,12 +184,36 @@ public struct LoadedCheckpoint {
     public func restore(optimizers: [(name: String, optimizer: any Optimizer)]) throws {
         for (name, optimizer) in optimizers {
             let prefix = "optimizer.\(name)."
-            let saved = file.tensors.filter { $0.key.hasPrefix(prefix) }
+            let saved = tensors.filter { $0.key.hasPrefix(prefix) }
             do {
                 try optimizer.loadState(saved, prefix: prefix)
             } catch {
                 throw CheckpointError(path: path, message: "optimizer \"\(name)\": \(error)")
             }
         }
+    }
+}
+
+/// Exact position of a run; stored as JSON in `forge.state`.
+public struct TrainingState: Codable, Equatable, Sendable {
+    /// Optimisation steps done in total.
+    public var step: Int = 0
+    /// The current epoch (0-based); equals the number of completed epochs when `stepInEpoch` is 0.
+    public var epoch: Int = 0
+    /// Steps done inside `epoch`.
+    public var stepInEpoch: Int = 0
+    /// Training wall time in seconds, summed over all invocations.
+    public var wallSeconds: Double = 0
+    /// The best value of the task's best metric so far and the step it was reached at (nil: none yet).
+    public var bestValue: Double? = nil
+    public var bestStep: Int? = nil
+    /// The step of the last evaluation (nil: none yet), so a resumed run does not evaluate twice.
+    public var evaluatedStep: Int? = nil
+
+    public init(step: Int = 0, epoch: Int = 0, stepInEpoch: Int = 0, wallSeconds: Double = 0) {
+        self.step = step
+        self.epoch = epoch
+        self.stepInEpoch = stepInEpoch
+        self.wallSeconds = wallSeconds
     }
 }

@@ -2,7 +2,7 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
-import Training
+import Metrics
 
 /// Settings of `forge eval synthetic`.
 public struct SyntheticEvaluationOptions: Sendable {
@@ -51,11 +51,11 @@ public enum SyntheticEvaluation {
     /// Re-labels a synthetic image folder so its ids are the real data's: folder names are matched
     /// to the real class names (as `classFolderName` wrote them). Throws if a folder matches none.
     public static func align(_ synthetic: ImageSet, toClassNames realNames: [String]) throws -> ImageSet {
-        guard synthetic.isLabelled else { throw SamplingError("the synthetic set has no class folders; CAS needs a conditional model's output") }
+        guard synthetic.isLabelled else { throw TrainingError.invalidConfiguration("the synthetic set has no class folders; CAS needs a conditional model's output") }
         let byFolder = Dictionary(uniqueKeysWithValues: realNames.enumerated().map { (classFolderName($0.element), $0.offset) })
         let mapping = try synthetic.classNames.map { name -> Int in
             guard let id = byFolder[name] ?? realNames.firstIndex(of: name) else {
-                throw SamplingError("synthetic class folder \"\(name)\" matches no real class (\(realNames.joined(separator: ", ")))")
+                throw TrainingError.invalidConfiguration("synthetic class folder \"\(name)\" matches no real class (\(realNames.joined(separator: ", ")))")
             }
             return id
         }
@@ -81,8 +81,7 @@ public enum SyntheticEvaluation {
         if let problem = config.problem { throw TrainingError.invalidConfiguration(problem) }
         let classifier = ImageClassifier(config)
         let task = try ClassifierTrainingTask(classifier: classifier, data: data)
-        let options = TrainingOptions(epochs: epochs, checkpointPath: directory + "/\(name).safetensors",
-                                      outputDirectory: directory + "/\(name)", logEvery: 100,
+        let options = TrainingOptions(runDirectory: directory + "/\(name)", epochs: epochs, logEvery: 100,
                                       handleInterrupts: false, showProgress: showProgress, isTerminal: false)
         _ = try TrainingLoop(task: task, options: options, log: log).run()
         return classifier
@@ -92,12 +91,12 @@ public enum SyntheticEvaluation {
     /// measures the feature distance (features capped at `featureCap` images per set).
     public static func run(real: ImageSet, synthetic: ImageSet, test: ImageSet, options: SyntheticEvaluationOptions,
                            featureCap: Int = 10_000, log: @escaping (String) -> Void = { _ in }) throws -> SyntheticEvaluationResult {
-        guard real.isLabelled, test.isLabelled else { throw SamplingError("the real training and test sets need labels") }
+        guard real.isLabelled, test.isLabelled else { throw TrainingError.invalidConfiguration("the real training and test sets need labels") }
         guard test.classNames == real.classNames else {
-            throw SamplingError("the real test set's classes (\(test.classNames)) differ from the training set's (\(real.classNames))")
+            throw TrainingError.invalidConfiguration("the real test set's classes (\(test.classNames)) differ from the training set's (\(real.classNames))")
         }
         guard synthetic.channels == real.channels, synthetic.size == real.size else {
-            throw SamplingError("synthetic images are \(synthetic.channels)×\(synthetic.size)², real ones \(real.channels)×\(real.size)²")
+            throw TrainingError.invalidConfiguration("synthetic images are \(synthetic.channels)×\(synthetic.size)², real ones \(real.channels)×\(real.size)²")
         }
         let aligned = try align(synthetic, toClassNames: real.classNames)
         let realTrain = options.realLimit.map { subset(real, count: $0, seed: options.classifier.seed) } ?? real
