@@ -23,15 +23,14 @@ if [ ! -x "$FORGE" ]; then
 fi
 
 # A fresh run each time (no --resume): about $MINUTES minutes, then a checkpoint and the grids.
-"$FORGE" train gan --data "$DATA" --size 32 --conditional on --minutes "$MINUTES" \
-    --out checkpoints/demo --samples samples/demo
-# One row per class (10 classes x 8 columns) from the saved checkpoint.
-"$FORGE" sample gan --checkpoint checkpoints/demo.safetensors --count 80 --seed 1 --out samples/demo/grid.png
+"$FORGE" train gan --data "$DATA" --size 32 --conditional on --minutes "$MINUTES" --out checkpoints/demo
+# One row per class (10 classes x 8 columns) from the run's checkpoint.
+"$FORGE" sample gan --checkpoint checkpoints/demo --count 80 --seed 1 --out samples/demo/grid.png
 
 echo
 echo "demo: sample grid (one row per class: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot)"
 echo "      $(pwd)/samples/demo/grid.png"
-echo "      training progress: samples/demo/latest.png, samples/demo/loss.png, samples/demo/metrics.csv"
+echo "      the run folder: checkpoints/demo/ (checkpoint.safetensors, metrics.csv, loss.png, samples/latest.png)"
 
 # The shipped char transformer: no training needed, `forge sample char` finds checkpoints/ by itself.
 echo

@@ -26,9 +26,10 @@ public struct CharCheckpoint {
     /// The checkpoint kind.
     public static let kind = "char"
 
-    /// Loads a Forge char checkpoint (either layout), or a nanoGPT state dict exported to safetensors
+    /// Loads a Forge char checkpoint (either layout; a run folder gives its best.safetensors), or a nanoGPT state dict exported to safetensors
     /// (pass `heads` when its metadata has no `n_head`; without a `vocab` entry the vocabulary is empty).
-    public static func load(path: String, heads: Int? = nil) throws -> CharCheckpoint {
+    public static func load(path pathOrFolder: String, heads: Int? = nil) throws -> CharCheckpoint {
+        let path = Checkpoint.file(at: pathOrFolder)
         let file: SafeTensorsFile
         do {
             file = try SafeTensors.read(URL(fileURLWithPath: path))

@@ -54,8 +54,18 @@ public enum Checkpoint {
         try SafeTensors.write(items: items, metadata: metadata, to: URL(fileURLWithPath: path))
     }
 
-    /// Reads and checks a checkpoint; `expectedKind` (e.g. "gan") refuses checkpoints of other model families.
-    public static func load(_ path: String, expectedKind: String? = nil) throws -> LoadedCheckpoint {
+    /// The file a path names: a checkpoint file as it is, or for a run folder its `best.safetensors`
+    /// when it has one (the best evaluation), else its `checkpoint.safetensors` (the latest state).
+    public static func file(at path: String) -> String {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else { return path }
+        let best = path + "/best.safetensors"
+        return FileManager.default.fileExists(atPath: best) ? best : path + "/checkpoint.safetensors"
+    }
+
+    /// Reads and checks a checkpoint (a file, or a run folder: see `file(at:)`); `expectedKind` (e.g. "gan") refuses checkpoints of other model families.
+    public static func load(_ pathOrFolder: String, expectedKind: String? = nil) throws -> LoadedCheckpoint {
+        let path = file(at: pathOrFolder)
         guard FileManager.default.fileExists(atPath: path) else {
             throw CheckpointError(path: path, message: "no such file")
         }
