@@ -62,7 +62,7 @@ public enum IDX {
     /// `(N, channels, size, size)` in [-1, 1]; 28×28 images are resized with bilinear
     /// interpolation when enlarging (area averaging when shrinking).
     public static func loadImageSet(images imagesPath: String, labels labelsPath: String, size: Int? = nil, channels: Int = 1,
-                                    classNames: [String]? = nil) throws -> ImageSet {
+                                    classNames: [String]? = nil, classSource: String? = nil) throws -> ImageSet {
         guard channels == 1 || channels == 3 else { throw DataIOError.invalidArgument("IDX: channels must be 1 or 3, got \(channels)") }
         let images = try read(path: imagesPath, rank: 3)
         let labels = try read(path: labelsPath, rank: 1)
@@ -74,7 +74,15 @@ public enum IDX {
         let size = size ?? height
         guard size > 0 else { throw DataIOError.invalidArgument("IDX: size must be positive, got \(size)") }
         let labelValues = labels.bytes.map { Int($0) }
-        let names = classNames ?? (0...(labelValues.max() ?? 0)).map(String.init)
+        var names: [String], namesSource: String
+        if let classNames {
+            (names, namesSource) = (classNames, classSource ?? "given")
+        } else if let known = IDX.recognisedClassNames(labels: labelValues) {
+            (names, namesSource) = (known, "Fashion-MNIST's names (recognised by its label files)")
+        } else {
+            names = (0...(labelValues.max() ?? 0)).map(String.init)
+            namesSource = "numbered (put the names in classes.txt beside the IDX files, one per line)"
+        }
         if let bad = labelValues.first(where: { $0 >= names.count }) {
             throw DataIOError.invalidIDX(path: labelsPath, message: "label \(bad) has no class name (\(names.count) classes)")
         }
@@ -94,7 +102,7 @@ public enum IDX {
                 }
             }
         }
-        return ImageSet(images: tensor, labels: labelValues, classNames: names)
+        return ImageSet(images: tensor, labels: labelValues, classNames: names, classSource: namesSource)
     }
 
     /// Which part of a dataset to load.
@@ -123,11 +131,27 @@ public enum IDX {
         return wanted.map { (images: $0.0, labels: $0.1) }
     }
 
-    /// Class names for the dataset in `folder`: Fashion-MNIST's when the folder name says
-    /// fashion-mnist, otherwise nil (labels are then named by their numbers).
-    static func knownClassNames(for folder: String) -> [String]? {
-        let name = URL(fileURLWithPath: folder).standardizedFileURL.lastPathComponent.lowercased()
-        return name.contains("fashion") ? fashionMNISTClassNames : nil
+    /// Fashion-MNIST's names when `labels` is its training or test label file (60,000 or 10,000
+    /// labels starting with its first 16), whatever the folder is called; nil otherwise.
+    static func recognisedClassNames(labels: [Int]) -> [String]? {
+        let starts: [Int: [Int]] = [60_000: [9, 0, 0, 3, 0, 2, 7, 2, 5, 5, 0, 9, 5, 5, 7, 9],
+                                    10_000: [9, 2, 1, 1, 6, 1, 4, 6, 5, 7, 4, 5, 7, 3, 4, 1]]
+        guard let start = starts[labels.count], Swift.Array(labels.prefix(16)) == start else { return nil }
+        return fashionMNISTClassNames
+    }
+
+    /// The class names in `folder/classes.txt` (one per line, blank lines at the end ignored), or nil
+    /// when there is no such file.
+    public static func classNamesFile(in folder: String) throws -> [String]? {
+        let path = folder + "/classes.txt"
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let text = String(decoding: try FileIO.readBytes(path), as: UTF8.self)
+        var names = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        while names.last?.isEmpty == true { names.removeLast() }
+        guard !names.isEmpty, !names.contains(where: \.isEmpty), Set(names).count == names.count else {
+            throw DataIOError.invalidArgument("\(path): needs one distinct, non-empty class name per line")
+        }
+        return names
     }
 }
 
@@ -150,7 +174,7 @@ public enum ImageDataset {
         guard isFolder.boolValue else { throw DataIOError.invalidArgument("\(root): --data must be a folder (of images or of IDX files)") }
         if let pair = IDX.findFiles(in: root, split: split) {
             return try IDX.loadImageSet(images: pair.images, labels: pair.labels, size: size, channels: channels,
-                                        classNames: IDX.knownClassNames(for: root))
+                                        classNames: try IDX.classNamesFile(in: root), classSource: "classes.txt")
         }
         if IDX.findFiles(in: root, split: split == .train ? .test : .train) != nil {
             throw DataIOError.emptyDataset(path: root, message: "has IDX files but no \(split == .train ? "training (train-*)" : "held-out (t10k-* or test-*)") pair")

@@ -97,7 +97,8 @@ public final class ImageFolder: @unchecked Sendable {
             }
         }
         let labels = listing.classNames.isEmpty ? [] : keep.map { listing.files[$0].label }
-        let imageSet = ImageSet(images: images, labels: labels, classNames: listing.classNames)
+        let imageSet = ImageSet(images: images, labels: labels, classNames: listing.classNames,
+                                classSource: listing.classNames.isEmpty ? "" : "the sub-folder names")
         let files = keep.map { listing.files[$0].path }
         (self.imageSet, self.files, self.skipped, loadedFromCache) = (imageSet, files, skipped, false)
 

@@ -9,13 +9,16 @@ public struct ImageSet: @unchecked Sendable {
     public let labels: [Int]
     /// Class names by id (`labels` index into this); empty when unlabelled.
     public let classNames: [String]
+    /// Where the class names came from, for the user ("the sub-folder names", "classes.txt", …); "" when unknown.
+    public let classSource: String
 
-    public init(images: Tensor, labels: [Int], classNames: [String]) {
+    public init(images: Tensor, labels: [Int], classNames: [String], classSource: String = "") {
         precondition(images.shape.count == 4, "ImageSet: images must be (N, C, H, W), got \(images.shape)")
         precondition(labels.isEmpty || labels.count == images.shape[0], "ImageSet: \(labels.count) labels for \(images.shape[0]) images")
         self.images = images
         self.labels = labels
         self.classNames = classNames
+        self.classSource = classSource
     }
 
     public var count: Int { images.shape[0] }

@@ -45,7 +45,7 @@ struct TrainClassifier: ParsableCommand {
     func run() throws {
         let runDirectory = training.runDirectory(kind: "classifier", data: data)
         let set = try ImageDataset.load(path: data, size: size, channels: defaultChannels(data, channels))
-        say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size), \(set.classNames.count) classes from \(data)")
+        say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size), \(set.classNames.count) classes from \(data), named from \(set.classSource)")
         var config = ClassifierConfig()
         (config.imageSize, config.channels, config.classCount) = (size, set.channels, set.classNames.count)
         (config.width, config.featureDim, config.learningRate, config.batchSize, config.seed) = (width, features, lr, batch, training.seedValue)

@@ -81,7 +81,7 @@ struct TrainGAN: ParsableCommand {
         let start = Date()
         let set = try ImageDataset.load(path: data, size: imageSize, channels: channelCount)
         say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size) from \(data)"
-              + (set.isLabelled ? ", \(set.classNames.count) classes" : "")
+              + (set.isLabelled ? ", \(set.classNames.count) classes, named from \(set.classSource)" : "")
               + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
         if !fromCheckpoint {
             let hasClasses = set.isLabelled && set.classNames.count >= 2

@@ -94,8 +94,9 @@ struct TrainVAE: ParsableCommand {
                 (train, heldOut) = try VAEData.split(train, heldOutFraction: fraction, seed: fromCheckpoint ? config.seed : training.seedValue)
                 heldOutName = String(format: "%.0f%% of %@", fraction * 100, data)
             }
-            print("data: \(train.count) training images \(train.channels)x\(train.size)x\(train.size) from \(data), "
-                  + "\(heldOut.count) held out from \(heldOutName)" + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
+            say("data: \(train.count) training images \(train.channels)x\(train.size)x\(train.size) from \(data), "
+                  + "\(heldOut.count) held out from \(heldOutName)" + String(format: " (%.1f s)", Date().timeIntervalSince(start))
+                  + (train.isLabelled ? "; \(train.classNames.count) classes, named from \(train.classSource)" : ""))
             if !fromCheckpoint {
                 config.arch = arch
                 config.imageSize = size
@@ -114,7 +115,7 @@ struct TrainVAE: ParsableCommand {
             }
             if let problem = config.problem { throw ValidationError(problem) }
             let vae = VAE(config)
-            print("model: VAE \(config.arch.rawValue) \(config.channels)x\(config.imageSize)x\(config.imageSize), latent \(config.latent), "
+            say("model: VAE \(config.arch.rawValue) \(config.channels)x\(config.imageSize)x\(config.imageSize), latent \(config.latent), "
                   + "hidden \(config.hidden), \(config.likelihood.rawValue) likelihood"
                   + (config.isConditional ? ", conditional on \(config.classCount) classes" : "")
                   + ", \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
