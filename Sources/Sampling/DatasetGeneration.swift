@@ -213,6 +213,8 @@ public final class ImageDatasetGenerator {
         let (wanted, total) = (plan.wanted, plan.total)
 
         let writer = BatchWriter()
+        // On an error, wait for the batch in flight: nothing is written after `run` has returned.
+        defer { writer.waitForQueuedBatches() }
         let batchSize = options.batchSize
         var done = 0
         for batchStart in stride(from: 0, to: items.count, by: batchSize) {
@@ -254,9 +256,13 @@ final class BatchWriter: @unchecked Sendable {
 
     /// Queues a batch; blocks while two batches are already waiting. Throws an earlier batch's error.
     func write(_ images: [(path: String, image: Image)]) throws {
-        slots.wait()
-        let work = images.map { ($0.path, $0.image) }
+        // Nothing may throw between `wait` and handing the slot to the block that signals it: a
+        // semaphore freed below its initial value traps in libdispatch (SIGILL, no message), which
+        // is how a full disk used to kill `forge generate images`. An error that arrives while we
+        // wait is caught by the block (it skips the batch) and thrown by the next call or `finish`.
         try checkError()
+        let work = images.map { ($0.path, $0.image) }
+        slots.wait()
         queue.async { [self] in
             defer { slots.signal() }
             guard currentError() == nil else { return }
@@ -271,6 +277,9 @@ final class BatchWriter: @unchecked Sendable {
     private func currentError() -> Error? { lock.lock(); defer { lock.unlock() }; return firstError }
 
     func checkError() throws { if let error = currentError() { throw error } }
+
+    /// Returns when every queued batch has been written (or skipped after an error).
+    func waitForQueuedBatches() { queue.sync {} }
 
     /// Waits for every queued batch, flushes the file system once; rethrows the first write error.
     func finish() throws {
