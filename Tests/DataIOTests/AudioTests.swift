@@ -87,9 +87,9 @@ final class AudioTests: XCTestCase {
         XCTAssertEqual(folder.files.map { ($0 as NSString).lastPathComponent }, ["whole.wav"])
         XCTAssertEqual(folder.skipped.map { ($0.path as NSString).lastPathComponent }, ["cut.wav"])
         XCTAssertEqual(warnings.count, 1)
-        XCTAssertTrue(warnings[0].hasPrefix("warning: skipping ") && warnings[0].contains("cut.wav: truncated: its data chunk declares 16000 bytes"),
-                      warnings.first ?? "")
-        XCTAssertEqual(warnings[0].components(separatedBy: "cut.wav").count, 2, "the warning names the file once: \(warnings[0])")
+        let warning = warnings.first ?? ""
+        XCTAssertTrue(warning.hasPrefix("warning: skipping ") && warning.contains("cut.wav: truncated: its data chunk declares 16000 bytes"), warning)
+        XCTAssertEqual(warning.components(separatedBy: "cut.wav").count, 2, "the warning names the file once: \(warning)")
     }
 
     /// The chunk walk that finds a cut-short data chunk steps over other chunks, odd-sized ones
