@@ -95,7 +95,8 @@ public enum AudioIO {
     /// Decodes audio file `bytes` held in memory (libsndfile through a virtual file); `source`
     /// names them in errors. Refuses a file that ends before the audio its header declares: a WAV or
     /// AIFF whose data chunk is cut short (libsndfile itself would quietly return the frames that are
-    /// there), or any file that decodes to fewer frames than its header claims.
+    /// there), or any file that decodes to fewer frames than its header claims (MPEG aside, whose
+    /// count is an estimate).
     public static func decode(bytes: [UInt8], source: String = "<memory>", mono: Bool = false) throws -> AudioClip {
         if let problem = truncatedDataChunk(bytes) {
             throw DataIOError.invalidAudio(path: source, message: problem)
@@ -134,9 +135,12 @@ public enum AudioIO {
         var samples = [Float](repeating: 0, count: Int(claimed))
         let read = samples.withUnsafeMutableBufferPointer { sf_readf_float(file, $0.baseAddress, info.frames) }
         guard read > 0 else { throw DataIOError.invalidAudio(path: source, message: "no frames could be decoded: \(String(cString: sf_strerror(file)))") }
-        guard read == info.frames else {
+        // MPEG streams' frame counts are estimates; every other format's header gives the exact count.
+        let exactCount = info.format & Int32(SF_FORMAT_TYPEMASK) != Int32(SF_FORMAT_MPEG)
+        guard read == info.frames || !exactCount else {
             throw DataIOError.invalidAudio(path: source, message: "truncated or corrupt: \(read) of the \(info.frames) frames its header declares could be decoded")
         }
+        samples.removeLast(samples.count - Int(read) * channels)
         let clip = AudioClip(samples: samples, channels: channels, sampleRate: Int(info.samplerate))
         return mono ? clip.mixedToMono() : clip
     }
