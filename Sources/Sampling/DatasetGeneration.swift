@@ -396,11 +396,14 @@ public struct Manifest: Equatable, Sendable {
     /// The CSV text (RFC 4180 quoting where a field needs it).
     public func csv() -> String {
         var out = (recordsItemSHA256 ? Self.headerWithItemSHA256 : Self.header).joined(separator: ",") + "\n"
+        // The run's columns are the same on every row: quoted once (the manifest is rewritten while
+        // items are written, see ItemCommitter).
+        let runFields = "," + [checkpoint, checkpointSHA256, modelKind, parameters].map(csvField).joined(separator: ",")
         for row in rows {
-            var fields = [row.file, String(row.index), String(row.label), row.className, String(row.seed),
-                          checkpoint, checkpointSHA256, modelKind, parameters]
-            if recordsItemSHA256 { fields.append(row.sha256 ?? "") }
-            out += fields.map(csvField).joined(separator: ",") + "\n"
+            out += [row.file, String(row.index), String(row.label), row.className, String(row.seed)].map(csvField).joined(separator: ",")
+            out += runFields
+            if recordsItemSHA256 { out += "," + (row.sha256 ?? "") }
+            out += "\n"
         }
         return out
     }

@@ -95,10 +95,11 @@ struct GenerationPlan {
 
 /// Puts written items in place only after the manifest records their sha256, so every file under an
 /// item's name has its hash in `manifest.csv` and `--resume` can tell it from a file swapped in. The
-/// generator writes each item to a temporary file beside it and `add`s it; at most every
-/// `interval` seconds (and at `commit`) the manifest is rewritten with the new hashes, then the
-/// temporaries are renamed into place. A run killed in between leaves temporaries, which `--resume`
-/// removes; rewriting the manifest once per batch instead would cost O(items²) bytes written.
+/// generator writes each item to a temporary file beside it and `add`s it; every `interval` seconds
+/// (and at `commit`) the manifest is rewritten with the new hashes, then the temporaries are renamed
+/// into place. A run killed in between leaves temporaries, which `--resume` removes. Rewriting the
+/// manifest once per batch instead would cost O(items²) bytes written; the interval also stretches to
+/// 10× the time the last rewrite took, so a manifest of many thousand rows costs at most ~10% of the run.
 /// Not thread-safe: use it from one thread or serial queue.
 final class ItemCommitter {
     private var manifest: Manifest
@@ -106,6 +107,8 @@ final class ItemCommitter {
     private let interval: TimeInterval
     private var pending: [(temporary: String, path: String)] = []
     private var lastCommit = Date()
+    /// Seconds the last manifest rewrite took.
+    private var lastCommitCost: TimeInterval = 0
 
     init(plan: GenerationPlan, interval: TimeInterval = 1) {
         (manifest, manifestPath, self.interval) = (plan.manifest, plan.manifestPath, interval)
@@ -116,14 +119,16 @@ final class ItemCommitter {
     func add(temporary: String, path: String, index: Int, sha256: String) throws {
         manifest.rows[index].sha256 = sha256
         pending.append((temporary, path))
-        if Date().timeIntervalSince(lastCommit) >= interval { try commit() }
+        if Date().timeIntervalSince(lastCommit) >= max(interval, 10 * lastCommitCost) { try commit() }
     }
 
     /// Writes the manifest with every recorded hash, then renames the pending items into place.
     func commit() throws {
         guard !pending.isEmpty else { return }
+        let start = Date()
         do {
             try FileIO.writeAtomically(Array(manifest.csv().utf8), to: manifestPath)
+            lastCommitCost = Date().timeIntervalSince(start)
         } catch {
             discardPending()
             throw error

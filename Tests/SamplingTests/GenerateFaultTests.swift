@@ -94,3 +94,29 @@ final class GenerateFaultTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out).sorted(), after)
     }
 }
+
+/// What recording item hashes costs (prints only; `FORGE_BENCH=1 swift test -c release --filter GenerateHashBenchmarks`).
+final class GenerateHashBenchmarks: XCTestCase {
+    func testManifestRewriteAndGenerationThroughput() throws {
+        guard ProcessInfo.processInfo.environment["FORGE_BENCH"] == "1" else { throw XCTSkip("set FORGE_BENCH=1 to run") }
+        let dir = NSTemporaryDirectory() + "forge-generate-bench-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let checkpoint = dir + "/model.bin"
+        try FileIO.writeAtomically(Array("stand-in checkpoint".utf8), to: checkpoint)
+        let count = 10_000
+        let generator = try ImageDatasetGenerator(source: SlowNoiseSource(delay: 0), checkpointPath: checkpoint,
+                                                  options: ImageGenerationOptions(count: count, batchSize: 100), outputDirectory: dir + "/out")
+        var manifest = generator.manifest
+        for i in manifest.rows.indices { manifest.rows[i].sha256 = SHA256.hexDigest(Array(String(i).utf8)) }
+        var start = Date()
+        let text = manifest.csv()
+        let csvSeconds = Date().timeIntervalSince(start)
+        start = Date()
+        try FileIO.writeAtomically(Array(text.utf8), to: dir + "/manifest-copy.csv")
+        print(String(format: "manifest of %d rows: %.1f MB, csv() %.3f s, atomic write %.3f s", count, Double(text.utf8.count) / 1e6,
+                     csvSeconds, Date().timeIntervalSince(start)))
+        let report = try generator.run()
+        print(String(format: "generated %d 16x16 noise PNGs: %.0f items/s (%.2f s)", report.written, report.itemsPerSecond, report.seconds))
+    }
+}
