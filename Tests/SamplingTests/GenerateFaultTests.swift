@@ -93,6 +93,61 @@ final class GenerateFaultTests: XCTestCase {
         Thread.sleep(forTimeInterval: 0.2)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out).sorted(), after)
     }
+
+    /// The case itself: `generate images` into a 1 MB tmpfs: the manifest fits, the items (a 4 KB page each) do not. Needs root to
+    /// mount it (CI runs as root); skips with the reason elsewhere.
+    func testGenerateImagesOnAFullDiskFailsWithAMessageAndLeavesNoTemporaries() throws {
+        if isFaultChild { return }
+        guard getuid() == 0 else { throw XCTSkip("mounting a small tmpfs needs root") }
+        let mountPoint = try folder()
+        guard run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint]) == 0 else {
+            throw XCTSkip("cannot mount a tmpfs here (no CAP_SYS_ADMIN?)")
+        }
+        defer { _ = run("/bin/umount", [mountPoint]) }
+        setenv("FORGE_FULL_DISK_DIR", mountPoint, 1)
+        defer { unsetenv("FORGE_FULL_DISK_DIR") }
+        let (stderr, crashed, status) = try runFaultChild("SamplingTests.GenerateFaultTests/testChildGenerateOntoAFullDisk")
+        XCTAssertFalse(crashed, "the generator trapped on a full disk:\n\(stderr.suffix(800))")
+        XCTAssertEqual(status, 0, "the child's assertions failed:\n\(stderr.suffix(800))")
+        XCTAssertTrue(stderr.contains("fault-child: generation failed: ") && stderr.contains("No space left on device"),
+                      "child output:\n\(stderr.suffix(800))")
+    }
+
+    /// Run only as the child of the full-disk test, in the tmpfs it mounted.
+    func testChildGenerateOntoAFullDisk() throws {
+        guard isFaultChild, let root = ProcessInfo.processInfo.environment["FORGE_FULL_DISK_DIR"] else { return }
+        let checkpoint = root + "/model.bin"
+        try FileIO.writeAtomically(Array("stand-in checkpoint".utf8), to: checkpoint)
+        let out = root + "/out"
+        let generator = try ImageDatasetGenerator(source: SlowNoiseSource(delay: 0.01), checkpointPath: checkpoint,
+                                                  options: ImageGenerationOptions(count: 600, batchSize: 16), outputDirectory: out)
+        do {
+            _ = try generator.run()
+            XCTFail("600 items fitted into 1 MB")
+        } catch {
+            FileHandle.standardError.write(Data("fault-child: generation failed: \(error)\n".utf8))
+        }
+        let left = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.contains(".tmp-") }
+        XCTAssertEqual(left, [], "temporary files left behind")
+        // What is in place is what the manifest records: a resume on a disk with room keeps exactly those.
+        let manifest = try Manifest.read(path: out + "/manifest.csv")
+        for row in manifest.rows {
+            let path = out + "/" + row.file
+            if let sha256 = row.sha256 { XCTAssertEqual(try SHA256.hexDigest(ofFile: path), sha256, row.file) }
+            else { XCTAssertFalse(FileManager.default.fileExists(atPath: path), "\(row.file) is in place without a recorded hash") }
+        }
+    }
+
+    private func run(_ tool: String, _ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return -1 }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
 }
 
 /// What recording item hashes costs (prints only; `FORGE_BENCH=1 swift test -c release --filter GenerateHashBenchmarks`).
