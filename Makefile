@@ -11,7 +11,7 @@ ifneq ($(BLAS_CORE),)
 export OPENBLAS_CORETYPE := $(BLAS_CORE)
 endif
 
-.PHONY: deps build test demo bench clean
+.PHONY: deps build test demo bench fuzz fuzz-build clean
 
 ## deps: install the Debian packages Forge links against (once; nothing when all are present)
 deps:
@@ -37,5 +37,15 @@ demo: build
 bench: build
 	scripts/bench.sh
 
+## fuzz-build: the libFuzzer harnesses of Fuzz/ (swiftc -sanitize=fuzzer,address) in .build-fuzz/
+fuzz-build: deps
+	Fuzz/build.sh
+
+## fuzz: build the harnesses, then fuzz every decoder of untrusted bytes (PNG, JPEG, WAV, IDX,
+## safetensors, JSON) for FUZZ_SECONDS each (default 30), one after another; fails on any crash.
+## `Fuzz/run.sh -merge TARGET -- -runs=1000000` runs longer and folds new coverage into Fuzz/corpus.
+fuzz: fuzz-build
+	Fuzz/run.sh
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

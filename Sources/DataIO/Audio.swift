@@ -87,31 +87,90 @@ public enum AudioIO {
     public enum Encoding: Sendable { case pcm16, float32 }
 
     /// Reads a WAV, FLAC, OGG/Vorbis (or any format libsndfile knows) file as Float32 in
-    /// [-1, 1]; `mono` mixes the channels down.
+    /// [-1, 1]; `mono` mixes the channels down. A truncated file is an error (see `decode`).
     public static func read(path: String, mono: Bool = false) throws -> AudioClip {
-        var info = SF_INFO()
-        guard let file = sf_open(path, Int32(SFM_READ), &info) else {
-            throw DataIOError.invalidAudio(path: path, message: String(cString: sf_strerror(nil)))
+        try decode(bytes: FileIO.readBytes(path), source: path, mono: mono)
+    }
+
+    /// Decodes audio file `bytes` held in memory (libsndfile through a virtual file); `source`
+    /// names them in errors. Refuses a file that ends before the audio its header declares: a WAV or
+    /// AIFF whose data chunk is cut short (libsndfile itself would quietly return the frames that are
+    /// there), or any file that decodes to fewer frames than its header claims (MPEG aside, whose
+    /// count is an estimate).
+    public static func decode(bytes: [UInt8], source: String = "<memory>", mono: Bool = false) throws -> AudioClip {
+        if let problem = truncatedDataChunk(bytes) {
+            throw DataIOError.invalidAudio(path: source, message: problem)
         }
-        defer { sf_close(file) }
+        return try bytes.withUnsafeBufferPointer { buffer in
+            let reader = MemoryFile(buffer)
+            var io = SF_VIRTUAL_IO(
+                get_filelen: { MemoryFile.from($0).length },
+                seek: { offset, whence, user in MemoryFile.from(user).seek(offset, whence) },
+                read: { destination, count, user in MemoryFile.from(user).read(into: destination, count) },
+                write: { _, _, _ in 0 },
+                tell: { MemoryFile.from($0).position })
+            var info = SF_INFO()
+            guard let file = sf_open_virtual(&io, Int32(SFM_READ), &info, Unmanaged.passUnretained(reader).toOpaque()) else {
+                throw DataIOError.invalidAudio(path: source, message: String(cString: sf_strerror(nil)))
+            }
+            defer { sf_close(file) }
+            return try withExtendedLifetime(reader) {
+                try decodeOpened(file, info, byteCount: bytes.count, source: source, mono: mono)
+            }
+        }
+    }
+
+    private static func decodeOpened(_ file: OpaquePointer, _ info: SF_INFO, byteCount: Int, source: String, mono: Bool) throws -> AudioClip {
         guard info.channels > 0, info.samplerate > 0 else {
-            throw DataIOError.invalidAudio(path: path, message: "bad header (\(info.channels) channels at \(info.samplerate) Hz)")
+            throw DataIOError.invalidAudio(path: source, message: "bad header (\(info.channels) channels at \(info.samplerate) Hz)")
         }
-        guard info.frames > 0 else { throw DataIOError.invalidAudio(path: path, message: "file holds no audio frames") }
+        guard info.frames > 0 else { throw DataIOError.invalidAudio(path: source, message: "file holds no audio frames") }
         // The frame count comes from the header: check it against the file size before allocating.
-        let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
         let channels = Int(info.channels)
         let (claimed, overflow) = Int64(info.frames).multipliedReportingOverflow(by: Int64(channels))
         // Compressed formats can expand; allow a generous 64 samples per stored byte.
-        guard !overflow, claimed <= max(fileSize, 1) * 64 else {
-            throw DataIOError.invalidAudio(path: path, message: "header claims \(info.frames) frames, more than the \(fileSize)-byte file can hold")
+        guard !overflow, claimed <= Int64(max(byteCount, 1)) * 64 else {
+            throw DataIOError.invalidAudio(path: source, message: "header claims \(info.frames) frames, more than the \(byteCount)-byte file can hold")
         }
         var samples = [Float](repeating: 0, count: Int(claimed))
         let read = samples.withUnsafeMutableBufferPointer { sf_readf_float(file, $0.baseAddress, info.frames) }
-        guard read > 0 else { throw DataIOError.invalidAudio(path: path, message: "no frames could be decoded: \(String(cString: sf_strerror(file)))") }
+        guard read > 0 else { throw DataIOError.invalidAudio(path: source, message: "no frames could be decoded: \(String(cString: sf_strerror(file)))") }
+        // MPEG streams' frame counts are estimates; every other format's header gives the exact count.
+        let exactCount = info.format & Int32(SF_FORMAT_TYPEMASK) != Int32(SF_FORMAT_MPEG)
+        guard read == info.frames || !exactCount else {
+            throw DataIOError.invalidAudio(path: source, message: "truncated or corrupt: \(read) of the \(info.frames) frames its header declares could be decoded")
+        }
         samples.removeLast(samples.count - Int(read) * channels)
         let clip = AudioClip(samples: samples, channels: channels, sampleRate: Int(info.samplerate))
         return mono ? clip.mixedToMono() : clip
+    }
+
+    /// Why a RIFF/WAVE (or RIFX) or AIFF file is cut short, or nil: its sample data chunk (`data`,
+    /// `SSND`) declares more bytes than follow it. Sizes 0 and 0xFFFFFFFF mean "unknown" (streamed
+    /// files) and are not judged; other formats are left to the decoder.
+    static func truncatedDataChunk(_ bytes: [UInt8]) -> String? {
+        guard bytes.count >= 12 else { return nil }
+        let tag = { (at: Int) in String(decoding: bytes[at..<(at + 4)], as: UTF8.self) }
+        let bigEndian: Bool, dataID: String
+        switch (tag(0), tag(8)) {
+        case ("RIFF", "WAVE"): (bigEndian, dataID) = (false, "data")
+        case ("RIFX", "WAVE"): (bigEndian, dataID) = (true, "data")
+        case ("FORM", "AIFF"), ("FORM", "AIFC"): (bigEndian, dataID) = (true, "SSND")
+        default: return nil
+        }
+        var offset = 12
+        while offset + 8 <= bytes.count {
+            let b = bytes[(offset + 4)..<(offset + 8)].map(UInt64.init)
+            let size = bigEndian ? b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3] : b[3] << 24 | b[2] << 16 | b[1] << 8 | b[0]
+            let available = UInt64(bytes.count - offset - 8)
+            if tag(offset) == dataID {
+                guard size != 0, size != 0xFFFF_FFFF, size > available else { return nil }
+                return "truncated: its \(dataID) chunk declares \(size) bytes of samples but the file ends \(available) bytes into it (after \(bytes.count) bytes)"
+            }
+            guard size <= available else { return nil }   // a cut-short chunk before the data: the decoder says what is wrong
+            offset += 8 + Int(size) + Int(size & 1)          // chunks are padded to an even size
+        }
+        return nil
     }
 
     /// Writes `clip` as a WAV file (16-bit PCM, clipped to [-1, 1], or 32-bit float), atomically.
@@ -214,8 +273,14 @@ public final class AudioFolder: @unchecked Sendable {
             case let .success(samples):
                 kept.append(samples); labels.append(candidates[i].label); files.append(candidates[i].path)
             case let .failure(error):
-                warn("warning: skipping \(candidates[i].path): \(error)")
-                skipped.append((candidates[i].path, error.description))
+                // As ImageFolder does: the line names the file once, then what is wrong with it.
+                let reason: String
+                switch error {
+                case let .io(_, message), let .invalidAudio(_, message): reason = message
+                default: reason = error.description
+                }
+                warn("warning: skipping \(candidates[i].path): \(reason)")
+                skipped.append((candidates[i].path, reason))
             }
         }
         guard !kept.isEmpty else {
@@ -226,5 +291,38 @@ public final class AudioFolder: @unchecked Sendable {
         self.classNames = classNames
         self.files = files
         self.skipped = skipped
+    }
+}
+
+/// The read side of a file held in memory, for `sf_open_virtual`.
+private final class MemoryFile {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var position: sf_count_t = 0
+    init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+    static func from(_ user: UnsafeMutableRawPointer?) -> MemoryFile { Unmanaged<MemoryFile>.fromOpaque(user!).takeUnretainedValue() }
+
+    var length: sf_count_t { sf_count_t(bytes.count) }
+
+    func seek(_ offset: sf_count_t, _ whence: Int32) -> sf_count_t {
+        let base: sf_count_t
+        switch whence {
+        case SEEK_SET: base = 0
+        case SEEK_CUR: base = position
+        case SEEK_END: base = length
+        default: return -1
+        }
+        let (target, overflow) = base.addingReportingOverflow(offset)
+        guard !overflow, target >= 0 else { return -1 }
+        position = target
+        return position
+    }
+
+    func read(into destination: UnsafeMutableRawPointer?, _ count: sf_count_t) -> sf_count_t {
+        guard let destination, count > 0, position < length else { return 0 }
+        let n = Int(min(count, length - position))
+        destination.copyMemory(from: bytes.baseAddress! + Int(position), byteCount: n)
+        position += sf_count_t(n)
+        return sf_count_t(n)
     }
 }

@@ -184,16 +184,22 @@ public final class AudioDatasetGenerator {
     public var manifest: Manifest {
         Manifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
                  modelKind: sampler.modelKind, parameters: parameters,
-                 rows: items.map { Manifest.Row(file: $0.file, index: $0.index, label: 0, className: "", seed: $0.seed) })
+                 rows: items.map { Manifest.Row(file: $0.file, index: $0.index, label: 0, className: "", seed: $0.seed) },
+                 recordsItemSHA256: true)
     }
 
     /// Generates the planned clips (all, the missing ones with `resume`, or one with `only`) and
-    /// writes `manifest.csv`; `progress(done, total)` after each batch.
-    public func run(progress: (Int, Int) -> Void = { _, _ in }) throws -> GenerationReport {
+    /// writes `manifest.csv` with each clip's sha256; `progress(done, total)` after each batch. `warn`
+    /// hears of clips a resume found swapped or damaged (regenerated).
+    public func run(progress: (Int, Int) -> Void = { _, _ in },
+                    warn: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> GenerationReport {
         let start = Date()
         var plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
-                                              only: options.only, isValid: isValidItem)
+                                              only: options.only, isValid: isValidItem, warn: warn)
         let (wanted, total) = (plan.wanted, plan.total)
+        // Each clip goes to a temporary file first and is renamed into place once the manifest holds its hash.
+        let committer = ItemCommitter(plan: plan)
+        defer { committer.discardPending() }
         var done = 0
         for batchStart in stride(from: 0, to: items.count, by: options.batchSize) {
             let missing = items[batchStart..<min(items.count, batchStart + options.batchSize)].filter { wanted[$0.index] }
@@ -204,11 +210,19 @@ public final class AudioDatasetGenerator {
                 return Tensor.randn([1, sampler.latentSize], generator: &g)
             }, axis: 0)
             for (item, clip) in zip(missing, sampler.clips(fromLatents: z)) {
-                try AudioIO.writeWAV(clip, to: outputDirectory + "/" + item.file)
+                let path = outputDirectory + "/" + item.file, temporary = temporaryPath(beside: path)
+                do {
+                    try AudioIO.writeWAV(clip, to: temporary)
+                    try committer.add(temporary: temporary, path: path, index: item.index, sha256: SHA256.hexDigest(ofFile: temporary))
+                } catch {
+                    unlink(temporary)
+                    throw error
+                }
             }
             done += missing.count
             progress(done, total)
         }
+        try committer.commit()
         plan.report.written = total
         plan.report.seconds = Date().timeIntervalSince(start)
         return plan.report

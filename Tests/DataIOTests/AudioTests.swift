@@ -65,6 +65,46 @@ final class AudioTests: XCTestCase {
         assertThrowsDataIOError(["noise.wav"]) { _ = try AudioIO.read(path: noise) }
     }
 
+    /// A WAV cut short (3,000 of its 16,044 bytes) is an error, and a folder skips it with a warning
+    /// like a truncated PNG's; libsndfile alone returns the frames that are there, and the folder
+    /// used to zero-pad them into a clip without a word.
+    func testTruncatedWAVIsAnErrorAndASkippedClipWithAWarning() throws {
+        let root = try makeTemporaryFolder(self).appendingPathComponent("clips")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let clip = AudioClip(samples: sine(440, rate: 8000, frames: 8000), channels: 1, sampleRate: 8000)
+        let whole = root.path + "/whole.wav", cut = root.path + "/cut.wav"
+        try AudioIO.writeWAV(clip, to: whole)
+        try AudioIO.writeWAV(clip, to: cut)
+        let bytes = try FileIO.readBytes(cut)
+        XCTAssertEqual(bytes.count, 16_044)
+        try FileIO.writeAtomically(Array(bytes.prefix(3000)), to: cut)
+        assertThrowsDataIOError(["cut.wav", "truncated", "declares 16000 bytes", "after 3000 bytes"]) { _ = try AudioIO.read(path: cut) }
+        assertThrowsDataIOError(["<memory>", "truncated"]) { _ = try AudioIO.decode(bytes: Array(bytes.prefix(3000))) }
+        XCTAssertEqual(try AudioIO.decode(bytes: bytes), try AudioIO.read(path: whole))   // in memory = from the file
+
+        var warnings: [String] = []
+        let folder = try AudioFolder(path: root.path, sampleRate: 8000, length: 8000, warn: { warnings.append($0) })
+        XCTAssertEqual(folder.files.map { ($0 as NSString).lastPathComponent }, ["whole.wav"])
+        XCTAssertEqual(folder.skipped.map { ($0.path as NSString).lastPathComponent }, ["cut.wav"])
+        XCTAssertEqual(warnings.count, 1)
+        let warning = warnings.first ?? ""
+        XCTAssertTrue(warning.hasPrefix("warning: skipping ") && warning.contains("cut.wav: truncated: its data chunk declares 16000 bytes"), warning)
+        XCTAssertEqual(warning.components(separatedBy: "cut.wav").count, 2, "the warning names the file once: \(warning)")
+    }
+
+    /// The chunk walk that finds a cut-short data chunk steps over other chunks, odd-sized ones
+    /// padded to an even size, so a complete file with them is not mistaken for a truncated one.
+    func testWAVWithAnOddSizedChunkBeforeTheDataReads() throws {
+        func le32(_ v: Int) -> [UInt8] { (0..<4).map { UInt8((v >> (8 * $0)) & 0xFF) } }
+        let fmt: [UInt8] = [1, 0, 1, 0] + le32(8000) + le32(16000) + [2, 0, 16, 0]
+        let samples: [UInt8] = [0x00, 0x40, 0x00, 0xC0, 0x00, 0x20]   // 0.5, -0.5, 0.25
+        let chunks: [UInt8] = Array("LIST".utf8) + le32(3) + [1, 2, 3, 0] + Array("fmt ".utf8) + le32(16) + fmt
+            + Array("data".utf8) + le32(samples.count) + samples
+        let wav = Array("RIFF".utf8) + le32(4 + chunks.count) + Array("WAVE".utf8) + chunks
+        XCTAssertEqual(try AudioIO.decode(bytes: wav).samples, [0.5, -0.5, 0.25])
+        assertThrowsDataIOError(["truncated", "declares 6 bytes", "ends 4 bytes into it"]) { _ = try AudioIO.decode(bytes: Array(wav.dropLast(2))) }
+    }
+
     func testAudioFolderLabelsAndFixedLength() throws {
         let root = try makeTemporaryFolder(self).appendingPathComponent("speech")
         for name in ["yes", "no"] { try FileManager.default.createDirectory(at: root.appendingPathComponent(name), withIntermediateDirectories: true) }

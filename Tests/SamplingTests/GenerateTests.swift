@@ -165,6 +165,89 @@ final class GenerateTests: XCTestCase {
         XCTAssertEqual(try generate(checkpoint, partial, resume).written, 0)
     }
 
+    /// The manifest records each item's sha256, and `--resume` rewrites an item whose file is a valid
+    /// PNG of the right size but not the one this run wrote (it used to be kept), and says so.
+    func testResumeRegeneratesAnItemSwappedInFromElsewhere() throws {
+        let dir = try folder()
+        let checkpoint = try ganCheckpoint(classes: 0, in: dir)
+        let out = dir + "/s"
+        let options = ImageGenerationOptions(count: 9, seed: 2, batchSize: 4)
+        _ = try generate(checkpoint, out, options)
+        let original = try contents(out)
+        let manifest = try Manifest.read(path: out + "/manifest.csv")
+        XCTAssertTrue(manifest.recordsItemSHA256)
+        XCTAssertEqual(manifest.rows.map(\.sha256), manifest.rows.map { SHA256.hexDigest(original[$0.file]!) })
+
+        // Another item's file (a valid 32×32 gray PNG of this very model) in item 3's place.
+        try FileIO.writeAtomically(original["000005.png"]!, to: out + "/000003.png")
+        XCTAssertNotEqual(try contents(out), original)
+        var resume = options
+        resume.resume = true
+        var warnings: [String] = []
+        let report = try ImageDatasetGenerator(source: GANSampler(checkpoint: checkpoint), checkpointPath: checkpoint,
+                                               options: resume, outputDirectory: out).run(warn: { warnings.append($0) })
+        XCTAssertEqual(report.replaced, ["000003.png"])
+        XCTAssertEqual(report.kept, 8)
+        XCTAssertEqual(report.written, 1)
+        XCTAssertEqual(warnings.count, 1)
+        XCTAssertTrue(warnings.first?.contains(out + "/000003.png") == true && warnings.first?.contains("sha256") == true, warnings.first ?? "")
+        XCTAssertEqual(try contents(out), original)
+        // A clean folder resumes without a warning.
+        warnings = []
+        XCTAssertEqual(try ImageDatasetGenerator(source: GANSampler(checkpoint: checkpoint), checkpointPath: checkpoint,
+                                                 options: resume, outputDirectory: out).run(warn: { warnings.append($0) }).kept, 9)
+        XCTAssertEqual(warnings, [])
+    }
+
+    /// A manifest written before item hashes (no sha256 column) still resumes: items that decode are
+    /// kept as before, and the rewritten manifest records their hashes from then on.
+    func testAManifestWithoutItemHashesStillResumesAndGainsThem() throws {
+        let dir = try folder()
+        let checkpoint = try ganCheckpoint(classes: 3, in: dir)
+        let out = dir + "/s"
+        let options = ImageGenerationOptions(count: 7, seed: 8, batchSize: 3)
+        _ = try generate(checkpoint, out, options)
+        let original = try contents(out)
+        var old = try Manifest.read(path: out + "/manifest.csv")
+        old.recordsItemSHA256 = false
+        let oldText = old.csv()
+        XCTAssertEqual(oldText.split(separator: "\n").first.map(String.init), Manifest.header.joined(separator: ","))
+        try FileIO.writeAtomically(Array(oldText.utf8), to: out + "/manifest.csv")
+        XCTAssertFalse(try Manifest.read(path: out + "/manifest.csv").recordsItemSHA256)
+        try FileManager.default.removeItem(atPath: out + "/Trouser/000004.png")
+        try FileIO.writeAtomically(Array(original["Bag/000005.png"]!.prefix(50)), to: out + "/Bag/000005.png")
+
+        var resume = options
+        resume.resume = true
+        let report = try generate(checkpoint, out, resume)
+        XCTAssertEqual(report.kept, 5)
+        XCTAssertEqual(report.written, 2)
+        XCTAssertEqual(report.replaced, [], "without recorded hashes nothing is known to be swapped")
+        XCTAssertEqual(try contents(out), original)   // the manifest too: it has every hash again
+        XCTAssertTrue(try Manifest.read(path: out + "/manifest.csv").recordsItemSHA256)
+    }
+
+    /// A run killed after writing some items leaves the manifest with the hashes of the items in
+    /// place (recorded before they were renamed in) and temporaries for the rest; a file under an
+    /// item's name without a recorded hash is not this run's and is regenerated.
+    func testAnItemWithoutARecordedHashIsRegenerated() throws {
+        let dir = try folder()
+        let checkpoint = try ganCheckpoint(classes: 0, in: dir)
+        let out = dir + "/s"
+        let options = ImageGenerationOptions(count: 4, seed: 1, batchSize: 2)
+        _ = try generate(checkpoint, out, options)
+        let original = try contents(out)
+        var manifest = try Manifest.read(path: out + "/manifest.csv")
+        manifest.rows[2].sha256 = nil
+        try FileIO.writeAtomically(Array(manifest.csv().utf8), to: out + "/manifest.csv")
+        try FileIO.writeAtomically(original["000001.png"]!, to: out + "/000002.png")
+        var resume = options
+        resume.resume = true
+        let report = try generate(checkpoint, out, resume)
+        XCTAssertEqual([report.kept, report.written], [3, 1])
+        XCTAssertEqual(try contents(out), original)
+    }
+
     func testRefusesANonEmptyFolderWithoutManifest() throws {
         let dir = try folder()
         let checkpoint = try ganCheckpoint(classes: 0, in: dir)
