@@ -6,9 +6,10 @@ import Training
 
 // Synthetic text datasets from a char-transformer checkpoint: N files `DIR/<index><ext>` (or N
 // records in `DIR/samples.jsonl`) plus `DIR/manifest.csv`. The same determinism rules as images:
-// sequence i draws every token from its own generator seeded with `ItemSeed.derive(run, i)`;
-// sequences are decoded side by side (one KV cache, one batched forward per step) in batches
-// aligned to multiples of the batch size, and `--only` / `--resume` regenerate whole batches.
+// sequence i draws every token from its own generator seeded with `ItemSeed.derive(run, i)`, so its
+// text does not depend on the other items; sequences are decoded side by side (one batched forward
+// per step, `CharSampler`) in batches aligned to multiples of the batch size, and `--only` /
+// `--resume` regenerate whole batches (so even float rounding matches the original run).
 
 /// Parameters of `forge generate text`.
 public struct TextGenerationOptions: Sendable {
@@ -48,6 +49,8 @@ public final class TextDatasetGenerator {
     public let outputDirectory: String
     /// Prompt tokens.
     public let prompt: [Int32]
+    /// The sampler every batch goes through (the same code as `forge sample char`).
+    public let sampler: CharSampler
 
     public static let jsonlName = "samples.jsonl"
 
@@ -62,6 +65,9 @@ public final class TextDatasetGenerator {
         guard !checkpoint.vocabulary.isEmpty else { throw SamplingError("\(checkpointPath) has no vocabulary (a nanoGPT export? import it with `forge import nanogpt --vocab-from`)") }
         guard !options.prompt.isEmpty else { throw SamplingError("the prompt must hold at least one character") }
         prompt = try checkpoint.encode(options.prompt)
+        try options.sampling.validate()
+        sampler = CharSampler(model: checkpoint.model, vocabulary: checkpoint.vocabulary)
+        _ = try sampler.stopTokens(options.sampling)   // a stop string the model cannot produce fails now, not per batch
         self.checkpointPath = checkpointPath
         self.checkpointSHA256 = try SHA256.hexDigest(ofFile: checkpointPath)
         self.options = options
@@ -80,6 +86,9 @@ public final class TextDatasetGenerator {
         let s = options.sampling
         return "count=\(options.count) length=\(options.length) seed=\(options.seed) batch=\(options.batchSize) "
             + "temperature=\(s.temperature) top_k=\(s.topK.map(String.init) ?? "-") top_p=\(s.topP.map { "\($0)" } ?? "-") "
+            + "min_p=\(s.minP.map { "\($0)" } ?? "-") repetition_penalty=\(s.repetitionPenalty) frequency_penalty=\(s.frequencyPenalty) "
+            + "presence_penalty=\(s.presencePenalty) penalty_window=\(s.penaltyWindow.map(String.init) ?? "block") "
+            + "stop=[\(s.stop.map(jsonString).joined(separator: ","))] context=\(s.reuseContext ? "reuse" : "exact") "
             + "prompt=\(jsonString(options.prompt)) split_on=\(options.splitOn.map(jsonString) ?? "-") "
             + (options.jsonl ? "format=jsonl" : "ext=\(options.fileExtension)")
     }
@@ -91,33 +100,11 @@ public final class TextDatasetGenerator {
                                                               seed: ItemSeed.derive(runSeed: options.seed, index: $0)) })
     }
 
-    /// Decodes `seeds.count` sequences side by side, each drawing from its own generator; returns
-    /// the new tokens of each (the `CharSampler` loop, with one generator per sequence).
-    public func decode(seeds: [UInt64]) -> [[Int32]] {
-        let model = checkpoint.model
-        let count = seeds.count, block = model.config.blockSize, V = model.config.vocabSize
-        let keepOnOverflow = max(1, block / 2)
-        var generators = seeds.map { RandomGenerator(seed: $0) }
-        let cache = KVCache(for: model.config, batch: count)
-        var sequences = [[Int32]](repeating: prompt, count: count)
-        var out = [[Int32]](repeating: [], count: count)
-        func prefill(keep: Int) -> Tensor {
-            cache.reset()
-            let n = min(keep, sequences[0].count)
-            return model.forwardCached(sequences.flatMap { $0.suffix(n) }, count: n, cache: cache)
-        }
-        var logits = prefill(keep: block)
-        for step in 0..<options.length {
-            var next = [Int32](repeating: 0, count: count)
-            for b in 0..<count {
-                next[b] = sampleToken(logits: logits.pointer + b * V, count: V, options: options.sampling, generator: &generators[b])
-                sequences[b].append(next[b])
-                out[b].append(next[b])
-            }
-            if step == options.length - 1 { break }
-            logits = cache.length >= block ? prefill(keep: keepOnOverflow) : model.forwardCached(next, count: 1, cache: cache)
-        }
-        return out
+    /// Decodes `seeds.count` sequences side by side, each drawing from its own generator; returns the
+    /// new tokens of each (`CharSampler`, exact unless the options ask for `reuseContext`).
+    public func decode(seeds: [UInt64]) throws -> [[Int32]] {
+        var sources = seeds.map { RandomGenerator(seed: $0) }
+        return try sampler.generate(prompt: prompt, length: options.length, options: options.sampling, sources: &sources)
     }
 
     /// The text of an item from its generated tokens: prompt + continuation, cut at `splitOn`.
@@ -181,7 +168,7 @@ public final class TextDatasetGenerator {
         for batchStart in stride(from: 0, to: options.count, by: options.batchSize) {
             let indices = Array(batchStart..<min(options.count, batchStart + options.batchSize))
             guard indices.contains(where: { wanted[$0] }) else { continue }
-            let generated = decode(seeds: indices.map { ItemSeed.derive(runSeed: options.seed, index: $0) })
+            let generated = try decode(seeds: indices.map { ItemSeed.derive(runSeed: options.seed, index: $0) })
             for (slot, i) in indices.enumerated() where wanted[i] {
                 let text = itemText(generated[slot])
                 characters += generated[slot].count

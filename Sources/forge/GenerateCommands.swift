@@ -102,16 +102,14 @@ struct GenerateText: ParsableCommand {
 
     @Option(help: "The char checkpoint (.safetensors).") var checkpoint: String
     @Option(help: "Number of texts.") var count: Int
-    @Option(help: "Characters generated per text.") var length: Int
+    @Option(help: "Characters generated per text (fewer when a --stop string ends it).") var length: Int
     @Option(help: "Output folder.") var out: String
     @Option(help: "Text every item starts from (kept in the item).") var prompt: String = "\n"
     @Option(help: "File extension of the items.") var ext: String = ".txt"
     @Option(help: "End each item before the first occurrence of this separator (escapes \\n and \\t are understood), e.g. \"\\n\\n\".") var splitOn: String?
     @Flag(help: "Write one samples.jsonl ({index, seed, text} per line) instead of one file per item.") var jsonl = false
     @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = 0
-    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0.8
-    @Option(help: "Keep the k most likely characters (0 = all).") var topK: Int = 200
-    @Option(help: "Nucleus sampling threshold (omit for none).") var topP: Float?
+    @OptionGroup var sampling: TextSamplingFlags
     @Option(help: "Sequences decoded side by side (recorded in the manifest; keep it when resuming).") var batch: Int = 16
     @Flag(help: "Continue an interrupted run: keep the items present, generate the missing ones.") var resume = false
     @Option(help: "Recreate only item N (same arguments as the original run).") var only: Int?
@@ -122,11 +120,11 @@ struct GenerateText: ParsableCommand {
     }
 
     func run() throws {
-        let unescape = { (s: String) in s.replacingOccurrences(of: "\\n", with: "\n").replacingOccurrences(of: "\\t", with: "\t") }
+        let unescape = unescapeControlCharacters
         let options = TextGenerationOptions(count: count, length: length, prompt: unescape(prompt), seed: seed, batchSize: batch,
                                             fileExtension: ext.hasPrefix(".") || ext.isEmpty ? ext : "." + ext,
                                             splitOn: splitOn.map(unescape), jsonl: jsonl,
-                                            sampling: TextSamplingOptions(temperature: temperature, topK: topK > 0 ? topK : nil, topP: topP),
+                                            sampling: sampling.options,
                                             resume: resume, only: only)
         do {
             let generator = try TextDatasetGenerator(checkpointPath: checkpoint, options: options, outputDirectory: out)
@@ -146,6 +144,8 @@ struct GenerateText: ParsableCommand {
         } catch let error as SamplingError {
             printError("forge: \(error)")
             throw ExitCode(2)
+        } catch let error as TextSamplingError {
+            throw ValidationError(flagMessage(error))
         }
     }
 }
