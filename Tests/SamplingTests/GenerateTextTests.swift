@@ -15,7 +15,7 @@ final class GenerateTextTests: XCTestCase {
         return path
     }
 
-    /// An untrained tiny char transformer over "ab \n" (block 8, so 30 characters cross the cache rebuild).
+    /// An untrained tiny char transformer over "ab \n" (block 8, so 30 characters go past a full context).
     private func checkpoint(in dir: String) throws -> String {
         let config = CharTransformerConfig(vocabSize: 4, blockSize: 8, layers: 1, heads: 2, embedding: 8)
         let path = dir + "/char.safetensors"
@@ -89,5 +89,62 @@ final class GenerateTextTests: XCTestCase {
         resume.resume = true
         XCTAssertEqual(try run(ck, dir + "/j", resume).written, 3)
         XCTAssertEqual(try FileIO.readBytes(dir + "/j/samples.jsonl"), before)
+    }
+
+    /// Item i's text depends on (seed, i) only: the same files whatever the batch size, and the sampler's
+    /// output for the item's own generator. The manifest records every sampling setting.
+    func testItemsIndependentOfBatchSizeAndSettingsRecorded() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        var options = TextGenerationOptions(count: 5, length: 30, prompt: "a", seed: 11, batchSize: 1)
+        _ = try run(ck, dir + "/b1", options)
+        options.batchSize = 3
+        _ = try run(ck, dir + "/b3", options)
+        var one = try files(dir + "/b1"), three = try files(dir + "/b3")
+        XCTAssertNotEqual(one.removeValue(forKey: "manifest.csv"), three.removeValue(forKey: "manifest.csv"), "batch is recorded")
+        XCTAssertEqual(one, three)
+        let loaded = try CharCheckpoint.load(path: ck)
+        var sources = [RandomGenerator(seed: ItemSeed.derive(runSeed: 11, index: 2))]
+        let tokens = try CharSampler(model: loaded.model).generate(prompt: try loaded.encode("a"), length: 30,
+                                                                  options: options.sampling, sources: &sources)[0]
+        XCTAssertEqual(String(decoding: one["000002.txt"]!, as: UTF8.self), "a" + loaded.decode(tokens))
+        let parameters = try Manifest.read(path: dir + "/b3/manifest.csv").parameters
+        for field in ["min_p=-", "repetition_penalty=1.0", "frequency_penalty=0.0", "presence_penalty=0.0", "stop=[]", "context=exact"] {
+            XCTAssertTrue(parameters.contains(field), "\(parameters) lacks \(field)")
+        }
+    }
+
+    /// `stop` ends each item early (the stop string not kept) and goes into the manifest; a bad sampling
+    /// value is refused before anything is written.
+    func testStopStringsAndBadValues() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        var options = TextGenerationOptions(count: 6, length: 40, prompt: "a", seed: 2, batchSize: 4)
+        options.sampling = TextSamplingOptions(temperature: 1.5, topK: nil, stop: ["b "])
+        _ = try run(ck, dir + "/s", options)
+        options.sampling.stop = []
+        _ = try run(ck, dir + "/free", options)
+        var stoppedEarly = 0
+        for i in 0..<6 {
+            let name = String(format: "%06d.txt", i)
+            let stopped = String(decoding: try FileIO.readBytes(dir + "/s/" + name), as: UTF8.self)
+            let free = String(decoding: try FileIO.readBytes(dir + "/free/" + name), as: UTF8.self)
+            let generated = free.dropFirst()   // the stop string must lie in the generated text
+            let expected = "a" + (generated.range(of: "b ").map { String(generated[..<$0.lowerBound]) } ?? String(generated))
+            XCTAssertEqual(stopped, expected, "item \(i)")
+            if stopped.count < free.count { stoppedEarly += 1 }
+        }
+        XCTAssertGreaterThan(stoppedEarly, 0, "the stop string occurs in some item")
+        XCTAssertTrue(try Manifest.read(path: dir + "/s/manifest.csv").parameters.contains("stop=[\"b \"]"))
+
+        options.sampling = TextSamplingOptions(topP: 1.5)
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/bad")) {
+            XCTAssertEqual(($0 as? TextSamplingError)?.option, .topP)
+        }
+        options.sampling = TextSamplingOptions(stop: ["x"])
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/bad")) {
+            XCTAssertEqual(($0 as? TextSamplingError)?.option, .stop)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
     }
 }
