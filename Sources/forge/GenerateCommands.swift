@@ -113,9 +113,20 @@ struct GenerateText: ParsableCommand {
     @Option(help: "Sequences decoded side by side (recorded in the manifest; keep it when resuming).") var batch: Int = 16
     @Flag(help: "Continue an interrupted run: keep the items present, generate the missing ones.") var resume = false
     @Option(help: "Recreate only item N (same arguments as the original run).") var only: Int?
+    @Option(name: .customLong("validate"), help: ArgumentHelp("Check every item with this shell command, {} standing for the item's file; exit 0 = valid, e.g. 'python3 -m py_compile {}'. Runs beside generation; rejected items are deleted (see --keep-invalid); verdicts and the checker's first stderr line go to DIR/validation.csv. For whole units, end items with --stop (e.g. --stop '\\n\\n\\n' or --stop '\\ndef ').", valueName: "command"))
+    var checkCommand: String?
+    @Flag(help: "With --validate: keep the items the checker rejects.") var keepInvalid = false
+    @Option(help: "With --validate: seconds one check may take before the run fails.") var validateTimeout: Double = 30
 
     func validate() throws {
         guard count >= 1, length >= 1, batch >= 1 else { throw ValidationError("--count, --length and --batch must be positive") }
+        if let checkCommand {
+            guard checkCommand.contains("{}") else { throw ValidationError("--validate needs a {} standing for the item's file, e.g. 'python3 -m py_compile {}'") }
+            guard !jsonl else { throw ValidationError("--validate checks one file per item; drop --jsonl") }
+        } else if keepInvalid {
+            throw ValidationError("--keep-invalid only applies with --validate")
+        }
+        guard validateTimeout > 0, validateTimeout.isFinite else { throw ValidationError("--validate-timeout must be a positive number of seconds, got \(validateTimeout)") }
         if resume && only != nil { throw ValidationError("give --resume or --only, not both") }
     }
 
@@ -125,7 +136,8 @@ struct GenerateText: ParsableCommand {
                                             fileExtension: ext.hasPrefix(".") || ext.isEmpty ? ext : "." + ext,
                                             splitOn: splitOn.map(unescape), jsonl: jsonl,
                                             sampling: sampling.options,
-                                            resume: resume, only: only)
+                                            resume: resume, only: only,
+                                            checkCommand: checkCommand, keepInvalid: keepInvalid, checkTimeLimit: validateTimeout)
         do {
             let generator = try TextDatasetGenerator(checkpointPath: checkpoint, options: options, outputDirectory: out)
             let c = generator.checkpoint.model.config
@@ -133,7 +145,7 @@ struct GenerateText: ParsableCommand {
                   + "vocabulary \(c.vocabSize)) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
             let start = Date()
             var lastLine = Date.distantPast
-            let (report, characters) = try generator.run { done, total, chars in
+            let (report, characters, validation) = try generator.run { done, total, chars in
                 let now = Date()
                 guard now.timeIntervalSince(lastLine) > 2 || done == total else { return }
                 lastLine = now
@@ -141,6 +153,11 @@ struct GenerateText: ParsableCommand {
             }
             say(String(format: "wrote %d texts (kept %d), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv",
                          report.written, report.kept, characters, report.seconds, Double(characters) / max(1e-9, report.seconds), out))
+            if let validation {
+                say(String(format: "valid: %d of %d checked items (%.1f %%)%@; verdicts %@/%@", validation.valid, validation.checked,
+                             100 * validation.validRate, keepInvalid ? ", invalid ones kept" : ", invalid ones deleted",
+                             out, TextDatasetGenerator.verdictsName))
+            }
         } catch let error as SamplingError {
             printError("forge: \(error)")
             throw ExitCode(2)

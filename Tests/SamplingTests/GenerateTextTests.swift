@@ -147,4 +147,78 @@ final class GenerateTextTests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
     }
+
+    private func verdicts(_ dir: String) throws -> [[String]] {
+        String(decoding: try FileIO.readBytes(dir + "/validation.csv"), as: UTF8.self)
+            .split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+    }
+
+    /// `checkCommand`: each item's verdict is the checker's exit status on that file, with its first
+    /// stderr line; rejected items are deleted (kept with `keepInvalid`); a resumed run ends with the
+    /// same folder, checking the kept items that have no verdict yet.
+    func testCheckerVerdictsDeletionAndResume() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        let command = "grep -q bb {} || { echo \"no bb\" >&2; echo second line >&2; exit 3; }"
+        var options = TextGenerationOptions(count: 9, length: 12, prompt: "a", seed: 4, batchSize: 4, checkCommand: command)
+        options.sampling = TextSamplingOptions(temperature: 1, topK: nil)
+        options.keepInvalid = true
+        let kept = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/all").run()
+        let texts = (0..<9).map { String(decoding: (try? FileIO.readBytes(dir + "/all/" + String(format: "%06d.txt", $0))) ?? [], as: UTF8.self) }
+        let valid = texts.map { $0.contains("bb") }
+        XCTAssertTrue(valid.contains(true) && valid.contains(false), "the fixture gives both verdicts: \(texts)")
+        XCTAssertEqual(kept.validation, ValidationSummary(checked: 9, valid: valid.filter { $0 }.count))
+        let rows = try verdicts(dir + "/all")
+        XCTAssertEqual(rows[0], ["file", "index", "valid", "checker_message"])
+        XCTAssertEqual(rows.count, 10)
+        for i in 0..<9 {
+            XCTAssertEqual(rows[i + 1], [String(format: "%06d.txt", i), String(i), valid[i] ? "true" : "false", valid[i] ? "" : "no bb"])
+        }
+        XCTAssertTrue(try Manifest.read(path: dir + "/all/manifest.csv").parameters.contains("validate="))
+
+        // without keepInvalid the rejected items are deleted, the verdicts are the same
+        options.keepInvalid = false
+        let run = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/valid").run()
+        XCTAssertEqual(run.validation, kept.validation)
+        let after = try files(dir + "/valid")
+        XCTAssertEqual(after.keys.filter { $0.hasSuffix(".txt") }.sorted(),
+                       (0..<9).filter { valid[$0] }.map { String(format: "%06d.txt", $0) })
+        XCTAssertEqual(try verdicts(dir + "/valid"), rows)
+
+        // an interrupted run: the last batch missing, and the verdicts of items 2… lost
+        for i in 8..<9 { try? FileManager.default.removeItem(atPath: dir + "/valid/" + String(format: "%06d.txt", i)) }
+        try FileIO.writeAtomically(Array(rows.prefix(3).map { $0.joined(separator: ",") }.joined(separator: "\n").utf8) + [10],
+                                   to: dir + "/valid/validation.csv")
+        options.resume = true
+        let resumed = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/valid").run()
+        // regenerated: item 8, and the rejected items whose verdicts were lost (nothing tells them from missing ones)
+        XCTAssertEqual(resumed.report.written, 1 + (2..<8).filter { !valid[$0] }.count)
+        XCTAssertEqual(resumed.validation, kept.validation)
+        XCTAssertEqual(try files(dir + "/valid"), after)
+    }
+
+    /// A checker that cannot run, or that hangs past its time limit, fails the run with a clear message.
+    func testMissingOrHangingCheckerIsAnError() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        var options = TextGenerationOptions(count: 3, length: 5, prompt: "a", checkCommand: "forge-no-such-checker {}")
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/missing").run()) {
+            XCTAssertTrue("\($0)".contains("could not be run (exit 127"), "\($0)")
+            XCTAssertTrue("\($0)".contains("forge-no-such-checker"), "\($0)")
+        }
+        options.checkCommand = "sleep 30; true {}"
+        options.checkTimeLimit = 0.3
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/hang").run()) {
+            XCTAssertTrue("\($0)".contains("did not finish within 0.3 s"), "\($0)")
+        }
+        options.checkCommand = "true"
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/x")) {
+            XCTAssertTrue("\($0)".contains("no {}"), "\($0)")
+        }
+        options.checkCommand = "true {}"
+        options.jsonl = true
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/x")) {
+            XCTAssertTrue("\($0)".contains("one file per item"), "\($0)")
+        }
+    }
 }
