@@ -372,31 +372,34 @@ extension CharTransformer {
             let pos = transformer.wpe((0..<T).map { Int32($0) }, shape: [T])                 // (T, C)
             var x = tok + pos                                                                 // (B, T, C)
             let scale = 1 / Float(D).squareRoot()
-            var scores = [Float](repeating: 0, count: T * T)
             let lastLayer = transformer.h.count - 1
             var xLast = Tensor(uninitializedShape: [B, C])
             for (layer, block) in transformer.h.enumerated() {
                 let qkv = block.attn.c_attn(block.ln_1(x))                                    // (B, T, 3C)
                 let rows = layer == lastLayer ? 1 : T                                         // query rows needed
                 let y = Tensor(uninitializedShape: [B, rows, C])
-                let kc = cache.keys[layer].mutablePointer, vc = cache.values[layer].mutablePointer
-                let q = qkv.pointer
-                scores.withUnsafeMutableBufferPointer { sb in
-                    let S = sb.baseAddress!
-                    for b in 0..<B {
-                        for h in 0..<H {
+                let kc = SendablePointer(cache.keys[layer].mutablePointer), vc = SendablePointer(cache.values[layer].mutablePointer)
+                let q = SendablePointer(qkv.pointer), yp = SendablePointer(y.mutablePointer)
+                // The (sequence, head) pairs are independent: one thread each takes a share of them, with
+                // single-threaded products (a T×T×D product split over threads costs more than it saves).
+                parallelFor(B * H, grain: 1) { start, end in
+                    var scores = [Float](repeating: 0, count: rows * T)
+                    scores.withUnsafeMutableBufferPointer { sb in
+                        let S = sb.baseAddress!
+                        for pair in start..<end {
+                            let b = pair / H, h = pair % H
                             let head = (b * H + h) * cap * D      // this head's (capacity, D) slab
                             let row0 = b * T * 3 * C + h * D       // q of (b, 0, h); k at +C, v at +2C
                             for t in 0..<T {
-                                (kc + head + t * D).update(from: q + row0 + t * 3 * C + C, count: D)
-                                (vc + head + t * D).update(from: q + row0 + t * 3 * C + 2 * C, count: D)
+                                (kc.p + head + t * D).update(from: q.p + row0 + t * 3 * C + C, count: D)
+                                (vc.p + head + t * D).update(from: q.p + row0 + t * 3 * C + 2 * C, count: D)
                             }
                             let first = T - rows                   // first query row computed
-                            sgemm(transA: false, transB: true, m: rows, n: T, k: D, a: q + row0 + first * 3 * C, lda: 3 * C,
-                                  b: kc + head, ldb: D, c: S, ldc: T)
+                            sgemm(transA: false, transB: true, m: rows, n: T, k: D, a: q.p + row0 + first * 3 * C, lda: 3 * C,
+                                  b: kc.p + head, ldb: D, c: S, ldc: T)
                             for r in 0..<rows { softmaxRow(S + r * T, visible: first + r + 1, count: T, scale: scale) }
-                            sgemm(transA: false, transB: false, m: rows, n: D, k: T, a: S, lda: T, b: vc + head, ldb: D,
-                                  c: y.mutablePointer + b * rows * C + h * D, ldc: C)
+                            sgemm(transA: false, transB: false, m: rows, n: D, k: T, a: S, lda: T, b: vc.p + head, ldb: D,
+                                  c: yp.p + b * rows * C + h * D, ldc: C)
                         }
                     }
                 }
