@@ -25,7 +25,7 @@ struct TextSamplingFlags: ParsableArguments {
     var presencePenalty: Float = 0
     @Option(parsing: .unconditional, help: "Recent context of the penalties: the last N characters, prompt included (default: the model's block size).")
     var penaltyWindow: Int?
-    @Option(help: "End a sample when its generated text ends with this string, which is not printed (repeatable; \\n and \\t are understood).")
+    @Option(parsing: .unconditionalSingleValue, help: "End a sample when its generated text ends with this string, which is not printed (repeatable; \\n and \\t are understood).")
     var stop: [String] = []
     @Flag(help: "Approximation, faster: when the context fills, restart it from the last block/2 characters, so later characters see only block/2 … block characters instead of the full block the model was trained on. Default: exact (nanoGPT's generate).")
     var reuseContext = false
