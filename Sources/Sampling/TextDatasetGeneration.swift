@@ -372,7 +372,15 @@ func runShell(_ command: String, timeLimit: Double) -> ShellResult {
     let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", command].map { (s: String) in strdup(s) } + [nil]
     defer { for p in argv { free(p) } }
     var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environ)
+    // Python checkers (`python3 -m py_compile {}`) would leave __pycache__ folders in the dataset:
+    // their byte code goes to a temporary tree instead, unless the caller chose one.
+    var environment = ProcessInfo.processInfo.environment
+    if environment["PYTHONPYCACHEPREFIX"] == nil {
+        environment["PYTHONPYCACHEPREFIX"] = NSTemporaryDirectory() + "forge-check-pycache-\(getpid())"
+    }
+    let envp: [UnsafeMutablePointer<CChar>?] = environment.map { (k, v) in strdup(k + "=" + v) } + [nil]
+    defer { for p in envp { free(p) } }
+    let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, envp)
     guard spawned == 0 else { return .failedToStart(String(cString: strerror(spawned))) }
     let deadline = Date().addingTimeInterval(timeLimit)
     var status: Int32 = 0

@@ -221,4 +221,21 @@ final class GenerateTextTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("one file per item"), "\($0)")
         }
     }
+
+    /// `python3 -m py_compile {}` as the checker: every one-character continuation of "a" over "ab \n" is a
+    /// valid Python expression, and no __pycache__ folder is left among the items.
+    func testPythonCheckerLeavesNoByteCodeInTheDataset() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else {
+            throw XCTSkip("/usr/bin/python3 is not installed")
+        }
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        let options = TextGenerationOptions(count: 6, length: 1, prompt: "a", seed: 3, batchSize: 3, fileExtension: ".py",
+                                            sampling: TextSamplingOptions(temperature: 1, topK: nil),
+                                            checkCommand: "/usr/bin/python3 -m py_compile {}")
+        let run = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/py").run()
+        XCTAssertEqual(run.validation, ValidationSummary(checked: 6, valid: 6))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/py").sorted(),
+                       ["000000.py", "000001.py", "000002.py", "000003.py", "000004.py", "000005.py", "manifest.csv", "validation.csv"])
+    }
 }
