@@ -49,6 +49,6 @@ let package = Package(
         .testTarget(name: "DataIOTests", dependencies: ["DataIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "DataIO", "TensorCore", "Figures"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "SamplingTests", dependencies: ["Sampling", "Training", "Models", "DataIO", "TensorCore", "Figures", "Metrics"]),
+        .testTarget(name: "SamplingTests", dependencies: ["Sampling", "Training", "Models", "DataIO", "TensorCore", "Figures", "Metrics"], resources: [.copy("Fixtures")]),
     ]
 )

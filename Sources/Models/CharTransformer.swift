@@ -353,3 +353,68 @@ private func softmaxRow(_ row: UnsafeMutablePointer<Float>, visible: Int, count:
     for c in 0..<visible { row[c] *= inv }
     for c in visible..<count { row[c] = 0 }
 }
+
+// MARK: - window forward for exact sampling
+
+extension CharTransformer {
+    /// The logits of the last position of B windows of T tokens at positions 0..<T, (B, vocab): what
+    /// `forward(tokens, batch: B, length: T)[:, T-1, :]` gives, with no graph. The last block computes
+    /// its keys and values for every position but its attention, MLP, final LayerNorm and head for the
+    /// last position only. `scratch` holds the keys and values (its batch must be B; its contents are
+    /// replaced). Exact sampling calls it once per token once the context is full.
+    public func lastPositionLogits(_ tokens: [Int32], length T: Int, scratch cache: KVCache) -> Tensor {
+        let B = cache.batch, C = config.embedding, H = config.heads, D = C / H, cap = cache.capacity
+        precondition(T >= 1 && T <= cap, "lastPositionLogits: window of \(T) tokens, block size \(cap)")
+        precondition(tokens.count == B * T, "lastPositionLogits: \(tokens.count) tokens for batch \(B) × \(T)")
+        return withNoGrad {
+            cache.reset()
+            let tok = transformer.wte(tokens, shape: [B, T])                                  // (B, T, C)
+            let pos = transformer.wpe((0..<T).map { Int32($0) }, shape: [T])                 // (T, C)
+            var x = tok + pos                                                                 // (B, T, C)
+            let scale = 1 / Float(D).squareRoot()
+            let lastLayer = transformer.h.count - 1
+            var xLast = Tensor(uninitializedShape: [B, C])
+            for (layer, block) in transformer.h.enumerated() {
+                let qkv = block.attn.c_attn(block.ln_1(x))                                    // (B, T, 3C)
+                let rows = layer == lastLayer ? 1 : T                                         // query rows needed
+                let y = Tensor(uninitializedShape: [B, rows, C])
+                let kc = SendablePointer(cache.keys[layer].mutablePointer), vc = SendablePointer(cache.values[layer].mutablePointer)
+                let q = SendablePointer(qkv.pointer), yp = SendablePointer(y.mutablePointer)
+                // The (sequence, head) pairs are independent: one thread each takes a share of them, with
+                // single-threaded products (a T×T×D product split over threads costs more than it saves).
+                parallelFor(B * H, grain: 1) { start, end in
+                    var scores = [Float](repeating: 0, count: rows * T)
+                    scores.withUnsafeMutableBufferPointer { sb in
+                        let S = sb.baseAddress!
+                        for pair in start..<end {
+                            let b = pair / H, h = pair % H
+                            let head = (b * H + h) * cap * D      // this head's (capacity, D) slab
+                            let row0 = b * T * 3 * C + h * D       // q of (b, 0, h); k at +C, v at +2C
+                            for t in 0..<T {
+                                (kc.p + head + t * D).update(from: q.p + row0 + t * 3 * C + C, count: D)
+                                (vc.p + head + t * D).update(from: q.p + row0 + t * 3 * C + 2 * C, count: D)
+                            }
+                            let first = T - rows                   // first query row computed
+                            sgemm(transA: false, transB: true, m: rows, n: T, k: D, a: q.p + row0 + first * 3 * C, lda: 3 * C,
+                                  b: kc.p + head, ldb: D, c: S, ldc: T)
+                            for r in 0..<rows { softmaxRow(S + r * T, visible: first + r + 1, count: T, scale: scale) }
+                            sgemm(transA: false, transB: false, m: rows, n: D, k: T, a: S, lda: T, b: vc.p + head, ldb: D,
+                                  c: yp.p + b * rows * C + h * D, ldc: C)
+                        }
+                    }
+                }
+                if layer < lastLayer {
+                    x = x + block.attn.c_proj(y)
+                    x = x + block.mlp.c_proj(block.mlp.c_fc(block.ln_2(x)).gelu())
+                } else {
+                    // x[:, T-1, :] (B, C), then the rest of the block for that position only
+                    for b in 0..<B { (xLast.mutablePointer + b * C).update(from: x.pointer + (b * T + T - 1) * C, count: C) }
+                    xLast = xLast + block.attn.c_proj(y.reshaped([B, C]))
+                    xLast = xLast + block.mlp.c_proj(block.mlp.c_fc(block.ln_2(xLast)).gelu())
+                }
+            }
+            cache.advance(by: T)
+            return lm_head(transformer.ln_f(xLast))                                           // (B, vocab)
+        }
+    }
+}

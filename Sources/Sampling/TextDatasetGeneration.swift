@@ -5,9 +5,10 @@ import Models
 
 // Synthetic text datasets from a char-transformer checkpoint: N files `DIR/<index><ext>` (or N
 // records in `DIR/samples.jsonl`) plus `DIR/manifest.csv`. The same determinism rules as images:
-// sequence i draws every token from its own generator seeded with `ItemSeed.derive(run, i)`;
-// sequences are decoded side by side (one KV cache, one batched forward per step) in batches
-// aligned to multiples of the batch size, and `--only` / `--resume` regenerate whole batches.
+// sequence i draws every token from its own generator seeded with `ItemSeed.derive(run, i)`, so its
+// text does not depend on the other items; sequences are decoded side by side (one batched forward
+// per step, `CharSampler`) in batches aligned to multiples of the batch size, and `--only` /
+// `--resume` regenerate whole batches (so even float rounding matches the original run).
 
 /// Parameters of `forge generate text`.
 public struct TextGenerationOptions: Sendable {
@@ -29,12 +30,21 @@ public struct TextGenerationOptions: Sendable {
     public var sampling: TextSamplingOptions
     public var resume: Bool
     public var only: Int?
+    /// A checker run on every item through `/bin/sh -c`, with each `{}` replaced by the item's path
+    /// (shell-quoted); exit status 0 means valid, e.g. `python3 -m py_compile {}`. Needs file items.
+    public var checkCommand: String?
+    /// Keep the items the checker rejects (by default they are deleted; their verdict stays recorded).
+    public var keepInvalid: Bool
+    /// Seconds one check may take; a checker still running then is killed and the run fails.
+    public var checkTimeLimit: Double
 
     public init(count: Int, length: Int, prompt: String = "\n", seed: UInt64 = 0, batchSize: Int = 16,
                 fileExtension: String = ".txt", splitOn: String? = nil, jsonl: Bool = false,
-                sampling: TextSamplingOptions = TextSamplingOptions(), resume: Bool = false, only: Int? = nil) {
+                sampling: TextSamplingOptions = TextSamplingOptions(), resume: Bool = false, only: Int? = nil,
+                checkCommand: String? = nil, keepInvalid: Bool = false, checkTimeLimit: Double = 30) {
         (self.count, self.length, self.prompt, self.seed, self.batchSize) = (count, length, prompt, seed, batchSize)
         (self.fileExtension, self.splitOn, self.jsonl, self.sampling, self.resume, self.only) = (fileExtension, splitOn, jsonl, sampling, resume, only)
+        (self.checkCommand, self.keepInvalid, self.checkTimeLimit) = (checkCommand, keepInvalid, checkTimeLimit)
     }
 }
 
@@ -47,12 +57,23 @@ public final class TextDatasetGenerator {
     public let outputDirectory: String
     /// Prompt tokens.
     public let prompt: [Int32]
+    /// The sampler every batch goes through (the same code as `forge sample char`).
+    public let sampler: CharSampler
 
     public static let jsonlName = "samples.jsonl"
 
     public init(checkpointPath: String, options: TextGenerationOptions, outputDirectory: String) throws {
         guard options.count > 0, options.length > 0, options.batchSize > 0 else {
             throw SamplingError("count, length and batch size must be positive")
+        }
+        if options.checkCommand != nil {
+            guard !options.jsonl else { throw SamplingError("checking items needs one file per item; it cannot be combined with JSONL output") }
+            guard options.checkCommand!.contains("{}") else {
+                throw SamplingError("the checker command `\(options.checkCommand!)` has no {} to stand for the item's file")
+            }
+            guard options.checkTimeLimit > 0, options.checkTimeLimit.isFinite else {
+                throw SamplingError("the checker's time limit must be a positive number of seconds, got \(options.checkTimeLimit)")
+            }
         }
         if let only = options.only, !(0..<options.count).contains(only) {
             throw SamplingError("--only \(only) is outside the run's items 0..<\(options.count)")
@@ -61,6 +82,9 @@ public final class TextDatasetGenerator {
         guard !checkpoint.vocabulary.isEmpty else { throw SamplingError("\(checkpointPath) has no vocabulary (a nanoGPT export? import it with `forge import nanogpt --vocab-from`)") }
         guard !options.prompt.isEmpty else { throw SamplingError("the prompt must hold at least one character") }
         prompt = try checkpoint.encode(options.prompt)
+        try options.sampling.validate()
+        sampler = CharSampler(model: checkpoint.model, vocabulary: checkpoint.vocabulary)
+        _ = try sampler.stopTokens(options.sampling)   // a stop string the model cannot produce fails now, not per batch
         self.checkpointPath = checkpointPath
         self.checkpointSHA256 = try SHA256.hexDigest(ofFile: checkpointPath)
         self.options = options
@@ -79,8 +103,12 @@ public final class TextDatasetGenerator {
         let s = options.sampling
         return "count=\(options.count) length=\(options.length) seed=\(options.seed) batch=\(options.batchSize) "
             + "temperature=\(s.temperature) top_k=\(s.topK.map(String.init) ?? "-") top_p=\(s.topP.map { "\($0)" } ?? "-") "
+            + "min_p=\(s.minP.map { "\($0)" } ?? "-") repetition_penalty=\(s.repetitionPenalty) frequency_penalty=\(s.frequencyPenalty) "
+            + "presence_penalty=\(s.presencePenalty) penalty_window=\(s.penaltyWindow.map(String.init) ?? "block") "
+            + "stop=[\(s.stop.map(jsonString).joined(separator: ","))] context=\(s.reuseContext ? "reuse" : "exact") "
             + "prompt=\(jsonString(options.prompt)) split_on=\(options.splitOn.map(jsonString) ?? "-") "
             + (options.jsonl ? "format=jsonl" : "ext=\(options.fileExtension)")
+            + (options.checkCommand.map { " validate=\(jsonString($0)) keep_invalid=\(options.keepInvalid)" } ?? "")
     }
 
     public var manifest: Manifest {
@@ -90,33 +118,11 @@ public final class TextDatasetGenerator {
                                                               seed: ItemSeed.derive(runSeed: options.seed, index: $0)) })
     }
 
-    /// Decodes `seeds.count` sequences side by side, each drawing from its own generator; returns
-    /// the new tokens of each (the `CharSampler` loop, with one generator per sequence).
-    public func decode(seeds: [UInt64]) -> [[Int32]] {
-        let model = checkpoint.model
-        let count = seeds.count, block = model.config.blockSize, V = model.config.vocabSize
-        let keepOnOverflow = max(1, block / 2)
-        var generators = seeds.map { RandomGenerator(seed: $0) }
-        let cache = KVCache(for: model.config, batch: count)
-        var sequences = [[Int32]](repeating: prompt, count: count)
-        var out = [[Int32]](repeating: [], count: count)
-        func prefill(keep: Int) -> Tensor {
-            cache.reset()
-            let n = min(keep, sequences[0].count)
-            return model.forwardCached(sequences.flatMap { $0.suffix(n) }, count: n, cache: cache)
-        }
-        var logits = prefill(keep: block)
-        for step in 0..<options.length {
-            var next = [Int32](repeating: 0, count: count)
-            for b in 0..<count {
-                next[b] = sampleToken(logits: logits.pointer + b * V, count: V, options: options.sampling, generator: &generators[b])
-                sequences[b].append(next[b])
-                out[b].append(next[b])
-            }
-            if step == options.length - 1 { break }
-            logits = cache.length >= block ? prefill(keep: keepOnOverflow) : model.forwardCached(next, count: 1, cache: cache)
-        }
-        return out
+    /// Decodes `seeds.count` sequences side by side, each drawing from its own generator; returns the
+    /// new tokens of each (`CharSampler`, exact unless the options ask for `reuseContext`).
+    public func decode(seeds: [UInt64]) throws -> [[Int32]] {
+        var sources = seeds.map { RandomGenerator(seed: $0) }
+        return try sampler.generate(prompt: prompt, length: options.length, options: options.sampling, sources: &sources)
     }
 
     /// The text of an item from its generated tokens: prompt + continuation, cut at `splitOn`.
@@ -128,32 +134,25 @@ public final class TextDatasetGenerator {
         return options.prompt + text
     }
 
-    /// Generates the items (all, the missing ones with `resume`, or one with `only`) and writes
-    /// `manifest.csv`; `progress(done, total, characters)` after each batch.
-    public func run(progress: (Int, Int, Int) -> Void = { _, _, _ in }) throws -> (report: GenerationReport, characters: Int) {
-        let start = Date()
-        let manager = FileManager.default
-        try manager.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
-        let manifestPath = outputDirectory + "/manifest.csv"
-        let expected = manifest
-        if manager.fileExists(atPath: manifestPath) {
-            let existing = try Manifest.read(path: manifestPath)
-            if existing.checkpointSHA256 != expected.checkpointSHA256 || existing.parameters != expected.parameters {
-                throw SamplingError("\(outputDirectory) holds a run of another checkpoint or other parameters (\(existing.parameters)); give the same arguments, or a new --out")
-            }
-        } else if !options.resume, options.only == nil, let entries = try? manager.contentsOfDirectory(atPath: outputDirectory), !entries.isEmpty {
-            throw SamplingError("\(outputDirectory) is not empty and has no manifest.csv; choose an empty or new folder")
-        }
-        try FileIO.writeAtomically(Array(expected.csv().utf8), to: manifestPath)
-        if options.resume {
-            for name in (try? manager.contentsOfDirectory(atPath: outputDirectory)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
-                try? manager.removeItem(atPath: outputDirectory + "/" + name)
-            }
-        }
+    /// The items as planned (file names, seeds) for `GenerationPlan`.
+    private var plannedItems: [PlannedItem] {
+        (0..<options.count).map { PlannedItem(index: $0, label: 0, className: "", file: file($0),
+                                              seed: ItemSeed.derive(runSeed: options.seed, index: $0)) }
+    }
 
-        // Existing items: files, or the records of samples.jsonl by index.
-        var texts = [String?](repeating: nil, count: options.count)
+    public static let verdictsName = "validation.csv"
+
+    /// Generates the items (all, the missing ones with `resume`, or one with `only`) and writes
+    /// `manifest.csv`; with a checker, checks every item while later batches are generated, records each
+    /// verdict in `validation.csv` and deletes the rejected items unless `keepInvalid`.
+    /// `progress(done, total, characters)` after each batch.
+    public func run(progress: (Int, Int, Int) -> Void = { _, _, _ in }) throws
+        -> (report: GenerationReport, characters: Int, validation: ValidationSummary?) {
+        let start = Date()
         let jsonlPath = outputDirectory + "/" + Self.jsonlName
+        let verdictsPath = outputDirectory + "/" + Self.verdictsName
+        // Existing JSONL records by index (read before the plan, which only sees file paths).
+        var texts = [String?](repeating: nil, count: options.count)
         if options.jsonl, options.resume || options.only != nil, let bytes = try? FileIO.readBytes(jsonlPath) {
             for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
                 if let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
@@ -162,38 +161,68 @@ public final class TextDatasetGenerator {
                 }
             }
         }
-        var wanted = [Bool](repeating: true, count: options.count)
-        var report = GenerationReport()
-        if let only = options.only {
-            wanted = (0..<options.count).map { $0 == only }
-        } else if options.resume {
-            for i in 0..<options.count {
-                // A file item is valid when it is there as UTF-8 (the rename-into-place write never
-                // leaves a partial file under the item's name).
-                let present = options.jsonl ? texts[i] != nil
-                    : (try? FileIO.readBytes(outputDirectory + "/" + file(i))).map { String(validating: $0, as: UTF8.self) != nil } ?? false
-                if present { wanted[i] = false; report.kept += 1 }
+        // Verdicts of an earlier run of this folder (the manifest check below makes them this run's).
+        var verdicts: [Int: ItemVerdict] = [:]
+        if options.checkCommand != nil, options.resume || options.only != nil, let bytes = try? FileIO.readBytes(verdictsPath) {
+            verdicts = ItemVerdict.parse(String(decoding: bytes, as: UTF8.self), count: options.count)
+        }
+        let items = plannedItems
+        let indexOfPath = Dictionary(uniqueKeysWithValues: items.map { (outputDirectory + "/" + $0.file, $0.index) })
+        var plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
+                                              only: options.only) { path in
+            guard let i = indexOfPath[path] else { return false }
+            if options.jsonl { return texts[i] != nil }
+            // A file item is valid when it is there as UTF-8 (the rename-into-place write never leaves a
+            // partial file under the item's name), or when it was checked, rejected and deleted.
+            if let present = try? FileIO.readBytes(path) { return String(validating: present, as: UTF8.self) != nil }
+            return verdicts[i].map { !$0.valid && !options.keepInvalid } ?? false
+        }
+        var checker: ItemChecker?
+        if let command = options.checkCommand {
+            checker = ItemChecker(command: command, timeLimit: options.checkTimeLimit)
+            for i in 0..<options.count where plan.wanted[i] { verdicts[i] = nil }
+            // kept items of an interrupted run that were never checked
+            for i in 0..<options.count where !plan.wanted[i] && verdicts[i] == nil && options.only == nil {
+                checker!.submit(index: i, path: outputDirectory + "/" + file(i), keep: true)
             }
         }
-        let total = wanted.filter { $0 }.count
+        func recordVerdicts() throws {
+            guard let checker else { return }
+            for (i, verdict) in checker.takeVerdicts() { verdicts[i] = verdict }
+            try checker.checkFailure()
+            try writeRenamed(Array(ItemVerdict.csv(verdicts, file: file).utf8), to: verdictsPath)
+        }
+
+        let total = plan.total
         var done = 0, characters = 0
         for batchStart in stride(from: 0, to: options.count, by: options.batchSize) {
             let indices = Array(batchStart..<min(options.count, batchStart + options.batchSize))
-            guard indices.contains(where: { wanted[$0] }) else { continue }
-            let generated = decode(seeds: indices.map { ItemSeed.derive(runSeed: options.seed, index: $0) })
-            for (slot, i) in indices.enumerated() where wanted[i] {
+            guard indices.contains(where: { plan.wanted[$0] }) else { continue }
+            try checker?.checkFailure()
+            let generated = try decode(seeds: indices.map { ItemSeed.derive(runSeed: options.seed, index: $0) })
+            for (slot, i) in indices.enumerated() where plan.wanted[i] {
                 let text = itemText(generated[slot])
                 characters += generated[slot].count
                 done += 1
                 texts[i] = text
-                if !options.jsonl { try writeRenamed(Array(text.utf8), to: outputDirectory + "/" + file(i)) }
+                if !options.jsonl {
+                    let path = outputDirectory + "/" + file(i)
+                    try writeRenamed(Array(text.utf8), to: path)
+                    checker?.submit(index: i, path: path, keep: options.keepInvalid)
+                }
             }
             if options.jsonl { try writeJSONL(texts, to: jsonlPath) }   // after every batch: a kill loses at most one batch
+            try recordVerdicts()
             progress(done, total, characters)
         }
-        report.written = total
-        report.seconds = Date().timeIntervalSince(start)
-        return (report, characters)
+        checker?.waitForAll()
+        try recordVerdicts()
+        plan.report.written = total
+        plan.report.seconds = Date().timeIntervalSince(start)
+        let summary = checker.map { _ in
+            ValidationSummary(checked: verdicts.count, valid: verdicts.values.filter(\.valid).count)
+        }
+        return (plan.report, characters, summary)
     }
 
     /// samples.jsonl holds the records present so far, in index order: {"index", "seed", "text"}.
@@ -222,4 +251,152 @@ func jsonString(_ s: String) -> String {
         }
     }
     return out + "\""
+}
+
+// MARK: - checking items
+
+/// How many items a checker looked at and how many it accepted.
+public struct ValidationSummary: Sendable, Equatable {
+    public var checked: Int
+    public var valid: Int
+    public init(checked: Int, valid: Int) { (self.checked, self.valid) = (checked, valid) }
+    /// valid / checked (0 when nothing was checked).
+    public var validRate: Double { checked > 0 ? Double(valid) / Double(checked) : 0 }
+}
+
+/// A checker's verdict on one item: exit status 0 or not, and the first line of what it wrote to stderr.
+struct ItemVerdict: Equatable {
+    var valid: Bool
+    var message: String
+
+    static let header = ["file", "index", "valid", "checker_message"]
+
+    /// `validation.csv`: one row per checked item, in index order.
+    static func csv(_ verdicts: [Int: ItemVerdict], file: (Int) -> String) -> String {
+        var out = header.joined(separator: ",") + "\n"
+        for (i, v) in verdicts.sorted(by: { $0.key < $1.key }) {
+            out += [file(i), String(i), v.valid ? "true" : "false", v.message].map(csvField).joined(separator: ",") + "\n"
+        }
+        return out
+    }
+
+    static func parse(_ text: String, count: Int) -> [Int: ItemVerdict] {
+        var out: [Int: ItemVerdict] = [:]
+        for r in parseCSV(text).dropFirst() where r.count == header.count {
+            if let i = Int(r[1]), (0..<count).contains(i) { out[i] = ItemVerdict(valid: r[2] == "true", message: r[3]) }
+        }
+        return out
+    }
+}
+
+/// Runs a checker command on items in the background, at most `parallel` at a time, while the caller
+/// goes on generating. A checker that cannot be started (the shell's exit 126/127) or that outlives its
+/// time limit makes the whole run fail: its verdicts would say nothing about the items.
+final class ItemChecker: @unchecked Sendable {
+    let command: String, timeLimit: Double
+    private let lock = NSLock()
+    private var verdicts: [(Int, ItemVerdict)] = []
+    private var failure: String?
+    private let group = DispatchGroup()
+    private let slots: DispatchSemaphore
+    private let queue = DispatchQueue(label: "forge.item-checker", attributes: .concurrent)
+
+    init(command: String, timeLimit: Double, parallel: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)) {
+        (self.command, self.timeLimit) = (command, timeLimit)
+        slots = DispatchSemaphore(value: parallel)
+    }
+
+    /// Checks the file at `path` in the background; a rejected item is deleted unless `keep`.
+    func submit(index: Int, path: String, keep: Bool) {
+        group.enter()
+        queue.async { [self] in
+            slots.wait()
+            defer { slots.signal(); group.leave() }
+            if lock.withLock({ failure != nil }) { return }
+            let quoted = "'" + path.replacingOccurrences(of: "'", with: "'\\''") + "'"
+            let result = runShell(command.replacingOccurrences(of: "{}", with: quoted), timeLimit: timeLimit)
+            let name = (path as NSString).lastPathComponent
+            lock.withLock {
+                switch result {
+                case .timedOut:
+                    failure = failure ?? "the checker `\(command)` did not finish within \(timeLimit) s on \(name) and was killed; raise the time limit or fix the checker"
+                case let .exited(status, firstLine) where status == 126 || status == 127:
+                    failure = failure ?? "the checker `\(command)` could not be run (exit \(status)\(firstLine.isEmpty ? "" : ": " + firstLine)); check that the command exists and is executable"
+                case let .failedToStart(reason):
+                    failure = failure ?? "the checker `\(command)` could not be started: \(reason)"
+                case let .exited(status, firstLine):
+                    verdicts.append((index, ItemVerdict(valid: status == 0, message: firstLine)))
+                    if status != 0 && !keep { unlink(path) }
+                }
+            }
+        }
+    }
+
+    /// Verdicts that arrived since the last call.
+    func takeVerdicts() -> [(Int, ItemVerdict)] {
+        lock.withLock { defer { verdicts.removeAll() }; return verdicts }
+    }
+
+    /// Throws the first fatal checker problem, if any.
+    func checkFailure() throws {
+        if let failure = lock.withLock({ failure }) { throw SamplingError(failure) }
+    }
+
+    func waitForAll() { group.wait() }
+}
+
+enum ShellResult {
+    case exited(status: Int32, firstStderrLine: String)
+    case timedOut
+    case failedToStart(String)
+}
+
+/// Runs `/bin/sh -c command` in its own process group with stdin and stdout on /dev/null and stderr in a
+/// temporary file (a pipe could keep a killed checker's grandchildren blocking the reader). Past
+/// `timeLimit` seconds the whole group is killed.
+func runShell(_ command: String, timeLimit: Double) -> ShellResult {
+    let errPath = NSTemporaryDirectory() + "forge-check-\(getpid())-\(UUID().uuidString).stderr"
+    defer { unlink(errPath) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+    posix_spawnattr_setpgroup(&attributes, 0)
+    let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", command].map { (s: String) in strdup(s) } + [nil]
+    defer { for p in argv { free(p) } }
+    var pid: pid_t = 0
+    // Python checkers (`python3 -m py_compile {}`) would leave __pycache__ folders in the dataset:
+    // their byte code goes to a temporary tree instead, unless the caller chose one.
+    var environment = ProcessInfo.processInfo.environment
+    if environment["PYTHONPYCACHEPREFIX"] == nil {
+        environment["PYTHONPYCACHEPREFIX"] = NSTemporaryDirectory() + "forge-check-pycache-\(getpid())"
+    }
+    let envp: [UnsafeMutablePointer<CChar>?] = environment.map { (k, v) in strdup(k + "=" + v) } + [nil]
+    defer { for p in envp { free(p) } }
+    let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, envp)
+    guard spawned == 0 else { return .failedToStart(String(cString: strerror(spawned))) }
+    let deadline = Date().addingTimeInterval(timeLimit)
+    var status: Int32 = 0
+    while true {
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid { break }
+        if r < 0 && errno != EINTR { return .failedToStart("waitpid: \(String(cString: strerror(errno)))") }
+        if Date() > deadline {
+            kill(-pid, SIGKILL)
+            _ = waitpid(pid, &status, 0)
+            return .timedOut
+        }
+        usleep(2_000)
+    }
+    let stderrText = (try? FileIO.readBytes(errPath)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+    let firstLine = stderrText.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+    // exit status (WIFEXITED / WEXITSTATUS), or 128 + signal as a shell reports it
+    let exitStatus: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return .exited(status: exitStatus, firstStderrLine: firstLine)
 }

@@ -184,7 +184,7 @@ struct GenerateAudio: ParsableCommand {
     @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors).") var checkpoint: String
     @Option(help: "Number of clips.") var count: Int
     @Option(help: "Output folder.") var out: String
-    @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = 0
+    @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
     @Option(help: "Clips per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 32
     @Flag(help: "Continue an interrupted run: keep valid clips, generate the missing ones.") var resume = false
     @Option(help: "Recreate only clip N (same arguments as the original run).") var only: Int?

@@ -139,16 +139,16 @@ struct TrainChar: ParsableCommand {
 struct SampleChar: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "char",
-        abstract: "Generate text from a character-level transformer (streams to stdout).")
+        abstract: "Generate text from a character-level transformer (streams to stdout).",
+        discussion: "Exact by default: every character is conditioned on the last min(length, block) characters, as nanoGPT's generate does. Sample i draws from its own generator seeded from (--seed, i), so its text does not depend on --batch.")
 
     @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).") var checkpoint: String?
     @Option(help: "Text to start from.") var prompt: String = "\n"
-    @Option(help: "Characters to generate per sample.") var length: Int = 500
-    @Option(help: "Softmax temperature (0 = greedy).") var temperature: Float = 0.8
-    @Option(help: "Keep the k most likely characters (0 = all).") var topK: Int = 200
-    @Option(help: "Nucleus sampling: keep the most likely characters up to this probability.") var topP: Float?
-    @Option(help: "Random seed (default: from the clock).") var seed: UInt64?
-    @Option(help: "Number of samples.") var count: Int = 1
+    @Option(parsing: .unconditional, help: "Characters to generate per sample, ≥ 1 (fewer when a --stop string ends it).") var length: Int = 500
+    @OptionGroup var sampling: TextSamplingFlags
+    @Option(help: "Random seed; sample i uses a seed derived from (seed, i) (default 1337, as every command).") var seed: UInt64?
+    @Option(parsing: .unconditional, help: "Number of samples.") var count: Int = 1
+    @Option(parsing: .unconditional, help: "Samples decoded side by side (faster; with more than 1, a sample is printed when its batch ends instead of character by character).") var batch: Int = 1
     @Option(help: "Write the samples to this file instead of stdout.") var out: String?
     @Option(help: "Write sample_N.txt files into this folder.") var outDir: String?
     @Flag(help: "Drop prompt characters the model does not know instead of failing.") var skipUnknown = false
@@ -156,12 +156,17 @@ struct SampleChar: ParsableCommand {
     @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
     var vocabFrom: String?
 
+    func validate() throws {
+        guard length >= 1 else { throw ValidationError("--length must be ≥ 1, got \(length)") }
+        guard count >= 1 else { throw ValidationError("--count must be ≥ 1, got \(count)") }
+        guard batch >= 1 else { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
+        if out != nil && outDir != nil { throw ValidationError("use --out or --out-dir, not both") }
+    }
+
     func run() throws {
         guard let path = checkpoint ?? shippedCharCheckpoint() else {
             throw ValidationError("no --checkpoint given and the shipped checkpoints/shakespeare-char.safetensors was not found")
         }
-        guard length >= 0, count >= 1 else { throw ValidationError("--length must be ≥ 0 and --count ≥ 1") }
-        if out != nil && outDir != nil { throw ValidationError("use --out or --out-dir, not both") }
         var ck = try CharCheckpoint.load(path: path, heads: heads)
         if let vocabFrom { ck = try ck.replacingVocabulary(TextCorpus(path: vocabFrom).vocabulary) }
         guard !ck.vocabulary.isEmpty else {
@@ -169,30 +174,61 @@ struct SampleChar: ParsableCommand {
         }
         let promptTokens = try ck.encode(prompt, skipUnknown: skipUnknown)
         guard !promptTokens.isEmpty else { throw ValidationError("the prompt is empty (after dropping unknown characters)") }
-        let options = TextSamplingOptions(temperature: temperature, topK: topK > 0 ? topK : nil, topP: topP)
-        var generator = RandomGenerator(seed: seed ?? UInt64(Date().timeIntervalSince1970 * 1e6))
-        let sampler = CharSampler(model: ck.model)
-        if out == nil && outDir == nil {
-            // stream each sample as it is generated
-            for i in 0..<count {
-                if i > 0 { print("\n---------------") }
-                FileHandle.standardOutput.write(prompt.data(using: .utf8)!)
-                _ = sampler.generate(prompt: promptTokens, length: length, options: options, generator: &generator) { next in
-                    FileHandle.standardOutput.write(ck.decode(next).data(using: .utf8)!)
+        let options = sampling.options
+        let runSeed = seed ?? defaultSeed
+        let sampler = CharSampler(model: ck.model, vocabulary: ck.vocabulary)
+        let toStdout = out == nil && outDir == nil
+        let streaming = toStdout && batch == 1
+        let terminal = isatty(STDOUT_FILENO) == 1
+        let stdout = FileHandle.standardOutput
+        var texts: [String] = []
+        var generated = 0
+        let start = Date()
+        do {
+            for batchStart in stride(from: 0, to: count, by: batch) {
+                let indices = Array(batchStart..<min(count, batchStart + batch))
+                var sources = indices.map { RandomGenerator(seed: ItemSeed.derive(runSeed: runSeed, index: $0)) }
+                var pending = ""   // streamed text not yet written (all of it when stdout is not a terminal)
+                if streaming {
+                    if batchStart > 0 { pending += "\n---------------\n" }
+                    pending += prompt
+                }
+                let samples = try sampler.generate(prompt: promptTokens, length: length, options: options, sources: &sources) { _, tokens in
+                    guard streaming else { return }
+                    pending += ck.decode(tokens)
+                    if terminal {   // one write, hence one flush, per token on a terminal
+                        stdout.write(Data(pending.utf8))
+                        pending = ""
+                    }
+                }
+                generated += samples.reduce(0) { $0 + $1.count }
+                if streaming {
+                    stdout.write(Data(pending.utf8))
+                } else {
+                    for s in samples {
+                        let text = prompt + ck.decode(s)
+                        if toStdout {
+                            stdout.write(Data(((texts.isEmpty ? "" : "\n---------------\n") + text).utf8))
+                        }
+                        texts.append(text)
+                    }
                 }
             }
-            print("")
-            return
+        } catch let error as TextSamplingError {
+            throw ValidationError(flagMessage(error))
         }
-        let samples = sampler.generate(prompt: promptTokens, count: count, length: length, options: options, generator: &generator)
-        let texts = samples.map { ck.decode(promptTokens) + ck.decode($0) }
-        if let out {
+        let seconds = Date().timeIntervalSince(start)
+        let rate = String(format: "%d characters in %.2f s, %.0f characters/s (batch %d, %@)", generated, seconds,
+                          Double(generated) / max(seconds, 1e-9), batch, options.reuseContext ? "reuse-context approximation" : "exact")
+        if toStdout {
+            print("")
+        } else if let out {
             try FileIO.writeAtomically(Array(texts.joined(separator: "\n---------------\n").utf8), to: out)
-            stderr("wrote \(count) sample(s) to \(out)\n")
+            stderr("wrote \(count) sample(s) to \(out): \(rate)\n")
         } else if let outDir {
             try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
             for (i, t) in texts.enumerated() { try FileIO.writeAtomically(Array(t.utf8), to: outDir + "/sample_\(i).txt") }
-            stderr("wrote \(count) sample(s) to \(outDir)/sample_N.txt\n")
+            stderr("wrote \(count) sample(s) to \(outDir)/sample_N.txt: \(rate)\n")
         }
     }
 }

@@ -122,7 +122,7 @@ struct SampleGAN: ParsableCommand {
     @Option(help: "The checkpoint (.safetensors) written by `forge train gan`.")
     var checkpoint: String
     @Option(help: "Number of images (default 64) or clips (default 1).") var count: Int?
-    @Option(help: "Seed of the latent vectors.") var seed: UInt64 = 0
+    @Option(help: "Seed of the latent vectors.") var seed: UInt64 = defaultSeed
     @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).")
     var className: String?
     @Option(help: "Grid PNG to write (audio: x.wav, with x.png showing waveform and spectrogram).") var out: String?

@@ -35,7 +35,7 @@ struct GenerateImages: ParsableCommand {
     @Option(help: "Number of images (ignored with --per-class); conditional models give item i the class i mod K.") var count: Int?
     @Option(help: "Images per class (conditional models): count = per-class × classes.") var perClass: Int?
     @Option(help: "Output folder.") var out: String
-    @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = 0
+    @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
     @Option(help: "Image format (png).") var format: String = "png"
     @Option(help: "Images per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 100
     @Flag(help: "Continue an interrupted run: keep valid items, generate the missing ones.") var resume = false
@@ -98,32 +98,42 @@ struct GenerateText: ParsableCommand {
 
     @Option(help: "The char checkpoint (.safetensors).") var checkpoint: String
     @Option(help: "Number of texts.") var count: Int
-    @Option(help: "Characters generated per text.") var length: Int
+    @Option(help: "Characters generated per text (fewer when a --stop string ends it).") var length: Int
     @Option(help: "Output folder.") var out: String
     @Option(help: "Text every item starts from (kept in the item).") var prompt: String = "\n"
     @Option(help: "File extension of the items.") var ext: String = ".txt"
     @Option(help: "End each item before the first occurrence of this separator (escapes \\n and \\t are understood), e.g. \"\\n\\n\".") var splitOn: String?
     @Flag(help: "Write one samples.jsonl ({index, seed, text} per line) instead of one file per item.") var jsonl = false
-    @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = 0
-    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0.8
-    @Option(help: "Keep the k most likely characters (0 = all).") var topK: Int = 200
-    @Option(help: "Nucleus sampling threshold (omit for none).") var topP: Float?
+    @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
+    @OptionGroup var sampling: TextSamplingFlags
     @Option(help: "Sequences decoded side by side (recorded in the manifest; keep it when resuming).") var batch: Int = 16
     @Flag(help: "Continue an interrupted run: keep the items present, generate the missing ones.") var resume = false
     @Option(help: "Recreate only item N (same arguments as the original run).") var only: Int?
+    @Option(name: .customLong("validate"), help: ArgumentHelp("Check every item with this shell command, {} standing for the item's file; exit 0 = valid, e.g. 'python3 -m py_compile {}'. Runs beside generation; rejected items are deleted (see --keep-invalid); verdicts and the checker's first stderr line go to DIR/validation.csv. For whole units, end items with --stop (e.g. --stop '\\n\\n\\n' or --stop '\\ndef ').", valueName: "command"))
+    var checkCommand: String?
+    @Flag(help: "With --validate: keep the items the checker rejects.") var keepInvalid = false
+    @Option(help: "With --validate: seconds one check may take before the run fails.") var validateTimeout: Double = 30
 
     func validate() throws {
         guard count >= 1, length >= 1, batch >= 1 else { throw ValidationError("--count, --length and --batch must be positive") }
+        if let checkCommand {
+            guard checkCommand.contains("{}") else { throw ValidationError("--validate needs a {} standing for the item's file, e.g. 'python3 -m py_compile {}'") }
+            guard !jsonl else { throw ValidationError("--validate checks one file per item; drop --jsonl") }
+        } else if keepInvalid {
+            throw ValidationError("--keep-invalid only applies with --validate")
+        }
+        guard validateTimeout > 0, validateTimeout.isFinite else { throw ValidationError("--validate-timeout must be a positive number of seconds, got \(validateTimeout)") }
         if resume && only != nil { throw ValidationError("give --resume or --only, not both") }
     }
 
     func run() throws {
-        let unescape = { (s: String) in s.replacingOccurrences(of: "\\n", with: "\n").replacingOccurrences(of: "\\t", with: "\t") }
+        let unescape = unescapeControlCharacters
         let options = TextGenerationOptions(count: count, length: length, prompt: unescape(prompt), seed: seed, batchSize: batch,
                                             fileExtension: ext.hasPrefix(".") || ext.isEmpty ? ext : "." + ext,
                                             splitOn: splitOn.map(unescape), jsonl: jsonl,
-                                            sampling: TextSamplingOptions(temperature: temperature, topK: topK > 0 ? topK : nil, topP: topP),
-                                            resume: resume, only: only)
+                                            sampling: sampling.options,
+                                            resume: resume, only: only,
+                                            checkCommand: checkCommand, keepInvalid: keepInvalid, checkTimeLimit: validateTimeout)
         do {
             let generator = try TextDatasetGenerator(checkpointPath: checkpoint, options: options, outputDirectory: out)
             let c = generator.checkpoint.model.config
@@ -131,7 +141,7 @@ struct GenerateText: ParsableCommand {
                   + "vocabulary \(c.vocabSize)) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
             let start = Date()
             var lastLine = Date.distantPast
-            let (report, characters) = try generator.run { done, total, chars in
+            let (report, characters, validation) = try generator.run { done, total, chars in
                 let now = Date()
                 guard now.timeIntervalSince(lastLine) > 2 || done == total else { return }
                 lastLine = now
@@ -139,6 +149,13 @@ struct GenerateText: ParsableCommand {
             }
             say(String(format: "wrote %d texts (kept %d), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv",
                          report.written, report.kept, characters, report.seconds, Double(characters) / max(1e-9, report.seconds), out))
+            if let validation {
+                say(String(format: "valid: %d of %d checked items (%.1f %%)%@; verdicts %@/%@", validation.valid, validation.checked,
+                             100 * validation.validRate, keepInvalid ? ", invalid ones kept" : ", invalid ones deleted",
+                             out, TextDatasetGenerator.verdictsName))
+            }
+        } catch let error as TextSamplingError {
+            throw ValidationError(flagMessage(error))
         }
     }
 }

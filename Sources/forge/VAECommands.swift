@@ -142,7 +142,7 @@ struct SampleVAE: ParsableCommand {
 
     @Option(help: "The checkpoint (.safetensors) written by `forge train vae`.") var checkpoint: String
     @Option(help: "Number of images (default 64) or clips (default 1).") var count: Int?
-    @Option(help: "Seed of the latent vectors.") var seed: UInt64 = 0
+    @Option(help: "Seed of the latent vectors.") var seed: UInt64 = defaultSeed
     @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).") var className: String?
     @Option(help: "Grid PNG to write (default samples/vae.png); audio checkpoints: x.wav (+ x.png spectrograms).") var out: String?
     @Option(help: "Write one PNG per image into this folder instead of a grid.") var outDir: String?
@@ -175,7 +175,7 @@ struct EvalVAE: ParsableCommand {
     @Option(help: "Which split of --data: test (default when it has one) or train.") var split: String?
     @Option(help: "Importance samples k of the IWAE bound (1 = the ELBO).") var iw: Int = 1000
     @Option(help: "Evaluate only the first N images.") var limit: Int?
-    @Option(help: "Seed of the reparameterisation noise.") var seed: UInt64 = 0
+    @Option(help: "Seed of the reparameterisation noise.") var seed: UInt64 = defaultSeed
 
     func validate() throws {
         guard iw >= 1 else { throw ValidationError("--iw must be at least 1") }

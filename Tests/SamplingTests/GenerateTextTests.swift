@@ -17,7 +17,7 @@ final class GenerateTextTests: XCTestCase {
         return path
     }
 
-    /// An untrained tiny char transformer over "ab \n" (block 8, so 30 characters cross the cache rebuild).
+    /// An untrained tiny char transformer over "ab \n" (block 8, so 30 characters go past a full context).
     private func checkpoint(in dir: String) throws -> String {
         let config = CharTransformerConfig(vocabSize: 4, blockSize: 8, layers: 1, heads: 2, embedding: 8)
         let path = dir + "/char.safetensors"
@@ -91,5 +91,153 @@ final class GenerateTextTests: XCTestCase {
         resume.resume = true
         XCTAssertEqual(try run(ck, dir + "/j", resume).written, 3)
         XCTAssertEqual(try FileIO.readBytes(dir + "/j/samples.jsonl"), before)
+    }
+
+    /// Item i's text depends on (seed, i) only: the same files whatever the batch size, and the sampler's
+    /// output for the item's own generator. The manifest records every sampling setting.
+    func testItemsIndependentOfBatchSizeAndSettingsRecorded() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        var options = TextGenerationOptions(count: 5, length: 30, prompt: "a", seed: 11, batchSize: 1)
+        _ = try run(ck, dir + "/b1", options)
+        options.batchSize = 3
+        _ = try run(ck, dir + "/b3", options)
+        var one = try files(dir + "/b1"), three = try files(dir + "/b3")
+        XCTAssertNotEqual(one.removeValue(forKey: "manifest.csv"), three.removeValue(forKey: "manifest.csv"), "batch is recorded")
+        XCTAssertEqual(one, three)
+        let loaded = try CharCheckpoint.load(path: ck)
+        var sources = [RandomGenerator(seed: ItemSeed.derive(runSeed: 11, index: 2))]
+        let tokens = try CharSampler(model: loaded.model).generate(prompt: try loaded.encode("a"), length: 30,
+                                                                  options: options.sampling, sources: &sources)[0]
+        XCTAssertEqual(String(decoding: one["000002.txt"]!, as: UTF8.self), "a" + loaded.decode(tokens))
+        let parameters = try Manifest.read(path: dir + "/b3/manifest.csv").parameters
+        for field in ["min_p=-", "repetition_penalty=1.0", "frequency_penalty=0.0", "presence_penalty=0.0", "stop=[]", "context=exact"] {
+            XCTAssertTrue(parameters.contains(field), "\(parameters) lacks \(field)")
+        }
+    }
+
+    /// `stop` ends each item early (the stop string not kept) and goes into the manifest; a bad sampling
+    /// value is refused before anything is written.
+    func testStopStringsAndBadValues() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        var options = TextGenerationOptions(count: 6, length: 40, prompt: "a", seed: 2, batchSize: 4)
+        options.sampling = TextSamplingOptions(temperature: 1.5, topK: nil, stop: ["b "])
+        _ = try run(ck, dir + "/s", options)
+        options.sampling.stop = []
+        _ = try run(ck, dir + "/free", options)
+        var stoppedEarly = 0
+        for i in 0..<6 {
+            let name = String(format: "%06d.txt", i)
+            let stopped = String(decoding: try FileIO.readBytes(dir + "/s/" + name), as: UTF8.self)
+            let free = String(decoding: try FileIO.readBytes(dir + "/free/" + name), as: UTF8.self)
+            let generated = free.dropFirst()   // the stop string must lie in the generated text
+            let expected = "a" + (generated.range(of: "b ").map { String(generated[..<$0.lowerBound]) } ?? String(generated))
+            XCTAssertEqual(stopped, expected, "item \(i)")
+            if stopped.count < free.count { stoppedEarly += 1 }
+        }
+        XCTAssertGreaterThan(stoppedEarly, 0, "the stop string occurs in some item")
+        XCTAssertTrue(try Manifest.read(path: dir + "/s/manifest.csv").parameters.contains("stop=[\"b \"]"))
+
+        options.sampling = TextSamplingOptions(topP: 1.5)
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/bad")) {
+            XCTAssertEqual(($0 as? TextSamplingError)?.option, .topP)
+        }
+        options.sampling = TextSamplingOptions(stop: ["x"])
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/bad")) {
+            XCTAssertEqual(($0 as? TextSamplingError)?.option, .stop)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
+    }
+
+    private func verdicts(_ dir: String) throws -> [[String]] {
+        String(decoding: try FileIO.readBytes(dir + "/validation.csv"), as: UTF8.self)
+            .split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+    }
+
+    /// `checkCommand`: each item's verdict is the checker's exit status on that file, with its first
+    /// stderr line; rejected items are deleted (kept with `keepInvalid`); a resumed run ends with the
+    /// same folder, checking the kept items that have no verdict yet.
+    func testCheckerVerdictsDeletionAndResume() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        let command = "grep -q bb {} || { echo \"no bb\" >&2; echo second line >&2; exit 3; }"
+        var options = TextGenerationOptions(count: 9, length: 12, prompt: "a", seed: 4, batchSize: 4, checkCommand: command)
+        options.sampling = TextSamplingOptions(temperature: 1, topK: nil)
+        options.keepInvalid = true
+        let kept = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/all").run()
+        let texts = (0..<9).map { String(decoding: (try? FileIO.readBytes(dir + "/all/" + String(format: "%06d.txt", $0))) ?? [], as: UTF8.self) }
+        let valid = texts.map { $0.contains("bb") }
+        XCTAssertTrue(valid.contains(true) && valid.contains(false), "the fixture gives both verdicts: \(texts)")
+        XCTAssertEqual(kept.validation, ValidationSummary(checked: 9, valid: valid.filter { $0 }.count))
+        let rows = try verdicts(dir + "/all")
+        XCTAssertEqual(rows[0], ["file", "index", "valid", "checker_message"])
+        XCTAssertEqual(rows.count, 10)
+        for i in 0..<9 {
+            XCTAssertEqual(rows[i + 1], [String(format: "%06d.txt", i), String(i), valid[i] ? "true" : "false", valid[i] ? "" : "no bb"])
+        }
+        XCTAssertTrue(try Manifest.read(path: dir + "/all/manifest.csv").parameters.contains("validate="))
+
+        // without keepInvalid the rejected items are deleted, the verdicts are the same
+        options.keepInvalid = false
+        let run = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/valid").run()
+        XCTAssertEqual(run.validation, kept.validation)
+        let after = try files(dir + "/valid")
+        XCTAssertEqual(after.keys.filter { $0.hasSuffix(".txt") }.sorted(),
+                       (0..<9).filter { valid[$0] }.map { String(format: "%06d.txt", $0) })
+        XCTAssertEqual(try verdicts(dir + "/valid"), rows)
+
+        // an interrupted run: the last batch missing, and the verdicts of items 2… lost
+        for i in 8..<9 { try? FileManager.default.removeItem(atPath: dir + "/valid/" + String(format: "%06d.txt", i)) }
+        try FileIO.writeAtomically(Array(rows.prefix(3).map { $0.joined(separator: ",") }.joined(separator: "\n").utf8) + [10],
+                                   to: dir + "/valid/validation.csv")
+        options.resume = true
+        let resumed = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/valid").run()
+        // regenerated: item 8, and the rejected items whose verdicts were lost (nothing tells them from missing ones)
+        XCTAssertEqual(resumed.report.written, 1 + (2..<8).filter { !valid[$0] }.count)
+        XCTAssertEqual(resumed.validation, kept.validation)
+        XCTAssertEqual(try files(dir + "/valid"), after)
+    }
+
+    /// A checker that cannot run, or that hangs past its time limit, fails the run with a clear message.
+    func testMissingOrHangingCheckerIsAnError() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        var options = TextGenerationOptions(count: 3, length: 5, prompt: "a", checkCommand: "forge-no-such-checker {}")
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/missing").run()) {
+            XCTAssertTrue("\($0)".contains("could not be run (exit 127"), "\($0)")
+            XCTAssertTrue("\($0)".contains("forge-no-such-checker"), "\($0)")
+        }
+        options.checkCommand = "sleep 30; true {}"
+        options.checkTimeLimit = 0.3
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/hang").run()) {
+            XCTAssertTrue("\($0)".contains("did not finish within 0.3 s"), "\($0)")
+        }
+        options.checkCommand = "true"
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/x")) {
+            XCTAssertTrue("\($0)".contains("no {}"), "\($0)")
+        }
+        options.checkCommand = "true {}"
+        options.jsonl = true
+        XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/x")) {
+            XCTAssertTrue("\($0)".contains("one file per item"), "\($0)")
+        }
+    }
+
+    /// `python3 -m py_compile {}` as the checker: every one-character continuation of "a" over "ab \n" is a
+    /// valid Python expression, and no __pycache__ folder is left among the items.
+    func testPythonCheckerLeavesNoByteCodeInTheDataset() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else {
+            throw XCTSkip("/usr/bin/python3 is not installed")
+        }
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        let options = TextGenerationOptions(count: 6, length: 1, prompt: "a", seed: 3, batchSize: 3, fileExtension: ".py",
+                                            sampling: TextSamplingOptions(temperature: 1, topK: nil),
+                                            checkCommand: "/usr/bin/python3 -m py_compile {}")
+        let run = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/py").run()
+        XCTAssertEqual(run.validation, ValidationSummary(checked: 6, valid: 6))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/py").sorted(),
+                       ["000000.py", "000001.py", "000002.py", "000003.py", "000004.py", "000005.py", "manifest.csv", "validation.csv"])
     }
 }
