@@ -47,7 +47,7 @@ let package = Package(
 
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore", "CKernels"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DataIOTests", dependencies: ["DataIO"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO", "Training"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "DataIO", "TensorCore", "Figures"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SamplingTests", dependencies: ["Sampling", "Training", "Models", "DataIO", "TensorCore", "Figures", "Metrics"], resources: [.copy("Fixtures")]),
     ]

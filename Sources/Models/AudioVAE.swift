@@ -51,7 +51,7 @@ public struct AudioVAEConfig: Codable, Equatable, Sendable {
     }
 }
 
-/// Encoder, decoder, the learned log σ of the likelihood, and their Adam optimizer.
+/// Encoder, decoder and the learned log σ of the likelihood (the step: Training's `audioVAETrainingStep`).
 public final class AudioVAE: Module {
     public var isTraining = true
     public let config: AudioVAEConfig
@@ -65,8 +65,6 @@ public final class AudioVAE: Module {
     public let decoder: Sequential
     /// log σ of the Gaussian likelihood (one scalar, initially log 0.1).
     public let logScale: Tensor
-    /// Adam over all parameters.
-    public private(set) lazy var optimizer: Adam = Adam(parameters, learningRate: config.learningRate)
 
     /// Builds the networks with PyTorch's default initialisation drawn from `config.seed`.
     public init(_ config: AudioVAEConfig) {
@@ -128,18 +126,6 @@ public final class AudioVAE: Module {
         let recon = squared * (logScale * -2).exp().reshaped([]) * 0.5 + logScale.reshaped([]) * n + halfLog2π * n
         let kl = gaussianKL(mu: mu, logvar: logvar, reduction: .sum)
         return (recon + kl, recon, kl)
-    }
-
-    /// One Adam step on a batch; returns the per-clip negative ELBO, reconstruction and KL (nats).
-    @discardableResult
-    public func trainStep(_ x: Tensor, rng: inout RandomGenerator) -> (total: Double, reconstruction: Double, kl: Double) {
-        train()
-        optimizer.zeroGrad()
-        let terms = loss(x, rng: &rng)
-        terms.total.backward()
-        optimizer.step()
-        let b = Double(x.shape[0])
-        return (Double(terms.total.item) / b, Double(terms.reconstruction.item) / b, Double(terms.kl.item) / b)
     }
 
     /// σ of the likelihood.

@@ -81,30 +81,15 @@ public final class SmallCNN: Layer {
     public func forward(_ x: Tensor) -> Tensor { fc2(features(x)) }
 }
 
-/// A `SmallCNN` with its optimizer: one training step, and evaluation helpers that run in
-/// evaluation mode without a graph.
+/// A `SmallCNN` with evaluation helpers that run in evaluation mode without a graph (its training
+/// step: Training's `classifierTrainingStep`).
 public final class ImageClassifier {
     public let config: ClassifierConfig
     public let network: SmallCNN
-    public let optimizer: Adam
 
     public init(_ config: ClassifierConfig) {
         self.config = config
         network = SmallCNN(config)
-        optimizer = Adam(network.parameters, learningRate: config.learningRate)
-    }
-
-    /// One Adam step on a batch (B, C, S, S) with labels; returns (mean loss, batch accuracy).
-    public func trainStep(images: Tensor, labels: [Int]) -> (loss: Double, accuracy: Double) {
-        network.train()
-        optimizer.zeroGrad()
-        let logits = network(images)
-        let loss = crossEntropy(logits, targets: labels.map { Int32($0) })
-        loss.backward()
-        optimizer.step()
-        let predicted = logits.argmax(axis: 1)
-        let correct = zip(predicted, labels).filter { $0 == $1 }.count
-        return (Double(loss.item), Double(correct) / Double(max(1, labels.count)))
     }
 
     /// Runs `body` on the network in evaluation mode without a graph, restoring the mode after.

@@ -196,8 +196,8 @@ final class ConvVAENetwork: VAENetwork {
 
 // MARK: - VAE
 
-/// A VAE with its Adam optimizer: `encode`, `reparameterize`, `decode`, `loss` and `trainStep`
-/// read like pytorch/examples' `VAE` and `loss_function`; `elboAndIWAE` evaluates −log p(x).
+/// A VAE: `encode`, `reparameterize`, `decode` and `loss` read like pytorch/examples' `VAE` and `loss_function`; `elboAndIWAE` evaluates −log p(x). Its optimizer
+/// and training step live in Training (`vaeTrainingStep`).
 ///
 /// Checkpoint names are the network's (`fc1.weight`, … for the MLP; `encoder.0.weight`, … for conv)
 /// plus `log_scale` (C) for the learned-variance Gaussian.
@@ -207,8 +207,6 @@ public final class VAE: Module {
     let network: any VAENetwork
     /// log σ per channel of the learned Gaussian likelihood, else nil.
     public let logScale: Tensor?
-    /// Adam over all parameters with `config.learningRate` (pytorch/examples: 1e-3).
-    public private(set) lazy var optimizer: Adam = Adam(parameters, learningRate: config.learningRate)
 
     /// Builds the networks with PyTorch's default initialisation drawn from `config.seed`.
     public init(_ config: VAEConfig) {
@@ -305,18 +303,6 @@ public final class VAE: Module {
         let recon = reconstructionNLL(network.decode(z, y), x)
         let kl = gaussianKL(mu: mu, logvar: logvar, reduction: .sum)
         return VAELossTerms(total: recon + kl, reconstruction: recon, kl: kl)
-    }
-
-    /// One Adam step on a batch in [0, 1]; returns the batch's summed terms (as the example
-    /// back-propagates the summed loss, so Adam sees the same gradient scale).
-    @discardableResult
-    public func trainStep(_ x: Tensor, labels: [Int]? = nil, rng: inout RandomGenerator) -> (total: Double, reconstruction: Double, kl: Double) {
-        train()
-        optimizer.zeroGrad()
-        let terms = loss(x, labels: labels, rng: &rng)
-        terms.total.backward()
-        optimizer.step()
-        return (Double(terms.total.item), Double(terms.reconstruction.item), Double(terms.kl.item))
     }
 
     /// The batch's summed negative ELBO with one z per image and no graph (the example's test loop).

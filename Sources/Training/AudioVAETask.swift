@@ -9,6 +9,8 @@ import Models
 /// as WAVs + a waveform/spectrogram PNG (the same files as `AudioGANTrainingTask`).
 public final class AudioVAETrainingTask: TrainingTask {
     public let vae: AudioVAE
+    /// Adam over the model's parameters (`AudioVAE.makeOptimizer`).
+    public let optimizer: Adam
     public let clips: Tensor
     public let samplesDirectory: String
     /// The fixed latent batch of the per-epoch samples.
@@ -19,6 +21,7 @@ public final class AudioVAETrainingTask: TrainingTask {
 
     public init(vae: AudioVAE, clips: Tensor, samplesDirectory: String, sampleCount: Int = 4, sampleEvery: Int = 1) throws {
         let c = vae.config
+        optimizer = vae.makeOptimizer()
         batches = try ClipBatches(clips: clips, length: c.length, batchSize: c.batchSize, seed: c.seed,
                                   sampleCount: sampleCount, sampleEvery: sampleEvery)
         self.vae = vae
@@ -33,7 +36,7 @@ public final class AudioVAETrainingTask: TrainingTask {
     public var kind: String { "audiovae" }
     public var configJSON: String { (try? Checkpoint.jsonString(vae.config)) ?? "{}" }
     public var modules: [(name: String, module: any Module)] { [("vae", vae)] }
-    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("vae", vae.optimizer)] }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("vae", optimizer)] }
     public var generators: [String: RandomGenerator] {
         get { ["noise": noiseRNG] }
         set { if let g = newValue["noise"] { noiseRNG = g } }
@@ -47,7 +50,7 @@ public final class AudioVAETrainingTask: TrainingTask {
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
     public func step() -> [Double] {
-        let r = vae.trainStep(batches.next(), rng: &noiseRNG)
+        let r = audioVAETrainingStep(vae, optimizer: optimizer, batch: batches.next(), rng: &noiseRNG)
         return [r.total, r.reconstruction, r.kl, vae.sigma]
     }
 

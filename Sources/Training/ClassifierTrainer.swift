@@ -8,6 +8,8 @@ import Models
 /// batches in a (seed, epoch) order, one Adam step per batch, loss and batch accuracy as metrics.
 public final class ClassifierTrainingTask: TrainingTask {
     public let classifier: ImageClassifier
+    /// Adam over the network's parameters (`ImageClassifier.makeOptimizer`).
+    public let optimizer: Adam
     public let data: ImageSet
     /// Random horizontal flips of training images (off for digits and Fashion-MNIST's asymmetric classes).
     public let randomHorizontalFlip: Bool
@@ -26,6 +28,7 @@ public final class ClassifierTrainingTask: TrainingTask {
             throw TrainingError.invalidConfiguration("\(data.count) images are fewer than one batch of \(c.batchSize)")
         }
         self.classifier = classifier
+        optimizer = classifier.makeOptimizer()
         self.data = data
         self.randomHorizontalFlip = randomHorizontalFlip
     }
@@ -33,7 +36,7 @@ public final class ClassifierTrainingTask: TrainingTask {
     public var kind: String { "classifier" }
     public var configJSON: String { (try? Checkpoint.jsonString(classifier.config)) ?? "{}" }
     public var modules: [(name: String, module: any Module)] { [("classifier", classifier.network)] }
-    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("classifier", classifier.optimizer)] }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("classifier", optimizer)] }
     /// The data order comes from (seed, epoch); the task draws no other random numbers.
     public var generators: [String: RandomGenerator] {
         get { [:] }
@@ -57,7 +60,7 @@ public final class ClassifierTrainingTask: TrainingTask {
 
     public func step() -> [Double] {
         guard let (images, labels) = batches?.next() else { preconditionFailure("ClassifierTrainingTask: epoch ran out of batches") }
-        let r = classifier.trainStep(images: images, labels: labels)
+        let r = classifierTrainingStep(classifier, optimizer: optimizer, images: images, labels: labels)
         return [r.loss, r.accuracy]
     }
 }

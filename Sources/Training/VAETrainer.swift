@@ -98,6 +98,8 @@ public struct VAEEpochResult: Sendable, Equatable {
 /// VAE training on `ImageSet`s (pixels in [0, 1], see `VAEData.unitRange`) as a `TrainingTask`.
 public final class VAETrainingTask: TrainingTask {
     public let vae: VAE
+    /// Adam over the model's parameters (`VAE.makeOptimizer`, pytorch/examples' choice).
+    public let optimizer: Adam
     public let data: ImageSet
     public let heldOut: ImageSet?
     public let samplesDirectory: String
@@ -127,6 +129,7 @@ public final class VAETrainingTask: TrainingTask {
         }
         guard data.count >= 1 else { throw TrainingError.invalidConfiguration("no training images") }
         self.vae = vae
+        optimizer = vae.makeOptimizer()
         self.data = data
         self.heldOut = heldOut
         self.samplesDirectory = samplesDirectory
@@ -145,7 +148,7 @@ public final class VAETrainingTask: TrainingTask {
     public var kind: String { "vae" }
     public var configJSON: String { (try? Checkpoint.jsonString(vae.config)) ?? "{}" }
     public var modules: [(name: String, module: any Module)] { [("vae", vae)] }
-    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("vae", vae.optimizer)] }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("vae", optimizer)] }
     public var generators: [String: RandomGenerator] {
         get { ["noise": noiseRNG, "eval": evalRNG] }
         set {
@@ -174,7 +177,7 @@ public final class VAETrainingTask: TrainingTask {
     public func step() -> [Double] {
         guard let (images, labels) = batches?.next() else { preconditionFailure("VAETrainingTask: epoch ran out of batches") }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let r = vae.trainStep(images, labels: vae.config.isConditional ? labels : nil, rng: &noiseRNG)
+        let r = vaeTrainingStep(vae, optimizer: optimizer, batch: images, labels: vae.config.isConditional ? labels : nil, rng: &noiseRNG)
         epochSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         let n = Double(images.shape[0])
         epochLoss += r.total

@@ -235,7 +235,8 @@ struct BenchVAE: ParsableCommand {
         // A pool of synthetic batches in [0, 1] (BCE targets), cycled through, as in ref_vae.py.
         let pool = (0..<8).map { _ in Tensor.uniform([batch, 1, side, side], generator: &rng) }
         var next = 0
-        func step() { vae.trainStep(pool[next % pool.count], rng: &rng); next += 1 }
+        let optimizer = vae.makeOptimizer()
+        func step() { vaeTrainingStep(vae, optimizer: optimizer, batch: pool[next % pool.count], rng: &rng); next += 1 }
         let env = ProcessInfo.processInfo.environment
         print("forge bench vae: \(side * side)-\(hidden)-\(latent) b\(batch) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "unset")), kernels \(BLAS.kernelLevel), \(Threads.count) threads")

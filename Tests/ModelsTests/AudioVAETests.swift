@@ -1,6 +1,7 @@
 import XCTest
 import TensorCore
 import Models
+import Training
 
 final class AudioVAETests: XCTestCase {
     private func tinyConfig() -> AudioVAEConfig {
@@ -36,9 +37,10 @@ final class AudioVAETests: XCTestCase {
             (0..<4096).map { t in 0.5 * Float(sin(2 * Double.pi * 300 * Double(t) / 8000 + Double(k))) }
         })
         var rng = RandomGenerator(seed: 2)
-        let first = vae.trainStep(x, rng: &rng)
+        let optimizer = vae.makeOptimizer()
+        let first = audioVAETrainingStep(vae, optimizer: optimizer, batch: x, rng: &rng)
         var last = first
-        for _ in 0..<30 { last = vae.trainStep(x, rng: &rng) }
+        for _ in 0..<30 { last = audioVAETrainingStep(vae, optimizer: optimizer, batch: x, rng: &rng) }
         XCTAssertTrue(last.total.isFinite)
         XCTAssertLessThan(last.total, first.total)
         XCTAssertNotEqual(vae.sigma, 0.1)

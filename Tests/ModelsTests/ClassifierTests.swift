@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import TensorCore
 import Models
+import Training
 
 /// The small CNN of `forge train classifier` / `forge eval synthetic`.
 final class ClassifierTests: XCTestCase {
@@ -50,9 +51,10 @@ final class ClassifierTests: XCTestCase {
         let (test, testLabels) = toyData(count: 60, seed: 2)
         let before = ClassificationAccuracy(predictions: classifier.predict(test), labels: testLabels, classCount: 3)
         var firstLoss = 0.0, lastLoss = 0.0
+        let optimizer = classifier.makeOptimizer()
         for step in 0..<40 {
             let start = (step % 4) * 24
-            let r = classifier.trainStep(images: train.slice(axis: 0, start..<start + 24), labels: Array(trainLabels[start..<start + 24]))
+            let r = classifierTrainingStep(classifier, optimizer: optimizer, images: train.slice(axis: 0, start..<start + 24), labels: Array(trainLabels[start..<start + 24]))
             if step == 0 { firstLoss = r.loss }
             lastLoss = r.loss
         }

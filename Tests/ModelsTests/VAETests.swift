@@ -3,6 +3,7 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
+import Training
 
 /// A tiny MLP VAE (16 pixels → 6 → 3) for tests.
 private func tinyConfig(likelihood: VAELikelihood = .bernoulli, latent: Int = 3, classes: Int = 0) -> VAEConfig {
@@ -187,11 +188,12 @@ final class VAETests: XCTestCase {
             }
         }
         var rng = RandomGenerator(seed: 1)
+        let optimizer = vae.makeOptimizer()
         func epochLoss(train: Bool) -> Double {
             var total = 0.0
             for b in stride(from: 0, to: n, by: 32) {
                 let batch = data.slice(axis: 0, b..<(b + 32)).detached()
-                total += train ? vae.trainStep(batch, rng: &rng).total : vae.evaluate(batch, rng: &rng).total
+                total += train ? vaeTrainingStep(vae, optimizer: optimizer, batch: batch, rng: &rng).total : vae.evaluate(batch, rng: &rng).total
             }
             return total / Double(n)
         }
@@ -216,7 +218,8 @@ final class VAETests: XCTestCase {
         let x = randomImages(3).detached()
         // A few training steps so q(z|x) is not the prior.
         var rng = RandomGenerator(seed: 4)
-        for _ in 0..<20 { vae.trainStep(x, rng: &rng) }
+        let optimizer = vae.makeOptimizer()
+        for _ in 0..<20 { vaeTrainingStep(vae, optimizer: optimizer, batch: x, rng: &rng) }
 
         // −log p(x) by the trapezoid rule on z ∈ [−10, 10].
         let points = 4001
@@ -262,7 +265,7 @@ final class VAETests: XCTestCase {
         c.seed = 1
         let a = VAE(c)
         var rng = RandomGenerator(seed: 2)
-        a.trainStep(randomImages(4), labels: [0, 1, 2, 0], rng: &rng)
+        vaeTrainingStep(a, optimizer: a.makeOptimizer(), batch: randomImages(4), labels: [0, 1, 2, 0], rng: &rng)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vae-state-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -117,7 +117,8 @@ final class VAETrainingTests: XCTestCase {
         let set = try generatedSet(at: folder + "/data", perClass: 8)
         let vae = VAE(tinyConfig())
         var rng = RandomGenerator(seed: 1)
-        for _ in 0..<30 { vae.trainStep(set.images, rng: &rng) }
+        let optimizer = vae.makeOptimizer()
+        for _ in 0..<30 { vaeTrainingStep(vae, optimizer: optimizer, batch: set.images, rng: &rng) }
         let elbo = VAEEvaluator.evaluate(vae, on: set, rng: &rng)
         let iw = VAEEvaluator.evaluate(vae, on: set, batchSize: 5, importanceSamples: 200, rng: &rng)
         XCTAssertEqual(elbo.count, 16)

@@ -1,0 +1,68 @@
+import Foundation
+import TensorCore
+import Models
+
+// The optimisation steps of the VAE, the audio VAE and the classifier, as nanoGPT's train.py holds
+// its steps beside the loop while model.py holds only modules and the forward pass. Each task owns
+// its optimizer and calls one of these; `forge bench` calls them too, so the benchmark times the
+// same step that training runs.
+
+/// One Adam step of `vae` on a batch x (B, C, H, W) in [0, 1]: pytorch/examples' `loss_function`
+/// summed over the batch (the example back-propagates the sum, so Adam sees that gradient scale).
+/// Returns the batch's summed negative ELBO and its two terms, in nats.
+@discardableResult
+public func vaeTrainingStep(_ vae: VAE, optimizer: Adam, batch x: Tensor, labels: [Int]? = nil,
+                            rng: inout RandomGenerator) -> (total: Double, reconstruction: Double, kl: Double) {
+    vae.train()
+    optimizer.zeroGrad()
+    let terms = vae.loss(x, labels: labels, rng: &rng)
+    terms.total.backward()
+    optimizer.step()
+    return (Double(terms.total.item), Double(terms.reconstruction.item), Double(terms.kl.item))
+}
+
+/// One Adam step of `vae` on a batch of clips (B, 1, L) in [-1, 1]; returns the negative ELBO and
+/// its terms per clip (nats), the batch sum divided by B (the same convention as `VAETrainingTask`'s
+/// metrics: see its `perImage` columns).
+@discardableResult
+public func audioVAETrainingStep(_ vae: AudioVAE, optimizer: Adam, batch x: Tensor,
+                                 rng: inout RandomGenerator) -> (total: Double, reconstruction: Double, kl: Double) {
+    vae.train()
+    optimizer.zeroGrad()
+    let terms = vae.loss(x, rng: &rng)
+    terms.total.backward()
+    optimizer.step()
+    let b = Double(x.shape[0])
+    return (Double(terms.total.item) / b, Double(terms.reconstruction.item) / b, Double(terms.kl.item) / b)
+}
+
+/// One Adam step of the classifier's network on a batch (B, C, S, S) with labels; returns the mean
+/// cross-entropy and the batch accuracy.
+@discardableResult
+public func classifierTrainingStep(_ classifier: ImageClassifier, optimizer: Adam, images: Tensor,
+                                   labels: [Int]) -> (loss: Double, accuracy: Double) {
+    classifier.network.train()
+    optimizer.zeroGrad()
+    let logits = classifier.network(images)
+    let loss = crossEntropy(logits, targets: labels.map { Int32($0) })
+    loss.backward()
+    optimizer.step()
+    let predicted = logits.argmax(axis: 1)
+    let correct = zip(predicted, labels).filter { $0 == $1 }.count
+    return (Double(loss.item), Double(correct) / Double(max(1, labels.count)))
+}
+
+extension VAE {
+    /// The optimizer pytorch/examples trains it with: Adam over all parameters at `config.learningRate`.
+    public func makeOptimizer() -> Adam { Adam(parameters, learningRate: config.learningRate) }
+}
+
+extension AudioVAE {
+    /// Adam over all parameters at `config.learningRate`.
+    public func makeOptimizer() -> Adam { Adam(parameters, learningRate: config.learningRate) }
+}
+
+extension ImageClassifier {
+    /// Adam over the network's parameters at `config.learningRate`.
+    public func makeOptimizer() -> Adam { Adam(network.parameters, learningRate: config.learningRate) }
+}
