@@ -50,5 +50,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO", "Training"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "DataIO", "TensorCore", "Figures"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SamplingTests", dependencies: ["Sampling", "Training", "Models", "DataIO", "TensorCore", "Figures", "Metrics"], resources: [.copy("Fixtures")]),
+        // Runs the forge binary itself (exit codes, messages, a tiny run); depends on it so it is built.
+        .testTarget(name: "CLITests", dependencies: ["forge"]),
     ]
 )

@@ -83,8 +83,11 @@ final class AudioSamplingTests: XCTestCase {
                                       handleInterrupts: false, showProgress: false)
         let summary = try TrainingLoop(task: task, options: options, log: { _ in }).run()
         XCTAssertEqual(summary.state.step, 4)
-        for name in ["epoch_001_0.wav", "epoch_002_1.wav", "latest_0.wav", "epoch_002.png", "latest.png", "metrics.csv", "loss.png"] {
+        for name in ["epoch_001_0.wav", "epoch_002_1.wav", "latest_0.wav", "epoch_002.png", "latest.png"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/samples/" + name), name)
+        }
+        for name in ["metrics.csv", "loss.png", "checkpoint.safetensors"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/" + name), name)
         }
         let wav = try AudioIO.read(path: dir + "/samples/latest_1.wav")
         XCTAssertEqual(wav.sampleRate, 8000)

@@ -381,6 +381,6 @@ final class GenerateEvaluationTests: XCTestCase {
         XCTAssertLessThan(result.syntheticAccuracy.overall, 0.7)
         XCTAssertLessThan(result.syntheticAccuracy.perClass[2], 0.05, "no synthetic class-2 images: class 2 is never predicted")
         XCTAssertGreaterThan(result.featureDistance, result.realToRealDistance)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/classifier-real.safetensors"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/classifier-real/checkpoint.safetensors"))
     }
 }

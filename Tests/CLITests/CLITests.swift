@@ -1,0 +1,121 @@
+import XCTest
+import Foundation
+
+/// The `forge` binary as a user runs it: exit codes and the message for each bad input the CLI
+/// rejects, and a tiny end-to-end training run. The binary is the one this test build made
+/// (beside the test bundle in .build/<configuration>/).
+final class CLITests: XCTestCase {
+    private var forge: String {
+        get throws {
+            var dir = Bundle(for: CLITests.self).bundleURL  // on Linux the products folder itself
+            for _ in 0..<3 {
+                let candidate = dir.appendingPathComponent("forge").path
+                if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+                dir = dir.deletingLastPathComponent()
+            }
+            throw XCTSkip("no forge binary beside \(Bundle(for: CLITests.self).bundleURL.path)")
+        }
+    }
+
+    private func folder() -> String {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("forge-cli-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url.path
+    }
+
+    /// Runs forge with `arguments`; returns (exit status, stdout, stderr).
+    @discardableResult
+    private func run(_ arguments: [String], in directory: String? = nil) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try forge)
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    private func text(_ dir: String) throws -> String {
+        let path = dir + "/input.txt"
+        let line = "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak.\n"
+        try String(repeating: line, count: 60).write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// Every bad value exits 2 with `forge: error:` and the flag's name — before anything trains.
+    func testBadTrainingValuesAreRefusedNamingTheFlag() throws {
+        let dir = folder()
+        let data = try text(dir)
+        let tiny = ["train", "char", "--data", data, "--layers", "1", "--heads", "2", "--embd", "16", "--block", "8", "--batch", "4",
+                    "--warmup", "1", "--out", dir + "/run"]
+        for (extra, flag) in [(["--lr", "0"], "--lr"), (["--lr=-1"], "--lr"), (["--lr", "nan"], "--lr"), (["--iters=-5"], "--steps"),
+                              (["--dropout", "1.5"], "--dropout"), (["--minutes", "0"], "--minutes"), (["--heads", "3"], "--embd")] {
+            let (status, _, stderr) = try run(tiny + extra)
+            XCTAssertEqual(status, 2, "\(extra): \(stderr)")
+            XCTAssertTrue(stderr.hasPrefix("forge: error: "), "\(extra): \(stderr)")
+            XCTAssertTrue(stderr.contains(flag), "\(extra) should name \(flag): \(stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/checkpoint.safetensors"))
+    }
+
+    /// A block whose attention alone needs terabytes is refused with the figure and the flag to change.
+    func testAHugeBlockIsRefusedBeforeAllocating() throws {
+        let dir = folder()
+        let (status, _, stderr) = try run(["train", "char", "--data", try text(dir), "--block", "100000", "--out", dir + "/run"])
+        XCTAssertEqual(status, 2, stderr)
+        XCTAssertTrue(stderr.contains("GiB") && stderr.contains("--block"), stderr)
+    }
+
+    /// A tiny char run trains, writes its run folder, resumes with more steps, and refuses a resume
+    /// that would change the learning rate.
+    func testCharRunFolderResumeAndContradictingFlag() throws {
+        let dir = folder()
+        let data = try text(dir)
+        let tiny = ["train", "char", "--data", data, "--layers", "1", "--heads", "2", "--embd", "16", "--block", "8", "--batch", "4",
+                    "--warmup", "1", "--eval-every", "5", "--eval-iters", "1", "--out", dir + "/run"]
+        let (s1, out1, err1) = try run(tiny + ["--iters", "10"])
+        XCTAssertEqual(s1, 0, err1)
+        XCTAssertTrue(out1.contains("finished"), out1)
+        for f in ["checkpoint.safetensors", "best.safetensors", "metrics.csv", "loss.png", "config.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/run/" + f), f)
+        }
+        let (s2, out2, err2) = try run(tiny + ["--iters", "15", "--resume"])
+        XCTAssertEqual(s2, 0, err2)
+        XCTAssertTrue(out2.contains("resumed from") && out2.contains("step 15"), out2)
+        let (s3, _, err3) = try run(tiny + ["--iters", "20", "--resume", "--lr", "1e12"])
+        XCTAssertEqual(s3, 2)
+        XCTAssertTrue(err3.contains("--lr") && err3.contains("the checkpoint has"), err3)
+        // the run folder is also a --checkpoint
+        let (s4, sample, err4) = try run(["sample", "char", "--checkpoint", dir + "/run", "--prompt", "First", "--length", "20"])
+        XCTAssertEqual(s4, 0, err4)
+        XCTAssertTrue(sample.hasPrefix("First"), sample)
+    }
+
+    /// Bad sampling values exit 2 naming the flag.
+    func testBadSamplingValues() throws {
+        for (extra, flag) in [(["--temperature", "nan"], "--temperature"), (["--temperature", "-1"], "--temperature"),
+                              (["--top-p", "1.5"], "--top-p"), (["--top-k", "-1"], "--top-k"), (["--length", "0"], "--length")] {
+            let (status, _, stderr) = try run(["sample", "char", "--length", "5"] + extra)
+            XCTAssertEqual(status, 2, "\(extra): \(stderr)")
+            XCTAssertTrue(stderr.contains(flag), "\(extra): \(stderr)")
+        }
+    }
+
+    /// A checkpoint of the wrong kind, or a file that is not one, is a clear error with exit 2.
+    func testWrongCheckpointsAreClearErrors() throws {
+        let dir = folder()
+        let junk = dir + "/junk.safetensors"
+        try Data("not a checkpoint".utf8).write(to: URL(fileURLWithPath: junk))
+        let (s1, _, e1) = try run(["sample", "gan", "--checkpoint", junk])
+        XCTAssertEqual(s1, 2, e1)
+        XCTAssertTrue(e1.contains(junk), e1)
+        let (s2, _, e2) = try run(["sample", "gan", "--checkpoint", dir + "/missing.safetensors"])
+        XCTAssertEqual(s2, 2, e2)
+        XCTAssertTrue(e2.contains("no such file"), e2)
+    }
+}
