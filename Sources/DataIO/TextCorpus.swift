@@ -98,9 +98,9 @@ public struct TextCorpus: Sendable {
     /// `0..<(count - blockLength)` with `generator` (like nanoGPT's `get_batch`).
     public func batch(_ split: Split, batchSize: Int, blockLength: Int, generator: inout RandomGenerator) throws -> Batch {
         let data = split == .train ? trainTokens : validationTokens
-        guard batchSize > 0, blockLength > 0 else { throw DataIOError.invalidArgument("TextCorpus.batch: batch size and block length must be positive") }
+        guard batchSize > 0, blockLength > 0 else { throw DataIOError.invalidArgument("a batch needs a positive batch size and block length") }
         guard data.count > blockLength else {
-            throw DataIOError.invalidArgument("TextCorpus.batch: the \(split) split has \(data.count) tokens, too few for blocks of \(blockLength)")
+            throw DataIOError.invalidArgument("the \(split == .train ? "training" : "validation") text has \(data.count) characters, too few for blocks of \(blockLength): use a longer text or a smaller block")
         }
         var x = [Int32](), y = [Int32]()
         x.reserveCapacity(batchSize * blockLength)

@@ -228,7 +228,7 @@ extension TrainVAE {
         } else {
             guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
             (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)
-            (config.learningRate, config.batchSize, config.seed) = (lr, batch ?? 16, training.seedValue)
+            (config.learningRate, config.batchSize, config.seed) = (lr ?? 1e-3, batch ?? 16, training.seedValue)
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let folder: AudioFolder

@@ -24,6 +24,10 @@ struct Forge: ParsableCommand {
             try command.run()
         } catch let code as ExitCode {
             Foundation.exit(code.rawValue)
+        } catch let error as ValidationError {
+            // thrown by a command's own checks: the message says what to change; usage adds nothing
+            printError("forge: error: \(error.message)")
+            Foundation.exit(ForgeExit.badInput)
         } catch {
             let own = forgeExitCode(for: error)
             if own != 1 {

@@ -62,6 +62,19 @@ struct RunFlags: ParsableArguments {
     }
 }
 
+/// `--resume` continues the saved run: a flag given now whose value differs from the checkpoint's
+/// is an error naming both values (rather than silently winning or losing). `changes` lists
+/// (flag, the value given or nil when the flag was not given, the saved value).
+func refuseResumeChanges(_ changes: [(String, String?, String)]) throws {
+    let differing = changes.compactMap { flag, given, saved -> String? in
+        guard let given, given != saved, Double(given).flatMap({ g in Double(saved).map { $0 == g } }) != true else { return nil }
+        return "\(flag) \(given) (the checkpoint has \(saved))"
+    }
+    guard !differing.isEmpty else { return }
+    throw ValidationError("--resume continues the saved run, but " + differing.joined(separator: ", ")
+                          + " would change it; drop the flag, or start a new run in another --out")
+}
+
 /// Exit codes of every forge command (also in `forge --help` and the README).
 enum ForgeExit {
     /// Bad flags, data or checkpoint.
@@ -94,7 +107,23 @@ func userMessage(_ error: Error) -> String {
     if case let TrainingError.invalidValue(field, value, requirement) = error {
         return "\(flagForField[field] ?? field) must be \(requirement), got \(value)"
     }
+    if let file = fileError(error) { return file }
     return "\(error)"
+}
+
+/// A Foundation file error (a full disk, a missing folder, no permission) as "cannot write PATH:
+/// reason" instead of an NSCocoaErrorDomain dump; nil for other errors.
+func fileError(_ error: Error) -> String? {
+    guard let cocoa = error as? CocoaError else { return nil }
+    let path = cocoa.filePath ?? cocoa.url?.path ?? "a file"
+    var reason = cocoa.localizedDescription
+    if let underlying = cocoa.underlying as NSError?, underlying.domain == NSPOSIXErrorDomain {
+        reason = String(cString: strerror(Int32(underlying.code)))
+    } else if cocoa.code == .fileWriteOutOfSpace {
+        reason = "no space left on device"
+    }
+    let verb = (256...511).contains(cocoa.code.rawValue) ? "read" : "write"  // Cocoa file-read codes are 256–511
+    return "cannot \(verb) \(path): \(reason)"
 }
 
 /// The exit code for a library error.
@@ -103,8 +132,10 @@ func forgeExitCode(for error: Error) -> Int32 {
     case TrainingError.diverged: return ForgeExit.diverged
     case TrainingError.runFolderBusy, TrainingError.runFolderUnwritable: return ForgeExit.output
     case let e as DataIOError:
-        if case .io = e { return ForgeExit.output }
+        // a missing input is bad input; any other I/O failure is the output side (disk full, permissions)
+        if case let .io(_, message) = e { return message.hasPrefix("no such file") ? ForgeExit.badInput : ForgeExit.output }
         return ForgeExit.badInput
+    case is CocoaError: return ForgeExit.output
     case is TrainingError, is CheckpointError, is CharTransformerError, is UnknownCharacterError, is SamplingError,
          is StateLoadError, is OptimizerStateError: return ForgeExit.badInput
     default: return 1

@@ -56,7 +56,7 @@ struct TrainVAE: ParsableCommand {
     @Option(help: "σ of the fixed Gaussian likelihood, in [0, 1] pixel units.") var sigma: Float = 0.1
     @Flag(help: "Condition on the class labels (CVAE).") var conditional = false
     @Option(help: "Batch size (default 128; audio 16).") var batch: Int?
-    @Option(help: "Adam learning rate.") var lr: Float = 1e-3
+    @Option(help: "Adam learning rate (default 1e-3).") var lr: Float?
     @Option(help: "Hold out this fraction of --data for the test loss.") var valSplit: Double?
     @Option(help: "Held-out images (a folder, or IDX files whose test split is used).") var val: String?
     @OptionGroup var training: RunFlags
@@ -97,7 +97,13 @@ struct TrainVAE: ParsableCommand {
             say("data: \(train.count) training images \(train.channels)x\(train.size)x\(train.size) from \(data), "
                   + "\(heldOut.count) held out from \(heldOutName)" + String(format: " (%.1f s)", Date().timeIntervalSince(start))
                   + (train.isLabelled ? "; \(train.classNames.count) classes, named from \(train.classSource)" : ""))
-            if !fromCheckpoint {
+            if fromCheckpoint {
+                try refuseResumeChanges([
+                    ("--latent", self.latent.map { "\($0)" }, "\(config.latent)"), ("--hidden", hidden.map { "\($0)" }, "\(config.hidden)"),
+                    ("--batch", self.batch.map { "\($0)" }, "\(config.batchSize)"), ("--lr", lr.map { "\($0)" }, "\(config.learningRate)"),
+                    ("--seed", training.seed.map { "\($0)" }, "\(config.seed)"),
+                    ("--likelihood", likelihood.map { $0.rawValue }, config.likelihood.rawValue)])
+            } else {
                 config.arch = arch
                 config.imageSize = size
                 config.channels = train.channels
@@ -111,7 +117,7 @@ struct TrainVAE: ParsableCommand {
                     }
                     config.classCount = train.classNames.count
                 }
-                (config.learningRate, config.batchSize, config.seed) = (lr, batch, training.seedValue)
+                (config.learningRate, config.batchSize, config.seed) = (lr ?? 1e-3, batch, training.seedValue)
             }
             if let problem = config.problem { throw ValidationError(problem) }
             let vae = VAE(config)
