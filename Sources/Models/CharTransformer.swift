@@ -249,7 +249,8 @@ public final class CharTransformer: Module {
         do { try loadState(t) } catch let e as StateLoadError { throw CharTransformerError(e.description) }
     }
 
-    /// Copies of the weights by nanoGPT name, the tied weight saved once as `transformer.wte.weight`.
+    /// The weights by nanoGPT name, the tied weight once as `transformer.wte.weight`: the live
+    /// tensors (not copies), for writing a plain state dict.
     public func weightsForSaving() -> [(String, Tensor)] {
         namedParameters()
     }

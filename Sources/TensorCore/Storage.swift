@@ -46,16 +46,6 @@ final class BufferPool: @unchecked Sendable {
             p.deallocate()
         }
     }
-
-    /// Frees every cached buffer.
-    func trim() {
-        lock.lock()
-        let lists = freeLists
-        freeLists = Array(repeating: [], count: 48)
-        cachedBytes = 0
-        lock.unlock()
-        for l in lists { for p in l { p.deallocate() } }
-    }
 }
 
 /// The memory behind a tensor: `count` contiguous Floats from the pool.
@@ -83,8 +73,6 @@ public enum TensorMemory {
         let pool = BufferPool.shared
         return pool.lockedFreshAllocations()
     }
-    /// Returns every cached buffer to the system.
-    public static func trim() { BufferPool.shared.trim() }
 }
 
 extension BufferPool {

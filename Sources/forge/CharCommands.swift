@@ -264,7 +264,7 @@ struct EvalChar: ParsableCommand {
 struct BenchChar: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "char",
-        abstract: "Training and sampling throughput on synthetic tokens, like ../shared/bench/ref_chargpt.py.")
+        abstract: "Training and sampling throughput on synthetic tokens; bench/torch_ref.py (make bench) runs the same in PyTorch.")
 
     @Option(help: "baby or shakespeare.") var preset: String = "baby"
     @Option(help: "Warm-up steps.") var warmup: Int?

@@ -133,7 +133,7 @@ func forgeExitCode(for error: Error) -> Int32 {
     case TrainingError.runFolderBusy, TrainingError.runFolderUnwritable: return ForgeExit.output
     case let e as DataIOError:
         // a missing input is bad input; any other I/O failure is the output side (disk full, permissions)
-        if case let .io(_, message) = e { return message.hasPrefix("no such file") ? ForgeExit.badInput : ForgeExit.output }
+        if case let .io(_, message) = e { return message.lowercased().contains("no such file") ? ForgeExit.badInput : ForgeExit.output }
         return ForgeExit.badInput
     case is CocoaError: return ForgeExit.output
     case is TrainingError, is CheckpointError, is CharTransformerError, is UnknownCharacterError, is SamplingError,

@@ -222,7 +222,7 @@ struct EvalVAE: ParsableCommand {
 struct BenchVAE: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vae",
-        abstract: "Time VAE training steps on synthetic data (the structure of ../shared/bench/ref_vae.py).")
+        abstract: "Time VAE training steps on synthetic data; bench/torch_ref.py (make bench) runs the same in PyTorch.")
 
     @Option(help: "Batch size.") var batch: Int = 128
     @Option(help: "Image side; input size = side².") var side: Int = 28
@@ -238,7 +238,7 @@ struct BenchVAE: ParsableCommand {
         if let problem = config.problem { throw ValidationError(problem) }
         let vae = VAE(config)
         var rng = RandomGenerator(seed: 0)
-        // A pool of synthetic batches in [0, 1] (BCE targets), cycled through, as in ref_vae.py.
+        // A pool of synthetic batches in [0, 1] (BCE targets), cycled through, as bench/torch_ref.py does.
         let pool = (0..<8).map { _ in Tensor.uniform([batch, 1, side, side], generator: &rng) }
         var next = 0
         let optimizer = vae.makeOptimizer()

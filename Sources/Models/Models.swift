@@ -1,2 +1,0 @@
-// Models: filled in by its issue.
-import TensorCore
