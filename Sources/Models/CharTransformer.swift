@@ -111,7 +111,6 @@ public final class CausalSelfAttention: Module {
         dropout = config.dropout
     }
 
-    public var namedChildren: [(String, any Module)] { [("c_attn", c_attn), ("c_proj", c_proj)] }
 
     /// x: (B, T, C) → (B, T, C).
     public func forward(_ x: Tensor) -> Tensor {
@@ -134,7 +133,6 @@ public final class MLP: Module {
         dropout = config.dropout
     }
 
-    public var namedChildren: [(String, any Module)] { [("c_fc", c_fc), ("c_proj", c_proj)] }
 
     /// x: (B, T, C) → (B, T, C).
     public func forward(_ x: Tensor) -> Tensor {
@@ -155,7 +153,6 @@ public final class Block: Module {
         mlp = MLP(config, generator: &generator)
     }
 
-    public var namedChildren: [(String, any Module)] { [("ln_1", ln_1), ("attn", attn), ("ln_2", ln_2), ("mlp", mlp)] }
 
     /// x: (B, T, C) → (B, T, C).
     public func forward(_ x: Tensor) -> Tensor {
@@ -181,7 +178,6 @@ public final class TransformerTrunk: Module {
         ln_f = LayerNorm(config.embedding, bias: config.bias)
     }
 
-    public var namedChildren: [(String, any Module)] { [("wte", wte), ("wpe", wpe), ("h", h), ("ln_f", ln_f)] }
 }
 
 // MARK: - model
@@ -209,7 +205,6 @@ public final class CharTransformer: Module {
         self.init(config, generator: &g)
     }
 
-    public var namedChildren: [(String, any Module)] { [("transformer", transformer), ("lm_head", lm_head)] }
 
     /// Parameters as nanoGPT counts them: tied weights once, position embeddings excluded.
     public var nonEmbeddingParameterCount: Int { parameterCount - transformer.wpe.weight.count }

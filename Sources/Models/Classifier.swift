@@ -70,7 +70,6 @@ public final class SmallCNN: Layer {
         fc2 = Linear(config.featureDim, config.classCount, generator: &g)
     }
 
-    public var namedChildren: [(String, any Module)] { [("convs", convs), ("fc1", fc1), ("fc2", fc2)] }
 
     /// Penultimate features (B, featureDim), after the ReLU.
     public func features(_ x: Tensor) -> Tensor {

@@ -131,7 +131,6 @@ final class MLPVAENetwork: VAENetwork {
         imageShape = [c.channels, c.imageSize, c.imageSize]
     }
 
-    var namedChildren: [(String, any Module)] { [("fc1", fc1), ("fc21", fc21), ("fc22", fc22), ("fc3", fc3), ("fc4", fc4)] }
 
     func encode(_ x: Tensor, _ onehot: Tensor?) -> (mu: Tensor, logvar: Tensor) {
         let h1 = fc1(withLabels(x.flattened(from: 1), onehot)).relu()    // (B, hidden)

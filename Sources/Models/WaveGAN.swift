@@ -126,7 +126,6 @@ public final class WaveGANGenerator: Module {
         main = Sequential(layers)
     }
 
-    public var namedChildren: [(String, any Module)] { [("dense", dense), ("main", main)] }
 
     /// z: (B, nz) → (B, 1, length).
     public func forward(_ z: Tensor) -> Tensor {

@@ -304,3 +304,34 @@ final class ModuleTests: XCTestCase {
         XCTAssertEqual(Identity()(x).scalars, x.scalars)
     }
 }
+
+/// Children by reflection, and the check that finds a child a hand-written list forgot.
+final class ModuleReflectionTests: XCTestCase {
+    final class Pair: Module {
+        var isTraining = true
+        let first = Linear(2, 3, generator: &ModuleReflectionTests.g)
+        let second: Linear? = Linear(3, 1, generator: &ModuleReflectionTests.g)
+        let absent: Linear? = nil
+        let scale: Float = 2
+    }
+    final class Forgetful: Module {
+        var isTraining = true
+        let kept = Linear(2, 2, generator: &ModuleReflectionTests.g)
+        let forgotten = Linear(2, 2, generator: &ModuleReflectionTests.g)
+        var namedChildren: [(String, any Module)] { [("kept", kept)] }
+    }
+    nonisolated(unsafe) static var g = RandomGenerator(seed: 3)
+
+    func testStoredModulesAreChildrenInDeclarationOrder() {
+        let pair = Pair()
+        XCTAssertEqual(pair.namedChildren.map(\.0), ["first", "second"])
+        XCTAssertEqual(pair.namedParameters().map(\.0), ["first.weight", "first.bias", "second.weight", "second.bias"])
+        XCTAssertEqual(pair.unregisteredChildren(), [])
+    }
+
+    func testAForgottenChildIsReported() {
+        let f = Forgetful()
+        XCTAssertEqual(f.unregisteredChildren(), ["forgotten"])
+        XCTAssertEqual(f.parameterCount, 6, "only the registered child is trained")
+    }
+}

@@ -3,12 +3,15 @@ import Foundation
 // MARK: - Module
 
 /// A piece of a model that owns parameters and buffers and may contain child modules, like
-/// `torch.nn.Module`. Each module lists its own tensors and its children explicitly (no reflection),
-/// and the dotted names built from those lists (`"blocks.0.attn.c_attn.weight"`) are the names
-/// PyTorch's `state_dict()` uses, so checkpoints map one to one.
+/// `torch.nn.Module`. The dotted names built from its children (`"blocks.0.attn.c_attn.weight"`)
+/// are the names PyTorch's `state_dict()` uses, so checkpoints map one to one.
 ///
-/// A conforming class stores `isTraining` and overrides whichever of `localParameters`,
-/// `localBuffers` and `namedChildren` it has; everything else comes from the extension.
+/// A conforming class stores `isTraining` and lists its own tensors in `localParameters` and
+/// `localBuffers`. Its children are found by reflection, as mlx-swift's `Module` finds them: every
+/// stored property holding a module (or an optional one) is a child named after the property, so
+/// a child cannot be forgotten. A class whose checkpoint names differ from its property names
+/// overrides `namedChildren`; `unregisteredChildren()` then finds a stored module it left out (the
+/// model tests call it for every model).
 public protocol Module: AnyObject {
     /// Training mode (dropout active, batch statistics) when true; evaluation mode when false.
     /// Set it through `train()`/`eval()` so children follow.
@@ -24,7 +27,39 @@ public protocol Module: AnyObject {
 extension Module {
     public var localParameters: [(String, Tensor)] { [] }
     public var localBuffers: [(String, Tensor)] { [] }
-    public var namedChildren: [(String, any Module)] { [] }
+    /// The stored properties that hold a module, in declaration order, named after the property.
+    public var namedChildren: [(String, any Module)] { reflectedChildren() }
+
+    /// The modules held by this object's stored properties (a module, or an optional holding one),
+    /// with the property names, in declaration order.
+    public func reflectedChildren() -> [(String, any Module)] {
+        var out: [(String, any Module)] = []
+        for child in Mirror(reflecting: self).children {
+            guard let label = child.label else { continue }
+            if let module = child.value as? any Module {
+                out.append((label, module))
+            } else if let optional = child.value as? (any Module)? , let module = optional {
+                out.append((label, module))
+            }
+        }
+        return out
+    }
+
+    /// Stored module properties of this module or any descendant whose tensors the tree does not
+    /// reach (`namedChildren` left them out), as dotted paths: each would never be trained or
+    /// saved. Empty when the tree is complete. (A module may flatten a child into its own names, as
+    /// the VAE does with its network: that counts as reached.)
+    public func unregisteredChildren() -> [String] {
+        let reached = Set(stateTensors().map { ObjectIdentifier($0.1) })
+        var missing: [String] = []
+        for (path, module) in namedModules() {
+            for (label, child) in module.reflectedChildren()
+            where child.stateTensors().contains(where: { !reached.contains(ObjectIdentifier($0.1)) }) {
+                missing.append(path.isEmpty ? label : path + "." + label)
+            }
+        }
+        return missing
+    }
 
     /// Every module in the tree, this one first (name ""), children depth-first, like `named_modules()`.
     public func namedModules(prefix: String = "") -> [(String, any Module)] {
