@@ -326,3 +326,31 @@ private final class MemoryFile {
         return sf_count_t(n)
     }
 }
+
+extension AudioFolder {
+    /// Whether `path` is a folder of sound files: it holds audio files (any depth) and no images.
+    public static func isAudioFolder(_ path: String) -> Bool {
+        var audio = 0, images = 0
+        let walker = FileManager.default.enumerator(atPath: path)
+        while let relative = walker?.nextObject() as? String {
+            let ext = (relative as NSString).pathExtension.lowercased()
+            if audioExtensions.contains(ext) { audio += 1 }
+            if ImageFolder.imageExtensions.contains(ext) { images += 1 }
+        }
+        return audio > 0 && images == 0
+    }
+
+    /// The sample rate of the first readable audio file in `path` (sorted order): the default rate a
+    /// folder is read at (files at other rates are resampled to it).
+    public static func firstSampleRate(in path: String) -> Int? {
+        var files: [String] = []
+        let walker = FileManager.default.enumerator(atPath: path)
+        while let relative = walker?.nextObject() as? String {
+            if audioExtensions.contains((relative as NSString).pathExtension.lowercased()) { files.append(relative) }
+        }
+        for file in files.sorted() {
+            if let clip = try? AudioIO.read(path: path + "/" + file, mono: true) { return clip.sampleRate }
+        }
+        return nil
+    }
+}

@@ -21,38 +21,8 @@ enum Modality: String, ExpressibleByArgument, CaseIterable {
         switch self {
         case .audio: return true
         case .image: return false
-        case .auto: return AudioData.isAudioFolder(data)
+        case .auto: return AudioFolder.isAudioFolder(data)
         }
-    }
-}
-
-enum AudioData {
-    static let imageExtensions: Set<String> = ["png", "jpg", "jpeg"]
-
-    /// Whether `path` is a folder of sound files: it holds audio files (any depth) and no images.
-    static func isAudioFolder(_ path: String) -> Bool {
-        var audio = 0, images = 0
-        let walker = FileManager.default.enumerator(atPath: path)
-        while let relative = walker?.nextObject() as? String {
-            let ext = (relative as NSString).pathExtension.lowercased()
-            if AudioFolder.audioExtensions.contains(ext) { audio += 1 }
-            if imageExtensions.contains(ext) { images += 1 }
-        }
-        return audio > 0 && images == 0
-    }
-
-    /// The sample rate of the first readable audio file in `path` (sorted order), used as the
-    /// default `--rate`: files at other rates are resampled to it.
-    static func firstSampleRate(in path: String) -> Int? {
-        var files: [String] = []
-        let walker = FileManager.default.enumerator(atPath: path)
-        while let relative = walker?.nextObject() as? String {
-            if AudioFolder.audioExtensions.contains((relative as NSString).pathExtension.lowercased()) { files.append(relative) }
-        }
-        for file in files.sorted() {
-            if let clip = try? AudioIO.read(path: path + "/" + file, mono: true) { return clip.sampleRate }
-        }
-        return nil
     }
 }
 
@@ -68,7 +38,7 @@ extension TrainGAN {
         if let saved = try training.savedConfig(WaveGANConfig.self, kind: "wavegan", runDirectory: runDirectory) {
             config = saved
         } else {
-            guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else {
+            guard let sampleRate = rate ?? AudioFolder.firstSampleRate(in: data) else {
                 throw ValidationError("no readable audio files in \(data)")
             }
             config.length = length
@@ -226,7 +196,7 @@ extension TrainVAE {
         if let saved = try training.savedConfig(AudioVAEConfig.self, kind: "audiovae", runDirectory: runDirectory) {
             config = saved
         } else {
-            guard let sampleRate = rate ?? AudioData.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
+            guard let sampleRate = rate ?? AudioFolder.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
             (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)
             (config.learningRate, config.batchSize, config.seed) = (lr ?? 1e-3, batch ?? 16, training.seedValue)
         }
