@@ -67,6 +67,11 @@ int fk_attention_backward(const float *q, const float *k, const float *v, long l
                           float *dq, float *dk, float *dv, long T, long D, int causal,
                           float p, uint64_t seed, uint64_t mask_offset, long tile);
 
+// ---- FMA peak (peak.c) ----
+/// GFLOP/s of `threads` pool threads each running `iters` rounds of 16 (AVX2: 14) independent FMA chains
+/// in registers, as ../shared/bench/peak.c; avx512 picks zmm, else ymm. 0 if the CPU lacks them.
+double fk_fma_peak_gflops(long threads, long iters, int avx512);
+
 // ---- optimizer ----
 // Adam/AdamW on n elements. bias corrections are passed in (1 - beta^t).
 void fk_adam_update(float *param, const float *grad, float *m, float *v, long n,
