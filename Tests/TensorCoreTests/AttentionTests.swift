@@ -149,4 +149,23 @@ final class FlashAttentionTests: XCTestCase {
         XCTAssertEqual(one.1, three.1)
         XCTAssertFalse(one.1.allSatisfy { $0 == 0 })
     }
+
+    /// What forward keeps for backward: the output and (B·H, T) log-sum-exps, no (T, T) matrix.
+    /// The pool is emptied and then given one buffer of each of those two sizes, so a forward that
+    /// allocates anything else (the old code's (B·H, T, T) probabilities) has to go to malloc.
+    func testForwardKeepsNoScoreMatrix() {
+        let (B, T, C, H) = (2, 128, 8, 2)
+        let qkv = randomTensor([B, T, 3 * C], seed: 71)
+        qkv.requiresGrad = true
+        TensorMemory.trim()
+        do {
+            let out = Tensor.zeros([B, T, C]), lse = Tensor.zeros([B * H, T])
+            XCTAssertEqual(out.count + lse.count, B * T * C + B * H * T)  // both return to the pool here
+        }
+        let before = TensorMemory.freshAllocations
+        let y = causalSelfAttention(qkv: qkv, heads: H)
+        XCTAssertEqual(TensorMemory.freshAllocations - before, 0, "forward allocated more than out \(y.shape) and lse [\(B * H), \(T)]")
+        y.sum().backward()
+        XCTAssertEqual(qkv.grad?.shape, qkv.shape)
+    }
 }
