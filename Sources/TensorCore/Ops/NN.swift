@@ -316,7 +316,9 @@ struct AttentionOutputLayout {
 }
 
 /// out = softmax(q·kᵀ/√D [causal]) ⊙ mask · v per head; lse[i, t] = log Σ exp(row t's scores of head i).
-/// q, k, v per head: (T, D) rows L.rowStride apart; out per head: (T, D) rows outLayout.rowStride apart.
+/// Fused (causalSelfAttention): q, k, v are column slices of qkv (B, T, 3C), out is (B, T, C), lse (B·H, T).
+/// Split (scaledDotProductAttention): q, k, v, out are (B, H, T, D), lse (B·H, T).
+/// Per head, q, k, v are (T, D) with rows L.rowStride apart and out (T, D) with rows outLayout.rowStride apart.
 func attentionForward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool,
                       dropout p: Float, seed: UInt64, out: Tensor, outLayout O: AttentionOutputLayout, lse: Tensor) {
     let (T, D) = (L.T, L.D)
@@ -333,8 +335,8 @@ func attentionForward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attention
     }
 }
 
-/// The gradients of `attentionForward` for dout (shaped as out): [dq, dk, dv], or [dqkv] when q, k, v
-/// are column slices of one fused tensor.
+/// The gradients of `attentionForward` for dout (shaped as out: (B, T, C) or (B, H, T, D)): [dq, dk, dv],
+/// or [dqkv] (B, T, 3C) when q, k, v are column slices of one fused tensor. Reads lse (B·H, T) and out.
 func attentionBackward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool,
                        dropout p: Float, seed: UInt64, out: Tensor, dout: Tensor, outLayout O: AttentionOutputLayout,
                        lse: Tensor) -> [Tensor?] {
