@@ -167,7 +167,6 @@ enum CoreBenchmark {
             ("char-shakespeare c_fc", 64 * 256, 4 * 384, 384, true),
             ("char-shakespeare mlp proj", 64 * 256, 384, 4 * 384, true),
             ("char-shakespeare lm_head", 64 * 256, 65, 384, true),
-            ("attention tile 64x64x64", 64, 64, 64, true),
             ("char-baby c_fc", 12 * 64, 4 * 128, 128, true),
         ]
         let w = [-28, 16, 12, 10]
