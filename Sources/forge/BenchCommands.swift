@@ -9,7 +9,7 @@ struct BenchCore: ParsableCommand {
 
     @Option(help: "Timed repetitions per shape (the median is reported).") var reps = 7
     @Option(help: "Minimum milliseconds per repetition.") var minMs = 200.0
-    @Option(help: "all | info (the kernel line only) | matmul1024 (one RESULT line, for make bench)") var only = "all"
+    @Option(help: "all | info (the kernel line only) | matmul1024 (one RESULT line, for make bench) | peak (the FMA peak and sgemm at the bench shapes)") var only = "all"
 
     func run() throws {
         switch only {
@@ -21,9 +21,17 @@ struct BenchCore: ParsableCommand {
             let a = Tensor.randn([n, n], generator: &rng), b = Tensor.randn([n, n], generator: &rng)
             let t = CoreBenchmark.time(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
             say("RESULT matmul1024 \(String(format: "%.2f", 2.0 * Double(n * n * n) / t / 1e9)) GFLOP/s")
+        case "peak":
+            say(CoreBenchmark.header())
+            let peak = CoreBenchmark.peak(reps: reps)
+            for line in peak.lines { print(line) }
+            for line in CoreBenchmark.sgemmAtBenchShapes(peak: peak.best, reps: reps, minMs: minMs) { print(line) }
         default:
             say(CoreBenchmark.header())
+            let peak = CoreBenchmark.peak(reps: reps)
+            for line in peak.lines { print(line) }
             for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { print(line) }
+            for line in CoreBenchmark.sgemmAtBenchShapes(peak: peak.best, reps: reps, minMs: minMs) { print(line) }
             for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { print(line) }
             say(CoreBenchmark.opOverhead())
         }
@@ -126,6 +134,53 @@ enum CoreBenchmark {
             }
             lines.append(row([l.name, String(format: "%.1f", flops / tf / 1e9), String(format: "%.1f", 3 * flops / tb / 1e9),
                               String(format: "%.1f", 2.0 * Double(m * n * k) / tg / 1e9)], widths: w))
+        }
+        return lines
+    }
+
+    /// The FMA peak measured now (the loop of ../shared/bench/peak.c), 1 thread and all of Forge's
+    /// threads, 512- and 256-bit wide; `best` is the widest all-thread figure, the one speeds are quoted against.
+    static func peak(reps: Int) -> (lines: [String], best: Double?) {
+        var lines: [String] = [], best: Double?
+        for avx512 in [true, false] {
+            for threads in Set([1, Threads.count]).sorted() {
+                var runs: [Double] = []
+                for _ in 0..<max(reps, 1) { if let g = FMAPeak.gflops(threads: threads, avx512: avx512) { runs.append(g) } }
+                guard !runs.isEmpty else { continue }
+                let g = median(runs)
+                if threads == Threads.count && best == nil { best = g }
+                lines.append(String(format: "FMA peak %@, %d thread(s): %.1f GFLOP/s (median of %d; min %.1f, max %.1f)",
+                                    avx512 ? "AVX-512" : "AVX2   ", threads, g, runs.count, runs.min()!, runs.max()!))
+            }
+        }
+        if let best { lines.append(String(format: "RESULT fma-peak %.1f GFLOP/s", best)) }
+        return (lines, best)
+    }
+
+    /// Raw sgemm (as Forge calls it) at the GEMM shapes the bench workloads run, as GFLOP/s and % of `peak`.
+    static func sgemmAtBenchShapes(peak: Double?, reps: Int, minMs: Double) -> [String] {
+        // (name, M, N, K, transB): Linear forward is x·Wᵀ, so transB
+        let shapes: [(String, Int, Int, Int, Bool)] = [
+            ("matmul1024", 1024, 1024, 1024, false),
+            ("char-shakespeare c_attn", 64 * 256, 3 * 384, 384, true),
+            ("char-shakespeare c_proj", 64 * 256, 384, 384, true),
+            ("char-shakespeare c_fc", 64 * 256, 4 * 384, 384, true),
+            ("char-shakespeare mlp proj", 64 * 256, 384, 4 * 384, true),
+            ("char-shakespeare lm_head", 64 * 256, 65, 384, true),
+            ("char-baby c_fc", 12 * 64, 4 * 128, 128, true),
+        ]
+        let w = [-28, 16, 12, 10]
+        var lines = [row(["sgemm (bench shapes)", "M x N x K", "GF/s", "% peak"], widths: w)]
+        for (name, m, n, k, transB) in shapes {
+            var rng = RandomGenerator(seed: 9)
+            let a = Tensor.randn([m, k], generator: &rng), b = Tensor.randn(transB ? [n, k] : [k, n], generator: &rng)
+            let c = Tensor(uninitializedShape: [m, n])
+            let t = time(reps: reps, minMs: minMs) {
+                sgemm(transA: false, transB: transB, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: transB ? k : n,
+                      c: c.mutablePointer, ldc: n)
+            }
+            let g = 2.0 * Double(m * n * k) / t / 1e9
+            lines.append(row([name, "\(m)x\(n)x\(k)", String(format: "%.1f", g), peak.map { String(format: "%.1f%%", 100 * g / $0) } ?? "-"], widths: w))
         }
         return lines
     }

@@ -49,6 +49,29 @@ void fk_layernorm_forward(const float *x, const float *weight, const float *bias
 void fk_layernorm_backward(const float *x, const float *weight, const float *mean, const float *rstd,
                            const float *dy, float *dx, float *dweight, float *dbias, long rows, long cols);
 
+// ---- attention (attention.c): one head, flash-style ----
+// q, k, v: (T, D) with row stride ld (e.g. one head's columns of a (B, T, 3C) qkv buffer);
+// out, dout: (T, D) with row stride ldo; lse: (T), each row's log-sum-exp of scale·q·kᵀ
+// (scale = 1/√D): the only thing forward keeps for backward. causal: row r sees keys <= r.
+// p > 0 drops attention probabilities with the counter-based mask of fk_dropout_hashed, element
+// (r, c) at index mask_offset + r·T + c. K/V are walked in tiles of `tile` keys (queries in blocks
+// of `tile` rows) with an online softmax; the result does not depend on `tile` beyond rounding.
+// Both return 0 when their scratch (about 2·tile² + T floats) cannot be allocated.
+int fk_attention_forward(const float *q, const float *k, const float *v, long ld,
+                         float *out, long ldo, float *lse, long T, long D, int causal,
+                         float p, uint64_t seed, uint64_t mask_offset, long tile);
+// Adds this head's gradients into dq, dk, dv (same layout as q, k, v; they may be one buffer's
+// column slices), recomputing the probabilities tile by tile from lse and the saved out.
+int fk_attention_backward(const float *q, const float *k, const float *v, long ld,
+                          const float *out, const float *dout, long ldo, const float *lse,
+                          float *dq, float *dk, float *dv, long T, long D, int causal,
+                          float p, uint64_t seed, uint64_t mask_offset, long tile);
+
+// ---- FMA peak (peak.c) ----
+/// GFLOP/s of `threads` pool threads each running `iters` rounds of 16 (AVX2: 14) independent FMA chains
+/// in registers, as ../shared/bench/peak.c; avx512 picks zmm, else ymm. 0 if the CPU lacks them.
+double fk_fma_peak_gflops(long threads, long iters, int avx512);
+
 // ---- optimizer ----
 // Adam/AdamW on n elements. bias corrections are passed in (1 - beta^t).
 void fk_adam_update(float *param, const float *grad, float *m, float *v, long n,

@@ -282,89 +282,81 @@ struct AttentionLayout {
     }
 }
 
-/// Attention over L.heads heads. With dropout, the probabilities P stay un-dropped for the softmax
-/// backward and the dropped copy P̃ = P ⊙ mask (what multiplies v) is remade from the counter-based
-/// mask in each pass, so the mask is never stored.
+/// Keys per K/V tile (and queries per block) of the flash-style kernels: a 64 × 64 tile of scores
+/// stays in L1 and its products are sgemm calls big enough to run near sgemm speed.
+let attentionTile = 64
+
+/// Attention over L.heads heads as a named forward/backward pair (CKernels' fk_attention_forward /
+/// fk_attention_backward, one head per call, heads in parallel). Nothing of size T × T outlives a
+/// call: forward keeps each row's log-sum-exp (heads × T floats) and backward recomputes the
+/// probabilities tile by tile from it and the output. Dropout's mask is a function of (seed, head,
+/// row, column), remade where it is needed, never stored.
 private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool,
                        dropout p: Float, dropoutSeed seed: UInt64, outShape: [Int],
                        outRowStride: Int, outHeadStride: Int, outBatchStride: Int = 0, outHeadOffset: Int = 0) -> Tensor {
-    let T = L.T, D = L.D
-    let scale = 1 / Float(D).squareRoot()
+    let outLayout = AttentionOutputLayout(rowStride: outRowStride, headStride: outHeadStride, batchStride: outBatchStride,
+                                          headOffset: outHeadOffset, headsPerBatch: L.headsPerBatch)
     let out = Tensor(uninitializedShape: outShape)
-    let probs = Tensor(uninitializedShape: [L.heads, T, T])  // kept for backward
-    func outBase(_ i: Int) -> Int {
-        outBatchStride == 0 ? i * outHeadStride : (i / L.headsPerBatch) * outBatchStride + (i % L.headsPerBatch) * outHeadOffset
-    }
-    // x ⊙ mask for head i's (T, T) block, the mask indexed by position in `probs`. With a causal mask
-    // only each row's visible columns are hashed: past them P = 0, so P̃ = 0 and dP̃ is never read.
-    func applyMask(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, head i: Int) {
-        if !causal { return fk_dropout_hashed(x, y, T * T, seed, UInt64(i * T * T), p) }
-        for r in 0..<T {
-            fk_dropout_hashed(x + r * T, y + r * T, r + 1, seed, UInt64(i * T * T + r * T), p)
-            if x != UnsafePointer(y) { (y + r * T + r + 1).update(repeating: 0, count: T - r - 1) }
-        }
-    }
-    // P̃ for head i in `buffer`, or P itself without dropout
-    func dropped(_ P: UnsafePointer<Float>, head i: Int, into buffer: UnsafeMutablePointer<Float>?) -> UnsafePointer<Float> {
-        guard let buffer else { return P }
-        applyMask(P, buffer, head: i)
-        return UnsafePointer(buffer)
-    }
-    let scratch = p > 0 ? T * T : 0
-    let pq = SendablePointer(q.pointer), pk = SendablePointer(k.pointer), pv = SendablePointer(v.pointer)
-    let po = SendablePointer(out.mutablePointer), pp = SendablePointer(probs.mutablePointer)
-    // One head = two small GEMMs + a softmax; heads run in parallel, BLAS single-threaded inside each.
-    forEachHead(L.heads, scratch: scratch) { i, buffer in
-        let b = L.base(i)
-        let P = pp.p + i * T * T
-        // S = q·kᵀ (T, T)
-        sgemm(transA: false, transB: true, m: T, n: T, k: D, a: pq.p + b, lda: L.rowStride,
-              b: pk.p + b + L.kOffset, ldb: L.rowStride, c: P, ldc: T)
-        fk_softmax_rows(P, P, T, T, scale, causal ? T : 0, 0)
-        // y = P̃·v (T, D)
-        sgemm(transA: false, transB: false, m: T, n: D, k: T, a: dropped(P, head: i, into: buffer), lda: T,
-              b: pv.p + b + L.vOffset, ldb: L.rowStride, c: po.p + outBase(i), ldc: outRowStride)
-    }
+    let lse = Tensor(uninitializedShape: [L.heads, L.T])  // (B·H, T): the statistics backward needs
+    attentionForward(q, k, v, layout: L, causal: causal, dropout: p, seed: seed, out: out, outLayout: outLayout, lse: lse)
     let inputs = q === k ? [q] : [q, k, v]
-    return Tensor.record(out, "attention", inputs) { g in
-        let pp = SendablePointer(probs.pointer)  // keeps the saved probabilities alive until backward
-        let fused = q === k
-        let dq = Tensor.zeros(q.shape)
-        let dk = fused ? dq : Tensor.zeros(k.shape)
-        let dv = fused ? dq : Tensor.zeros(v.shape)
-        let pg = SendablePointer(g.pointer)
-        let pdq = SendablePointer(dq.mutablePointer), pdk = SendablePointer(dk.mutablePointer), pdv = SendablePointer(dv.mutablePointer)
-        let gradScratch = Tensor(uninitializedShape: [L.heads, T, T])
-        let ps = SendablePointer(gradScratch.mutablePointer)
-        forEachHead(L.heads, scratch: scratch) { i, buffer in
-            let b = L.base(i), ob = outBase(i)
-            let P = pp.p + i * T * T, dP = ps.p + i * T * T
-            // dv = P̃ᵀ·dy (T, D)
-            sgemm(transA: true, transB: false, m: T, n: D, k: T, a: dropped(P, head: i, into: buffer), lda: T,
-                  b: pg.p + ob, ldb: outRowStride, c: pdv.p + b + L.vOffset, ldc: L.rowStride)
-            // dP̃ = dy·vᵀ (T, T), then dP = dP̃ ⊙ mask (the same mask, remade)
-            sgemm(transA: false, transB: true, m: T, n: T, k: D, a: pg.p + ob, lda: outRowStride,
-                  b: pv.p + b + L.vOffset, ldb: L.rowStride, c: dP, ldc: T)
-            if buffer != nil { applyMask(dP, dP, head: i) }
-            // dS = softmax backward (masked entries have P = 0, so they get 0), times the scale
-            fk_softmax_rows_backward(P, dP, dP, T, T, scale)
-            // dq = dS·k, dk = dSᵀ·q
-            sgemm(transA: false, transB: false, m: T, n: D, k: T, a: dP, lda: T, b: pk.p + b + L.kOffset, ldb: L.rowStride,
-                  c: pdq.p + b, ldc: L.rowStride)
-            sgemm(transA: true, transB: false, m: T, n: D, k: T, a: dP, lda: T, b: pq.p + b, ldb: L.rowStride,
-                  c: pdk.p + b + L.kOffset, ldc: L.rowStride)
-        }
-        return fused ? [dq] : [dq, dk, dv]
+    return Tensor.record(out, "attention", inputs) { dout in
+        attentionBackward(q, k, v, layout: L, causal: causal, dropout: p, seed: seed,
+                          out: out, dout: dout, outLayout: outLayout, lse: lse)
     }
 }
 
-/// Runs `body(head, scratch)` for every head. Heads split across Forge's threads, each head's GEMMs
-/// unsplit inside (many tiny GEMMs: parallel heads beat parallel GEMMs); each thread gets its own
-/// `scratch` floats (nil when 0).
-private func forEachHead(_ heads: Int, scratch: Int, _ body: @escaping (Int, UnsafeMutablePointer<Float>?) -> Void) {
-    parallelFor(heads, grain: 1) { s, e in
-        let buffer = scratch > 0 ? UnsafeMutablePointer<Float>.allocate(capacity: scratch) : nil
-        defer { buffer?.deallocate() }
-        for i in s..<e { body(i, buffer) }
+/// Where each head's rows of the output (and of its gradient) live.
+struct AttentionOutputLayout {
+    var rowStride: Int, headStride: Int, batchStride: Int, headOffset: Int, headsPerBatch: Int
+
+    @inline(__always) func base(_ i: Int) -> Int {
+        batchStride == 0 ? i * headStride : (i / headsPerBatch) * batchStride + (i % headsPerBatch) * headOffset
     }
+}
+
+/// out = softmax(q·kᵀ/√D [causal]) ⊙ mask · v per head; lse[i, t] = log Σ exp(row t's scores of head i).
+/// Fused (causalSelfAttention): q, k, v are column slices of qkv (B, T, 3C), out is (B, T, C), lse (B·H, T).
+/// Split (scaledDotProductAttention): q, k, v, out are (B, H, T, D), lse (B·H, T).
+/// Per head, q, k, v are (T, D) with rows L.rowStride apart and out (T, D) with rows outLayout.rowStride apart.
+func attentionForward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool,
+                      dropout p: Float, seed: UInt64, out: Tensor, outLayout O: AttentionOutputLayout, lse: Tensor) {
+    let (T, D) = (L.T, L.D)
+    let pq = SendablePointer(q.pointer), pk = SendablePointer(k.pointer), pv = SendablePointer(v.pointer)
+    let po = SendablePointer(out.mutablePointer), pl = SendablePointer(lse.mutablePointer)
+    parallelFor(L.heads, grain: 1) { s, e in
+        for i in s..<e {
+            let b = L.base(i)
+            let ok = fk_attention_forward(pq.p + b, pk.p + b + L.kOffset, pv.p + b + L.vOffset, L.rowStride,
+                                          po.p + O.base(i), O.rowStride, pl.p + i * T, T, D, causal ? 1 : 0,
+                                          p, seed, UInt64(i * T * T), attentionTile)
+            require(ok != 0, "attention: could not allocate the scratch tiles")
+        }
+    }
+}
+
+/// The gradients of `attentionForward` for dout (shaped as out: (B, T, C) or (B, H, T, D)): [dq, dk, dv],
+/// or [dqkv] (B, T, 3C) when q, k, v are column slices of one fused tensor. Reads lse (B·H, T) and out.
+func attentionBackward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool,
+                       dropout p: Float, seed: UInt64, out: Tensor, dout: Tensor, outLayout O: AttentionOutputLayout,
+                       lse: Tensor) -> [Tensor?] {
+    let (T, D) = (L.T, L.D)
+    let fused = q === k
+    let dq = Tensor.zeros(q.shape)
+    let dk = fused ? dq : Tensor.zeros(k.shape)
+    let dv = fused ? dq : Tensor.zeros(v.shape)
+    let pq = SendablePointer(q.pointer), pk = SendablePointer(k.pointer), pv = SendablePointer(v.pointer)
+    let po = SendablePointer(out.pointer), pg = SendablePointer(dout.pointer), pl = SendablePointer(lse.pointer)
+    let pdq = SendablePointer(dq.mutablePointer), pdk = SendablePointer(dk.mutablePointer), pdv = SendablePointer(dv.mutablePointer)
+    parallelFor(L.heads, grain: 1) { s, e in
+        for i in s..<e {
+            let b = L.base(i), ob = O.base(i)
+            let ok = fk_attention_backward(pq.p + b, pk.p + b + L.kOffset, pv.p + b + L.vOffset, L.rowStride,
+                                           po.p + ob, pg.p + ob, O.rowStride, pl.p + i * T,
+                                           pdq.p + b, pdk.p + b + L.kOffset, pdv.p + b + L.vOffset, T, D, causal ? 1 : 0,
+                                           p, seed, UInt64(i * T * T), attentionTile)
+            require(ok != 0, "attention backward: could not allocate the scratch tiles")
+        }
+    }
+    return fused ? [dq] : [dq, dk, dv]
 }
