@@ -67,6 +67,8 @@ public final class Storage: @unchecked Sendable {
 
 /// Public view of the tensor memory pool.
 public enum TensorMemory {
+    /// Returns every cached buffer to the system (tests use it to start from an empty pool).
+    public static func trim() { BufferPool.shared.trim() }
     /// How many tensor buffers have come from malloc so far. After a training step's warm-up this
     /// stops growing: every later step reuses pooled buffers.
     public static var freshAllocations: Int {
@@ -76,6 +78,16 @@ public enum TensorMemory {
 }
 
 extension BufferPool {
+    /// Frees every cached buffer.
+    func trim() {
+        lock.lock()
+        let lists = freeLists
+        freeLists = Array(repeating: [], count: 48)
+        cachedBytes = 0
+        lock.unlock()
+        for l in lists { for p in l { p.deallocate() } }
+    }
+
     func lockedFreshAllocations() -> Int {
         lock.lock(); defer { lock.unlock() }
         return freshAllocations
