@@ -258,10 +258,14 @@ public final class DCGANDiscriminator: Module {
     public init(_ config: DCGANConfig, generator g: inout RandomGenerator) {
         self.config = config
         let sn = config.spectralNorm
-        // A convolution, spectrally normalised when the recipe asks (then no BatchNorm follows it).
+        // A convolution, spectrally normalised when the recipe asks. Then no BatchNorm follows it, and
+        // it has a bias (zero at first) as in SNGAN: without BatchNorm's shift, a bias-free D would be
+        // positively homogeneous, D(0) = 0 whatever its weights, and G settles on the all-grey image.
         func conv(_ shape: [Int], stride: Int, padding: Int) -> any Layer {
             let w = dcganNormal(shape, &g)
-            if sn { return SpectralNormConv2d(weight: w, bias: nil, stride: (stride, stride), padding: (padding, padding), generator: &g) }
+            if sn {
+                return SpectralNormConv2d(weight: w, bias: Tensor.zeros([shape[0]]), stride: (stride, stride), padding: (padding, padding), generator: &g)
+            }
             return Conv2d(weight: w, bias: nil, stride: (stride, stride), padding: (padding, padding))
         }
         var layers: [any Layer] = [conv([config.ndf, config.channels, 4, 4], stride: 2, padding: 1), LeakyReLU(0.2)]

@@ -28,9 +28,9 @@ public final class GANSampler {
         gan = DCGAN(config)
         // A recipe with an EMA samples from the averaged generator (its BatchNorm statistics were
         // recomputed before the checkpoint was written), loaded into the generator slot.
-        let hasAverage = config.emaDecay > 0 && saved.file.names.contains { $0.hasPrefix("generator_ema.") }
+        let hasAverage = config.emaDecay > 0 && saved.file.names.contains { $0.hasPrefix("generator_ema.average.") }
         if hasAverage {
-            try saved.restore(modules: [("generator_ema", gan.generator)])
+            try saved.restore(modules: [("generator_ema.average", gan.generator)])
         } else {
             try saved.restore(modules: [("generator", gan.generator)])
         }

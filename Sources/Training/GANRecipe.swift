@@ -21,14 +21,30 @@ public func hingeGeneratorLoss(fake: Tensor) -> Tensor {
 
 // MARK: - EMA of the generator
 
-/// An exponential moving average of a generator's weights, G_ema ← decay·G_ema + (1 − decay)·G after
-/// every G step (Karras et al. 2018, Yazıcı et al. 2019), used for every sample. Its BatchNorm running
-/// statistics are not averaged: `recomputeBatchNormStatistics` measures them on G_ema itself, since
-/// statistics of G's activations do not describe the averaged network's.
-public final class GeneratorEMA {
+/// An exponential moving average of a generator's weights, G_ema ← d·G_ema + (1 − d)·G after every
+/// G step (Karras et al. 2018, Yazıcı et al. 2019), used for every sample. The decay warms up as
+/// d = min(decay, (1 + n)/(10 + n)) after n updates (TensorFlow's `ExponentialMovingAverage` with
+/// `num_updates`), so early averages are not dominated by the random initial weights. Its BatchNorm
+/// running statistics are not averaged: `recomputeBatchNormStatistics` measures them on G_ema itself,
+/// since statistics of G's activations do not describe the averaged network's.
+///
+/// As a module (checkpointed as `generator_ema`): `average.*` is the generator, `num_updates` the count.
+public final class GeneratorEMA: Module {
+    public var isTraining = false
     /// The averaged generator (the same architecture as the trained one).
     public let average: DCGANGenerator
     public let decay: Float
+    /// Updates so far (a scalar; Float like BatchNorm's counter, exact to 2^24).
+    public let updateCount = Tensor(0)
+
+    public var localBuffers: [(String, Tensor)] { [("num_updates", updateCount)] }
+    public var namedChildren: [(String, any Module)] { [("average", average)] }
+
+    /// The decay the next update uses.
+    public var currentDecay: Float {
+        let n = updateCount.pointer[0]
+        return Swift.min(decay, (1 + n) / (10 + n))
+    }
 
     /// Starts as a copy of `generator`'s parameters and buffers.
     public init(of generator: DCGANGenerator, decay: Float) {
@@ -45,7 +61,8 @@ public final class GeneratorEMA {
 
     /// One averaging step toward `generator`'s current parameters.
     public func update(from generator: DCGANGenerator) {
-        let d = decay, rest = 1 - decay
+        let d = currentDecay, rest = 1 - d
+        updateCount.mutablePointer[0] += 1
         for (a, g) in zip(average.parameters, generator.parameters) {
             let pa = a.mutablePointer, pg = g.pointer
             for i in 0..<a.count { pa[i] = d * pa[i] + rest * pg[i] }

@@ -53,7 +53,7 @@ public final class GANTrainingTask: TrainingTask {
     public var kind: String { "gan" }
     public var configJSON: String { (try? Checkpoint.jsonString(gan.config)) ?? "{}" }
     public var modules: [(name: String, module: any Module)] {
-        [("generator", gan.generator), ("discriminator", gan.discriminator)] + (ema.map { [("generator_ema", $0.average)] } ?? [])
+        [("generator", gan.generator), ("discriminator", gan.discriminator)] + (ema.map { [("generator_ema", $0)] } ?? [])
     }
     public var optimizers: [(name: String, optimizer: any Optimizer)] { [("generator", gan.optimizerG), ("discriminator", gan.optimizerD)] }
     public var generators: [String: RandomGenerator] {

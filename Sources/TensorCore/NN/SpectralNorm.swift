@@ -35,18 +35,11 @@ public final class SpectralNormState {
         for i in 0..<t.count { t.mutablePointer[i] *= scale }
     }
 
-    /// v ← normalize(Wᵀu), u ← normalize(W v), in place, in Double.
+    /// u ← normalize(W v), then v ← normalize(Wᵀu) (torch's order), in place, in Double.
     public func powerIteration(_ weight: Tensor) {
         let rows = u.count, cols = v.count
         require(weight.count == rows * cols, "SpectralNormState: weight \(weight.shape) does not match u (\(rows)) and v (\(cols))")
         let w = weight.pointer
-        var nv = [Double](repeating: 0, count: cols)
-        for r in 0..<rows {
-            let ur = Double(u.pointer[r])
-            for c in 0..<cols { nv[c] += Double(w[r * cols + c]) * ur }
-        }
-        let vn = Swift.max(nv.reduce(0) { $0 + $1 * $1 }.squareRoot(), Double(eps))
-        for c in 0..<cols { v.mutablePointer[c] = Float(nv[c] / vn) }
         var nu = [Double](repeating: 0, count: rows)
         for r in 0..<rows {
             var s = 0.0
@@ -55,6 +48,13 @@ public final class SpectralNormState {
         }
         let un = Swift.max(nu.reduce(0) { $0 + $1 * $1 }.squareRoot(), Double(eps))
         for r in 0..<rows { u.mutablePointer[r] = Float(nu[r] / un) }
+        var nv = [Double](repeating: 0, count: cols)
+        for r in 0..<rows {
+            let ur = Double(u.pointer[r])
+            for c in 0..<cols { nv[c] += Double(w[r * cols + c]) * ur }
+        }
+        let vn = Swift.max(nv.reduce(0) { $0 + $1 * $1 }.squareRoot(), Double(eps))
+        for c in 0..<cols { v.mutablePointer[c] = Float(nv[c] / vn) }
     }
 
     /// W / σ with σ = uᵀ W v (u, v constants): differentiable in `weight`. `training` first runs one
