@@ -133,6 +133,9 @@ public enum GANRecipe: String, Codable, Sendable, CaseIterable {
     /// pytorch/examples' DCGAN: label embedding concatenated to z, BatchNorm D, BCE, Adam 2e-4 with
     /// betas (0.5, 0.999), no EMA.
     case dcgan
+    /// pytorch/examples' DCGAN with the one change that stops the conditional collapse (issue 15):
+    /// z alone enters G's first layer and the class enters through per-class BatchNorm γ, β.
+    case dcganConditionalBatchNorm = "dcgan-cbn"
     /// The stable conditional recipe (issue 15): conditional BatchNorm in G with the projection D,
     /// spectral normalisation in D, hinge loss, TTUR (G 1e-4 / D 4e-4, betas (0, 0.9)), and an EMA of
     /// G's weights (0.999) for sampling.
@@ -146,6 +149,9 @@ extension DCGANConfig {
         case .dcgan:
             (generatorConditioning, spectralNorm, loss) = (.concatenatedEmbedding, false, .nonSaturating)
             (learningRate, learningRateD, beta1, beta2, emaDecay) = (2e-4, nil, 0.5, 0.999, 0)
+        case .dcganConditionalBatchNorm:
+            apply(.dcgan)
+            generatorConditioning = .conditionalBatchNorm
         case .stable:
             (generatorConditioning, spectralNorm, loss) = (.conditionalBatchNorm, true, .hinge)
             (learningRate, learningRateD, beta1, beta2, emaDecay) = (1e-4, 4e-4, 0, 0.9, 0.999)

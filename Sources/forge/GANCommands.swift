@@ -12,9 +12,11 @@ enum ConditionalMode: String, ExpressibleByArgument, CaseIterable {
     case auto, on, off
 }
 
-/// `--recipe`: auto (stable for a conditional model, dcgan otherwise) or a named recipe.
+/// `--recipe`: auto (dcgan-cbn for a conditional model, dcgan otherwise) or a named recipe.
 enum GANRecipeChoice: String, ExpressibleByArgument, CaseIterable {
-    case auto, dcgan, stable
+    case auto, dcgan
+    case dcganConditionalBatchNorm = "dcgan-cbn"
+    case stable
 }
 
 enum OnOff: String, ExpressibleByArgument, CaseIterable {
@@ -79,7 +81,7 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Generator width (default 64 for images, 32 for audio).") var ngf: Int?
     @Option(help: "Discriminator width (default 64 for images, 32 for audio).") var ndf: Int?
     @Option(help: "Label embedding size of the conditional generator.") var embed: Int = 50
-    @Option(help: "Training recipe: auto (stable when conditional, else dcgan), dcgan (pytorch/examples) or stable (cBN G, spectral-norm D, hinge, TTUR G 1e-4 / D 4e-4 betas (0, 0.9), EMA 0.999); the switches below override its parts.")
+    @Option(help: "Training recipe: auto (dcgan-cbn when conditional, else dcgan), dcgan (pytorch/examples), dcgan-cbn (dcgan with per-class BatchNorm in G: the fix for the conditional collapse) or stable (cBN G, spectral-norm D, hinge, TTUR G 1e-4 / D 4e-4 betas (0, 0.9), EMA 0.999); the switches below override its parts.")
     var recipe: GANRecipeChoice = .auto
     @Option(help: "Conditional G: concat (label embedding concatenated to z) or cbn (per-class BatchNorm). Default: the recipe's.")
     var gConditioning: GeneratorConditioning?
@@ -158,8 +160,9 @@ extension TrainGAN {
     /// The recipe's ingredients, then every switch given on the command line.
     func applyRecipe(to config: inout DCGANConfig) {
         switch recipe {
-        case .auto: config.apply(config.isConditional ? .stable : .dcgan)
+        case .auto: config.apply(config.isConditional ? .dcganConditionalBatchNorm : .dcgan)
         case .dcgan: config.apply(.dcgan)
+        case .dcganConditionalBatchNorm: config.apply(.dcganConditionalBatchNorm)
         case .stable: config.apply(.stable)
         }
         if let gConditioning { config.generatorConditioning = gConditioning }
