@@ -38,7 +38,76 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
     /// Seed of the initial weights, the data order and the training noise.
     public var seed: UInt64 = 1
 
+    // The stable conditional recipe's switches (issue 15). Their defaults are pytorch/examples' DCGAN,
+    // and a configuration saved before they existed decodes with these defaults.
+    /// How the class reaches the generator: an embedding concatenated to z, or per-class BatchNorm γ, β.
+    public var generatorConditioning: GeneratorConditioning = .concatenatedEmbedding
+    /// Spectral normalisation on every discriminator convolution and the projection embedding
+    /// (the discriminator then has no BatchNorm, as in SNGAN).
+    public var spectralNorm: Bool = false
+    /// The adversarial loss of both steps.
+    public var loss: GANLoss = .nonSaturating
+    /// The discriminator's learning rate (nil = `learningRate`): TTUR when they differ.
+    public var learningRateD: Float? = nil
+    /// Decay of the exponential moving average of G's weights used for sampling; 0 = no average.
+    public var emaDecay: Float = 0
+
     public init() {}
+
+    private enum CodingKeys: String, CodingKey {
+        case imageSize, channels, nz, ngf, ndf, classCount, embedDim, learningRate, beta1, beta2, batchSize, seed
+        case generatorConditioning, spectralNorm, loss, learningRateD, emaDecay
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = DCGANConfig.init()
+        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize) ?? d.imageSize
+        channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? d.channels
+        nz = try c.decodeIfPresent(Int.self, forKey: .nz) ?? d.nz
+        ngf = try c.decodeIfPresent(Int.self, forKey: .ngf) ?? d.ngf
+        ndf = try c.decodeIfPresent(Int.self, forKey: .ndf) ?? d.ndf
+        classCount = try c.decodeIfPresent(Int.self, forKey: .classCount) ?? d.classCount
+        embedDim = try c.decodeIfPresent(Int.self, forKey: .embedDim) ?? d.embedDim
+        learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? d.learningRate
+        beta1 = try c.decodeIfPresent(Float.self, forKey: .beta1) ?? d.beta1
+        beta2 = try c.decodeIfPresent(Float.self, forKey: .beta2) ?? d.beta2
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        generatorConditioning = try c.decodeIfPresent(GeneratorConditioning.self, forKey: .generatorConditioning) ?? d.generatorConditioning
+        spectralNorm = try c.decodeIfPresent(Bool.self, forKey: .spectralNorm) ?? d.spectralNorm
+        loss = try c.decodeIfPresent(GANLoss.self, forKey: .loss) ?? d.loss
+        learningRateD = try c.decodeIfPresent(Float.self, forKey: .learningRateD) ?? d.learningRateD
+        emaDecay = try c.decodeIfPresent(Float.self, forKey: .emaDecay) ?? d.emaDecay
+    }
+
+    /// Writes the recipe's fields only where they differ from the DCGAN defaults, so a DCGAN's
+    /// configuration JSON is byte for byte what it was before they existed (and older checkpoints resume).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(imageSize, forKey: .imageSize)
+        try c.encode(channels, forKey: .channels)
+        try c.encode(nz, forKey: .nz)
+        try c.encode(ngf, forKey: .ngf)
+        try c.encode(ndf, forKey: .ndf)
+        try c.encode(classCount, forKey: .classCount)
+        try c.encode(embedDim, forKey: .embedDim)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(beta1, forKey: .beta1)
+        try c.encode(beta2, forKey: .beta2)
+        try c.encode(batchSize, forKey: .batchSize)
+        try c.encode(seed, forKey: .seed)
+        if generatorConditioning != .concatenatedEmbedding { try c.encode(generatorConditioning, forKey: .generatorConditioning) }
+        if spectralNorm { try c.encode(spectralNorm, forKey: .spectralNorm) }
+        if loss != .nonSaturating { try c.encode(loss, forKey: .loss) }
+        try c.encodeIfPresent(learningRateD, forKey: .learningRateD)
+        if emaDecay != 0 { try c.encode(emaDecay, forKey: .emaDecay) }
+    }
+
+    /// The discriminator's learning rate.
+    public var discriminatorLearningRate: Float { learningRateD ?? learningRate }
+    /// True when the generator's class enters through conditional BatchNorm.
+    public var usesConditionalBatchNorm: Bool { isConditional && generatorConditioning == .conditionalBatchNorm }
 
     public var isConditional: Bool { classCount > 0 }
 
@@ -53,8 +122,57 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
         if classCount < 0 || classCount == 1 { return "a conditional model needs at least 2 classes, got \(classCount)" }
         if batchSize < 2 { return "batch size must be at least 2 (BatchNorm needs batch statistics)" }
         if !(learningRate > 0) { return "learning rate must be positive" }
+        if let learningRateD, !(learningRateD > 0) { return "the discriminator's learning rate must be positive" }
+        if !(emaDecay >= 0 && emaDecay < 1) { return "the EMA decay must be in [0, 1), got \(emaDecay)" }
         return nil
     }
+}
+
+/// A named set of the training ingredients in `DCGANConfig`.
+public enum GANRecipe: String, Codable, Sendable, CaseIterable {
+    /// pytorch/examples' DCGAN: label embedding concatenated to z, BatchNorm D, BCE, Adam 2e-4 with
+    /// betas (0.5, 0.999), no EMA.
+    case dcgan
+    /// pytorch/examples' DCGAN with the one change that stops the conditional collapse (issue 15):
+    /// z alone enters G's first layer and the class enters through per-class BatchNorm γ, β.
+    case dcganConditionalBatchNorm = "dcgan-cbn"
+    /// The stable conditional recipe (issue 15): conditional BatchNorm in G with the projection D,
+    /// spectral normalisation in D, hinge loss, TTUR (G 1e-4 / D 4e-4, betas (0, 0.9)), and an EMA of
+    /// G's weights (0.999) for sampling.
+    case stable
+}
+
+extension DCGANConfig {
+    /// Sets every recipe field (conditioning, spectral norm, loss, learning rates, betas, EMA) to `recipe`'s.
+    public mutating func apply(_ recipe: GANRecipe) {
+        switch recipe {
+        case .dcgan:
+            (generatorConditioning, spectralNorm, loss) = (.concatenatedEmbedding, false, .nonSaturating)
+            (learningRate, learningRateD, beta1, beta2, emaDecay) = (2e-4, nil, 0.5, 0.999, 0)
+        case .dcganConditionalBatchNorm:
+            apply(.dcgan)
+            generatorConditioning = .conditionalBatchNorm
+        case .stable:
+            (generatorConditioning, spectralNorm, loss) = (.conditionalBatchNorm, true, .hinge)
+            (learningRate, learningRateD, beta1, beta2, emaDecay) = (1e-4, 4e-4, 0, 0.9, 0.999)
+        }
+    }
+}
+
+/// How a conditional generator receives its class.
+public enum GeneratorConditioning: String, Codable, Sendable, CaseIterable {
+    /// A learned embedding concatenated to z before the first layer (today's DCGAN conditioning).
+    case concatenatedEmbedding = "concat"
+    /// z alone enters the first layer; every BatchNorm has a per-class scale and shift (SNGAN, BigGAN).
+    case conditionalBatchNorm = "cbn"
+}
+
+/// The adversarial loss.
+public enum GANLoss: String, Codable, Sendable, CaseIterable {
+    /// BCE with logits: D maximises log D(x) + log(1 − D(G(z))), G maximises log D(G(z)) (DCGAN).
+    case nonSaturating = "bce"
+    /// D minimises E[max(0, 1 − D(x))] + E[max(0, 1 + D(G(z)))], G minimises −E[D(G(z))] (SNGAN, BigGAN).
+    case hinge
 }
 
 
@@ -67,43 +185,66 @@ public final class DCGANGenerator: Module {
     public let config: DCGANConfig
     /// ConvTranspose/BatchNorm/ReLU stages ending in Tanh, named like the PyTorch example.
     public let main: Sequential
-    /// Class embedding concatenated to z (conditional only).
+    /// Class embedding concatenated to z (conditional with `.concatenatedEmbedding` only).
     public let labelEmbedding: Embedding?
+    /// With `.conditionalBatchNorm`: one per-class BatchNorm after each transposed convolution but the
+    /// last, in order (then `main` holds no BatchNorm of its own).
+    public let conditionalNorms: [ConditionalBatchNorm2d]
 
     public init(_ config: DCGANConfig, generator g: inout RandomGenerator) {
         self.config = config
-        let input = config.nz + (config.isConditional ? config.embedDim : 0)
+        let cbn = config.usesConditionalBatchNorm
+        let input = config.nz + (config.isConditional && !cbn ? config.embedDim : 0)
+        var norms: [ConditionalBatchNorm2d] = []
+        // A normalisation after a transposed convolution: in `main` (DCGAN), or per class beside it.
+        func norm(_ features: Int) -> [any Layer] {
+            if cbn { norms.append(ConditionalBatchNorm2d(features, classes: config.classCount)); return [] }
+            return [dcganBatchNorm(features, &g)]
+        }
         var mult = 1 << (config.stages - 1)  // 32: ngf·4, 64: ngf·8 channels at 4×4
-        var layers: [any Layer] = [
-            ConvTranspose2d(weight: dcganNormal([input, config.ngf * mult, 4, 4], &g), bias: nil, stride: (1, 1), padding: (0, 0)),
-            dcganBatchNorm(config.ngf * mult, &g), ReLU(),
-        ]
+        var layers: [any Layer] = [ConvTranspose2d(weight: dcganNormal([input, config.ngf * mult, 4, 4], &g), bias: nil, stride: (1, 1), padding: (0, 0))]
+        layers += norm(config.ngf * mult) + [ReLU()]
         for _ in 0..<(config.stages - 1) {  // 4×4 → 8×8 → … → size/2
-            layers += [ConvTranspose2d(weight: dcganNormal([config.ngf * mult, config.ngf * mult / 2, 4, 4], &g), bias: nil,
-                                       stride: (2, 2), padding: (1, 1)),
-                       dcganBatchNorm(config.ngf * mult / 2, &g), ReLU()]
+            layers.append(ConvTranspose2d(weight: dcganNormal([config.ngf * mult, config.ngf * mult / 2, 4, 4], &g), bias: nil,
+                                          stride: (2, 2), padding: (1, 1)))
+            layers += norm(config.ngf * mult / 2) + [ReLU()]
             mult /= 2
         }
         layers += [ConvTranspose2d(weight: dcganNormal([config.ngf, config.channels, 4, 4], &g), bias: nil, stride: (2, 2), padding: (1, 1)),
                    Tanh()]
         main = Sequential(layers)
-        labelEmbedding = config.isConditional ? Embedding(config.classCount, config.embedDim, generator: &g) : nil
+        conditionalNorms = norms
+        labelEmbedding = config.isConditional && !cbn ? Embedding(config.classCount, config.embedDim, generator: &g) : nil
     }
 
     public var namedChildren: [(String, any Module)] {
         [("main", main)] + (labelEmbedding.map { [("label_embedding", $0)] } ?? [])
+            + conditionalNorms.enumerated().map { ("conditional_norms.\($0.offset)", $0.element as any Module) }
     }
 
     /// z: (B, nz); labels: B class ids when conditional (ignored otherwise).
     public func forward(_ z: Tensor, labels: [Int]) -> Tensor {
         let b = z.shape[0]
         var input = z
-        if let labelEmbedding {
+        if config.isConditional {
             precondition(labels.count == b, "DCGANGenerator: \(labels.count) labels for \(b) latent vectors")
+        }
+        if let labelEmbedding {
             let e = labelEmbedding(labels.map { Int32($0) }, shape: [b])  // (B, embed)
             input = Tensor.concat([z, e], axis: 1)                          // (B, nz + embed)
         }
-        return main(input.reshaped([b, input.shape[1], 1, 1]))
+        let x = input.reshaped([b, input.shape[1], 1, 1])
+        guard !conditionalNorms.isEmpty else { return main(x) }
+        // ConvT → per-class BN → ReLU for every stage but the last.
+        var h = x, k = 0
+        for layer in main.layers {
+            h = layer.forward(h)
+            if layer is ConvTranspose2d, k < conditionalNorms.count {
+                h = conditionalNorms[k].forward(h, labels: labels)
+                k += 1
+            }
+        }
+        return h
     }
 }
 
@@ -115,36 +256,53 @@ public final class DCGANDiscriminator: Module {
     public let config: DCGANConfig
     /// Strided conv stages; the last layer is the 4×4 conv to one logit (no Sigmoid: the loss takes logits).
     public let main: Sequential
-    /// Projection embedding E (classes, features) (conditional only).
+    /// Projection embedding E (classes, features) (conditional without spectral normalisation).
     public let projection: Embedding?
+    /// The spectrally normalised projection embedding (conditional with `spectralNorm`).
+    public let spectralProjection: SpectralNormEmbedding?
 
     public init(_ config: DCGANConfig, generator g: inout RandomGenerator) {
         self.config = config
-        var layers: [any Layer] = [
-            Conv2d(weight: dcganNormal([config.ndf, config.channels, 4, 4], &g), bias: nil, stride: (2, 2), padding: (1, 1)),
-            LeakyReLU(0.2),
-        ]
+        let sn = config.spectralNorm
+        // A convolution, spectrally normalised when the recipe asks. Then no BatchNorm follows it, and
+        // it has a bias (zero at first) as in SNGAN: without BatchNorm's shift, a bias-free D would be
+        // positively homogeneous, D(0) = 0 whatever its weights, and G settles on the all-grey image.
+        func conv(_ shape: [Int], stride: Int, padding: Int) -> any Layer {
+            let w = dcganNormal(shape, &g)
+            if sn {
+                return SpectralNormConv2d(weight: w, bias: Tensor.zeros([shape[0]]), stride: (stride, stride), padding: (padding, padding), generator: &g)
+            }
+            return Conv2d(weight: w, bias: nil, stride: (stride, stride), padding: (padding, padding))
+        }
+        var layers: [any Layer] = [conv([config.ndf, config.channels, 4, 4], stride: 2, padding: 1), LeakyReLU(0.2)]
         var mult = 1
         for _ in 0..<(config.stages - 1) {  // size/2 → … → 4×4
-            layers += [Conv2d(weight: dcganNormal([config.ndf * mult * 2, config.ndf * mult, 4, 4], &g), bias: nil,
-                              stride: (2, 2), padding: (1, 1)),
-                       dcganBatchNorm(config.ndf * mult * 2, &g), LeakyReLU(0.2)]
+            layers.append(conv([config.ndf * mult * 2, config.ndf * mult, 4, 4], stride: 2, padding: 1))
+            if !sn { layers.append(dcganBatchNorm(config.ndf * mult * 2, &g)) }
+            layers.append(LeakyReLU(0.2))
             mult *= 2
         }
-        layers.append(Conv2d(weight: dcganNormal([1, config.ndf * mult, 4, 4], &g), bias: nil))
+        layers.append(conv([1, config.ndf * mult, 4, 4], stride: 1, padding: 0))
         main = Sequential(layers)
         if config.isConditional {
             // Same N(0, 0.02) scale as the final conv, so neither term dominates at the start.
             let e = Embedding(config.classCount, config.ndf * mult, generator: &g)
             e.weight.mutablePointer.update(from: dcganNormal(e.weight.shape, &g).pointer, count: e.weight.count)
-            projection = e
+            if sn {
+                spectralProjection = SpectralNormEmbedding(weight: e.weight.detached(), generator: &g)
+                projection = nil
+            } else {
+                projection = e
+                spectralProjection = nil
+            }
         } else {
             projection = nil
+            spectralProjection = nil
         }
     }
 
     public var namedChildren: [(String, any Module)] {
-        [("main", main)] + (projection.map { [("projection", $0)] } ?? [])
+        [("main", main)] + (projection.map { [("projection", $0)] } ?? []) + (spectralProjection.map { [("projection", $0)] } ?? [])
     }
 
     /// x: (B, C, S, S) → logits (B).
@@ -152,10 +310,11 @@ public final class DCGANDiscriminator: Module {
         let b = x.shape[0]
         let features = main.layers.dropLast().reduce(x) { $1.forward($0) }  // φ(x): (B, F, 4, 4)
         var logits = main.layers.last!.forward(features).reshaped([b])       // ψ(φ(x)): (B)
-        if let projection {
+        if config.isConditional {
             precondition(labels.count == b, "DCGANDiscriminator: \(labels.count) labels for \(b) images")
             let pooled = features.sum(axes: [2, 3])                           // (B, F)
-            let e = projection(labels.map { Int32($0) }, shape: [b])          // (B, F)
+            let ids = labels.map { Int32($0) }
+            let e = projection?(ids, shape: [b]) ?? spectralProjection!(ids, shape: [b])  // (B, F)
             logits = logits + (pooled * e).sum(axis: 1)                       // + ⟨E[y], Σφ⟩
         }
         return logits
@@ -175,6 +334,10 @@ public struct GANStepResult: Sendable {
     /// Mean D(G(z)) before the D update (D_G_z1) and after it (D_G_z2).
     public var dGZ1: Double
     public var dGZ2: Double
+
+    public init(lossD: Double, lossG: Double, dX: Double, dGZ1: Double, dGZ2: Double) {
+        (self.lossD, self.lossG, self.dX, self.dGZ1, self.dGZ2) = (lossD, lossG, dX, dGZ1, dGZ2)
+    }
 }
 
 /// Generator, discriminator and their Adam optimizers.
@@ -193,7 +356,7 @@ public final class DCGAN {
         generator = DCGANGenerator(config, generator: &g)
         discriminator = DCGANDiscriminator(config, generator: &g)
         optimizerG = Adam(generator.parameters, learningRate: config.learningRate, betas: (config.beta1, config.beta2))
-        optimizerD = Adam(discriminator.parameters, learningRate: config.learningRate, betas: (config.beta1, config.beta2))
+        optimizerD = Adam(discriminator.parameters, learningRate: config.discriminatorLearningRate, betas: (config.beta1, config.beta2))
     }
 
     /// Latent vectors (count, nz) ~ N(0, 1).

@@ -25,7 +25,14 @@ public final class GANSampler {
         let config = try saved.config(as: DCGANConfig.self)
         if let problem = config.problem { throw CheckpointError(path: path, message: "invalid configuration: \(problem)") }
         gan = DCGAN(config)
-        try saved.restore(modules: [("generator", gan.generator)])
+        // A recipe with an EMA samples from the averaged generator (its BatchNorm statistics were
+        // recomputed before the checkpoint was written), loaded into the generator slot.
+        let hasAverage = config.emaDecay > 0 && saved.tensors.keys.contains { $0.hasPrefix("generator_ema.average.") }
+        if hasAverage {
+            try saved.restore(modules: [("generator_ema.average", gan.generator)])
+        } else {
+            try saved.restore(modules: [("generator", gan.generator)])
+        }
         classNames = try saved.stringArray("forge.classes")
         if config.isConditional && classNames.count != config.classCount {
             throw CheckpointError(path: path, message: "forge.classes lists \(classNames.count) names for \(config.classCount) classes")

@@ -15,6 +15,8 @@ public final class GANTrainingTask: TrainingTask {
     public let fixedNoise: Tensor
     public let fixedLabels: [Int]
     public let gridColumns: Int
+    /// The average of G's weights that draws the grids and is checkpointed (config.emaDecay > 0; GANRecipe.swift).
+    public let ema: GeneratorEMA?
     private var noiseRNG: RandomGenerator
     private var batches: ImageBatches?
 
@@ -45,11 +47,14 @@ public final class GANTrainingTask: TrainingTask {
             fixedLabels = Array(repeating: 0, count: 64)
         }
         fixedNoise = Tensor.randn([fixedLabels.count, c.nz], generator: &fixed)
+        ema = c.emaDecay > 0 ? GeneratorEMA(of: gan.generator, decay: c.emaDecay) : nil
     }
 
     public var kind: String { "gan" }
     public var configJSON: String { (try? Checkpoint.jsonString(gan.config)) ?? "{}" }
-    public var modules: [(name: String, module: any Module)] { [("generator", gan.generator), ("discriminator", gan.discriminator)] }
+    public var modules: [(name: String, module: any Module)] {
+        [("generator", gan.generator), ("discriminator", gan.discriminator)] + (ema.map { [("generator_ema", $0)] } ?? [])
+    }
     public var optimizers: [(name: String, optimizer: any Optimizer)] { [("generator", gan.optimizerG), ("discriminator", gan.optimizerD)] }
     public var generators: [String: RandomGenerator] {
         get { ["noise": noiseRNG] }
@@ -73,12 +78,17 @@ public final class GANTrainingTask: TrainingTask {
 
     public func step() -> [Double] {
         guard let (images, labels) = batches?.next() else { preconditionFailure("GANTrainingTask: epoch ran out of batches") }
-        let r = gan.trainStep(real: images, labels: labels, rng: &noiseRNG)
+        let r = recipeGANStep(gan, ema: ema, real: images, labels: labels, rng: &noiseRNG)
         return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
     }
 
     /// The progress grid: G(fixed z), a row per class when conditional.
-    public func fixedGrid() -> Tensor { gan.generate(fixedNoise, labels: fixedLabels) }
+    /// With an EMA, the averaged generator draws it, with its BatchNorm statistics recomputed first.
+    public func fixedGrid() -> Tensor {
+        guard let ema else { return gan.generate(fixedNoise, labels: fixedLabels) }
+        ema.recomputeBatchNormStatistics(batchSize: gan.config.batchSize)
+        return ema.generate(fixedNoise, labels: fixedLabels)
+    }
 
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
         try FileManager.default.createDirectory(atPath: samplesDirectory, withIntermediateDirectories: true)

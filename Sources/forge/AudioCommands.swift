@@ -45,7 +45,7 @@ extension TrainGAN {
             config.sampleRate = sampleRate
             (config.nz, config.ngf, config.ndf) = (nz, ngf ?? 32, ndf ?? 32)
             config.phaseShuffle = phaseShuffle
-            (config.learningRate, config.beta1, config.beta2) = (lr, beta1, beta2)
+            (config.learningRate, config.beta1, config.beta2) = (lr ?? 2e-4, beta1 ?? 0.5, beta2 ?? 0.999)  // the DCGAN defaults
             config.batchSize = batch
             config.seed = training.seedValue
         }

@@ -14,6 +14,21 @@ enum ConditionalMode: String, ExpressibleByArgument, CaseIterable {
     case auto, on, off
 }
 
+/// `--recipe`: auto (dcgan-cbn for a conditional model, dcgan otherwise) or a named recipe.
+enum GANRecipeChoice: String, ExpressibleByArgument, CaseIterable {
+    case auto, dcgan
+    case dcganConditionalBatchNorm = "dcgan-cbn"
+    case stable
+}
+
+enum OnOff: String, ExpressibleByArgument, CaseIterable {
+    case on, off
+    var isOn: Bool { self == .on }
+}
+
+extension GeneratorConditioning: ExpressibleByArgument {}
+extension GANLoss: ExpressibleByArgument {}
+
 /// Prints a line to stdout unbuffered (the progress bar writes there directly; `print` would buffer
 /// and reorder lines in a log file).
 func say(_ text: String) {
@@ -57,9 +72,17 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Generator width (default 64 for images, 32 for audio).") var ngf: Int?
     @Option(help: "Discriminator width (default 64 for images, 32 for audio).") var ndf: Int?
     @Option(help: "Label embedding size of the conditional generator.") var embed: Int = 50
-    @Option(help: "Adam learning rate.") var lr: Float = 2e-4
-    @Option(help: "Adam beta1.") var beta1: Float = 0.5
-    @Option(help: "Adam beta2.") var beta2: Float = 0.999
+    @Option(help: "Training recipe: auto (dcgan-cbn when conditional, else dcgan), dcgan (pytorch/examples), dcgan-cbn (dcgan with per-class BatchNorm in G: the fix for the conditional collapse) or stable (cBN G, spectral-norm D, hinge, TTUR G 1e-4 / D 4e-4 betas (0, 0.9), EMA 0.999); the switches below override its parts.")
+    var recipe: GANRecipeChoice = .auto
+    @Option(help: "Conditional G: concat (label embedding concatenated to z) or cbn (per-class BatchNorm). Default: the recipe's.")
+    var gConditioning: GeneratorConditioning?
+    @Option(help: "Spectral normalisation in D (on, off). Default: the recipe's.") var spectralNorm: OnOff?
+    @Option(help: "Loss: bce (non-saturating) or hinge. Default: the recipe's.") var loss: GANLoss?
+    @Option(help: "EMA decay of G's weights for sampling (0 = off). Default: the recipe's.") var ema: Float?
+    @Option(help: "Adam learning rate (of G; of D too unless --lr-d). Default: the recipe's (dcgan 2e-4, stable 1e-4).") var lr: Float?
+    @Option(help: "Adam learning rate of D. Default: the recipe's (dcgan = --lr, stable 4e-4).") var lrD: Float?
+    @Option(help: "Adam beta1. Default: the recipe's (dcgan 0.5, stable 0).") var beta1: Float?
+    @Option(help: "Adam beta2. Default: the recipe's (dcgan 0.999, stable 0.9).") var beta2: Float?
     @OptionGroup var training: RunFlags
 
     func validate() throws {
@@ -95,14 +118,17 @@ struct TrainGAN: ParsableCommand {
             config.imageSize = imageSize
             config.channels = channelCount
             (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf ?? 64, ndf ?? 64, embed)
-            (config.learningRate, config.beta1, config.beta2) = (lr, beta1, beta2)
+            applyRecipe(to: &config)
             config.batchSize = batch
             config.seed = training.seedValue
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let gan = DCGAN(config)
         say("model: DCGAN \(config.imageSize)x\(config.imageSize)x\(config.channels), "
-              + (config.isConditional ? "conditional on \(config.classCount) classes (projection D)" : "unconditional")
+              + (config.isConditional ? "conditional on \(config.classCount) classes (projection D, G \(config.generatorConditioning.rawValue))" : "unconditional")
+              + ", D \(config.spectralNorm ? "spectral norm" : "BatchNorm"), loss \(config.loss.rawValue)"
+              + String(format: ", lr G %g / D %g, betas (%g, %g), EMA %@", config.learningRate, config.discriminatorLearningRate,
+                       config.beta1, config.beta2, config.emaDecay > 0 ? String(config.emaDecay) : "off")
               + ", G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
         let options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
@@ -111,6 +137,26 @@ struct TrainGAN: ParsableCommand {
             say(ganSummary(summary))
             say("samples: \(options.samplesDirectory)/latest.png (per epoch: epoch_NNN.png)")
         }
+    }
+}
+
+extension TrainGAN {
+    /// The recipe's ingredients, then every switch given on the command line.
+    func applyRecipe(to config: inout DCGANConfig) {
+        switch recipe {
+        case .auto: config.apply(config.isConditional ? .dcganConditionalBatchNorm : .dcgan)
+        case .dcgan: config.apply(.dcgan)
+        case .dcganConditionalBatchNorm: config.apply(.dcganConditionalBatchNorm)
+        case .stable: config.apply(.stable)
+        }
+        if let gConditioning { config.generatorConditioning = gConditioning }
+        if let spectralNorm { config.spectralNorm = spectralNorm.isOn }
+        if let loss { config.loss = loss }
+        if let ema { config.emaDecay = ema }
+        if let lr { config.learningRate = lr }
+        if let lrD { config.learningRateD = lrD }
+        if let beta1 { config.beta1 = beta1 }
+        if let beta2 { config.beta2 = beta2 }
     }
 }
 

@@ -38,6 +38,27 @@ final class GANSamplingTests: XCTestCase {
         return (task, dir + "/checkpoint.safetensors")
     }
 
+    /// With an EMA (the stable recipe), the sampler draws from the averaged generator, exactly as
+    /// the training task's grids do, not from the last G.
+    func testSamplerUsesTheEMAGeneratorOfTheStableRecipe() throws {
+        let dir = try folder()
+        var config = tinyConfig(classes: 3)
+        config.apply(.stable)
+        var g = RandomGenerator(seed: 2)
+        let images = Tensor.uniform([24, 3, 32, 32], low: -1, high: 1, generator: &g)
+        let task = try GANTrainingTask(gan: DCGAN(config), data: ImageSet(images: images, labels: (0..<24).map { $0 % 3 }, classNames: ["cat", "dog", "emu"]),
+                                       samplesDirectory: dir + "/samples")
+        let options = TrainingOptions(runDirectory: dir, epochs: 1, 
+                                      handleInterrupts: false, showProgress: false)
+        _ = try TrainingLoop(task: task, options: options, log: { _ in }).run()
+        let ema = try XCTUnwrap(task.ema)
+        let sampler = try GANSampler(checkpoint: dir + "/checkpoint.safetensors")
+        var rng = RandomGenerator(seed: 42)
+        let z = task.gan.noise(16, generator: &rng), labels = (0..<16).map { ($0 / 8) % 3 }
+        XCTAssertTrue(try sampler.sample(count: 16, seed: 42).scalars == ema.generate(z, labels: labels).scalars)
+        XCTAssertFalse(try sampler.sample(count: 16, seed: 42).scalars == task.gan.generate(z, labels: labels).scalars)
+    }
+
     func testCheckpointRoundTripGivesIdenticalSamplesForTheSameSeed() throws {
         let (task, path) = try trainedCheckpoint(classes: 3)
         let sampler = try GANSampler(checkpoint: path)

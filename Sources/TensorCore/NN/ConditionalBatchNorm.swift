@@ -1,0 +1,48 @@
+import Foundation
+
+// Conditional batch normalisation (de Vries et al. 2017; the generator of SNGAN-projection and
+// BigGAN): BatchNorm without its own affine transform, followed by a per-class scale and shift,
+//     y = x̂ · γ[label] + β[label],
+// with γ initialised to 1 and β to 0. The statistics are those of the whole batch (all classes), as
+// in those papers; only the affine part depends on the class.
+
+/// BatchNorm over axis 1 with a (classes, features) table of scales `weight` and shifts `bias`.
+/// Names: `weight`, `bias`, `bn.running_mean`, `bn.running_var`, `bn.num_batches_tracked`, as a PyTorch
+/// module holding `self.bn = nn.BatchNorm2d(features, affine=False)` and two parameters would save them.
+public final class ConditionalBatchNorm2d: Module {
+    public var isTraining = true
+    public let classCount: Int, features: Int
+    /// Per-class scale γ (classes, features), initially 1.
+    public let weight: Tensor
+    /// Per-class shift β (classes, features), initially 0.
+    public let bias: Tensor
+    /// The normalisation without affine transform, holding the running statistics.
+    public let bn: BatchNorm2d
+
+    public init(_ features: Int, classes: Int, eps: Float = 1e-5, momentum: Float? = 0.1) {
+        require(classes >= 1 && features >= 1, "ConditionalBatchNorm2d: needs classes ≥ 1 and features ≥ 1, got \(classes), \(features)")
+        classCount = classes
+        self.features = features
+        weight = Tensor.ones([classes, features])
+        bias = Tensor.zeros([classes, features])
+        weight.requiresGrad = true
+        bias.requiresGrad = true
+        bn = BatchNorm2d(features, eps: eps, momentum: momentum, affine: false)
+    }
+
+    public var localParameters: [(String, Tensor)] { [("weight", weight), ("bias", bias)] }
+    public var namedChildren: [(String, any Module)] { [("bn", bn)] }
+
+    /// x: (B, C, *spatial), labels: B class ids → (B, C, *spatial).
+    public func forward(_ x: Tensor, labels: [Int]) -> Tensor {
+        let b = x.shape[0]
+        require(x.rank >= 2 && x.shape[1] == features, "ConditionalBatchNorm2d(\(features)): input \(x.shape) does not have \(features) channels")
+        require(labels.count == b, "ConditionalBatchNorm2d: \(labels.count) labels for a batch of \(b)")
+        require(labels.allSatisfy { (0..<classCount).contains($0) }, "ConditionalBatchNorm2d: a label is outside 0..<\(classCount)")
+        let ids = labels.map { Int32($0) }
+        let broadcastShape = [b, features] + [Int](repeating: 1, count: x.rank - 2)
+        let gamma = embedding(weight, ids, shape: [b]).reshaped(broadcastShape)  // (B, C, 1, 1)
+        let beta = embedding(bias, ids, shape: [b]).reshaped(broadcastShape)
+        return bn(x) * gamma + beta
+    }
+}
