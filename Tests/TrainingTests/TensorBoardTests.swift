@@ -147,6 +147,55 @@ final class TensorBoardTests: XCTestCase {
         XCTAssertEqual(text.map { $0[1] as? String }, [task.configJSON, task.configJSON])
     }
 
+    /// The tasks' media through `task.tensorBoard`: a VAE's reconstructions and samples, an audio
+    /// GAN's clips (decoding to the WAVs in samples/) and its waveform figure.
+    func testTaskMediaReachTensorBoard() throws {
+        let python = try tensorBoardPython()
+        let dir = try temporaryFolder(self)
+        try makeImageFolder(at: dir + "/data")
+        let images = VAEData.unitRange(try ImageDataset.load(path: dir + "/data", size: 32, channels: 1, warn: { _ in }))
+        var v = VAEConfig()
+        (v.imageSize, v.channels, v.hidden, v.latent, v.batchSize, v.seed) = (32, 1, 16, 4, 8, 3)
+        let vaeTask = try VAETrainingTask(vae: VAE(v), data: images, heldOut: nil, samplesDirectory: dir + "/vae/samples")
+        vaeTask.log = { _ in }
+        var options = quietOptions(dir + "/vae", epochs: 1)
+        options.tensorBoardDirectory = dir + "/runs/vae"
+        _ = try TrainingLoop(task: vaeTask, options: options, log: { _ in }).run()
+
+        var c = WaveGANConfig()
+        (c.length, c.sampleRate, c.nz, c.ngf, c.ndf, c.batchSize, c.seed) = (4096, 8000, 8, 2, 2, 4, 5)
+        let clips = Tensor(shape: [8, 4096], data: (0..<8).flatMap { k in
+            (0..<4096).map { 0.5 * Float(sin(2 * Double.pi * 150 * Double(k + 1) * Double($0) / 8000)) }
+        })
+        let audioTask = try AudioGANTrainingTask(gan: WaveGAN(c), clips: clips, samplesDirectory: dir + "/audio/samples", sampleCount: 2)
+        options = quietOptions(dir + "/audio", epochs: 2)
+        options.tensorBoardDirectory = dir + "/runs/audio"
+        _ = try TrainingLoop(task: audioTask, options: options, log: { _ in }).run()
+
+        let vae = try accumulate(python, logdir: dir + "/runs/vae", work: dir + "/vae")
+        let vaeImages = try XCTUnwrap(vae["images"] as? [String: [[String: Any]]])
+        for tag in ["samples/reconstructions", "samples/generated", "loss"] {
+            XCTAssertEqual(vaeImages[tag]?.compactMap { $0["step"] as? Int }, [4], "\(tag) in \(vaeImages.keys.sorted())")
+        }
+        let generated = try ImageCodec.load(path: dir + "/vae/tb-dump/" + (vaeImages["samples/generated"]![0]["file"] as! String))
+        let written = try ImageCodec.load(path: dir + "/vae/samples/sample_1.png")
+        XCTAssertEqual(generated, written)
+        XCTAssertEqual((vae["scalars"] as? [String: [[Double]]])?["kl"]?.count, 4)
+
+        let audio = try accumulate(python, logdir: dir + "/runs/audio", work: dir + "/audio")
+        let sounds = try XCTUnwrap(audio["audio"] as? [String: [[String: Any]]])
+        XCTAssertEqual(Set(sounds.keys), ["samples/clip_0", "samples/clip_1"])
+        let lastClip = try XCTUnwrap(sounds["samples/clip_1"]?.last)
+        XCTAssertEqual(lastClip["step"] as? Int, 4)
+        XCTAssertEqual(lastClip["length_frames"] as? Int, 4096)
+        XCTAssertEqual(lastClip["sample_rate"] as? Double, 8000)
+        let wav = try AudioIO.read(path: dir + "/audio/samples/latest_1.wav")
+        let frames = try XCTUnwrap(lastClip["frames"] as? [Int])
+        XCTAssertEqual(frames.count, wav.samples.count)
+        XCTAssertLessThan(zip(frames, wav.samples).map { abs(Float($0) / 32768 - $1) }.max() ?? 1, 1e-4)
+        XCTAssertNotNil((audio["images"] as? [String: Any])?["samples/waveforms"])
+    }
+
     /// One flipped byte in a record's data makes tensorboard's reader fail that record's CRC check
     /// and the accumulator go without it: the CRCs are real.
     func testTensorBoardRejectsACorruptedByte() throws {
