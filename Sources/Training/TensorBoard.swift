@@ -99,6 +99,9 @@ public final class TensorBoardWriter: @unchecked Sendable {
     private var pending: [UInt8] = []
     private var lastFlush = Date()
     private var handle: FileHandle?
+    /// The step and CRC of each image tag's last image: the same picture again at the same step
+    /// (loss.png redrawn after an evaluation and again at the epoch's end) is not logged twice.
+    private var lastImage: [String: (step: Int, crc: UInt32)] = [:]
 
     /// Creates `directory` if needed and starts a new event file there with the `file_version` event.
     public init(directory: String, flushIntervalSeconds: Double = 10) throws {
@@ -190,6 +193,12 @@ public final class TensorBoardWriter: @unchecked Sendable {
         case 6: colorspace = 4
         default: colorspace = 3  // RGB or palette
         }
+        let crc = CRC32C.checksum(png)
+        lock.lock()
+        let repeated = lastImage[tag].map { $0.step == step && $0.crc == crc } ?? false
+        lastImage[tag] = (step, crc)
+        lock.unlock()
+        if repeated { return }
         addSummary(step: step) { summary in
             summary.message(1) { v in
                 v.string(1, tag)

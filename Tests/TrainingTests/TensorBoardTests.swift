@@ -32,12 +32,16 @@ final class TensorBoardTests: XCTestCase {
         let writer = try TensorBoardWriter(directory: dir + "/tb")
         writer.addScalar("loss", 1.5, step: 3)
         writer.addText("notes", "hello", step: 3)
+        let png = try ImageCodec.encodePNG(Image(width: 2, height: 1, channels: 1, pixels: [0, 1]))
+        try writer.addImage("plot", png: png, step: 3)
+        try writer.addImage("plot", png: png, step: 3)  // the same picture at the same step: left out
+        try writer.addImage("plot", png: png, step: 4)
         try writer.close()
         let name = (writer.path as NSString).lastPathComponent
         XCTAssertTrue(name.hasPrefix("events.out.tfevents."), name)
         XCTAssertTrue(name.hasSuffix(".\(getpid())"), name)
         let records = try readRecords(writer.path)
-        XCTAssertEqual(records.count, 3)
+        XCTAssertEqual(records.count, 5)
         XCTAssertNotNil(find(Array("brain.Event:2".utf8), in: records[0]))
         XCTAssertNotNil(find(Array("loss".utf8), in: records[1]))
         // simple_value (field 2, 32-bit) = 1.5 as little-endian float
@@ -117,7 +121,7 @@ final class TensorBoardTests: XCTestCase {
         let grids = try XCTUnwrap(images["samples/fixed_noise_grid"], "images: \(images.keys.sorted())")
         XCTAssertEqual(grids.compactMap { $0["step"] as? Int }, [4, 8, 12])
         let last = try XCTUnwrap(grids.last)
-        let decoded = try ImageCodec.load(path: dir + "/tb-dump/" + (last["file"] as! String))
+        let decoded = try ImageCodec.load(path: dir + "/tb-dump/" + XCTUnwrap(last["file"] as? String))
         let expected = try ImageCodec.gridImage(task.fixedGrid(), columns: task.gridColumns)
         XCTAssertEqual([decoded.width, decoded.height, decoded.channels], [expected.width, expected.height, expected.channels])
         XCTAssertEqual(last["width"] as? Int, expected.width)
@@ -177,7 +181,8 @@ final class TensorBoardTests: XCTestCase {
         for tag in ["samples/reconstructions", "samples/generated", "loss"] {
             XCTAssertEqual(vaeImages[tag]?.compactMap { $0["step"] as? Int }, [4], "\(tag) in \(vaeImages.keys.sorted())")
         }
-        let generated = try ImageCodec.load(path: dir + "/vae/tb-dump/" + (vaeImages["samples/generated"]![0]["file"] as! String))
+        let generatedFile = try XCTUnwrap(vaeImages["samples/generated"]?.first?["file"] as? String)
+        let generated = try ImageCodec.load(path: dir + "/vae/tb-dump/" + generatedFile)
         let written = try ImageCodec.load(path: dir + "/vae/samples/sample_1.png")
         XCTAssertEqual(generated, written)
         XCTAssertEqual((vae["scalars"] as? [String: [[Double]]])?["kl"]?.count, 4)
