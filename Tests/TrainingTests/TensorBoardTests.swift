@@ -53,6 +53,20 @@ final class TensorBoardTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/tb").filter { $0.contains("tfevents") }.count, 2)
     }
 
+    /// What a killed run keeps: events reach the file at `flush()` or once the flush interval has
+    /// passed when an event arrives, without `close()`.
+    func testEventsReachTheFileWithoutClose() throws {
+        let dir = try temporaryFolder(self)
+        let writer = try TensorBoardWriter(directory: dir, flushIntervalSeconds: 3600)
+        writer.addScalar("loss", 1, step: 1)
+        XCTAssertEqual(try readRecords(writer.path).count, 1, "only the file_version event before a flush")
+        try writer.flush()
+        XCTAssertEqual(try readRecords(writer.path).count, 2)
+        writer.flushIntervalSeconds = 0
+        writer.addScalar("loss", 2, step: 2)
+        XCTAssertEqual(try readRecords(writer.path).count, 3, "an interval that has passed flushes by itself")
+    }
+
     func testWriterRefusesBytesThatAreNotPNGOrWAV() throws {
         let writer = try TensorBoardWriter(directory: try temporaryFolder(self))
         XCTAssertThrowsError(try writer.addImage("x", png: Array("GIF89a not a png at all....".utf8), step: 1)) {
