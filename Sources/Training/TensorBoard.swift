@@ -110,7 +110,7 @@ public final class TensorBoardWriter: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw TensorBoardError(message: "the TensorBoard folder \(directory) cannot be created: \(error.localizedDescription)")
+            throw TensorBoardError(message: "the TensorBoard folder \(directory) cannot be created: \(TensorBoardWriter.why(directory, error))")
         }
         var host = ProcessInfo.processInfo.hostName
         if host.isEmpty { host = "localhost" }
@@ -133,6 +133,19 @@ public final class TensorBoardWriter: @unchecked Sendable {
     }
 
     deinit { try? close() }
+
+    /// Why `directory` cannot be made: the nearest existing ancestor is a file or not writable.
+    private static func why(_ directory: String, _ error: Error) -> String {
+        var path = (directory as NSString).standardizingPath
+        var isFolder: ObjCBool = false
+        while !path.isEmpty && path != "/" && !FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) {
+            path = (path as NSString).deletingLastPathComponent
+        }
+        if path.isEmpty { path = "." ; _ = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) }
+        if !isFolder.boolValue { return "\(path) is a file, not a folder" }
+        if !FileManager.default.isWritableFile(atPath: path) { return "\(path) is not writable" }
+        return error.localizedDescription
+    }
 
     /// One TFRecord around `data`.
     static func record(_ data: [UInt8]) -> [UInt8] {

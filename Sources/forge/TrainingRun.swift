@@ -119,6 +119,7 @@ func forgeExitCode(for error: Error) -> Int32 {
     switch error {
     case TrainingError.diverged: return ForgeExit.diverged
     case TrainingError.runFolderBusy, TrainingError.runFolderUnwritable: return ForgeExit.output
+    case is TensorBoardError: return ForgeExit.output  // the --tensorboard folder or its event file cannot be written
     case let e as DataIOError:
         if case .io = e { return ForgeExit.output }
         return ForgeExit.badInput

@@ -67,6 +67,14 @@ final class TensorBoardTests: XCTestCase {
         XCTAssertEqual(try readRecords(writer.path).count, 3, "an interval that has passed flushes by itself")
     }
 
+    func testAFolderUnderAFileIsAClearError() throws {
+        let dir = try temporaryFolder(self)
+        FileManager.default.createFile(atPath: dir + "/plain", contents: Data("x".utf8))
+        XCTAssertThrowsError(try TensorBoardWriter(directory: dir + "/plain/tb")) {
+            XCTAssertEqual("\($0)", "the TensorBoard folder \(dir)/plain/tb cannot be created: \(dir)/plain is a file, not a folder")
+        }
+    }
+
     func testWriterRefusesBytesThatAreNotPNGOrWAV() throws {
         let writer = try TensorBoardWriter(directory: try temporaryFolder(self))
         XCTAssertThrowsError(try writer.addImage("x", png: Array("GIF89a not a png at all....".utf8), step: 1)) {
