@@ -61,6 +61,6 @@ public final class AudioGANTrainingTask: TrainingTask {
 
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
         try writeEpochAudioSamples(fixedSamples, sampleRate: gan.config.sampleRate, directory: samplesDirectory,
-                                   sampleEvery: sampleEvery, epoch: epoch, step: step, completed: completed)
+                                   sampleEvery: sampleEvery, epoch: epoch, step: step, completed: completed, tensorBoard: tensorBoard)
     }
 }

@@ -56,21 +56,26 @@ func clipRows(_ waves: Tensor) -> [[Float]] {
 /// After the first epoch, every `sampleEvery`-th epoch and when a run stops mid-epoch: the samples as
 /// `epoch_NNN[_step_S]_K.wav` + `.png` (see `writeAudioSamples`).
 func writeEpochAudioSamples(_ samples: () -> [[Float]], sampleRate: Int, directory: String, sampleEvery: Int,
-                            epoch: Int, step: Int, completed: Bool) throws {
+                            epoch: Int, step: Int, completed: Bool, tensorBoard: TensorBoardWriter? = nil) throws {
     guard !completed || (epoch + 1) % sampleEvery == 0 || epoch == 0 else { return }
     try writeAudioSamples(samples(), sampleRate: sampleRate, directory: directory,
-                          name: completed ? String(format: "epoch_%03d", epoch + 1) : String(format: "epoch_%03d_step_%d", epoch + 1, step))
+                          name: completed ? String(format: "epoch_%03d", epoch + 1) : String(format: "epoch_%03d_step_%d", epoch + 1, step),
+                          tensorBoard: tensorBoard, step: step)
 }
 
 /// Writes the per-epoch samples of an audio task: `directory/NAME_K.wav` and `latest_K.wav` for each
-/// clip, `NAME.png` and `latest.png` with their waveforms and spectrograms.
-func writeAudioSamples(_ samples: [[Float]], sampleRate rate: Int, directory: String, name: String) throws {
+/// clip, `NAME.png` and `latest.png` with their waveforms and spectrograms; with a TensorBoard
+/// writer also the clips (`samples/clip_K`) and the figure (`samples/waveforms`) at `step`.
+func writeAudioSamples(_ samples: [[Float]], sampleRate rate: Int, directory: String, name: String,
+                       tensorBoard: TensorBoardWriter? = nil, step: Int = 0) throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     for (k, wave) in samples.enumerated() {
         let clip = AudioClip(samples: wave, channels: 1, sampleRate: rate)
         try AudioIO.writeWAV(clip, to: "\(directory)/\(name)_\(k).wav")
         try AudioIO.writeWAV(clip, to: "\(directory)/latest_\(k).wav")
+        try tensorBoard?.addAudioFile("samples/clip_\(k)", path: "\(directory)/latest_\(k).wav", step: step)
     }
     try AudioFigure.write(clips: samples, sampleRate: rate, to: "\(directory)/\(name).png")
     try AudioFigure.write(clips: samples, sampleRate: rate, to: "\(directory)/latest.png")
+    try tensorBoard?.addImageFile("samples/waveforms", path: "\(directory)/latest.png", step: step)
 }

@@ -59,6 +59,6 @@ public final class AudioVAETrainingTask: TrainingTask {
 
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
         try writeEpochAudioSamples(fixedSamples, sampleRate: vae.config.sampleRate, directory: samplesDirectory,
-                                   sampleEvery: sampleEvery, epoch: epoch, step: step, completed: completed)
+                                   sampleEvery: sampleEvery, epoch: epoch, step: step, completed: completed, tensorBoard: tensorBoard)
     }
 }

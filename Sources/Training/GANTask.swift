@@ -96,5 +96,6 @@ public final class GANTrainingTask: TrainingTask {
         let name = completed ? String(format: "epoch_%03d.png", epoch + 1) : String(format: "epoch_%03d_step_%d.png", epoch + 1, step)
         try ImageCodec.writeGrid(images, columns: gridColumns, to: samplesDirectory + "/" + name)
         try ImageCodec.writeGrid(images, columns: gridColumns, to: samplesDirectory + "/latest.png")
+        try tensorBoard?.addImageFile("samples/fixed_noise_grid", path: samplesDirectory + "/latest.png", step: step)
     }
 }

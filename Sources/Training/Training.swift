@@ -132,6 +132,8 @@ public struct TrainingOptions: Sendable {
     public var showProgress: Bool
     /// Whether stdout is a terminal; nil = ask `isatty(1)`.
     public var isTerminal: Bool?
+    /// Folder of the run's TensorBoard event files (see `TensorBoardWriter`); nil = none.
+    public var tensorBoardDirectory: String? = nil
 
     public init(runDirectory: String, epochs: Int? = nil, steps: Int? = nil, minutes: Double? = nil,
                 resume: Bool = false, evaluateEvery: Int = 0, saveEvery: Int = 0, saveIntervalSeconds: Double = 300,

@@ -45,6 +45,12 @@ public final class TrainingLoop {
             log("the run already has \(state.step) of \(steps) steps: nothing to train")
         }
         try writeConfig()
+        // TensorBoard (nil = off): scalars of every metrics row, the config as text, and the task's media.
+        let board = try options.tensorBoardDirectory.map { try TensorBoardWriter(directory: $0) }
+        task.tensorBoard = board
+        defer { try? board?.close(); task.tensorBoard = nil }
+        if options.resume && state.step > 0 { board?.addSessionStart(step: state.step + 1) }  // drops steps logged after the checkpoint
+        board?.addText("hparams/config", task.configJSON, step: state.step)
 
         let metrics = try MetricsLog(directory: options.runDirectory, metricNames: names, evaluationNames: evaluationNames,
                                      plottedMetrics: task.plottedMetrics, resumingAt: options.resume ? state.step : nil)
@@ -84,6 +90,7 @@ public final class TrainingLoop {
             state.evaluatedStep = state.step
             metrics.appendEvaluation(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
                                      learningRate: currentRate(), values: values)
+            board?.addScalars(Array(zip(evaluationNames, values)), step: state.step)
             var line = "step \(state.step): " + zip(evaluationNames, values).map { String(format: "%@ %.4f", $0.0, $0.1) }.joined(separator: ", ")
             if let best = task.bestMetric, let k = evaluationNames.firstIndex(of: best) {
                 let value = values[k]
@@ -96,6 +103,8 @@ public final class TrainingLoop {
             }
             progress.message(line)
             try metrics.writePlot(title: "\(task.kind) loss")
+            try board?.addImageFile("loss", path: metrics.plotPath, step: state.step)
+            try board?.flush()
             try save()  // the evaluation state (best value, generators) with the weights it describes
         }
         func etaSeconds() -> Double? {
@@ -168,6 +177,9 @@ public final class TrainingLoop {
                 }
                 metrics.append(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
                                rate: clock.rate(items: task.itemsPerStep), learningRate: currentRate(), values: values)
+                board?.addScalars(Array(zip(names, values)) + [("lr", currentRate())]
+                                  + (clock.secondsPerStep != nil ? [("items_per_s", clock.rate(items: task.itemsPerStep))] : []),
+                                  step: state.step)
                 let (p, t) = position()
                 progress.update(label: label(), position: p, total: t, rate: clock.rate(items: task.itemsPerStep),
                                 eta: etaSeconds(), scalars: Array(zip(names, values)))
@@ -190,6 +202,7 @@ public final class TrainingLoop {
                 try task.epochEnded(epoch: finished, step: state.step, completed: true)
             }
             try metrics.writePlot(title: "\(task.kind) loss")
+            try board?.addImageFile("loss", path: metrics.plotPath, step: state.step)
             try save()
             if let budget, elapsed >= budget, !stepsDone, !epochsDone {
                 if !evaluationNames.isEmpty && state.evaluatedStep != state.step { try evaluate() }

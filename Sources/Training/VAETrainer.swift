@@ -207,6 +207,8 @@ public final class VAETrainingTask: TrainingTask {
         let (recon, samples) = grids()
         try ImageCodec.writeGrid(recon, range: .zeroToOne, columns: recon.shape[0] / 2, to: samplesDirectory + "/reconstruction_\(e).png")
         try ImageCodec.writeGrid(samples, range: .zeroToOne, columns: 8, to: samplesDirectory + "/sample_\(e).png")
+        try tensorBoard?.addImageFile("samples/reconstructions", path: samplesDirectory + "/reconstruction_\(e).png", step: step)
+        try tensorBoard?.addImageFile("samples/generated", path: samplesDirectory + "/sample_\(e).png", step: step)
         try appendEpochRow(result)
     }
 

@@ -102,6 +102,7 @@ struct TrainChar: ParsableCommand {
               + "eval every \(o.evalEvery), threads \(Threads.count)")
         var options = task.trainingOptions(runDirectory: runDirectory, minutes: training.minutes, resume: training.resume)
         options.saveEvery = training.saveEvery
+        options.tensorBoardDirectory = training.tensorBoardDirectory(runDirectory: runDirectory)
         if let e = training.epochs { options.epochs = e }
         try runTraining(task, options) { summary in
             let best = summary.state.bestValue ?? .nan

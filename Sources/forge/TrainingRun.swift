@@ -27,6 +27,11 @@ struct RunFlags: ParsableArguments {
     @Option(help: "Steps between progress lines when stdout is not a terminal.") var logEvery: Int?
     @Option(help: "Steps between saves of the latest state, besides epoch ends, evaluations, stops and every 5 minutes (0 = none).")
     var saveEvery: Int = 0
+    @Option(help: ArgumentHelp("Folder of the run's TensorBoard event files (scalars, sample images and sounds, the config).",
+                               discussion: "Default runs/NAME, NAME being the run folder's name; look with `tensorboard --logdir runs`."),
+            completion: .directory)
+    var tensorboard: String?
+    @Flag(help: "Write no TensorBoard event files.") var noTensorboard = false
 
     func validate() throws {
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
@@ -34,6 +39,8 @@ struct RunFlags: ParsableArguments {
         if let minutes, !(minutes > 0 && minutes.isFinite) { throw ValidationError("--minutes must be a positive number, got \(minutes)") }
         if let logEvery, logEvery < 1 { throw ValidationError("--log-every must be at least 1, got \(logEvery)") }
         if saveEvery < 0 { throw ValidationError("--save-every must be 0 or more, got \(saveEvery)") }
+        if noTensorboard, let tensorboard { throw ValidationError("--tensorboard \(tensorboard) and --no-tensorboard contradict each other: give one") }
+        if let tensorboard, tensorboard.isEmpty { throw ValidationError("--tensorboard needs a folder, got an empty path") }
     }
 
     var seedValue: UInt64 { seed ?? defaultSeed }
@@ -57,8 +64,18 @@ struct RunFlags: ParsableArguments {
     /// The loop options: `--epochs` / `--steps` / `--minutes`, or `defaultEpochs` when none is given.
     func options(runDirectory: String, defaultEpochs: Int, logEvery defaultLogEvery: Int) -> TrainingOptions {
         let noLength = epochs == nil && steps == nil && minutes == nil
-        return TrainingOptions(runDirectory: runDirectory, epochs: noLength ? defaultEpochs : epochs, steps: steps,
-                               minutes: minutes, resume: resume, saveEvery: saveEvery, logEvery: logEvery ?? defaultLogEvery)
+        var options = TrainingOptions(runDirectory: runDirectory, epochs: noLength ? defaultEpochs : epochs, steps: steps,
+                                      minutes: minutes, resume: resume, saveEvery: saveEvery, logEvery: logEvery ?? defaultLogEvery)
+        options.tensorBoardDirectory = tensorBoardDirectory(runDirectory: runDirectory)
+        return options
+    }
+
+    /// `--tensorboard`, or `runs/NAME` with NAME the run folder's last path component; nil with `--no-tensorboard`.
+    func tensorBoardDirectory(runDirectory: String) -> String? {
+        if noTensorboard { return nil }
+        if let tensorboard { return tensorboard }
+        let name = URL(fileURLWithPath: runDirectory).standardizedFileURL.lastPathComponent
+        return "runs/" + (name.isEmpty || name == "/" ? "run" : name)
     }
 }
 
@@ -131,6 +148,7 @@ func forgeExitCode(for error: Error) -> Int32 {
     switch error {
     case TrainingError.diverged: return ForgeExit.diverged
     case TrainingError.runFolderBusy, TrainingError.runFolderUnwritable: return ForgeExit.output
+    case is TensorBoardError: return ForgeExit.output  // the --tensorboard folder or its event file cannot be written
     case let e as DataIOError:
         // a missing input is bad input; any other I/O failure is the output side (disk full, permissions)
         if case let .io(_, message) = e { return message.lowercased().contains("no such file") ? ForgeExit.badInput : ForgeExit.output }

@@ -54,7 +54,8 @@ final class CLITests: XCTestCase {
         let tiny = ["train", "char", "--data", data, "--layers", "1", "--heads", "2", "--embd", "16", "--block", "8", "--batch", "4",
                     "--warmup", "1", "--out", dir + "/run"]
         for (extra, flag) in [(["--lr", "0"], "--lr"), (["--lr=-1"], "--lr"), (["--lr", "nan"], "--lr"), (["--iters=-5"], "--steps"),
-                              (["--dropout", "1.5"], "--dropout"), (["--minutes", "0"], "--minutes"), (["--heads", "3"], "--embd")] {
+                              (["--dropout", "1.5"], "--dropout"), (["--minutes", "0"], "--minutes"), (["--heads", "3"], "--embd"),
+                              (["--tensorboard", dir + "/tb", "--no-tensorboard"], "--no-tensorboard")] {
             let (status, _, stderr) = try run(tiny + extra)
             XCTAssertEqual(status, 2, "\(extra): \(stderr)")
             XCTAssertTrue(stderr.hasPrefix("forge: error: "), "\(extra): \(stderr)")
@@ -77,15 +78,21 @@ final class CLITests: XCTestCase {
         let dir = folder()
         let data = try text(dir)
         let tiny = ["train", "char", "--data", data, "--layers", "1", "--heads", "2", "--embd", "16", "--block", "8", "--batch", "4",
-                    "--warmup", "1", "--eval-every", "5", "--eval-iters", "1", "--out", dir + "/run"]
+                    "--warmup", "1", "--eval-every", "5", "--eval-iters", "1", "--out", dir + "/run",
+                    "--tensorboard", dir + "/runs/run"]
         let (s1, out1, err1) = try run(tiny + ["--iters", "10"])
         XCTAssertEqual(s1, 0, err1)
         XCTAssertTrue(out1.contains("finished"), out1)
         for f in ["checkpoint.safetensors", "best.safetensors", "metrics.csv", "loss.png", "config.json"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/run/" + f), f)
         }
+        func eventFiles() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/runs/run")) ?? []).filter { $0.contains("tfevents") }
+        }
+        XCTAssertEqual(eventFiles().count, 1, "the TensorBoard run")
         let (s2, out2, err2) = try run(tiny + ["--iters", "15", "--resume"])
         XCTAssertEqual(s2, 0, err2)
+        XCTAssertEqual(eventFiles().count, 2, "a resumed run adds an event file")
         XCTAssertTrue(out2.contains("resumed from") && out2.contains("step 15"), out2)
         let (s3, _, err3) = try run(tiny + ["--iters", "20", "--resume", "--lr", "1e12"])
         XCTAssertEqual(s3, 2)
