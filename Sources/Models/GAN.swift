@@ -321,32 +321,14 @@ public final class DCGANDiscriminator: Module {
     }
 }
 
-// MARK: - the GAN and its training step
+// MARK: - the GAN
 
-/// The scalars of one training step, named as in pytorch/examples dcgan.
-public struct GANStepResult: Sendable {
-    /// D's loss on real + fake.
-    public var lossD: Double
-    /// G's non-saturating loss −log D(G(z)).
-    public var lossG: Double
-    /// Mean D(x) on the real batch.
-    public var dX: Double
-    /// Mean D(G(z)) before the D update (D_G_z1) and after it (D_G_z2).
-    public var dGZ1: Double
-    public var dGZ2: Double
-
-    public init(lossD: Double, lossG: Double, dX: Double, dGZ1: Double, dGZ2: Double) {
-        (self.lossD, self.lossG, self.dX, self.dGZ1, self.dGZ2) = (lossD, lossG, dX, dGZ1, dGZ2)
-    }
-}
-
-/// Generator, discriminator and their Adam optimizers.
+/// Generator and discriminator (their optimizers and the training step live in Training:
+/// `GANOptimizers`, `dcganTrainingStep`, `recipeGANStep`).
 public final class DCGAN {
     public let config: DCGANConfig
     public let generator: DCGANGenerator
     public let discriminator: DCGANDiscriminator
-    public let optimizerG: Adam
-    public let optimizerD: Adam
 
     /// Builds both networks with weights drawn from `RandomGenerator(seed: config.seed)`.
     public init(_ config: DCGANConfig) {
@@ -355,25 +337,11 @@ public final class DCGAN {
         var g = RandomGenerator(seed: config.seed)
         generator = DCGANGenerator(config, generator: &g)
         discriminator = DCGANDiscriminator(config, generator: &g)
-        optimizerG = Adam(generator.parameters, learningRate: config.learningRate, betas: (config.beta1, config.beta2))
-        optimizerD = Adam(discriminator.parameters, learningRate: config.discriminatorLearningRate, betas: (config.beta1, config.beta2))
     }
 
     /// Latent vectors (count, nz) ~ N(0, 1).
     public func noise(_ count: Int, generator g: inout RandomGenerator) -> Tensor {
         Tensor.randn([count, config.nz], generator: &g)
-    }
-
-    /// One DCGAN step on a real batch (B, C, S, S) in [-1, 1] with its labels, drawing z from `rng`:
-    /// (1) update D to maximise log D(x) + log(1 − D(G(z))); (2) update G to maximise log D(G(z)).
-    public func trainStep(real: Tensor, labels: [Int], rng: inout RandomGenerator) -> GANStepResult {
-        let b = real.shape[0]
-        generator.train()
-        discriminator.train()
-        return nonSaturatingGANStep(
-            real: real, discriminator: discriminator, optimizerD: optimizerD, optimizerG: optimizerG,
-            discriminate: { discriminator.forward($0, labels: labels) },
-            makeFake: { generator.forward(noise(b, generator: &rng), labels: labels) })  // the real batch's class mix
     }
 
     /// Images for the given latent vectors and labels, with BatchNorm in evaluation mode and no graph

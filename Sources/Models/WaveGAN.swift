@@ -184,13 +184,12 @@ public final class WaveGANDiscriminator: Module {
 
 // MARK: - the GAN and its training step
 
-/// WaveGAN generator, discriminator and their Adam optimizers.
+/// WaveGAN generator and discriminator (their optimizers and step: Training's `GANOptimizers`,
+/// `waveGANTrainingStep`).
 public final class WaveGAN {
     public let config: WaveGANConfig
     public let generator: WaveGANGenerator
     public let discriminator: WaveGANDiscriminator
-    public let optimizerG: Adam
-    public let optimizerD: Adam
 
     /// Builds both networks with weights drawn from `RandomGenerator(seed: config.seed)`.
     public init(_ config: WaveGANConfig) {
@@ -199,34 +198,11 @@ public final class WaveGAN {
         var g = RandomGenerator(seed: config.seed)
         generator = WaveGANGenerator(config, generator: &g)
         discriminator = WaveGANDiscriminator(config, generator: &g)
-        optimizerG = Adam(generator.parameters, learningRate: config.learningRate, betas: (config.beta1, config.beta2))
-        optimizerD = Adam(discriminator.parameters, learningRate: config.learningRate, betas: (config.beta1, config.beta2))
     }
 
     /// Latent vectors (count, nz) ~ N(0, 1).
     public func noise(_ count: Int, generator g: inout RandomGenerator) -> Tensor {
         Tensor.randn([count, config.nz], generator: &g)
-    }
-
-    /// One step on a real batch (B, 1, length) in [-1, 1], drawing z and the phase shifts from `rng`:
-    /// the same two updates as `DCGAN.trainStep` (D on real + detached fake, then G non-saturating).
-    public func trainStep(real: Tensor, rng: inout RandomGenerator) -> GANStepResult {
-        let b = real.shape[0]
-        generator.train()
-        discriminator.train()
-        // One generator feeds phase shuffle and z, in the step's call order.
-        var shuffle: RandomGenerator? = rng
-        let result = nonSaturatingGANStep(
-            real: real, discriminator: discriminator, optimizerD: optimizerD, optimizerG: optimizerG,
-            discriminate: { discriminator.forward($0, shuffling: &shuffle) },
-            makeFake: {
-                var g = shuffle!
-                let z = noise(b, generator: &g)
-                shuffle = g
-                return generator.forward(z)
-            })
-        rng = shuffle!
-        return result
     }
 
     /// Waveforms (count, 1, length) for the given latent vectors, BatchNorm in evaluation mode, no graph.
@@ -237,7 +213,7 @@ public final class WaveGAN {
         return withNoGrad { generator.forward(z) }
     }
 
-    /// Floating-point operations of one `trainStep` per clip (multiply-adds × 2, convolutions and
+    /// Floating-point operations of one training step (`waveGANTrainingStep`) per clip (multiply-adds × 2, convolutions and
     /// dense layers only): D runs forward 3× (real, fake, G step); its backward costs ≈ 2× forward
     /// (weight and input gradients) in the D step on real and on fake, ≈ 1× in the G step (D's
     /// weights are frozen, only input gradients flow); G runs forward once and backward once (2×).

@@ -4,11 +4,13 @@ import DataIO
 import Models
 
 /// WaveGAN training on an `AudioFolder` as a `TrainingTask`: full batches of clips in a (seed, epoch)
-/// order, one `WaveGAN.trainStep` per batch, and after the first epoch, every `sampleEvery`-th
+/// order, one `waveGANTrainingStep` per batch, and after the first epoch, every `sampleEvery`-th
 /// epoch and when a run stops mid-epoch, `sampleCount` clips from a fixed noise batch written to `samplesDirectory` as
 /// `epoch_NNN_K.wav` + `epoch_NNN.png` (waveforms and spectrograms), and as `latest_K.wav` + `latest.png`.
 public final class AudioGANTrainingTask: TrainingTask {
     public let gan: WaveGAN
+    /// Adam for G and D (`GANOptimizers`).
+    public let ganOptimizers: GANOptimizers
     /// Training clips (N, length) in [-1, 1].
     public let clips: Tensor
     public let samplesDirectory: String
@@ -25,6 +27,7 @@ public final class AudioGANTrainingTask: TrainingTask {
         batches = try ClipBatches(clips: clips, length: c.length, batchSize: c.batchSize, seed: c.seed,
                                   sampleCount: sampleCount, sampleEvery: sampleEvery)
         self.gan = gan
+        ganOptimizers = GANOptimizers(for: gan)
         self.clips = clips
         self.samplesDirectory = samplesDirectory
         self.sampleEvery = sampleEvery
@@ -36,7 +39,7 @@ public final class AudioGANTrainingTask: TrainingTask {
     public var kind: String { "wavegan" }
     public var configJSON: String { (try? Checkpoint.jsonString(gan.config)) ?? "{}" }
     public var modules: [(name: String, module: any Module)] { [("generator", gan.generator), ("discriminator", gan.discriminator)] }
-    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("generator", gan.optimizerG), ("discriminator", gan.optimizerD)] }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { ganOptimizers.named }
     public var generators: [String: RandomGenerator] {
         get { ["noise": noiseRNG] }
         set { if let g = newValue["noise"] { noiseRNG = g } }
@@ -52,7 +55,7 @@ public final class AudioGANTrainingTask: TrainingTask {
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
     public func step() -> [Double] {
-        let r = gan.trainStep(real: batches.next(), rng: &noiseRNG)
+        let r = waveGANTrainingStep(gan, optimizers: ganOptimizers, real: batches.next(), rng: &noiseRNG)
         return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
     }
 

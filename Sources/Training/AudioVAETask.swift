@@ -4,7 +4,7 @@ import DataIO
 import Models
 
 /// Audio VAE training on clips (N, length) as a `TrainingTask`: shuffled batches in a (seed, epoch)
-/// order, one `AudioVAE.trainStep` per batch (metrics per clip, in nats), and after the first epoch,
+/// order, one `audioVAETrainingStep` per batch (metrics per clip, in nats), and after the first epoch,
 /// every `sampleEvery`-th epoch and when a run stops mid-epoch, prior samples from a fixed z written
 /// as WAVs + a waveform/spectrogram PNG (the same files as `AudioGANTrainingTask`).
 public final class AudioVAETrainingTask: TrainingTask {

@@ -118,16 +118,16 @@ public final class GeneratorEMA: Module {
 // MARK: - the recipe's step
 
 /// One training step of a `DCGAN` under its config's recipe: the loss (`.nonSaturating` plays exactly
-/// pytorch/examples' step, `DCGAN.trainStep`; `.hinge` the hinge game), then the EMA update when an
-/// average is kept. z is drawn from `rng` once per step, as in `DCGAN.trainStep`.
-public func recipeGANStep(_ gan: DCGAN, ema: GeneratorEMA?, real: Tensor, labels: [Int],
+/// pytorch/examples' step, `dcganTrainingStep`; `.hinge` the hinge game), then the EMA update when an
+/// average is kept. z is drawn from `rng` once per step, as in `dcganTrainingStep`.
+public func recipeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
                           rng: inout RandomGenerator) -> GANStepResult {
     let result: GANStepResult
     switch gan.config.loss {
     case .nonSaturating:
-        result = gan.trainStep(real: real, labels: labels, rng: &rng)
+        result = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
     case .hinge:
-        result = hingeGANStep(gan, real: real, labels: labels, rng: &rng)
+        result = hingeGANStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
     }
     ema?.update(from: gan.generator)
     return result
@@ -135,34 +135,27 @@ public func recipeGANStep(_ gan: DCGAN, ema: GeneratorEMA?, real: Tensor, labels
 
 /// The hinge game: D minimises the hinge loss on the real batch and a fake batch cut from G's graph,
 /// then G minimises −D(G(z)) with D's weights frozen.
-private func hingeGANStep(_ gan: DCGAN, real: Tensor, labels: [Int], rng: inout RandomGenerator) -> GANStepResult {
+private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor, labels: [Int], rng: inout RandomGenerator) -> GANStepResult {
     let b = real.shape[0]
     let (g, d) = (gan.generator, gan.discriminator)
     g.train()
     d.train()
-    gan.optimizerD.zeroGrad()
+    optimizers.discriminator.zeroGrad()
     let outReal = d.forward(real, labels: labels)
     let fake = g.forward(gan.noise(b, generator: &rng), labels: labels)  // the real batch's class mix
     let outFake = d.forward(fake.detach(), labels: labels)
     let lossD = hingeDiscriminatorLoss(real: outReal, fake: outFake)
     lossD.backward()
-    gan.optimizerD.step()
+    optimizers.discriminator.step()
 
-    gan.optimizerG.zeroGrad()
+    optimizers.generator.zeroGrad()
     let dParams = d.parameters
     for p in dParams { p.requiresGrad = false }
     let outG = d.forward(fake, labels: labels)
     let lossG = hingeGeneratorLoss(fake: outG)
     lossG.backward()
     for p in dParams { p.requiresGrad = true }
-    gan.optimizerG.step()
+    optimizers.generator.step()
     return GANStepResult(lossD: Double(lossD.item), lossG: Double(lossG.item),
-                         dX: meanOfSigmoid(outReal), dGZ1: meanOfSigmoid(outFake), dGZ2: meanOfSigmoid(outG))
-}
-
-/// mean(σ(logits)) in Double.
-private func meanOfSigmoid(_ logits: Tensor) -> Double {
-    var s = 0.0
-    for v in logits.buffer { s += 1 / (1 + Foundation.exp(-Double(v))) }
-    return s / Double(max(1, logits.count))
+                         dX: meanSigmoid(outReal), dGZ1: meanSigmoid(outFake), dGZ2: meanSigmoid(outG))
 }

@@ -4,11 +4,13 @@ import DataIO
 import Models
 
 /// DCGAN training on an `ImageSet` as a `TrainingTask`: batches in a (seed, epoch) order, one
-/// `DCGAN.trainStep` per batch, and each epoch a grid from a fixed noise batch (the same z every
+/// `recipeGANStep` per batch, and each epoch a grid from a fixed noise batch (the same z every
 /// epoch; one row per class when conditional) written to `samplesDirectory/epoch_NNN.png` and
 /// `latest.png`.
 public final class GANTrainingTask: TrainingTask {
     public let gan: DCGAN
+    /// Adam for G and D (`GANOptimizers`).
+    public let ganOptimizers: GANOptimizers
     public let data: ImageSet
     public let samplesDirectory: String
     /// The fixed latent batch and labels of the progress grids.
@@ -34,6 +36,7 @@ public final class GANTrainingTask: TrainingTask {
             throw TrainingError.invalidConfiguration("\(data.count) images are fewer than one batch of \(c.batchSize)")
         }
         self.gan = gan
+        ganOptimizers = GANOptimizers(for: gan)
         self.data = data
         self.samplesDirectory = samplesDirectory
         noiseRNG = RandomGenerator(seed: c.seed &+ 1)
@@ -55,7 +58,7 @@ public final class GANTrainingTask: TrainingTask {
     public var modules: [(name: String, module: any Module)] {
         [("generator", gan.generator), ("discriminator", gan.discriminator)] + (ema.map { [("generator_ema", $0)] } ?? [])
     }
-    public var optimizers: [(name: String, optimizer: any Optimizer)] { [("generator", gan.optimizerG), ("discriminator", gan.optimizerD)] }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { ganOptimizers.named }
     public var generators: [String: RandomGenerator] {
         get { ["noise": noiseRNG] }
         set { if let g = newValue["noise"] { noiseRNG = g } }
@@ -78,7 +81,7 @@ public final class GANTrainingTask: TrainingTask {
 
     public func step() -> [Double] {
         guard let (images, labels) = batches?.next() else { preconditionFailure("GANTrainingTask: epoch ran out of batches") }
-        let r = recipeGANStep(gan, ema: ema, real: images, labels: labels, rng: &noiseRNG)
+        let r = recipeGANStep(gan, optimizers: ganOptimizers, ema: ema, real: images, labels: labels, rng: &noiseRNG)
         return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
     }
 

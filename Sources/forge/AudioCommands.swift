@@ -127,11 +127,12 @@ extension BenchGAN {
         let real = Tensor.uniform([batch, 1, length], low: -1, high: 1, generator: &rng)  // synthetic "clips"
         say("forge bench gan --modality audio: wavegan \(length) b\(batch) d\(config.ngf)/\(config.ndf) kernel \(config.kernelSize) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
-        for _ in 0..<warmup { _ = gan.trainStep(real: real, rng: &rng) }
+        let optimizers = GANOptimizers(for: gan)
+        for _ in 0..<warmup { _ = waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng) }
         var times: [Double] = []
         for r in 0..<rounds {
             let t0 = Date()
-            for _ in 0..<steps { _ = gan.trainStep(real: real, rng: &rng) }
+            for _ in 0..<steps { _ = waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng) }
             let ms = Date().timeIntervalSince(t0) * 1000 / Double(steps)
             times.append(ms)
             say(String(format: "  round %d: %.1f ms/step", r + 1, ms))

@@ -222,14 +222,15 @@ struct BenchGAN: ParsableCommand {
         let labels = [Int](repeating: 0, count: batch)
         say("forge bench gan: dcgan\(size) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
-        for _ in 0..<warmup { _ = gan.trainStep(real: real, labels: labels, rng: &rng) }
+        let optimizers = GANOptimizers(for: gan)
+        for _ in 0..<warmup { _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng) }
         var times: [Double] = []
         // As bench/benchutil.py: each step timed alone, a median per round, the median of the rounds.
         for r in 0..<rounds {
             var stepTimes: [Double] = []
             for _ in 0..<steps {
                 let t0 = Date()
-                _ = gan.trainStep(real: real, labels: labels, rng: &rng)
+                _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
                 stepTimes.append(Date().timeIntervalSince(t0) * 1000)
             }
             let ms = stepTimes.sorted()[stepTimes.count / 2]

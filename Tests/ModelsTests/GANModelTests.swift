@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import TensorCore
 import Models
+import Training
 
 final class GANModelTests: XCTestCase {
     private func config(size: Int, channels: Int = 3, classes: Int = 0) -> DCGANConfig {
@@ -73,11 +74,12 @@ final class GANModelTests: XCTestCase {
         var c = config(size: 32, channels: 1, classes: 2)
         (c.ngf, c.ndf, c.nz, c.embedDim, c.batchSize) = (8, 8, 16, 4, 16)
         let gan = DCGAN(c)
+        let optimizers = GANOptimizers(for: gan)
         var rng = RandomGenerator(seed: 3)
         let real = Tensor.uniform([16, 1, 32, 32], low: -1, high: 1, generator: &rng)
         let labels = (0..<16).map { $0 % 2 }
         let g0 = gan.generator.parameters.map(\.scalars), d0 = gan.discriminator.parameters.map(\.scalars)
-        let r = gan.trainStep(real: real, labels: labels, rng: &rng)
+        let r = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
         XCTAssertTrue([r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2].allSatisfy(\.isFinite))
         XCTAssertTrue((0...1).contains(r.dX) && (0...1).contains(r.dGZ1) && (0...1).contains(r.dGZ2))
         // the non-saturating loss is −mean log D(G(z)) ≥ −log mean D(G(z)) (Jensen)
@@ -88,7 +90,7 @@ final class GANModelTests: XCTestCase {
         XCTAssertTrue(gan.discriminator.parameters.allSatisfy { $0.grad != nil })
 
         var dxs: [Double] = []
-        for _ in 0..<15 { dxs.append(gan.trainStep(real: real, labels: labels, rng: &rng).dX) }
+        for _ in 0..<15 { dxs.append(dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng).dX) }
         XCTAssertGreaterThan(dxs.last!, 0.5, "D learns to call the fixed real batch real: \(dxs)")
     }
 }

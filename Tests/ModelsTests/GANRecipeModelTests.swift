@@ -1,6 +1,7 @@
 import XCTest
 import TensorCore
 import Models
+import Training
 
 /// The recipe switches of DCGANConfig (issue 15): the conditional-BatchNorm generator and the
 /// spectrally normalised discriminator.
@@ -56,7 +57,7 @@ final class GANRecipeModelTests: XCTestCase {
         let logits = d.forward(Tensor.randn([4, 1, 32, 32]), labels: [0, 1, 2, 0])
         XCTAssertEqual(logits.shape, [4])
         XCTAssertTrue(logits.scalars.allSatisfy(\.isFinite))
-        XCTAssertEqual(gan.optimizerD.learningRate, 4e-4)
-        XCTAssertEqual(gan.optimizerG.learningRate, 1e-4)
+        XCTAssertEqual(GANOptimizers(for: gan).discriminator.learningRate, 4e-4)
+        XCTAssertEqual(GANOptimizers(for: gan).generator.learningRate, 1e-4)
     }
 }

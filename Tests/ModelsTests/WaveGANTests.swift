@@ -1,6 +1,7 @@
 import XCTest
 import TensorCore
 import Models
+import Training
 
 /// Central-difference check of every input's gradient for L = Σ f(x)ᵢ·rᵢ with fixed random r.
 private func assertGradients(_ inputs: [Tensor], eps: Float = 1e-2, rtol: Double = 2e-2,
@@ -125,13 +126,14 @@ final class WaveGANTests: XCTestCase {
         c.ndf = 4
         c.learningRate = 1e-3
         let gan = WaveGAN(c)
+        let optimizers = GANOptimizers(for: gan)
         let real = Tensor(shape: [4, 1, 4096], data: (0..<4).flatMap { k in
             (0..<4096).map { t in 0.8 * Float(sin(2 * Double.pi * 200 * Double(t) / 8000 + Double(k))) }
         })
         let g0 = gan.generator.parameters.map(\.scalars), d0 = gan.discriminator.parameters.map(\.scalars)
         var rng = RandomGenerator(seed: 1)
         var results: [GANStepResult] = []
-        for _ in 0..<20 { results.append(gan.trainStep(real: real, rng: &rng)) }
+        for _ in 0..<20 { results.append(waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng)) }
         for r in results {
             XCTAssertTrue(r.lossD.isFinite && r.lossG.isFinite)
             XCTAssertTrue((0...1).contains(r.dX) && (0...1).contains(r.dGZ1) && (0...1).contains(r.dGZ2))

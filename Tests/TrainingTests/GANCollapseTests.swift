@@ -68,12 +68,13 @@ final class GANCollapseTests: XCTestCase {
     static func samplesAfterTraining(_ config: DCGANConfig, steps: Int) -> Tensor {
         let data = shapes(perClass: 64)
         let gan = DCGAN(config)
+        let optimizers = GANOptimizers(for: gan)
         let ema = config.emaDecay > 0 ? GeneratorEMA(of: gan.generator, decay: config.emaDecay) : nil
         var rng = RandomGenerator(seed: 1)
         var step = 0, epoch = 0
         while step < steps {
             for (images, labels) in data.batches(size: config.batchSize, seed: config.seed, epoch: epoch, dropLast: true) where step < steps {
-                _ = recipeGANStep(gan, ema: ema, real: images, labels: labels, rng: &rng)
+                _ = recipeGANStep(gan, optimizers: optimizers, ema: ema, real: images, labels: labels, rng: &rng)
                 step += 1
             }
             epoch += 1

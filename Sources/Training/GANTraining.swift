@@ -1,0 +1,128 @@
+import Foundation
+import TensorCore
+import Models
+
+// The GANs' optimisation: their two Adam optimizers and one step of the non-saturating game as
+// pytorch/examples `dcgan/main.py` plays it, for the image DCGAN and the audio WaveGAN alike (the
+// hinge game of the stable recipe is in GANRecipe.swift). Models hold only the networks.
+
+/// The scalars of one training step, named as in pytorch/examples dcgan.
+public struct GANStepResult: Sendable {
+    /// D's loss on real + fake.
+    public var lossD: Double
+    /// G's non-saturating loss −log D(G(z)).
+    public var lossG: Double
+    /// Mean D(x) on the real batch.
+    public var dX: Double
+    /// Mean D(G(z)) before the D update (D_G_z1) and after it (D_G_z2).
+    public var dGZ1: Double
+    public var dGZ2: Double
+
+    public init(lossD: Double, lossG: Double, dX: Double, dGZ1: Double, dGZ2: Double) {
+        (self.lossD, self.lossG, self.dX, self.dGZ1, self.dGZ2) = (lossD, lossG, dX, dGZ1, dGZ2)
+    }
+}
+
+/// The Adam optimizers of a GAN's two players, saved in checkpoints as "generator" and "discriminator".
+public final class GANOptimizers {
+    public let generator: Adam
+    public let discriminator: Adam
+
+    /// pytorch/examples' optimizers for a DCGAN: Adam with the config's betas, G at `learningRate`,
+    /// D at `discriminatorLearningRate` (the same unless a recipe uses two rates).
+    public init(for gan: DCGAN) {
+        let c = gan.config
+        generator = Adam(gan.generator.parameters, learningRate: c.learningRate, betas: (c.beta1, c.beta2))
+        discriminator = Adam(gan.discriminator.parameters, learningRate: c.discriminatorLearningRate, betas: (c.beta1, c.beta2))
+    }
+
+    /// The WaveGAN's: Adam with the config's rate and betas for both.
+    public init(for gan: WaveGAN) {
+        let c = gan.config
+        generator = Adam(gan.generator.parameters, learningRate: c.learningRate, betas: (c.beta1, c.beta2))
+        discriminator = Adam(gan.discriminator.parameters, learningRate: c.learningRate, betas: (c.beta1, c.beta2))
+    }
+
+    /// As a task lists them for its checkpoint.
+    public var named: [(name: String, optimizer: any Optimizer)] { [("generator", generator), ("discriminator", discriminator)] }
+}
+
+/// One DCGAN step on a real batch (B, C, S, S) in [-1, 1] with its labels, drawing z from `rng`:
+/// (1) update D to maximise log D(x) + log(1 − D(G(z))); (2) update G to maximise log D(G(z)).
+public func dcganTrainingStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor, labels: [Int],
+                              rng: inout RandomGenerator) -> GANStepResult {
+    let b = real.shape[0]
+    let (generator, discriminator) = (gan.generator, gan.discriminator)
+    generator.train()
+    discriminator.train()
+    return nonSaturatingGANStep(
+        real: real, discriminator: discriminator, optimizerD: optimizers.discriminator, optimizerG: optimizers.generator,
+        discriminate: { discriminator.forward($0, labels: labels) },
+        makeFake: { generator.forward(gan.noise(b, generator: &rng), labels: labels) })  // the real batch's class mix
+}
+
+/// One WaveGAN step on a real batch (B, 1, length) in [-1, 1], drawing z and the phase shifts from
+/// `rng`: the same two updates as `dcganTrainingStep`.
+public func waveGANTrainingStep(_ gan: WaveGAN, optimizers: GANOptimizers, real: Tensor,
+                                rng: inout RandomGenerator) -> GANStepResult {
+    let b = real.shape[0]
+    let (generator, discriminator) = (gan.generator, gan.discriminator)
+    generator.train()
+    discriminator.train()
+    // One generator feeds phase shuffle and z, in the step's call order.
+    var shuffle: RandomGenerator? = rng
+    let result = nonSaturatingGANStep(
+        real: real, discriminator: discriminator, optimizerD: optimizers.discriminator, optimizerG: optimizers.generator,
+        discriminate: { discriminator.forward($0, shuffling: &shuffle) },
+        makeFake: {
+            var g = shuffle!
+            let z = gan.noise(b, generator: &g)
+            shuffle = g
+            return generator.forward(z)
+        })
+    rng = shuffle!
+    return result
+}
+
+/// One GAN step on a real batch (its first dimension is the batch size):
+/// (1) update D to maximise log D(x) + log(1 − D(G(z))) on the real batch and a fake batch cut from G's graph;
+/// (2) update G to maximise log D(G(z)) with D's weights frozen, so backward skips their gradients
+///     (PyTorch's example computes and then discards them; the update is the same).
+/// `discriminate` gives D's logits (B) for a batch, `makeFake` draws z and returns G(z); they are called
+/// in this order: D(real), makeFake, D(fake) for D, D(fake) for G (callers' random draws depend on it).
+func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: Adam, optimizerG: Adam,
+                          discriminate: (Tensor) -> Tensor, makeFake: () -> Tensor) -> GANStepResult {
+    let b = real.shape[0]
+    let ones = Tensor.ones([b]), zeros = Tensor.zeros([b])
+
+    // (1) D step: real batch, then a fake batch cut from G's graph.
+    optimizerD.zeroGrad()
+    let outReal = discriminate(real)
+    let errDReal = binaryCrossEntropyWithLogits(outReal, targets: ones)
+    errDReal.backward()
+    let fake = makeFake()
+    let outFake = discriminate(fake.detach())
+    let errDFake = binaryCrossEntropyWithLogits(outFake, targets: zeros)
+    errDFake.backward()
+    optimizerD.step()
+
+    // (2) G step with D frozen.
+    optimizerG.zeroGrad()
+    let dParams = discriminator.parameters
+    for p in dParams { p.requiresGrad = false }
+    let outG = discriminate(fake)
+    let errG = binaryCrossEntropyWithLogits(outG, targets: ones)
+    errG.backward()
+    for p in dParams { p.requiresGrad = true }
+    optimizerG.step()
+
+    return GANStepResult(lossD: Double(errDReal.item) + Double(errDFake.item), lossG: Double(errG.item),
+                         dX: meanSigmoid(outReal), dGZ1: meanSigmoid(outFake), dGZ2: meanSigmoid(outG))
+}
+
+/// mean(σ(logits)) in Double.
+func meanSigmoid(_ logits: Tensor) -> Double {
+    var s = 0.0
+    for v in logits.buffer { s += 1 / (1 + Foundation.exp(-Double(v))) }
+    return s / Double(max(1, logits.count))
+}
