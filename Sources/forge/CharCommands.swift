@@ -36,21 +36,21 @@ struct TrainChar: ParsableCommand {
     @Option(help: "A UTF-8 text file, or a folder of them.", completion: .file()) var data: String
     @Option(help: "baby (4/4/128, block 64, batch 12, 2000 iters; the default) or shakespeare (6/6/384, block 256, batch 64, 5000 iters, dropout 0.2). With --resume and no preset: the saved run's settings.")
     var preset: String?
-    @Option(help: "Transformer blocks.") var layers: Int?
-    @Option(help: "Attention heads.") var heads: Int?
-    @Option(help: "Embedding width.") var embd: Int?
-    @Option(help: "Context length.") var block: Int?
-    @Option(help: "Sequences per batch.") var batch: Int?
-    @Option(help: "Dropout probability.") var dropout: Float?
+    @Option(parsing: .unconditional, help: "Transformer blocks.") var layers: Int?
+    @Option(parsing: .unconditional, help: "Attention heads.") var heads: Int?
+    @Option(parsing: .unconditional, help: "Embedding width.") var embd: Int?
+    @Option(parsing: .unconditional, help: "Context length.") var block: Int?
+    @Option(parsing: .unconditional, help: "Sequences per batch.") var batch: Int?
+    @Option(parsing: .unconditional, help: "Dropout probability.") var dropout: Float?
     @Flag(help: "Biases in Linear and LayerNorm layers.") var bias = false
-    @Option(help: "Peak learning rate.") var lr: Float?
-    @Option(help: "Final learning rate of the cosine decay.") var minLr: Float?
-    @Option(help: "Linear warm-up iterations.") var warmup: Int?
-    @Option(help: "Iterations of the cosine decay (default: --iters).") var decayIters: Int?
-    @Option(help: "Evaluate train and val loss every N iterations (and at the end; 0 = only at the end).") var evalEvery: Int?
-    @Option(help: "Batches per loss estimate.") var evalIters: Int?
-    @Option(help: "AdamW weight decay (2-D weights only).") var weightDecay: Float?
-    @Option(help: "Clip the gradient norm to this (0 = off).") var gradClip: Float?
+    @Option(parsing: .unconditional, help: "Peak learning rate.") var lr: Float?
+    @Option(parsing: .unconditional, help: "Final learning rate of the cosine decay.") var minLr: Float?
+    @Option(parsing: .unconditional, help: "Linear warm-up iterations.") var warmup: Int?
+    @Option(parsing: .unconditional, help: "Iterations of the cosine decay (default: --iters).") var decayIters: Int?
+    @Option(parsing: .unconditional, help: "Evaluate train and val loss every N iterations (and at the end; 0 = only at the end).") var evalEvery: Int?
+    @Option(parsing: .unconditional, help: "Batches per loss estimate.") var evalIters: Int?
+    @Option(parsing: .unconditional, help: "AdamW weight decay (2-D weights only).") var weightDecay: Float?
+    @Option(parsing: .unconditional, help: "Clip the gradient norm to this (0 = off).") var gradClip: Float?
     @OptionGroup var training: RunFlags
 
     func run() throws {
@@ -153,7 +153,7 @@ struct SampleChar: ParsableCommand {
     @Option(help: "Write the samples to this file instead of stdout.") var out: String?
     @Option(help: "Write sample_N.txt files into this folder.") var outDir: String?
     @Flag(help: "Drop prompt characters the model does not know instead of failing.") var skipUnknown = false
-    @Option(help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
+    @Option(parsing: .unconditional, help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
     @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
     var vocabFrom: String?
 
@@ -243,7 +243,7 @@ struct EvalChar: ParsableCommand {
 
     @Option(help: "A char checkpoint (default: the shipped model).") var checkpoint: String?
     @Option(help: "A UTF-8 text file or folder; the last 10 % is the validation split.") var data: String
-    @Option(help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
+    @Option(parsing: .unconditional, help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
     @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
     var vocabFrom: String?
 
@@ -268,7 +268,7 @@ struct BenchChar: ParsableCommand {
         abstract: "Training and sampling throughput on synthetic tokens; bench/torch_ref.py (make bench) runs the same in PyTorch.")
 
     @Option(help: "baby or shakespeare.") var preset: String = "baby"
-    @Option(help: "Warm-up steps.") var warmup: Int?
+    @Option(parsing: .unconditional, help: "Warm-up steps.") var warmup: Int?
     @Option(help: "Timed steps per round.") var steps: Int?
     @Option(help: "Rounds (the median is reported).") var rounds: Int = 3
     @Flag(help: "Measure sampling (batch 1, KV cache, temperature 1, no top-k) instead of training.") var sample = false
@@ -344,7 +344,7 @@ struct ImportNanoGPT: ParsableCommand {
         abstract: "Turn a nanoGPT char model exported to safetensors (its state_dict) into a Forge char checkpoint.")
 
     @Argument(help: "The exported state dict (.safetensors).") var file: String
-    @Option(help: "Attention heads (n_head), unless the file's metadata has n_head.") var heads: Int?
+    @Option(parsing: .unconditional, help: "Attention heads (n_head), unless the file's metadata has n_head.") var heads: Int?
     @Option(help: "The text the model was trained on: the vocabulary is its sorted characters (nanoGPT's prepare.py).")
     var vocabFrom: String?
     @Option(help: "Where to write the Forge checkpoint.") var out: String

@@ -36,7 +36,7 @@ struct TrainClassifier: ParsableCommand {
     @Option(help: "Image size (a multiple of 8).") var size: Int = 32
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
     @Option(help: "Batch size.") var batch: Int = 64
-    @Option(help: "Adam learning rate.") var lr: Float = 1e-3
+    @Option(parsing: .unconditional, help: "Adam learning rate.") var lr: Float = 1e-3
     @Option(help: "Channels of the first conv stage (then 2x, 4x).") var width: Int = 16
     @Option(help: "Size of the penultimate feature layer.") var features: Int = 128
     @Flag(help: "Random horizontal flips of training images.") var flip = false

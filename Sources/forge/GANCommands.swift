@@ -78,11 +78,11 @@ struct TrainGAN: ParsableCommand {
     var gConditioning: GeneratorConditioning?
     @Option(help: "Spectral normalisation in D (on, off). Default: the recipe's.") var spectralNorm: OnOff?
     @Option(help: "Loss: bce (non-saturating) or hinge. Default: the recipe's.") var loss: GANLoss?
-    @Option(help: "EMA decay of G's weights for sampling (0 = off). Default: the recipe's.") var ema: Float?
-    @Option(help: "Adam learning rate (of G; of D too unless --lr-d). Default: the recipe's (dcgan 2e-4, stable 1e-4).") var lr: Float?
-    @Option(help: "Adam learning rate of D. Default: the recipe's (dcgan = --lr, stable 4e-4).") var lrD: Float?
-    @Option(help: "Adam beta1. Default: the recipe's (dcgan 0.5, stable 0).") var beta1: Float?
-    @Option(help: "Adam beta2. Default: the recipe's (dcgan 0.999, stable 0.9).") var beta2: Float?
+    @Option(parsing: .unconditional, help: "EMA decay of G's weights for sampling (0 = off). Default: the recipe's.") var ema: Float?
+    @Option(parsing: .unconditional, help: "Adam learning rate (of G; of D too unless --lr-d). Default: the recipe's (dcgan 2e-4, stable 1e-4).") var lr: Float?
+    @Option(parsing: .unconditional, help: "Adam learning rate of D. Default: the recipe's (dcgan = --lr, stable 4e-4).") var lrD: Float?
+    @Option(parsing: .unconditional, help: "Adam beta1. Default: the recipe's (dcgan 0.5, stable 0).") var beta1: Float?
+    @Option(parsing: .unconditional, help: "Adam beta2. Default: the recipe's (dcgan 0.999, stable 0.9).") var beta2: Float?
     @OptionGroup var training: RunFlags
 
     func validate() throws {
@@ -121,6 +121,13 @@ struct TrainGAN: ParsableCommand {
             applyRecipe(to: &config)
             config.batchSize = batch
             config.seed = training.seedValue
+        } else {
+            func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
+            try refuseResumeChanges([
+                ("--lr", given(lr), "\(config.learningRate)"), ("--lr-d", given(lrD), "\(config.discriminatorLearningRate)"),
+                ("--beta1", given(beta1), "\(config.beta1)"), ("--beta2", given(beta2), "\(config.beta2)"),
+                ("--ema", given(ema), "\(config.emaDecay)"), ("--ngf", given(ngf), "\(config.ngf)"), ("--ndf", given(ndf), "\(config.ndf)"),
+                ("--seed", given(training.seed), "\(config.seed)")])
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let gan = DCGAN(config)

@@ -18,14 +18,14 @@ struct RunFlags: ParsableArguments {
                                discussion: "Default checkpoints/KIND-DATA, e.g. checkpoints/gan-fashion-mnist."),
             completion: .directory)
     var out: String?
-    @Option(help: "Total epochs (counting those before a resume).") var epochs: Int?
-    @Option(name: [.customLong("steps"), .customLong("iters")], help: "Total optimisation steps (counting those before a resume); --iters is the same flag.")
+    @Option(parsing: .unconditional, help: "Total epochs (counting those before a resume).") var epochs: Int?
+    @Option(name: [.customLong("steps"), .customLong("iters")], parsing: .unconditional, help: "Total optimisation steps (counting those before a resume); --iters is the same flag.")
     var steps: Int?
-    @Option(help: "Stop after this many minutes of this invocation, saving first.") var minutes: Double?
+    @Option(parsing: .unconditional, help: "Stop after this many minutes of this invocation, saving first.") var minutes: Double?
     @Option(help: "Seed of the weights, data order and noise (default 1337).") var seed: UInt64?
     @Flag(help: "Continue the run saved in --out.") var resume = false
-    @Option(help: "Steps between progress lines when stdout is not a terminal.") var logEvery: Int?
-    @Option(help: "Steps between saves of the latest state, besides epoch ends, evaluations, stops and every 5 minutes (0 = none).")
+    @Option(parsing: .unconditional, help: "Steps between progress lines when stdout is not a terminal.") var logEvery: Int?
+    @Option(parsing: .unconditional, help: "Steps between saves of the latest state, besides epoch ends, evaluations, stops and every 5 minutes (0 = none).")
     var saveEvery: Int = 0
     @Option(help: ArgumentHelp("Folder of the run's TensorBoard event files (scalars, sample images and sounds, the config).",
                                discussion: "Default runs/NAME, NAME being the run folder's name; look with `tensorboard --logdir runs`."),

@@ -56,7 +56,7 @@ struct TrainVAE: ParsableCommand {
     @Option(help: "σ of the fixed Gaussian likelihood, in [0, 1] pixel units.") var sigma: Float = 0.1
     @Flag(help: "Condition on the class labels (CVAE).") var conditional = false
     @Option(help: "Batch size (default 128; audio 16).") var batch: Int?
-    @Option(help: "Adam learning rate (default 1e-3).") var lr: Float?
+    @Option(parsing: .unconditional, help: "Adam learning rate (default 1e-3).") var lr: Float?
     @Option(help: "Hold out this fraction of --data for the test loss.") var valSplit: Double?
     @Option(help: "Held-out images (a folder, or IDX files whose test split is used).") var val: String?
     @OptionGroup var training: RunFlags

@@ -125,4 +125,88 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(s2, 2, e2)
         XCTAssertTrue(e2.contains("no such file"), e2)
     }
+
+    /// kill -9 at random moments of a run that saves every step (so many kills land inside a
+    /// checkpoint write): after each kill the checkpoint loads, the next run clears the temporaries
+    /// and resumes, and the run ends at its last step with no stray files.
+    func testKill9AtRandomMomentsLosesNothing() throws {
+        let dir = folder()
+        let data = try text(dir)
+        let run = dir + "/run"
+        let args = ["train", "char", "--data", data, "--layers", "1", "--heads", "2", "--embd", "32", "--block", "16", "--batch", "8",
+                    "--warmup", "1", "--eval-every", "25", "--eval-iters", "1", "--save-every", "1", "--iters", "400",
+                    "--no-tensorboard", "--out", run]
+        var g = SystemRandomNumberGenerator()
+        var kills = 0
+        for round in 0..<6 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try forge)
+            process.arguments = args + (round > 0 ? ["--resume"] : [])
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            usleep(UInt32.random(in: 300_000...1_200_000, using: &g))
+            if process.isRunning { kill(process.processIdentifier, SIGKILL); kills += 1 }
+            process.waitUntilExit()
+            let checkpoint = run + "/checkpoint.safetensors"
+            if FileManager.default.fileExists(atPath: checkpoint) {
+                let (status, _, stderr) = try self.run(["sample", "char", "--checkpoint", checkpoint, "--length", "5", "--prompt", "F"])
+                XCTAssertEqual(status, 0, "round \(round): the checkpoint does not load after kill -9: \(stderr)")
+            }
+        }
+        let (status, out, stderr) = try self.run(args + ["--resume"])
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertTrue(out.contains("finished at step 400") || out.contains("nothing to train"), out)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.contains(".tmp-") }
+        XCTAssertEqual(leftovers, [], "stray temporary files after \(kills) kills")
+        XCTAssertGreaterThan(kills, 0, "no kill landed: the run was faster than the delays")
+    }
+
+    /// A full disk (a 200 KB tmpfs; needs root, as CI is) is a clear error with exit 4 and leaves no
+    /// temporary files, for training, text generation and sampling.
+    func testFullDiskIsAClearErrorAndLeavesNoTemporaries() throws {
+        try XCTSkipUnless(getuid() == 0, "mounting a small tmpfs needs root (CI runs as root)")
+        let dir = folder()
+        let data = try text(dir)
+        let disk = dir + "/disk"
+        try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=200k", "tmpfs", disk]
+        try mount.run()
+        mount.waitUntilExit()
+        try XCTSkipUnless(mount.terminationStatus == 0, "mount -t tmpfs failed here")
+        defer {
+            let umount = Process()
+            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            umount.arguments = [disk]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+        // training: the checkpoint (~600 KB for this model) cannot fit
+        let (s1, _, e1) = try run(["train", "char", "--data", data, "--layers", "2", "--heads", "2", "--embd", "64", "--block", "16",
+                                   "--batch", "4", "--warmup", "1", "--iters", "3", "--no-tensorboard", "--out", disk + "/run"])
+        XCTAssertEqual(s1, 4, e1)
+        XCTAssertTrue(e1.lowercased().contains("no space left"), e1)
+        // text generation from the shipped model
+        let (s2, _, e2) = try run(["generate", "text", "--count", "400", "--length", "200", "--out", disk + "/text",
+                                   "--checkpoint", packageFolder + "/checkpoints/shakespeare-char.safetensors"])
+        XCTAssertNotEqual(s2, 0, e2)
+        XCTAssertTrue(e2.lowercased().contains("no space left"), e2)
+        // a big sample grid from an image checkpoint
+        let gan = packageFolder + "/Tests/TrainingTests/Fixtures/legacy/gan.safetensors"
+        let (s3, _, e3) = try run(["sample", "gan", "--checkpoint", gan, "--count", "4096", "--out", disk + "/grid.png"])
+        XCTAssertNotEqual(s3, 0, e3)
+        XCTAssertTrue(e3.lowercased().contains("no space left"), e3)
+        let enumerator = FileManager.default.enumerator(atPath: disk)
+        var temporaries: [String] = []
+        while let name = enumerator?.nextObject() as? String {
+            if name.contains(".tmp-") { temporaries.append(name) }
+        }
+        XCTAssertEqual(temporaries, [])
+    }
+
+    private var packageFolder: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
 }
