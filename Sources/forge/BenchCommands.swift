@@ -23,8 +23,8 @@ struct BenchCore: ParsableCommand {
             say("RESULT matmul1024 \(String(format: "%.2f", 2.0 * Double(n * n * n) / t / 1e9)) GFLOP/s")
         default:
             say(CoreBenchmark.header())
-            for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { print(line) }
-            for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { print(line) }
+            for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { say(line) }
+            for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { say(line) }
             say(CoreBenchmark.opOverhead())
         }
     }
