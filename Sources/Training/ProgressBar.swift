@@ -27,6 +27,9 @@ public final class ProgressBar {
     private var lastDraw = 0.0
     private var lastWidth = 0
     private var lastPlain = ""
+    /// The last text drawn in place, and whether a message then ended its line (it stands above).
+    private var lastDrawn = ""
+    private var endedByMessage = false
 
     /// `output` receives text without a trailing newline handling of its own (default: stdout,
     /// unbuffered). `columns` gives the terminal's width, asked at every redraw so a resized window
@@ -99,8 +102,11 @@ public final class ProgressBar {
     /// Ends the stage: the final state stays on screen as its own line.
     public func finishLine(label: String, position: Int, total: Int, rate: Double, eta: Double?, scalars: [(String, Double)]) {
         if isTerminal {
-            draw(line(label: label, position: position, total: total, rate: rate, eta: eta, scalars: scalars, bar: true,
-                      maxWidth: ProgressBar.drawWidth(columns: columns())))
+            let text = line(label: label, position: position, total: total, rate: rate, eta: eta, scalars: scalars, bar: true,
+                            maxWidth: ProgressBar.drawWidth(columns: columns()))
+            // A message (an evaluation at the last step) already ended this very line: it is kept above.
+            if endedByMessage && text == lastDrawn { endedByMessage = false; return }
+            draw(text)
             output("\n")
             lastWidth = 0
         } else {
@@ -110,7 +116,7 @@ public final class ProgressBar {
 
     /// Prints a message on its own line without breaking the bar.
     public func message(_ text: String) {
-        if isTerminal && lastWidth > 0 { output("\n"); lastWidth = 0 }
+        if isTerminal && lastWidth > 0 { output("\n"); lastWidth = 0; endedByMessage = true }
         output(text + "\n")
     }
 
@@ -128,5 +134,7 @@ public final class ProgressBar {
         let pad = max(0, min(lastWidth, limit) - text.count)
         output("\r" + text + String(repeating: " ", count: pad))
         lastWidth = text.count
+        lastDrawn = text
+        endedByMessage = false
     }
 }

@@ -41,6 +41,20 @@ final class ProgressBarTests: XCTestCase {
         XCTAssertGreaterThan(fullLine.count, 80, "the test line must be wider than 80 columns to test anything")
     }
 
+    func testAMessageAtTheLastStepDoesNotRepeatTheFinishedLine() {
+        var out = ""
+        let bar = ProgressBar(unit: "tokens", isTerminal: true, output: { out += $0 }, columns: { 80 })
+        bar.update(label: "step", position: 200, total: 200, rate: 10, eta: 0, scalars: [("loss", 3)])
+        bar.message("step 200: val_loss 2.9")
+        bar.finishLine(label: "step", position: 200, total: 200, rate: 10, eta: 0, scalars: [("loss", 3)])
+        XCTAssertEqual(out, "\rstep [####################] 200/200 10.0 tokens/s ETA 0:00 loss 3.0000\nstep 200: val_loss 2.9\n")
+        // A different final state is still drawn as its own line.
+        bar.update(label: "step", position: 10, total: 20, rate: 10, eta: 1, scalars: [])
+        bar.message("note")
+        bar.finishLine(label: "step", position: 20, total: 20, rate: 10, eta: 0, scalars: [])
+        XCTAssertTrue(out.hasSuffix("note\n\rstep [####################] 20/20 10.0 tokens/s ETA 0:00\n"), out)
+    }
+
     func testAVeryNarrowTerminalCutsEvenTheLabel() {
         let bar = ProgressBar(unit: "samples", isTerminal: true, output: { _ in }, columns: { 10 })
         let text = bar.line(label: "epoch 12/100", position: 3, total: 9, rate: 1, eta: 1, scalars: [], bar: true, maxWidth: 9)
