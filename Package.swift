@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["TensorCore", "DataIO"]),
         // Pictures (line plots, waveforms and spectrograms) and measures (Fréchet distance) that
         // training and sampling both use.
-        .target(name: "Figures", dependencies: ["DataIO"]),
+        .target(name: "Figures", dependencies: ["TensorCore", "DataIO"]),
         .target(name: "Metrics", dependencies: []),
         // The one training loop and the tasks; Sampling generates from checkpoints and needs no Training.
         .target(name: "Training", dependencies: ["TensorCore", "DataIO", "Models", "Figures", "Metrics"]),
@@ -50,6 +50,8 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "DataIO", "Training"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "DataIO", "TensorCore", "Figures"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SamplingTests", dependencies: ["Sampling", "Training", "Models", "DataIO", "TensorCore", "Figures", "Metrics"], resources: [.copy("Fixtures")]),
+        // Pictures checked by their pixels (grids, audio figures, loss plots) and the terminal progress line.
+        .testTarget(name: "FiguresTests", dependencies: ["Figures", "DataIO", "TensorCore", "Training"]),
         // Runs the forge binary itself (exit codes, messages, a tiny run); depends on it so it is built.
         .testTarget(name: "CLITests", dependencies: ["forge"]),
     ]

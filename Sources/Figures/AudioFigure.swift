@@ -3,7 +3,7 @@ import DataIO
 
 /// Pictures of sound: for each clip a waveform strip above its spectrogram (STFT magnitude in dB,
 /// time left to right, frequency bottom to top, the magma colour map), clips in a grid.
-/// It lives in Training beside `LinePlot` because training writes it every epoch; Sampling reuses it.
+/// It lives in Figures beside `LinePlot` because training writes it every epoch and Sampling reuses it.
 public enum AudioFigure {
     /// A magnitude spectrogram in dB.
     public struct Spectrogram: Sendable {
@@ -71,31 +71,62 @@ public enum AudioFigure {
         (0.987, 0.991, 0.750),
     ]
 
-    /// A grid of panels, one per clip: waveform (`waveHeight` rows, amplitude ±1 full height) above
-    /// the spectrogram (`spectrogramHeight` rows, 0 Hz at the bottom). The dB scale spans
+    /// Pixels around each panel's plots: the title row above, the amplitude/frequency tick labels
+    /// at the left, the time ticks and "TIME (S)" below; the dB colour bar column at the right
+    /// of the figure; the gap between panels.
+    public static let titleHeight = 12, leftAxisWidth = 52, bottomAxisHeight = 28, colourBarWidth = 64, gap = 6
+
+    /// Width and height in pixels of the figure of `clipCount` clips:
+    /// width = gap + columns·(leftAxisWidth + panelWidth + gap) + colourBarWidth,
+    /// height = gap + rows·(titleHeight + waveHeight + 2 + spectrogramHeight + bottomAxisHeight + gap),
+    /// with columns = min(columns, clipCount) and rows = ⌈clipCount / columns⌉.
+    public static func size(clipCount: Int, columns: Int = 2, panelWidth: Int = 480, waveHeight: Int = 80,
+                            spectrogramHeight: Int = 128) -> (width: Int, height: Int) {
+        let columns = max(1, min(columns, clipCount))
+        let rows = (clipCount + columns - 1) / columns
+        return (gap + columns * (leftAxisWidth + panelWidth + gap) + colourBarWidth,
+                gap + rows * (titleHeight + waveHeight + 2 + spectrogramHeight + bottomAxisHeight + gap))
+    }
+
+    /// Where panel `n`'s waveform and spectrogram are drawn: their left column, the waveform's top
+    /// row and the spectrogram's top row (each `panelWidth` wide).
+    public static func panelOrigin(_ n: Int, columns: Int, panelWidth: Int = 480, waveHeight: Int = 80,
+                                   spectrogramHeight: Int = 128) -> (x: Int, waveY: Int, spectrogramY: Int) {
+        let panelHeight = titleHeight + waveHeight + 2 + spectrogramHeight + bottomAxisHeight
+        let x = gap + (n % columns) * (leftAxisWidth + panelWidth + gap) + leftAxisWidth
+        let waveY = gap + (n / columns) * (panelHeight + gap) + titleHeight
+        return (x, waveY, waveY + waveHeight + 2)
+    }
+
+    /// A grid of panels, one per clip: its title (`titles[n]`, e.g. the class and seed), the
+    /// waveform (`waveHeight` rows, amplitude ±1 full height, ticks at −1, 0, 1) above the
+    /// spectrogram (`spectrogramHeight` rows, 0 Hz at the bottom, ticks in Hz on the left and in
+    /// seconds below); a colour bar in dB at the right of each row of panels. The dB scale spans
     /// `dynamicRange` dB below the loudest bin of the whole figure, so clips compare at one scale.
-    public static func render(clips: [[Float]], sampleRate: Int, columns: Int = 2, panelWidth: Int = 480,
-                              waveHeight: Int = 80, spectrogramHeight: Int = 128, dynamicRange: Float = 80,
-                              fftSize: Int = 256, hop: Int = 64) -> Image {
+    /// Size: `size(clipCount:…)`.
+    public static func render(clips: [[Float]], sampleRate: Int, columns: Int = 2, titles: [String]? = nil,
+                              panelWidth: Int = 480, waveHeight: Int = 80, spectrogramHeight: Int = 128,
+                              dynamicRange: Float = 80, fftSize: Int = 256, hop: Int = 64) -> Image {
         precondition(!clips.isEmpty && columns > 0, "AudioFigure.render: needs clips and a positive column count")
         let columns = min(columns, clips.count)
-        let rows = (clips.count + columns - 1) / columns
-        let gap = 6, panelHeight = waveHeight + 2 + spectrogramHeight
-        let width = columns * panelWidth + (columns + 1) * gap, height = rows * panelHeight + (rows + 1) * gap
-        var pixels = [Float](repeating: 1, count: width * height * 3)  // white background
-        func put(_ x: Int, _ y: Int, _ c: (Float, Float, Float)) {
-            let o = (y * width + x) * 3
-            pixels[o] = c.0; pixels[o + 1] = c.1; pixels[o + 2] = c.2
-        }
+        let (width, height) = size(clipCount: clips.count, columns: columns, panelWidth: panelWidth,
+                                   waveHeight: waveHeight, spectrogramHeight: spectrogramHeight)
+        var canvas = Canvas(width: width, height: height)   // white background
+        let ink: (Float, Float, Float) = (0.15, 0.15, 0.15)
         let spectrograms = clips.map { spectrogram($0, sampleRate: sampleRate, fftSize: fftSize, hop: hop) }
         let top = spectrograms.flatMap(\.values).max() ?? 0
         let floor = top - dynamicRange
+        let nyquist = Double(sampleRate) / 2
         for (n, clip) in clips.enumerated() {
-            let x0 = gap + (n % columns) * (panelWidth + gap), y0 = gap + (n / columns) * (panelHeight + gap)
+            let (x0, y0, sy0) = panelOrigin(n, columns: columns, panelWidth: panelWidth, waveHeight: waveHeight,
+                                            spectrogramHeight: spectrogramHeight)
+            if let titles, n < titles.count {
+                canvas.text(titles[n].uppercased(), x: x0, y: y0 - titleHeight + 2, scale: 1, color: (0, 0, 0))
+            }
             // Waveform: dark background, a centre line, and per pixel column the min…max of its samples.
-            for y in 0..<waveHeight { for x in 0..<panelWidth { put(x0 + x, y0 + y, (0.08, 0.08, 0.12)) } }
+            canvas.fill(x0, y0, panelWidth, waveHeight, color: (0.08, 0.08, 0.12))
             let mid = waveHeight / 2
-            for x in 0..<panelWidth { put(x0 + x, y0 + mid, (0.3, 0.3, 0.35)) }
+            canvas.line(x0, y0 + mid, x0 + panelWidth - 1, y0 + mid, color: (0.3, 0.3, 0.35))
             if !clip.isEmpty {
                 for x in 0..<panelWidth {
                     let a = x * clip.count / panelWidth, b = max(a + 1, (x + 1) * clip.count / panelWidth)
@@ -103,26 +134,75 @@ public enum AudioFigure {
                     for s in a..<min(b, clip.count) { lo = min(lo, clip[s]); hi = max(hi, clip[s]) }
                     let yHi = mid - Int((max(-1, min(1, hi)) * Float(mid - 1)).rounded())
                     let yLo = mid - Int((max(-1, min(1, lo)) * Float(mid - 1)).rounded())
-                    for y in yHi...max(yHi, yLo) { put(x0 + x, y0 + y, (0.45, 0.85, 1.0)) }
+                    for y in yHi...max(yHi, yLo) { canvas.set(x0 + x, y0 + y, (0.45, 0.85, 1.0)) }
                 }
             }
+            // Amplitude axis: ticks at +1, 0, −1 (the rows the waveform maps them to).
+            canvas.line(x0 - 1, y0, x0 - 1, y0 + waveHeight - 1, color: ink)
+            for (label, y) in [("1", y0 + 1), ("0", y0 + mid), ("-1", y0 + waveHeight - 1)] {
+                canvas.line(x0 - 5, y, x0 - 1, y, color: ink)
+                canvas.text(label, x: x0 - 8 - Canvas.textWidth(label), y: min(max(y - 3, y0), y0 + waveHeight - 7), scale: 1, color: ink)
+            }
+            canvas.verticalText("AMP", x: x0 - leftAxisWidth + 2, y: y0 + mid + 9, scale: 1, color: ink)
+
             // Spectrogram, nearest-neighbour scaled to the panel.
             let s = spectrograms[n]
-            let sy0 = y0 + waveHeight + 2
             for y in 0..<spectrogramHeight {
                 let bin = (spectrogramHeight - 1 - y) * s.bins / spectrogramHeight
                 for x in 0..<panelWidth {
                     let frame = x * s.frames / panelWidth
-                    let db = s.values[frame * s.bins + bin]
-                    put(x0 + x, sy0 + y, magma((db - floor) / dynamicRange))
+                    canvas.set(x0 + x, sy0 + y, magma((s.values[frame * s.bins + bin] - floor) / dynamicRange))
                 }
             }
+            // Frequency axis (Hz): row y shows bins up to (spectrogramHeight − y)/spectrogramHeight · Nyquist.
+            canvas.line(x0 - 1, sy0, x0 - 1, sy0 + spectrogramHeight - 1, color: ink)
+            for hz in LinePlot.niceTicks(0, nyquist) where hz <= nyquist {
+                let y = sy0 + spectrogramHeight - 1 - Int((hz / nyquist * Double(spectrogramHeight - 1)).rounded())
+                canvas.line(x0 - 5, y, x0 - 1, y, color: ink)
+                let label = String(Int(hz))
+                canvas.text(label, x: x0 - 8 - Canvas.textWidth(label), y: min(max(y - 3, sy0), sy0 + spectrogramHeight - 7),
+                            scale: 1, color: ink)
+            }
+            canvas.verticalText("HZ", x: x0 - leftAxisWidth + 2, y: sy0 + spectrogramHeight / 2 + 6, scale: 1, color: ink)
+            // Time axis (s) under the spectrogram.
+            let seconds = Double(clip.count) / Double(sampleRate)
+            let by = sy0 + spectrogramHeight
+            canvas.line(x0, by, x0 + panelWidth - 1, by, color: ink)
+            if seconds > 0 {
+                let ticks = LinePlot.niceTicks(0, seconds).filter { $0 <= seconds + 1e-9 }
+                let decimals = LinePlot.decimals(ticks)
+                for t in ticks {
+                    let x = x0 + Int((t / seconds * Double(panelWidth - 1)).rounded())
+                    canvas.line(x, by, x, by + 4, color: ink)
+                    let label = String(format: "%.\(decimals)f", t)
+                    canvas.text(label, x: min(max(x - Canvas.textWidth(label) / 2, x0 - 4), x0 + panelWidth - Canvas.textWidth(label)),
+                                y: by + 7, scale: 1, color: ink)
+                }
+            }
+            canvas.text("TIME (S)", x: x0 + panelWidth / 2 - Canvas.textWidth("TIME (S)") / 2, y: by + 18, scale: 1, color: ink)
+
+            // Colour bar in dB beside the last panel of each row.
+            if n % columns == columns - 1 || n == clips.count - 1 {
+                let bx = width - colourBarWidth + 4, barWidth = 10
+                for y in 0..<spectrogramHeight {
+                    let t = Float(spectrogramHeight - 1 - y) / Float(spectrogramHeight - 1)
+                    canvas.fill(bx, sy0 + y, barWidth, 1, color: magma(t))
+                }
+                canvas.rect(bx - 1, sy0 - 1, barWidth + 1, spectrogramHeight + 1, color: ink)
+                for db in LinePlot.niceTicks(Double(floor), Double(top)) where db >= Double(floor) - 1e-6 && db <= Double(top) + 1e-6 {
+                    let y = sy0 + spectrogramHeight - 1 - Int(((db - Double(floor)) / Double(dynamicRange) * Double(spectrogramHeight - 1)).rounded())
+                    canvas.line(bx + barWidth, y, bx + barWidth + 3, y, color: ink)
+                    let label = String(Int(db.rounded()))
+                    canvas.text(label, x: bx + barWidth + 6, y: min(max(y - 3, sy0), sy0 + spectrogramHeight - 7), scale: 1, color: ink)
+                }
+                canvas.text("DB", x: bx, y: sy0 - 10, scale: 1, color: ink)
+            }
         }
-        return Image(width: width, height: height, channels: 3, pixels: pixels)
+        return canvas.image
     }
 
     /// Writes `render(clips:…)` as a PNG.
-    public static func write(clips: [[Float]], sampleRate: Int, columns: Int = 2, to path: String) throws {
-        try ImageCodec.writePNG(render(clips: clips, sampleRate: sampleRate, columns: columns), to: path)
+    public static func write(clips: [[Float]], sampleRate: Int, columns: Int = 2, titles: [String]? = nil, to path: String) throws {
+        try ImageCodec.writePNG(render(clips: clips, sampleRate: sampleRate, columns: columns, titles: titles), to: path)
     }
 }

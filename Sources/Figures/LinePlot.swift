@@ -4,16 +4,27 @@ import DataIO
 /// A small line-chart rasteriser: axes with "nice" ticks and labels, one coloured line per series
 /// and a legend, drawn into an RGB buffer by hand and written as PNG through DataIO. Enough to
 /// watch a loss curve without any plotting dependency.
+///
+/// A series with `smoothing` is drawn twice, as TensorBoard does: the raw values in a light tint
+/// and their debiased exponential moving average over them in the full colour. The y axis turns
+/// logarithmic (ticks at powers of ten) when every plotted value is positive and they span more
+/// than two decades (`max / min > 100`). The image is `width × height` pixels; the plot area is
+/// `layout().plotArea`.
 public struct LinePlot {
     /// One named curve: x and y values of equal length.
     public struct Series {
         public let name: String
         public let x: [Double]
         public let y: [Double]
-        public init(name: String, x: [Double], y: [Double]) {
+        /// EMA weight in [0, 1) for the smoothed curve (TensorBoard's slider; 0.9 ≈ the last ten
+        /// points), or nil to draw the values as they are — with a dot at each point when there
+        /// are few of them (evaluations).
+        public let smoothing: Double?
+        public init(name: String, x: [Double], y: [Double], smoothing: Double? = nil) {
             self.name = name
             self.x = x
             self.y = y
+            self.smoothing = smoothing
         }
     }
 
@@ -21,13 +32,17 @@ public struct LinePlot {
     public var height: Int
     public var title: String
     public var xLabel: String
+    /// Written up the left side; empty for none.
+    public var yLabel: String
     public var series: [Series]
 
-    public init(width: Int = 720, height: Int = 420, title: String, xLabel: String = "step", series: [Series]) {
+    public init(width: Int = 720, height: Int = 420, title: String, xLabel: String = "step", yLabel: String = "",
+                series: [Series]) {
         self.width = width
         self.height = height
         self.title = title
         self.xLabel = xLabel
+        self.yLabel = yLabel
         self.series = series
     }
 
@@ -36,85 +51,167 @@ public struct LinePlot {
         (0.58, 0.40, 0.74), (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.50, 0.50, 0.50),
     ]
 
-    /// Renders the chart. A series with more points than pixel columns is averaged per column,
-    /// which also smooths the per-step noise of stochastic losses.
+    /// TensorBoard's smoothing: `last = last·w + (1−w)·v`, divided by `1 − w^n` after n points so
+    /// the curve does not start from 0 (the debiasing Adam also uses). Non-finite values are
+    /// carried through without entering the average.
+    public static func smoothed(_ values: [Double], weight: Double) -> [Double] {
+        var last = 0.0, n = 0.0
+        return values.map { v in
+            guard v.isFinite else { return v }
+            last = last * weight + (1 - weight) * v
+            n += 1
+            let debias = weight == 0 ? 1 : 1 - Foundation.pow(weight, n)
+            return last / debias
+        }
+    }
+
+    /// Where things are drawn: the plot rectangle (pixels, y down), whether y is logarithmic, and
+    /// each tick's value with the pixel it is drawn at.
+    public struct Layout {
+        public let left: Int, right: Int, top: Int, bottom: Int
+        public let logY: Bool
+        public let xTicks: [(value: Double, pixel: Int)]
+        public let yTicks: [(value: Double, pixel: Int)]
+        public var plotArea: (x: Int, y: Int, width: Int, height: Int) { (left, top, right - left, bottom - top) }
+        let xMin: Double, xSpan: Double, yLow: Double, yHigh: Double
+        /// Pixel row of the value `y` (on the log axis, of log10 y).
+        public func row(_ y: Double) -> Int {
+            let v = logY ? Foundation.log10(y) : y
+            return bottom - Int(((v - yLow) / (yHigh - yLow) * Double(bottom - top)).rounded())
+        }
+        /// Pixel column of the value `x`.
+        public func column(_ x: Double) -> Int { left + Int(((x - xMin) / xSpan * Double(right - left)).rounded()) }
+    }
+
+    private var finite: [[(Double, Double)]] {
+        series.map { s in zip(s.x, s.y).filter { $0.0.isFinite && $0.1.isFinite }.sorted { $0.0 < $1.0 } }
+    }
+
+    /// The layout for the current series; nil when there is nothing finite to plot.
+    public func layout() -> Layout? {
+        let left = 76, right = width - 16, top = 28, bottom = height - 40
+        let points = finite
+        let xs = points.flatMap { $0.map(\.0) }, ys = points.flatMap { $0.map(\.1) }
+        guard let xMin = xs.min(), let xMax = xs.max(), var yMin = ys.min(), var yMax = ys.max() else { return nil }
+        let xSpan = xMax > xMin ? xMax - xMin : 1
+        let xTickValues = LinePlot.niceTicks(xMin, xMax == xMin ? xMin + 1 : xMax).filter { $0 >= xMin && $0 <= xMin + xSpan }
+        let logY = yMin > 0 && yMax / yMin > 100
+        var yTickValues: [Double]
+        let low: Double, high: Double
+        if logY {
+            low = Foundation.floor(Foundation.log10(yMin))
+            high = Foundation.ceil(Foundation.log10(yMax))
+            yTickValues = stride(from: low, through: high, by: 1).map { Foundation.pow(10, $0) }
+        } else {
+            if yMax - yMin < 1e-9 { yMin -= 0.5; yMax += 0.5 }
+            yTickValues = LinePlot.niceTicks(yMin, yMax)
+            yMin = Swift.min(yMin, yTickValues.first ?? yMin)
+            yMax = Swift.max(yMax, yTickValues.last ?? yMax)
+            yTickValues = yTickValues.filter { $0 >= yMin && $0 <= yMax }
+            (low, high) = (yMin, yMax)
+        }
+        let partial = Layout(left: left, right: right, top: top, bottom: bottom, logY: logY, xTicks: [], yTicks: [],
+                             xMin: xMin, xSpan: xSpan, yLow: low, yHigh: high)
+        return Layout(left: left, right: right, top: top, bottom: bottom, logY: logY,
+                      xTicks: xTickValues.map { ($0, partial.column($0)) }, yTicks: yTickValues.map { ($0, partial.row($0)) },
+                      xMin: xMin, xSpan: xSpan, yLow: low, yHigh: high)
+    }
+
+    /// Renders the chart. A series with more points than pixel columns is averaged per column.
     public func render() -> Image {
         var canvas = Canvas(width: width, height: height)
-        let left = 64, right = width - 16, top = 28, bottom = height - 40
-        canvas.text(title.uppercased(), x: left, y: 8, scale: 2, color: (0, 0, 0))
-
-        let finite = series.map { s in zip(s.x, s.y).filter { $0.0.isFinite && $0.1.isFinite } }
-        let xs = finite.flatMap { $0.map(\.0) }
-        guard let xMin = xs.min(), let xMax = xs.max() else {
-            canvas.text("NO DATA", x: (left + right) / 2 - 20, y: (top + bottom) / 2, scale: 1, color: (0.3, 0.3, 0.3))
+        let ink: (Float, Float, Float) = (0.15, 0.15, 0.15), grid: (Float, Float, Float) = (0.9, 0.9, 0.9)
+        canvas.text(title.uppercased(), x: 76, y: 8, scale: 2, color: (0, 0, 0))
+        guard let frame = layout() else {
+            canvas.text("NO DATA", x: width / 2 - 20, y: height / 2, scale: 1, color: (0.3, 0.3, 0.3))
             return canvas.image
         }
-        let xSpan = xMax > xMin ? xMax - xMin : 1
-        let columns = right - left
-        // Average each series per pixel column.
-        let binned: [[(Int, Double)]] = finite.map { points in
-            var sums = [Double](repeating: 0, count: columns + 1), counts = [Int](repeating: 0, count: columns + 1)
-            for (x, y) in points {
-                let c = Int(((x - xMin) / xSpan * Double(columns)).rounded())
-                sums[c] += y
-                counts[c] += 1
+        let (left, right, top, bottom) = (frame.left, frame.right, frame.top, frame.bottom)
+
+        // Average a curve per pixel column.
+        func binned(_ points: [(Double, Double)]) -> [(Int, Int)] {
+            var sums: [Int: (Double, Int)] = [:]
+            for (x, y) in points where !frame.logY || y > 0 {
+                let c = frame.column(x)
+                let v = frame.logY ? Foundation.log10(y) : y
+                sums[c, default: (0, 0)].0 += v
+                sums[c, default: (0, 0)].1 += 1
             }
-            return (0...columns).compactMap { counts[$0] > 0 ? ($0, sums[$0] / Double(counts[$0])) : nil }
+            return sums.keys.sorted().map { c in
+                let mean = sums[c]!.0 / Double(sums[c]!.1)
+                return (c, frame.row(frame.logY ? Foundation.pow(10, mean) : mean))
+            }
         }
-        let ys = binned.flatMap { $0.map(\.1) }
-        var yMin = ys.min() ?? 0, yMax = ys.max() ?? 1
-        if yMax - yMin < 1e-9 { yMin -= 0.5; yMax += 0.5 }
-        let yTicks = LinePlot.niceTicks(yMin, yMax)
-        yMin = Swift.min(yMin, yTicks.first ?? yMin)
-        yMax = Swift.max(yMax, yTicks.last ?? yMax)
-        let xTicks = LinePlot.niceTicks(xMin, xMax == xMin ? xMin + 1 : xMax)
 
-        func py(_ y: Double) -> Int { bottom - Int(((y - yMin) / (yMax - yMin) * Double(bottom - top)).rounded()) }
-        func px(_ x: Double) -> Int { left + Int(((x - xMin) / xSpan * Double(columns)).rounded()) }
-
-        // grid and ticks
-        let grid: (Float, Float, Float) = (0.9, 0.9, 0.9), ink: (Float, Float, Float) = (0.15, 0.15, 0.15)
-        let yDecimals = LinePlot.decimals(yTicks)
-        for t in yTicks where t >= yMin && t <= yMax {
-            let y = py(t)
+        // grid, ticks and their labels
+        let yDecimals = LinePlot.decimals(frame.yTicks.map(\.value))
+        for (t, y) in frame.yTicks {
             canvas.line(left, y, right, y, color: grid)
             canvas.line(left - 4, y, left, y, color: ink)
-            let label = String(format: "%.\(yDecimals)f", t)
-            canvas.text(label, x: left - 8 - label.count * 6, y: y - 3, scale: 1, color: ink)
+            let label = frame.logY ? LinePlot.powerLabel(t) : String(format: "%.\(yDecimals)f", t)
+            canvas.text(label, x: left - 8 - Canvas.textWidth(label), y: y - 3, scale: 1, color: ink)
         }
-        for t in xTicks where t >= xMin && t <= xMax {
-            let x = px(t)
+        if frame.logY, let first = frame.yTicks.first {
+            // minor ticks at 2…9 × 10^k
+            var decade = first.value
+            while decade < (frame.yTicks.last?.value ?? decade) {
+                for m in 2...9 { let y = frame.row(Double(m) * decade); canvas.line(left - 2, y, left, y, color: ink) }
+                decade *= 10
+            }
+        }
+        let xDecimals = LinePlot.decimals(frame.xTicks.map(\.value))
+        for (t, x) in frame.xTicks {
             canvas.line(x, top, x, bottom, color: grid)
             canvas.line(x, bottom, x, bottom + 4, color: ink)
-            let label = String(format: "%.\(LinePlot.decimals(xTicks))f", t)
-            canvas.text(label, x: x - label.count * 3, y: bottom + 8, scale: 1, color: ink)
+            let label = String(format: "%.\(xDecimals)f", t)
+            canvas.text(label, x: x - Canvas.textWidth(label) / 2, y: bottom + 8, scale: 1, color: ink)
         }
         canvas.line(left, top, left, bottom, color: ink)
         canvas.line(left, bottom, right, bottom, color: ink)
-        canvas.text(xLabel.uppercased(), x: (left + right) / 2 - xLabel.count * 3, y: bottom + 22, scale: 1, color: ink)
+        canvas.text(xLabel.uppercased(), x: (left + right) / 2 - Canvas.textWidth(xLabel) / 2, y: bottom + 22, scale: 1, color: ink)
+        if !yLabel.isEmpty {
+            let label = yLabel.uppercased() + (frame.logY ? " (LOG)" : "")
+            canvas.verticalText(label, x: 4, y: (top + bottom) / 2 + Canvas.textWidth(label) / 2, scale: 1, color: ink)
+        }
 
-        // curves
-        for (k, points) in binned.enumerated() {
-            let color = LinePlot.palette[k % LinePlot.palette.count]
-            if points.count == 1 { canvas.disc(left + points[0].0, py(points[0].1), color: color) }
-            for (a, b) in zip(points, points.dropFirst()) {
-                canvas.line(left + a.0, py(a.1), left + b.0, py(b.1), color: color, thick: true)
+        // curves: every raw tint first, then the full-colour lines over them
+        let points = finite
+        func color(_ k: Int) -> (Float, Float, Float) { LinePlot.palette[k % LinePlot.palette.count] }
+        for (k, s) in series.enumerated() where s.smoothing != nil {
+            let c = color(k), tint = (0.35 * c.0 + 0.65, 0.35 * c.1 + 0.65, 0.35 * c.2 + 0.65)
+            let raw = binned(points[k])
+            for (a, b) in zip(raw, raw.dropFirst()) { canvas.line(a.0, a.1, b.0, b.1, color: tint) }
+        }
+        for (k, s) in series.enumerated() {
+            var curve = points[k]
+            if let w = s.smoothing {
+                curve = Array(zip(curve.map(\.0), LinePlot.smoothed(curve.map(\.1), weight: w)))
             }
+            let line = binned(curve)
+            if line.count == 1 || (s.smoothing == nil && line.count <= 50) { for p in line { canvas.disc(p.0, p.1, color: color(k)) } }
+            for (a, b) in zip(line, line.dropFirst()) { canvas.line(a.0, a.1, b.0, b.1, color: color(k), thick: true) }
         }
 
         // legend, top right
-        let names = series.map { $0.name.uppercased() }
+        let names = series.map { $0.name.uppercased() + ($0.smoothing != nil ? " (EMA)" : "") }
         let legendWidth = 28 + 6 * (names.map(\.count).max() ?? 0)
         let lx = right - legendWidth - 6, ly = top + 6
         canvas.fill(lx, ly, legendWidth, 6 + 12 * names.count, color: (1, 1, 1))
         canvas.rect(lx, ly, legendWidth, 6 + 12 * names.count, color: (0.6, 0.6, 0.6))
         for (k, name) in names.enumerated() {
-            let color = LinePlot.palette[k % LinePlot.palette.count]
             let y = ly + 9 + 12 * k
-            canvas.line(lx + 4, y, lx + 18, y, color: color, thick: true)
+            canvas.line(lx + 4, y, lx + 18, y, color: color(k), thick: true)
             canvas.text(name, x: lx + 22, y: y - 3, scale: 1, color: ink)
         }
         return canvas.image
+    }
+
+    /// A power of ten as a short label: 0.001, 0.01 … 1000, then 1E4, 1E-4.
+    static func powerLabel(_ v: Double) -> String {
+        let e = Int(Foundation.log10(v).rounded())
+        if e >= 0 && e <= 3 { return String(Int(Foundation.pow(10, Double(e)))) }
+        if e < 0 && e >= -3 { return String(format: "%.\(-e)f", v) }
+        return "1E\(e)"
     }
 
     /// Writes the chart as a PNG (atomically).
@@ -142,97 +239,4 @@ public struct LinePlot {
         let step = ticks[1] - ticks[0]
         return Swift.max(0, Swift.min(6, Int(-Foundation.floor(Foundation.log10(step)))))
     }
-}
-
-/// An RGB raster with clipped drawing primitives.
-struct Canvas {
-    let width: Int, height: Int
-    var pixels: [Float]
-
-    init(width: Int, height: Int) {
-        self.width = width
-        self.height = height
-        pixels = [Float](repeating: 1, count: width * height * 3)
-    }
-
-    var image: Image { Image(width: width, height: height, channels: 3, pixels: pixels) }
-
-    mutating func set(_ x: Int, _ y: Int, _ c: (Float, Float, Float)) {
-        guard x >= 0, y >= 0, x < width, y < height else { return }
-        let i = (y * width + x) * 3
-        pixels[i] = c.0; pixels[i + 1] = c.1; pixels[i + 2] = c.2
-    }
-
-    /// Bresenham line; `thick` draws a 2-pixel pen.
-    mutating func line(_ x0: Int, _ y0: Int, _ x1: Int, _ y1: Int, color: (Float, Float, Float), thick: Bool = false) {
-        var (x, y) = (x0, y0)
-        let dx = abs(x1 - x0), dy = -abs(y1 - y0)
-        let sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1
-        var err = dx + dy
-        while true {
-            set(x, y, color)
-            if thick { set(x + 1, y, color); set(x, y + 1, color) }
-            if x == x1 && y == y1 { break }
-            let e2 = 2 * err
-            if e2 >= dy { err += dy; x += sx }
-            if e2 <= dx { err += dx; y += sy }
-        }
-    }
-
-    mutating func fill(_ x: Int, _ y: Int, _ w: Int, _ h: Int, color: (Float, Float, Float)) {
-        for yy in y..<(y + h) { for xx in x..<(x + w) { set(xx, yy, color) } }
-    }
-
-    mutating func rect(_ x: Int, _ y: Int, _ w: Int, _ h: Int, color: (Float, Float, Float)) {
-        line(x, y, x + w, y, color: color); line(x, y + h, x + w, y + h, color: color)
-        line(x, y, x, y + h, color: color); line(x + w, y, x + w, y + h, color: color)
-    }
-
-    mutating func disc(_ x: Int, _ y: Int, color: (Float, Float, Float)) {
-        for dy in -2...2 { for dx in -2...2 where dx * dx + dy * dy <= 5 { set(x + dx, y + dy, color) } }
-    }
-
-    /// Draws `text` in the 5×7 font, `scale` pixels per font dot, 6·scale pixels per character.
-    mutating func text(_ text: String, x: Int, y: Int, scale: Int, color: (Float, Float, Float)) {
-        var cx = x
-        for ch in text {
-            if let rows = Font5x7.glyphs[ch] {
-                for (r, bits) in rows.enumerated() {
-                    for c in 0..<5 where bits & (0x10 >> c) != 0 {
-                        fill(cx + c * scale, y + r * scale, scale, scale, color: color)
-                    }
-                }
-            }
-            cx += 6 * scale
-        }
-    }
-}
-
-/// A 5×7 bitmap font: digits, upper-case letters and the punctuation that labels need. Each glyph is
-/// seven rows, bit 4 the leftmost dot. Unknown characters draw as blanks.
-enum Font5x7 {
-    static let glyphs: [Character: [UInt8]] = [
-        "0": [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E], "1": [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        "2": [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F], "3": [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        "4": [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02], "5": [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        "6": [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E], "7": [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        "8": [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E], "9": [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        ".": [0, 0, 0, 0, 0, 0x0C, 0x0C], "-": [0, 0, 0, 0x1F, 0, 0, 0], "+": [0, 0x04, 0x04, 0x1F, 0x04, 0x04, 0],
-        ":": [0, 0x0C, 0x0C, 0, 0x0C, 0x0C, 0], "/": [0, 0x01, 0x02, 0x04, 0x08, 0x10, 0],
-        "(": [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02], ")": [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
-        "_": [0, 0, 0, 0, 0, 0, 0x1F], "=": [0, 0, 0x1F, 0, 0x1F, 0, 0], " ": [0, 0, 0, 0, 0, 0, 0],
-        "A": [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11], "B": [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
-        "C": [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E], "D": [0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C],
-        "E": [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F], "F": [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
-        "G": [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F], "H": [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
-        "I": [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E], "J": [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
-        "K": [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11], "L": [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
-        "M": [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11], "N": [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
-        "O": [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E], "P": [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
-        "Q": [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D], "R": [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
-        "S": [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E], "T": [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
-        "U": [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E], "V": [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
-        "W": [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A], "X": [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
-        "Y": [0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04], "Z": [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
-    ]
 }

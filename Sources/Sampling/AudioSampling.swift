@@ -111,11 +111,12 @@ public enum AudioSampling {
         }
     }
 
-    /// Writes the waveform + spectrogram figure of `clips` (all at one sample rate) as a PNG.
-    public static func writeFigure(_ clips: [AudioClip], columns: Int = 2, to path: String) throws {
+    /// Writes the waveform + spectrogram figure of `clips` (all at one sample rate) as a PNG,
+    /// `titles[k]` (e.g. the seed and clip number) above clip k when given.
+    public static func writeFigure(_ clips: [AudioClip], columns: Int = 2, titles: [String]? = nil, to path: String) throws {
         guard let rate = clips.first?.sampleRate else { throw SamplingError("no clips to draw") }
         try GANSampler.createParent(of: path)
-        try AudioFigure.write(clips: clips.map { $0.mixedToMono().samples }, sampleRate: rate, columns: columns, to: path)
+        try AudioFigure.write(clips: clips.map { $0.mixedToMono().samples }, sampleRate: rate, columns: columns, titles: titles, to: path)
     }
 }
 

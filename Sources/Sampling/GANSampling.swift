@@ -2,6 +2,7 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
+import Figures
 
 /// Errors of the sampling commands (bad class name, bad count, …).
 public struct SamplingError: Error, CustomStringConvertible {
@@ -59,6 +60,15 @@ public final class GANSampler {
         return (0..<count).map { ($0 / columns) % config.classCount }
     }
 
+    /// The class name beside each row of a `columns`-wide grid of `count` images sampled with
+    /// `classIndex` (as `labels(count:classIndex:columns:)` lays them out); empty when unconditional.
+    public func rowLabels(count: Int, classIndex: Int?, columns: Int = 8) -> [String] {
+        guard config.isConditional, !classNames.isEmpty, count > 0, columns > 0 else { return [] }
+        let perRow = min(columns, count)
+        let ids = labels(count: count, classIndex: classIndex, columns: columns)
+        return stride(from: 0, to: count, by: perRow).map { classNames[ids[$0] % classNames.count] }
+    }
+
     /// `count` images (count, C, S, S) in [-1, 1] from latent vectors drawn with `seed`.
     public func sample(count: Int, seed: UInt64, classIndex: Int? = nil, columns: Int = 8) throws -> Tensor {
         guard count > 0 else { throw SamplingError("count must be positive, got \(count)") }
@@ -92,10 +102,10 @@ public final class GANSampler {
         return gan.generate(Tensor(shape: [steps, nz], data: values), labels: [Int](repeating: label, count: steps))
     }
 
-    /// Writes `images` as one grid PNG with `columns` columns.
-    public static func writeGrid(_ images: Tensor, columns: Int = 8, to path: String) throws {
+    /// Writes `images` as one grid PNG with `columns` columns, `rowLabels` (class names) in a left margin when given.
+    public static func writeGrid(_ images: Tensor, columns: Int = 8, rowLabels: [String] = [], to path: String) throws {
         try createParent(of: path)
-        try ImageCodec.writeGrid(images, columns: columns, to: path)
+        try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: columns, to: path)
     }
 
     /// Writes each image as its own PNG `directory/NNNN.png`; returns the paths.

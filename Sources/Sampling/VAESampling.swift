@@ -2,6 +2,7 @@ import Foundation
 import TensorCore
 import DataIO
 import Models
+import Figures
 
 /// A trained VAE loaded from a `forge train vae` checkpoint, ready to decode prior draws.
 /// Images come out as pixels in [0, 1] (the decoder's mean), without a graph.
@@ -44,6 +45,16 @@ public final class VAESampler {
         return (0..<count).map { ($0 / columns) % config.classCount }
     }
 
+    /// The class name beside each row of a `columns`-wide grid of `count` images sampled with
+    /// `classIndex` (as `labels(count:classIndex:columns:)` lays them out); empty when unconditional.
+    public func rowLabels(count: Int, classIndex: Int?, columns: Int = 8) -> [String] {
+        guard config.isConditional, !classNames.isEmpty, count > 0, columns > 0 else { return [] }
+        let perRow = min(columns, count)
+        let ids = labels(count: count, classIndex: classIndex, columns: columns) ?? []
+        guard ids.count == count else { return [] }
+        return stride(from: 0, to: count, by: perRow).map { classNames[ids[$0] % classNames.count] }
+    }
+
     /// `count` decoded draws z ~ N(0, I) from a generator seeded with `seed`: (count, C, S, S) in [0, 1].
     public func sample(count: Int, seed: UInt64, classIndex: Int? = nil, columns: Int = 8) throws -> Tensor {
         guard count > 0 else { throw SamplingError("count must be positive, got \(count)") }
@@ -75,11 +86,12 @@ public final class VAESampler {
         return vae.generate(Tensor(shape: [steps, l], data: values), labels: labels)
     }
 
-    /// Writes `images` (pixels in [0, 1]) as one grid PNG with `columns` columns, creating the folder.
-    public static func writeGrid(_ images: Tensor, columns: Int = 8, to path: String) throws {
+    /// Writes `images` (pixels in [0, 1]) as one grid PNG with `columns` columns, `rowLabels` (class
+    /// names) in a left margin when given, creating the folder.
+    public static func writeGrid(_ images: Tensor, columns: Int = 8, rowLabels: [String] = [], to path: String) throws {
         try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
                                                 withIntermediateDirectories: true)
-        try ImageCodec.writeGrid(images, range: .zeroToOne, columns: columns, to: path)
+        try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: columns, range: .zeroToOne, to: path)
     }
 
     /// Writes each image as `directory/NNNN.png`; returns the paths.

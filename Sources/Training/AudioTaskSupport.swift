@@ -75,7 +75,8 @@ func writeAudioSamples(_ samples: [[Float]], sampleRate rate: Int, directory: St
         try AudioIO.writeWAV(clip, to: "\(directory)/latest_\(k).wav")
         try tensorBoard?.addAudioFile("samples/clip_\(k)", path: "\(directory)/latest_\(k).wav", step: step)
     }
-    try AudioFigure.write(clips: samples, sampleRate: rate, to: "\(directory)/\(name).png")
-    try AudioFigure.write(clips: samples, sampleRate: rate, to: "\(directory)/latest.png")
+    let titles = samples.indices.map { "\(name.replacingOccurrences(of: "_", with: " ")) clip \($0)" }
+    try AudioFigure.write(clips: samples, sampleRate: rate, titles: titles, to: "\(directory)/\(name).png")
+    try AudioFigure.write(clips: samples, sampleRate: rate, titles: titles, to: "\(directory)/latest.png")
     try tensorBoard?.addImageFile("samples/waveforms", path: "\(directory)/latest.png", step: step)
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Figures
 import TensorCore
 import DataIO
 import Models
@@ -97,8 +98,10 @@ public final class GANTrainingTask: TrainingTask {
         try FileManager.default.createDirectory(atPath: samplesDirectory, withIntermediateDirectories: true)
         let images = fixedGrid()
         let name = completed ? String(format: "epoch_%03d.png", epoch + 1) : String(format: "epoch_%03d_step_%d.png", epoch + 1, step)
-        try ImageCodec.writeGrid(images, columns: gridColumns, to: samplesDirectory + "/" + name)
-        try ImageCodec.writeGrid(images, columns: gridColumns, to: samplesDirectory + "/latest.png")
+        // A conditional grid has one row per class: its name goes in the left margin.
+        let rowLabels = gan.config.isConditional ? data.classNames : []
+        try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: gridColumns, to: samplesDirectory + "/" + name)
+        try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: gridColumns, to: samplesDirectory + "/latest.png")
         try tensorBoard?.addImageFile("samples/fixed_noise_grid", path: samplesDirectory + "/latest.png", step: step)
     }
 }

@@ -100,15 +100,22 @@ public final class MetricsLog {
         return (kept.map { $0[0] }, kept.map { $0[column] })
     }
 
-    /// Flushes and redraws `loss.png`.
+    /// EMA weight of the smoothed step curves in `loss.png` (TensorBoard's slider at 0.9).
+    public static let plotSmoothing = 0.9
+
+    /// Flushes and redraws `loss.png`: step metrics as a light raw curve under their smoothed
+    /// (EMA) curve, evaluation metrics (train/val) as dotted lines in the same axes; the y axis
+    /// is logarithmic when the values span more than two decades.
     public func writePlot(title: String = "loss") throws {
         try flush()
         let series = plottedMetrics.compactMap { name -> LinePlot.Series? in
             let (x, y) = self.series(name)
-            return x.isEmpty ? nil : LinePlot.Series(name: name, x: x, y: y)
+            // Step metrics are noisy per-step values; evaluations are few and already averages.
+            let smoothing = metricNames.contains(name) && x.count > 20 ? MetricsLog.plotSmoothing : nil
+            return x.isEmpty ? nil : LinePlot.Series(name: name, x: x, y: y, smoothing: smoothing)
         }
         guard !series.isEmpty else { return }
-        try LinePlot(title: title, series: series).write(to: plotPath)
+        let yLabel = series.allSatisfy { $0.name.lowercased().contains("loss") } ? "loss" : "value"
+        try LinePlot(title: title, yLabel: yLabel, series: series).write(to: plotPath)
     }
 }
-

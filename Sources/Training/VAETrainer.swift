@@ -1,4 +1,5 @@
 import Foundation
+import Figures
 import TensorCore
 import DataIO
 import Models
@@ -104,7 +105,7 @@ public final class VAETrainingTask: TrainingTask {
     public let heldOut: ImageSet?
     public let samplesDirectory: String
     /// Where the epoch lines go (stdout by default).
-    public var log: (String) -> Void = { print($0) }
+    public var log: (String) -> Void = { StandardOutput.line($0) }   // unbuffered: keeps its place among progress lines
     /// Every completed epoch of this invocation.
     public private(set) var history: [VAEEpochResult] = []
 
@@ -206,7 +207,9 @@ public final class VAETrainingTask: TrainingTask {
         try FileManager.default.createDirectory(atPath: samplesDirectory, withIntermediateDirectories: true)
         let (recon, samples) = grids()
         try ImageCodec.writeGrid(recon, range: .zeroToOne, columns: recon.shape[0] / 2, to: samplesDirectory + "/reconstruction_\(e).png")
-        try ImageCodec.writeGrid(samples, range: .zeroToOne, columns: 8, to: samplesDirectory + "/sample_\(e).png")
+        // Conditional: row r is class fixedLabels[8r]; its name goes in the left margin.
+        let rowLabels = fixedLabels.map { ids in stride(from: 0, to: ids.count, by: 8).map { ids[$0] < data.classNames.count ? data.classNames[ids[$0]] : "" } } ?? []
+        try LabelledGrid.write(images: samples, rowLabels: rowLabels, columns: 8, range: .zeroToOne, to: samplesDirectory + "/sample_\(e).png")
         try tensorBoard?.addImageFile("samples/reconstructions", path: samplesDirectory + "/reconstruction_\(e).png", step: step)
         try tensorBoard?.addImageFile("samples/generated", path: samplesDirectory + "/sample_\(e).png", step: step)
         try appendEpochRow(result)

@@ -90,9 +90,10 @@ func sampleAudio(checkpoint: String, count: Int?, seed: UInt64, out: String?, ou
             let sampler = try openAudioClipSource(checkpoint: checkpoint)
             let n = count ?? 1
             let clips = try sampler.sample(count: n, seed: seed)
+            let titles = (0..<n).map { "seed \(seed) clip \($0)" }
             if let outDir {
                 let paths = try AudioSampling.writeWAVs(clips, to: outDir)
-                try AudioSampling.writeFigure(clips, to: outDir + "/spectrograms.png")
+                try AudioSampling.writeFigure(clips, titles: titles, to: outDir + "/spectrograms.png")
                 say("wrote \(paths.count) WAVs (\(sampler.sampleRate) Hz) and spectrograms.png to \(outDir)/")
                 return
             }
@@ -109,7 +110,7 @@ func sampleAudio(checkpoint: String, count: Int?, seed: UInt64, out: String?, ou
                     written.append(p)
                 }
             }
-            try AudioSampling.writeFigure(clips, to: stem + ".png")
+            try AudioSampling.writeFigure(clips, titles: titles, to: stem + ".png")
             say("wrote \(written.count == 1 ? written[0] : "\(written.count) clips \(stem)_NNNN.wav") (\(sampler.sampleRate) Hz, "
                   + "\(sampler.length) samples) and \(stem).png")
         }
@@ -178,7 +179,7 @@ struct GenerateAudio: ParsableCommand {
                          report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out))
             if let figure {
                 let clips = try generator.items.prefix(8).map { try AudioIO.read(path: out + "/" + $0.file) }
-                try AudioSampling.writeFigure(clips, to: figure)
+                try AudioSampling.writeFigure(clips, titles: generator.items.prefix(8).map { "\($0.file) seed \($0.seed)" }, to: figure)
                 say("figure: \(figure)")
             }
         }

@@ -24,15 +24,15 @@ struct BenchCore: ParsableCommand {
         case "peak":
             say(CoreBenchmark.header())
             let peak = CoreBenchmark.peak(reps: reps)
-            for line in peak.lines { print(line) }
-            for line in CoreBenchmark.sgemmAtBenchShapes(peak: peak.best, reps: reps, minMs: minMs) { print(line) }
+            for line in peak.lines { say(line) }
+            for line in CoreBenchmark.sgemmAtBenchShapes(peak: peak.best, reps: reps, minMs: minMs) { say(line) }
         default:
             say(CoreBenchmark.header())
             let peak = CoreBenchmark.peak(reps: reps)
-            for line in peak.lines { print(line) }
-            for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { print(line) }
-            for line in CoreBenchmark.sgemmAtBenchShapes(peak: peak.best, reps: reps, minMs: minMs) { print(line) }
-            for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { print(line) }
+            for line in peak.lines { say(line) }
+            for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { say(line) }
+            for line in CoreBenchmark.sgemmAtBenchShapes(peak: peak.best, reps: reps, minMs: minMs) { say(line) }
+            for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { say(line) }
             say(CoreBenchmark.opOverhead())
         }
     }

@@ -222,7 +222,7 @@ struct SampleChar: ParsableCommand {
         let rate = String(format: "%d characters in %.2f s, %.0f characters/s (batch %d, %@)", generated, seconds,
                           Double(generated) / max(seconds, 1e-9), batch, options.reuseContext ? "reuse-context approximation" : "exact")
         if toStdout {
-            print("")
+            say("")
         } else if let out {
             try FileIO.writeAtomically(Array(texts.joined(separator: "\n---------------\n").utf8), to: out)
             stderr("wrote \(count) sample(s) to \(out): \(rate)\n")
@@ -255,7 +255,7 @@ struct EvalChar: ParsableCommand {
             : try ck.encode(corpus.decode(corpus.validationTokens))
         let start = Date()
         let loss = evaluateCharLoss(ck.model, tokens: tokens)
-        print(String(format: "val loss %.4f nats/char, %.4f bits/char (%d chars in blocks of %d, %@)", loss, loss / log(2.0),
+        say(String(format: "val loss %.4f nats/char, %.4f bits/char (%d chars in blocks of %d, %@)", loss, loss / log(2.0),
                      tokens.count, ck.model.config.blockSize, formatDuration(Date().timeIntervalSince(start))))
     }
 }
@@ -282,7 +282,7 @@ struct BenchChar: ParsableCommand {
         let B = o.batchSize, T = o.blockSize
         let tag = "gpt L\(config.layers) H\(config.heads) C\(config.embedding) T\(T)"
         let model = CharTransformer(config, seed: 1)
-        print("forge \(tag): \(String(format: "%.2fM", Double(model.nonEmbeddingParameterCount) / 1e6)) params, threads \(Threads.count), BLAS \(BLAS.coreName)")
+        say("forge \(tag): \(String(format: "%.2fM", Double(model.nonEmbeddingParameterCount) / 1e6)) params, threads \(Threads.count), BLAS \(BLAS.coreName)")
         if !sample {
             let opt = AdamW(decayGroups(model.parameters, learningRate: 1e-3, weightDecay: 0.1), betas: (0.9, 0.99))
             var g = RandomGenerator(seed: 7)
@@ -315,9 +315,9 @@ struct BenchChar: ParsableCommand {
                 times.append(Date().timeIntervalSince(t0) / Double(n))
             }
             let med = times.sorted()[times.count / 2]
-            print(String(format: "%@ B%d train: %.2f ms/step, %.0f tokens/s (rounds: %@)", tag, B, med * 1000, Double(B * T) / med,
+            say(String(format: "%@ B%d train: %.2f ms/step, %.0f tokens/s (rounds: %@)", tag, B, med * 1000, Double(B * T) / med,
                          times.map { String(format: "%.1f", $0 * 1000) }.joined(separator: " ")))
-            print(String(format: "RESULT char-%@ %.1f tokens/s", preset, Double(B * T) / med))
+            say(String(format: "RESULT char-%@ %.1f tokens/s", preset, Double(B * T) / med))
         } else {
             let n = max(sampleTokens, 1)
             model.eval()
@@ -330,8 +330,8 @@ struct BenchChar: ParsableCommand {
                 times.append(Date().timeIntervalSince(t0) / Double(n))
             }
             let med = times.dropFirst().sorted()[rounds / 2]
-            print(String(format: "%@ sample%d b1: %.3f ms/token, %.0f tokens/s", tag, n, med * 1000, 1 / med))
-            print(String(format: "RESULT char-%@-sample %.1f tokens/s", preset, 1 / med))
+            say(String(format: "%@ sample%d b1: %.3f ms/token, %.0f tokens/s", tag, n, med * 1000, 1 / med))
+            say(String(format: "RESULT char-%@-sample %.1f tokens/s", preset, 1 / med))
         }
     }
 }
@@ -355,6 +355,6 @@ struct ImportNanoGPT: ParsableCommand {
         guard !ck.vocabulary.isEmpty else { throw ValidationError("\(file) holds no vocabulary; pass --vocab-from TEXT") }
         try CharCheckpoint.save(model: ck.model, vocabulary: ck.vocabulary, metadata: ["source": "nanogpt:" + file], to: out)
         let c = ck.model.config
-        print("wrote \(out): \(c.layers) layers, \(c.heads) heads, \(c.embedding) embd, block \(c.blockSize), vocab \(c.vocabSize), bias \(c.bias)")
+        say("wrote \(out): \(c.layers) layers, \(c.heads) heads, \(c.embedding) embd, block \(c.blockSize), vocab \(c.vocabSize), bias \(c.bias)")
     }
 }

@@ -183,6 +183,7 @@ struct SampleGAN: ParsableCommand {
     @Option(help: "Interpolate between the latent vectors of two seeds, e.g. 3,7.") var interpolate: String?
     @Option(help: "Images in the interpolation strip.") var steps: Int = 10
     @Option(help: "Grid columns.") var columns: Int = 8
+    @Flag(help: "No class names beside the grid rows (conditional models label each row with its class).") var noLabels = false
 
     func validate() throws {
         if out != nil && outDir != nil { throw ValidationError("give --out or --out-dir, not both") }
@@ -194,7 +195,7 @@ struct SampleGAN: ParsableCommand {
         if isAudioCheckpoint { return try runAudio() }
         let count = self.count ?? 64
         try writeImageSamples(open: { try GANSampler(checkpoint: checkpoint) }, count: count, seed: seed, className: className,
-                              interpolate: interpolate, steps: steps, columns: columns, out: out, outDir: outDir,
+                              interpolate: interpolate, steps: steps, columns: columns, labels: !noLabels, out: out, outDir: outDir,
                               defaultOut: "samples/gan.png", interpolationOut: "samples/interpolation.png")
     }
 }

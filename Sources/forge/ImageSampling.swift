@@ -11,7 +11,8 @@ protocol ImageSampler: SyntheticImageSource {
     func classIndex(_ name: String) throws -> Int
     func sample(count: Int, seed: UInt64, classIndex: Int?, columns: Int) throws -> Tensor
     func interpolate(seedA: UInt64, seedB: UInt64, steps: Int, classIndex: Int?) throws -> Tensor
-    static func writeGrid(_ images: Tensor, columns: Int, to path: String) throws
+    func rowLabels(count: Int, classIndex: Int?, columns: Int) -> [String]
+    static func writeGrid(_ images: Tensor, columns: Int, rowLabels: [String], to path: String) throws
     static func writeImages(_ images: Tensor, to directory: String) throws -> [String]
 }
 
@@ -23,10 +24,11 @@ extension GANSampler: ImageSampler {
 extension VAESampler: ImageSampler {}
 
 /// The image side of `forge sample gan|vae`: a latent interpolation strip (`interpolate`), one PNG
-/// per image (`outDir`) or a grid (`out`, else `defaultOut`). Checkpoint and sampling errors become
+/// per image (`outDir`) or a grid (`out`, else `defaultOut`); with `labels`, a conditional model's
+/// grid names each row's class in a left margin. Checkpoint and sampling errors become
 /// a one-line message and exit code 2.
 func writeImageSamples(open: () throws -> any ImageSampler, count: Int, seed: UInt64, className: String?,
-                       interpolate: String?, steps: Int, columns: Int, out: String?, outDir: String?,
+                       interpolate: String?, steps: Int, columns: Int, labels: Bool = true, out: String?, outDir: String?,
                        defaultOut: String, interpolationOut: String) throws {
     do {
         let sampler = try open()
@@ -36,7 +38,8 @@ func writeImageSamples(open: () throws -> any ImageSampler, count: Int, seed: UI
             guard parts.count == 2 else { throw ValidationError("--interpolate wants two seeds, e.g. 3,7") }
             let strip = try sampler.interpolate(seedA: parts[0], seedB: parts[1], steps: steps, classIndex: classIndex)
             let path = out ?? interpolationOut
-            try type(of: sampler).writeGrid(strip, columns: steps, to: path)
+            let stripLabels = labels && classIndex != nil ? sampler.rowLabels(count: steps, classIndex: classIndex, columns: steps) : []
+            try type(of: sampler).writeGrid(strip, columns: steps, rowLabels: stripLabels, to: path)
             say("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
             return
         }
@@ -46,8 +49,10 @@ func writeImageSamples(open: () throws -> any ImageSampler, count: Int, seed: UI
             say("wrote \(paths.count) images to \(outDir)/")
         } else {
             let path = out ?? defaultOut
-            try type(of: sampler).writeGrid(images, columns: columns, to: path)
-            let rows = !sampler.classNames.isEmpty && classIndex == nil
+            let rowLabels = labels ? sampler.rowLabels(count: count, classIndex: classIndex, columns: columns) : []
+            try type(of: sampler).writeGrid(images, columns: columns, rowLabels: rowLabels, to: path)
+            let rows = !rowLabels.isEmpty ? " (class names beside the rows)"
+                : !sampler.classNames.isEmpty && classIndex == nil
                 ? " (row r shows class \(sampler.classNames.prefix(3).joined(separator: ", "))…, cycling)" : ""
             say("wrote \(path): \(count) images\(rows)")
         }

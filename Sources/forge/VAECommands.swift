@@ -155,6 +155,7 @@ struct SampleVAE: ParsableCommand {
     @Option(help: "Interpolate between the latent vectors of two seeds, e.g. 3,7.") var interpolate: String?
     @Option(help: "Images in the interpolation strip.") var steps: Int = 10
     @Option(help: "Grid columns.") var columns: Int = 8
+    @Flag(help: "No class names beside the grid rows (conditional models label each row with its class).") var noLabels = false
 
     func validate() throws {
         if out != nil && outDir != nil { throw ValidationError("give --out or --out-dir, not both") }
@@ -166,7 +167,7 @@ struct SampleVAE: ParsableCommand {
         if (try? Checkpoint.load(checkpoint).kind) == "audiovae" { return try runAudio() }
         let count = self.count ?? 64
         try writeImageSamples(open: { try VAESampler(checkpoint: checkpoint) }, count: count, seed: seed, className: className,
-                              interpolate: interpolate, steps: steps, columns: columns, out: out, outDir: outDir,
+                              interpolate: interpolate, steps: steps, columns: columns, labels: !noLabels, out: out, outDir: outDir,
                               defaultOut: "samples/vae.png", interpolationOut: "samples/vae-interpolation.png")
     }
 }
@@ -202,7 +203,7 @@ struct EvalVAE: ParsableCommand {
             if c.isConditional && (!set.isLabelled || set.classNames.count != c.classCount) {
                 throw ValidationError("this conditional checkpoint needs labelled images of its \(c.classCount) classes")
             }
-            print("eval: \(set.count) images (\(which == .test ? "test" : "train") split of \(data)), k = \(iw) importance samples")
+            say("eval: \(set.count) images (\(which == .test ? "test" : "train") split of \(data)), k = \(iw) importance samples")
             var rng = RandomGenerator(seed: seed)
             let t0 = Date()
             let r = VAEEvaluator.evaluate(sampler.vae, on: set, batchSize: max(1, min(128, 16_384 / iw)), importanceSamples: iw,
@@ -212,9 +213,9 @@ struct EvalVAE: ParsableCommand {
                 }
             }
             FileHandle.standardError.write(Data("\n".utf8))
-            print(String(format: "negative ELBO:        %.4f nats/image", r.negativeELBO))
-            print(String(format: "IWAE -log p(x), k=%d: %.4f nats/image", iw, r.iwae ?? .nan))
-            print(String(format: "(%.1f s)", Date().timeIntervalSince(t0)))
+            say(String(format: "negative ELBO:        %.4f nats/image", r.negativeELBO))
+            say(String(format: "IWAE -log p(x), k=%d: %.4f nats/image", iw, r.iwae ?? .nan))
+            say(String(format: "(%.1f s)", Date().timeIntervalSince(t0)))
         }
     }
 }
@@ -244,7 +245,7 @@ struct BenchVAE: ParsableCommand {
         let optimizer = vae.makeOptimizer()
         func step() { vaeTrainingStep(vae, optimizer: optimizer, batch: pool[next % pool.count], rng: &rng); next += 1 }
         let env = ProcessInfo.processInfo.environment
-        print("forge bench vae: \(side * side)-\(hidden)-\(latent) b\(batch) · BLAS \(BLAS.coreName) "
+        say("forge bench vae: \(side * side)-\(hidden)-\(latent) b\(batch) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "unset")), kernels \(BLAS.kernelLevel), \(Threads.count) threads")
         for _ in 0..<warmup { step() }
         var perStep: [Double] = []
@@ -253,12 +254,12 @@ struct BenchVAE: ParsableCommand {
             for _ in 0..<steps { step() }
             let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 / Double(steps)
             perStep.append(ms)
-            print(String(format: "  round %d: %.3f ms/step, %.0f samples/s", r + 1, ms, Double(batch) * 1000 / ms))
+            say(String(format: "  round %d: %.3f ms/step, %.0f samples/s", r + 1, ms, Double(batch) * 1000 / ms))
         }
         let median = perStep.sorted()[perStep.count / 2]
         let rate = Double(batch) * 1000 / median
-        print(String(format: "vae %d-%d-%d b%d: median %.3f ms/step, %.0f samples/s; one 60000-image epoch of steps ~%.2f s",
+        say(String(format: "vae %d-%d-%d b%d: median %.3f ms/step, %.0f samples/s; one 60000-image epoch of steps ~%.2f s",
                      side * side, hidden, latent, batch, median, rate, 60_000 / rate))
-        print(String(format: "RESULT vae %.2f samples/s", rate))
+        say(String(format: "RESULT vae %.2f samples/s", rate))
     }
 }

@@ -50,8 +50,10 @@ final class AudioSamplingTests: XCTestCase {
         let clips = [sine(1000), sine(300)].map { AudioClip(samples: $0, channels: 1, sampleRate: 8000) }
         try AudioSampling.writeFigure(clips, to: dir + "/fig.png")
         let image = try ImageCodec.load(path: dir + "/fig.png")
-        XCTAssertEqual(image.width, 2 * 480 + 3 * 6)
-        XCTAssertEqual(image.height, 80 + 2 + 128 + 2 * 6)
+        // two panels side by side, each with its axes, and the dB colour bar at the right
+        XCTAssertEqual(image.width, 6 + 2 * (52 + 480 + 6) + 64)
+        XCTAssertEqual(image.height, 6 + 12 + 80 + 2 + 128 + 28 + 6)
+        XCTAssertEqual([image.width, image.height], [AudioFigure.size(clipCount: 2).width, AudioFigure.size(clipCount: 2).height])
     }
 
     func testCorruptAndEmptyAudioFilesAreSkippedWithAWarningAndAnEmptyFolderIsAnError() throws {

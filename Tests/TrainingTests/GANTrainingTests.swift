@@ -33,7 +33,14 @@ final class GANTrainingTests: XCTestCase {
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/samples/" + file), file)
         }
         let grid = try ImageCodec.load(path: dir + "/samples/epoch_002.png")
-        XCTAssertEqual([grid.width, grid.height, grid.channels], [8 * 34 + 2, 2 * 34 + 2, 1])
+        // …with the class names in a left margin: "DISC" at scale 1, 4 pixels either side
+        let margin = LabelledGrid.marginWidth(rowLabels: data.classNames, tileHeight: 32)
+        XCTAssertEqual(margin, 4 * 6 + 8)
+        XCTAssertEqual([grid.width, grid.height, grid.channels], [margin + 8 * 34 + 2, 2 * 34 + 2, 1])
+        for row in 0..<2 {   // the label's ink on the white margin
+            let ink = (2 + row * 34..<2 + row * 34 + 32).reduce(0) { n, y in n + (0..<margin).filter { grid[$0, y, 0] < 0.5 }.count }
+            XCTAssertGreaterThan(ink, 20, "row \(row) label")
+        }
         let csv = try String(contentsOfFile: dir + "/metrics.csv", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(csv.first, "step,epoch,wall_s,items_per_s,lr,loss_d,loss_g,d_x,d_g_z1,d_g_z2")
         XCTAssertEqual(csv.count, 9)

@@ -68,12 +68,19 @@ final class VAETrainingTests: XCTestCase {
         XCTAssertLessThan(h[5].trainNegativeELBO, 0.8 * h[0].trainNegativeELBO, "\(h.map(\.trainNegativeELBO))")
         XCTAssertLessThan(h[5].testNegativeELBO!, 0.8 * h[0].testNegativeELBO!, "\(h.map { $0.testNegativeELBO! })")
 
-        // Grids decode with torchvision's make_grid layout: 8 originals over 8 reconstructions; 8×8 samples.
+        // Grids decode with torchvision's make_grid layout: 8 originals over 8 reconstructions; 8×8
+        // samples, a class per row (conditional), its name in a margin at the left.
+        let margin = LabelledGrid.marginWidth(rowLabels: train.classNames, tileHeight: 16)
+        XCTAssertGreaterThan(margin, 0)
         for e in 1...6 {
             let recon = try ImageCodec.load(path: folder + "/samples/reconstruction_\(e).png")
             XCTAssertEqual([recon.width, recon.height], [8 * 18 + 2, 2 * 18 + 2])
             let samples = try ImageCodec.load(path: folder + "/samples/sample_\(e).png")
-            XCTAssertEqual([samples.width, samples.height], [146, 146])
+            XCTAssertEqual([samples.width, samples.height], [margin + 146, 146])
+            for row in 0..<8 {
+                let ink = (2 + row * 18..<2 + row * 18 + 16).reduce(0) { n, y in n + (0..<margin).filter { samples[$0, y, 0] < 0.5 }.count }
+                XCTAssertGreaterThan(ink, 10, "epoch \(e) row \(row): the class name")
+            }
         }
         let csv = try String(contentsOfFile: folder + "/samples/epochs.csv", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(csv.count, 7)
