@@ -60,17 +60,21 @@ public struct LearningRateFinderResult: Sendable {
     public let rates: [Double]
     /// The loss each step returned (see `LearningRateFinder.lossName`).
     public let losses: [Double]
-    /// The bias-corrected exponential moving average of `losses`.
+    /// The bias-corrected exponential moving average of `losses`: what the stop rule watches, online.
     public let smoothedLosses: [Double]
+    /// `losses` averaged over a centred window (±`window` steps, clipped at the ends) up to the
+    /// divergence: smoothing without the moving average's lag (with β = 0.98 it trails the raw curve by
+    /// about 50 steps, i.e. a decade of rate over 200 steps), which the suggestions are read from.
+    public let centredLosses: [Double]
     /// The step (0-based) at which the loss diverged (NaN/Inf, or the smoothed loss past
     /// `divergenceFactor` × its minimum) and the test stopped; nil when it ran all its steps.
     public let divergedAt: Int?
-    /// The rate where the smoothed loss falls fastest per factor of rate (the most negative slope of
-    /// smoothed loss against log rate), or nil when the curve has fewer than 3 finite points.
+    /// The rate where the centred loss falls fastest per factor of rate (the most negative slope of
+    /// `centredLosses` against log rate), or nil when the curve has fewer than 3 finite points.
     public let steepestRate: Double?
-    /// The rate at the smoothed loss's minimum, divided by 10; nil when no finite point exists.
+    /// The rate at the centred loss's minimum, divided by 10; nil when no finite point exists.
     public let minimumRateOverTen: Double?
-    /// The rate at the smoothed loss's minimum.
+    /// The rate at the centred loss's minimum.
     public let minimumRate: Double?
 
     /// The suggested rate: the steepest-descent rate when it exists and lies below the minimum's rate,
@@ -90,22 +94,24 @@ public struct LearningRateFinderResult: Sendable {
 
     /// The record as CSV: step, lr, loss, smoothed_loss.
     public var csv: String {
-        var text = "step,lr,loss,smoothed_loss\n"
+        var text = "step,lr,loss,smoothed_loss,centred_loss\n"
         for i in rates.indices {
-            text += "\(i + 1),\(rates[i]),\(losses[i]),\(smoothedLosses[i])\n"
+            text += "\(i + 1),\(rates[i]),\(losses[i]),\(smoothedLosses[i]),\(i < centredLosses.count ? "\(centredLosses[i])" : "")\n"
         }
         return text
     }
 
     /// Loss (raw and smoothed) against the rate on a log axis, the suggestion marked in the title.
     public func plot(title: String) -> LinePlot {
-        // The diverging tail is clipped so that it does not flatten the interesting part of the curve.
-        let stable = divergedAt.map { Array(smoothedLosses[..<$0]) } ?? smoothedLosses
-        let cap = (stable.filter(\.isFinite).max() ?? .infinity) * 1.25
+        // The diverging tail is clipped at 1.5× the highest loss before the minimum, so that it does
+        // not flatten the interesting part of the curve.
+        let before = minimumRate.flatMap { m in rates.firstIndex(of: m) }.map { Array(centredLosses[...$0]) } ?? centredLosses
+        let cap = (before.filter(\.isFinite).max() ?? .infinity) * 1.5
         let x = rates.map { Foundation.log10($0) }
         var plot = LinePlot(title: title, xLabel: "learning rate (log10)", series: [
             .init(name: "loss", x: x, y: losses.map { Swift.min($0, cap) }),
-            .init(name: "smoothed", x: x, y: smoothedLosses.map { Swift.min($0, cap) }),
+            .init(name: "centred mean", x: Array(x.prefix(centredLosses.count)), y: centredLosses.map { Swift.min($0, cap) }),
+            .init(name: "moving average", x: x, y: smoothedLosses.map { Swift.min($0, cap) }),
         ])
         // LinePlot draws a linear x axis; the x values are log10(rate), so its ticks read as exponents.
         if let s = suggestedRate { plot.title += String(format: "  suggested %.2g", s) }
@@ -174,21 +180,27 @@ public enum LearningRateFinder {
             minimum = Swift.min(minimum, value)
         }
 
-        // Suggestions from the points before divergence.
-        let usable = (divergedAt.map { 0..<$0 } ?? 0..<rates.count).filter { smoothed[$0].isFinite }
-        let minIndex = usable.min { smoothed[$0] < smoothed[$1] }
+        // Suggestions from the points before divergence, smoothed over a centred window (no lag).
+        let stable = divergedAt ?? rates.count
+        let window = Swift.max(2, options.steps / 40)
+        let centred: [Double] = (0..<stable).map { i in
+            let part = losses[Swift.max(0, i - window)..<Swift.min(stable, i + window + 1)].filter(\.isFinite)
+            return part.isEmpty ? .nan : part.reduce(0, +) / Double(part.count)
+        }
+        let usable = (0..<stable).filter { centred[$0].isFinite }
+        let minIndex = usable.min { centred[$0] < centred[$1] }
         var steepest: Double? = nil
         if usable.count >= 3, let minIndex {
-            // central differences of smoothed loss against log rate, up to the minimum (past it the
-            // curve turns up and its slopes say nothing about a good rate)
+            // central differences against log rate, up to the minimum (past it the curve turns up and
+            // its slopes say nothing about a good rate)
             var best = 0.0
             for j in 1..<usable.count - 1 where usable[j] <= minIndex {
                 let a = usable[j - 1], b = usable[j + 1]
-                let slope = (smoothed[b] - smoothed[a]) / (Foundation.log(rates[b]) - Foundation.log(rates[a]))
+                let slope = (centred[b] - centred[a]) / (Foundation.log(rates[b]) - Foundation.log(rates[a]))
                 if slope < best { best = slope; steepest = rates[usable[j]] }
             }
         }
-        return LearningRateFinderResult(rates: rates, losses: losses, smoothedLosses: smoothed, divergedAt: divergedAt,
+        return LearningRateFinderResult(rates: rates, losses: losses, smoothedLosses: smoothed, centredLosses: centred, divergedAt: divergedAt,
                                         steepestRate: steepest, minimumRateOverTen: minIndex.map { rates[$0] / 10 },
                                         minimumRate: minIndex.map { rates[$0] })
     }

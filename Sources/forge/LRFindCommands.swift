@@ -18,13 +18,13 @@ struct LRFind: ParsableCommand {
             nothing loaded or saved besides the outputs) trains for --steps steps while the rate grows \
             exponentially from --start-lr to --end-lr; every optimizer's rate is set before each step (a GAN's \
             D and G keep their ratio) and the recipe's own schedule is ignored. The loss followed is the \
-            metric named loss, or for a GAN loss_d + loss_g (both players must stay stable), smoothed by a \
-            bias-corrected moving average (0.98). The test stops when the smoothed loss passes 4× its \
-            minimum, or is NaN. It writes lr_find.csv and lr_find.png (loss against log10 of the rate) \
-            into --out and prints the suggested rate: the rate where the smoothed loss falls fastest per \
-            factor of rate (steepest descent: most progress per step while still stable), or, when that is \
-            not found before the minimum, the minimum's rate / 10 (the minimum itself sits at the edge of \
-            divergence). Both are printed. A rate near the suggestion is a good peak rate for --lr.
+            metric named loss, or for a GAN loss_d + loss_g (both players must stay stable). The test stops \
+            when its bias-corrected moving average (β 0.98) passes 4× its minimum, or is NaN. It writes \
+            lr_find.csv and lr_find.png (loss against log10 of the rate) into --out and prints the suggested \
+            rate, read off the loss averaged over a centred window (no lag): the rate where it falls fastest \
+            per factor of rate (steepest descent: the most progress per step while still stable), or, when \
+            that is not found before the minimum, the minimum's rate / 10 (the minimum itself sits at the \
+            edge of divergence). Both are printed. A rate near the suggestion is a good peak rate for --lr.
             """,
         subcommands: [LRFindChar.self, LRFindGAN.self, LRFindVAE.self, LRFindClassifier.self])
 }
@@ -62,7 +62,7 @@ struct LRFindFlags: ParsableArguments {
             say("no divergence up to lr \(endLr): the suggestion may lie higher; raise --end-lr")
         }
         let f = { (v: Double?) in v.map { String(format: "%.3e", $0) } ?? "none" }
-        say("steepest descent at lr \(f(result.steepestRate)); minimum of the smoothed loss at lr \(f(result.minimumRate)) (/10 = \(f(result.minimumRateOverTen)))")
+        say("steepest descent at lr \(f(result.steepestRate)); minimum of the centred loss at lr \(f(result.minimumRate)) (/10 = \(f(result.minimumRateOverTen)))")
         if let s = result.suggestedRate {
             say("suggested --lr \(String(format: "%.2e", s)) (\(result.suggestionRule))")
         } else {
