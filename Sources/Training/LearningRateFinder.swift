@@ -17,7 +17,9 @@ public struct LearningRateFinderOptions: Sendable {
     /// Steps of the test (fewer when the loss diverges first).
     public var steps: Int = 200
     /// Weight of the past in the exponential moving average of the loss (fastai's 0.98); the average
-    /// is bias-corrected so its first values are not pulled towards 0.
+    /// is bias-corrected so its first values are not pulled towards 0. A short test uses at most
+    /// 1 − 4/steps (0.98 for 200 steps), so that the average's memory (~1/(1−β) steps) stays a small
+    /// part of the test and a blow-up is still caught.
     public var smoothing: Double = 0.98
     /// The test stops when the smoothed loss exceeds this multiple of its minimum so far.
     public var divergenceFactor: Double = 4
@@ -152,6 +154,7 @@ public enum LearningRateFinder {
         let ratios = initial.map { base > 0 ? $0 / base : 1 }
 
         var rates: [Double] = [], losses: [Double] = [], smoothed: [Double] = []
+        let beta = Swift.max(0, Swift.min(options.smoothing, 1 - 4 / Double(options.steps)))
         var average = 0.0, minimum = Double.infinity
         var divergedAt: Int? = nil
         var epoch = 0, stepInEpoch = 0
@@ -167,8 +170,8 @@ public enum LearningRateFinder {
             let values = task.step()
             stepInEpoch += 1
             let loss = indices.reduce(0.0) { $0 + values[$1] }
-            average = options.smoothing * average + (1 - options.smoothing) * loss
-            let value = average / (1 - Foundation.pow(options.smoothing, Double(i + 1)))
+            average = beta * average + (1 - beta) * loss
+            let value = average / (1 - Foundation.pow(beta, Double(i + 1)))
             rates.append(rate)
             losses.append(loss)
             smoothed.append(value)
