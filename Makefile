@@ -25,9 +25,11 @@ deps:
 build: deps
 	$(SWIFT) build -c release
 
-## test: the whole test suite, in release mode (kernels are measured and tested as users run them)
+## test: the whole test suite, in release mode (kernels are measured and tested as users run them).
+## The TensorBoard tests read Forge's event files with the real tensorboard package, in a throw-away
+## venv under /tmp that they make with pip (about 40 s once; skipped with the reason when pip cannot).
 test: deps
-	$(SWIFT) test -c release
+	FORGE_TENSORBOARD_INSTALL=1 $(SWIFT) test -c release
 
 ## demo: install, build, and run the main job on built-in defaults
 demo: build

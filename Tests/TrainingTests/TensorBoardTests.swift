@@ -4,6 +4,7 @@ import TensorCore
 import DataIO
 import Models
 import Training
+import Figures
 
 /// The TensorBoard event files: CRC-32C and TFRecord framing checked in Swift, then the files read
 /// by the real `tensorboard` package (Fixtures/read_tensorboard.py).
@@ -144,7 +145,9 @@ final class TensorBoardTests: XCTestCase {
         XCTAssertEqual(grids.compactMap { $0["step"] as? Int }, [4, 8, 12])
         let last = try XCTUnwrap(grids.last)
         let decoded = try ImageCodec.load(path: dir + "/tb-dump/" + XCTUnwrap(last["file"] as? String))
-        let expected = try ImageCodec.gridImage(task.fixedGrid(), columns: task.gridColumns)
+        // the grid as the task writes it: a conditional model's rows carry their class names
+        let expected = try LabelledGrid.image(images: task.fixedGrid(), rowLabels: task.gan.config.isConditional ? task.data.classNames : [],
+                                              columns: task.gridColumns)
         XCTAssertEqual([decoded.width, decoded.height, decoded.channels], [expected.width, expected.height, expected.channels])
         XCTAssertEqual(last["width"] as? Int, expected.width)
         XCTAssertEqual(last["height"] as? Int, expected.height)
