@@ -4,42 +4,7 @@ import Foundation
 /// The `forge` binary as a user runs it: exit codes and the message for each bad input the CLI
 /// rejects, and a tiny end-to-end training run. The binary is the one this test build made
 /// (beside the test bundle in .build/<configuration>/).
-final class CLITests: XCTestCase {
-    private var forge: String {
-        get throws {
-            var dir = Bundle(for: CLITests.self).bundleURL  // on Linux the products folder itself
-            for _ in 0..<3 {
-                let candidate = dir.appendingPathComponent("forge").path
-                if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-                dir = dir.deletingLastPathComponent()
-            }
-            throw XCTSkip("no forge binary beside \(Bundle(for: CLITests.self).bundleURL.path)")
-        }
-    }
-
-    private func folder() -> String {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("forge-cli-\(UUID().uuidString)")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url.path
-    }
-
-    /// Runs forge with `arguments`; returns (exit status, stdout, stderr).
-    @discardableResult
-    private func run(_ arguments: [String], in directory: String? = nil) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try forge)
-        process.arguments = arguments
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
-
+final class CLITests: CLITestCase {
     private func text(_ dir: String) throws -> String {
         let path = dir + "/input.txt"
         let line = "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak.\n"

@@ -3,41 +3,7 @@ import Foundation
 
 /// `forge lr-find` and `forge explain char` as a user runs them: outputs written where --out says,
 /// nothing else, and bad values refused with exit 2 naming the flag.
-final class ExplainLRFindCLITests: XCTestCase {
-    private var forge: String {
-        get throws {
-            var dir = Bundle(for: ExplainLRFindCLITests.self).bundleURL
-            for _ in 0..<3 {
-                let candidate = dir.appendingPathComponent("forge").path
-                if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-                dir = dir.deletingLastPathComponent()
-            }
-            throw XCTSkip("no forge binary beside \(Bundle(for: ExplainLRFindCLITests.self).bundleURL.path)")
-        }
-    }
-
-    private func folder() -> String {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("forge-cli-\(UUID().uuidString)")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
-        return url.path
-    }
-
-    @discardableResult
-    private func run(_ arguments: [String], in directory: String) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try forge)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
-
+final class ExplainLRFindCLITests: CLITestCase {
     func testLRFindCharWritesOnlyItsOutputsAndSuggestsARate() throws {
         let dir = folder()
         let line = "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak.\n"

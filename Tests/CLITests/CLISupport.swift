@@ -1,0 +1,43 @@
+import XCTest
+import Foundation
+
+/// What the CLI tests share: the forge binary this test build made, a temporary folder, and a run
+/// of the binary with its exit status and output.
+class CLITestCase: XCTestCase {
+    /// The forge binary beside the test bundle (on Linux the bundle's URL is the products folder).
+    var forge: String {
+        get throws {
+            var dir = Bundle(for: CLITestCase.self).bundleURL
+            for _ in 0..<3 {
+                let candidate = dir.appendingPathComponent("forge").path
+                if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+                dir = dir.deletingLastPathComponent()
+            }
+            throw XCTSkip("no forge binary beside \(Bundle(for: CLITestCase.self).bundleURL.path)")
+        }
+    }
+
+    /// A new temporary folder, removed after the test.
+    func folder() -> String {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("forge-cli-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url.path
+    }
+
+    /// Runs forge with `arguments` (in `directory` when given); returns (exit status, stdout, stderr).
+    @discardableResult
+    func run(_ arguments: [String], in directory: String? = nil) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try forge)
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
