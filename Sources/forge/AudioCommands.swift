@@ -37,6 +37,10 @@ extension TrainGAN {
         var config = WaveGANConfig()
         if let saved = try training.savedConfig(WaveGANConfig.self, kind: "wavegan", runDirectory: runDirectory) {
             config = saved
+            func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
+            try refuseResumeChanges([("--lr", given(lr), "\(config.learningRate)"), ("--beta1", given(beta1), "\(config.beta1)"),
+                                     ("--beta2", given(beta2), "\(config.beta2)"), ("--ngf", given(ngf), "\(config.ngf)"),
+                                     ("--ndf", given(ndf), "\(config.ndf)"), ("--seed", given(training.seed), "\(config.seed)")])
         } else {
             guard let sampleRate = rate ?? AudioFolder.firstSampleRate(in: data) else {
                 throw ValidationError("no readable audio files in \(data)")
@@ -153,7 +157,7 @@ struct GenerateAudio: ParsableCommand {
         commandName: "audio",
         abstract: "Write a synthetic sound dataset from a WaveGAN or audio VAE checkpoint: DIR/NNNNNN.wav + manifest.csv (per-item seeds, --only, --resume).")
 
-    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors) or a run folder.") var checkpoint: String
     @Option(help: "Number of clips.") var count: Int
     @Option(help: "Output folder.") var out: String
     @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
@@ -171,7 +175,7 @@ struct GenerateAudio: ParsableCommand {
     func run() throws {
         do {
             let options = AudioGenerationOptions(count: count, seed: seed, batchSize: batch, resume: resume, only: only)
-            let generator = try AudioDatasetGenerator(checkpoint: checkpoint, options: options, outputDirectory: out)
+            let generator = try AudioDatasetGenerator(checkpoint: Checkpoint.file(at: checkpoint), options: options, outputDirectory: out)
             let c = generator.sampler
             say("generate audio: \(count) clips × \(c.length) samples at \(c.sampleRate) Hz from \(c.modelKind) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
             let report = try generator.run { done, total in say("  \(done)/\(total) clips") }
@@ -197,6 +201,10 @@ extension TrainVAE {
         var config = AudioVAEConfig()
         if let saved = try training.savedConfig(AudioVAEConfig.self, kind: "audiovae", runDirectory: runDirectory) {
             config = saved
+            func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
+            try refuseResumeChanges([("--lr", given(lr), "\(config.learningRate)"), ("--latent", given(latent), "\(config.latent)"),
+                                     ("--hidden", given(hidden), "\(config.width)"), ("--batch", given(batch), "\(config.batchSize)"),
+                                     ("--seed", given(training.seed), "\(config.seed)")])
         } else {
             guard let sampleRate = rate ?? AudioFolder.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
             (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)

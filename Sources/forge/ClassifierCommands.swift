@@ -36,7 +36,7 @@ struct TrainClassifier: ParsableCommand {
     @Option(help: "Image size (a multiple of 8).") var size: Int = 32
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
     @Option(help: "Batch size.") var batch: Int = 64
-    @Option(parsing: .unconditional, help: "Adam learning rate.") var lr: Float = 1e-3
+    @Option(parsing: .unconditional, help: "Adam learning rate (default 1e-3).") var lr: Float?
     @Option(help: "Channels of the first conv stage (then 2x, 4x).") var width: Int = 16
     @Option(help: "Size of the penultimate feature layer.") var features: Int = 128
     @Flag(help: "Random horizontal flips of training images.") var flip = false
@@ -48,8 +48,12 @@ struct TrainClassifier: ParsableCommand {
         say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size), \(set.classNames.count) classes from \(data), named from \(set.classSource)")
         var config = ClassifierConfig()
         (config.imageSize, config.channels, config.classCount) = (size, set.channels, set.classNames.count)
-        (config.width, config.featureDim, config.learningRate, config.batchSize, config.seed) = (width, features, lr, batch, training.seedValue)
-        if let saved = try training.savedConfig(ClassifierConfig.self, kind: "classifier", runDirectory: runDirectory) { config = saved }
+        (config.width, config.featureDim, config.learningRate, config.batchSize, config.seed) = (width, features, lr ?? 1e-3, batch, training.seedValue)
+        if let saved = try training.savedConfig(ClassifierConfig.self, kind: "classifier", runDirectory: runDirectory) {
+            try refuseResumeChanges([("--lr", lr.map { "\($0)" }, "\(saved.learningRate)"),
+                                     ("--seed", training.seed.map { "\($0)" }, "\(saved.seed)")])
+            config = saved
+        }
         if let problem = config.problem { throw ValidationError(problem) }
         let classifier = ImageClassifier(config)
         say("model: SmallCNN \(config.width)/\(2 * config.width)/\(4 * config.width) channels, \(config.featureDim) features, "

@@ -31,7 +31,7 @@ struct GenerateImages: ParsableCommand {
         commandName: "images",
         abstract: "Write N images from a GAN or VAE checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
 
-    @Option(help: "The checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "The checkpoint (.safetensors) or a run folder.") var checkpoint: String
     @Option(help: "Number of images (ignored with --per-class); conditional models give item i the class i mod K.") var count: Int?
     @Option(help: "Images per class (conditional models): count = per-class × classes.") var perClass: Int?
     @Option(help: "Output folder.") var out: String
@@ -56,7 +56,7 @@ struct GenerateImages: ParsableCommand {
             let source = try openImageSource(checkpoint)
             let options = ImageGenerationOptions(count: count ?? 0, perClass: perClass, seed: seed, batchSize: batch,
                                                  resume: resume, only: only)
-            let generator = try ImageDatasetGenerator(source: source, checkpointPath: checkpoint, options: options, outputDirectory: out)
+            let generator = try ImageDatasetGenerator(source: source, checkpointPath: Checkpoint.file(at: checkpoint), options: options, outputDirectory: out)
             let classes = source.classNames
             say("generate images: \(generator.items.count) × \(source.channels)x\(source.imageSize)x\(source.imageSize) from \(source.modelKind) "
                   + (classes.isEmpty ? "(unconditional)" : "(\(classes.count) classes)")
@@ -96,7 +96,7 @@ struct GenerateText: ParsableCommand {
         commandName: "text",
         abstract: "Write N texts from a char-transformer checkpoint: DIR/<index><ext> (or DIR/samples.jsonl with --jsonl) and DIR/manifest.csv.")
 
-    @Option(help: "The char checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "The char checkpoint (.safetensors) or a run folder.") var checkpoint: String
     @Option(help: "Number of texts.") var count: Int
     @Option(help: "Characters generated per text (fewer when a --stop string ends it).") var length: Int
     @Option(help: "Output folder.") var out: String
@@ -135,7 +135,7 @@ struct GenerateText: ParsableCommand {
                                             resume: resume, only: only,
                                             checkCommand: checkCommand, keepInvalid: keepInvalid, checkTimeLimit: validateTimeout)
         do {
-            let generator = try TextDatasetGenerator(checkpointPath: checkpoint, options: options, outputDirectory: out)
+            let generator = try TextDatasetGenerator(checkpointPath: Checkpoint.file(at: checkpoint), options: options, outputDirectory: out)
             let c = generator.checkpoint.model.config
             say("generate text: \(count) × \(length) characters from a char transformer (\(c.layers) layers, \(c.embedding) wide, "
                   + "vocabulary \(c.vocabSize)) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")

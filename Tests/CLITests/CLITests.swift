@@ -99,7 +99,7 @@ final class CLITests: CLITestCase {
         let data = try text(dir)
         let run = dir + "/run"
         let args = ["train", "char", "--data", data, "--layers", "1", "--heads", "2", "--embd", "32", "--block", "16", "--batch", "8",
-                    "--warmup", "1", "--eval-every", "25", "--eval-iters", "1", "--save-every", "1", "--iters", "400",
+                    "--warmup", "1", "--eval-every", "25", "--eval-iters", "1", "--save-every", "1", "--iters", "2000",
                     "--no-tensorboard", "--out", run]
         var g = SystemRandomNumberGenerator()
         var kills = 0
@@ -121,7 +121,7 @@ final class CLITests: CLITestCase {
         }
         let (status, out, stderr) = try self.run(args + ["--resume"])
         XCTAssertEqual(status, 0, stderr)
-        XCTAssertTrue(out.contains("finished at step 400") || out.contains("nothing to train"), out)
+        XCTAssertTrue(out.contains("finished at step 2000") || out.contains("nothing to train"), out)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: run).filter { $0.contains(".tmp-") }
         XCTAssertEqual(leftovers, [], "stray temporary files after \(kills) kills")
         XCTAssertGreaterThan(kills, 0, "no kill landed: the run was faster than the delays")
@@ -163,12 +163,34 @@ final class CLITests: CLITestCase {
         let (s3, _, e3) = try run(["sample", "gan", "--checkpoint", gan, "--count", "4096", "--out", disk + "/grid.png"])
         XCTAssertNotEqual(s3, 0, e3)
         XCTAssertTrue(e3.lowercased().contains("no space left"), e3)
+        // sound: a tiny WaveGAN trained (outside the full disk) on generated clips, then generate audio
+        let clips = dir + "/clips"
+        try FileManager.default.createDirectory(atPath: clips, withIntermediateDirectories: true)
+        for k in 0..<8 {
+            try wav(samples: (0..<4096).map { Int16(8000 * sin(Double($0) * 0.05 * Double(k + 1))) }, to: clips + "/\(k).wav")
+        }
+        let (s4, _, e4) = try run(["train", "gan", "--data", clips, "--ngf", "4", "--ndf", "4", "--batch", "8", "--steps", "1",
+                                   "--no-tensorboard", "--out", dir + "/wavegan"])
+        XCTAssertEqual(s4, 0, e4)
+        let (s5, _, e5) = try run(["generate", "audio", "--checkpoint", dir + "/wavegan", "--count", "64", "--out", disk + "/audio"])
+        XCTAssertNotEqual(s5, 0, e5)
+        XCTAssertTrue(e5.lowercased().contains("no space left"), e5)
         let enumerator = FileManager.default.enumerator(atPath: disk)
         var temporaries: [String] = []
         while let name = enumerator?.nextObject() as? String {
             if name.contains(".tmp-") { temporaries.append(name) }
         }
         XCTAssertEqual(temporaries, [])
+    }
+
+    /// A mono 16-bit 8 kHz WAV file.
+    private func wav(samples: [Int16], to path: String) throws {
+        func le32(_ v: Int) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 24 & 0xFF)] }
+        func le16(_ v: Int) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF)] }
+        let data = samples.flatMap { le16(Int(UInt16(bitPattern: $0))) }
+        var bytes = Array("RIFF".utf8) + le32(36 + data.count) + Array("WAVEfmt ".utf8) + le32(16) + le16(1) + le16(1)
+        bytes += le32(8000) + le32(16000) + le16(2) + le16(16) + Array("data".utf8) + le32(data.count) + data
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 
     private var packageFolder: String {
