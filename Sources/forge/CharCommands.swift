@@ -26,6 +26,20 @@ func shippedCharCheckpoint() -> String? {
 
 private func stderr(_ s: String) { FileHandle.standardError.write(s.data(using: .utf8)!) }
 
+/// The char checkpoint a sampling command reads: `--checkpoint` (a file or run folder) or the shipped
+/// model, with `--heads` and `--vocab-from` for nanoGPT exports that lack them.
+func openCharCheckpoint(_ checkpoint: String?, heads: Int?, vocabFrom: String?) throws -> CharCheckpoint {
+    guard let path = checkpoint ?? shippedCharCheckpoint() else {
+        throw ValidationError("no --checkpoint given and the shipped checkpoints/shakespeare-char.safetensors was not found")
+    }
+    var ck = try CharCheckpoint.load(path: path, heads: heads)
+    if let vocabFrom { ck = try ck.replacingVocabulary(TextCorpus(path: vocabFrom).vocabulary) }
+    guard !ck.vocabulary.isEmpty else {
+        throw ValidationError("\(path) holds no vocabulary (metadata \"vocab\"); pass --vocab-from TEXT")
+    }
+    return ck
+}
+
 // MARK: - train
 
 struct TrainChar: ParsableCommand {
@@ -165,14 +179,7 @@ struct SampleChar: ParsableCommand {
     }
 
     func run() throws {
-        guard let path = checkpoint ?? shippedCharCheckpoint() else {
-            throw ValidationError("no --checkpoint given and the shipped checkpoints/shakespeare-char.safetensors was not found")
-        }
-        var ck = try CharCheckpoint.load(path: path, heads: heads)
-        if let vocabFrom { ck = try ck.replacingVocabulary(TextCorpus(path: vocabFrom).vocabulary) }
-        guard !ck.vocabulary.isEmpty else {
-            throw ValidationError("\(path) holds no vocabulary (metadata \"vocab\"); pass --vocab-from TEXT")
-        }
+        let ck = try openCharCheckpoint(checkpoint, heads: heads, vocabFrom: vocabFrom)
         let promptTokens = try ck.encode(prompt, skipUnknown: skipUnknown)
         guard !promptTokens.isEmpty else { throw ValidationError("the prompt is empty (after dropping unknown characters)") }
         let options = sampling.options

@@ -39,14 +39,7 @@ struct ExplainChar: ParsableCommand {
     var vocabFrom: String?
 
     func run() throws {
-        guard let path = checkpoint ?? shippedCharCheckpoint() else {
-            throw ValidationError("no --checkpoint given and the shipped checkpoints/shakespeare-char.safetensors was not found")
-        }
-        var ck = try CharCheckpoint.load(path: path, heads: heads)
-        if let vocabFrom { ck = try ck.replacingVocabulary(TextCorpus(path: vocabFrom).vocabulary) }
-        guard !ck.vocabulary.isEmpty else {
-            throw ValidationError("\(path) holds no vocabulary (metadata \"vocab\"); pass --vocab-from TEXT")
-        }
+        let ck = try openCharCheckpoint(checkpoint, heads: heads, vocabFrom: vocabFrom)
         let c = ck.model.config
         var tokens: [Int32]
         do { tokens = try ck.encode(text) } catch let e as UnknownCharacterError {
@@ -72,7 +65,7 @@ struct ExplainChar: ParsableCommand {
         let layers = layer.map { [$0] } ?? Array(0..<c.layers)
         let headList = head.map { [$0] } ?? Array(0..<c.heads)
         let characters = tokens.map { ck.decode([$0]) }
-        let name = URL(fileURLWithPath: path).lastPathComponent
+        let name = URL(fileURLWithPath: checkpoint ?? shippedCharCheckpoint() ?? "model").lastPathComponent
         let (image, _) = AttentionMaps.heatmapGrid(analysis, characters: characters, layers: layers, heads: headList,
                                                    title: "attention of \(name) (rows attend to columns)")
         let folder = URL(fileURLWithPath: out).deletingLastPathComponent().path
