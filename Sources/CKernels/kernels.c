@@ -347,7 +347,7 @@ static _Thread_local int fk_parallel_region = 0;
 int fk_in_parallel_region(void) { return fk_parallel_region; }
 void fk_set_parallel_region(int inside) { fk_parallel_region = inside; }
 
-// ---- conv/bn helpers (owner: conv) ----
+// ---- conv/bn helpers ----
 
 FK_CLONES double fk_sum_squared_deviation(const float *restrict x, long n, double mean) {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -43,13 +43,9 @@ public final class GANTrainingTask: TrainingTask {
         noiseRNG = RandomGenerator(seed: c.seed &+ 1)
         // The grid noise has its own generator so drawing it never shifts the training noise.
         var fixed = RandomGenerator(seed: c.seed &+ 2)
-        if c.isConditional {
-            gridColumns = 8
-            fixedLabels = (0..<c.classCount).flatMap { Array(repeating: $0, count: 8) }  // one row per class
-        } else {
-            gridColumns = 8
-            fixedLabels = Array(repeating: 0, count: 64)
-        }
+        gridColumns = 8
+        // conditional: one row of 8 per class; unconditional: 8 rows of 8
+        fixedLabels = c.isConditional ? (0..<c.classCount).flatMap { Array(repeating: $0, count: 8) } : Array(repeating: 0, count: 64)
         fixedNoise = Tensor.randn([fixedLabels.count, c.nz], generator: &fixed)
         ema = c.emaDecay > 0 ? GeneratorEMA(of: gan.generator, decay: c.emaDecay) : nil
     }

@@ -108,9 +108,7 @@ typedef void (*fk_chunk_fn)(void *ctx, long chunk);
 /// inside a parallel region; returns when all are done. Serial when another job is running.
 void fk_pool_run(long chunks, fk_chunk_fn fn, void *ctx);
 
-#endif
-
-// ---- conv/bn helpers (owner: conv) ----
+// ---- conv/bn helpers ----
 // Batch-norm statistics and affine passes over one contiguous run of a channel's values
 // (the Swift side walks the (B, C, S) layout and calls these per (b, c) row of S values).
 // Σ (x[i] - mean)², in Double lanes combined in a fixed order.
@@ -136,3 +134,5 @@ void fk_col2im_rows(const float *col, float *img, long C, long H, long W, long K
 /// 0 when H·W > 16384 (nothing written).
 int fk_col2im_plane_s2(const float *col, float *img, long H, long W, long KH, long KW,
                        long stride_h, long pad_h, long pad_w, long OH, long OW, long ld);
+
+#endif
