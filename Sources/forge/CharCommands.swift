@@ -40,6 +40,28 @@ func openCharCheckpoint(_ checkpoint: String?, heads: Int?, vocabFrom: String?) 
     return ck
 }
 
+/// The char model's shape flags, shared by `train char` and `lr-find char`; a flag not given keeps
+/// the preset's (or the resumed run's) value.
+struct CharArchitectureFlags: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Transformer blocks.") var layers: Int?
+    @Option(parsing: .unconditional, help: "Attention heads.") var heads: Int?
+    @Option(parsing: .unconditional, help: "Embedding width.") var embd: Int?
+    @Option(parsing: .unconditional, help: "Context length.") var block: Int?
+    @Option(parsing: .unconditional, help: "Sequences per batch.") var batch: Int?
+    @Option(parsing: .unconditional, help: "Dropout probability.") var dropout: Float?
+    @Flag(help: "Biases in Linear and LayerNorm layers.") var bias = false
+
+    func apply(to o: inout CharTrainingOptions) {
+        if let v = layers { o.layers = v }
+        if let v = heads { o.heads = v }
+        if let v = embd { o.embedding = v }
+        if let v = block { o.blockSize = v }
+        if let v = batch { o.batchSize = v }
+        if let v = dropout { o.dropout = v }
+        if bias { o.bias = true }
+    }
+}
+
 // MARK: - train
 
 struct TrainChar: ParsableCommand {
@@ -50,13 +72,7 @@ struct TrainChar: ParsableCommand {
     @Option(help: "A UTF-8 text file, or a folder of them.", completion: .file()) var data: String
     @Option(help: "baby (4/4/128, block 64, batch 12, 2000 iters; the default) or shakespeare (6/6/384, block 256, batch 64, 5000 iters, dropout 0.2). With --resume and no preset: the saved run's settings.")
     var preset: String?
-    @Option(parsing: .unconditional, help: "Transformer blocks.") var layers: Int?
-    @Option(parsing: .unconditional, help: "Attention heads.") var heads: Int?
-    @Option(parsing: .unconditional, help: "Embedding width.") var embd: Int?
-    @Option(parsing: .unconditional, help: "Context length.") var block: Int?
-    @Option(parsing: .unconditional, help: "Sequences per batch.") var batch: Int?
-    @Option(parsing: .unconditional, help: "Dropout probability.") var dropout: Float?
-    @Flag(help: "Biases in Linear and LayerNorm layers.") var bias = false
+    @OptionGroup var architecture: CharArchitectureFlags
     @Option(parsing: .unconditional, help: "Peak learning rate.") var lr: Float?
     @Option(parsing: .unconditional, help: "Final learning rate of the cosine decay.") var minLr: Float?
     @Option(parsing: .unconditional, help: "Linear warm-up iterations.") var warmup: Int?
@@ -78,13 +94,7 @@ struct TrainChar: ParsableCommand {
             saved = CharTrainingOptions(metadata: try Checkpoint.load(checkpointPath, expectedKind: "char").metadata)
             if preset == nil, let saved { o = saved }
         }
-        if let v = layers { o.layers = v }
-        if let v = heads { o.heads = v }
-        if let v = embd { o.embedding = v }
-        if let v = block { o.blockSize = v }
-        if let v = batch { o.batchSize = v }
-        if let v = dropout { o.dropout = v }
-        if bias { o.bias = true }
+        architecture.apply(to: &o)
         if let v = lr { o.learningRate = v }
         if let v = minLr { o.minLearningRate = v }
         if let v = warmup { o.warmupIterations = v }

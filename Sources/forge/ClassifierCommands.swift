@@ -11,7 +11,8 @@ import Sampling
 // `forge train classifier`, `forge eval classifier`, `forge eval synthetic`.
 
 /// Channels for a data folder: 1 for IDX data, 3 otherwise, unless given.
-private func defaultChannels(_ path: String, _ given: Int?) -> Int {
+/// `--channels`, or 1 for a folder of IDX files (MNIST-style sets are grey) and 3 otherwise.
+func defaultChannels(_ path: String, _ given: Int?) -> Int {
     given ?? (IDX.findFiles(in: path, split: .train) != nil ? 1 : 3)
 }
 

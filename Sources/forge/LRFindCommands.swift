@@ -76,26 +76,14 @@ struct LRFindChar: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "char", abstract: "Range test of a char transformer (nanoGPT's recipe: AdamW, gradient clipping).")
     @Option(help: "A UTF-8 text file, or a folder of them.", completion: .file()) var data: String
     @Option(help: "baby (default) or shakespeare: the architecture and batch of `forge train char`.") var preset: String = "baby"
-    @Option(help: "Transformer blocks.") var layers: Int?
-    @Option(help: "Attention heads.") var heads: Int?
-    @Option(help: "Embedding width.") var embd: Int?
-    @Option(help: "Context length.") var block: Int?
-    @Option(help: "Sequences per batch.") var batch: Int?
-    @Option(help: "Dropout probability.") var dropout: Float?
-    @Flag(help: "Biases in Linear and LayerNorm layers.") var bias = false
+    @OptionGroup var architecture: CharArchitectureFlags
     @OptionGroup var finder: LRFindFlags
 
     func run() throws {
         guard var o = CharTrainingOptions.preset(preset) else {
             throw ValidationError("unknown preset \(preset); choose one of \(CharTrainingOptions.presetNames.joined(separator: ", "))")
         }
-        if let v = layers { o.layers = v }
-        if let v = heads { o.heads = v }
-        if let v = embd { o.embedding = v }
-        if let v = block { o.blockSize = v }
-        if let v = batch { o.batchSize = v }
-        if let v = dropout { o.dropout = v }
-        if bias { o.bias = true }
+        architecture.apply(to: &o)
         o.seed = finder.seedValue
         if let problem = o.problem() { throw problem }
         let corpus = try TextCorpus(path: data)
@@ -118,8 +106,7 @@ struct LRFindGAN: ParsableCommand {
     @OptionGroup var finder: LRFindFlags
 
     func run() throws {
-        let isIDX = IDX.findFiles(in: data, split: .train) != nil
-        let set = try ImageDataset.load(path: data, size: size, channels: channels ?? (isIDX ? 1 : 3))
+        let set = try ImageDataset.load(path: data, size: size, channels: defaultChannels(data, channels))
         var config = DCGANConfig()
         let hasClasses = set.isLabelled && set.classNames.count >= 2
         if conditional == .on && !hasClasses { throw ValidationError("--conditional on needs data with at least 2 classes (sub-folders)") }
@@ -146,8 +133,7 @@ struct LRFindVAE: ParsableCommand {
     @OptionGroup var finder: LRFindFlags
 
     func run() throws {
-        let isIDX = IDX.findFiles(in: data, split: .train) != nil
-        let set = VAEData.unitRange(try ImageDataset.load(path: data, size: size, channels: channels ?? (isIDX ? 1 : 3)))
+        let set = VAEData.unitRange(try ImageDataset.load(path: data, size: size, channels: defaultChannels(data, channels)))
         var config = VAEConfig()
         (config.arch, config.imageSize, config.channels, config.latent) = (arch, size, set.channels, latent)
         config.hidden = hidden ?? (arch == .mlp ? 400 : 32)
@@ -171,8 +157,7 @@ struct LRFindClassifier: ParsableCommand {
     @OptionGroup var finder: LRFindFlags
 
     func run() throws {
-        let isIDX = IDX.findFiles(in: data, split: .train) != nil
-        let set = try ImageDataset.load(path: data, size: size, channels: channels ?? (isIDX ? 1 : 3))
+        let set = try ImageDataset.load(path: data, size: size, channels: defaultChannels(data, channels))
         var config = ClassifierConfig()
         (config.imageSize, config.channels, config.classCount) = (size, set.channels, set.classNames.count)
         (config.width, config.featureDim, config.batchSize, config.seed) = (width, features, batch, finder.seedValue)
