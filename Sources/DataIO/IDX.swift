@@ -95,7 +95,7 @@ public enum IDX {
             source.value.withUnsafeBufferPointer { pixels in
                 for i in start..<end {
                     let plane = pixels[(i * height * width)..<((i + 1) * height * width)]
-                    var image = Image(width: width, height: height, channels: 1, pixels: plane.map { Float($0) / 255 })
+                    var image = PixelImage(width: width, height: height, channels: 1, pixels: plane.map { Float($0) / 255 })
                     if width != size || height != size { image = image.resizedAndCropped(to: size) }
                     if channels == 3 { image = image.converted(toChannels: 3) }
                     image.writeCHW(into: output.p + i * imageLength, range: -1...1)

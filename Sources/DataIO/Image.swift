@@ -3,7 +3,7 @@ import TensorCore
 
 /// A decoded image: `height × width × channels` interleaved samples in [0, 1], row-major.
 /// Channels are 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
-public struct Image: Sendable, Equatable {
+public struct PixelImage: Sendable, Equatable {
     public let width: Int
     public let height: Int
     public let channels: Int
@@ -11,8 +11,8 @@ public struct Image: Sendable, Equatable {
     public var pixels: [Float]
 
     public init(width: Int, height: Int, channels: Int, pixels: [Float]) {
-        precondition(width >= 0 && height >= 0 && (1...4).contains(channels), "Image: bad geometry \(width)x\(height)x\(channels)")
-        precondition(pixels.count == width * height * channels, "Image: \(pixels.count) samples do not fill \(width)x\(height)x\(channels)")
+        precondition(width >= 0 && height >= 0 && (1...4).contains(channels), "PixelImage: bad geometry \(width)x\(height)x\(channels)")
+        precondition(pixels.count == width * height * channels, "PixelImage: \(pixels.count) samples do not fill \(width)x\(height)x\(channels)")
         self.width = width
         self.height = height
         self.channels = channels
@@ -46,7 +46,7 @@ public struct Image: Sendable, Equatable {
     public init(tensor: Tensor, range: ClosedRange<Float> = 0...1) throws {
         let shape = tensor.shape.count == 2 ? [1] + tensor.shape : tensor.shape
         guard shape.count == 3, (1...4).contains(shape[0]) else {
-            throw DataIOError.invalidArgument("Image(tensor:): expected shape (C, H, W) with C in 1...4, got \(tensor.shape)")
+            throw DataIOError.invalidArgument("PixelImage(tensor:): expected shape (C, H, W) with C in 1...4, got \(tensor.shape)")
         }
         let (c, h, w) = (shape[0], shape[1], shape[2])
         let scale = 1 / (range.upperBound - range.lowerBound)
@@ -64,7 +64,7 @@ public struct Image: Sendable, Equatable {
 
     /// The image with 1 (gray) or 3 (RGB) channels. Alpha is composited over white; RGB becomes
     /// gray with the ITU-R BT.601 luma weights (0.299, 0.587, 0.114), as PIL's `convert("L")`.
-    public func converted(toChannels target: Int) -> Image {
+    public func converted(toChannels target: Int) -> PixelImage {
         precondition(target == 1 || target == 3, "converted(toChannels:): only 1 or 3 channels, got \(target)")
         if channels == target { return self }
         let n = width * height
@@ -92,7 +92,7 @@ public struct Image: Sendable, Equatable {
                 }
             }
         }
-        return Image(width: width, height: height, channels: target, pixels: out)
+        return PixelImage(width: width, height: height, channels: target, pixels: out)
     }
 
     // MARK: geometry
@@ -101,7 +101,7 @@ public struct Image: Sendable, Equatable {
     /// averaging (each output pixel is the coverage-weighted mean of the input pixels under it)
     /// where it shrinks, which avoids aliasing, and with bilinear interpolation (pixel centres
     /// aligned, edges clamped) where it grows or stays.
-    public func resized(width newWidth: Int, height newHeight: Int) -> Image {
+    public func resized(width newWidth: Int, height newHeight: Int) -> PixelImage {
         precondition(newWidth > 0 && newHeight > 0, "resized: size must be positive")
         if newWidth == width && newHeight == height { return self }
         let columns = Resampling.weights(from: width, to: newWidth)
@@ -135,12 +135,12 @@ public struct Image: Sendable, Equatable {
                 }
             }
         }
-        return Image(width: newWidth, height: newHeight, channels: channels, pixels: out)
+        return PixelImage(width: newWidth, height: newHeight, channels: channels, pixels: out)
     }
 
     /// The central `cropWidth × cropHeight` region (offsets rounded down, as torchvision's
     /// `CenterCrop` rounds).
-    public func centerCropped(width cropWidth: Int, height cropHeight: Int) -> Image {
+    public func centerCropped(width cropWidth: Int, height cropHeight: Int) -> PixelImage {
         precondition(cropWidth <= width && cropHeight <= height && cropWidth > 0 && cropHeight > 0,
                      "centerCropped: \(cropWidth)x\(cropHeight) does not fit in \(width)x\(height)")
         if cropWidth == width && cropHeight == height { return self }
@@ -152,12 +152,12 @@ public struct Image: Sendable, Equatable {
             let start = (y * width + left) * channels
             out.append(contentsOf: pixels[start..<(start + cropWidth * channels)])
         }
-        return Image(width: cropWidth, height: cropHeight, channels: channels, pixels: out)
+        return PixelImage(width: cropWidth, height: cropHeight, channels: channels, pixels: out)
     }
 
     /// Resized so the short side is `size` (aspect ratio kept), then centre-cropped to
     /// `size × size`.
-    public func resizedAndCropped(to size: Int) -> Image {
+    public func resizedAndCropped(to size: Int) -> PixelImage {
         precondition(size > 0, "resizedAndCropped: size must be positive")
         let shortSide = min(width, height)
         let newWidth = width == shortSide ? size : max(size, Int((Double(width) * Double(size) / Double(shortSide)).rounded()))
@@ -166,7 +166,7 @@ public struct Image: Sendable, Equatable {
     }
 
     /// The image mirrored left to right.
-    public func flippedHorizontally() -> Image {
+    public func flippedHorizontally() -> PixelImage {
         var out = pixels
         for y in 0..<height {
             for x in 0..<width {
@@ -175,11 +175,11 @@ public struct Image: Sendable, Equatable {
                 for c in 0..<channels { out[d + c] = pixels[s + c] }
             }
         }
-        return Image(width: width, height: height, channels: channels, pixels: out)
+        return PixelImage(width: width, height: height, channels: channels, pixels: out)
     }
 }
 
-/// One-dimensional resampling weights shared by both axes of `Image.resized`.
+/// One-dimensional resampling weights shared by both axes of `PixelImage.resized`.
 enum Resampling {
     /// For each output index, the input indices and weights (summing to 1) that make it.
     static func weights(from source: Int, to destination: Int) -> [[(Int, Float)]] {

@@ -29,12 +29,12 @@ public enum ImageCodec {
     }
 
     /// Reads and decodes the PNG or JPEG file at `path` (format by content, not by extension).
-    public static func load(path: String, pixelBudget: Int = defaultPixelBudget) throws -> Image {
+    public static func load(path: String, pixelBudget: Int = defaultPixelBudget) throws -> PixelImage {
         try decode(bytes: FileIO.readBytes(path), source: path, pixelBudget: pixelBudget)
     }
 
     /// Decodes PNG or JPEG `bytes`; `source` names them in error messages.
-    public static func decode(bytes: [UInt8], source: String = "<memory>", pixelBudget: Int = defaultPixelBudget) throws -> Image {
+    public static func decode(bytes: [UInt8], source: String = "<memory>", pixelBudget: Int = defaultPixelBudget) throws -> PixelImage {
         switch sniff(bytes) {
         case .png: return try decodePNG(bytes: bytes, source: source, pixelBudget: pixelBudget)
         case .jpeg: return try decodeJPEG(bytes: bytes, source: source, pixelBudget: pixelBudget)
@@ -44,7 +44,7 @@ public enum ImageCodec {
 
     /// Decodes a PNG of any colour type (gray, gray+alpha, RGB, RGBA, palette), any bit depth
     /// (1/2/4/8/16) and interlaced or not. Palette images become RGB (RGBA with transparency).
-    public static func decodePNG(bytes: [UInt8], source: String = "<memory>", pixelBudget: Int = defaultPixelBudget) throws -> Image {
+    public static func decodePNG(bytes: [UInt8], source: String = "<memory>", pixelBudget: Int = defaultPixelBudget) throws -> PixelImage {
         var decoded = forge_png_image()
         var message = [CChar](repeating: 0, count: 256)
         let status = bytes.withUnsafeBufferPointer { buffer in
@@ -64,11 +64,11 @@ public enum ImageCodec {
                 for i in 0..<count { out[i] = Float(decoded.pixels[i]) / 255 }
             }
         }
-        return Image(width: width, height: height, channels: channels, pixels: pixels)
+        return PixelImage(width: width, height: height, channels: channels, pixels: pixels)
     }
 
     /// Decodes a baseline or progressive JPEG to gray (grayscale files) or RGB (everything else).
-    public static func decodeJPEG(bytes: [UInt8], source: String = "<memory>", pixelBudget: Int = defaultPixelBudget) throws -> Image {
+    public static func decodeJPEG(bytes: [UInt8], source: String = "<memory>", pixelBudget: Int = defaultPixelBudget) throws -> PixelImage {
         var decoded = forge_jpeg_image()
         var message = [CChar](repeating: 0, count: 256)
         let status = bytes.withUnsafeBufferPointer { buffer in
@@ -82,7 +82,7 @@ public enum ImageCodec {
         pixels.withUnsafeMutableBufferPointer { out in
             for i in 0..<count { out[i] = Float(decoded.pixels[i]) / 255 }
         }
-        return Image(width: width, height: height, channels: channels, pixels: pixels)
+        return PixelImage(width: width, height: height, channels: channels, pixels: pixels)
     }
 
     /// Width and height from the header only (nothing decoded).
@@ -122,7 +122,7 @@ public enum ImageCodec {
 
     /// The 8-bit PNG encoding of `image` (gray, gray+alpha, RGB or RGBA as it has 1–4 channels).
     /// Samples are rounded to the nearest of 256 levels.
-    public static func encodePNG(_ image: Image, compressionLevel: Int = 6) throws -> [UInt8] {
+    public static func encodePNG(_ image: PixelImage, compressionLevel: Int = 6) throws -> [UInt8] {
         guard image.width > 0 && image.height > 0 else {
             throw DataIOError.invalidArgument("encodePNG: image has no pixels (\(image.width)x\(image.height))")
         }
@@ -140,7 +140,7 @@ public enum ImageCodec {
     }
 
     /// Writes `image` as an 8-bit PNG at `path` (atomically).
-    public static func writePNG(_ image: Image, to path: String) throws {
+    public static func writePNG(_ image: PixelImage, to path: String) throws {
         do {
             try FileIO.writeAtomically(encodePNG(image), to: path)
         } catch let DataIOError.invalidImage(_, message) {
@@ -150,14 +150,14 @@ public enum ImageCodec {
 
     /// Writes a `(C, H, W)` tensor (C = 1, 3 or 4) with values in `range` as an 8-bit PNG.
     public static func writePNG(_ tensor: Tensor, range: ImageValueRange = .zeroToOne, to path: String) throws {
-        try writePNG(Image(tensor: tensor, range: range.closedRange), to: path)
+        try writePNG(PixelImage(tensor: tensor, range: range.closedRange), to: path)
     }
 
     /// Tiles the N images of an `(N, C, H, W)` tensor (C = 1 or 3) into one grid image,
     /// `columns` per row, with `padding` pixels of `padValue` (in [0, 1]) around and between
     /// them — the layout of torchvision's `make_grid`/`save_image`.
     public static func gridImage(_ images: Tensor, range: ImageValueRange = .minusOneToOne, columns: Int = 8,
-                                 padding: Int = 2, padValue: Float = 0) throws -> Image {
+                                 padding: Int = 2, padValue: Float = 0) throws -> PixelImage {
         guard images.shape.count == 4, images.shape[0] > 0, [1, 3].contains(images.shape[1]) else {
             throw DataIOError.invalidArgument("gridImage: expected a non-empty (N, C, H, W) tensor with C = 1 or 3, got \(images.shape)")
         }
@@ -183,7 +183,7 @@ public enum ImageCodec {
                 }
             }
         }
-        return Image(width: gridWidth, height: gridHeight, channels: c, pixels: pixels)
+        return PixelImage(width: gridWidth, height: gridHeight, channels: c, pixels: pixels)
     }
 
     /// Writes `gridImage(images, …)` as a PNG at `path`, like torchvision's `save_image`.

@@ -106,7 +106,7 @@ public enum AudioFigure {
     /// Size: `size(clipCount:…)`.
     public static func render(clips: [[Float]], sampleRate: Int, columns: Int = 2, titles: [String]? = nil,
                               panelWidth: Int = 480, waveHeight: Int = 80, spectrogramHeight: Int = 128,
-                              dynamicRange: Float = 80, fftSize: Int = 256, hop: Int = 64) -> Image {
+                              dynamicRange: Float = 80, fftSize: Int = 256, hop: Int = 64) -> PixelImage {
         precondition(!clips.isEmpty && columns > 0, "AudioFigure.render: needs clips and a positive column count")
         let columns = min(columns, clips.count)
         let (width, height) = size(clipCount: clips.count, columns: columns, panelWidth: panelWidth,

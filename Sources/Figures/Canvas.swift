@@ -17,7 +17,7 @@ struct Canvas {
         pixels = [Float](repeating: 1, count: width * height * 3)
     }
 
-    var image: Image { Image(width: width, height: height, channels: 3, pixels: pixels) }
+    var image: PixelImage { PixelImage(width: width, height: height, channels: 3, pixels: pixels) }
 
     mutating func set(_ x: Int, _ y: Int, _ c: (Float, Float, Float)) {
         guard x >= 0, y >= 0, x < width, y < height else { return }
@@ -90,7 +90,7 @@ struct Canvas {
     }
 
     /// Copies `image` (1 or 3 channels, gray replicated) with its top-left corner at (x, y).
-    mutating func blit(_ image: Image, x: Int, y: Int) {
+    mutating func blit(_ image: PixelImage, x: Int, y: Int) {
         for yy in 0..<image.height {
             for xx in 0..<image.width {
                 let i = (yy * image.width + xx) * image.channels

@@ -31,7 +31,7 @@ public enum LabelledGrid {
     /// The grid of the `(N, C, H, W)` `images` with `rowLabels[r]` beside row r (rows past the
     /// labels, and empty labels, stay blank). Channels as the images (1 or 3).
     public static func image(images: Tensor, rowLabels: [String], columns: Int = 8, range: ImageValueRange = .minusOneToOne,
-                             padding: Int = 2, padValue: Float = 0) throws -> Image {
+                             padding: Int = 2, padValue: Float = 0) throws -> PixelImage {
         let grid = try ImageCodec.gridImage(images, range: range, columns: columns, padding: padding, padValue: padValue)
         let tileHeight = images.shape[2]
         let margin = marginWidth(rowLabels: rowLabels, tileHeight: tileHeight)
@@ -47,7 +47,7 @@ public enum LabelledGrid {
         }
         let rgb = canvas.image
         guard grid.channels == 1 else { return rgb }
-        return Image(width: rgb.width, height: rgb.height, channels: 1,
+        return PixelImage(width: rgb.width, height: rgb.height, channels: 1,
                      pixels: stride(from: 0, to: rgb.pixels.count, by: 3).map { rgb.pixels[$0] })
     }
 

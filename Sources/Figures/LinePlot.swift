@@ -118,7 +118,7 @@ public struct LinePlot {
     }
 
     /// Renders the chart. A series with more points than pixel columns is averaged per column.
-    public func render() -> Image {
+    public func render() -> PixelImage {
         var canvas = Canvas(width: width, height: height)
         let ink: (Float, Float, Float) = (0.15, 0.15, 0.15), grid: (Float, Float, Float) = (0.9, 0.9, 0.9)
         canvas.text(title.uppercased(), x: 76, y: 8, scale: 2, color: (0, 0, 0))

@@ -19,7 +19,7 @@ public struct PixelCanvas {
     }
 
     /// The canvas as an RGB image.
-    public var image: Image { Image(width: width, height: height, channels: 3, pixels: pixels) }
+    public var image: PixelImage { PixelImage(width: width, height: height, channels: 3, pixels: pixels) }
 
     /// Fills a rectangle (clipped to the canvas).
     public mutating func fill(x: Int, y: Int, width w: Int, height h: Int, color: (Float, Float, Float)) {

@@ -121,7 +121,7 @@ public final class CausalSelfAttention: Module {
 }
 
 /// The position-wise feed-forward network: C → 4C → GELU → C, then dropout.
-public final class MLP: Module {
+public final class TransformerMLP: Module {
     public var isTraining = true
     public let c_fc: Linear, c_proj: Linear
     public let dropout: Float
@@ -142,15 +142,15 @@ public final class MLP: Module {
 }
 
 /// A pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
-public final class Block: Module {
+public final class TransformerBlock: Module {
     public var isTraining = true
-    public let ln_1: LayerNorm, attn: CausalSelfAttention, ln_2: LayerNorm, mlp: MLP
+    public let ln_1: LayerNorm, attn: CausalSelfAttention, ln_2: LayerNorm, mlp: TransformerMLP
 
     init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
         ln_1 = LayerNorm(config.embedding, bias: config.bias)
         attn = CausalSelfAttention(config, generator: &generator)
         ln_2 = LayerNorm(config.embedding, bias: config.bias)
-        mlp = MLP(config, generator: &generator)
+        mlp = TransformerMLP(config, generator: &generator)
     }
 
 
@@ -164,7 +164,7 @@ public final class Block: Module {
 /// nanoGPT's `transformer` ModuleDict: embeddings, blocks and the final LayerNorm.
 public final class TransformerTrunk: Module {
     public var isTraining = true
-    public let wte: Embedding, wpe: Embedding, h: ModuleList<Block>, ln_f: LayerNorm
+    public let wte: Embedding, wpe: Embedding, h: ModuleList<TransformerBlock>, ln_f: LayerNorm
 
     init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
         wte = Embedding(config.vocabSize, config.embedding, generator: &generator)
@@ -174,7 +174,7 @@ public final class TransformerTrunk: Module {
             let w = Tensor.randn(e.weight.shape, std: 0.02, generator: &generator)
             e.weight.mutablePointer.update(from: w.pointer, count: w.count)
         }
-        h = ModuleList((0..<config.layers).map { _ in Block(config, generator: &generator) })
+        h = ModuleList((0..<config.layers).map { _ in TransformerBlock(config, generator: &generator) })
         ln_f = LayerNorm(config.embedding, bias: config.bias)
     }
 

@@ -289,7 +289,7 @@ public final class DCGANDiscriminator: Module {
             let e = Embedding(config.classCount, config.ndf * mult, generator: &g)
             e.weight.mutablePointer.update(from: dcganNormal(e.weight.shape, &g).pointer, count: e.weight.count)
             if sn {
-                spectralProjection = SpectralNormEmbedding(weight: e.weight.detached(), generator: &g)
+                spectralProjection = SpectralNormEmbedding(weight: e.weight.detachedCopy(), generator: &g)
                 projection = nil
             } else {
                 projection = e

@@ -78,10 +78,10 @@ public struct WaveGANConfig: Codable, Equatable, Sendable {
 /// Built from differentiable gathers: (B, C, L) → (B·L, C) rows, `indexSelect` of the shifted row
 /// of each position, and back; the gradient scatters through `indexSelect`.
 public func phaseShuffle(_ x: Tensor, radius: Int, generator g: inout RandomGenerator) -> Tensor {
-    require(x.rank == 3, "phaseShuffle: input must be (B, C, L), got \(x.shape)")
+    forgePrecondition(x.rank == 3, "phaseShuffle: input must be (B, C, L), got \(x.shape)")
     guard radius > 0 else { return x }
     let (b, c, l) = (x.shape[0], x.shape[1], x.shape[2])
-    require(l > radius, "phaseShuffle: length \(l) must exceed the radius \(radius)")
+    forgePrecondition(l > radius, "phaseShuffle: length \(l) must exceed the radius \(radius)")
     var rows = [Int]()
     rows.reserveCapacity(b * l)
     for i in 0..<b {

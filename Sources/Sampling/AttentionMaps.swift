@@ -166,7 +166,7 @@ public enum AttentionMaps {
     /// row is a query position, its column the key it attends to; the characters label both axes when
     /// the text has at most `labelLimit` of them. `characters` are the text's characters (one per token).
     public static func heatmapGrid(_ analysis: AttentionAnalysis, characters: [String], layers: [Int], heads: [Int],
-                                   title: String) -> (image: Image, layout: GridLayout) {
+                                   title: String) -> (image: PixelImage, layout: GridLayout) {
         let T = analysis.length
         let layout = layout(length: T, rows: layers.count, columns: heads.count)
         var canvas = PixelCanvas(width: layout.width, height: layout.height)

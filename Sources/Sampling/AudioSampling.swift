@@ -182,10 +182,10 @@ public final class AudioDatasetGenerator {
     }
 
     /// The manifest of the whole run.
-    public var manifest: Manifest {
-        Manifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
+    public var manifest: DatasetManifest {
+        DatasetManifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
                  modelKind: sampler.modelKind, parameters: parameters,
-                 rows: items.map { Manifest.Row(file: $0.file, index: $0.index, label: 0, className: "", seed: $0.seed) },
+                 rows: items.map { DatasetManifest.Row(file: $0.file, index: $0.index, label: 0, className: "", seed: $0.seed) },
                  recordsItemSHA256: true)
     }
 

@@ -192,10 +192,10 @@ public final class ImageDatasetGenerator {
     }
 
     /// The manifest of the whole run (independent of which items this invocation writes).
-    public var manifest: Manifest {
-        Manifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
+    public var manifest: DatasetManifest {
+        DatasetManifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
                  modelKind: source.modelKind, parameters: parameters,
-                 rows: items.map { Manifest.Row(file: $0.file, index: $0.index, label: $0.label, className: $0.className, seed: $0.seed) },
+                 rows: items.map { DatasetManifest.Row(file: $0.file, index: $0.index, label: $0.label, className: $0.className, seed: $0.seed) },
                  recordsItemSHA256: true)
     }
 
@@ -221,10 +221,10 @@ public final class ImageDatasetGenerator {
             try writer.checkError()
             let images = source.images(seeds: batch.map(\.seed), labels: batch.map(\.label))
             let range = source.valueRange
-            var pending: [(path: String, index: Int, image: Image)] = []
+            var pending: [(path: String, index: Int, image: PixelImage)] = []
             for item in missing {
                 pending.append((outputDirectory + "/" + item.file, item.index,
-                                try Image(tensor: images[item.index - batchStart], range: range == .zeroToOne ? 0...1 : -1...1)))
+                                try PixelImage(tensor: images[item.index - batchStart], range: range == .zeroToOne ? 0...1 : -1...1)))
             }
             done += missing.count
             try writer.write(pending)
@@ -258,7 +258,7 @@ final class BatchWriter: @unchecked Sendable {
     init(committer: ItemCommitter) { self.committer = committer }
 
     /// Queues a batch; blocks while two batches are already waiting. Throws an earlier batch's error.
-    func write(_ images: [(path: String, index: Int, image: Image)]) throws {
+    func write(_ images: [(path: String, index: Int, image: PixelImage)]) throws {
         // Nothing may throw between `wait` and handing the slot to the block that signals it: a
         // semaphore freed below its initial value traps in libdispatch (SIGILL, no message), which
         // is how a full disk used to kill `forge generate images`. An error that arrives while we
@@ -349,7 +349,7 @@ func writeTemporary(_ bytes: [UInt8], beside path: String) throws -> String {
 
 /// `manifest.csv` of a synthetic dataset: one row per item with its file, class, seed, and the
 /// checkpoint (file name and SHA-256), model kind and generation parameters it came from.
-public struct Manifest: Equatable, Sendable {
+public struct DatasetManifest: Equatable, Sendable {
     public struct Row: Equatable, Sendable {
         public var file: String
         public var index: Int
@@ -400,13 +400,13 @@ public struct Manifest: Equatable, Sendable {
     }
 
     /// Parses a manifest written by `csv()`.
-    public static func read(path: String) throws -> Manifest {
+    public static func read(path: String) throws -> DatasetManifest {
         let text = String(decoding: try FileIO.readBytes(path), as: UTF8.self)
         let records = parseCSV(text)
         guard let head = records.first, head == header || head == headerWithItemSHA256 else {
             throw SamplingError("\(path) is not a Forge manifest (header \(records.first ?? []))")
         }
-        var manifest = Manifest(checkpoint: "", checkpointSHA256: "", modelKind: "", parameters: "", rows: [],
+        var manifest = DatasetManifest(checkpoint: "", checkpointSHA256: "", modelKind: "", parameters: "", rows: [],
                                 recordsItemSHA256: head == headerWithItemSHA256)
         for (n, r) in records.dropFirst().enumerated() {
             guard r.count == head.count, let index = Int(r[1]), let label = Int(r[2]), let seed = UInt64(r[4]) else {

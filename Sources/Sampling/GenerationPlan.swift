@@ -10,7 +10,7 @@ struct GenerationPlan {
     var report = GenerationReport()
     /// The manifest as written at the start: the expected one, with the sha256 of every item this
     /// invocation leaves in place (when the manifest records item hashes).
-    var manifest: Manifest
+    var manifest: DatasetManifest
     /// `<directory>/manifest.csv`.
     var manifestPath: String
     var total: Int { wanted.filter { $0 }.count }
@@ -27,15 +27,15 @@ struct GenerationPlan {
     /// `report.replaced` and named through `warn`. For a manifest without hashes (written before they
     /// were recorded, or by a generator that does not record them) an item is in place when its file
     /// `isValid`, and its hash is recorded now.
-    static func prepare(_ directory: String, manifest expected: Manifest, items: [PlannedItem], resume: Bool, only: Int?,
+    static func prepare(_ directory: String, manifest expected: DatasetManifest, items: [PlannedItem], resume: Bool, only: Int?,
                         isValid: (String) -> Bool,
                         warn: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> GenerationPlan {
         let manager = FileManager.default
         try manager.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let manifestPath = directory + "/manifest.csv"
-        var existing: Manifest?
+        var existing: DatasetManifest?
         if manager.fileExists(atPath: manifestPath) {
-            let found = try Manifest.read(path: manifestPath)
+            let found = try DatasetManifest.read(path: manifestPath)
             if found.checkpointSHA256 != expected.checkpointSHA256 || found.parameters != expected.parameters || found.modelKind != expected.modelKind {
                 // Mixing two runs in one folder would leave items the manifest does not describe.
                 throw SamplingError("\(directory) holds a run of another checkpoint or other parameters (\(found.modelKind), \(found.parameters), checkpoint \(found.checkpointSHA256.prefix(12))…); give the same arguments, or a new --out")
@@ -102,7 +102,7 @@ struct GenerationPlan {
 /// 10× the time the last rewrite took, so a manifest of many thousand rows costs at most ~10% of the run.
 /// Not thread-safe: use it from one thread or serial queue.
 final class ItemCommitter {
-    private var manifest: Manifest
+    private var manifest: DatasetManifest
     private let manifestPath: String
     private let interval: TimeInterval
     private var pending: [(temporary: String, path: String)] = []

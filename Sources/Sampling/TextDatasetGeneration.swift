@@ -111,10 +111,10 @@ public final class TextDatasetGenerator {
             + (options.checkCommand.map { " validate=\(jsonString($0)) keep_invalid=\(options.keepInvalid)" } ?? "")
     }
 
-    public var manifest: Manifest {
-        Manifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
+    public var manifest: DatasetManifest {
+        DatasetManifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
                  modelKind: "char", parameters: parameters,
-                 rows: (0..<options.count).map { Manifest.Row(file: file($0), index: $0, label: 0, className: "",
+                 rows: (0..<options.count).map { DatasetManifest.Row(file: file($0), index: $0, label: 0, className: "",
                                                               seed: ItemSeed.derive(runSeed: options.seed, index: $0)) })
     }
 

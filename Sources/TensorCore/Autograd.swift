@@ -46,10 +46,10 @@ extension Tensor {
     public func backward(_ gradient: Tensor? = nil) {
         let seed: Tensor
         if let g = gradient {
-            require(g.shape == shape, "backward: gradient shape \(g.shape) differs from tensor shape \(shape)")
+            forgePrecondition(g.shape == shape, "backward: gradient shape \(g.shape) differs from tensor shape \(shape)")
             seed = g
         } else {
-            require(count == 1, "backward: needs a scalar, got shape \(shape); pass a gradient")
+            forgePrecondition(count == 1, "backward: needs a scalar, got shape \(shape); pass a gradient")
             seed = Tensor(shape: shape, repeating: 1)
         }
         // Topological order by iterative DFS (deep graphs would overflow a recursive one).
@@ -74,7 +74,7 @@ extension Tensor {
                 let inputGrads = withNoGrad { node.backward(g) }
                 for (inp, gi) in zip(node.inputs, inputGrads) {
                     guard inp.requiresGrad, let gi else { continue }
-                    require(gi.shape == inp.shape, "backward of \(node.name): gradient shape \(gi.shape) != input shape \(inp.shape)")
+                    forgePrecondition(gi.shape == inp.shape, "backward of \(node.name): gradient shape \(gi.shape) != input shape \(inp.shape)")
                     let key = ObjectIdentifier(inp)
                     if let prev = grads[key] { grads[key] = prev.adding(gi) } else { grads[key] = gi }
                 }
@@ -92,7 +92,7 @@ extension Tensor {
             let dst = SendablePointer(existing.mutablePointer), src = SendablePointer(g.pointer)
             parallelFor(n) { s, e in for i in s..<e { dst.p[i] += src.p[i] } }
         } else {
-            grad = g.detached()
+            grad = g.detachedCopy()
         }
     }
 

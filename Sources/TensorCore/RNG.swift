@@ -20,7 +20,7 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Equatable {
 
     /// Restores a generator from `stateWords` (as saved by `stateWords`).
     public init(stateWords w: [UInt64]) {
-        require(w.count == 4, "RandomGenerator state needs 4 words, got \(w.count)")
+        forgePrecondition(w.count == 4, "RandomGenerator state needs 4 words, got \(w.count)")
         state = (w[0], w[1], w[2], w[3])
     }
 
@@ -50,7 +50,7 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Equatable {
 
     /// Uniform integer in 0..<n (unbiased).
     public mutating func nextInt(below n: Int) -> Int {
-        require(n > 0, "nextInt(below:) needs n > 0, got \(n)")
+        forgePrecondition(n > 0, "nextInt(below:) needs n > 0, got \(n)")
         return Int(truncatingIfNeeded: next(upperBound: UInt64(n)))
     }
 

@@ -17,7 +17,7 @@ public final class Tensor: CustomStringConvertible {
 
     /// Wraps existing storage. `storage.count` must equal the product of `shape`.
     public init(shape: [Int], storage: Storage, requiresGrad: Bool = false) {
-        require(storage.count == Tensor.elementCount(shape), "Tensor: storage of \(storage.count) floats does not fit shape \(shape)")
+        forgePrecondition(storage.count == Tensor.elementCount(shape), "Tensor: storage of \(storage.count) floats does not fit shape \(shape)")
         self.shape = shape
         self.storage = storage
         self.requiresGrad = requiresGrad
@@ -31,7 +31,7 @@ public final class Tensor: CustomStringConvertible {
 
     public convenience init(shape: [Int], data: [Float], requiresGrad: Bool = false) {
         Tensor.validate(shape)
-        require(data.count == Tensor.elementCount(shape), "Tensor(shape:data:): \(data.count) values do not fill shape \(shape)")
+        forgePrecondition(data.count == Tensor.elementCount(shape), "Tensor(shape:data:): \(data.count) values do not fill shape \(shape)")
         self.init(uninitializedShape: shape)
         data.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: data.count) }
         self.requiresGrad = requiresGrad
@@ -60,7 +60,7 @@ public final class Tensor: CustomStringConvertible {
 
     /// `[start, start + step, …)` below `end`, like `torch.arange`.
     public static func arange(_ start: Float = 0, _ end: Float, step: Float = 1) -> Tensor {
-        require(step != 0, "arange: step must not be 0")
+        forgePrecondition(step != 0, "arange: step must not be 0")
         let n = Swift.max(0, Int(((end - start) / step).rounded(.up)))
         return Tensor(shape: [n]) { b in for i in 0..<n { b[i] = start + Float(i) * step } }
     }
@@ -94,28 +94,28 @@ public final class Tensor: CustomStringConvertible {
     public var scalars: [Float] { Array(buffer) }
     /// The single value of a one-element tensor.
     public var item: Float {
-        require(count == 1, "item: tensor of shape \(shape) has \(count) elements, not 1")
+        forgePrecondition(count == 1, "item: tensor of shape \(shape) has \(count) elements, not 1")
         return storage.pointer[0]
     }
     public func size(_ axis: Int) -> Int { shape[normalizeAxis(axis, rank, op: "size")] }
 
     /// Element at a full multi-index.
     public subscript(indices: Int...) -> Float {
-        require(indices.count == rank, "subscript: \(indices.count) indices for shape \(shape)")
+        forgePrecondition(indices.count == rank, "subscript: \(indices.count) indices for shape \(shape)")
         var off = 0
         for (i, idx) in indices.enumerated() {
-            require(idx >= 0 && idx < shape[i], "subscript: index \(idx) out of range for axis \(i) of shape \(shape)")
+            forgePrecondition(idx >= 0 && idx < shape[i], "subscript: index \(idx) out of range for axis \(i) of shape \(shape)")
             off = off * shape[i] + idx
         }
         return storage.pointer[off]
     }
 
-    /// A copy that does not take part in autodiff (like `tensor.detach()`, but copying).
-    public func detached() -> Tensor {
+    /// A copy that does not take part in autodiff (PyTorch's `tensor.detach().clone()`).
+    public func detachedCopy() -> Tensor {
         Tensor(shape: shape) { $0.baseAddress!.update(from: pointer, count: count) }
     }
-    /// The same elements, cut from the graph (shares storage, like `tensor.detach()`).
-    public func detach() -> Tensor { Tensor(shape: shape, storage: storage) }
+    /// The same elements, cut from the graph (shares storage, like PyTorch's `tensor.detach()`).
+    public func detachedSharingStorage() -> Tensor { Tensor(shape: shape, storage: storage) }
 
     public var description: String {
         let n = Swift.min(count, 8)
@@ -130,9 +130,9 @@ public final class Tensor: CustomStringConvertible {
     static func validate(_ shape: [Int]) {
         var n = 1
         for d in shape {
-            require(d >= 0, "Tensor: negative dimension in shape \(shape)")
+            forgePrecondition(d >= 0, "Tensor: negative dimension in shape \(shape)")
             let (r, o) = n.multipliedReportingOverflow(by: d)
-            require(!o && r <= (1 << 40), "Tensor: shape \(shape) is too large")
+            forgePrecondition(!o && r <= (1 << 40), "Tensor: shape \(shape) is too large")
             n = r
         }
     }
@@ -149,13 +149,13 @@ public final class Tensor: CustomStringConvertible {
 @inline(__always)
 func normalizeAxis(_ axis: Int, _ rank: Int, op: String) -> Int {
     let a = axis < 0 ? axis + rank : axis
-    require(a >= 0 && a < Swift.max(rank, 1), "\(op): axis \(axis) out of range for rank \(rank)")
+    forgePrecondition(a >= 0 && a < Swift.max(rank, 1), "\(op): axis \(axis) out of range for rank \(rank)")
     return a
 }
 
 /// Stops with `message` when `condition` fails. Unlike `precondition`, the message survives `-O`
 /// builds, so a shape mismatch names the op and both shapes in the release binary too.
 @inline(__always)
-public func require(_ condition: Bool, _ message: @autoclosure () -> String, file: StaticString = #file, line: UInt = #line) {
+public func forgePrecondition(_ condition: Bool, _ message: @autoclosure () -> String, file: StaticString = #file, line: UInt = #line) {
     if !condition { fatalError(message(), file: file, line: line) }
 }

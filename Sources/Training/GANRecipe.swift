@@ -143,7 +143,7 @@ private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor,
     optimizers.discriminator.zeroGrad()
     let outReal = d.forward(real, labels: labels)
     let fake = g.forward(gan.noise(b, generator: &rng), labels: labels)  // the real batch's class mix
-    let outFake = d.forward(fake.detach(), labels: labels)
+    let outFake = d.forward(fake.detachedSharingStorage(), labels: labels)
     let lossD = hingeDiscriminatorLoss(real: outReal, fake: outFake)
     lossD.backward()
     optimizers.discriminator.step()

@@ -101,7 +101,7 @@ func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: A
     let errDReal = binaryCrossEntropyWithLogits(outReal, targets: ones)
     errDReal.backward()
     let fake = makeFake()
-    let outFake = discriminate(fake.detach())
+    let outFake = discriminate(fake.detachedSharingStorage())
     let errDFake = binaryCrossEntropyWithLogits(outFake, targets: zeros)
     errDFake.backward()
     optimizerD.step()

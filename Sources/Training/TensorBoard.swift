@@ -226,7 +226,7 @@ public final class TensorBoardWriter: @unchecked Sendable {
     }
 
     /// An image at `step`, encoded as PNG.
-    public func addImage(_ tag: String, image: Image, step: Int) throws {
+    public func addImage(_ tag: String, image: PixelImage, step: Int) throws {
         try addImage(tag, png: try ImageCodec.encodePNG(image), step: step)
     }
 

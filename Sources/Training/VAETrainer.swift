@@ -66,7 +66,7 @@ public enum VAEEvaluator {
         let labelled = vae.config.isConditional
         for start in stride(from: 0, to: set.count, by: batchSize) {
             let end = min(set.count, start + batchSize)
-            let x = set.images.slice(axis: 0, start..<end).detached()
+            let x = set.images.slice(axis: 0, start..<end).detachedCopy()
             let labels = labelled ? Array(set.labels[start..<end]) : nil
             if let k = importanceSamples {
                 let r = vae.elboAndIWAE(x, labels: labels, samples: k, rng: &rng)
@@ -142,7 +142,7 @@ public final class VAETrainingTask: TrainingTask {
         fixedLabels = c.isConditional ? (0..<64).map { ($0 / 8) % c.classCount } : nil   // a class per row
         let source = heldOut ?? data
         let n = min(8, source.count)
-        originals = source.images.slice(axis: 0, 0..<n).detached()
+        originals = source.images.slice(axis: 0, 0..<n).detachedCopy()
         originalLabels = c.isConditional ? Array(source.labels[0..<n]) : nil
     }
 

@@ -197,7 +197,7 @@ struct EvalVAE: ParsableCommand {
             let which: IDX.Split = split == "train" ? .train : (split == "test" || hasHeldOutSplit(data) ? .test : .train)
             var set = try loadUnitRange(data, size: c.imageSize, channels: c.channels, split: which)
             if let limit, limit < set.count {
-                set = ImageSet(images: set.images.slice(axis: 0, 0..<limit).detached(),
+                set = ImageSet(images: set.images.slice(axis: 0, 0..<limit).detachedCopy(),
                                labels: set.isLabelled ? Array(set.labels[0..<limit]) : [], classNames: set.classNames)
             }
             if c.isConditional && (!set.isLabelled || set.classNames.count != c.classCount) {

@@ -24,7 +24,7 @@ final class ImageCodecTests: XCTestCase {
         for channels in [1, 2, 3, 4] {
             let (w, h) = (13, 6)
             let pixels = (0..<(w * h * channels)).map { Float(($0 * 37) % 256) / 255 }
-            let image = Image(width: w, height: h, channels: channels, pixels: pixels)
+            let image = PixelImage(width: w, height: h, channels: channels, pixels: pixels)
             let decoded = try ImageCodec.decode(bytes: ImageCodec.encodePNG(image))
             XCTAssertEqual(decoded, image, "channels \(channels)")
         }
@@ -120,23 +120,23 @@ final class ImageCodecTests: XCTestCase {
 
     func testResizeCropAndChannelConversion() throws {
         // Area averaging when shrinking 4x4 → 2x2: each output is the mean of a 2x2 block.
-        let ramp = Image(width: 4, height: 4, channels: 1, pixels: (0..<16).map { Float($0) / 15 })
+        let ramp = PixelImage(width: 4, height: 4, channels: 1, pixels: (0..<16).map { Float($0) / 15 })
         let small = ramp.resized(width: 2, height: 2)
         XCTAssertEqual(small.pixels.map { ($0 * 15 * 100).rounded() / 100 }, [2.5, 4.5, 10.5, 12.5])
         // Bilinear when enlarging 2x1 → 4x1 with half-pixel centres (like PyTorch align_corners=False).
-        let pair = Image(width: 2, height: 1, channels: 1, pixels: [0, 1])
+        let pair = PixelImage(width: 2, height: 1, channels: 1, pixels: [0, 1])
         XCTAssertEqual(pair.resized(width: 4, height: 1).pixels, [0, 0.25, 0.75, 1])
         // Short side to size, then centre crop: 8x4 → 4x2 → crop 2x2 from the middle columns.
-        let wide = Image(width: 8, height: 4, channels: 1, pixels: (0..<32).map { Float($0 % 8) / 7 })
+        let wide = PixelImage(width: 8, height: 4, channels: 1, pixels: (0..<32).map { Float($0 % 8) / 7 })
         let cropped = wide.resizedAndCropped(to: 2)
         XCTAssertEqual([cropped.width, cropped.height], [2, 2])
         XCTAssertEqual(cropped.pixels.map { ($0 * 7 * 100).rounded() / 100 }, [2.5, 4.5, 2.5, 4.5])
         // Alpha over white and BT.601 gray.
-        let rgba = Image(width: 2, height: 1, channels: 4, pixels: [1, 0, 0, 1, 0, 0, 0, 0])
+        let rgba = PixelImage(width: 2, height: 1, channels: 4, pixels: [1, 0, 0, 1, 0, 0, 0, 0])
         XCTAssertEqual(rgba.converted(toChannels: 3).pixels, [1, 0, 0, 1, 1, 1])
         XCTAssertEqual(rgba.converted(toChannels: 1).pixels[0], 0.299, accuracy: 1e-6)
         XCTAssertEqual(rgba.converted(toChannels: 1).pixels[1], 1, accuracy: 1e-6)
-        XCTAssertEqual(Image(width: 1, height: 1, channels: 2, pixels: [0.2, 0.5]).converted(toChannels: 3).pixels, [0.6, 0.6, 0.6])
+        XCTAssertEqual(PixelImage(width: 1, height: 1, channels: 2, pixels: [0.2, 0.5]).converted(toChannels: 3).pixels, [0.6, 0.6, 0.6])
     }
 
     /// Signature, a valid IHDR chunk and IEND, nothing else.

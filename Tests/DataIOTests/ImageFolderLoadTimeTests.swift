@@ -29,7 +29,7 @@ final class ImageFolderLoadTimeTests: XCTestCase {
                 let pixels = values[(i * 784)..<((i + 1) * 784)].map { ($0 + 1) / 2 }
                 let name = folders[reference.labels[i]] + String(format: "/%05d.png", i)
                 do {
-                    let png = try ImageCodec.encodePNG(Image(width: 28, height: 28, channels: 1, pixels: pixels), compressionLevel: 1)
+                    let png = try ImageCodec.encodePNG(PixelImage(width: 28, height: 28, channels: 1, pixels: pixels), compressionLevel: 1)
                     try Data(png).write(to: URL(fileURLWithPath: name))
                 } catch {
                     failures.value.lock(); failed += 1; failures.value.unlock()

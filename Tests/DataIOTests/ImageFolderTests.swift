@@ -7,7 +7,7 @@ final class ImageFolderTests: XCTestCase {
     /// Writes a solid-colour PNG of `value` (per channel, [0, 1]).
     private func writeSolid(_ path: String, width: Int, height: Int, channels: Int, value: [Float]) throws {
         let pixels = (0..<(width * height)).flatMap { _ in value }
-        try ImageCodec.writePNG(Image(width: width, height: height, channels: channels, pixels: pixels), to: path)
+        try ImageCodec.writePNG(PixelImage(width: width, height: height, channels: channels, pixels: pixels), to: path)
     }
 
     func testClassFoldersGiveSortedLabelsShapesAndValues() throws {

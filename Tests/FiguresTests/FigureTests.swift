@@ -17,13 +17,13 @@ final class FigureTests: XCTestCase {
     }
 
     /// Gray level of pixel (x, y): channel 0, or the mean of RGB.
-    private func level(_ image: Image, _ x: Int, _ y: Int) -> Float {
+    private func level(_ image: PixelImage, _ x: Int, _ y: Int) -> Float {
         let i = (y * image.width + x) * image.channels
         return image.channels >= 3 ? (image.pixels[i] + image.pixels[i + 1] + image.pixels[i + 2]) / 3 : image.pixels[i]
     }
 
     /// Pixels darker than `threshold` in the rectangle.
-    private func darkPixels(_ image: Image, x: Range<Int>, y: Range<Int>, threshold: Float = 0.5) -> Int {
+    private func darkPixels(_ image: PixelImage, x: Range<Int>, y: Range<Int>, threshold: Float = 0.5) -> Int {
         var n = 0
         for yy in y { for xx in x where level(image, xx, yy) < threshold { n += 1 } }
         return n

@@ -192,7 +192,7 @@ final class VAETests: XCTestCase {
         func epochLoss(train: Bool) -> Double {
             var total = 0.0
             for b in stride(from: 0, to: n, by: 32) {
-                let batch = data.slice(axis: 0, b..<(b + 32)).detached()
+                let batch = data.slice(axis: 0, b..<(b + 32)).detachedCopy()
                 total += train ? vaeTrainingStep(vae, optimizer: optimizer, batch: batch, rng: &rng).total : vae.evaluate(batch, rng: &rng).total
             }
             return total / Double(n)
@@ -204,7 +204,7 @@ final class VAETests: XCTestCase {
         XCTAssertLessThan(after, 0.5 * before, "loss \(before) → \(after)")
         XCTAssertLessThan(after, 16 * log(2.0) / 2)
         // Reconstructions of bars look like bars: the bright pixels are the bar's.
-        let recon = vae.reconstruct(data.slice(axis: 0, 0..<8).detached())
+        let recon = vae.reconstruct(data.slice(axis: 0, 0..<8).detachedCopy())
         let agreement = zip(recon.scalars, data.slice(axis: 0, 0..<8).scalars).filter { ($0 > 0.5) == ($1 > 0.5) }.count
         XCTAssertGreaterThan(agreement, 8 * 16 * 9 / 10)
     }
@@ -215,7 +215,7 @@ final class VAETests: XCTestCase {
     /// The IWAE bound (in −log form) must lie between that and the negative ELBO, and approach it.
     func testIWAEBoundAgainstNumericalIntegral() {
         let vae = VAE(tinyConfig(latent: 1))
-        let x = randomImages(3).detached()
+        let x = randomImages(3).detachedCopy()
         // A few training steps so q(z|x) is not the prior.
         var rng = RandomGenerator(seed: 4)
         let optimizer = vae.makeOptimizer()

@@ -122,7 +122,7 @@ final class AudioGenerationTests: XCTestCase {
         XCTAssertEqual(first.written, 5)
         let names = (0..<5).map { String(format: "%06d.wav", $0) }
         let original = try names.map { try Data(contentsOf: URL(fileURLWithPath: out + "/" + $0)) }
-        let manifest = try Manifest.read(path: out + "/manifest.csv")
+        let manifest = try DatasetManifest.read(path: out + "/manifest.csv")
         XCTAssertEqual(manifest.rows.map(\.file), names)
         XCTAssertEqual(manifest.modelKind, "wavegan")
         XCTAssertNotEqual(original[0], original[1])
@@ -168,6 +168,6 @@ final class AudioGenerationTests: XCTestCase {
         let report = try AudioDatasetGenerator(checkpoint: dir + "/checkpoint.safetensors", options: AudioGenerationOptions(count: 3),
                                                outputDirectory: dir + "/set").run()
         XCTAssertEqual(report.written, 3)
-        XCTAssertEqual(try Manifest.read(path: dir + "/set/manifest.csv").modelKind, "audiovae")
+        XCTAssertEqual(try DatasetManifest.read(path: dir + "/set/manifest.csv").modelKind, "audiovae")
     }
 }

@@ -23,7 +23,7 @@ final class GenerateAudioIntegrityTests: XCTestCase {
         _ = try AudioDatasetGenerator(checkpoint: ck, options: options, outputDirectory: out).run()
         let names = (0..<4).map { String(format: "%06d.wav", $0) }
         let original = try names.map { try FileIO.readBytes(out + "/" + $0) }
-        let manifest = try Manifest.read(path: out + "/manifest.csv")
+        let manifest = try DatasetManifest.read(path: out + "/manifest.csv")
         XCTAssertEqual(manifest.rows.map(\.sha256), original.map { SHA256.hexDigest($0) })
 
         // Clip 0 in clip 2's place: a valid mono 8 kHz WAV of the right length, but not clip 2.

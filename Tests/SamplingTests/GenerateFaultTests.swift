@@ -130,7 +130,7 @@ final class GenerateFaultTests: XCTestCase {
         let left = try FileManager.default.contentsOfDirectory(atPath: out).filter { $0.contains(".tmp-") }
         XCTAssertEqual(left, [], "temporary files left behind")
         // What is in place is what the manifest records: a resume on a disk with room keeps exactly those.
-        let manifest = try Manifest.read(path: out + "/manifest.csv")
+        let manifest = try DatasetManifest.read(path: out + "/manifest.csv")
         for row in manifest.rows {
             let path = out + "/" + row.file
             if let sha256 = row.sha256 { XCTAssertEqual(try SHA256.hexDigest(ofFile: path), sha256, row.file) }

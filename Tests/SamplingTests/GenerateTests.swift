@@ -76,7 +76,7 @@ final class GenerateTests: XCTestCase {
         XCTAssertEqual(set.classNames, ["Bag", "T-shirt_top", "Trouser"])
         XCTAssertEqual((0..<3).map { c in set.labels.filter { $0 == c }.count }, [4, 4, 4])
 
-        let manifest = try Manifest.read(path: out + "/manifest.csv")
+        let manifest = try DatasetManifest.read(path: out + "/manifest.csv")
         XCTAssertEqual(manifest.rows.count, 12)
         XCTAssertEqual(manifest.modelKind, "gan")
         XCTAssertEqual(manifest.checkpoint, "gan.safetensors")
@@ -174,7 +174,7 @@ final class GenerateTests: XCTestCase {
         let options = ImageGenerationOptions(count: 9, seed: 2, batchSize: 4)
         _ = try generate(checkpoint, out, options)
         let original = try contents(out)
-        let manifest = try Manifest.read(path: out + "/manifest.csv")
+        let manifest = try DatasetManifest.read(path: out + "/manifest.csv")
         XCTAssertTrue(manifest.recordsItemSHA256)
         XCTAssertEqual(manifest.rows.map(\.sha256), manifest.rows.map { SHA256.hexDigest(original[$0.file]!) })
 
@@ -208,12 +208,12 @@ final class GenerateTests: XCTestCase {
         let options = ImageGenerationOptions(count: 7, seed: 8, batchSize: 3)
         _ = try generate(checkpoint, out, options)
         let original = try contents(out)
-        var old = try Manifest.read(path: out + "/manifest.csv")
+        var old = try DatasetManifest.read(path: out + "/manifest.csv")
         old.recordsItemSHA256 = false
         let oldText = old.csv()
-        XCTAssertEqual(oldText.split(separator: "\n").first.map(String.init), Manifest.header.joined(separator: ","))
+        XCTAssertEqual(oldText.split(separator: "\n").first.map(String.init), DatasetManifest.header.joined(separator: ","))
         try FileIO.writeAtomically(Array(oldText.utf8), to: out + "/manifest.csv")
-        XCTAssertFalse(try Manifest.read(path: out + "/manifest.csv").recordsItemSHA256)
+        XCTAssertFalse(try DatasetManifest.read(path: out + "/manifest.csv").recordsItemSHA256)
         try FileManager.default.removeItem(atPath: out + "/Trouser/000004.png")
         try FileIO.writeAtomically(Array(original["Bag/000005.png"]!.prefix(50)), to: out + "/Bag/000005.png")
 
@@ -224,7 +224,7 @@ final class GenerateTests: XCTestCase {
         XCTAssertEqual(report.written, 2)
         XCTAssertEqual(report.replaced, [], "without recorded hashes nothing is known to be swapped")
         XCTAssertEqual(try contents(out), original)   // the manifest too: it has every hash again
-        XCTAssertTrue(try Manifest.read(path: out + "/manifest.csv").recordsItemSHA256)
+        XCTAssertTrue(try DatasetManifest.read(path: out + "/manifest.csv").recordsItemSHA256)
     }
 
     /// A run killed after writing some items leaves the manifest with the hashes of the items in
@@ -237,7 +237,7 @@ final class GenerateTests: XCTestCase {
         let options = ImageGenerationOptions(count: 4, seed: 1, batchSize: 2)
         _ = try generate(checkpoint, out, options)
         let original = try contents(out)
-        var manifest = try Manifest.read(path: out + "/manifest.csv")
+        var manifest = try DatasetManifest.read(path: out + "/manifest.csv")
         manifest.rows[2].sha256 = nil
         try FileIO.writeAtomically(Array(manifest.csv().utf8), to: out + "/manifest.csv")
         try FileIO.writeAtomically(original["000001.png"]!, to: out + "/000002.png")

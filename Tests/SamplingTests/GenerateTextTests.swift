@@ -45,7 +45,7 @@ final class GenerateTextTests: XCTestCase {
         let texts = (0..<7).map { String(decoding: full[String(format: "%06d.md", $0)]!, as: UTF8.self) }
         XCTAssertTrue(texts.allSatisfy { $0.hasPrefix("ab") && $0.count == 32 })
         XCTAssertGreaterThan(Set(texts).count, 5, "each item draws from its own generator")
-        let manifest = try Manifest.read(path: dir + "/full/manifest.csv")
+        let manifest = try DatasetManifest.read(path: dir + "/full/manifest.csv")
         XCTAssertEqual(manifest.modelKind, "char")
         XCTAssertEqual(manifest.rows[3].seed, ItemSeed.derive(runSeed: 5, index: 3))
         XCTAssertTrue(manifest.parameters.contains("prompt=\"ab\""))
@@ -83,7 +83,7 @@ final class GenerateTextTests: XCTestCase {
             XCTAssertTrue(text.hasPrefix("a"))
             XCTAssertFalse(text.dropFirst().contains(" "), "items end before the separator")
         }
-        XCTAssertEqual(try Manifest.read(path: dir + "/j/manifest.csv").rows[2].file, "samples.jsonl#000002")
+        XCTAssertEqual(try DatasetManifest.read(path: dir + "/j/manifest.csv").rows[2].file, "samples.jsonl#000002")
         // resume of a JSONL run that lost its last records gives the same file
         let before = try FileIO.readBytes(dir + "/j/samples.jsonl")
         try FileIO.writeAtomically(Array(lines.prefix(2).joined(separator: "\n").utf8) + [10], to: dir + "/j/samples.jsonl")
@@ -110,7 +110,7 @@ final class GenerateTextTests: XCTestCase {
         let tokens = try CharSampler(model: loaded.model).generate(prompt: try loaded.encode("a"), length: 30,
                                                                   options: options.sampling, sources: &sources)[0]
         XCTAssertEqual(String(decoding: one["000002.txt"]!, as: UTF8.self), "a" + loaded.decode(tokens))
-        let parameters = try Manifest.read(path: dir + "/b3/manifest.csv").parameters
+        let parameters = try DatasetManifest.read(path: dir + "/b3/manifest.csv").parameters
         for field in ["min_p=-", "repetition_penalty=1.0", "frequency_penalty=0.0", "presence_penalty=0.0", "stop=[]", "context=exact"] {
             XCTAssertTrue(parameters.contains(field), "\(parameters) lacks \(field)")
         }
@@ -137,7 +137,7 @@ final class GenerateTextTests: XCTestCase {
             if stopped.count < free.count { stoppedEarly += 1 }
         }
         XCTAssertGreaterThan(stoppedEarly, 0, "the stop string occurs in some item")
-        XCTAssertTrue(try Manifest.read(path: dir + "/s/manifest.csv").parameters.contains("stop=[\"b \"]"))
+        XCTAssertTrue(try DatasetManifest.read(path: dir + "/s/manifest.csv").parameters.contains("stop=[\"b \"]"))
 
         options.sampling = TextSamplingOptions(topP: 1.5)
         XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/bad")) {
@@ -176,7 +176,7 @@ final class GenerateTextTests: XCTestCase {
         for i in 0..<9 {
             XCTAssertEqual(rows[i + 1], [String(format: "%06d.txt", i), String(i), valid[i] ? "true" : "false", valid[i] ? "" : "no bb"])
         }
-        XCTAssertTrue(try Manifest.read(path: dir + "/all/manifest.csv").parameters.contains("validate="))
+        XCTAssertTrue(try DatasetManifest.read(path: dir + "/all/manifest.csv").parameters.contains("validate="))
 
         // without keepInvalid the rejected items are deleted, the verdicts are the same
         options.keepInvalid = false

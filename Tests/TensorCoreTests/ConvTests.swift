@@ -228,7 +228,7 @@ final class ConvTests: XCTestCase {
         for i in 0..<3 {
             let xi = Tensor(shape: [1, 16, 80, 80]) { $0.baseAddress!.update(from: x.pointer + i * perImage, count: perImage) }
             xi.requiresGrad = true
-            let wi = w.detached(); wi.requiresGrad = true
+            let wi = w.detachedCopy(); wi.requiresGrad = true
             let yi = conv2d(xi, weight: wi, bias: b, stride: 1, padding: 1)
             assertClose(Array(y.buffer[(i * perOut)..<((i + 1) * perOut)]), yi.scalars, rtol: 1e-5, atol: 1e-5, "conv2d image \(i) forward")
             yi.backward(Tensor(shape: yi.shape) { $0.baseAddress!.update(from: dy.pointer + i * perOut, count: perOut) })
@@ -247,7 +247,7 @@ final class ConvTests: XCTestCase {
         let perIn = 2 * 30 * 30, perOutT = 64 * 60 * 60
         for i in 0..<3 {
             let xi = Tensor(shape: [1, 2, 30, 30]) { $0.baseAddress!.update(from: xt.pointer + i * perIn, count: perIn) }
-            let wi = wt.detached(); wi.requiresGrad = true
+            let wi = wt.detachedCopy(); wi.requiresGrad = true
             let yi = convTranspose2d(xi, weight: wi, stride: 2, padding: 1)
             assertClose(Array(yt.buffer[(i * perOutT)..<((i + 1) * perOutT)]), yi.scalars, rtol: 1e-5, atol: 1e-5, "convT image \(i) forward")
             yi.backward(Tensor(shape: yi.shape) { $0.baseAddress!.update(from: dyt.pointer + i * perOutT, count: perOutT) })

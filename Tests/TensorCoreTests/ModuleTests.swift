@@ -117,7 +117,7 @@ final class ModuleTests: XCTestCase {
         XCTAssertNotEqual(source.blocks[0].attn.cAttn.weight.scalars, target.blocks[0].attn.cAttn.weight.scalars)
         let storageBefore = target.stateTensors().map { ObjectIdentifier($0.1.storage) }
         // A checkpoint: copies, as a file loader would produce.
-        let checkpoint = Dictionary(uniqueKeysWithValues: source.stateTensors().map { ($0.0, $0.1.detached()) })
+        let checkpoint = Dictionary(uniqueKeysWithValues: source.stateTensors().map { ($0.0, $0.1.detachedCopy()) })
         let report = try target.loadState(checkpoint)
         XCTAssertEqual(report, StateLoadReport())
         for ((n1, a), (n2, b)) in zip(source.stateTensors(), target.stateTensors()) {
@@ -141,7 +141,7 @@ final class ModuleTests: XCTestCase {
 
     func testLoadStateErrorsNameTheProblemsAndChangeNothing() throws {
         let model = TinyGPT()
-        var state = Dictionary(uniqueKeysWithValues: TinyGPT(seed: 9).stateTensors().map { ($0.0, $0.1.detached()) })
+        var state = Dictionary(uniqueKeysWithValues: TinyGPT(seed: 9).stateTensors().map { ($0.0, $0.1.detachedCopy()) })
         let before = model.stateTensors().map { $0.1.scalars }
         state["blocks.1.attn.c_proj.bias"] = nil
         state["blocks.0.attn.c_proj.weight"] = Tensor.zeros([8, 9])

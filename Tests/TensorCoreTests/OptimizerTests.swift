@@ -127,8 +127,8 @@ final class OptimizerTests: XCTestCase {
                 o.step()
             }
             for i in 0..<3 { feed(opt, w, b, i) }
-            let saved = Dictionary(uniqueKeysWithValues: opt.stateTensors(prefix: "opt.").map { ($0.0, $0.1.detached()) })
-            let w2 = w.detached(), b2 = b.detached()
+            let saved = Dictionary(uniqueKeysWithValues: opt.stateTensors(prefix: "opt.").map { ($0.0, $0.1.detachedCopy()) })
+            let w2 = w.detachedCopy(), b2 = b.detachedCopy()
             let resumed = make(w2, b2)
             try resumed.loadState(saved, prefix: "opt.")
             for i in 3..<5 { feed(opt, w, b, i); feed(resumed, w2, b2, i) }

@@ -33,7 +33,7 @@ final class TensorBoardTests: XCTestCase {
         let writer = try TensorBoardWriter(directory: dir + "/tb")
         writer.addScalar("loss", 1.5, step: 3)
         writer.addText("notes", "hello", step: 3)
-        let png = try ImageCodec.encodePNG(Image(width: 2, height: 1, channels: 1, pixels: [0, 1]))
+        let png = try ImageCodec.encodePNG(PixelImage(width: 2, height: 1, channels: 1, pixels: [0, 1]))
         try writer.addImage("plot", png: png, step: 3)
         try writer.addImage("plot", png: png, step: 3)  // the same picture at the same step: left out
         try writer.addImage("plot", png: png, step: 4)

@@ -29,7 +29,7 @@ func makeImageFolder(at root: String, perClass: Int = 16, seed: UInt64 = 3) thro
                     pixels[y * 32 + x] = (inside ? 0.9 : 0.1) + 0.05 * g.nextFloat()
                 }
             }
-            try ImageCodec.writePNG(Image(width: 32, height: 32, channels: 1, pixels: pixels),
+            try ImageCodec.writePNG(PixelImage(width: 32, height: 32, channels: 1, pixels: pixels),
                                     to: root + "/\(name)/\(i).png")
         }
     }

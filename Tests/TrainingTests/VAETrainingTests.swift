@@ -24,7 +24,7 @@ private func generatedSet(at root: String, perClass: Int = 40, seed: UInt64 = 5)
             let at = 2 + g.nextInt(below: 12)
             var pixels = [Float](repeating: 0, count: 256)
             for y in 0..<16 { for x in 0..<16 where abs((k == 0 ? y : x) - at) < 2 { pixels[y * 16 + x] = 1 } }
-            try ImageCodec.writePNG(Image(width: 16, height: 16, channels: 1, pixels: pixels), to: root + "/\(name)/\(i).png")
+            try ImageCodec.writePNG(PixelImage(width: 16, height: 16, channels: 1, pixels: pixels), to: root + "/\(name)/\(i).png")
         }
     }
     return VAEData.unitRange(try ImageDataset.load(path: root, size: 16, channels: 1))

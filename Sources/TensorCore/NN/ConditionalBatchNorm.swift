@@ -20,7 +20,7 @@ public final class ConditionalBatchNorm2d: Module {
     public let bn: BatchNorm2d
 
     public init(_ features: Int, classes: Int, eps: Float = 1e-5, momentum: Float? = 0.1) {
-        require(classes >= 1 && features >= 1, "ConditionalBatchNorm2d: needs classes ≥ 1 and features ≥ 1, got \(classes), \(features)")
+        forgePrecondition(classes >= 1 && features >= 1, "ConditionalBatchNorm2d: needs classes ≥ 1 and features ≥ 1, got \(classes), \(features)")
         classCount = classes
         self.features = features
         weight = Tensor.ones([classes, features])
@@ -36,9 +36,9 @@ public final class ConditionalBatchNorm2d: Module {
     /// x: (B, C, *spatial), labels: B class ids → (B, C, *spatial).
     public func forward(_ x: Tensor, labels: [Int]) -> Tensor {
         let b = x.shape[0]
-        require(x.rank >= 2 && x.shape[1] == features, "ConditionalBatchNorm2d(\(features)): input \(x.shape) does not have \(features) channels")
-        require(labels.count == b, "ConditionalBatchNorm2d: \(labels.count) labels for a batch of \(b)")
-        require(labels.allSatisfy { (0..<classCount).contains($0) }, "ConditionalBatchNorm2d: a label is outside 0..<\(classCount)")
+        forgePrecondition(x.rank >= 2 && x.shape[1] == features, "ConditionalBatchNorm2d(\(features)): input \(x.shape) does not have \(features) channels")
+        forgePrecondition(labels.count == b, "ConditionalBatchNorm2d: \(labels.count) labels for a batch of \(b)")
+        forgePrecondition(labels.allSatisfy { (0..<classCount).contains($0) }, "ConditionalBatchNorm2d: a label is outside 0..<\(classCount)")
         let ids = labels.map { Int32($0) }
         let broadcastShape = [b, features] + [Int](repeating: 1, count: x.rank - 2)
         let gamma = embedding(weight, ids, shape: [b]).reshaped(broadcastShape)  // (B, C, 1, 1)

@@ -22,7 +22,7 @@ public enum Init {
     /// fan_in as `torch.nn.init._calculate_fan_in_and_fan_out` computes it: dim 1 × the receptive field
     /// (for a ConvTranspose weight (in, out, k…) that is out × k…, not in).
     public static func fanIn(ofWeightShape shape: [Int]) -> Int {
-        require(shape.count >= 2, "fanIn: weight needs rank >= 2, got \(shape)")
+        forgePrecondition(shape.count >= 2, "fanIn: weight needs rank >= 2, got \(shape)")
         return shape[1] * shape.dropFirst(2).reduce(1, *)
     }
 }
@@ -61,7 +61,7 @@ public final class Linear: Layer {
 
     /// Wraps given tensors (weight (out, in), bias (out)), which become trainable.
     public init(weight: Tensor, bias: Tensor?) {
-        require(weight.rank == 2 && (bias == nil || bias!.shape == [weight.shape[0]]),
+        forgePrecondition(weight.rank == 2 && (bias == nil || bias!.shape == [weight.shape[0]]),
                      "Linear: weight \(weight.shape) must be (out, in) and bias \(bias?.shape ?? []) (out)")
         outFeatures = weight.shape[0]
         inFeatures = weight.shape[1]
@@ -75,7 +75,7 @@ public final class Linear: Layer {
 
     /// x: (…, in) → (…, out).
     public func forward(_ x: Tensor) -> Tensor {
-        require(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
+        forgePrecondition(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
                      "Linear(\(inFeatures), \(outFeatures)): input shape \(x.shape) does not end in \(inFeatures)")
         // matmul wants rank ≥ 2; a single vector goes through as one row.
         let x2 = x.rank == 1 ? x.reshaped([1, inFeatures]) : x
@@ -135,7 +135,7 @@ public final class Dropout: Layer {
     public let p: Float
 
     public init(_ p: Float = 0.5) {
-        require(p >= 0 && p <= 1, "Dropout: p must be in [0, 1], got \(p)")
+        forgePrecondition(p >= 0 && p <= 1, "Dropout: p must be in [0, 1], got \(p)")
         self.p = p
     }
 
@@ -209,7 +209,7 @@ public final class Unflatten: Layer {
     public init(axis: Int, sizes: [Int]) { self.axis = axis; self.sizes = sizes }
     public func forward(_ x: Tensor) -> Tensor {
         let a = axis < 0 ? axis + x.rank : axis
-        require(a >= 0 && a < x.rank && sizes.reduce(1, *) == x.shape[a],
+        forgePrecondition(a >= 0 && a < x.rank && sizes.reduce(1, *) == x.shape[a],
                      "Unflatten: cannot split axis \(axis) of \(x.shape) into \(sizes)")
         return x.reshaped(Array(x.shape[..<a]) + sizes + Array(x.shape[(a + 1)...]))
     }
@@ -227,7 +227,7 @@ public final class Conv2d: Layer {
 
     /// Wraps given tensors (weight (out, in, kh, kw), bias (out)), which become trainable.
     public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0)) {
-        require(weight.rank == 4 && (bias == nil || bias!.shape == [weight.shape[0]]),
+        forgePrecondition(weight.rank == 4 && (bias == nil || bias!.shape == [weight.shape[0]]),
                      "Conv2d: weight \(weight.shape) must be (out, in, kh, kw) and bias \(bias?.shape ?? []) (out)")
         self.weight = parameter(weight)
         self.bias = bias.map(parameter)
@@ -282,7 +282,7 @@ public final class ConvTranspose2d: Layer {
     /// Wraps given tensors (weight (in, out, kh, kw), bias (out)), which become trainable.
     public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                 outputPadding: (Int, Int) = (0, 0)) {
-        require(weight.rank == 4 && (bias == nil || bias!.shape == [weight.shape[1]]),
+        forgePrecondition(weight.rank == 4 && (bias == nil || bias!.shape == [weight.shape[1]]),
                      "ConvTranspose2d: weight \(weight.shape) must be (in, out, kh, kw) and bias \(bias?.shape ?? []) (out)")
         self.weight = parameter(weight)
         self.bias = bias.map(parameter)
@@ -339,7 +339,7 @@ public final class Conv1d: Layer {
 
     /// Wraps given tensors (weight (out, in, k), bias (out)), which become trainable.
     public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) {
-        require(weight.rank == 3 && (bias == nil || bias!.shape == [weight.shape[0]]),
+        forgePrecondition(weight.rank == 3 && (bias == nil || bias!.shape == [weight.shape[0]]),
                      "Conv1d: weight \(weight.shape) must be (out, in, k) and bias \(bias?.shape ?? []) (out)")
         self.weight = parameter(weight)
         self.bias = bias.map(parameter)
@@ -378,7 +378,7 @@ public final class ConvTranspose1d: Layer {
 
     /// Wraps given tensors (weight (in, out, k), bias (out)), which become trainable.
     public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, outputPadding: Int = 0) {
-        require(weight.rank == 3 && (bias == nil || bias!.shape == [weight.shape[1]]),
+        forgePrecondition(weight.rank == 3 && (bias == nil || bias!.shape == [weight.shape[1]]),
                      "ConvTranspose1d: weight \(weight.shape) must be (in, out, k) and bias \(bias?.shape ?? []) (out)")
         self.weight = parameter(weight)
         self.bias = bias.map(parameter)

@@ -24,7 +24,7 @@ public enum Reduction: Sendable, Equatable {
 /// ℓ = max(x, 0) − x·t + log(1 + e^−|x|), which never overflows. `targets` has the logits' shape;
 /// both arguments are differentiable (∂ℓ/∂x = σ(x) − t, ∂ℓ/∂t = −x).
 public func binaryCrossEntropyWithLogits(_ logits: Tensor, targets: Tensor, reduction: Reduction = .mean) -> Tensor {
-    require(logits.shape == targets.shape,
+    forgePrecondition(logits.shape == targets.shape,
                  "binaryCrossEntropyWithLogits: logits \(logits.shape) and targets \(targets.shape) differ")
     let x = SendablePointer(logits.pointer), t = SendablePointer(targets.pointer)
     return fusedLoss("binary_cross_entropy_with_logits", [logits, targets], reduction: reduction, values: { s, e, out in
@@ -61,13 +61,13 @@ public func binaryCrossEntropyWithLogits(_ logits: Tensor, targets: Tensor, redu
 /// Probabilities must lie in [0, 1]. The gradient is PyTorch's (p − t) / max(p(1 − p), 1e-12);
 /// targets are differentiable too.
 public func binaryCrossEntropy(_ probs: Tensor, targets: Tensor, reduction: Reduction = .mean) -> Tensor {
-    require(probs.shape == targets.shape,
+    forgePrecondition(probs.shape == targets.shape,
                  "binaryCrossEntropy: probabilities \(probs.shape) and targets \(targets.shape) differ")
     let p = SendablePointer(probs.pointer), t = SendablePointer(targets.pointer)
     return fusedLoss("binary_cross_entropy", [probs, targets], reduction: reduction, values: { s, e, out in
         for i in s..<e {
             let pi = p.p[i]
-            require(pi >= 0 && pi <= 1, "binaryCrossEntropy: probability \(pi) at element \(i) is outside [0, 1]")
+            forgePrecondition(pi >= 0 && pi <= 1, "binaryCrossEntropy: probability \(pi) at element \(i) is outside [0, 1]")
             let logP = Swift.max(Foundation.log(pi), -100), log1mP = Swift.max(Foundation.log1p(-pi), -100)
             out[i] = -(t.p[i] * logP + (1 - t.p[i]) * log1mP)
         }
@@ -89,7 +89,7 @@ public func binaryCrossEntropy(_ probs: Tensor, targets: Tensor, reduction: Redu
 
 /// Mean squared error, like `F.mse_loss`: ℓ = (x − y)². Both arguments are differentiable.
 public func mseLoss(_ input: Tensor, _ target: Tensor, reduction: Reduction = .mean) -> Tensor {
-    require(input.shape == target.shape, "mseLoss: input \(input.shape) and target \(target.shape) differ")
+    forgePrecondition(input.shape == target.shape, "mseLoss: input \(input.shape) and target \(target.shape) differ")
     let x = SendablePointer(input.pointer), y = SendablePointer(target.pointer)
     return fusedLoss("mse_loss", [input, target], reduction: reduction, values: { s, e, out in
         for i in s..<e { let d = x.p[i] - y.p[i]; out[i] = d * d }
@@ -104,7 +104,7 @@ public func mseLoss(_ input: Tensor, _ target: Tensor, reduction: Reduction = .m
 /// `-0.5 * torch.sum(...)`, `.batchMean` the same per sample averaged over the batch (axis 0).
 /// Both arguments are differentiable (∂/∂mu = mu, ∂/∂logvar = ½(e^logvar − 1)).
 public func gaussianKL(mu: Tensor, logvar: Tensor, reduction: Reduction = .sum) -> Tensor {
-    require(mu.shape == logvar.shape, "gaussianKL: mu \(mu.shape) and logvar \(logvar.shape) differ")
+    forgePrecondition(mu.shape == logvar.shape, "gaussianKL: mu \(mu.shape) and logvar \(logvar.shape) differ")
     let m = SendablePointer(mu.pointer), lv = SendablePointer(logvar.pointer)
     return fusedLoss("gaussian_kl", [mu, logvar], reduction: reduction, values: { s, e, out in
         fk_exp(lv.p + s, out + s, e - s)
@@ -143,7 +143,7 @@ private func fusedLoss(_ name: String, _ inputs: [Tensor], reduction: Reduction,
     case .sum: scale = 1
     case .mean: scale = 1 / Float(Swift.max(n, 1))
     case .batchMean:
-        require(!shape.isEmpty, "\(name): reduction .batchMean needs a batch axis, got a scalar")
+        forgePrecondition(!shape.isEmpty, "\(name): reduction .batchMean needs a batch axis, got a scalar")
         scale = 1 / Float(Swift.max(shape[0], 1))
     }
     let result: Tensor

@@ -38,7 +38,7 @@ public final class SpectralNormState {
     /// u ← normalize(W v), then v ← normalize(Wᵀu) (torch's order), in place, in Double.
     public func powerIteration(_ weight: Tensor) {
         let rows = u.count, cols = v.count
-        require(weight.count == rows * cols, "SpectralNormState: weight \(weight.shape) does not match u (\(rows)) and v (\(cols))")
+        forgePrecondition(weight.count == rows * cols, "SpectralNormState: weight \(weight.shape) does not match u (\(rows)) and v (\(cols))")
         let w = weight.pointer
         var nu = [Double](repeating: 0, count: rows)
         for r in 0..<rows {
@@ -93,7 +93,7 @@ public final class SpectralNormConv2d: Layer {
 
     public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                 generator: inout RandomGenerator) {
-        require(weight.rank == 4, "SpectralNormConv2d: weight must be (out, in, kh, kw), got \(weight.shape)")
+        forgePrecondition(weight.rank == 4, "SpectralNormConv2d: weight must be (out, in, kh, kw), got \(weight.shape)")
         weight.requiresGrad = true
         bias?.requiresGrad = true
         self.weight = weight
@@ -122,7 +122,7 @@ public final class SpectralNormEmbedding: Module {
     public let state: SpectralNormState
 
     public init(weight: Tensor, generator: inout RandomGenerator) {
-        require(weight.rank == 2, "SpectralNormEmbedding: weight must be (count, dim), got \(weight.shape)")
+        forgePrecondition(weight.rank == 2, "SpectralNormEmbedding: weight must be (count, dim), got \(weight.shape)")
         weight.requiresGrad = true
         self.weight = weight
         state = SpectralNormState(weight: weight, generator: &generator)

@@ -10,7 +10,7 @@ public func broadcastShape(_ a: [Int], _ b: [Int], op: String) -> [Int] {
     for i in 0..<n {
         let da = i < n - a.count ? 1 : a[i - (n - a.count)]
         let db = i < n - b.count ? 1 : b[i - (n - b.count)]
-        require(da == db || da == 1 || db == 1, "\(op): shapes \(a) and \(b) do not broadcast")
+        forgePrecondition(da == db || da == 1 || db == 1, "\(op): shapes \(a) and \(b) do not broadcast")
         out[i] = da == 1 ? db : da
     }
     return out
@@ -28,7 +28,7 @@ extension Tensor {
     public func sum(toShape target: [Int]) -> Tensor {
         if shape == target { return self }
         let pad = shape.count - target.count
-        require(pad >= 0, "sum(toShape:): cannot reduce \(shape) to \(target)")
+        forgePrecondition(pad >= 0, "sum(toShape:): cannot reduce \(shape) to \(target)")
         var axes: [Int] = Array(0..<pad)
         for i in 0..<target.count where target[i] == 1 && shape[i + pad] != 1 { axes.append(i + pad) }
         var r = axes.isEmpty ? self : sum(axes: axes, keepDims: true)

@@ -9,12 +9,12 @@ extension Tensor {
     }
 
     public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
-        require(a.rank >= 2 && b.rank >= 2, "matmul: needs rank >= 2, got \(a.shape) and \(b.shape)")
+        forgePrecondition(a.rank >= 2 && b.rank >= 2, "matmul: needs rank >= 2, got \(a.shape) and \(b.shape)")
         let (ar, ac) = (a.shape[a.rank - 2], a.shape[a.rank - 1])
         let (br, bc) = (b.shape[b.rank - 2], b.shape[b.rank - 1])
         let (m, k) = transposeA ? (ac, ar) : (ar, ac)
         let (k2, n) = transposeB ? (bc, br) : (br, bc)
-        require(k == k2, "matmul: inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : "")")
+        forgePrecondition(k == k2, "matmul: inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : "")")
         let batchA = Array(a.shape.dropLast(2)), batchB = Array(b.shape.dropLast(2))
         let out: Tensor
         if b.rank == 2 && !transposeA {
@@ -24,7 +24,7 @@ extension Tensor {
             sgemm(transA: false, transB: transposeB, m: rows, n: n, k: k, a: a.pointer, lda: ac,
                   b: b.pointer, ldb: bc, c: out.mutablePointer, ldc: n)
         } else {
-            require(batchA == batchB, "matmul: batch dimensions differ: \(a.shape) · \(b.shape)")
+            forgePrecondition(batchA == batchB, "matmul: batch dimensions differ: \(a.shape) · \(b.shape)")
             let batch = batchA.reduce(1, *)
             out = Tensor(uninitializedShape: batchA + [m, n])
             for i in 0..<batch {

@@ -53,11 +53,11 @@ extension Tensor {
 /// `F.cross_entropy(logits, targets, ignore_index=…)`: rows whose target is `ignoreIndex` count for nothing.
 /// One fused op: the forward keeps softmax(logits), the backward is (softmax − onehot) / n.
 public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 = -100) -> Tensor {
-    require(logits.rank == 2, "crossEntropy: logits must be (N, C), got \(logits.shape)")
+    forgePrecondition(logits.rank == 2, "crossEntropy: logits must be (N, C), got \(logits.shape)")
     let rows = logits.shape[0], cols = logits.shape[1]
-    require(targets.count == rows, "crossEntropy: \(targets.count) targets for logits \(logits.shape)")
+    forgePrecondition(targets.count == rows, "crossEntropy: \(targets.count) targets for logits \(logits.shape)")
     for t in targets where t != ignoreIndex {
-        require(t >= 0 && Int(t) < cols, "crossEntropy: target \(t) out of range for \(cols) classes")
+        forgePrecondition(t >= 0 && Int(t) < cols, "crossEntropy: target \(t) out of range for \(cols) classes")
     }
     let valid = targets.reduce(0) { $0 + ($1 == ignoreIndex ? 0 : 1) }
     let needGrad = Tensor.needsGrad(logits)
@@ -103,8 +103,8 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
 /// Layer norm over the last axis (`F.layer_norm(x, (C,), weight, bias, eps)`).
 public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 1e-5) -> Tensor {
     let cols = x.shape.last ?? 1, rows = x.count / Swift.max(cols, 1)
-    if let w = weight { require(w.shape == [cols], "layerNorm: weight \(w.shape) does not match input \(x.shape)") }
-    if let b = bias { require(b.shape == [cols], "layerNorm: bias \(b.shape) does not match input \(x.shape)") }
+    if let w = weight { forgePrecondition(w.shape == [cols], "layerNorm: weight \(w.shape) does not match input \(x.shape)") }
+    if let b = bias { forgePrecondition(b.shape == [cols], "layerNorm: bias \(b.shape) does not match input \(x.shape)") }
     let out = Tensor(uninitializedShape: x.shape)
     let mean = Tensor(uninitializedShape: [rows]), rstd = Tensor(uninitializedShape: [rows])
     let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
@@ -155,10 +155,10 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
 
 /// Rows of `weight` (num, dim) picked by `indices`; the result has shape `shape + [dim]`.
 public func embedding(_ weight: Tensor, _ indices: [Int32], shape: [Int]) -> Tensor {
-    require(weight.rank == 2, "embedding: weight must be (num, dim), got \(weight.shape)")
-    require(Tensor.elementCount(shape) == indices.count, "embedding: \(indices.count) indices do not fill shape \(shape)")
+    forgePrecondition(weight.rank == 2, "embedding: weight must be (num, dim), got \(weight.shape)")
+    forgePrecondition(Tensor.elementCount(shape) == indices.count, "embedding: \(indices.count) indices do not fill shape \(shape)")
     let num = weight.shape[0], dim = weight.shape[1]
-    for i in indices { require(i >= 0 && Int(i) < num, "embedding: index \(i) out of range for \(num) rows") }
+    for i in indices { forgePrecondition(i >= 0 && Int(i) < num, "embedding: index \(i) out of range for \(num) rows") }
     let out = Tensor(uninitializedShape: shape + [dim])
     let pw = SendablePointer(weight.pointer), po = SendablePointer(out.mutablePointer)
     indices.withUnsafeBufferPointer { ib in
@@ -182,14 +182,14 @@ public func embedding(_ weight: Tensor, _ indices: [Int32], shape: [Int]) -> Ten
 
 /// Zeroes each element with probability `p` and scales the rest by 1/(1-p) when training; identity otherwise.
 public func dropout(_ x: Tensor, p: Float, training: Bool, generator: inout RandomGenerator) -> Tensor {
-    require(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
+    forgePrecondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
     if !training || p == 0 { return x }
     return seededDropout(x, p: p, seed: generator.next())
 }
 
 /// Dropout drawing from the default generator (only the seed is drawn under its lock).
 public func dropout(_ x: Tensor, p: Float, training: Bool) -> Tensor {
-    require(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
+    forgePrecondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
     if !training || p == 0 { return x }
     return seededDropout(x, p: p, seed: DefaultRNG.with { $0.next() })
 }
@@ -225,7 +225,7 @@ public func scaledDotProductAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, cau
 }
 
 private func sdpa(_ q: Tensor, _ k: Tensor, _ v: Tensor, causal: Bool, dropout p: Float, seed: UInt64) -> Tensor {
-    require(q.rank == 4 && q.shape == k.shape && q.shape == v.shape,
+    forgePrecondition(q.rank == 4 && q.shape == k.shape && q.shape == v.shape,
                  "scaledDotProductAttention: q, k, v must share one (B, H, T, D) shape, got \(q.shape), \(k.shape), \(v.shape)")
     let (B, H, T, D) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
     let heads = B * H
@@ -248,7 +248,7 @@ public func causalSelfAttention(qkv: Tensor, heads H: Int, dropout p: Float, gen
 }
 
 private func fusedCausalAttention(qkv: Tensor, heads H: Int, dropout p: Float, seed: UInt64) -> Tensor {
-    require(qkv.rank == 3 && qkv.shape[2] % (3 * H) == 0,
+    forgePrecondition(qkv.rank == 3 && qkv.shape[2] % (3 * H) == 0,
                  "causalSelfAttention: qkv must be (B, T, 3C) with C divisible by \(H) heads, got \(qkv.shape)")
     let (B, T, C3) = (qkv.shape[0], qkv.shape[1], qkv.shape[2])
     let C = C3 / 3, D = C / H
@@ -262,7 +262,7 @@ private func fusedCausalAttention(qkv: Tensor, heads H: Int, dropout p: Float, s
 /// The one number an attention call takes from the generator: the seed of its counter-based dropout
 /// mask (nothing is drawn when p = 0, so dropout-free models leave the generator untouched).
 private func attentionDropoutSeed(_ p: Float, _ generator: inout RandomGenerator) -> UInt64 {
-    require(p >= 0 && p < 1, "attention dropout: p must be in [0, 1), got \(p)")
+    forgePrecondition(p >= 0 && p < 1, "attention dropout: p must be in [0, 1), got \(p)")
     return p == 0 ? 0 : generator.next()
 }
 
@@ -330,7 +330,7 @@ func attentionForward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attention
             let ok = fk_attention_forward(pq.p + b, pk.p + b + L.kOffset, pv.p + b + L.vOffset, L.rowStride,
                                           po.p + O.base(i), O.rowStride, pl.p + i * T, T, D, causal ? 1 : 0,
                                           p, seed, UInt64(i * T * T), attentionTile)
-            require(ok != 0, "attention: could not allocate the scratch tiles")
+            forgePrecondition(ok != 0, "attention: could not allocate the scratch tiles")
         }
     }
 }
@@ -355,7 +355,7 @@ func attentionBackward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
                                            po.p + ob, pg.p + ob, O.rowStride, pl.p + i * T,
                                            pdq.p + b, pdk.p + b + L.kOffset, pdv.p + b + L.vOffset, T, D, causal ? 1 : 0,
                                            p, seed, UInt64(i * T * T), attentionTile)
-            require(ok != 0, "attention backward: could not allocate the scratch tiles")
+            forgePrecondition(ok != 0, "attention backward: could not allocate the scratch tiles")
         }
     }
     return fused ? [dq] : [dq, dk, dv]

@@ -38,7 +38,7 @@ extension Tensor {
         let outShape = reducedShape(Set(ax), keepDims: keepDims)
         let out: Tensor
         if rank == 0 || ax.isEmpty {
-            out = detached().reshapedNoGrad(outShape)
+            out = detachedCopy().reshapedNoGrad(outShape)
         } else if ax.count == rank {
             let p = SendablePointer(pointer)
             let parts = parallelChunks(count, grain: 65_536) { s, e in fk_sum(p.p + s, e - s) }
@@ -47,7 +47,7 @@ extension Tensor {
             out = Tensor.reduceContiguous(self, split(around: ax), outShape: outShape)
         } else {
             // Non-contiguous axes: reduce one axis at a time (highest first keeps indices valid).
-            var r = self.detach()
+            var r = self.detachedSharingStorage()
             for a in ax.reversed() { r = withNoGrad { r.sum(axes: [a], keepDims: true) } }
             out = keepDims ? r : r.reshapedNoGrad(outShape)
         }
@@ -106,7 +106,7 @@ extension Tensor {
 
     /// Broadcasts this tensor to `shape` (differentiable: the gradient sums back).
     public func expanded(to target: [Int]) -> Tensor {
-        require(broadcastShape(shape, target, op: "expand") == target, "expanded(to:): \(shape) does not broadcast to \(target)")
+        forgePrecondition(broadcastShape(shape, target, op: "expand") == target, "expanded(to:): \(shape) does not broadcast to \(target)")
         let out = Tensor.expand(self, to: target)
         let s = shape
         return Tensor.record(out, "expand", [self]) { g in [g.sum(toShape: s)] }
@@ -136,7 +136,7 @@ extension Tensor {
     func maxWithIndices(axis: Int, keepDims: Bool) -> (Tensor, [Int]) {
         let a = normalizeAxis(axis, rank, op: "max")
         let outer = shape[..<a].reduce(1, *), red = shape[a], inner = shape[(a + 1)...].reduce(1, *)
-        require(red > 0, "max: axis \(axis) of shape \(shape) is empty")
+        forgePrecondition(red > 0, "max: axis \(axis) of shape \(shape) is empty")
         var outShape = shape
         if keepDims { outShape[a] = 1 } else { outShape.remove(at: a) }
         let out = Tensor(uninitializedShape: outShape)

@@ -14,13 +14,13 @@ extension Tensor {
     private func resolveShape(_ newShape: [Int]) -> [Int] {
         var s = newShape
         let unknown = s.indices.filter { s[$0] == -1 }
-        require(unknown.count <= 1, "reshape: more than one -1 in \(newShape)")
+        forgePrecondition(unknown.count <= 1, "reshape: more than one -1 in \(newShape)")
         if let u = unknown.first {
             let known = s.enumerated().filter { $0.offset != u }.reduce(1) { $0 * $1.element }
-            require(known > 0 && count % known == 0, "reshape: cannot reshape \(shape) to \(newShape)")
+            forgePrecondition(known > 0 && count % known == 0, "reshape: cannot reshape \(shape) to \(newShape)")
             s[u] = count / known
         }
-        require(s.allSatisfy { $0 >= 0 } && Tensor.elementCount(s) == count,
+        forgePrecondition(s.allSatisfy { $0 >= 0 } && Tensor.elementCount(s) == count,
                      "reshape: cannot reshape \(shape) (\(count) elements) to \(newShape)")
         return s
     }
@@ -33,7 +33,7 @@ extension Tensor {
 
     /// Reorders axes: result axis i is input axis `order[i]` (a copy, like `.permute(...).contiguous()`).
     public func permuted(_ order: [Int]) -> Tensor {
-        require(order.count == rank && Set(order) == Set(0..<rank), "permute: \(order) is not a permutation of the \(rank) axes of \(shape)")
+        forgePrecondition(order.count == rank && Set(order) == Set(0..<rank), "permute: \(order) is not a permutation of the \(rank) axes of \(shape)")
         let out = Tensor.permuteCopy(self, order)
         var inverse = [Int](repeating: 0, count: rank)
         for (i, o) in order.enumerated() { inverse[o] = i }
@@ -48,7 +48,7 @@ extension Tensor {
     }
 
     static func permuteCopy(_ x: Tensor, _ order: [Int]) -> Tensor {
-        if order == Array(0..<order.count) { return x.detached() }
+        if order == Array(0..<order.count) { return x.detachedCopy() }
         let inStrides = Tensor.strides(x.shape)
         return gather(x, shape: order.map { x.shape[$0] }, sourceStrides: order.map { inStrides[$0] })
     }
@@ -84,7 +84,7 @@ extension Tensor {
     /// Elements `range` along `axis` (a copy).
     public func slice(axis: Int, _ range: Range<Int>) -> Tensor {
         let a = normalizeAxis(axis, rank, op: "slice")
-        require(range.lowerBound >= 0 && range.upperBound <= shape[a],
+        forgePrecondition(range.lowerBound >= 0 && range.upperBound <= shape[a],
                      "slice: range \(range) out of bounds for axis \(axis) of shape \(shape)")
         let outer = shape[..<a].reduce(1, *), inner = shape[(a + 1)...].reduce(1, *)
         let len = range.count, full = shape[a]
@@ -106,25 +106,25 @@ extension Tensor {
 
     /// Sub-tensor at `index` of axis 0 (rank drops by one).
     public subscript(index: Int) -> Tensor {
-        require(rank >= 1 && index >= 0 && index < shape[0], "index: \(index) out of range for shape \(shape)")
+        forgePrecondition(rank >= 1 && index >= 0 && index < shape[0], "index: \(index) out of range for shape \(shape)")
         return slice(axis: 0, index..<(index + 1)).reshaped(Array(shape.dropFirst()))
     }
 
     /// Splits along `axis` into pieces of `sizes`.
     public func split(_ sizes: [Int], axis: Int) -> [Tensor] {
         let a = normalizeAxis(axis, rank, op: "split")
-        require(sizes.reduce(0, +) == shape[a], "split: sizes \(sizes) do not add up to \(shape[a]) on axis \(axis) of \(shape)")
+        forgePrecondition(sizes.reduce(0, +) == shape[a], "split: sizes \(sizes) do not add up to \(shape[a]) on axis \(axis) of \(shape)")
         var start = 0
         return sizes.map { n in defer { start += n }; return slice(axis: a, start..<(start + n)) }
     }
 
     /// Concatenates along `axis`; all other dimensions must agree.
     public static func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
-        require(!tensors.isEmpty, "concat: no tensors")
+        forgePrecondition(!tensors.isEmpty, "concat: no tensors")
         let first = tensors[0]
         let a = normalizeAxis(axis, first.rank, op: "concat")
         for t in tensors {
-            require(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == a || t.shape[$0] == first.shape[$0] },
+            forgePrecondition(t.rank == first.rank && (0..<t.rank).allSatisfy { $0 == a || t.shape[$0] == first.shape[$0] },
                          "concat: shape \(t.shape) does not match \(first.shape) outside axis \(axis)")
         }
         let outer = first.shape[..<a].reduce(1, *), inner = first.shape[(a + 1)...].reduce(1, *)
@@ -145,23 +145,23 @@ extension Tensor {
 
     /// Stacks same-shape tensors along a new axis.
     public static func stack(_ tensors: [Tensor], axis: Int = 0) -> Tensor {
-        require(!tensors.isEmpty, "stack: no tensors")
+        forgePrecondition(!tensors.isEmpty, "stack: no tensors")
         let s = tensors[0].shape
         let a = axis < 0 ? axis + s.count + 1 : axis
-        require(a >= 0 && a <= s.count, "stack: axis \(axis) out of range for shape \(s)")
+        forgePrecondition(a >= 0 && a <= s.count, "stack: axis \(axis) out of range for shape \(s)")
         var expanded = s
         expanded.insert(1, at: a)
         return concat(tensors.map {
-            require($0.shape == s, "stack: shape \($0.shape) differs from \(s)")
+            forgePrecondition($0.shape == s, "stack: shape \($0.shape) differs from \(s)")
             return $0.reshaped(expanded)
         }, axis: a)
     }
 
     /// Rows of a 2-D (or higher) tensor picked along axis 0 by `indices` (a gather; gradient scatters back).
     public func indexSelect(_ indices: [Int]) -> Tensor {
-        require(rank >= 1, "indexSelect: needs rank >= 1, got shape \(shape)")
+        forgePrecondition(rank >= 1, "indexSelect: needs rank >= 1, got shape \(shape)")
         let rows = shape[0], inner = count / Swift.max(rows, 1)
-        for i in indices { require(i >= 0 && i < rows, "indexSelect: index \(i) out of range for \(rows) rows (shape \(shape))") }
+        for i in indices { forgePrecondition(i >= 0 && i < rows, "indexSelect: index \(i) out of range for \(rows) rows (shape \(shape))") }
         var outShape = shape
         outShape[0] = indices.count
         let out = Tensor(uninitializedShape: outShape)

@@ -17,7 +17,7 @@ public enum LRSchedule: Sendable, Equatable {
         case .constant(let rate):
             return rate
         case let .step(initial, stepSize, gamma):
-            require(stepSize > 0, "LRSchedule.step: stepSize must be positive, got \(stepSize)")
+            forgePrecondition(stepSize > 0, "LRSchedule.step: stepSize must be positive, got \(stepSize)")
             return Float(Double(initial) * Foundation.pow(Double(gamma), Double(iteration / stepSize)))
         case let .warmupCosine(maxRate, minRate, warmup, decay):
             let maxLR = Double(maxRate), minLR = Double(minRate)
@@ -26,7 +26,7 @@ public enum LRSchedule: Sendable, Equatable {
             // 2) past the decay horizon: the floor
             if iteration > decay { return Float(minLR) }
             // 3) in between: cosine from maxLR down to minLR
-            require(decay > warmup, "LRSchedule.warmupCosine: decayIterations (\(decay)) must exceed warmupIterations (\(warmup))")
+            forgePrecondition(decay > warmup, "LRSchedule.warmupCosine: decayIterations (\(decay)) must exceed warmupIterations (\(warmup))")
             let ratio = Double(iteration - warmup) / Double(decay - warmup)
             let coefficient = 0.5 * (1 + Foundation.cos(Double.pi * ratio))
             return Float(minLR + coefficient * (maxLR - minLR))

@@ -85,7 +85,7 @@ private func restore(_ tensors: [String: Tensor], _ name: String, shape: [Int]) 
     guard t.shape == shape else {
         throw OptimizerStateError(description: "optimizer state \(name): saved shape \(t.shape), parameter needs \(shape)")
     }
-    return t.detached()
+    return t.detachedCopy()
 }
 
 // MARK: - SGD
@@ -100,7 +100,7 @@ public final class SGD: Optimizer {
     private var buffers: [ObjectIdentifier: Tensor] = [:]
 
     public init(_ groups: [ParameterGroup], momentum: Float = 0, dampening: Float = 0, nesterov: Bool = false) {
-        require(!nesterov || (momentum > 0 && dampening == 0), "SGD: Nesterov momentum requires momentum > 0 and dampening 0")
+        forgePrecondition(!nesterov || (momentum > 0 && dampening == 0), "SGD: Nesterov momentum requires momentum > 0 and dampening 0")
         self.groups = groups
         self.momentum = momentum
         self.dampening = dampening
@@ -120,7 +120,7 @@ public final class SGD: Optimizer {
             let mom = momentum, damp = dampening, nest = nesterov
             for p in group.parameters {
                 guard let grad = p.grad else { continue }
-                require(grad.shape == p.shape, "SGD: gradient shape \(grad.shape) differs from parameter shape \(p.shape)")
+                forgePrecondition(grad.shape == p.shape, "SGD: gradient shape \(grad.shape) differs from parameter shape \(p.shape)")
                 let pp = SendablePointer(p.mutablePointer), gp = SendablePointer(grad.pointer)
                 if mom == 0 {
                     parallelFor(p.count) { s, e in
@@ -211,7 +211,7 @@ public class Adam: Optimizer {
         for group in groups {
             for p in group.parameters {
                 guard let grad = p.grad else { continue }
-                require(grad.shape == p.shape, "Adam: gradient shape \(grad.shape) differs from parameter shape \(p.shape)")
+                forgePrecondition(grad.shape == p.shape, "Adam: gradient shape \(grad.shape) differs from parameter shape \(p.shape)")
                 let key = ObjectIdentifier(p)
                 var st = states[key] ?? State(step: 0, expAvg: .zeros(p.shape), expAvgSq: .zeros(p.shape))
                 st.step += 1
