@@ -44,47 +44,6 @@ public protocol SyntheticImageSource: AnyObject {
     func images(seeds: [UInt64], labels: [Int]) -> Tensor
 }
 
-extension GANSampler: SyntheticImageSource {
-    public var modelKind: String { "gan" }
-    public var channels: Int { config.channels }
-    public var imageSize: Int { config.imageSize }
-    public var valueRange: ImageValueRange { .minusOneToOne }
-
-    /// Each z row comes from the item's own generator; `DCGAN.generate` runs BatchNorm on its
-    /// running statistics, so rows do not interact.
-    public func images(seeds: [UInt64], labels: [Int]) -> Tensor {
-        let nz = config.nz
-        let z = Tensor(shape: [seeds.count, nz]) { out in
-            for (row, seed) in seeds.enumerated() {
-                var g = RandomGenerator(seed: seed)
-                g.fillNormal(UnsafeMutableBufferPointer(rebasing: out[(row * nz)..<((row + 1) * nz)]))
-            }
-        }
-        return gan.generate(z, labels: config.isConditional ? labels : [Int](repeating: 0, count: seeds.count))
-    }
-}
-
-extension VAESampler: SyntheticImageSource {
-    public var modelKind: String { "vae" }
-    public var channels: Int { config.channels }
-    public var imageSize: Int { config.imageSize }
-    /// The decoder's mean pixels.
-    public var valueRange: ImageValueRange { .zeroToOne }
-
-    /// Each z row ~ N(0, I) from the item's own generator, decoded in evaluation mode (the
-    /// sampler puts the VAE in evaluation mode when it loads it).
-    public func images(seeds: [UInt64], labels: [Int]) -> Tensor {
-        let latent = config.latent
-        let z = Tensor(shape: [seeds.count, latent]) { out in
-            for (row, seed) in seeds.enumerated() {
-                var g = RandomGenerator(seed: seed)
-                g.fillNormal(UnsafeMutableBufferPointer(rebasing: out[(row * latent)..<((row + 1) * latent)]))
-            }
-        }
-        return vae.generate(z, labels: config.isConditional ? labels : nil)
-    }
-}
-
 /// One item of a planned synthetic dataset.
 public struct PlannedItem: Sendable, Equatable {
     public let index: Int

@@ -21,21 +21,6 @@ public func vaeTrainingStep(_ vae: VAE, optimizer: Adam, batch x: Tensor, labels
     return (Double(terms.total.item), Double(terms.reconstruction.item), Double(terms.kl.item))
 }
 
-/// One Adam step of `vae` on a batch of clips (B, 1, L) in [-1, 1]; returns the negative ELBO and
-/// its terms per clip (nats), the batch sum divided by B (the same convention as `VAETrainingTask`'s
-/// metrics: see its `perImage` columns).
-@discardableResult
-public func audioVAETrainingStep(_ vae: AudioVAE, optimizer: Adam, batch x: Tensor,
-                                 rng: inout RandomGenerator) -> (total: Double, reconstruction: Double, kl: Double) {
-    vae.train()
-    optimizer.zeroGrad()
-    let terms = vae.loss(x, rng: &rng)
-    terms.total.backward()
-    optimizer.step()
-    let b = Double(x.shape[0])
-    return (Double(terms.total.item) / b, Double(terms.reconstruction.item) / b, Double(terms.kl.item) / b)
-}
-
 /// One Adam step of the classifier's network on a batch (B, C, S, S) with labels; returns the mean
 /// cross-entropy and the batch accuracy.
 @discardableResult
@@ -54,11 +39,6 @@ public func classifierTrainingStep(_ classifier: ImageClassifier, optimizer: Ada
 
 extension VAE {
     /// The optimizer pytorch/examples trains it with: Adam over all parameters at `config.learningRate`.
-    public func makeOptimizer() -> Adam { Adam(parameters, learningRate: config.learningRate) }
-}
-
-extension AudioVAE {
-    /// Adam over all parameters at `config.learningRate`.
     public func makeOptimizer() -> Adam { Adam(parameters, learningRate: config.learningRate) }
 }
 

@@ -66,7 +66,7 @@ extension TrainGAN {
               + "phase shuffle \(config.phaseShuffle), BCE loss, G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
         let options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
-        let task = try AudioGANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: options.samplesDirectory,
+        let task = try GANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: options.samplesDirectory,
                                             sampleCount: 4, sampleEvery: sampleEvery)
         try runTraining(task, options) { summary in
             say(ganSummary(summary))
@@ -198,16 +198,16 @@ extension TrainVAE {
     func runAudio() throws {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
         let runDirectory = training.runDirectory(kind: "audiovae", data: data)
-        var config = AudioVAEConfig()
-        if let saved = try training.savedConfig(AudioVAEConfig.self, kind: "audiovae", runDirectory: runDirectory) {
+        var config = VAEConfig.audio()
+        if let saved = try training.savedConfig(VAEConfig.self, kind: "audiovae", runDirectory: runDirectory) {
             config = saved
             func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
             try refuseResumeChanges([("--lr", given(lr), "\(config.learningRate)"), ("--latent", given(latent), "\(config.latent)"),
-                                     ("--hidden", given(hidden), "\(config.width)"), ("--batch", given(batch), "\(config.batchSize)"),
+                                     ("--hidden", given(hidden), "\(config.hidden)"), ("--batch", given(batch), "\(config.batchSize)"),
                                      ("--seed", given(training.seed), "\(config.seed)")])
         } else {
             guard let sampleRate = rate ?? AudioFolder.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
-            (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)
+            (config.length, config.sampleRate, config.latent, config.hidden) = (length, sampleRate, latent ?? 64, hidden ?? 16)
             (config.learningRate, config.batchSize, config.seed) = (lr ?? 1e-3, batch ?? 16, training.seedValue)
         }
         if let problem = config.problem { throw ValidationError(problem) }
@@ -215,15 +215,15 @@ extension TrainVAE {
         folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz from \(data)"
               + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped"))
-        let vae = AudioVAE(config)
-        say("model: audio VAE \(config.length) samples, width \(config.width), latent \(config.latent), kernel \(config.kernelSize) stride 4, "
+        let vae = VAE(config)
+        say("model: VAE, 1-D case (conv1d): \(config.length) samples, width \(config.hidden), latent \(config.latent), kernel \(config.kernelSize) stride 4, "
               + "Gaussian likelihood with learned σ, \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
         let options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
         let task = try AudioVAETrainingTask(vae: vae, clips: folder.clips, samplesDirectory: options.samplesDirectory, sampleEvery: sampleEvery)
         try runTraining(task, options) { summary in
             let m = summary.lastMetrics
             say(outcomeWords(summary) + String(format: "; -ELBO %.1f nats/clip (recon %.1f, KL %.1f), σ %.4f",
-                         m["loss"] ?? .nan, m["recon"] ?? .nan, m["kl"] ?? .nan, m["sigma"] ?? .nan))
+                         m["loss"] ?? .nan, m["reconstruction"] ?? .nan, m["kl"] ?? .nan, m["sigma"] ?? .nan))
             say("samples: \(options.samplesDirectory)/latest_K.wav + latest.png (prior samples: waveforms, spectrograms)")
         }
     }

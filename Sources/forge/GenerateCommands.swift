@@ -16,16 +16,6 @@ struct Generate: ParsableCommand {
         subcommands: [GenerateImages.self, GenerateText.self, GenerateAudio.self])
 }
 
-/// Opens an image-generating checkpoint by its kind.
-func openImageSource(_ path: String) throws -> any SyntheticImageSource {
-    let kind = try Checkpoint.load(path).kind
-    switch kind {
-    case "gan": return try GANSampler(checkpoint: path)
-    case "vae": return try VAESampler(checkpoint: path)
-    default: throw SamplingError("checkpoint \(path) is a \"\(kind)\" model; `generate images` takes a GAN or VAE checkpoint")
-    }
-}
-
 struct GenerateImages: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "images",
@@ -53,7 +43,7 @@ struct GenerateImages: ParsableCommand {
 
     func run() throws {
         do {
-            let source = try openImageSource(checkpoint)
+            let source = try ImageSampler.open(checkpoint: checkpoint)
             let options = ImageGenerationOptions(count: count ?? 0, perClass: perClass, seed: seed, batchSize: batch,
                                                  resume: resume, only: only)
             let generator = try ImageDatasetGenerator(source: source, checkpointPath: Checkpoint.file(at: checkpoint), options: options, outputDirectory: out)
@@ -88,7 +78,7 @@ func writePreviewGrid(_ generator: ImageDatasetGenerator, columns: Int = 10, to 
         chosen += generator.items.filter { $0.label == c }.prefix(classes == 1 ? 10 * columns : columns)
     }
     let tensors = try chosen.map { try ImageCodec.load(path: generator.outputDirectory + "/" + $0.file).tensor(range: -1...1) }
-    try GANSampler.writeGrid(Tensor.stack(tensors), columns: columns, to: path)
+    try ImageSampler.writeGrid(Tensor.stack(tensors), range: .minusOneToOne, columns: columns, to: path)
 }
 
 struct GenerateText: ParsableCommand {
