@@ -314,24 +314,14 @@ struct BenchChar: ParsableCommand {
                 return (x, y)
             }
             var it = 0
-            func step() {
+            let warm = warmup ?? (preset == "baby" ? 3 : 1), n = steps ?? (preset == "baby" ? 10 : 3)
+            // the training task's own step (nanoGPT's train.py: clip at 1, AdamW, zero_grad)
+            let times = StepTiming.rounds(warmup: warm, steps: n, rounds: rounds) {
                 let (x, y) = pool[it % pool.count]
                 it += 1
-                let (_, loss) = model.forward(x, targets: y, batch: B, length: T)
-                loss.backward()
-                clipGradNorm(model.parameters, maxNorm: 1)
-                opt.step()
-                opt.zeroGrad()
-            }
-            let warm = warmup ?? (preset == "baby" ? 3 : 1), n = steps ?? (preset == "baby" ? 10 : 3)
-            for _ in 0..<warm { step() }
-            var times: [Double] = []
-            for _ in 0..<rounds {
-                let t0 = Date()
-                for _ in 0..<n { step() }
-                times.append(Date().timeIntervalSince(t0) / Double(n))
-            }
-            let med = times.sorted()[times.count / 2]
+                charTrainingStep(model, optimizer: opt, x: x, y: y, batch: B, length: T, gradClip: 1)
+            }.map(\.secondsPerStep)
+            let med = StepTiming.median(times)
             say(String(format: "%@ B%d train: %.2f ms/step, %.0f tokens/s (rounds: %@)", tag, B, med * 1000, Double(B * T) / med,
                          times.map { String(format: "%.1f", $0 * 1000) }.joined(separator: " ")))
             say(String(format: "RESULT char-%@ %.1f tokens/s", preset, Double(B * T) / med))
@@ -340,13 +330,11 @@ struct BenchChar: ParsableCommand {
             model.eval()
             let sampler = CharSampler(model: model)
             var g = RandomGenerator(seed: 3)
-            var times: [Double] = []
-            for _ in 0...rounds {  // first round is warm-up
-                let t0 = Date()
+            // one untimed round first, then rounds of one n-token generation each
+            let times = StepTiming.rounds(warmup: 1, steps: 1, rounds: rounds) {
                 _ = sampler.generate(prompt: [0], length: n, options: TextSamplingOptions(temperature: 1, topK: nil), generator: &g)
-                times.append(Date().timeIntervalSince(t0) / Double(n))
-            }
-            let med = times.dropFirst().sorted()[rounds / 2]
+            }.map { $0.secondsPerStep / Double(n) }
+            let med = StepTiming.median(times)
             say(String(format: "%@ sample%d b1: %.3f ms/token, %.0f tokens/s", tag, n, med * 1000, 1 / med))
             say(String(format: "RESULT char-%@-sample %.1f tokens/s", preset, 1 / med))
         }

@@ -231,25 +231,16 @@ struct BenchGAN: ParsableCommand {
         say("forge bench gan: dcgan\(size) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
         let optimizers = GANOptimizers(for: gan)
-        for _ in 0..<warmup { _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng) }
-        var times: [Double] = []
         // As bench/benchutil.py: each step timed alone, a median per round, the median of the rounds.
-        for r in 0..<rounds {
-            var stepTimes: [Double] = []
-            for _ in 0..<steps {
-                let t0 = Date()
-                _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
-                stepTimes.append(Date().timeIntervalSince(t0) * 1000)
-            }
-            let ms = stepTimes.sorted()[stepTimes.count / 2]
-            times.append(ms)
-            say(String(format: "  round %d: median %.1f ms/step (min %.1f, max %.1f)", r + 1, ms, stepTimes.min()!, stepTimes.max()!))
+        let timed = StepTiming.rounds(warmup: warmup, steps: steps, rounds: rounds, eachStepAlone: true, onRound: { r, round in
+            say(String(format: "  round %d: median %.1f ms/step (min %.1f, max %.1f)", r + 1, round.secondsPerStep * 1000,
+                       round.stepSeconds.min()! * 1000, round.stepSeconds.max()! * 1000))
+        }) {
+            _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
         }
-        let median = times.sorted()[times.count / 2]
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let median = StepTiming.median(timed.map(\.secondsPerStep)) * 1000
         say(String(format: "dcgan%d b%d: median %.1f ms/step, %.1f samples/s, max RSS %.0f MB",
-                     size, batch, median, Double(batch) * 1000 / median, Double(usage.ru_maxrss) / 1024))
+                     size, batch, median, Double(batch) * 1000 / median, StepTiming.peakResidentMiB))
         say(String(format: "RESULT dcgan%d %.2f samples/s", size, Double(batch) * 1000 / median))  // for bench/run.py
     }
 }

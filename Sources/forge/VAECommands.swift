@@ -247,16 +247,11 @@ struct BenchVAE: ParsableCommand {
         let env = ProcessInfo.processInfo.environment
         say("forge bench vae: \(side * side)-\(hidden)-\(latent) b\(batch) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "unset")), kernels \(BLAS.kernelLevel), \(Threads.count) threads")
-        for _ in 0..<warmup { step() }
-        var perStep: [Double] = []
-        for r in 0..<rounds {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<steps { step() }
-            let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 / Double(steps)
-            perStep.append(ms)
+        let timed = StepTiming.rounds(warmup: warmup, steps: steps, rounds: rounds, onRound: { r, round in
+            let ms = round.secondsPerStep * 1000
             say(String(format: "  round %d: %.3f ms/step, %.0f samples/s", r + 1, ms, Double(batch) * 1000 / ms))
-        }
-        let median = perStep.sorted()[perStep.count / 2]
+        }, step)
+        let median = StepTiming.median(timed.map(\.secondsPerStep)) * 1000
         let rate = Double(batch) * 1000 / median
         say(String(format: "vae %d-%d-%d b%d: median %.3f ms/step, %.0f samples/s; one 60000-image epoch of steps ~%.2f s",
                      side * side, hidden, latent, batch, median, rate, 60_000 / rate))
