@@ -17,16 +17,10 @@ public enum ItemSeed {
     /// SplitMix64 of `runSeed ^ index·φ` (φ = 2⁶⁴/golden ratio): neighbouring indices get
     /// unrelated seeds, and item `index` can be recreated without drawing items 0..<index.
     public static func derive(runSeed: UInt64, index: Int) -> UInt64 {
-        splitMix64(runSeed ^ (UInt64(truncatingIfNeeded: index) &* 0x9E37_79B9_7F4A_7C15))
+        SplitMix64.output(runSeed ^ (UInt64(truncatingIfNeeded: index) &* 0x9E37_79B9_7F4A_7C15))
     }
 
-    /// One SplitMix64 output for state `x`.
-    public static func splitMix64(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+
 }
 
 /// A trained model that draws images, one per (seed, label), for dataset generation.
