@@ -109,13 +109,13 @@ public final class ImageDatasetGenerator {
         let classes = source.classNames
         var count = options.count
         if let perClass = options.perClass {
-            guard !classes.isEmpty else { throw SamplingError("--per-class needs a conditional model; this \(source.modelKind) checkpoint is unconditional") }
-            guard perClass > 0 else { throw SamplingError("--per-class must be positive, got \(perClass)") }
+            guard !classes.isEmpty else { throw SamplingError(field: "perClass", "needs a conditional model; this \(source.modelKind) checkpoint is unconditional") }
+            guard perClass > 0 else { throw SamplingError(field: "perClass", "must be positive, got \(perClass)") }
             count = perClass * classes.count
         }
         guard count > 0 else { throw SamplingError("the count must be positive, got \(count)") }
         if let only = options.only, !(0..<count).contains(only) {
-            throw SamplingError("--only \(only) is outside the run's items 0..<\(count)")
+            throw SamplingError(field: "only", "\(only) is outside the run's items 0..<\(count)")
         }
         let folders = classes.map(classFolderName)
         guard Set(folders).count == folders.count else { throw SamplingError("class names collide as folder names: \(folders)") }
