@@ -1,7 +1,7 @@
 import Foundation
 
 /// The one timing helper of the benchmarks (`forge bench …`): timed rounds of training or sampling
-/// steps and their median, as bench/benchutil.py times the PyTorch side. Figures are wall-clock
+/// steps and their median, as bench/torch_ref.py times the PyTorch side. Figures are wall-clock
 /// seconds on a shared machine, so callers report the median and the spread, never one run.
 public enum StepTiming {
     /// One timed round: seconds per step (the round's figure) and, when each step was timed alone, every step's seconds.
@@ -12,7 +12,7 @@ public enum StepTiming {
 
     /// `warmup` untimed calls, then `rounds` rounds of `steps` calls of `body`. With `eachStepAlone`
     /// every call is timed by itself and a round's figure is the median of its steps (what
-    /// bench/benchutil.py does for the GAN); otherwise a round is timed as a whole and divided by
+    /// bench/torch_ref.py does for every workload); otherwise a round is timed as a whole and divided by
     /// `steps`. `onRound` sees each round as it ends (for progress lines).
     public static func rounds(warmup: Int, steps: Int, rounds: Int, eachStepAlone: Bool = false,
                               onRound: (Int, Round) -> Void = { _, _ in }, _ body: () -> Void) -> [Round] {

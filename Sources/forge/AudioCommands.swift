@@ -150,9 +150,9 @@ struct GenerateAudio: ParsableCommand {
         commandName: "audio",
         abstract: "Write a synthetic sound dataset from a WaveGAN or audio VAE checkpoint: DIR/NNNNNN.wav + manifest.csv (per-item seeds, --only, --resume).")
 
-    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors) or a run folder.") var checkpoint: String
+    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors) or a run folder.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
     @Option(help: "Number of clips.") var count: Int
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Output folder.", completion: .file()) var out: String
     @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
     @Option(help: "Clips per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 32
     @Flag(help: "Continue an interrupted run: keep valid clips, generate the missing ones.") var resume = false

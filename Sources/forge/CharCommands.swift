@@ -167,18 +167,18 @@ struct SampleChar: ParsableCommand {
         abstract: "Generate text from a character-level transformer (streams to stdout).",
         discussion: "Exact by default: every character is conditioned on the last min(length, block) characters, as nanoGPT's generate does. Sample i draws from its own generator seeded from (--seed, i), so its text does not depend on --batch.")
 
-    @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).") var checkpoint: String?
+    @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).", completion: .file(extensions: ["safetensors"])) var checkpoint: String?
     @Option(help: "Text to start from.") var prompt: String = "\n"
     @Option(parsing: .unconditional, help: "Characters to generate per sample, ≥ 1 (fewer when a --stop string ends it).") var length: Int = 500
     @OptionGroup var sampling: TextSamplingFlags
     @Option(help: "Random seed; sample i uses a seed derived from (seed, i) (default 1337, as every command).") var seed: UInt64?
     @Option(parsing: .unconditional, help: "Number of samples.") var count: Int = 1
     @Option(parsing: .unconditional, help: "Samples decoded side by side (faster; with more than 1, a sample is printed when its batch ends instead of character by character).") var batch: Int = 1
-    @Option(help: "Write the samples to this file instead of stdout.") var out: String?
-    @Option(help: "Write sample_N.txt files into this folder.") var outDir: String?
+    @Option(help: "Write the samples to this file instead of stdout.", completion: .file()) var out: String?
+    @Option(help: "Write sample_N.txt files into this folder.", completion: .directory) var outDir: String?
     @Flag(help: "Drop prompt characters the model does not know instead of failing.") var skipUnknown = false
     @Option(parsing: .unconditional, help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
-    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).", completion: .file())
     var vocabFrom: String?
 
     func validate() throws {
@@ -258,10 +258,10 @@ struct EvalChar: ParsableCommand {
         commandName: "char",
         abstract: "Validation loss of a char checkpoint on a text (its last 10 %), in nats and bits per character.")
 
-    @Option(help: "A char checkpoint (default: the shipped model).") var checkpoint: String?
-    @Option(help: "A UTF-8 text file or folder; the last 10 % is the validation split.") var data: String
+    @Option(help: "A char checkpoint (default: the shipped model).", completion: .file(extensions: ["safetensors"])) var checkpoint: String?
+    @Option(help: "A UTF-8 text file or folder; the last 10 % is the validation split.", completion: .file()) var data: String
     @Option(parsing: .unconditional, help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
-    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).", completion: .file())
     var vocabFrom: String?
 
     func run() throws {
@@ -350,9 +350,9 @@ struct ImportNanoGPT: ParsableCommand {
 
     @Argument(help: "The exported state dict (.safetensors).") var file: String
     @Option(parsing: .unconditional, help: "Attention heads (n_head), unless the file's metadata has n_head.") var heads: Int?
-    @Option(help: "The text the model was trained on: the vocabulary is its sorted characters (nanoGPT's prepare.py).")
+    @Option(help: "The text the model was trained on: the vocabulary is its sorted characters (nanoGPT's prepare.py).", completion: .file())
     var vocabFrom: String?
-    @Option(help: "Where to write the Forge checkpoint.") var out: String
+    @Option(help: "Where to write the Forge checkpoint.", completion: .file()) var out: String
 
     func run() throws {
         var ck = try CharCheckpoint.load(path: file, heads: heads)
