@@ -71,8 +71,15 @@ public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Flo
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
-/// Products below this many multiply-adds run on one thread: splitting costs a few microseconds.
-@usableFromInline let sgemmSplitWork = 1 << 18
+/// Products below this many multiply-adds run on one thread, and no block of a split one is smaller
+/// than half of it. Splitting costs a few microseconds, and there is a second reason: OpenBLAS runs
+/// products of at most 100³ multiply-adds through its "small matrix" kernels on AVX-512 cores, whose
+/// sums round differently from its blocked kernels, so a split whose blocks fell under that bound
+/// would change the bits of C with the thread count (measured: a VAE step's fc21 weight gradient,
+/// 20×400×128, differed between FORGE_THREADS=1 and 2 when split at 2¹⁸). With every block above
+/// 2²⁰ ≥ 100³ the blocked kernel computes each element of C the same way whatever the split.
+@usableFromInline let sgemmSplitWork = 1 << 21
+@usableFromInline let sgemmSplitMinPart = 1 << 20
 /// Blocks of C start on multiples of this many rows or columns (whole cache lines, whole kernel tiles).
 @usableFromInline let sgemmSplitAlign = 16
 
@@ -83,7 +90,7 @@ func sgemmSplit(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
     // Split the larger side: each block re-packs the whole of the other operand, so that one should be the smaller.
     let alongN = n >= m
     let length = alongN ? n : m
-    let parts = min(parts, length / sgemmSplitAlign)
+    let parts = min(parts, length / sgemmSplitAlign, m * n * k / sgemmSplitMinPart)
     let per = (length + parts - 1) / parts
     let step = (per + sgemmSplitAlign - 1) / sgemmSplitAlign * sgemmSplitAlign
     let pa = SendablePointer(a), pb = SendablePointer(b), pc = SendablePointer(c)

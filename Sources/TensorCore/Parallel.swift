@@ -76,20 +76,22 @@ public func parallelFor(_ count: Int, grain: Int = 32_768, _ body: (Int, Int) ->
     }
 }
 
-/// Same as `parallelFor` but over a fixed number of chunks, returning each chunk's result in order.
+/// `body(start, end)` over `0..<count` cut into chunks of exactly `grain` items (the last one
+/// shorter), run in parallel, with each chunk's result returned in chunk order. The cut depends only
+/// on `count` and `grain`, not on the thread count, so a reduction that combines the partial results
+/// in order gives the same bits with `FORGE_THREADS=1` as with 2 or 64 (the pool spreads the chunks
+/// over however many workers it has).
 @inlinable
 public func parallelChunks<R>(_ count: Int, grain: Int = 32_768, _ body: (Int, Int) -> R) -> [R] {
-    let threads = Threads.count
-    let chunks = max(1, min(threads, (count + grain - 1) / max(grain, 1)))
+    let grain = max(grain, 1)
+    let chunks = max(1, (count + grain - 1) / grain)
     if chunks == 1 { return [body(0, count)] }
-    let per = (count + chunks - 1) / chunks
     var results = [R?](repeating: nil, count: chunks)
     results.withUnsafeMutableBufferPointer { rp in
         let out = UnsafeSendableBox(rp)
         runChunks(chunks) { i in
-            let s = i * per
-            let e = min(count, s + per)
-            out.value[i] = body(s, max(s, e))
+            let s = i * grain
+            out.value[i] = body(s, min(count, s + grain))
         }
     }
     return results.map { $0! }

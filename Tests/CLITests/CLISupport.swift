@@ -25,12 +25,14 @@ class CLITestCase: XCTestCase {
         return url.path
     }
 
-    /// Runs forge with `arguments` (in `directory` when given); returns (exit status, stdout, stderr).
+    /// Runs forge with `arguments` (in `directory` when given, with `environment` added to this
+    /// process's); returns (exit status, stdout, stderr).
     @discardableResult
-    func run(_ arguments: [String], in directory: String? = nil) throws -> (Int32, String, String) {
+    func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> (Int32, String, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try forge)
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -41,3 +43,18 @@ class CLITestCase: XCTestCase {
         return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
     }
 }
+
+/// The tensors of a safetensors file as raw bytes by name (the header's `__metadata__` left out),
+/// read with no Forge module, so a test can compare two checkpoints bit for bit.
+func safetensorsPayloads(_ path: String) throws -> [String: Data] {
+    let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+    let n = bytes.prefix(8).enumerated().reduce(0) { $0 | (Int($1.element) << (8 * $1.offset)) }
+    guard let header = try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + n))) as? [String: Any] else { return [:] }
+    var out: [String: Data] = [:]
+    for (name, entry) in header where name != "__metadata__" {
+        guard let e = entry as? [String: Any], let range = e["data_offsets"] as? [Int], range.count == 2 else { continue }
+        out[name] = bytes.subdata(in: (8 + n + range[0])..<(8 + n + range[1]))
+    }
+    return out
+}
+

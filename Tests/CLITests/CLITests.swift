@@ -96,6 +96,37 @@ final class CLITests: CLITestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/c.png"))
     }
 
+    /// The same seed gives the same bits at any thread count: a char model wide enough that its
+    /// GEMMs are split across workers and its reductions run in chunks, and the MLP VAE (whose
+    /// skinny 20×400×128 weight gradient once fell to OpenBLAS's small-matrix kernels when split),
+    /// trained with FORGE_THREADS=1 and 2, write identical tensors.
+    func testResultsDoNotDependOnTheThreadCount() throws {
+        let dir = folder()
+        let data = try text(dir)
+        let fashion = "/usr/share/datasets/fashion-mnist"
+        let vaeData = FileManager.default.fileExists(atPath: fashion) ? fashion
+            : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("DataIOTests/Fixtures/png").path
+        let runs: [(String, [String])] = [
+            ("char", ["train", "char", "--data", data, "--layers", "1", "--heads", "4", "--embd", "128", "--block", "32", "--batch", "16",
+                      "--steps", "3", "--warmup", "1", "--eval-every", "0", "--no-tensorboard"]),
+            // Fashion-MNIST when the machine has it (batch 128: the skinny GEMMs of the bug), else the PNG fixtures
+            ("vae", ["train", "vae", "--data", vaeData, "--steps", "3", "--batch", "128", "--no-tensorboard"]),
+        ]
+        for (kind, arguments) in runs {
+            var payloads: [[String: Data]] = []
+            for threads in ["1", "2"] {
+                let out = dir + "/\(kind)-\(threads)"
+                let (status, _, stderr) = try run(arguments + ["--out", out], environment: ["FORGE_THREADS": threads])
+                XCTAssertEqual(status, 0, "\(kind) \(threads) threads: \(stderr)")
+                payloads.append(try safetensorsPayloads(out + "/checkpoint.safetensors"))
+            }
+            XCTAssertFalse(payloads[0].isEmpty, kind)
+            let differing = payloads[0].keys.filter { payloads[0][$0] != payloads[1][$0] }.sorted()
+            XCTAssertEqual(differing, [], "\(kind): tensors that differ between 1 and 2 threads")
+        }
+    }
+
     /// A checkpoint of the wrong kind, or a file that is not one, is a clear error with exit 2.
     func testWrongCheckpointsAreClearErrors() throws {
         let dir = folder()
