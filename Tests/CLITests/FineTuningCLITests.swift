@@ -1,0 +1,85 @@
+import XCTest
+import Foundation
+
+/// `forge info` on tiny checkpoints and `forge train char --init`: lineage, vocabulary checks,
+/// contradicting flags and freezing, as a user sees them.
+final class FineTuningCLITests: CLITestCase {
+    private func write(_ text: String, repeating count: Int, to path: String) throws -> String {
+        try String(repeating: text, count: count).write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    private let tiny = ["--layers", "1", "--heads", "2", "--embd", "16", "--block", "8", "--batch", "4", "--warmup", "1",
+                        "--eval-every", "5", "--eval-iters", "1", "--no-tensorboard"]
+
+    /// A tiny parent run: its info, then a fine-tuned child whose info shows the lineage, and the
+    /// errors: a new character, a contradicting shape flag, --init with --resume, a freeze pattern
+    /// that matches nothing, and a file that is not a checkpoint.
+    func testInfoAndCharFineTuning() throws {
+        let dir = folder()
+        let parentText = try write("to be or not to be, that is the question.\n", repeating: 40, to: dir + "/a.txt")
+        let (s0, _, e0) = try run(["train", "char", "--data", parentText, "--out", dir + "/parent", "--iters", "6"] + tiny)
+        XCTAssertEqual(s0, 0, e0)
+        let parent = dir + "/parent/checkpoint.safetensors"
+
+        let (s1, info, e1) = try run(["info", parent])
+        XCTAssertEqual(s1, 0, e1)
+        let lines = info.split(separator: "\n").map(String.init)
+        XCTAssertTrue(lines.contains("kind: char"), info)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("config: {") && $0.contains("\"layers\":1") }, info)
+        // 16 characters: newline (escaped), space, ",", ".", and 12 letters
+        XCTAssertTrue(lines.contains("vocabulary: 16 characters: \\n ,.abehinoqrstu"), info)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("step: 6, epoch ") }, info)
+        XCTAssertTrue(lines.contains("lineage: none (trained from scratch)"), info)
+        // 16·16 (wte) + 8·16 (wpe) + one block (2·16 + 16·48 + 16·16 + 16·64 + 64·16) + ln_f 16
+        let expected = 16 * 16 + 8 * 16 + (2 * 16 + 16 * 48 + 16 * 16 + 16 * 64 + 64 * 16) + 16
+        XCTAssertTrue(lines.contains("parameters: \(expected)"), info)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("  transformer.wte") && $0.hasSuffix(" \(16 * 16)") }, info)
+        XCTAssertTrue(lines.contains("  lm_head.weight is tied to transformer.wte.weight"), info)
+
+        // new text with characters the parent lacks: an error listing them, exit 2
+        let childText = try write("To be, or not to be? 42 questions.\n", repeating: 40, to: dir + "/b.txt")
+        let fine = ["train", "char", "--data", childText, "--init", parent, "--out", dir + "/child", "--iters", "4",
+                    "--batch", "4", "--warmup", "1", "--eval-every", "2", "--eval-iters", "1", "--no-tensorboard"]
+        let (s2, _, e2) = try run(fine)
+        XCTAssertEqual(s2, 2, e2)
+        XCTAssertTrue(e2.contains("4 characters of the text are not in the vocabulary") && e2.contains("\"T\"") && e2.contains("\"?\"")
+                      && e2.contains("\"2\""), e2)
+        // a shape flag that contradicts the checkpoint names both values
+        let (s3, _, e3) = try run(fine + ["--extend-vocab", "--embd", "32"])
+        XCTAssertEqual(s3, 2, e3)
+        XCTAssertTrue(e3.contains("--embd 32 (the checkpoint has 16)"), e3)
+        let (s4, _, e4) = try run(fine + ["--extend-vocab", "--resume"])
+        XCTAssertEqual(s4, 2, e4)
+        XCTAssertTrue(e4.contains("--init") && e4.contains("--resume"), e4)
+        let (s5, _, e5) = try run(fine + ["--extend-vocab", "--freeze", "nothing.*"])
+        XCTAssertEqual(s5, 2, e5)
+        XCTAssertTrue(e5.contains("\"nothing.*\" matches no parameter"), e5)
+        let (s6, _, e6) = try run(["train", "char", "--data", childText, "--freeze", "wte.*", "--out", dir + "/x", "--iters", "1"] + tiny)
+        XCTAssertEqual(s6, 2, e6)
+        XCTAssertTrue(e6.contains("--freeze") && e6.contains("--init"), e6)
+
+        // the fine-tuned run: extended vocabulary, a frozen embedding, lineage in its checkpoints
+        let (s7, out7, e7) = try run(fine + ["--extend-vocab", "--freeze", "wte.*"])
+        XCTAssertEqual(s7, 0, e7)
+        XCTAssertTrue(out7.contains("--extend-vocab: 4 new characters after the checkpoint's 16"), out7)
+        XCTAssertTrue(out7.contains("--freeze wte.*: 1 parameter tensor (transformer.wte.weight)"), out7)
+        let (s8, info8, e8) = try run(["info", dir + "/child"])
+        XCTAssertEqual(s8, 0, e8)
+        XCTAssertTrue(info8.contains("vocabulary: 20 characters: \\n ,.abehinoqrstu24?T"), info8)
+        XCTAssertTrue(info8.contains("lineage: 1 ancestor, nearest first"), info8)
+        XCTAssertTrue(info8.contains("  1. checkpoint.safetensors at step 6, sha256 "), info8)
+        XCTAssertTrue(info8.contains("frozen: wte.*"), info8)
+        XCTAssertTrue(info8.contains("step: 4,"), info8)
+
+        // not a checkpoint: a clear error naming the file, exit 2
+        let bogus = dir + "/bogus.safetensors"
+        try "not a safetensors file".write(toFile: bogus, atomically: true, encoding: .utf8)
+        let (s9, _, e9) = try run(["info", bogus])
+        XCTAssertEqual(s9, 2, e9)
+        XCTAssertTrue(e9.hasPrefix("forge: error: checkpoint \(bogus)"), e9)
+        let (s10, _, e10) = try run(["info", dir + "/missing.safetensors"])
+        XCTAssertEqual(s10, 2, e10)
+        XCTAssertTrue(e10.contains("no such file"), e10)
+    }
+}
