@@ -70,7 +70,10 @@ final class FineTuningCLITests: CLITestCase {
         XCTAssertTrue(info8.contains("lineage: 1 ancestor, nearest first"), info8)
         XCTAssertTrue(info8.contains("  1. checkpoint.safetensors at step 6, sha256 "), info8)
         XCTAssertTrue(info8.contains("frozen: wte.*"), info8)
-        XCTAssertTrue(info8.contains("step: 4,"), info8)
+        XCTAssertTrue(info8.contains("file: \(dir)/child/best.safetensors"), "a run folder gives its best state: \(info8)")
+        let (s8b, info8b, e8b) = try run(["info", dir + "/child/checkpoint.safetensors"])
+        XCTAssertEqual(s8b, 0, e8b)
+        XCTAssertTrue(info8b.contains("step: 4, epoch ") && info8b.contains("  1. checkpoint.safetensors at step 6, sha256 "), info8b)
 
         // not a checkpoint: a clear error naming the file, exit 2
         let bogus = dir + "/bogus.safetensors"
@@ -81,5 +84,51 @@ final class FineTuningCLITests: CLITestCase {
         let (s10, _, e10) = try run(["info", dir + "/missing.safetensors"])
         XCTAssertEqual(s10, 2, e10)
         XCTAssertTrue(e10.contains("no such file"), e10)
+    }
+
+    /// An IDX folder of `count` 28×28 noise images with labels cycling through `classes` (classes.txt).
+    private func idxFolder(_ path: String, classes: [String], count: Int = 16) throws -> String {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+        var state: UInt32 = 12345
+        let pixels = (0..<(count * 28 * 28)).map { _ -> UInt8 in state = state &* 1_664_525 &+ 1_013_904_223; return UInt8(state >> 24) }
+        try Data(be32(0x803) + be32(count) + be32(28) + be32(28) + pixels).write(to: URL(fileURLWithPath: path + "/train-images-idx3-ubyte"))
+        try Data(be32(0x801) + be32(count) + (0..<count).map { UInt8($0 % classes.count) })
+            .write(to: URL(fileURLWithPath: path + "/train-labels-idx1-ubyte"))
+        try (classes.joined(separator: "\n") + "\n").write(toFile: path + "/classes.txt", atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// A conditional GAN fine-tuned on data with other classes: an error listing the differences,
+    /// a contradicting width named with both values, and with --new-classes a run whose checkpoint
+    /// has the new classes and records its parent.
+    func testConditionalGANFineTuningOnNewClasses() throws {
+        let dir = folder()
+        let shape = ["--size", "32", "--ngf", "4", "--ndf", "4", "--nz", "8", "--embed", "4", "--batch", "8", "--no-tensorboard"]
+        let a = try idxFolder(dir + "/a", classes: ["cat", "dog"])
+        let (s0, _, e0) = try run(["train", "gan", "--data", a, "--steps", "2", "--out", dir + "/parent"] + shape)
+        XCTAssertEqual(s0, 0, e0)
+        let (s1, info, e1) = try run(["info", dir + "/parent"])
+        XCTAssertEqual(s1, 0, e1)
+        XCTAssertTrue(info.contains("kind: gan") && info.contains("classes: 2: \"cat\", \"dog\""), info)
+        XCTAssertTrue(info.contains("\n  generator ") && info.contains("\n  discriminator "), info)
+
+        let b = try idxFolder(dir + "/b", classes: ["cat", "bird", "fish"], count: 24)
+        let fine = ["train", "gan", "--data", b, "--init", dir + "/parent", "--steps", "2", "--batch", "8", "--no-tensorboard",
+                    "--out", dir + "/child"]
+        let (s2, _, e2) = try run(fine)
+        XCTAssertEqual(s2, 2, e2)
+        XCTAssertTrue(e2.contains("only in the checkpoint: dog; only in the data: bird, fish") && e2.contains("--new-classes"), e2)
+        let (s3, _, e3) = try run(fine + ["--new-classes", "--ngf", "8"])
+        XCTAssertEqual(s3, 2, e3)
+        XCTAssertTrue(e3.contains("--ngf 8 (the checkpoint has 4)"), e3)
+        let (s4, out4, e4) = try run(fine + ["--new-classes", "--freeze", "discriminator.main.0.*"])
+        XCTAssertEqual(s4, 0, e4)
+        XCTAssertTrue(out4.contains("class-dependent tensors start afresh"), out4)
+        XCTAssertTrue(out4.contains("--freeze discriminator.main.0.*: "), out4)
+        let (s5, info5, e5) = try run(["info", dir + "/child"])
+        XCTAssertEqual(s5, 0, e5)
+        XCTAssertTrue(info5.contains("classes: 3: \"cat\", \"bird\", \"fish\""), info5)
+        XCTAssertTrue(info5.contains("  1. checkpoint.safetensors at step 2, sha256 "), info5)
     }
 }

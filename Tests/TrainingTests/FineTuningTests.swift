@@ -62,7 +62,7 @@ final class FineTuningTests: XCTestCase {
             }
         }
         XCTAssertEqual(task.model.lm_head.weight.scalars, before["transformer.wte.weight"], "the tied head is frozen with the embedding")
-        let stateIndices = Set(task.optimizer.stateTensors(prefix: "").map { $0.0.split(separator: ".")[1] })
+        let stateIndices = Set(task.optimizer.stateTensors(prefix: "").map { String($0.0.split(separator: ".")[1]) })
         let frozenIndices = task.optimizer.parameters.enumerated().filter { !$0.element.requiresGrad }.map { String($0.offset) }
         XCTAssertEqual(frozenIndices.count, frozen.tensorCount)
         XCTAssertTrue(stateIndices.isDisjoint(with: frozenIndices), "no optimizer state for frozen parameters")
@@ -146,5 +146,23 @@ final class FineTuningTests: XCTestCase {
         let gan = DCGAN(config)
         let all = gan.generator.stateTensors().count + gan.discriminator.stateTensors().count
         XCTAssertLessThan(names.count, all / 2, "most tensors do not depend on the classes: \(names.sorted())")
+    }
+
+    /// A frozen discriminator keeps every bit through GAN steps (the G step's own toggling of D's
+    /// requiresGrad restores what each parameter had), while the generator trains.
+    func testAFrozenDiscriminatorStaysFixedThroughGANSteps() throws {
+        let dir = NSTemporaryDirectory() + "forge-finetune-gan-\(UUID().uuidString)"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        try makeImageFolder(at: dir + "/data", perClass: 8)
+        let data = try ImageDataset.load(path: dir + "/data", size: 32, channels: 1, warn: { _ in })
+        let task = try GANTrainingTask(gan: DCGAN(tinyConfig()), data: data, samplesDirectory: dir + "/samples")
+        let frozen = try FineTuning.freeze(["discriminator.*"], in: task.modules)
+        XCTAssertEqual(frozen.tensorCount, task.gan.discriminator.parameters.count)
+        let d = task.gan.discriminator.parameters.map(\.scalars), g = task.gan.generator.parameters.map(\.scalars)
+        task.beginEpoch(0, skippingSteps: 0)
+        for _ in 0..<2 { _ = task.step() }
+        XCTAssertEqual(task.gan.discriminator.parameters.map(\.scalars), d, "D is frozen")
+        XCTAssertTrue(task.gan.discriminator.parameters.allSatisfy { !$0.requiresGrad })
+        XCTAssertNotEqual(task.gan.generator.parameters.map(\.scalars), g, "G trains")
     }
 }
