@@ -40,6 +40,18 @@ public enum FineTuning {
         return out
     }
 
+    /// Every parameter under every name it has (a tied weight under each).
+    static func allParameterNames(_ modules: [(name: String, module: any Module)]) -> [(String, Tensor)] {
+        var out: [(String, Tensor)] = []
+        for (prefix, module) in modules {
+            for (path, child) in module.namedModules() {
+                let p = [prefix, path].filter { !$0.isEmpty }.joined(separator: ".")
+                for (n, t) in child.localParameters { out.append((p.isEmpty ? n : p + "." + n, t)) }
+            }
+        }
+        return out
+    }
+
     /// Whether the glob `pattern` (`*`, `?`, `[…]`; `*` crosses dots) matches the dotted `name`, or a
     /// tail of it that starts after a dot: `wte.*` matches `transformer.wte.weight`, `h.0.*` every
     /// tensor of the first block, `generator.*` the whole generator.
@@ -60,10 +72,15 @@ public enum FineTuning {
     @discardableResult
     public static func freeze(_ patterns: [String], in modules: [(name: String, module: any Module)]) throws -> FrozenParameters {
         let named = namedParameters(modules)
+        let firstName = Dictionary(named.map { (ObjectIdentifier($0.1), $0.0) }, uniquingKeysWith: { a, _ in a })
         var result = FrozenParameters(matches: [], tensorCount: 0, valueCount: 0, totalValueCount: named.reduce(0) { $0 + $1.1.count })
         var frozen = Set<ObjectIdentifier>()
         for pattern in patterns {
-            let hits = named.filter { matches(pattern, $0.0) }
+            // every name a tensor has counts (`lm_head.*` freezes the head tied to the embedding); each tensor is listed once
+            var seen = Set<ObjectIdentifier>()
+            let hits = allParameterNames(modules).filter { matches(pattern, $0.0) }
+                .filter { seen.insert(ObjectIdentifier($0.1)).inserted }
+                .map { (firstName[ObjectIdentifier($0.1)] ?? $0.0, $0.1) }
             guard !hits.isEmpty else {
                 let examples = named.prefix(8).map(\.0).joined(separator: ", ")
                 throw TrainingError.invalidConfiguration("the freeze pattern \"\(pattern)\" matches no parameter; the names are dotted, e.g. \(examples)")

@@ -111,7 +111,7 @@ struct TrainChar: ParsableCommand {
         if let saved { try refuseContradictions(saved: saved, now: o) }
         if let problem = o.problem() { throw problem }
 
-        let corpus = try fineTuning?.corpus ?? TextCorpus(path: data)
+        let corpus = try fineTuning?.corpus ?? textInSavedVocabulary(checkpointPath: checkpointPath)
         let needed = o.trainingMemoryEstimate(vocabSize: corpus.vocabularySize)
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         if needed > 0.8 * available {

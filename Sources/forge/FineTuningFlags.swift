@@ -27,6 +27,19 @@ extension TrainChar {
         return start
     }
 
+    /// `--data`, encoded in the vocabulary of the checkpoint `--resume` continues when it has one of
+    /// its own order (a fine-tuned run keeps its parent's token ids, and any characters it added).
+    func textInSavedVocabulary(checkpointPath: String) throws -> TextCorpus {
+        let text = try TextCorpus(path: data)
+        guard training.resume, FileManager.default.fileExists(atPath: checkpointPath) else { return text }
+        let saved = try Checkpoint.load(checkpointPath, expectedKind: CharCheckpoint.kind)
+        let vocabulary = Array((saved.metadata[CharCheckpoint.vocabularyKey] ?? "").unicodeScalars)
+        guard !vocabulary.isEmpty, vocabulary != text.vocabulary else { return text }
+        let missing = CharCheckpoint.missingCharacters(text.vocabulary, vocabulary: vocabulary)
+        if !missing.isEmpty { throw VocabularyMismatchError(path: saved.path, missing: missing) }
+        return try text.reencoded(vocabulary: vocabulary)
+    }
+
     /// Copies the parent's weights into the new task, freezes `--freeze`, and returns the lineage metadata.
     func initialize(_ task: CharTrainingTask, from start: CharFineTuningStart) throws -> [String: String] {
         try start.initialize(task, keepOptimizer: training.initOptimizer)

@@ -75,6 +75,15 @@ final class FineTuningCLITests: CLITestCase {
         XCTAssertEqual(s8b, 0, e8b)
         XCTAssertTrue(info8b.contains("step: 4, epoch ") && info8b.contains("  1. checkpoint.safetensors at step 6, sha256 "), info8b)
 
+        // resumed, the fine-tuned run keeps its vocabulary order, its lineage and its frozen embedding
+        let (s8c, out8c, e8c) = try run(["train", "char", "--data", childText, "--out", dir + "/child", "--iters", "6", "--resume",
+                                         "--no-tensorboard"])
+        XCTAssertEqual(s8c, 0, e8c)
+        XCTAssertTrue(out8c.contains("resumed from"), out8c)
+        let (_, info8c, _) = try run(["info", dir + "/child/checkpoint.safetensors"])
+        XCTAssertTrue(info8c.contains("step: 6, epoch ") && info8c.contains("vocabulary: 20 characters: \\n ,.abehinoqrstu24?T")
+                      && info8c.contains("  1. checkpoint.safetensors at step 6, sha256 ") && info8c.contains("frozen: wte.*"), info8c)
+
         // not a checkpoint: a clear error naming the file, exit 2
         let bogus = dir + "/bogus.safetensors"
         try "not a safetensors file".write(toFile: bogus, atomically: true, encoding: .utf8)
@@ -130,5 +139,33 @@ final class FineTuningCLITests: CLITestCase {
         XCTAssertEqual(s5, 0, e5)
         XCTAssertTrue(info5.contains("classes: 3: \"cat\", \"bird\", \"fish\""), info5)
         XCTAssertTrue(info5.contains("  1. checkpoint.safetensors at step 2, sha256 "), info5)
+    }
+
+    /// A VAE fine-tuned on other data: the latent size is the checkpoint's (a contradicting --latent
+    /// names both values), the run records its parent, and the sound trainers refuse --init.
+    func testVAEFineTuning() throws {
+        let dir = folder()
+        let a = try idxFolder(dir + "/a", classes: ["cat", "dog"])
+        let b = try idxFolder(dir + "/b", classes: ["cat", "bird", "fish"], count: 24)
+        let small = ["--latent", "4", "--hidden", "16", "--batch", "8", "--steps", "2", "--no-tensorboard"]
+        let (s0, _, e0) = try run(["train", "vae", "--data", a, "--out", dir + "/parent"] + small)
+        XCTAssertEqual(s0, 0, e0)
+        let fine = ["train", "vae", "--data", b, "--init", dir + "/parent", "--steps", "2", "--batch", "8", "--no-tensorboard",
+                    "--out", dir + "/child"]
+        let (s1, _, e1) = try run(fine + ["--latent", "7"])
+        XCTAssertEqual(s1, 2, e1)
+        XCTAssertTrue(e1.contains("--latent 7 (the checkpoint has 4)"), e1)
+        let (s2, _, e2) = try run(fine + ["--new-classes"])
+        XCTAssertEqual(s2, 2, e2)
+        XCTAssertTrue(e2.contains("is unconditional"), e2)
+        let (s3, out3, e3) = try run(fine + ["--freeze", "fc1.*"])
+        XCTAssertEqual(s3, 0, e3)
+        XCTAssertTrue(out3.contains("fine-tuning from \(dir)/parent/checkpoint.safetensors"), out3)
+        let (s4, info, e4) = try run(["info", dir + "/child"])
+        XCTAssertEqual(s4, 0, e4)
+        XCTAssertTrue(info.contains("kind: vae") && info.contains("\"latent\":4") && info.contains("lineage: 1 ancestor"), info)
+        let (s5, _, e5) = try run(["train", "classifier", "--data", a, "--init", dir + "/parent", "--out", dir + "/c", "--steps", "1"])
+        XCTAssertEqual(s5, 2, e5)
+        XCTAssertTrue(e5.contains("--init is not supported by train classifier"), e5)
     }
 }

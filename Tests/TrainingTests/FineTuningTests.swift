@@ -66,6 +66,10 @@ final class FineTuningTests: XCTestCase {
         let frozenIndices = task.optimizer.parameters.enumerated().filter { !$0.element.requiresGrad }.map { String($0.offset) }
         XCTAssertEqual(frozenIndices.count, frozen.tensorCount)
         XCTAssertTrue(stateIndices.isDisjoint(with: frozenIndices), "no optimizer state for frozen parameters")
+        let other = try CharTrainingTask(corpus: try TextCorpus(text: text), options: o)
+        let head = try FineTuning.freeze(["lm_head.*"], in: other.modules)
+        XCTAssertEqual(head.matches.map(\.names), [["transformer.wte.weight"]], "the tied head is the embedding, named by its first name")
+        XCTAssertFalse(other.model.transformer.wte.weight.requiresGrad)
         XCTAssertThrowsError(try FineTuning.freeze(["nope.*"], in: task.modules)) { error in
             XCTAssertTrue("\(error)".contains("\"nope.*\" matches no parameter"), "\(error)")
         }
