@@ -93,6 +93,10 @@ public enum FineTuning {
                 result.valueCount += tensor.count
             }
         }
+        if result.tensorCount == named.count {
+            for (_, tensor) in named { tensor.requiresGrad = true }
+            throw TrainingError.invalidConfiguration("the freeze patterns \(patterns.map { "\"\($0)\"" }.joined(separator: ", ")) match every parameter: nothing would train")
+        }
         return result
     }
 

@@ -70,6 +70,11 @@ final class FineTuningTests: XCTestCase {
         let head = try FineTuning.freeze(["lm_head.*"], in: other.modules)
         XCTAssertEqual(head.matches.map(\.names), [["transformer.wte.weight"]], "the tied head is the embedding, named by its first name")
         XCTAssertFalse(other.model.transformer.wte.weight.requiresGrad)
+        let third = try CharTrainingTask(corpus: try TextCorpus(text: text), options: o)
+        XCTAssertThrowsError(try FineTuning.freeze(["transformer.*", "h.1.*"], in: third.modules)) { error in
+            XCTAssertTrue("\(error)".contains("match every parameter: nothing would train"), "\(error)")
+        }
+        XCTAssertTrue(third.model.parameters.allSatisfy(\.requiresGrad), "a refused freeze changes nothing")
         XCTAssertThrowsError(try FineTuning.freeze(["nope.*"], in: task.modules)) { error in
             XCTAssertTrue("\(error)".contains("\"nope.*\" matches no parameter"), "\(error)")
         }
