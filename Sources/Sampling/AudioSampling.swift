@@ -164,7 +164,7 @@ public final class AudioDatasetGenerator {
         guard options.batchSize > 0 else { throw SamplingError("the batch size must be positive, got \(options.batchSize)") }
         guard options.count > 0 else { throw SamplingError("the count must be positive, got \(options.count)") }
         if let only = options.only, !(0..<options.count).contains(only) {
-            throw SamplingError("--only \(only) is outside the run's items 0..<\(options.count)")
+            throw SamplingError(field: "only", "\(only) is outside the run's items 0..<\(options.count)")
         }
         sampler = try openAudioClipSource(checkpoint: path)
         let digits = max(6, String(options.count - 1).count)

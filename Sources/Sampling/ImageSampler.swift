@@ -4,10 +4,22 @@ import DataIO
 import Models
 import Figures
 
-/// Errors of the sampling commands (bad class name, bad count, …).
+/// Errors of sampling and generation (bad class name, bad count, …). An error about one setting
+/// names it by its library `field` (e.g. `perClass`), so a front end can say which of its own
+/// options it was.
 public struct SamplingError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// The setting the error is about (an API name such as `perClass`), or nil.
+    public let field: String?
+    /// What is wrong with `field`, without its name (e.g. "must be positive, got 0").
+    public let problem: String?
+
+    public init(_ description: String) { (self.description, field, problem) = (description, nil, nil) }
+
+    /// An error about one setting: "`field` `problem`".
+    public init(field: String, _ problem: String) {
+        (self.description, self.field, self.problem) = ("\(field) \(problem)", field, problem)
+    }
 }
 
 /// A trained image model loaded from a checkpoint, ready to draw images: the one implementation of
@@ -103,7 +115,7 @@ public class ImageSampler: SyntheticImageSource {
     /// circle (slerp keeps the norm typical of N(0, I) draws, where a straight line would pass
     /// through low-norm z that the model rarely saw), all with the same label.
     public func interpolate(seedA a: UInt64, seedB b: UInt64, steps: Int, classIndex: Int? = nil) throws -> Tensor {
-        guard steps >= 2 else { throw SamplingError("--steps must be at least 2, got \(steps)") }
+        guard steps >= 2 else { throw SamplingError(field: "steps", "must be at least 2, got \(steps)") }
         let l = latentSize
         var ga = RandomGenerator(seed: a), gb = RandomGenerator(seed: b)
         let za = Tensor.randn([1, l], generator: &ga).scalars, zb = Tensor.randn([1, l], generator: &gb).scalars

@@ -46,3 +46,21 @@ extension ImageClassifier {
     /// Adam over the network's parameters at `config.learningRate`.
     public func makeOptimizer() -> Adam { Adam(network.parameters, learningRate: config.learningRate) }
 }
+
+/// One AdamW step of the char model on a batch of token ids x, y (B·T each, row-major): the mean
+/// cross-entropy, backward, the gradient norm clipped to `gradClip` (0 = off), the update, and the
+/// gradients cleared (nanoGPT's train.py). A non-finite loss applies nothing and is returned as is,
+/// so the caller can stop.
+@discardableResult
+public func charTrainingStep(_ model: CharTransformer, optimizer: AdamW, x: [Int32], y: [Int32], batch B: Int, length T: Int,
+                             gradClip: Float) -> Double {
+    let (_, loss) = model.forward(x, targets: y, batch: B, length: T)
+    let value = Double(loss.item)
+    guard value.isFinite else { optimizer.zeroGrad(); return value }
+    loss.backward()
+    if gradClip > 0 { clipGradNorm(model.parameters, maxNorm: gradClip) }
+    optimizer.step()
+    optimizer.zeroGrad()
+    return value
+}
+

@@ -133,22 +133,15 @@ extension BenchGAN {
         say("forge bench gan --modality audio: wavegan \(length) b\(batch) d\(config.ngf)/\(config.ndf) kernel \(config.kernelSize) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
         let optimizers = GANOptimizers(for: gan)
-        for _ in 0..<warmup { _ = waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng) }
-        var times: [Double] = []
-        for r in 0..<rounds {
-            let t0 = Date()
-            for _ in 0..<steps { _ = waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng) }
-            let ms = Date().timeIntervalSince(t0) * 1000 / Double(steps)
-            times.append(ms)
-            say(String(format: "  round %d: %.1f ms/step", r + 1, ms))
+        let timed = StepTiming.rounds(warmup: warmup, steps: steps, rounds: rounds,
+                                      onRound: { r, round in say(String(format: "  round %d: %.1f ms/step", r + 1, round.secondsPerStep * 1000)) }) {
+            _ = waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng)
         }
-        let median = times.sorted()[times.count / 2]
+        let median = StepTiming.median(timed.map(\.secondsPerStep)) * 1000
         let clipsPerSecond = Double(batch) * 1000 / median
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
         say(String(format: "wavegan%d b%d: median %.1f ms/step, %.1f samples/s, %.1f GFLOP/s (%.2f GFLOP per clip per step), max RSS %.0f MB",
                      length, batch, median, clipsPerSecond, clipsPerSecond * gan.trainingFLOPsPerClip / 1e9,
-                     gan.trainingFLOPsPerClip / 1e9, Double(usage.ru_maxrss) / 1024))
+                     gan.trainingFLOPsPerClip / 1e9, StepTiming.peakResidentMiB))
     }
 }
 
@@ -157,9 +150,9 @@ struct GenerateAudio: ParsableCommand {
         commandName: "audio",
         abstract: "Write a synthetic sound dataset from a WaveGAN or audio VAE checkpoint: DIR/NNNNNN.wav + manifest.csv (per-item seeds, --only, --resume).")
 
-    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors) or a run folder.") var checkpoint: String
+    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors) or a run folder.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
     @Option(help: "Number of clips.") var count: Int
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Output folder.", completion: .file()) var out: String
     @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
     @Option(help: "Clips per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 32
     @Flag(help: "Continue an interrupted run: keep valid clips, generate the missing ones.") var resume = false

@@ -21,10 +21,10 @@ struct GenerateImages: ParsableCommand {
         commandName: "images",
         abstract: "Write N images from a GAN or VAE checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
 
-    @Option(help: "The checkpoint (.safetensors) or a run folder.") var checkpoint: String
+    @Option(help: "The checkpoint (.safetensors) or a run folder.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
     @Option(help: "Number of images (ignored with --per-class); conditional models give item i the class i mod K.") var count: Int?
     @Option(help: "Images per class (conditional models): count = per-class × classes.") var perClass: Int?
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Output folder.", completion: .file()) var out: String
     @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
     @Option(help: "Image format (png).") var format: String = "png"
     @Option(help: "Images per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 100
@@ -86,10 +86,10 @@ struct GenerateText: ParsableCommand {
         commandName: "text",
         abstract: "Write N texts from a char-transformer checkpoint: DIR/<index><ext> (or DIR/samples.jsonl with --jsonl) and DIR/manifest.csv.")
 
-    @Option(help: "The char checkpoint (.safetensors) or a run folder.") var checkpoint: String
+    @Option(help: "The char checkpoint (.safetensors) or a run folder.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
     @Option(help: "Number of texts.") var count: Int
     @Option(help: "Characters generated per text (fewer when a --stop string ends it).") var length: Int
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Output folder.", completion: .file()) var out: String
     @Option(help: "Text every item starts from (kept in the item).") var prompt: String = "\n"
     @Option(help: "File extension of the items.") var ext: String = ".txt"
     @Option(help: "End each item before the first occurrence of this separator (escapes \\n and \\t are understood), e.g. \"\\n\\n\".") var splitOn: String?
