@@ -53,11 +53,11 @@ struct Plot: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Draw one metric of several runs in one PNG, e.g. the val loss of a fine-tuned run against one from scratch.")
 
-    @Argument(help: "Runs as NAME=RUNDIR (or NAME=metrics.csv); NAME labels the curve.") var runs: [String]
+    @Argument(help: "Runs as NAME=RUNDIR (or NAME=metrics.csv); NAME labels the curve.", completion: .directory) var runs: [String]
     @Option(help: "The metrics.csv column to draw.") var metric: String = "val_loss"
     @Option(help: "The x column: step or wall_s.") var x: String = "step"
     @Option(help: "Title of the picture.") var title: String?
-    @Option(help: "The PNG to write.") var out: String
+    @Option(help: "The PNG to write.", completion: .file(extensions: ["png"])) var out: String
 
     func run() throws {
         let named = try runs.map { spec -> (name: String, path: String) in
