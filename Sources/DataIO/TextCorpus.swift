@@ -77,6 +77,29 @@ public struct TextCorpus: Sendable {
         validationTokens = Array(tokens[split...])
     }
 
+    /// The same text encoded with `vocabulary` (token order as given, e.g. a checkpoint's, which
+    /// must hold every character of the text), with the same train/validation split.
+    public func reencoded(vocabulary: [Unicode.Scalar]) throws -> TextCorpus {
+        let newIndex = Dictionary(vocabulary.enumerated().map { ($1, Int32($0)) }, uniquingKeysWith: { a, _ in a })
+        var map = [Int32](repeating: -1, count: self.vocabulary.count)
+        for (token, scalar) in self.vocabulary.enumerated() {
+            guard let t = newIndex[scalar] else {
+                throw DataIOError.invalidText(path: "<reencode>", message: "character U+\(String(scalar.value, radix: 16, uppercase: true)) of the text is not in the given vocabulary")
+            }
+            map[token] = t
+        }
+        return TextCorpus(vocabulary: vocabulary, index: newIndex, tokens: tokens.map { map[Int($0)] },
+                          split: trainTokens.count)
+    }
+
+    private init(vocabulary: [Unicode.Scalar], index: [Unicode.Scalar: Int32], tokens: [Int32], split: Int) {
+        self.vocabulary = vocabulary
+        self.index = index
+        self.tokens = tokens
+        trainTokens = Array(tokens[..<split])
+        validationTokens = Array(tokens[split...])
+    }
+
     /// The tokens of `text`; a character outside the vocabulary is an error.
     public func encode(_ text: String) throws -> [Int32] {
         try text.unicodeScalars.enumerated().map { offset, scalar in

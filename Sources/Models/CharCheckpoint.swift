@@ -144,6 +144,9 @@ public struct CharCheckpoint {
                 }
                 generators[name] = RandomGenerator(stateWords: words)
             }
+        } else if let iteration = file.metadata["iter"].flatMap({ Int($0) }) {
+            // an exported model (no trainer state) still tells how far it was trained
+            state.step = iteration
         }
         var metadata = file.metadata
         metadata["forge.kind"] = kind

@@ -227,3 +227,60 @@ public struct TrainingState: Codable, Equatable, Sendable {
         self.wallSeconds = wallSeconds
     }
 }
+
+// MARK: - lineage
+
+/// Where a fine-tuned checkpoint's starting weights came from: the parent file's name, its sha256
+/// and the step it had reached. Stored as JSON in `forge.parent` (the nearest parent) and
+/// `forge.lineage` (every ancestor, nearest first, as each fine-tuning recorded them).
+public struct CheckpointParent: Codable, Equatable, Sendable {
+    /// The parent's file name (its last path component, e.g. "best.safetensors").
+    public var file: String
+    /// Hex sha256 of the parent file's bytes.
+    public var sha256: String
+    /// The parent's `TrainingState.step`.
+    public var step: Int
+
+    public init(file: String, sha256: String, step: Int) {
+        (self.file, self.sha256, self.step) = (file, sha256, step)
+    }
+}
+
+extension Checkpoint {
+    /// Metadata key of the nearest parent (`CheckpointParent` as JSON).
+    public static let parentKey = "forge.parent"
+    /// Metadata key of every ancestor, nearest first (a JSON array of `CheckpointParent`).
+    public static let lineageKey = "forge.lineage"
+    /// Metadata key of the `--freeze` patterns a fine-tuned run keeps fixed (a JSON array of strings).
+    public static let frozenKey = "forge.frozen"
+
+    /// The metadata that records `lineage` (nearest first) in a checkpoint; empty for no lineage.
+    public static func lineageMetadata(_ lineage: [CheckpointParent]) throws -> [String: String] {
+        guard let parent = lineage.first else { return [:] }
+        return [parentKey: try jsonString(parent), lineageKey: try jsonString(lineage)]
+    }
+}
+
+extension LoadedCheckpoint {
+    /// The ancestors this file records, nearest first ([] for a checkpoint trained from scratch).
+    public func lineage() throws -> [CheckpointParent] {
+        if let text = metadata[Checkpoint.lineageKey] {
+            guard let value = try? JSONDecoder().decode([CheckpointParent].self, from: Data(text.utf8)) else {
+                throw CheckpointError(path: path, message: "\(Checkpoint.lineageKey) is not a JSON array of {file, sha256, step}")
+            }
+            return value
+        }
+        guard let text = metadata[Checkpoint.parentKey] else { return [] }
+        guard let parent = try? JSONDecoder().decode(CheckpointParent.self, from: Data(text.utf8)) else {
+            throw CheckpointError(path: path, message: "\(Checkpoint.parentKey) is not a JSON object {file, sha256, step}")
+        }
+        return [parent]
+    }
+
+    /// This checkpoint as the parent of a run fine-tuned from it, followed by its own ancestors.
+    public func lineageAsParent() throws -> [CheckpointParent] {
+        let me = CheckpointParent(file: URL(fileURLWithPath: path).lastPathComponent,
+                                  sha256: try SHA256.hexDigest(ofFile: path), step: state.step)
+        return [me] + (try lineage())
+    }
+}

@@ -150,11 +150,12 @@ private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor,
 
     optimizers.generator.zeroGrad()
     let dParams = d.parameters
+    let dRequired = dParams.map(\.requiresGrad)  // a --freeze'd parameter stays frozen after this step
     for p in dParams { p.requiresGrad = false }
     let outG = d.forward(fake, labels: labels)
     let lossG = hingeGeneratorLoss(fake: outG)
     lossG.backward()
-    for p in dParams { p.requiresGrad = true }
+    for (p, required) in zip(dParams, dRequired) { p.requiresGrad = required }
     optimizers.generator.step()
     return GANStepResult(lossD: Double(lossD.item), lossG: Double(lossG.item),
                          dX: meanSigmoid(outReal), dGZ1: meanSigmoid(outFake), dGZ2: meanSigmoid(outG))

@@ -109,11 +109,12 @@ func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: A
     // (2) G step with D frozen.
     optimizerG.zeroGrad()
     let dParams = discriminator.parameters
+    let dRequired = dParams.map(\.requiresGrad)  // a --freeze'd parameter stays frozen after this step
     for p in dParams { p.requiresGrad = false }
     let outG = discriminate(fake)
     let errG = binaryCrossEntropyWithLogits(outG, targets: ones)
     errG.backward()
-    for p in dParams { p.requiresGrad = true }
+    for (p, required) in zip(dParams, dRequired) { p.requiresGrad = required }
     optimizerG.step()
 
     return GANStepResult(lossD: Double(errDReal.item) + Double(errDFake.item), lossG: Double(errG.item),

@@ -134,6 +134,10 @@ public struct TrainingOptions: Sendable {
     public var isTerminal: Bool?
     /// Folder of the run's TensorBoard event files (see `TensorBoardWriter`); nil = none.
     public var tensorBoardDirectory: String? = nil
+    /// Metadata written into every checkpoint of the run besides the task's own, e.g. a fine-tuned
+    /// run's lineage (`FineTuning.metadata`). A resumed run keeps the lineage and frozen parameters
+    /// its checkpoint records.
+    public var extraMetadata: [String: String] = [:]
 
     public init(runDirectory: String, epochs: Int? = nil, steps: Int? = nil, minutes: Double? = nil,
                 resume: Bool = false, evaluateEvery: Int = 0, saveEvery: Int = 0, saveIntervalSeconds: Double = 300,

@@ -35,8 +35,16 @@ public final class TrainingLoop {
         defer { folder.release() }
 
         var state = TrainingState()
+        var inheritedMetadata = options.extraMetadata
         if options.resume, FileManager.default.fileExists(atPath: options.checkpointPath) {
-            state = try restore(from: try Checkpoint.load(options.checkpointPath, expectedKind: task.kind))
+            let saved = try Checkpoint.load(options.checkpointPath, expectedKind: task.kind)
+            state = try restore(from: saved)
+            // a fine-tuned run stays one: its lineage and its frozen parameters carry over
+            for key in [Checkpoint.parentKey, Checkpoint.lineageKey, Checkpoint.frozenKey] {
+                if let value = saved.metadata[key] { inheritedMetadata[key] = value }
+            }
+            let frozen = try saved.stringArray(Checkpoint.frozenKey)
+            if !frozen.isEmpty { try FineTuning.freeze(frozen, in: task.modules) }
             log("resumed from \(options.checkpointPath) at step \(state.step) (epoch \(state.epoch + 1))")
         } else if options.resume {
             log("no checkpoint at \(options.checkpointPath): starting a new run")
@@ -77,7 +85,7 @@ public final class TrainingLoop {
             state.wallSeconds = wallBefore + elapsed
             try Checkpoint.save(to: path ?? options.checkpointPath, kind: task.kind, configJSON: task.configJSON, state: state,
                                 modules: task.modules, optimizers: task.optimizers, generators: task.generators,
-                                extraMetadata: task.extraMetadata)
+                                extraMetadata: task.extraMetadata.merging(inheritedMetadata) { _, inherited in inherited })
             if path == nil { lastSave = Date() }
         }
         func evaluate() throws {

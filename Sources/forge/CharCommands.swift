@@ -94,6 +94,8 @@ struct TrainChar: ParsableCommand {
             saved = CharTrainingOptions(metadata: try Checkpoint.load(checkpointPath, expectedKind: "char").metadata)
             if preset == nil, let saved { o = saved }
         }
+        // --init: the architecture and vocabulary are the checkpoint's (FineTuningFlags.swift)
+        let fineTuning = try training.initCheckpoint.map { try startCharFineTuning(from: $0, into: &o) }
         architecture.apply(to: &o)
         if let v = lr { o.learningRate = v }
         if let v = minLr { o.minLearningRate = v }
@@ -109,7 +111,7 @@ struct TrainChar: ParsableCommand {
         if let saved { try refuseContradictions(saved: saved, now: o) }
         if let problem = o.problem() { throw problem }
 
-        let corpus = try TextCorpus(path: data)
+        let corpus = try fineTuning?.corpus ?? textInSavedVocabulary(checkpointPath: checkpointPath)
         let needed = o.trainingMemoryEstimate(vocabSize: corpus.vocabularySize)
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         if needed > 0.8 * available {
@@ -125,6 +127,7 @@ struct TrainChar: ParsableCommand {
         say("training: batch \(o.batchSize), lr \(o.learningRate) → \(o.minLearningRate), warm-up \(o.warmupIterations), \(o.iterations) iters, "
               + "eval every \(o.evalEvery), threads \(Threads.count)")
         var options = task.trainingOptions(runDirectory: runDirectory, minutes: training.minutes, resume: training.resume)
+        if let fineTuning { options.extraMetadata = try initialize(task, from: fineTuning) }
         options.saveEvery = training.saveEvery
         options.tensorBoardDirectory = training.tensorBoardDirectory(runDirectory: runDirectory)
         if let e = training.epochs { options.epochs = e }

@@ -44,6 +44,7 @@ struct TrainClassifier: ParsableCommand {
     @OptionGroup var training: RunFlags
 
     func run() throws {
+        try training.refuseFineTuningFlags(except: [], command: "train classifier")
         let runDirectory = training.runDirectory(kind: "classifier", data: data)
         let set = try ImageDataset.load(path: data, size: size, channels: defaultChannels(data, channels))
         say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size), \(set.classNames.count) classes from \(data), named from \(set.classSource)")

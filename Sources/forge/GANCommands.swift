@@ -93,11 +93,12 @@ struct TrainGAN: ParsableCommand {
     }
 
     func run() throws {
-        if isAudio { return try runAudio() }
+        if isAudio { try training.refuseFineTuningFlags(except: [], command: "train gan on sound"); return try runAudio() }
         let runDirectory = training.runDirectory(kind: "gan", data: data)
         let saved = try training.savedConfig(DCGANConfig.self, kind: "gan", runDirectory: runDirectory)
-        var config = saved ?? DCGANConfig()
-        let fromCheckpoint = saved != nil
+        let parent = try training.initCheckpoint.map { try Checkpoint.load($0, expectedKind: "gan") }  // --init (FineTuningFlags.swift)
+        var config = try saved ?? parent?.config(as: DCGANConfig.self) ?? DCGANConfig()
+        let fromCheckpoint = saved != nil || parent != nil
         let isIDX = IDX.findFiles(in: data, split: .train) != nil
         let channelCount = fromCheckpoint ? config.channels : (channels ?? (isIDX ? 1 : 3))
         let imageSize = fromCheckpoint ? config.imageSize : size
@@ -106,7 +107,10 @@ struct TrainGAN: ParsableCommand {
         say("data: \(set.count) images \(set.channels)x\(set.size)x\(set.size) from \(data)"
               + (set.isLabelled ? ", \(set.classNames.count) classes, named from \(set.classSource)" : "")
               + String(format: " (%.1f s)", Date().timeIntervalSince(start)))
-        if !fromCheckpoint {
+        var reinitialized: Set<String> = []
+        if let parent {
+            reinitialized = try fineTuneConfig(&config, parent: parent, dataClasses: set.isLabelled ? set.classNames : [])
+        } else if !fromCheckpoint {
             let hasClasses = set.isLabelled && set.classNames.count >= 2
             switch conditional {
             case .on:
@@ -138,8 +142,9 @@ struct TrainGAN: ParsableCommand {
                        config.beta1, config.beta2, config.emaDecay > 0 ? String(config.emaDecay) : "off")
               + ", G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
-        let options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
+        var options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
         let task = try GANTrainingTask(gan: gan, data: set, samplesDirectory: options.samplesDirectory)
+        if let parent { options.extraMetadata = try initialize(task, parent: parent, reinitialized: reinitialized) }
         try runTraining(task, options) { summary in
             say(ganSummary(summary))
             say("samples: \(options.samplesDirectory)/latest.png (per epoch: epoch_NNN.png)")

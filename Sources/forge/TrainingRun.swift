@@ -32,6 +32,18 @@ struct RunFlags: ParsableArguments {
             completion: .directory)
     var tensorboard: String?
     @Flag(help: "Write no TensorBoard event files.") var noTensorboard = false
+    @Option(name: .customLong("init"), help: ArgumentHelp("Fine-tune: start from this checkpoint's weights (a file or run folder) on --data.",
+                                                          discussion: "The architecture is the checkpoint's (a shape flag that contradicts it is an error); the optimizer and the learning-rate schedule start afresh unless --init-optimizer. Every checkpoint of the run records the parent's file name, sha256 and step (see `forge info`)."),
+            completion: .file())
+    var initCheckpoint: String?
+    @Flag(help: "With --init: keep the checkpoint's optimizer state (Adam moments) instead of a fresh optimizer.") var initOptimizer = false
+    @Option(name: .customLong("freeze"), help: ArgumentHelp("With --init: keep the parameters whose dotted name matches this glob fixed (repeatable), e.g. 'wte.*', 'h.0.*', 'generator.*'.",
+                                                            discussion: "A pattern matches a whole name or its tail after a dot; the run prints how many parameters each matched; a pattern matching none is an error."))
+    var freeze: [String] = []
+    @Flag(help: "char with --init: add the characters of --data that the checkpoint's vocabulary lacks (new embedding rows, initialized as in training).")
+    var extendVocab = false
+    @Flag(help: "Conditional gan/vae with --init: data with other classes re-initializes the class embeddings and class-conditioned layers, keeping the rest.")
+    var newClasses = false
 
     func validate() throws {
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
@@ -41,6 +53,50 @@ struct RunFlags: ParsableArguments {
         if saveEvery < 0 { throw ValidationError("--save-every must be 0 or more, got \(saveEvery)") }
         if noTensorboard, let tensorboard { throw ValidationError("--tensorboard \(tensorboard) and --no-tensorboard contradict each other: give one") }
         if let tensorboard, tensorboard.isEmpty { throw ValidationError("--tensorboard needs a folder, got an empty path") }
+        if let initCheckpoint, resume {
+            throw ValidationError("--init \(initCheckpoint) starts a new run from a checkpoint's weights and --resume continues the run in --out: give one")
+        }
+        if initCheckpoint == nil {
+            for (flag, given) in [("--init-optimizer", initOptimizer), ("--freeze", !freeze.isEmpty), ("--extend-vocab", extendVocab), ("--new-classes", newClasses)] where given {
+                throw ValidationError("\(flag) is a fine-tuning flag: it needs --init CKPT")
+            }
+        }
+    }
+
+    /// Refuses the fine-tuning flags a command does not support (`supported`: e.g. ["--init", "--freeze"]).
+    func refuseFineTuningFlags(except supported: Set<String>, command: String) throws {
+        let given: [(String, Bool)] = [("--init", initCheckpoint != nil), ("--init-optimizer", initOptimizer), ("--freeze", !freeze.isEmpty),
+                                       ("--extend-vocab", extendVocab), ("--new-classes", newClasses)]
+        if let (flag, _) = given.first(where: { $0.1 && !supported.contains($0.0) }) {
+            throw ValidationError("\(flag) is not supported by \(command)")
+        }
+    }
+
+    /// The TrainingOptions metadata of a fine-tuned run from `parent`, after freezing `--freeze`'s
+    /// parameters of `modules` and saying what was frozen and where the weights came from.
+    func startFineTuning(parent: LoadedCheckpoint, modules: [(name: String, module: any Module)]) throws -> [String: String] {
+        say("fine-tuning from \(parent.path) (step \(parent.state.step))" + (initOptimizer ? " with its optimizer state" : ", fresh optimizer and schedule"))
+        if !freeze.isEmpty {
+            let frozen = try FineTuning.freeze(freeze, in: modules)
+            for (pattern, names) in frozen.matches {
+                let shown = names.prefix(4).joined(separator: ", ") + (names.count > 4 ? ", …" : "")
+                say("--freeze \(pattern): \(names.count) parameter tensor\(names.count == 1 ? "" : "s") (\(shown))")
+            }
+            say(String(format: "frozen: %d tensors, %d of %d values (%.1f%%)", frozen.tensorCount, frozen.valueCount, frozen.totalValueCount,
+                       100 * Double(frozen.valueCount) / Double(max(frozen.totalValueCount, 1))))
+        }
+        return try FineTuning.metadata(parent: parent, frozen: freeze)
+    }
+
+    /// A flag given with --init whose value contradicts the checkpoint's: an error naming both values.
+    func refuseInitContradictions(_ changes: [(String, String?, String)]) throws {
+        let differing = changes.compactMap { flag, given, saved -> String? in
+            guard let given, given != saved, Double(given).flatMap({ g in Double(saved).map { $0 == g } }) != true else { return nil }
+            return "\(flag) \(given) (the checkpoint has \(saved))"
+        }
+        guard !differing.isEmpty else { return }
+        throw ValidationError("--init takes the architecture from \(initCheckpoint ?? "the checkpoint"), but " + differing.joined(separator: ", ")
+                              + " contradicts it; drop the flag")
     }
 
     var seedValue: UInt64 { seed ?? defaultSeed }
@@ -161,7 +217,7 @@ func forgeExitCode(for error: Error) -> Int32 {
         if case let .io(_, message) = e { return message.lowercased().contains("no such file") ? ForgeExit.badInput : ForgeExit.output }
         return ForgeExit.badInput
     case is CocoaError: return ForgeExit.output
-    case is TrainingError, is CheckpointError, is CharTransformerError, is UnknownCharacterError, is SamplingError,
+    case is TrainingError, is CheckpointError, is VocabularyMismatchError, is CharTransformerError, is UnknownCharacterError, is SamplingError,
          is StateLoadError, is OptimizerStateError: return ForgeExit.badInput
     default: return 1
     }

@@ -69,13 +69,15 @@ struct TrainVAE: ParsableCommand {
     }
 
     func run() throws {
-        if isAudio { return try runAudio() }
+        if isAudio { try training.refuseFineTuningFlags(except: [], command: "train vae on sound"); return try runAudio() }
         let (latent, batch) = (self.latent ?? 20, self.batch ?? 128)
         let runDirectory = training.runDirectory(kind: "vae", data: data)
         do {
             let saved = try training.savedConfig(VAEConfig.self, kind: "vae", runDirectory: runDirectory)
-            var config = saved ?? VAEConfig()
-            let fromCheckpoint = saved != nil
+            let parent = try training.initCheckpoint.map { try Checkpoint.load($0, expectedKind: "vae") }  // --init (FineTuningFlags.swift)
+            var config = try saved ?? parent?.config(as: VAEConfig.self) ?? VAEConfig()
+            if parent != nil { config.seed = training.seedValue }
+            let fromCheckpoint = saved != nil || parent != nil
             let start = Date()
             let imageSize = fromCheckpoint ? config.imageSize : size
             let channelCount = fromCheckpoint ? config.channels : channels
@@ -97,7 +99,10 @@ struct TrainVAE: ParsableCommand {
             say("data: \(train.count) training images \(train.channels)x\(train.size)x\(train.size) from \(data), "
                   + "\(heldOut.count) held out from \(heldOutName)" + String(format: " (%.1f s)", Date().timeIntervalSince(start))
                   + (train.isLabelled ? "; \(train.classNames.count) classes, named from \(train.classSource)" : ""))
-            if fromCheckpoint {
+            var reinitialized: Set<String> = []
+            if let parent {
+                reinitialized = try fineTuneConfig(&config, parent: parent, dataClasses: train.isLabelled ? train.classNames : [])
+            } else if fromCheckpoint {
                 try refuseResumeChanges([
                     ("--latent", self.latent.map { "\($0)" }, "\(config.latent)"), ("--hidden", hidden.map { "\($0)" }, "\(config.hidden)"),
                     ("--batch", self.batch.map { "\($0)" }, "\(config.batchSize)"), ("--lr", lr.map { "\($0)" }, "\(config.learningRate)"),
@@ -125,9 +130,10 @@ struct TrainVAE: ParsableCommand {
                   + "hidden \(config.hidden), \(config.likelihood.rawValue) likelihood"
                   + (config.isConditional ? ", conditional on \(config.classCount) classes" : "")
                   + ", \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
-            let options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
+            var options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
             let samplesDirectory = options.samplesDirectory
             let task = try VAETrainingTask(vae: vae, data: train, heldOut: heldOut, samplesDirectory: samplesDirectory)
+            if let parent { options.extraMetadata = try initialize(task, parent: parent, reinitialized: reinitialized) }
             try runTraining(task, options) { summary in
                 if let last = task.history.last {
                     say(outcomeWords(summary) + String(format: "; train -ELBO %.2f, test -ELBO %.2f nats/image",

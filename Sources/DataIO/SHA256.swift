@@ -64,7 +64,7 @@ public struct SHA256 {
     /// The digest of the file at `path` as 64 lowercase hex digits, read in 1 MB pieces.
     public static func hexDigest(ofFile path: String) throws -> String {
         guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw SamplingError("cannot open \(path) to hash it")
+            throw DataIOError.io(path: path, message: "cannot be opened to hash it")
         }
         defer { try? handle.close() }
         var hasher = SHA256()
