@@ -12,7 +12,7 @@ struct Forge: ParsableCommand {
         abstract: "Forge: train generative models on images, text and sound, and generate data from them.",
         discussion: ForgeExit.table,
         version: "forge 0.1.0",
-        subcommands: [Train.self, Sample.self, Generate.self, Eval.self, Bench.self, Import.self, LRFind.self, Explain.self, Info.self, Plot.self])
+        subcommands: [Train.self, Sample.self, Generate.self, Eval.self, Bench.self, Import.self, LRFind.self, Sweep.self, Explain.self, Info.self, Plot.self])
 
     /// BLAS set-up must come first: it may re-exec the process to pick fast OpenBLAS kernels.
     /// Errors print one way for every command: `forge: error: …` on stderr, with the exit codes of

@@ -174,6 +174,7 @@ let flagForField: [String: String] = [
     "logEvery": "--log-every", "layers": "--layers", "heads": "--heads", "embedding": "--embd", "blockSize": "--block",
     "epochs": "--epochs", "steps": "--steps", "minutes": "--minutes", "saveEvery": "--save-every", "evaluateEvery": "--eval-every",
     "heldOutFraction": "--val-split", "perClass": "--per-class", "only": "--only",
+    "trials": "--trials", "eta": "--eta", "budgetMinutes": "--budget-minutes",
 ]
 
 /// A library error as the user should read it: field names become flags.

@@ -38,10 +38,16 @@ final class ParallelTests: XCTestCase {
             }
             return inner.reduce(0, +)
         }
-        XCTAssertEqual(sums.count, 2)
+        // chunks of exactly `grain` items, whatever the thread count
+        XCTAssertEqual(sums.count, 100)
         XCTAssertEqual(sums.reduce(0, +), (0..<10_000).reduce(0, +))
-        XCTAssertEqual(sums[0], (0..<5_000).reduce(0, +))
+        XCTAssertEqual(sums[0], (0..<100).reduce(0, +))
+        XCTAssertEqual(sums[99], (9_900..<10_000).reduce(0, +))
         XCTAssertFalse(Threads.inParallelRegion)
+        // the same cut with one thread: a reduction over the parts gives the same bits
+        Threads.count = 1
+        let one = parallelChunks(10_000, grain: 100) { s, e in e - s }
+        XCTAssertEqual(one, [Int](repeating: 100, count: 100))
     }
 
     /// Two threads submitting work at once: one gets the pool, the other runs serially; both are right.
