@@ -132,7 +132,7 @@ def main():
     parser.add_argument("--prompt", default="\\n\\n\\ndef ")
     parser.add_argument("--length", type=int, default=500)
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--baseline-count", type=int, default=1000)
+    parser.add_argument("--baseline-count", type=int, default=1000, help="3-gram items (0: no baseline)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--show", type=int, default=2)
     args = parser.parse_args()
@@ -156,6 +156,8 @@ def main():
         print(f"  forge --validate verdicts (manifest valid column) agree with compile() on {agree}/{len(items)} items; "
               f"valid in the manifest: {sum(v == 'true' for v in forge_valid)}")
 
+    if args.baseline_count < 1:
+        return
     model = CharTrigram(train_text)
     val_path = os.path.join(args.corpus, "val.txt")
     if os.path.exists(val_path):
