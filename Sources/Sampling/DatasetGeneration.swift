@@ -312,8 +312,15 @@ public struct DatasetManifest: Equatable, Sendable {
         /// SHA-256 (lowercase hex) of the item's file; nil while it is not written (or in a manifest
         /// that does not record item hashes).
         public var sha256: String?
-        public init(file: String, index: Int, label: Int, className: String, seed: UInt64, sha256: String? = nil) {
+        /// A checker's verdict on the item (`forge generate text --validate`): true when it accepted it; nil
+        /// when the item was not checked (yet), or in a manifest without verdicts.
+        public var valid: Bool?
+        /// What the checker said about a rejected item (see `ItemVerdict.message`); "" for an accepted one.
+        public var checkError: String?
+        public init(file: String, index: Int, label: Int, className: String, seed: UInt64, sha256: String? = nil,
+                    valid: Bool? = nil, checkError: String? = nil) {
             (self.file, self.index, self.label, self.className, self.seed, self.sha256) = (file, index, label, className, seed, sha256)
+            (self.valid, self.checkError) = (valid, checkError)
         }
     }
 
@@ -326,20 +333,32 @@ public struct DatasetManifest: Equatable, Sendable {
     /// puts the item in place, so `--resume` keeps only files with their recorded hash. Manifests
     /// written before item hashes existed (and by generators that do not record them) have no column.
     public var recordsItemSHA256: Bool
+    /// Whether the manifest has the `valid` and `check_error` columns (a run with a checker): each
+    /// item's verdict, empty while it is not checked. Manifests of runs without a checker have neither.
+    public var recordsVerdicts: Bool
 
-    public init(checkpoint: String, checkpointSHA256: String, modelKind: String, parameters: String, rows: [Row], recordsItemSHA256: Bool = false) {
+    public init(checkpoint: String, checkpointSHA256: String, modelKind: String, parameters: String, rows: [Row],
+                recordsItemSHA256: Bool = false, recordsVerdicts: Bool = false) {
         (self.checkpoint, self.checkpointSHA256, self.modelKind, self.parameters, self.rows) = (checkpoint, checkpointSHA256, modelKind, parameters, rows)
-        self.recordsItemSHA256 = recordsItemSHA256
+        (self.recordsItemSHA256, self.recordsVerdicts) = (recordsItemSHA256, recordsVerdicts)
     }
 
     /// The columns of a manifest without item hashes.
     public static let header = ["file", "index", "label", "class", "seed", "checkpoint", "checkpoint_sha256", "model_kind", "parameters"]
     /// The columns of a manifest that records item hashes: `header` and `sha256` (empty for an item not written yet).
     public static let headerWithItemSHA256 = header + ["sha256"]
+    /// The columns a run with a checker adds after the others: `valid` (true/false, empty while not
+    /// checked) and `check_error` (what the checker said about a rejected item).
+    public static let verdictColumns = ["valid", "check_error"]
+
+    /// This manifest's columns.
+    public var columns: [String] {
+        (recordsItemSHA256 ? Self.headerWithItemSHA256 : Self.header) + (recordsVerdicts ? Self.verdictColumns : [])
+    }
 
     /// The CSV text (RFC 4180 quoting where a field needs it).
     public func csv() -> String {
-        var out = (recordsItemSHA256 ? Self.headerWithItemSHA256 : Self.header).joined(separator: ",") + "\n"
+        var out = columns.joined(separator: ",") + "\n"
         // The run's columns are the same on every row: quoted once (the manifest is rewritten while
         // items are written, see ItemCommitter).
         let runFields = "," + [checkpoint, checkpointSHA256, modelKind, parameters].map(csvField).joined(separator: ",")
@@ -347,6 +366,9 @@ public struct DatasetManifest: Equatable, Sendable {
             out += [row.file, String(row.index), String(row.label), row.className, String(row.seed)].map(csvField).joined(separator: ",")
             out += runFields
             if recordsItemSHA256 { out += "," + (row.sha256 ?? "") }
+            if recordsVerdicts {
+                out += "," + (row.valid.map { $0 ? "true" : "false" } ?? "") + "," + csvField(row.checkError ?? "")
+            }
             out += "\n"
         }
         return out
@@ -356,11 +378,14 @@ public struct DatasetManifest: Equatable, Sendable {
     public static func read(path: String) throws -> DatasetManifest {
         let text = String(decoding: try FileIO.readBytes(path), as: UTF8.self)
         let records = parseCSV(text)
-        guard let head = records.first, head == header || head == headerWithItemSHA256 else {
+        // The optional columns come in this order after the base ones: sha256, then valid and check_error.
+        let known = [header, headerWithItemSHA256, header + verdictColumns, headerWithItemSHA256 + verdictColumns]
+        guard let head = records.first, known.contains(head) else {
             throw SamplingError("\(path) is not a Forge manifest (header \(records.first ?? []))")
         }
         var manifest = DatasetManifest(checkpoint: "", checkpointSHA256: "", modelKind: "", parameters: "", rows: [],
-                                recordsItemSHA256: head == headerWithItemSHA256)
+                                recordsItemSHA256: head.starts(with: headerWithItemSHA256),
+                                recordsVerdicts: head.suffix(2).elementsEqual(verdictColumns))
         for (n, r) in records.dropFirst().enumerated() {
             guard r.count == head.count, let index = Int(r[1]), let label = Int(r[2]), let seed = UInt64(r[4]) else {
                 throw SamplingError("\(path): row \(n + 2) is malformed")
@@ -369,7 +394,16 @@ public struct DatasetManifest: Equatable, Sendable {
             if let sha256, sha256.count != 64 || !sha256.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
                 throw SamplingError("\(path): row \(n + 2) has a malformed sha256 \"\(sha256)\" (64 lowercase hex digits expected)")
             }
-            manifest.rows.append(Row(file: r[0], index: index, label: label, className: r[3], seed: seed, sha256: sha256))
+            var verdict: Bool?, checkError: String?
+            if manifest.recordsVerdicts {
+                let (v, message) = (r[r.count - 2], r[r.count - 1])
+                guard ["", "true", "false"].contains(v) else {
+                    throw SamplingError("\(path): row \(n + 2) has a malformed valid \"\(v)\" (true, false or empty expected)")
+                }
+                if !v.isEmpty { (verdict, checkError) = (v == "true", message) }
+            }
+            manifest.rows.append(Row(file: r[0], index: index, label: label, className: r[3], seed: seed, sha256: sha256,
+                                     valid: verdict, checkError: checkError))
             (manifest.checkpoint, manifest.checkpointSHA256, manifest.modelKind, manifest.parameters) = (r[5], r[6], r[7], r[8])
         }
         return manifest

@@ -10,11 +10,27 @@ import Models
 // per step, `CharSampler`) in batches aligned to multiples of the batch size, and `--only` /
 // `--resume` regenerate whole batches (so even float rounding matches the original run).
 
+/// Where an item of `forge generate text` ends.
+public enum TextUnit: String, Sendable, CaseIterable {
+    /// After `length` characters (or at a stop string, or at `splitOn`).
+    case length
+    /// At the end of the first top-level unit of code after the prompt, for Python-like text (e.g. a
+    /// prompt "def " gives one function): generation stops at two blank lines in a row ("\n\n\n") or
+    /// before the next line that starts at column 0 with a letter, `_` or `@` (a new top-level `def`,
+    /// `class`, decorator or statement), so the unit keeps its indented body and the comments, closing
+    /// brackets and string continuations that start at column 0. The item ends with one newline. The
+    /// first generated line never ends the unit. A unit still open after `length` characters is cut
+    /// there. A decorator line counts as a unit of its own: prompt with the `def` instead.
+    case function
+}
+
 /// Parameters of `forge generate text`.
 public struct TextGenerationOptions: Sendable {
     public var count: Int
-    /// Characters generated per item (before `splitOn` cuts it).
+    /// Characters generated per item (at most; before `splitOn` cuts it).
     public var length: Int
+    /// Where an item ends (`length` or a whole top-level unit of code).
+    public var unit: TextUnit
     /// Text every item starts from (included in the item).
     public var prompt: String
     public var seed: UInt64
@@ -38,11 +54,11 @@ public struct TextGenerationOptions: Sendable {
     /// Seconds one check may take; a checker still running then is killed and the run fails.
     public var checkTimeLimit: Double
 
-    public init(count: Int, length: Int, prompt: String = "\n", seed: UInt64 = 0, batchSize: Int = 16,
+    public init(count: Int, length: Int, unit: TextUnit = .length, prompt: String = "\n", seed: UInt64 = 0, batchSize: Int = 16,
                 fileExtension: String = ".txt", splitOn: String? = nil, jsonl: Bool = false,
                 sampling: TextSamplingOptions = TextSamplingOptions(), resume: Bool = false, only: Int? = nil,
                 checkCommand: String? = nil, keepInvalid: Bool = false, checkTimeLimit: Double = 30) {
-        (self.count, self.length, self.prompt, self.seed, self.batchSize) = (count, length, prompt, seed, batchSize)
+        (self.count, self.length, self.unit, self.prompt, self.seed, self.batchSize) = (count, length, unit, prompt, seed, batchSize)
         (self.fileExtension, self.splitOn, self.jsonl, self.sampling, self.resume, self.only) = (fileExtension, splitOn, jsonl, sampling, resume, only)
         (self.checkCommand, self.keepInvalid, self.checkTimeLimit) = (checkCommand, keepInvalid, checkTimeLimit)
     }
@@ -59,6 +75,9 @@ public final class TextDatasetGenerator {
     public let prompt: [Int32]
     /// The sampler every batch goes through (the same code as `forge sample char`).
     public let sampler: CharSampler
+    /// The stop strings that end a `TextUnit.function` unit (empty for `.length`); the sampler gets them
+    /// after the user's own stop strings.
+    public let unitStops: [String]
 
     public static let jsonlName = "samples.jsonl"
 
@@ -84,6 +103,16 @@ public final class TextDatasetGenerator {
         prompt = try checkpoint.encode(options.prompt)
         try options.sampling.validate()
         sampler = CharSampler(model: checkpoint.model, vocabulary: checkpoint.vocabulary)
+        switch options.unit {
+        case .length: unitStops = []
+        case .function:
+            guard checkpoint.vocabulary.contains("\n") else {
+                throw SamplingError("\(checkpointPath)'s vocabulary has no newline, so a unit of code can never end; generate fixed lengths instead")
+            }
+            let starts = checkpoint.vocabulary.filter { ($0.properties.isAlphabetic && $0.isASCII) || $0 == "_" || $0 == "@" }
+            unitStops = ["\n\n\n"] + starts.map { "\n" + String($0) }
+        }
+        try options.sampling.validate()
         _ = try sampler.stopTokens(options.sampling)   // a stop string the model cannot produce fails now, not per batch
         self.checkpointPath = checkpointPath
         self.checkpointSHA256 = try SHA256.hexDigest(ofFile: checkpointPath)
@@ -108,6 +137,7 @@ public final class TextDatasetGenerator {
             + "stop=[\(s.stop.map(jsonString).joined(separator: ","))] context=\(s.reuseContext ? "reuse" : "exact") "
             + "prompt=\(jsonString(options.prompt)) split_on=\(options.splitOn.map(jsonString) ?? "-") "
             + (options.jsonl ? "format=jsonl" : "ext=\(options.fileExtension)")
+            + (options.unit == .length ? "" : " unit=\(options.unit.rawValue)")   // absent for .length: older manifests still match
             + (options.checkCommand.map { " validate=\(jsonString($0)) keep_invalid=\(options.keepInvalid)" } ?? "")
     }
 
@@ -115,19 +145,31 @@ public final class TextDatasetGenerator {
         DatasetManifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
                  modelKind: "char", parameters: parameters,
                  rows: (0..<options.count).map { DatasetManifest.Row(file: file($0), index: $0, label: 0, className: "",
-                                                              seed: ItemSeed.derive(runSeed: options.seed, index: $0)) })
+                                                              seed: ItemSeed.derive(runSeed: options.seed, index: $0)) },
+                 recordsVerdicts: options.checkCommand != nil)
+    }
+
+    /// The sampling options the sampler runs with: the user's, plus the unit's stop strings.
+    public var generationOptions: TextSamplingOptions {
+        var sampling = options.sampling
+        sampling.stop += unitStops.filter { !sampling.stop.contains($0) }
+        return sampling
     }
 
     /// Decodes `seeds.count` sequences side by side, each drawing from its own generator; returns the
-    /// new tokens of each (`CharSampler`, exact unless the options ask for `reuseContext`).
-    public func decode(seeds: [UInt64]) throws -> [[Int32]] {
+    /// new tokens of each and the stop string that ended it (`CharSampler`, exact unless the options ask
+    /// for `reuseContext`).
+    public func decode(seeds: [UInt64]) throws -> [GeneratedSequence] {
         var sources = seeds.map { RandomGenerator(seed: $0) }
-        return try sampler.generate(prompt: prompt, length: options.length, options: options.sampling, sources: &sources)
+        return try sampler.generateSequences(prompt: prompt, length: options.length, options: generationOptions, sources: &sources)
     }
 
-    /// The text of an item from its generated tokens: prompt + continuation, cut at `splitOn`.
-    public func itemText(_ tokens: [Int32]) -> String {
-        var text = checkpoint.decode(tokens)
+    /// The text of an item from its generated sequence: prompt + continuation (+ the newline that ends a
+    /// unit of code), cut at `splitOn`.
+    public func itemText(_ sequence: GeneratedSequence) -> String {
+        var text = checkpoint.decode(sequence.tokens)
+        // The unit's stop strings begin with the newline that ends the unit's last line.
+        if let stop = sequence.stop, unitStops.contains(stop), !options.sampling.stop.contains(stop) { text += "\n" }
         if let separator = options.splitOn, !separator.isEmpty, let range = text.range(of: separator) {
             text = String(text[..<range.lowerBound])
         }
@@ -140,17 +182,16 @@ public final class TextDatasetGenerator {
                                               seed: ItemSeed.derive(runSeed: options.seed, index: $0)) }
     }
 
-    public static let verdictsName = "validation.csv"
-
     /// Generates the items (all, the missing ones with `resume`, or one with `only`) and writes
     /// `manifest.csv`; with a checker, checks every item while later batches are generated, records each
-    /// verdict in `validation.csv` and deletes the rejected items unless `keepInvalid`.
+    /// verdict in the manifest's `valid` and `check_error` columns and deletes the rejected items unless
+    /// `keepInvalid`.
     /// `progress(done, total, characters)` after each batch.
     public func run(progress: (Int, Int, Int) -> Void = { _, _, _ in }) throws
         -> (report: GenerationReport, characters: Int, validation: ValidationSummary?) {
         let start = Date()
         let jsonlPath = outputDirectory + "/" + Self.jsonlName
-        let verdictsPath = outputDirectory + "/" + Self.verdictsName
+        let manifestPath = outputDirectory + "/manifest.csv"
         // Existing JSONL records by index (read before the plan, which only sees file paths).
         var texts = [String?](repeating: nil, count: options.count)
         if options.jsonl, options.resume || options.only != nil, let bytes = try? FileIO.readBytes(jsonlPath) {
@@ -161,14 +202,20 @@ public final class TextDatasetGenerator {
                 }
             }
         }
-        // Verdicts of an earlier run of this folder (the manifest check below makes them this run's).
+        // Verdicts of an earlier run of this folder, read before the plan rewrites its manifest (whose
+        // check of checkpoint and parameters makes them this run's).
         var verdicts: [Int: ItemVerdict] = [:]
-        if options.checkCommand != nil, options.resume || options.only != nil, let bytes = try? FileIO.readBytes(verdictsPath) {
-            verdicts = ItemVerdict.parse(String(decoding: bytes, as: UTF8.self), count: options.count)
+        if options.checkCommand != nil, options.resume || options.only != nil,
+           FileManager.default.fileExists(atPath: manifestPath), let earlier = try? DatasetManifest.read(path: manifestPath) {
+            for row in earlier.rows where (0..<options.count).contains(row.index) {
+                if let valid = row.valid { verdicts[row.index] = ItemVerdict(valid: valid, message: row.checkError ?? "") }
+            }
         }
+        var expected = manifest
+        for i in expected.rows.indices { expected.rows[i].setVerdict(verdicts[expected.rows[i].index]) }
         let items = plannedItems
         let indexOfPath = Dictionary(uniqueKeysWithValues: items.map { (outputDirectory + "/" + $0.file, $0.index) })
-        var plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
+        var plan = try GenerationPlan.prepare(outputDirectory, manifest: expected, items: items, resume: options.resume,
                                               only: options.only) { path in
             guard let i = indexOfPath[path] else { return false }
             if options.jsonl { return texts[i] != nil }
@@ -186,12 +233,17 @@ public final class TextDatasetGenerator {
                 checker!.submit(index: i, path: outputDirectory + "/" + file(i), keep: true)
             }
         }
-        func recordVerdicts() throws {
+        // The manifest with this run's verdicts (items being regenerated have none until checked again).
+        func recordVerdicts(final: Bool = false) throws {
             guard let checker else { return }
             for (i, verdict) in checker.takeVerdicts() { verdicts[i] = verdict }
             try checker.checkFailure()
-            try writeRenamed(Array(ItemVerdict.csv(verdicts, file: file).utf8), to: verdictsPath)
+            var current = plan.manifest
+            for i in current.rows.indices { current.rows[i].setVerdict(verdicts[current.rows[i].index]) }
+            let bytes = Array(current.csv().utf8)
+            if final { try FileIO.writeAtomically(bytes, to: manifestPath) } else { try writeRenamed(bytes, to: manifestPath) }
         }
+        try recordVerdicts()
 
         let total = plan.total
         var done = 0, characters = 0
@@ -202,7 +254,7 @@ public final class TextDatasetGenerator {
             let generated = try decode(seeds: indices.map { ItemSeed.derive(runSeed: options.seed, index: $0) })
             for (slot, i) in indices.enumerated() where plan.wanted[i] {
                 let text = itemText(generated[slot])
-                characters += generated[slot].count
+                characters += generated[slot].tokens.count
                 done += 1
                 texts[i] = text
                 if !options.jsonl {
@@ -216,7 +268,7 @@ public final class TextDatasetGenerator {
             progress(done, total, characters)
         }
         checker?.waitForAll()
-        try recordVerdicts()
+        try recordVerdicts(final: true)
         plan.report.written = total
         plan.report.seconds = Date().timeIntervalSince(start)
         let summary = checker.map { _ in
@@ -264,28 +316,47 @@ public struct ValidationSummary: Sendable, Equatable {
     public var validRate: Double { checked > 0 ? Double(valid) / Double(checked) : 0 }
 }
 
-/// A checker's verdict on one item: exit status 0 or not, and the first line of what it wrote to stderr.
+/// A checker's verdict on one item: exit status 0 or not, and what it wrote to stderr, shortened to one
+/// line (`checkerMessage`).
 struct ItemVerdict: Equatable {
     var valid: Bool
     var message: String
+}
 
-    static let header = ["file", "index", "valid", "checker_message"]
-
-    /// `validation.csv`: one row per checked item, in index order.
-    static func csv(_ verdicts: [Int: ItemVerdict], file: (Int) -> String) -> String {
-        var out = header.joined(separator: ",") + "\n"
-        for (i, v) in verdicts.sorted(by: { $0.key < $1.key }) {
-            out += [file(i), String(i), v.valid ? "true" : "false", v.message].map(csvField).joined(separator: ",") + "\n"
-        }
-        return out
+extension DatasetManifest.Row {
+    /// Records `verdict` in the row's `valid` / `check_error` (both empty for nil).
+    mutating func setVerdict(_ verdict: ItemVerdict?) {
+        (valid, checkError) = (verdict?.valid, verdict?.message)
     }
+}
 
-    static func parse(_ text: String, count: Int) -> [Int: ItemVerdict] {
-        var out: [Int: ItemVerdict] = [:]
-        for r in parseCSV(text).dropFirst() where r.count == header.count {
-            if let i = Int(r[1]), (0..<count).contains(i) { out[i] = ItemVerdict(valid: r[2] == "true", message: r[3]) }
+/// A checker's stderr as one line: its first non-blank line, trimmed, and when there are more, " … " and
+/// the last one. Python's tracebacks open with the place and end with the error
+/// (`File "x.py", line 3 … SyntaxError: '(' was never closed`), other checkers open with the error.
+func checkerMessage(_ stderr: String) -> String {
+    let lines = stderr.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    guard let first = lines.first else { return "" }
+    return lines.count > 1 ? first + " … " + lines.last! : first
+}
+
+/// A checker that says nothing about the items: it outlived its time limit, or could not be run.
+public enum CheckerError: Error, CustomStringConvertible, Equatable {
+    /// `command` was still running on `item` after `seconds` and was killed.
+    case timedOut(command: String, seconds: Double, item: String)
+    /// The shell could not run `command` (exit 126 or 127: not found, not executable), with its message.
+    case cannotRun(command: String, status: Int32, message: String)
+    /// No process could be started at all.
+    case cannotStart(command: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .timedOut(command, seconds, item):
+            return "the checker `\(command)` did not finish within \(seconds) s on \(item) and was killed; raise the time limit or fix the checker"
+        case let .cannotRun(command, status, message):
+            return "the checker `\(command)` could not be run (exit \(status)\(message.isEmpty ? "" : ": " + message)); check that the command exists and is executable"
+        case let .cannotStart(command, reason):
+            return "the checker `\(command)` could not be started: \(reason)"
         }
-        return out
     }
 }
 
@@ -296,7 +367,7 @@ final class ItemChecker: @unchecked Sendable {
     let command: String, timeLimit: Double
     private let lock = NSLock()
     private var verdicts: [(Int, ItemVerdict)] = []
-    private var failure: String?
+    private var failure: CheckerError?
     private let group = DispatchGroup()
     private let slots: DispatchSemaphore
     private let queue = DispatchQueue(label: "forge.item-checker", attributes: .concurrent)
@@ -319,13 +390,13 @@ final class ItemChecker: @unchecked Sendable {
             lock.withLock {
                 switch result {
                 case .timedOut:
-                    failure = failure ?? "the checker `\(command)` did not finish within \(timeLimit) s on \(name) and was killed; raise the time limit or fix the checker"
-                case let .exited(status, firstLine) where status == 126 || status == 127:
-                    failure = failure ?? "the checker `\(command)` could not be run (exit \(status)\(firstLine.isEmpty ? "" : ": " + firstLine)); check that the command exists and is executable"
+                    failure = failure ?? .timedOut(command: command, seconds: timeLimit, item: name)
+                case let .exited(status, message) where status == 126 || status == 127:
+                    failure = failure ?? .cannotRun(command: command, status: status, message: message)
                 case let .failedToStart(reason):
-                    failure = failure ?? "the checker `\(command)` could not be started: \(reason)"
-                case let .exited(status, firstLine):
-                    verdicts.append((index, ItemVerdict(valid: status == 0, message: firstLine)))
+                    failure = failure ?? .cannotStart(command: command, reason: reason)
+                case let .exited(status, message):
+                    verdicts.append((index, ItemVerdict(valid: status == 0, message: status == 0 ? "" : message)))
                     if status != 0 && !keep { unlink(path) }
                 }
             }
@@ -339,14 +410,15 @@ final class ItemChecker: @unchecked Sendable {
 
     /// Throws the first fatal checker problem, if any.
     func checkFailure() throws {
-        if let failure = lock.withLock({ failure }) { throw SamplingError(failure) }
+        if let failure = lock.withLock({ failure }) { throw failure }
     }
 
     func waitForAll() { group.wait() }
 }
 
 enum ShellResult {
-    case exited(status: Int32, firstStderrLine: String)
+    /// The exit status and the checker's stderr as one line (`checkerMessage`).
+    case exited(status: Int32, message: String)
     case timedOut
     case failedToStart(String)
 }
@@ -395,8 +467,7 @@ func runShell(_ command: String, timeLimit: Double) -> ShellResult {
         usleep(2_000)
     }
     let stderrText = (try? FileIO.readBytes(errPath)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-    let firstLine = stderrText.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
     // exit status (WIFEXITED / WEXITSTATUS), or 128 + signal as a shell reports it
     let exitStatus: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return .exited(status: exitStatus, firstStderrLine: firstLine)
+    return .exited(status: exitStatus, message: checkerMessage(stderrText))
 }

@@ -200,6 +200,8 @@ struct StopWatcher {
     /// Generated tokens not yet released.
     private(set) var pending: [Int32] = []
     private(set) var stopped = false
+    /// Which of `stops` ended the sequence, once `stopped`.
+    private(set) var stoppedBy: Int?
 
     init(stops: [[Int32]]) { self.stops = stops }
 
@@ -208,8 +210,9 @@ struct StopWatcher {
     mutating func push(_ token: Int32) -> [Int32] {
         pending.append(token)
         if stops.isEmpty { defer { pending.removeAll() }; return pending }
-        if let stop = stops.first(where: { pending.count >= $0.count && pending.suffix($0.count).elementsEqual($0) }) {
-            stopped = true
+        if let n = stops.firstIndex(where: { pending.count >= $0.count && pending.suffix($0.count).elementsEqual($0) }) {
+            let stop = stops[n]
+            (stopped, stoppedBy) = (true, n)
             let out = Array(pending.dropLast(stop.count))
             pending.removeAll()
             return out
@@ -236,6 +239,14 @@ struct StopWatcher {
 }
 
 // MARK: - the sampler
+
+/// One generated sequence: its new tokens (prompt and stop string not included) and the stop string that
+/// ended it, nil when it ran to the requested length.
+public struct GeneratedSequence: Sendable, Equatable {
+    public var tokens: [Int32]
+    public var stop: String?
+    public init(tokens: [Int32], stop: String?) { (self.tokens, self.stop) = (tokens, stop) }
+}
 
 /// Generates text from a `CharTransformer`. By default every token is conditioned on exactly the last
 /// min(length, block) tokens, as nanoGPT's `generate` does: the prompt (its last block tokens) is fed once
@@ -275,15 +286,22 @@ public final class CharSampler {
         }
     }
 
+    /// `generateSequences`, the tokens only.
+    public func generate<Source: UniformSource>(prompt: [Int32], length: Int, options: TextSamplingOptions,
+                                                sources: inout [Source],
+                                                onEmit: (Int, [Int32]) -> Void = { _, _ in }) throws -> [[Int32]] {
+        try generateSequences(prompt: prompt, length: length, options: options, sources: &sources, onEmit: onEmit).map(\.tokens)
+    }
+
     /// Generates up to `length` tokens after `prompt` for `sources.count` sequences decoded side by side;
     /// sequence b draws its uniforms from `sources[b]` only, so its output does not depend on the others
     /// or on how many are decoded together. A sequence ends early when its text ends with a stop string.
     /// `onEmit(b, tokens)` receives sequence b's tokens as soon as they are final (a token that may start
     /// a stop string is held back until it is known not to). Returns the new tokens of each sequence
-    /// (prompt and stop string not included).
-    public func generate<Source: UniformSource>(prompt: [Int32], length: Int, options: TextSamplingOptions,
-                                                sources: inout [Source],
-                                                onEmit: (Int, [Int32]) -> Void = { _, _ in }) throws -> [[Int32]] {
+    /// (prompt and stop string not included), and the stop string that ended each (nil when it ran to `length`).
+    public func generateSequences<Source: UniformSource>(prompt: [Int32], length: Int, options: TextSamplingOptions,
+                                                         sources: inout [Source],
+                                                         onEmit: (Int, [Int32]) -> Void = { _, _ in }) throws -> [GeneratedSequence] {
         try options.validate()
         let count = sources.count
         let block = model.config.blockSize, V = model.config.vocabSize
@@ -369,7 +387,7 @@ public final class CharSampler {
                 onEmit(b, rest)
             }
         }
-        return out
+        return (0..<count).map { b in GeneratedSequence(tokens: out[b], stop: watchers[b].stoppedBy.map { options.stop[$0] }) }
     }
 
     /// `count` sequences, sequence b drawing from a generator seeded with the b-th output of `generator`.

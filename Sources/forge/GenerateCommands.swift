@@ -81,6 +81,8 @@ func writePreviewGrid(_ generator: ImageDatasetGenerator, columns: Int = 10, to 
     try ImageSampler.writeGrid(Tensor.stack(tensors), range: .minusOneToOne, columns: columns, to: path)
 }
 
+extension TextUnit: ExpressibleByArgument {}
+
 struct GenerateText: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "text",
@@ -88,7 +90,9 @@ struct GenerateText: ParsableCommand {
 
     @Option(help: "The char checkpoint (.safetensors) or a run folder.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
     @Option(help: "Number of texts.") var count: Int
-    @Option(help: "Characters generated per text (fewer when a --stop string ends it).") var length: Int
+    @Option(help: "Characters generated per text, at most (fewer when a --stop string or the --unit ends it).") var length: Int
+    @Option(help: ArgumentHelp("Where a text ends: length (after --length characters) or function (a whole top-level unit of Python-like code: stop at two blank lines, or before the next line that starts at column 0 with a letter, _ or @, i.e. a new def, class, decorator or statement; the first generated line never ends it; cut at --length if still open). E.g. --prompt 'def ' --unit function gives one function per item.", valueName: "length|function"))
+    var unit: TextUnit = .length
     @Option(help: "Output folder.", completion: .file()) var out: String
     @Option(help: "Text every item starts from (kept in the item).") var prompt: String = "\n"
     @Option(help: "File extension of the items.") var ext: String = ".txt"
@@ -99,7 +103,7 @@ struct GenerateText: ParsableCommand {
     @Option(help: "Sequences decoded side by side (recorded in the manifest; keep it when resuming).") var batch: Int = 16
     @Flag(help: "Continue an interrupted run: keep the items present, generate the missing ones.") var resume = false
     @Option(help: "Recreate only item N (same arguments as the original run).") var only: Int?
-    @Option(name: .customLong("validate"), help: ArgumentHelp("Check every item with this shell command, {} standing for the item's file; exit 0 = valid, e.g. 'python3 -m py_compile {}'. Runs beside generation; rejected items are deleted (see --keep-invalid); verdicts and the checker's first stderr line go to DIR/validation.csv. For whole units, end items with --stop (e.g. --stop '\\n\\n\\n' or --stop '\\ndef ').", valueName: "command"))
+    @Option(name: .customLong("validate"), help: ArgumentHelp("Check every item with this shell command, {} standing for the item's file; exit 0 = valid, e.g. 'python3 -m py_compile {}'. Runs beside generation, several checks at a time; rejected items are deleted (see --keep-invalid); each item's verdict and the checker's message (its first stderr line, and the last when there are more) go to DIR/manifest.csv's valid and check_error columns. For whole functions add --unit function.", valueName: "command"))
     var checkCommand: String?
     @Flag(help: "With --validate: keep the items the checker rejects.") var keepInvalid = false
     @Option(help: "With --validate: seconds one check may take before the run fails.") var validateTimeout: Double = 30
@@ -118,7 +122,7 @@ struct GenerateText: ParsableCommand {
 
     func run() throws {
         let unescape = unescapeControlCharacters
-        let options = TextGenerationOptions(count: count, length: length, prompt: unescape(prompt), seed: seed, batchSize: batch,
+        let options = TextGenerationOptions(count: count, length: length, unit: unit, prompt: unescape(prompt), seed: seed, batchSize: batch,
                                             fileExtension: ext.hasPrefix(".") || ext.isEmpty ? ext : "." + ext,
                                             splitOn: splitOn.map(unescape), jsonl: jsonl,
                                             sampling: sampling.options,
@@ -140,12 +144,16 @@ struct GenerateText: ParsableCommand {
             say(String(format: "wrote %d texts (kept %d), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv",
                          report.written, report.kept, characters, report.seconds, Double(characters) / max(1e-9, report.seconds), out))
             if let validation {
-                say(String(format: "valid: %d of %d checked items (%.1f %%)%@; verdicts %@/%@", validation.valid, validation.checked,
-                             100 * validation.validRate, keepInvalid ? ", invalid ones kept" : ", invalid ones deleted",
-                             out, TextDatasetGenerator.verdictsName))
+                say(String(format: "valid: %d of %d checked items (%.1f %%)%@; verdicts in %@/manifest.csv (columns valid, check_error)",
+                             validation.valid, validation.checked, 100 * validation.validRate,
+                             keepInvalid ? ", invalid ones kept" : ", invalid ones deleted", out))
             }
         } catch let error as TextSamplingError {
             throw ValidationError(flagMessage(error))
+        } catch let error as CheckerError {
+            // bad input: the --validate command
+            if case .timedOut = error { throw ValidationError("\(error) (--validate-timeout \(validateTimeout))") }
+            throw ValidationError("--validate: \(error)")
         }
     }
 }

@@ -150,14 +150,16 @@ final class GenerateTextTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/bad"))
     }
 
-    private func verdicts(_ dir: String) throws -> [[String]] {
-        String(decoding: try FileIO.readBytes(dir + "/validation.csv"), as: UTF8.self)
+    /// The manifest's lines, split at commas (the fixture's fields hold no commas or quotes).
+    private func manifestLines(_ dir: String) throws -> [[String]] {
+        String(decoding: try FileIO.readBytes(dir + "/manifest.csv"), as: UTF8.self)
             .split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
     }
 
-    /// `checkCommand`: each item's verdict is the checker's exit status on that file, with its first
-    /// stderr line; rejected items are deleted (kept with `keepInvalid`); a resumed run ends with the
-    /// same folder, checking the kept items that have no verdict yet.
+    /// `checkCommand`: each item's verdict is the checker's exit status on that file, recorded with the
+    /// checker's message in the manifest's `valid` / `check_error` columns; rejected items are deleted
+    /// (kept with `keepInvalid`); a resumed run ends with the same folder, checking the kept items that
+    /// have no verdict yet.
     func testCheckerVerdictsDeletionAndResume() throws {
         let dir = try folder()
         let ck = try checkpoint(in: dir)
@@ -170,13 +172,21 @@ final class GenerateTextTests: XCTestCase {
         let valid = texts.map { $0.contains("bb") }
         XCTAssertTrue(valid.contains(true) && valid.contains(false), "the fixture gives both verdicts: \(texts)")
         XCTAssertEqual(kept.validation, ValidationSummary(checked: 9, valid: valid.filter { $0 }.count))
-        let rows = try verdicts(dir + "/all")
-        XCTAssertEqual(rows[0], ["file", "index", "valid", "checker_message"])
+        let rows = try manifestLines(dir + "/all")
+        XCTAssertEqual(rows[0], ["file", "index", "label", "class", "seed", "checkpoint", "checkpoint_sha256", "model_kind", "parameters",
+                                 "valid", "check_error"])
         XCTAssertEqual(rows.count, 10)
         for i in 0..<9 {
-            XCTAssertEqual(rows[i + 1], [String(format: "%06d.txt", i), String(i), valid[i] ? "true" : "false", valid[i] ? "" : "no bb"])
+            XCTAssertEqual(rows[i + 1].first, String(format: "%06d.txt", i))
+            // the checker's first and last stderr lines
+            XCTAssertEqual(Array(rows[i + 1].suffix(2)), [valid[i] ? "true" : "false", valid[i] ? "" : "no bb … second line"], "item \(i)")
         }
-        XCTAssertTrue(try DatasetManifest.read(path: dir + "/all/manifest.csv").parameters.contains("validate="))
+        let manifest = try DatasetManifest.read(path: dir + "/all/manifest.csv")
+        XCTAssertTrue(manifest.parameters.contains("validate="))
+        XCTAssertTrue(manifest.recordsVerdicts)
+        XCTAssertEqual(manifest.rows.map(\.valid), valid.map { Optional($0) })
+        XCTAssertEqual(manifest.rows.map(\.checkError), valid.map { $0 ? "" : "no bb … second line" })
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/all/validation.csv"), "verdicts live in the manifest only")
 
         // without keepInvalid the rejected items are deleted, the verdicts are the same
         options.keepInvalid = false
@@ -185,18 +195,88 @@ final class GenerateTextTests: XCTestCase {
         let after = try files(dir + "/valid")
         XCTAssertEqual(after.keys.filter { $0.hasSuffix(".txt") }.sorted(),
                        (0..<9).filter { valid[$0] }.map { String(format: "%06d.txt", $0) })
-        XCTAssertEqual(try verdicts(dir + "/valid"), rows)
+        // the same verdicts (the parameters differ in keep_invalid)
+        let validManifest = try DatasetManifest.read(path: dir + "/valid/manifest.csv")
+        XCTAssertEqual(validManifest.rows, manifest.rows)
 
         // an interrupted run: the last batch missing, and the verdicts of items 2… lost
         for i in 8..<9 { try? FileManager.default.removeItem(atPath: dir + "/valid/" + String(format: "%06d.txt", i)) }
-        try FileIO.writeAtomically(Array(rows.prefix(3).map { $0.joined(separator: ",") }.joined(separator: "\n").utf8) + [10],
-                                   to: dir + "/valid/validation.csv")
+        var interrupted = validManifest
+        for i in 2..<9 { interrupted.rows[i].valid = nil; interrupted.rows[i].checkError = nil }
+        try FileIO.writeAtomically(Array(interrupted.csv().utf8), to: dir + "/valid/manifest.csv")
         options.resume = true
         let resumed = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/valid").run()
         // regenerated: item 8, and the rejected items whose verdicts were lost (nothing tells them from missing ones)
         XCTAssertEqual(resumed.report.written, 1 + (2..<8).filter { !valid[$0] }.count)
         XCTAssertEqual(resumed.validation, kept.validation)
         XCTAssertEqual(try files(dir + "/valid"), after)
+    }
+
+    /// Manifests without the verdict columns (runs without a checker, and every manifest written before
+    /// the columns existed) read as before; with them, a verdict round-trips, empty meaning not checked.
+    func testManifestVerdictColumnsAreOptional() throws {
+        let dir = try folder()
+        let old = "file,index,label,class,seed,checkpoint,checkpoint_sha256,model_kind,parameters\n"
+            + "000000.txt,0,0,,17,char.safetensors,\(String(repeating: "a", count: 64)),char,count=1\n"
+        try FileIO.writeAtomically(Array(old.utf8), to: dir + "/old.csv")
+        let read = try DatasetManifest.read(path: dir + "/old.csv")
+        XCTAssertFalse(read.recordsVerdicts)
+        XCTAssertEqual(read.rows, [DatasetManifest.Row(file: "000000.txt", index: 0, label: 0, className: "", seed: 17)])
+        XCTAssertEqual(read.csv(), old)
+
+        var manifest = read
+        manifest.recordsVerdicts = true
+        manifest.rows += [DatasetManifest.Row(file: "000001.txt", index: 1, label: 0, className: "", seed: 18, valid: false,
+                                              checkError: "File \"x.py\", line 2 … SyntaxError: '(' was never closed"),
+                          DatasetManifest.Row(file: "000002.txt", index: 2, label: 0, className: "", seed: 19, valid: true, checkError: "")]
+        try FileIO.writeAtomically(Array(manifest.csv().utf8), to: dir + "/new.csv")
+        XCTAssertEqual(try DatasetManifest.read(path: dir + "/new.csv"), manifest)
+        XCTAssertTrue(manifest.csv().hasPrefix(DatasetManifest.header.joined(separator: ",") + ",valid,check_error\n"))
+        // sha256 and the verdicts together
+        manifest.recordsItemSHA256 = true
+        manifest.rows[2].sha256 = String(repeating: "b", count: 64)
+        try FileIO.writeAtomically(Array(manifest.csv().utf8), to: dir + "/both.csv")
+        XCTAssertEqual(try DatasetManifest.read(path: dir + "/both.csv"), manifest)
+        let bad = old.replacingOccurrences(of: "parameters\n", with: "parameters,valid,check_error\n")
+            .replacingOccurrences(of: "count=1\n", with: "count=1,maybe,\n")
+        try FileIO.writeAtomically(Array(bad.utf8), to: dir + "/bad.csv")
+        XCTAssertThrowsError(try DatasetManifest.read(path: dir + "/bad.csv")) {
+            XCTAssertTrue("\($0)".contains("malformed valid \"maybe\""), "\($0)")
+        }
+    }
+
+    /// `unit: .function` ends an item at the first line that starts at column 0 with a letter (over
+    /// "ab \n": "\na" or "\nb") or at "\n\n\n", keeping the newline that ends its last line: the same
+    /// text as a run to the full length, cut there. Generation stops at the boundary (fewer characters).
+    func testFunctionUnitEndsAtTheNextTopLevelLine() throws {
+        let dir = try folder()
+        let ck = try checkpoint(in: dir)
+        var options = TextGenerationOptions(count: 12, length: 40, prompt: "a", seed: 9, batchSize: 4,
+                                            sampling: TextSamplingOptions(temperature: 1.5, topK: nil))
+        let free = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/free").run()
+        options.unit = .function
+        let generator = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/unit")
+        XCTAssertEqual(generator.unitStops, ["\n\n\n", "\na", "\nb"])
+        let units = try generator.run()
+        XCTAssertLessThan(units.characters, free.characters, "generation stops at the boundary")
+        var ended = 0
+        for i in 0..<12 {
+            let name = String(format: "%06d.txt", i)
+            let whole = String(decoding: try FileIO.readBytes(dir + "/free/" + name), as: UTF8.self)
+            let unit = String(decoding: try FileIO.readBytes(dir + "/unit/" + name), as: UTF8.self)
+            let generated = whole.dropFirst()   // the prompt "a"; a boundary lies in the generated text
+            var expected = "a" + generated
+            for boundary in ["\n\n\n", "\na", "\nb"] {
+                if let r = generated.range(of: boundary), ("a" + generated[..<r.lowerBound] + "\n").count < expected.count {
+                    expected = "a" + generated[..<r.lowerBound] + "\n"
+                }
+            }
+            XCTAssertEqual(unit, expected, "item \(i)")
+            if unit != whole { ended += 1 }
+        }
+        XCTAssertGreaterThan(ended, 3, "most items meet a boundary")
+        XCTAssertTrue(try DatasetManifest.read(path: dir + "/unit/manifest.csv").parameters.hasSuffix(" unit=function"))
+        XCTAssertFalse(try DatasetManifest.read(path: dir + "/free/manifest.csv").parameters.contains("unit="))
     }
 
     /// A checker that cannot run, or that hangs past its time limit, fails the run with a clear message.
@@ -206,6 +286,7 @@ final class GenerateTextTests: XCTestCase {
         var options = TextGenerationOptions(count: 3, length: 5, prompt: "a", checkCommand: "forge-no-such-checker {}")
         XCTAssertThrowsError(try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/missing").run()) {
             XCTAssertTrue("\($0)".contains("could not be run (exit 127"), "\($0)")
+            XCTAssertEqual(($0 as? CheckerError).map { if case .cannotRun = $0 { return true } else { return false } }, true)
             XCTAssertTrue("\($0)".contains("forge-no-such-checker"), "\($0)")
         }
         options.checkCommand = "sleep 30; true {}"
@@ -238,6 +319,6 @@ final class GenerateTextTests: XCTestCase {
         let run = try TextDatasetGenerator(checkpointPath: ck, options: options, outputDirectory: dir + "/py").run()
         XCTAssertEqual(run.validation, ValidationSummary(checked: 6, valid: 6))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/py").sorted(),
-                       ["000000.py", "000001.py", "000002.py", "000003.py", "000004.py", "000005.py", "manifest.csv", "validation.csv"])
+                       ["000000.py", "000001.py", "000002.py", "000003.py", "000004.py", "000005.py", "manifest.csv"])
     }
 }
