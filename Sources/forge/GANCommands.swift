@@ -119,7 +119,7 @@ struct TrainGAN: ParsableCommand {
             config.channels = channelCount
             (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf ?? 64, ndf ?? 64, embed)
             applyRecipe(to: &config)
-            config.batchSize = batch
+            config.batchSize = batchSizeFitting(batch, items: set.count, noun: "images")
             config.seed = training.seedValue
         } else {
             func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
