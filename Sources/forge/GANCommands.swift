@@ -79,6 +79,8 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Spectral normalisation in D (on, off). Default: the recipe's.") var spectralNorm: OnOff?
     @Option(help: "Loss: bce (non-saturating) or hinge. Default: the recipe's.") var loss: GANLoss?
     @Option(parsing: .unconditional, help: "EMA decay of G's weights for sampling (0 = off). Default: the recipe's.") var ema: Float?
+    @Option(help: "DiffAugment (translation + cutout on every batch D sees, real and fake, both steps; for small folders): on, off. Default: off.") var diffAugment: OnOff?
+    @Option(help: "Minibatch standard deviation channel before D's last layer (groups of 4): on, off. Default: off.") var minibatchStd: OnOff?
     @Option(parsing: .unconditional, help: "Adam learning rate (of G; of D too unless --lr-d). Default: the recipe's (dcgan 2e-4, stable 1e-4).") var lr: Float?
     @Option(parsing: .unconditional, help: "Adam learning rate of D. Default: the recipe's (dcgan = --lr, stable 4e-4).") var lrD: Float?
     @Option(parsing: .unconditional, help: "Adam beta1. Default: the recipe's (dcgan 0.5, stable 0).") var beta1: Float?
@@ -133,7 +135,8 @@ struct TrainGAN: ParsableCommand {
         let gan = DCGAN(config)
         say("model: DCGAN \(config.imageSize)x\(config.imageSize)x\(config.channels), "
               + (config.isConditional ? "conditional on \(config.classCount) classes (projection D, G \(config.generatorConditioning.rawValue))" : "unconditional")
-              + ", D \(config.spectralNorm ? "spectral norm" : "BatchNorm"), loss \(config.loss.rawValue)"
+              + ", D \(config.spectralNorm ? "spectral norm" : "BatchNorm")" + (config.minibatchStd ? " + minibatch std" : "")
+              + (config.diffAugment ? ", DiffAugment translation+cutout" : "") + ", loss \(config.loss.rawValue)"
               + String(format: ", lr G %g / D %g, betas (%g, %g), EMA %@", config.learningRate, config.discriminatorLearningRate,
                        config.beta1, config.beta2, config.emaDecay > 0 ? String(config.emaDecay) : "off")
               + ", G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
@@ -160,6 +163,8 @@ extension TrainGAN {
         if let spectralNorm { config.spectralNorm = spectralNorm.isOn }
         if let loss { config.loss = loss }
         if let ema { config.emaDecay = ema }
+        if let diffAugment { config.diffAugment = diffAugment.isOn }
+        if let minibatchStd { config.minibatchStd = minibatchStd.isOn }
         if let lr { config.learningRate = lr }
         if let lrD { config.learningRateD = lrD }
         if let beta1 { config.beta1 = beta1 }
