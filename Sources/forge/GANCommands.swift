@@ -172,13 +172,24 @@ extension TrainGAN {
     }
 }
 
+/// The shipped image model (`checkpoints/fashion-cgan.safetensors`, made by scripts/ship-gan-checkpoint.py):
+/// the default `--checkpoint` of `sample gan` and `generate images`.
+let shippedGANCheckpointName = "checkpoints/fashion-cgan.safetensors"
+
+/// `path`, or for the default name the shipped file found beside the binary's package when the
+/// current folder has none.
+func resolveShippedGAN(_ path: String) -> String {
+    guard path == shippedGANCheckpointName, !FileManager.default.fileExists(atPath: path) else { return path }
+    return shippedCheckpoint(shippedGANCheckpointName) ?? path
+}
+
 struct SampleGAN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gan",
         abstract: "Draw images from a DCGAN checkpoint (a grid, one PNG per image, or a latent interpolation), or WAVs from a WaveGAN checkpoint.")
 
-    @Option(help: "The checkpoint (.safetensors) written by `forge train gan`.")
-    var checkpoint: String
+    @Option(help: "The checkpoint (.safetensors) written by `forge train gan` (default: the shipped Fashion-MNIST conditional GAN).")
+    var checkpoint: String = shippedGANCheckpointName
     @Option(help: "Number of images (default 64) or clips (default 1).") var count: Int?
     @Option(help: "Seed of the latent vectors.") var seed: UInt64 = defaultSeed
     @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).")
@@ -199,7 +210,7 @@ struct SampleGAN: ParsableCommand {
     func run() throws {
         if isAudioCheckpoint { return try runAudio() }
         let count = self.count ?? 64
-        try writeImageSamples(open: { try GANSampler(checkpoint: checkpoint) }, count: count, seed: seed, className: className,
+        try writeImageSamples(open: { try GANSampler(checkpoint: resolveShippedGAN(checkpoint)) }, count: count, seed: seed, className: className,
                               interpolate: interpolate, steps: steps, columns: columns, labels: !noLabels, out: out, outDir: outDir,
                               defaultOut: "samples/gan.png", interpolationOut: "samples/interpolation.png")
     }
