@@ -15,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `swift package generate-documentation` (DocC); only the plugin, nothing links it.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // System libraries and C shims
@@ -54,5 +56,7 @@ let package = Package(
         .testTarget(name: "FiguresTests", dependencies: ["Figures", "DataIO", "TensorCore", "Training"]),
         // Runs the forge binary itself (exit codes, messages, a tiny run); depends on it so it is built.
         .testTarget(name: "CLITests", dependencies: ["forge"]),
+        // The DocC tutorial's code (TensorCore.docc/TrainingASmallModel.md), compiled and run.
+        .testTarget(name: "TutorialTests", dependencies: ["TensorCore", "DataIO"]),
     ]
 )

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include "CKernels.h"
 
 #define FK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define FK_INLINE static inline __attribute__((always_inline))
@@ -110,11 +111,7 @@ FK_INLINE float fk_row_sum(const float *restrict x, long n) {
 // (= ceil(p * 2^24), see fk_dropout_threshold).
 FK_INLINE uint64_t fk_dropout_threshold(float p) { return (uint64_t)ceilf(p * 16777216.0f); }
 FK_INLINE int fk_dropout_keeps(uint64_t seed, uint64_t index, uint64_t threshold) {
-    uint64_t z = seed + (index + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (z >> 40) >= threshold;
+    return (fk_splitmix64_mix(seed + (index + 1) * FK_SPLITMIX64_GAMMA) >> 40) >= threshold;
 }
 
 #endif

@@ -171,7 +171,7 @@ public enum ImageDataset {
         guard FileManager.default.fileExists(atPath: root, isDirectory: &isFolder) else {
             throw DataIOError.io(path: root, message: "no such file or folder")
         }
-        guard isFolder.boolValue else { throw DataIOError.invalidArgument("\(root): --data must be a folder (of images or of IDX files)") }
+        guard isFolder.boolValue else { throw DataIOError.invalidArgument("\(root) is not a folder (of images or of IDX files)") }
         if let pair = IDX.findFiles(in: root, split: split) {
             return try IDX.loadImageSet(images: pair.images, labels: pair.labels, size: size, channels: channels,
                                         classNames: try IDX.classNamesFile(in: root), classSource: "classes.txt")

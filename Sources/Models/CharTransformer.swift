@@ -71,7 +71,7 @@ public struct CharTransformerConfig: Codable, Sendable, Equatable {
             throw CharTransformerError("checkpoint holds no char-transformer weights (transformer.wte.weight, transformer.wpe.weight, transformer.h.N.…)")
         }
         guard let nHead = heads ?? int("n_head") else {
-            throw CharTransformerError("checkpoint metadata has no n_head; pass the number of heads (forge: --heads)")
+            throw CharTransformerError("checkpoint metadata has no n_head: the number of heads must be given")
         }
         let bias = metadata["bias"].map { $0 == "true" || $0 == "True" || $0 == "1" } ?? (tensorShapes["transformer.ln_f.bias"] != nil)
         self.init(vocabSize: vocab, blockSize: block, layers: layers, heads: nHead, embedding: embd,

@@ -19,10 +19,18 @@ import TensorCore
 // * Gaussian likelihoods for RGB data: fixed σ, or one learned log σ per channel (the "σ-VAE" of
 //   Rybkin et al. 2021, which balances reconstruction against KL without a hand-tuned β);
 // * class-conditional mode (CVAE, Sohn et al. 2015): a one-hot label is concatenated to the
-//   encoder's features before (μ, log σ²) and to z before the decoder.
+//   encoder's features before (μ, log σ²) and to z before the decoder;
+// * `conv1d`, the 1-D case for sound: short mono waveforms with the WaveGAN geometry (five strided
+//   Conv1d k25 s4 layers down to L/1024, mirrored by transposed convolutions ending in Tanh) and the
+//   learned-σ Gaussian likelihood (one σ, initially 0.1: a fixed σ would need hand-tuning of the
+//   reconstruction/KL balance, which for ≈ 8000 samples per clip against a 64-d latent decides
+//   between posterior collapse and no usable prior). No BatchNorm anywhere: a per-item ELBO should
+//   not depend on the rest of the batch.
 //
-// Data convention: the model sees pixels in [0, 1] (a Bernoulli likelihood needs targets there;
-// `unitRange(_:)` maps DataIO's [-1, 1] images). All losses are in nats.
+// Data convention: images are pixels in [0, 1] (a Bernoulli likelihood needs targets there;
+// `unitRange(_:)` maps DataIO's [-1, 1] images); sound is samples in [-1, 1], the range of the
+// Tanh mean. One loss convention for both: `loss` is the negative ELBO summed over the batch in
+// nats (the example's `reduction="sum"`); the tasks report it per item (÷ B).
 
 /// Encoder/decoder family.
 public enum VAEArchitecture: String, Codable, Sendable, CaseIterable {
@@ -30,6 +38,8 @@ public enum VAEArchitecture: String, Codable, Sendable, CaseIterable {
     case mlp
     /// Strided convolutions down, transposed convolutions up.
     case conv
+    /// Sound: strided 1-D convolutions over a waveform (B, 1, length), the WaveGAN geometry.
+    case conv1d
 }
 
 /// p(x|z), the decoder's output distribution over pixels in [0, 1].
@@ -62,12 +72,36 @@ public struct VAEConfig: Codable, Equatable, Sendable {
     public var batchSize: Int = 128
     /// Seed of the initial weights, the data order and the reparameterisation noise.
     public var seed: UInt64 = 1
+    /// `conv1d`: clip length in samples, 4096, 8192 or 16384.
+    public var length: Int = 4096
+    /// `conv1d`: sample rate of the training clips (Hz), kept so samples play at the right speed.
+    public var sampleRate: Int = 16000
+    /// `conv1d`: kernel size of every (transposed) convolution (odd: padding (k − 3)/2 makes stride 4 exact).
+    public var kernelSize: Int = 25
 
     public init() {}
 
+    /// The sound defaults: `conv1d` on 4096-sample clips, width 16, latent 64, batch 16, learned σ.
+    public static func audio() -> VAEConfig {
+        var c = VAEConfig()
+        (c.arch, c.channels, c.imageSize, c.hidden, c.latent, c.batchSize) = (.conv1d, 1, 0, 16, 64, 16)
+        c.likelihood = .gaussianLearned
+        return c
+    }
+
     public var isConditional: Bool { classCount > 0 }
-    /// Scalars per image (C·H·W).
-    public var inputFeatures: Int { channels * imageSize * imageSize }
+    /// Whether the model is the 1-D (sound) case.
+    public var isAudio: Bool { arch == .conv1d }
+    /// Scalars per item (C·H·W, or the clip length).
+    public var inputFeatures: Int { isAudio ? length : channels * imageSize * imageSize }
+    /// The ×4 stages of the 1-D architecture.
+    public static let audioStages = 5
+    /// `conv1d`: length of the innermost feature map.
+    public var innerLength: Int { length >> (2 * Self.audioStages) }
+    /// `conv1d`: padding for exact ÷4 / ×4.
+    public var padding: Int { (kernelSize - 3) / 2 }
+    /// log σ of the learned Gaussian likelihood at initialisation: σ = 1 for pixels, 0.1 for sound.
+    public var initialLogScale: Float { isAudio ? Float(Foundation.log(0.1)) : 0 }
 
     /// Stride-2 stages of the conv architecture: halve while the side stays even and above 7
     /// (28 → 14 → 7, 32 → 16 → 8 → 4, 64 → … → 4).
@@ -79,6 +113,18 @@ public struct VAEConfig: Codable, Equatable, Sendable {
 
     /// A description of what is wrong, or nil.
     public var problem: String? {
+        if isAudio {
+            if ![4096, 8192, 16384].contains(length) { return "clip length must be 4096, 8192 or 16384 samples, got \(length)" }
+            if sampleRate < 1 { return "sample rate must be positive, got \(sampleRate)" }
+            if kernelSize < 5 || kernelSize % 2 == 0 { return "kernel size must be odd and at least 5, got \(kernelSize)" }
+            if channels != 1 { return "the sound VAE models mono clips (channels 1), got \(channels)" }
+            if likelihood != .gaussianLearned { return "the sound VAE uses the learned-σ Gaussian likelihood, got \(likelihood.rawValue)" }
+            if classCount != 0 { return "the sound VAE is unconditional" }
+            if latent < 1 || hidden < 1 { return "latent size and width must be positive" }
+            if batchSize < 1 { return "batch size must be positive" }
+            if !(learningRate > 0) { return "learning rate must be positive" }
+            return nil
+        }
         if imageSize < 1 { return "image size must be positive, got \(imageSize)" }
         if channels != 1 && channels != 3 { return "channels must be 1 or 3, got \(channels)" }
         if latent < 1 || hidden < 1 { return "latent and hidden sizes must be positive" }
@@ -88,6 +134,57 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         if batchSize < 1 { return "batch size must be positive" }
         if !(learningRate > 0) { return "learning rate must be positive" }
         return nil
+    }
+}
+
+extension VAEConfig {
+    private enum CodingKeys: String, CodingKey {
+        case arch, imageSize, channels, latent, hidden, likelihood, gaussianStd, classCount, learningRate, batchSize, seed
+        case length, sampleRate, kernelSize
+        case width   // the audio VAE's width before it became `conv1d` (its `hidden`)
+    }
+
+    /// Missing keys take their defaults, so configurations written before a field existed still load.
+    /// A configuration of the separate audio VAE that preceded `conv1d` (it has `width` and no `arch`)
+    /// loads as the 1-D case with the same layers.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let legacyAudio = !c.contains(.arch) && c.contains(.width)
+        let d: VAEConfig = legacyAudio ? .audio() : VAEConfig()
+        arch = try c.decodeIfPresent(VAEArchitecture.self, forKey: .arch) ?? d.arch
+        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize) ?? d.imageSize
+        channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? d.channels
+        latent = try c.decodeIfPresent(Int.self, forKey: .latent) ?? d.latent
+        hidden = try c.decodeIfPresent(Int.self, forKey: .hidden) ?? c.decodeIfPresent(Int.self, forKey: .width) ?? d.hidden
+        likelihood = try c.decodeIfPresent(VAELikelihood.self, forKey: .likelihood) ?? d.likelihood
+        gaussianStd = try c.decodeIfPresent(Float.self, forKey: .gaussianStd) ?? d.gaussianStd
+        classCount = try c.decodeIfPresent(Int.self, forKey: .classCount) ?? d.classCount
+        learningRate = try c.decodeIfPresent(Float.self, forKey: .learningRate) ?? d.learningRate
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        length = try c.decodeIfPresent(Int.self, forKey: .length) ?? d.length
+        sampleRate = try c.decodeIfPresent(Int.self, forKey: .sampleRate) ?? d.sampleRate
+        kernelSize = try c.decodeIfPresent(Int.self, forKey: .kernelSize) ?? d.kernelSize
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(arch, forKey: .arch)
+        try c.encode(imageSize, forKey: .imageSize)
+        try c.encode(channels, forKey: .channels)
+        try c.encode(latent, forKey: .latent)
+        try c.encode(hidden, forKey: .hidden)
+        try c.encode(likelihood, forKey: .likelihood)
+        try c.encode(gaussianStd, forKey: .gaussianStd)
+        try c.encode(classCount, forKey: .classCount)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(batchSize, forKey: .batchSize)
+        try c.encode(seed, forKey: .seed)
+        if isAudio {
+            try c.encode(length, forKey: .length)
+            try c.encode(sampleRate, forKey: .sampleRate)
+            try c.encode(kernelSize, forKey: .kernelSize)
+        }
     }
 }
 
@@ -193,6 +290,57 @@ final class ConvVAENetwork: VAENetwork {
     }
 }
 
+/// The sound case: five strided 1-D convolutions (k25 s4, LeakyReLU 0.2) from (B, 1, L) to
+/// (B, 16d, L/1024), linear layers to (μ, log σ²); the decoder mirrors it with transposed
+/// convolutions (ReLU between) ending in Tanh, the Gaussian mean in [-1, 1].
+final class Conv1dVAENetwork: VAENetwork {
+    var isTraining = true
+    let encoder: Sequential
+    let fcMu, fcLogvar, fcDecode: Linear
+    let decoder: Sequential
+    let width: Int, innerLength: Int
+
+    init(_ c: VAEConfig, _ g: inout RandomGenerator) {
+        let d = c.hidden, k = c.kernelSize, p = c.padding
+        var layers: [any Layer] = []
+        var channels = 1
+        for stage in 0..<VAEConfig.audioStages {
+            let out = d << stage
+            layers += [Conv1d(channels, out, kernelSize: k, stride: 4, padding: p, generator: &g), LeakyReLU(0.2)]
+            channels = out
+        }
+        encoder = Sequential(layers)
+        let features = channels * c.innerLength
+        fcMu = Linear(features, c.latent, generator: &g)
+        fcLogvar = Linear(features, c.latent, generator: &g)
+        fcDecode = Linear(c.latent, features, generator: &g)
+        layers = [ReLU()]
+        for stage in 0..<VAEConfig.audioStages {
+            let last = stage == VAEConfig.audioStages - 1
+            let out = last ? 1 : channels / 2
+            layers.append(ConvTranspose1d(channels, out, kernelSize: k, stride: 4, padding: p, outputPadding: 1, generator: &g))
+            layers.append(last ? Tanh() : ReLU())
+            channels = out
+        }
+        decoder = Sequential(layers)
+        (width, innerLength) = (d, c.innerLength)
+    }
+
+    // The names of the audio VAE before it became this case, so its checkpoints load.
+    var namedChildren: [(String, any Module)] {
+        [("encoder", encoder), ("fc_mu", fcMu), ("fc_logvar", fcLogvar), ("fc_decode", fcDecode), ("decoder", decoder)]
+    }
+
+    func encode(_ x: Tensor, _ onehot: Tensor?) -> (mu: Tensor, logvar: Tensor) {
+        let h = encoder(x).reshaped([x.shape[0], -1])                     // (B, 16d · L/1024)
+        return (fcMu(h), fcLogvar(h))
+    }
+
+    func decode(_ z: Tensor, _ onehot: Tensor?) -> Tensor {
+        decoder(fcDecode(z).reshaped([z.shape[0], 16 * width, innerLength])) // (B, 1, L)
+    }
+}
+
 // MARK: - VAE
 
 /// A VAE: `encode`, `reparameterize`, `decode` and `loss` read like pytorch/examples' `VAE` and `loss_function`; `elboAndIWAE` evaluates −log p(x). Its optimizer
@@ -215,9 +363,10 @@ public final class VAE: Module {
         switch config.arch {
         case .mlp: network = MLPVAENetwork(config, &g)
         case .conv: network = ConvVAENetwork(config, &g)
+        case .conv1d: network = Conv1dVAENetwork(config, &g)
         }
         if config.likelihood == .gaussianLearned {
-            let s = Tensor.zeros([config.channels])
+            let s = Tensor.full([config.channels], config.initialLogScale)
             s.requiresGrad = true
             logScale = s
         } else {
@@ -261,11 +410,16 @@ public final class VAE: Module {
         return mu + eps * (logvar * 0.5).exp()
     }
 
-    /// The decoder's output as pixel values in [0, 1]: E[x|z] (sigmoid of the logits, or the clamped
-    /// Gaussian mean) — what reconstructions and samples show.
+    /// The decoder's output as data values: E[x|z] as pixels in [0, 1] (sigmoid of the logits, or the
+    /// clamped Gaussian mean), or for sound the Tanh mean in [-1, 1] itself — what reconstructions
+    /// and samples show.
     public func pixels(_ output: Tensor) -> Tensor {
-        withNoGrad { config.likelihood == .bernoulli ? output.sigmoid() : output.clamped(min: 0, max: 1) }
+        if config.isAudio { return output }
+        return withNoGrad { config.likelihood == .bernoulli ? output.sigmoid() : output.clamped(min: 0, max: 1) }
     }
+
+    /// σ of the learned Gaussian likelihood (its first channel's), or nil for a fixed likelihood.
+    public var sigma: Double? { logScale.map { Foundation.exp(Double($0.pointer[0])) } }
 
     /// −log p(x|z) in nats for decoder output `output` and targets `x` in [0, 1]: summed over everything
     /// (`perImage` false, a scalar) or per image (`perImage` true, shape (B)).
@@ -286,7 +440,7 @@ public final class VAE: Module {
             return reduce(mseLoss(output, x, reduction: .none)) * (0.5 / (sigma * sigma)) + constant * pixelsPerImage
         case .gaussianLearned:
             let c = config.channels
-            let logSigma = logScale!.reshaped([c, 1, 1])                        // broadcasts over (B, C, H, W)
+            let logSigma = logScale!.reshaped([c] + [Int](repeating: 1, count: x.rank - 2))  // broadcasts over (B, C, H, W) or (B, C, L)
             let invVar = (logSigma * -2).exp()
             let perPixel = mseLoss(output, x, reduction: .none) * invVar * 0.5 + logSigma + halfLog2π
             return reduce(perPixel)

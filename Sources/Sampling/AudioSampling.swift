@@ -70,21 +70,23 @@ public final class AudioGANSampler: AudioClipSource {
     public func clips(fromLatents z: Tensor) -> [AudioClip] { splitClips(gan.generate(z)) }
 }
 
-/// A trained audio VAE loaded from a checkpoint; clips are the decoder's Gaussian mean.
+/// A trained sound VAE (the VAE's `conv1d` case) loaded from an `audiovae` checkpoint; clips are the
+/// decoder's Gaussian mean.
 public final class AudioVAESampler: AudioClipSource {
-    public let vae: AudioVAE
+    public let vae: VAE
     public let state: TrainingState
 
     public init(checkpoint path: String) throws {
         let saved = try Checkpoint.load(path, expectedKind: "audiovae")
-        let config = try saved.config(as: AudioVAEConfig.self)
+        let config = try saved.config(as: VAEConfig.self)
         if let problem = config.problem { throw CheckpointError(path: path, message: "invalid configuration: \(problem)") }
-        vae = AudioVAE(config)
+        guard config.isAudio else { throw CheckpointError(path: path, message: "an audiovae checkpoint must hold the conv1d VAE, not \(config.arch.rawValue)") }
+        vae = VAE(config)
         try saved.restore(modules: [("vae", vae)])
         state = saved.state
     }
 
-    public var config: AudioVAEConfig { vae.config }
+    public var config: VAEConfig { vae.config }
     public var modelKind: String { "audiovae" }
     public var sampleRate: Int { config.sampleRate }
     public var length: Int { config.length }
@@ -96,7 +98,7 @@ public final class AudioVAESampler: AudioClipSource {
 public enum AudioSampling {
     /// Writes `clip` as 16-bit WAV at `path`, creating the parent folder.
     public static func writeWAV(_ clip: AudioClip, to path: String) throws {
-        try GANSampler.createParent(of: path)
+        try ImageSampler.createParent(of: path)
         try AudioIO.writeWAV(clip, to: path)
     }
 
@@ -115,7 +117,7 @@ public enum AudioSampling {
     /// `titles[k]` (e.g. the seed and clip number) above clip k when given.
     public static func writeFigure(_ clips: [AudioClip], columns: Int = 2, titles: [String]? = nil, to path: String) throws {
         guard let rate = clips.first?.sampleRate else { throw SamplingError("no clips to draw") }
-        try GANSampler.createParent(of: path)
+        try ImageSampler.createParent(of: path)
         try AudioFigure.write(clips: clips.map { $0.mixedToMono().samples }, sampleRate: rate, columns: columns, titles: titles, to: path)
     }
 }
@@ -162,7 +164,7 @@ public final class AudioDatasetGenerator {
         guard options.batchSize > 0 else { throw SamplingError("the batch size must be positive, got \(options.batchSize)") }
         guard options.count > 0 else { throw SamplingError("the count must be positive, got \(options.count)") }
         if let only = options.only, !(0..<options.count).contains(only) {
-            throw SamplingError("--only \(only) is outside the run's items 0..<\(options.count)")
+            throw SamplingError(field: "only", "\(only) is outside the run's items 0..<\(options.count)")
         }
         sampler = try openAudioClipSource(checkpoint: path)
         let digits = max(6, String(options.count - 1).count)

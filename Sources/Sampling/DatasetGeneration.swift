@@ -17,16 +17,10 @@ public enum ItemSeed {
     /// SplitMix64 of `runSeed ^ index·φ` (φ = 2⁶⁴/golden ratio): neighbouring indices get
     /// unrelated seeds, and item `index` can be recreated without drawing items 0..<index.
     public static func derive(runSeed: UInt64, index: Int) -> UInt64 {
-        splitMix64(runSeed ^ (UInt64(truncatingIfNeeded: index) &* 0x9E37_79B9_7F4A_7C15))
+        SplitMix64.output(runSeed ^ (UInt64(truncatingIfNeeded: index) &* 0x9E37_79B9_7F4A_7C15))
     }
 
-    /// One SplitMix64 output for state `x`.
-    public static func splitMix64(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+
 }
 
 /// A trained model that draws images, one per (seed, label), for dataset generation.
@@ -42,47 +36,6 @@ public protocol SyntheticImageSource: AnyObject {
     /// `(n, C, S, S)` images; image i must depend only on `seeds[i]` and `labels[i]` (evaluation
     /// mode, no graph), so batching never changes an item.
     func images(seeds: [UInt64], labels: [Int]) -> Tensor
-}
-
-extension GANSampler: SyntheticImageSource {
-    public var modelKind: String { "gan" }
-    public var channels: Int { config.channels }
-    public var imageSize: Int { config.imageSize }
-    public var valueRange: ImageValueRange { .minusOneToOne }
-
-    /// Each z row comes from the item's own generator; `DCGAN.generate` runs BatchNorm on its
-    /// running statistics, so rows do not interact.
-    public func images(seeds: [UInt64], labels: [Int]) -> Tensor {
-        let nz = config.nz
-        let z = Tensor(shape: [seeds.count, nz]) { out in
-            for (row, seed) in seeds.enumerated() {
-                var g = RandomGenerator(seed: seed)
-                g.fillNormal(UnsafeMutableBufferPointer(rebasing: out[(row * nz)..<((row + 1) * nz)]))
-            }
-        }
-        return gan.generate(z, labels: config.isConditional ? labels : [Int](repeating: 0, count: seeds.count))
-    }
-}
-
-extension VAESampler: SyntheticImageSource {
-    public var modelKind: String { "vae" }
-    public var channels: Int { config.channels }
-    public var imageSize: Int { config.imageSize }
-    /// The decoder's mean pixels.
-    public var valueRange: ImageValueRange { .zeroToOne }
-
-    /// Each z row ~ N(0, I) from the item's own generator, decoded in evaluation mode (the
-    /// sampler puts the VAE in evaluation mode when it loads it).
-    public func images(seeds: [UInt64], labels: [Int]) -> Tensor {
-        let latent = config.latent
-        let z = Tensor(shape: [seeds.count, latent]) { out in
-            for (row, seed) in seeds.enumerated() {
-                var g = RandomGenerator(seed: seed)
-                g.fillNormal(UnsafeMutableBufferPointer(rebasing: out[(row * latent)..<((row + 1) * latent)]))
-            }
-        }
-        return vae.generate(z, labels: config.isConditional ? labels : nil)
-    }
 }
 
 /// One item of a planned synthetic dataset.
@@ -156,13 +109,13 @@ public final class ImageDatasetGenerator {
         let classes = source.classNames
         var count = options.count
         if let perClass = options.perClass {
-            guard !classes.isEmpty else { throw SamplingError("--per-class needs a conditional model; this \(source.modelKind) checkpoint is unconditional") }
-            guard perClass > 0 else { throw SamplingError("--per-class must be positive, got \(perClass)") }
+            guard !classes.isEmpty else { throw SamplingError(field: "perClass", "needs a conditional model; this \(source.modelKind) checkpoint is unconditional") }
+            guard perClass > 0 else { throw SamplingError(field: "perClass", "must be positive, got \(perClass)") }
             count = perClass * classes.count
         }
         guard count > 0 else { throw SamplingError("the count must be positive, got \(count)") }
         if let only = options.only, !(0..<count).contains(only) {
-            throw SamplingError("--only \(only) is outside the run's items 0..<\(count)")
+            throw SamplingError(field: "only", "\(only) is outside the run's items 0..<\(count)")
         }
         let folders = classes.map(classFolderName)
         guard Set(folders).count == folders.count else { throw SamplingError("class names collide as folder names: \(folders)") }

@@ -38,7 +38,7 @@ struct GenerationPlan {
             let found = try DatasetManifest.read(path: manifestPath)
             if found.checkpointSHA256 != expected.checkpointSHA256 || found.parameters != expected.parameters || found.modelKind != expected.modelKind {
                 // Mixing two runs in one folder would leave items the manifest does not describe.
-                throw SamplingError("\(directory) holds a run of another checkpoint or other parameters (\(found.modelKind), \(found.parameters), checkpoint \(found.checkpointSHA256.prefix(12))…); give the same arguments, or a new --out")
+                throw SamplingError("\(directory) holds a run of another checkpoint or other parameters (\(found.modelKind), \(found.parameters), checkpoint \(found.checkpointSHA256.prefix(12))…); give the same arguments, or a new output folder")
             }
             existing = found
         } else if !resume, only == nil, let entries = try? manager.contentsOfDirectory(atPath: directory), !entries.isEmpty {

@@ -1,4 +1,20 @@
 import Foundation
+import CKernels
+
+/// SplitMix64, defined once in C (CKernels.h `fk_splitmix64_mix`) and shared by the generator's
+/// seeding, per-item dataset seeds and dropout's counter-based masks.
+public enum SplitMix64 {
+    /// The next output of the stream whose state is `state` (advancing it by the golden gamma).
+    @inline(__always)
+    public static func next(_ state: inout UInt64) -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        return fk_splitmix64_mix(state)
+    }
+
+    /// The output for one state word `x`: the first output of a stream seeded with `x`.
+    @inline(__always)
+    public static func output(_ x: UInt64) -> UInt64 { fk_splitmix64_mix(x &+ 0x9E37_79B9_7F4A_7C15) }
+}
 
 /// A seeded random generator (xoshiro256**, seeded through SplitMix64). The same seed gives the
 /// same numbers on every machine: integer arithmetic only, normals by Box-Muller in Double.
@@ -8,14 +24,7 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Equatable {
 
     public init(seed: UInt64) {
         var sm = seed
-        func splitmix() -> UInt64 {
-            sm &+= 0x9E37_79B9_7F4A_7C15
-            var z = sm
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        state = (splitmix(), splitmix(), splitmix(), splitmix())
+        state = (SplitMix64.next(&sm), SplitMix64.next(&sm), SplitMix64.next(&sm), SplitMix64.next(&sm))
     }
 
     /// Restores a generator from `stateWords` (as saved by `stateWords`).

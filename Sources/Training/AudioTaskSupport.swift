@@ -39,7 +39,7 @@ struct ClipBatches {
     }
 
     /// The next batch, (batch, 1, length).
-    mutating func next() -> Tensor {
+    mutating func nextBatch() -> Tensor {
         precondition(cursor + batchSize <= order.count, "audio training: epoch ran out of batches")
         let batch = clips.indexSelect(Array(order[cursor..<(cursor + batchSize)])).reshaped([batchSize, 1, length])
         cursor += batchSize

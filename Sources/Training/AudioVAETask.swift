@@ -3,13 +3,14 @@ import TensorCore
 import DataIO
 import Models
 
-/// Audio VAE training on clips (N, length) as a `TrainingTask`: shuffled batches in a (seed, epoch)
-/// order, one `audioVAETrainingStep` per batch (metrics per clip, in nats), and after the first epoch,
+/// Training the VAE's sound case (`VAEConfig.audio()`, arch `conv1d`) on clips (N, length) in [-1, 1]
+/// as a `TrainingTask`: shuffled batches in a (seed, epoch) order, one `vaeTrainingStep` per batch
+/// (metrics per clip in nats, as `VAETrainingTask` reports per image), and after the first epoch,
 /// every `sampleEvery`-th epoch and when a run stops mid-epoch, prior samples from a fixed z written
-/// as WAVs + a waveform/spectrogram PNG (the same files as `AudioGANTrainingTask`).
+/// as WAVs + a waveform/spectrogram PNG (the same files as `GANTrainingTask`).
 public final class AudioVAETrainingTask: TrainingTask {
-    public let vae: AudioVAE
-    /// Adam over the model's parameters (`AudioVAE.makeOptimizer`).
+    public let vae: VAE
+    /// Adam over the model's parameters (`VAE.makeOptimizer`).
     public let optimizer: Adam
     public let clips: Tensor
     public let samplesDirectory: String
@@ -19,8 +20,10 @@ public final class AudioVAETrainingTask: TrainingTask {
     private var noiseRNG: RandomGenerator
     private var batches: ClipBatches
 
-    public init(vae: AudioVAE, clips: Tensor, samplesDirectory: String, sampleCount: Int = 4, sampleEvery: Int = 1) throws {
+    /// `vae` must be the sound case (`config.isAudio`).
+    public init(vae: VAE, clips: Tensor, samplesDirectory: String, sampleCount: Int = 4, sampleEvery: Int = 1) throws {
         let c = vae.config
+        guard c.isAudio else { throw TrainingError.invalidConfiguration("the audio task trains the VAE's 1-D (conv1d) case, not \(c.arch.rawValue)") }
         optimizer = vae.makeOptimizer()
         batches = try ClipBatches(clips: clips, length: c.length, batchSize: c.batchSize, seed: c.seed,
                                   sampleCount: sampleCount, sampleEvery: sampleEvery)
@@ -44,14 +47,16 @@ public final class AudioVAETrainingTask: TrainingTask {
     public var itemName: String { "clips" }
     public var stepsPerEpoch: Int { batches.stepsPerEpoch }
     public var itemsPerStep: Int { vae.config.batchSize }
-    public var metricNames: [String] { ["loss", "recon", "kl", "sigma"] }
-    public var plottedMetrics: [String] { ["loss", "recon", "kl"] }
+    public var metricNames: [String] { ["loss", "reconstruction", "kl", "sigma"] }
+    public var plottedMetrics: [String] { ["loss", "reconstruction", "kl"] }
 
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
     public func step() -> [Double] {
-        let r = audioVAETrainingStep(vae, optimizer: optimizer, batch: batches.next(), rng: &noiseRNG)
-        return [r.total, r.reconstruction, r.kl, vae.sigma]
+        let batch = batches.nextBatch()
+        let r = vaeTrainingStep(vae, optimizer: optimizer, batch: batch, rng: &noiseRNG)
+        let b = Double(batch.shape[0])
+        return [r.total / b, r.reconstruction / b, r.kl / b, vae.sigma ?? 0]
     }
 
     /// Decoded fixed latents as (count, length) rows.

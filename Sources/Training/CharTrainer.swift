@@ -258,14 +258,8 @@ public final class CharTrainingTask: TrainingTask {
         guard let batch = try? corpus.batch(.train, batchSize: B, blockLength: T, generator: &dataGenerator) else {
             preconditionFailure("CharTrainingTask: the corpus cannot give a batch of \(B) × \(T)")
         }
-        let (_, loss) = model.forward(batch.x, targets: batch.y, batch: B, length: T)
-        let value = Double(loss.item)
-        guard value.isFinite else { optimizer.zeroGrad(); return [value] }  // the loop stops; nothing applied
-        loss.backward()
-        if options.gradClip > 0 { clipGradNorm(model.parameters, maxNorm: options.gradClip) }
-        optimizer.step()
-        optimizer.zeroGrad()
-        return [value]
+        // a non-finite loss applies nothing, and the loop stops on it
+        return [charTrainingStep(model, optimizer: optimizer, x: batch.x, y: batch.y, batch: B, length: T, gradClip: options.gradClip)]
     }
 
     public func evaluate() throws -> [Double] {

@@ -4,26 +4,193 @@ import TensorCore
 import DataIO
 import Models
 
-/// DCGAN training on an `ImageSet` as a `TrainingTask`: batches in a (seed, epoch) order, one
-/// `recipeGANStep` per batch, and each epoch a grid from a fixed noise batch (the same z every
-/// epoch; one row per class when conditional) written to `samplesDirectory/epoch_NNN.png` and
-/// `latest.png`.
-public final class GANTrainingTask: TrainingTask {
-    public let gan: DCGAN
-    /// Adam for G and D (`GANOptimizers`).
-    public let ganOptimizers: GANOptimizers
-    public let data: ImageSet
-    public let samplesDirectory: String
-    /// The fixed latent batch and labels of the progress grids.
-    public let fixedNoise: Tensor
-    public let fixedLabels: [Int]
-    public let gridColumns: Int
-    /// The average of G's weights that draws the grids and is checkpointed (config.emaDecay > 0; GANRecipe.swift).
-    public let ema: GeneratorEMA?
-    private var noiseRNG: RandomGenerator
+// One GAN training task for the image DCGAN and the audio WaveGAN. What differs between them is
+// small and named by `TrainableGAN` (the step each plays, its EMA, its kind); the batches come from a
+// `GANBatchSource` (images with labels, or clips), and the progress samples are written by the
+// domain's writer (a labelled grid, or WAVs + a waveform/spectrogram PNG).
+
+/// A GAN as its training task sees it: two networks, their latent size and training settings, the
+/// optimizers and the step of its game. DCGAN and WaveGAN conform.
+public protocol TrainableGAN: AnyObject {
+    /// The checkpoint kind ("gan", "wavegan").
+    var checkpointKind: String { get }
+    /// The configuration that rebuilds the networks, as JSON.
+    var configJSON: String { get }
+    var generatorNetwork: any Module { get }
+    var discriminatorNetwork: any Module { get }
+    var latentSize: Int { get }
+    var batchSize: Int { get }
+    var seed: UInt64 { get }
+    /// Class count of a conditional GAN; 0 when unconditional.
+    var classCount: Int { get }
+    /// The G/D optimizers of this GAN's configuration.
+    func makeOptimizers() -> GANOptimizers
+    /// The average of G's weights that draws the progress samples and is checkpointed, or nil.
+    func makeEMA() -> GeneratorEMA?
+    /// One step of the GAN's game on a real batch (its labels ignored when unconditional).
+    func trainingStep(optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
+                      rng: inout RandomGenerator) -> GANStepResult
+    /// G(z) for the progress samples, through the EMA generator when there is one.
+    func progressSamples(_ z: Tensor, labels: [Int], ema: GeneratorEMA?) -> Tensor
+}
+
+extension DCGAN: TrainableGAN {
+    public var checkpointKind: String { "gan" }
+    public var configJSON: String { (try? Checkpoint.jsonString(config)) ?? "{}" }
+    public var generatorNetwork: any Module { generator }
+    public var discriminatorNetwork: any Module { discriminator }
+    public var latentSize: Int { config.nz }
+    public var batchSize: Int { config.batchSize }
+    public var seed: UInt64 { config.seed }
+    public var classCount: Int { config.isConditional ? config.classCount : 0 }
+    public func makeOptimizers() -> GANOptimizers { GANOptimizers(for: self) }
+    public func makeEMA() -> GeneratorEMA? { config.emaDecay > 0 ? GeneratorEMA(of: generator, decay: config.emaDecay) : nil }
+    public func trainingStep(optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
+                             rng: inout RandomGenerator) -> GANStepResult {
+        recipeGANStep(self, optimizers: optimizers, ema: ema, real: real, labels: labels, rng: &rng)
+    }
+    /// With an EMA, the averaged generator draws, with its BatchNorm statistics recomputed first.
+    public func progressSamples(_ z: Tensor, labels: [Int], ema: GeneratorEMA?) -> Tensor {
+        guard let ema else { return generate(z, labels: labels) }
+        ema.recomputeBatchNormStatistics(batchSize: config.batchSize)
+        return ema.generate(z, labels: labels)
+    }
+}
+
+extension WaveGAN: TrainableGAN {
+    public var checkpointKind: String { "wavegan" }
+    public var configJSON: String { (try? Checkpoint.jsonString(config)) ?? "{}" }
+    public var generatorNetwork: any Module { generator }
+    public var discriminatorNetwork: any Module { discriminator }
+    public var latentSize: Int { config.nz }
+    public var batchSize: Int { config.batchSize }
+    public var seed: UInt64 { config.seed }
+    public var classCount: Int { 0 }
+    public func makeOptimizers() -> GANOptimizers { GANOptimizers(for: self) }
+    public func makeEMA() -> GeneratorEMA? { nil }
+    public func trainingStep(optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
+                             rng: inout RandomGenerator) -> GANStepResult {
+        waveGANTrainingStep(self, optimizers: optimizers, real: real, rng: &rng)
+    }
+    public func progressSamples(_ z: Tensor, labels: [Int], ema: GeneratorEMA?) -> Tensor { generate(z) }
+}
+
+/// Full batches of a GAN's training data in a (seed, epoch) order: a resumed epoch replays the same order.
+public protocol GANBatchSource {
+    /// Items in the data set.
+    var count: Int { get }
+    /// Full batches per epoch (BatchNorm statistics of a tiny tail batch would be noise).
+    var stepsPerEpoch: Int { get }
+    mutating func begin(epoch: Int, skippingSteps: Int)
+    /// The next batch and its labels (zeros for unlabelled data).
+    mutating func next() -> (batch: Tensor, labels: [Int])
+}
+
+/// An image set's batches (B, C, S, S) with their labels.
+struct ImageGANBatches: GANBatchSource {
+    let data: ImageSet
+    let batchSize: Int, seed: UInt64
     private var batches: ImageBatches?
 
-    public init(gan: DCGAN, data: ImageSet, samplesDirectory: String) throws {
+    init(data: ImageSet, batchSize: Int, seed: UInt64) { (self.data, self.batchSize, self.seed) = (data, batchSize, seed) }
+
+    var count: Int { data.count }
+    var stepsPerEpoch: Int { data.count / batchSize }
+    mutating func begin(epoch: Int, skippingSteps: Int) {
+        var it = data.batches(size: batchSize, seed: seed, epoch: epoch, dropLast: true)
+        for _ in 0..<skippingSteps { _ = it.next() }
+        batches = it
+    }
+    mutating func next() -> (batch: Tensor, labels: [Int]) {
+        guard let (images, labels) = batches?.next() else { preconditionFailure("GAN training: epoch ran out of batches") }
+        return (images, labels)
+    }
+}
+
+extension ClipBatches: GANBatchSource {
+    var count: Int { clips.shape[0] }
+    mutating func next() -> (batch: Tensor, labels: [Int]) {
+        let batch = nextBatch()
+        return (batch, [Int](repeating: 0, count: batchSize))
+    }
+}
+
+/// GAN training as a `TrainingTask`: batches in a (seed, epoch) order, one step of the GAN's game per
+/// batch, and progress samples from a fixed noise batch (the same z every time; one row per class
+/// when conditional) written by the domain: for images a labelled grid `samples/epoch_NNN.png` +
+/// `latest.png` every epoch; for sound WAVs + a waveform/spectrogram PNG (see `writeEpochAudioSamples`).
+public final class GANTrainingTask<Network: TrainableGAN>: TrainingTask {
+    public let gan: Network
+    /// Adam for G and D (`GANOptimizers`).
+    public let ganOptimizers: GANOptimizers
+    public let samplesDirectory: String
+    /// The fixed latent batch and labels of the progress samples.
+    public let fixedNoise: Tensor
+    public let fixedLabels: [Int]
+    /// The average of G's weights that draws the progress samples and is checkpointed (GANRecipe.swift).
+    public let ema: GeneratorEMA?
+    /// Class names of labelled data (the checkpoint's `forge.classes`), empty otherwise.
+    public let classNames: [String]
+    public let itemName: String
+    private var noiseRNG: RandomGenerator
+    private var batches: any GANBatchSource
+    private let writeSamples: (GANTrainingTask, _ epoch: Int, _ step: Int, _ completed: Bool) throws -> Void
+
+    init(gan: Network, batches: any GANBatchSource, classNames: [String], fixedLabels: [Int], itemName: String,
+         samplesDirectory: String, writeSamples: @escaping (GANTrainingTask, Int, Int, Bool) throws -> Void) {
+        self.gan = gan
+        ganOptimizers = gan.makeOptimizers()
+        self.batches = batches
+        self.classNames = classNames
+        self.itemName = itemName
+        self.samplesDirectory = samplesDirectory
+        self.writeSamples = writeSamples
+        noiseRNG = RandomGenerator(seed: gan.seed &+ 1)
+        // The progress noise has its own generator so drawing it never shifts the training noise.
+        var fixed = RandomGenerator(seed: gan.seed &+ 2)
+        self.fixedLabels = fixedLabels
+        fixedNoise = Tensor.randn([fixedLabels.count, gan.latentSize], generator: &fixed)
+        ema = gan.makeEMA()
+    }
+
+    public var kind: String { gan.checkpointKind }
+    public var configJSON: String { gan.configJSON }
+    public var modules: [(name: String, module: any Module)] {
+        [("generator", gan.generatorNetwork), ("discriminator", gan.discriminatorNetwork)] + (ema.map { [("generator_ema", $0)] } ?? [])
+    }
+    public var optimizers: [(name: String, optimizer: any Optimizer)] { ganOptimizers.named }
+    public var generators: [String: RandomGenerator] {
+        get { ["noise": noiseRNG] }
+        set { if let g = newValue["noise"] { noiseRNG = g } }
+    }
+    public var extraMetadata: [String: String] {
+        gan.classCount > 0 ? ["forge.classes": (try? Checkpoint.jsonString(classNames)) ?? "[]"] : [:]
+    }
+
+    public var stepsPerEpoch: Int { batches.stepsPerEpoch }
+    public var itemsPerStep: Int { gan.batchSize }
+    public var metricNames: [String] { ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"] }
+    public var plottedMetrics: [String] { ["loss_d", "loss_g"] }
+
+    public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
+
+    public func step() -> [Double] {
+        let (real, labels) = batches.next()
+        let r = gan.trainingStep(optimizers: ganOptimizers, ema: ema, real: real, labels: labels, rng: &noiseRNG)
+        return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
+    }
+
+    /// G(fixed z), a row per class when conditional, through the EMA generator when there is one.
+    public func fixedSamples() -> Tensor { gan.progressSamples(fixedNoise, labels: fixedLabels, ema: ema) }
+
+    public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
+        try writeSamples(self, epoch, step, completed)
+    }
+}
+
+extension GANTrainingTask where Network == DCGAN {
+    /// DCGAN training on an image set; the grid has one row of 8 per class when conditional, else 8 rows of 8.
+    public convenience init(gan: DCGAN, data: ImageSet, samplesDirectory: String) throws {
         let c = gan.config
         guard data.channels == c.channels, data.size == c.imageSize else {
             throw TrainingError.invalidConfiguration("the data is \(data.channels)×\(data.size)×\(data.size) but the model wants \(c.channels)×\(c.imageSize)×\(c.imageSize)")
@@ -36,68 +203,45 @@ public final class GANTrainingTask: TrainingTask {
         guard data.count >= c.batchSize else {
             throw TrainingError.invalidConfiguration("\(data.count) images are fewer than one batch of \(c.batchSize)")
         }
-        self.gan = gan
-        ganOptimizers = GANOptimizers(for: gan)
-        self.data = data
-        self.samplesDirectory = samplesDirectory
-        noiseRNG = RandomGenerator(seed: c.seed &+ 1)
-        // The grid noise has its own generator so drawing it never shifts the training noise.
-        var fixed = RandomGenerator(seed: c.seed &+ 2)
-        gridColumns = 8
-        // conditional: one row of 8 per class; unconditional: 8 rows of 8
-        fixedLabels = c.isConditional ? (0..<c.classCount).flatMap { Array(repeating: $0, count: 8) } : Array(repeating: 0, count: 64)
-        fixedNoise = Tensor.randn([fixedLabels.count, c.nz], generator: &fixed)
-        ema = c.emaDecay > 0 ? GeneratorEMA(of: gan.generator, decay: c.emaDecay) : nil
+        let labels = c.isConditional ? (0..<c.classCount).flatMap { Array(repeating: $0, count: 8) } : Array(repeating: 0, count: 64)
+        self.init(gan: gan, batches: ImageGANBatches(data: data, batchSize: c.batchSize, seed: c.seed),
+                  classNames: c.isConditional ? data.classNames : [], fixedLabels: labels, itemName: "samples",
+                  samplesDirectory: samplesDirectory, writeSamples: { task, epoch, step, completed in
+                      try writeEpochGrid(task.fixedSamples(), rowLabels: task.classNames, directory: samplesDirectory,
+                                         epoch: epoch, step: step, completed: completed, tensorBoard: task.tensorBoard)
+                  })
     }
 
-    public var kind: String { "gan" }
-    public var configJSON: String { (try? Checkpoint.jsonString(gan.config)) ?? "{}" }
-    public var modules: [(name: String, module: any Module)] {
-        [("generator", gan.generator), ("discriminator", gan.discriminator)] + (ema.map { [("generator_ema", $0)] } ?? [])
-    }
-    public var optimizers: [(name: String, optimizer: any Optimizer)] { ganOptimizers.named }
-    public var generators: [String: RandomGenerator] {
-        get { ["noise": noiseRNG] }
-        set { if let g = newValue["noise"] { noiseRNG = g } }
-    }
-    public var extraMetadata: [String: String] {
-        gan.config.isConditional ? ["forge.classes": (try? Checkpoint.jsonString(data.classNames)) ?? "[]"] : [:]
-    }
+    /// The progress grid (the image task's fixed samples).
+    public func fixedGrid() -> Tensor { fixedSamples() }
+    /// Columns of the progress grid: one row of 8 per class.
+    public var gridColumns: Int { 8 }
+}
 
-    /// Full batches only: BatchNorm statistics of a 3-image tail batch would be noise.
-    public var stepsPerEpoch: Int { data.count / gan.config.batchSize }
-    public var itemsPerStep: Int { gan.config.batchSize }
-    public var metricNames: [String] { ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"] }
-    public var plottedMetrics: [String] { ["loss_d", "loss_g"] }
-
-    public func beginEpoch(_ epoch: Int, skippingSteps: Int) {
-        var it = data.batches(size: gan.config.batchSize, seed: gan.config.seed, epoch: epoch, dropLast: true)
-        for _ in 0..<skippingSteps { _ = it.next() }
-        batches = it
+extension GANTrainingTask where Network == WaveGAN {
+    /// WaveGAN training on clips (N, config.length) with N ≥ one batch; `sampleCount` clips from the
+    /// fixed noise are written after the first epoch, every `sampleEvery`-th epoch and when a run stops mid-epoch.
+    public convenience init(gan: WaveGAN, clips: Tensor, samplesDirectory: String, sampleCount: Int = 4, sampleEvery: Int = 1) throws {
+        let c = gan.config
+        let batches = try ClipBatches(clips: clips, length: c.length, batchSize: c.batchSize, seed: c.seed,
+                                      sampleCount: sampleCount, sampleEvery: sampleEvery)
+        self.init(gan: gan, batches: batches, classNames: [], fixedLabels: [Int](repeating: 0, count: sampleCount),
+                  itemName: "clips", samplesDirectory: samplesDirectory, writeSamples: { task, epoch, step, completed in
+                      try writeEpochAudioSamples({ clipRows(task.fixedSamples()) }, sampleRate: c.sampleRate, directory: samplesDirectory,
+                                                 sampleEvery: sampleEvery, epoch: epoch, step: step, completed: completed,
+                                                 tensorBoard: task.tensorBoard)
+                  })
     }
+}
 
-    public func step() -> [Double] {
-        guard let (images, labels) = batches?.next() else { preconditionFailure("GANTrainingTask: epoch ran out of batches") }
-        let r = recipeGANStep(gan, optimizers: ganOptimizers, ema: ema, real: images, labels: labels, rng: &noiseRNG)
-        return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
-    }
-
-    /// The progress grid: G(fixed z), a row per class when conditional.
-    /// With an EMA, the averaged generator draws it, with its BatchNorm statistics recomputed first.
-    public func fixedGrid() -> Tensor {
-        guard let ema else { return gan.generate(fixedNoise, labels: fixedLabels) }
-        ema.recomputeBatchNormStatistics(batchSize: gan.config.batchSize)
-        return ema.generate(fixedNoise, labels: fixedLabels)
-    }
-
-    public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
-        try FileManager.default.createDirectory(atPath: samplesDirectory, withIntermediateDirectories: true)
-        let images = fixedGrid()
-        let name = completed ? String(format: "epoch_%03d.png", epoch + 1) : String(format: "epoch_%03d_step_%d.png", epoch + 1, step)
-        // A conditional grid has one row per class: its name goes in the left margin.
-        let rowLabels = gan.config.isConditional ? data.classNames : []
-        try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: gridColumns, to: samplesDirectory + "/" + name)
-        try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: gridColumns, to: samplesDirectory + "/latest.png")
-        try tensorBoard?.addImageFile("samples/fixed_noise_grid", path: samplesDirectory + "/latest.png", step: step)
-    }
+/// Writes an image task's progress grid as `directory/epoch_NNN.png` (or `epoch_NNN_step_S.png` when a
+/// run stops mid-epoch) and `latest.png`, class names in the left margin when given; with a TensorBoard
+/// writer also as `samples/fixed_noise_grid`.
+func writeEpochGrid(_ images: Tensor, rowLabels: [String], directory: String, epoch: Int, step: Int, completed: Bool,
+                    tensorBoard: TensorBoardWriter?) throws {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let name = completed ? String(format: "epoch_%03d.png", epoch + 1) : String(format: "epoch_%03d_step_%d.png", epoch + 1, step)
+    try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: 8, to: directory + "/" + name)
+    try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: 8, to: directory + "/latest.png")
+    try tensorBoard?.addImageFile("samples/fixed_noise_grid", path: directory + "/latest.png", step: step)
 }

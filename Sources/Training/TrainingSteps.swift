@@ -21,21 +21,6 @@ public func vaeTrainingStep(_ vae: VAE, optimizer: Adam, batch x: Tensor, labels
     return (Double(terms.total.item), Double(terms.reconstruction.item), Double(terms.kl.item))
 }
 
-/// One Adam step of `vae` on a batch of clips (B, 1, L) in [-1, 1]; returns the negative ELBO and
-/// its terms per clip (nats), the batch sum divided by B (the same convention as `VAETrainingTask`'s
-/// metrics: see its `perImage` columns).
-@discardableResult
-public func audioVAETrainingStep(_ vae: AudioVAE, optimizer: Adam, batch x: Tensor,
-                                 rng: inout RandomGenerator) -> (total: Double, reconstruction: Double, kl: Double) {
-    vae.train()
-    optimizer.zeroGrad()
-    let terms = vae.loss(x, rng: &rng)
-    terms.total.backward()
-    optimizer.step()
-    let b = Double(x.shape[0])
-    return (Double(terms.total.item) / b, Double(terms.reconstruction.item) / b, Double(terms.kl.item) / b)
-}
-
 /// One Adam step of the classifier's network on a batch (B, C, S, S) with labels; returns the mean
 /// cross-entropy and the batch accuracy.
 @discardableResult
@@ -57,12 +42,25 @@ extension VAE {
     public func makeOptimizer() -> Adam { Adam(parameters, learningRate: config.learningRate) }
 }
 
-extension AudioVAE {
-    /// Adam over all parameters at `config.learningRate`.
-    public func makeOptimizer() -> Adam { Adam(parameters, learningRate: config.learningRate) }
-}
-
 extension ImageClassifier {
     /// Adam over the network's parameters at `config.learningRate`.
     public func makeOptimizer() -> Adam { Adam(network.parameters, learningRate: config.learningRate) }
 }
+
+/// One AdamW step of the char model on a batch of token ids x, y (B·T each, row-major): the mean
+/// cross-entropy, backward, the gradient norm clipped to `gradClip` (0 = off), the update, and the
+/// gradients cleared (nanoGPT's train.py). A non-finite loss applies nothing and is returned as is,
+/// so the caller can stop.
+@discardableResult
+public func charTrainingStep(_ model: CharTransformer, optimizer: AdamW, x: [Int32], y: [Int32], batch B: Int, length T: Int,
+                             gradClip: Float) -> Double {
+    let (_, loss) = model.forward(x, targets: y, batch: B, length: T)
+    let value = Double(loss.item)
+    guard value.isFinite else { optimizer.zeroGrad(); return value }
+    loss.backward()
+    if gradClip > 0 { clipGradNorm(model.parameters, maxNorm: gradClip) }
+    optimizer.step()
+    optimizer.zeroGrad()
+    return value
+}
+

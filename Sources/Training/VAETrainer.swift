@@ -22,7 +22,7 @@ public enum VAEData {
     /// Splits off a held-out fraction (a seeded random subset) of `set`: (training, held-out).
     public static func split(_ set: ImageSet, heldOutFraction: Double, seed: UInt64) throws -> (ImageSet, ImageSet) {
         guard heldOutFraction > 0 && heldOutFraction < 1 else {
-            throw TrainingError.invalidConfiguration("--val-split must be between 0 and 1, got \(heldOutFraction)")
+            throw TrainingError.invalidValue(field: "heldOutFraction", value: "\(heldOutFraction)", requirement: "between 0 and 1")
         }
         let heldOut = Int((Double(set.count) * heldOutFraction).rounded())
         guard heldOut >= 1 && heldOut < set.count else {

@@ -69,7 +69,7 @@ extension TrainGAN {
               + "phase shuffle \(config.phaseShuffle), BCE loss, G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
         let options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
-        let task = try AudioGANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: options.samplesDirectory,
+        let task = try GANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: options.samplesDirectory,
                                             sampleCount: 4, sampleEvery: sampleEvery)
         try runTraining(task, options) { summary in
             say(ganSummary(summary))
@@ -136,22 +136,15 @@ extension BenchGAN {
         say("forge bench gan --modality audio: wavegan \(length) b\(batch) d\(config.ngf)/\(config.ndf) kernel \(config.kernelSize) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
         let optimizers = GANOptimizers(for: gan)
-        for _ in 0..<warmup { _ = waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng) }
-        var times: [Double] = []
-        for r in 0..<rounds {
-            let t0 = Date()
-            for _ in 0..<steps { _ = waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng) }
-            let ms = Date().timeIntervalSince(t0) * 1000 / Double(steps)
-            times.append(ms)
-            say(String(format: "  round %d: %.1f ms/step", r + 1, ms))
+        let timed = StepTiming.rounds(warmup: warmup, steps: steps, rounds: rounds,
+                                      onRound: { r, round in say(String(format: "  round %d: %.1f ms/step", r + 1, round.secondsPerStep * 1000)) }) {
+            _ = waveGANTrainingStep(gan, optimizers: optimizers, real: real, rng: &rng)
         }
-        let median = times.sorted()[times.count / 2]
+        let median = StepTiming.median(timed.map(\.secondsPerStep)) * 1000
         let clipsPerSecond = Double(batch) * 1000 / median
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
         say(String(format: "wavegan%d b%d: median %.1f ms/step, %.1f samples/s, %.1f GFLOP/s (%.2f GFLOP per clip per step), max RSS %.0f MB",
                      length, batch, median, clipsPerSecond, clipsPerSecond * gan.trainingFLOPsPerClip / 1e9,
-                     gan.trainingFLOPsPerClip / 1e9, Double(usage.ru_maxrss) / 1024))
+                     gan.trainingFLOPsPerClip / 1e9, StepTiming.peakResidentMiB))
     }
 }
 
@@ -160,9 +153,9 @@ struct GenerateAudio: ParsableCommand {
         commandName: "audio",
         abstract: "Write a synthetic sound dataset from a WaveGAN or audio VAE checkpoint: DIR/NNNNNN.wav + manifest.csv (per-item seeds, --only, --resume).")
 
-    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors) or a run folder.") var checkpoint: String
+    @Option(help: "The WaveGAN or audio VAE checkpoint (.safetensors) or a run folder.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
     @Option(help: "Number of clips.") var count: Int
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Output folder.", completion: .file()) var out: String
     @Option(help: "Run seed; clip i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
     @Option(help: "Clips per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 32
     @Flag(help: "Continue an interrupted run: keep valid clips, generate the missing ones.") var resume = false
@@ -201,18 +194,18 @@ extension TrainVAE {
     func runAudio() throws {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
         let runDirectory = training.runDirectory(kind: "audiovae", data: data)
-        var config = AudioVAEConfig()
-        let savedConfig = try training.savedConfig(AudioVAEConfig.self, kind: "audiovae", runDirectory: runDirectory)
+        var config = VAEConfig.audio()
+        let savedConfig = try training.savedConfig(VAEConfig.self, kind: "audiovae", runDirectory: runDirectory)
         let resumingRun = savedConfig != nil
         if let saved = savedConfig {
             config = saved
             func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
             try refuseResumeChanges([("--lr", given(lr), "\(config.learningRate)"), ("--latent", given(latent), "\(config.latent)"),
-                                     ("--hidden", given(hidden), "\(config.width)"), ("--batch", given(batch), "\(config.batchSize)"),
+                                     ("--hidden", given(hidden), "\(config.hidden)"), ("--batch", given(batch), "\(config.batchSize)"),
                                      ("--seed", given(training.seed), "\(config.seed)")])
         } else {
             guard let sampleRate = rate ?? AudioFolder.firstSampleRate(in: data) else { throw ValidationError("no readable audio files in \(data)") }
-            (config.length, config.sampleRate, config.latent, config.width) = (length, sampleRate, latent ?? 64, hidden ?? 16)
+            (config.length, config.sampleRate, config.latent, config.hidden) = (length, sampleRate, latent ?? 64, hidden ?? 16)
             (config.learningRate, config.batchSize, config.seed) = (lr ?? 1e-3, batch ?? 16, training.seedValue)
         }
         if let problem = config.problem { throw ValidationError(problem) }
@@ -221,15 +214,15 @@ extension TrainVAE {
         if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips") }
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz from \(data)"
               + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped"))
-        let vae = AudioVAE(config)
-        say("model: audio VAE \(config.length) samples, width \(config.width), latent \(config.latent), kernel \(config.kernelSize) stride 4, "
+        let vae = VAE(config)
+        say("model: VAE, 1-D case (conv1d): \(config.length) samples, width \(config.hidden), latent \(config.latent), kernel \(config.kernelSize) stride 4, "
               + "Gaussian likelihood with learned σ, \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
         let options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
         let task = try AudioVAETrainingTask(vae: vae, clips: folder.clips, samplesDirectory: options.samplesDirectory, sampleEvery: sampleEvery)
         try runTraining(task, options) { summary in
             let m = summary.lastMetrics
             say(outcomeWords(summary) + String(format: "; -ELBO %.1f nats/clip (recon %.1f, KL %.1f), σ %.4f",
-                         m["loss"] ?? .nan, m["recon"] ?? .nan, m["kl"] ?? .nan, m["sigma"] ?? .nan))
+                         m["loss"] ?? .nan, m["reconstruction"] ?? .nan, m["kl"] ?? .nan, m["sigma"] ?? .nan))
             say("samples: \(options.samplesDirectory)/latest_K.wav + latest.png (prior samples: waveforms, spectrograms)")
         }
     }

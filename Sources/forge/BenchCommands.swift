@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TensorCore
+import Training
 
 struct BenchCore: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,24 +46,11 @@ enum CoreBenchmark {
         "# forge bench core: OpenBLAS core \(BLAS.coreName), Forge kernels \(BLAS.kernelLevel), threads \(Threads.count)"
     }
 
-    static func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+    static func median(_ xs: [Double]) -> Double { StepTiming.median(xs) }
 
-    /// Seconds per call of `body`, median over `reps`.
+    /// Seconds per call of `body`, median over `reps` (see `StepTiming.secondsPerCall`).
     static func time(reps: Int, minMs: Double, _ body: () -> Void) -> Double {
-        body()  // warm-up (pool, BLAS buffers)
-        var perCall: [Double] = []
-        for _ in 0..<reps {
-            var calls = 0
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            var elapsed = 0.0
-            repeat {
-                body()
-                calls += 1
-                elapsed = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            } while elapsed * 1000 < minMs
-            perCall.append(elapsed / Double(calls))
-        }
-        return median(perCall)
+        StepTiming.secondsPerCall(reps: reps, minMs: minMs, body)
     }
 
     static func row(_ cols: [String], widths: [Int]) -> String {

@@ -169,18 +169,18 @@ struct SampleChar: ParsableCommand {
         abstract: "Generate text from a character-level transformer (streams to stdout).",
         discussion: "Exact by default: every character is conditioned on the last min(length, block) characters, as nanoGPT's generate does. Sample i draws from its own generator seeded from (--seed, i), so its text does not depend on --batch.")
 
-    @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).") var checkpoint: String?
+    @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).", completion: .file(extensions: ["safetensors"])) var checkpoint: String?
     @Option(help: "Text to start from.") var prompt: String = "\n"
     @Option(parsing: .unconditional, help: "Characters to generate per sample, ≥ 1 (fewer when a --stop string ends it).") var length: Int = 500
     @OptionGroup var sampling: TextSamplingFlags
     @Option(help: "Random seed; sample i uses a seed derived from (seed, i) (default 1337, as every command).") var seed: UInt64?
     @Option(parsing: .unconditional, help: "Number of samples.") var count: Int = 1
     @Option(parsing: .unconditional, help: "Samples decoded side by side (faster; with more than 1, a sample is printed when its batch ends instead of character by character).") var batch: Int = 1
-    @Option(help: "Write the samples to this file instead of stdout.") var out: String?
-    @Option(help: "Write sample_N.txt files into this folder.") var outDir: String?
+    @Option(help: "Write the samples to this file instead of stdout.", completion: .file()) var out: String?
+    @Option(help: "Write sample_N.txt files into this folder.", completion: .directory) var outDir: String?
     @Flag(help: "Drop prompt characters the model does not know instead of failing.") var skipUnknown = false
     @Option(parsing: .unconditional, help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
-    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).", completion: .file())
     var vocabFrom: String?
 
     func validate() throws {
@@ -260,10 +260,10 @@ struct EvalChar: ParsableCommand {
         commandName: "char",
         abstract: "Validation loss of a char checkpoint on a text (its last 10 %), in nats and bits per character.")
 
-    @Option(help: "A char checkpoint (default: the shipped model).") var checkpoint: String?
-    @Option(help: "A UTF-8 text file or folder; the last 10 % is the validation split.") var data: String
+    @Option(help: "A char checkpoint (default: the shipped model).", completion: .file(extensions: ["safetensors"])) var checkpoint: String?
+    @Option(help: "A UTF-8 text file or folder; the last 10 % is the validation split.", completion: .file()) var data: String
     @Option(parsing: .unconditional, help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
-    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).", completion: .file())
     var vocabFrom: String?
 
     func run() throws {
@@ -316,24 +316,14 @@ struct BenchChar: ParsableCommand {
                 return (x, y)
             }
             var it = 0
-            func step() {
+            let warm = warmup ?? (preset == "baby" ? 3 : 1), n = steps ?? (preset == "baby" ? 10 : 3)
+            // the training task's own step (nanoGPT's train.py: clip at 1, AdamW, zero_grad)
+            let times = StepTiming.rounds(warmup: warm, steps: n, rounds: rounds) {
                 let (x, y) = pool[it % pool.count]
                 it += 1
-                let (_, loss) = model.forward(x, targets: y, batch: B, length: T)
-                loss.backward()
-                clipGradNorm(model.parameters, maxNorm: 1)
-                opt.step()
-                opt.zeroGrad()
-            }
-            let warm = warmup ?? (preset == "baby" ? 3 : 1), n = steps ?? (preset == "baby" ? 10 : 3)
-            for _ in 0..<warm { step() }
-            var times: [Double] = []
-            for _ in 0..<rounds {
-                let t0 = Date()
-                for _ in 0..<n { step() }
-                times.append(Date().timeIntervalSince(t0) / Double(n))
-            }
-            let med = times.sorted()[times.count / 2]
+                charTrainingStep(model, optimizer: opt, x: x, y: y, batch: B, length: T, gradClip: 1)
+            }.map(\.secondsPerStep)
+            let med = StepTiming.median(times)
             say(String(format: "%@ B%d train: %.2f ms/step, %.0f tokens/s (rounds: %@)", tag, B, med * 1000, Double(B * T) / med,
                          times.map { String(format: "%.1f", $0 * 1000) }.joined(separator: " ")))
             say(String(format: "RESULT char-%@ %.1f tokens/s", preset, Double(B * T) / med))
@@ -342,13 +332,11 @@ struct BenchChar: ParsableCommand {
             model.eval()
             let sampler = CharSampler(model: model)
             var g = RandomGenerator(seed: 3)
-            var times: [Double] = []
-            for _ in 0...rounds {  // first round is warm-up
-                let t0 = Date()
+            // one untimed round first, then rounds of one n-token generation each
+            let times = StepTiming.rounds(warmup: 1, steps: 1, rounds: rounds) {
                 _ = sampler.generate(prompt: [0], length: n, options: TextSamplingOptions(temperature: 1, topK: nil), generator: &g)
-                times.append(Date().timeIntervalSince(t0) / Double(n))
-            }
-            let med = times.dropFirst().sorted()[rounds / 2]
+            }.map { $0.secondsPerStep / Double(n) }
+            let med = StepTiming.median(times)
             say(String(format: "%@ sample%d b1: %.3f ms/token, %.0f tokens/s", tag, n, med * 1000, 1 / med))
             say(String(format: "RESULT char-%@-sample %.1f tokens/s", preset, 1 / med))
         }
@@ -364,9 +352,9 @@ struct ImportNanoGPT: ParsableCommand {
 
     @Argument(help: "The exported state dict (.safetensors).") var file: String
     @Option(parsing: .unconditional, help: "Attention heads (n_head), unless the file's metadata has n_head.") var heads: Int?
-    @Option(help: "The text the model was trained on: the vocabulary is its sorted characters (nanoGPT's prepare.py).")
+    @Option(help: "The text the model was trained on: the vocabulary is its sorted characters (nanoGPT's prepare.py).", completion: .file())
     var vocabFrom: String?
-    @Option(help: "Where to write the Forge checkpoint.") var out: String
+    @Option(help: "Where to write the Forge checkpoint.", completion: .file()) var out: String
 
     func run() throws {
         var ck = try CharCheckpoint.load(path: file, heads: heads)

@@ -33,7 +33,7 @@ struct TrainClassifier: ParsableCommand {
         commandName: "classifier",
         abstract: "Train the small CNN classifier (3 conv stages + 2 linear layers) on a labelled image folder or IDX files.")
 
-    @Option(help: "Image folder (class sub-folders = classes) or a folder of MNIST-style IDX files.") var data: String
+    @Option(help: "Image folder (class sub-folders = classes) or a folder of MNIST-style IDX files.", completion: .file()) var data: String
     @Option(help: "Image size (a multiple of 8).") var size: Int = 32
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
     @Option(help: "Batch size.") var batch: Int = 64
@@ -79,8 +79,8 @@ struct EvalClassifier: ParsableCommand {
         commandName: "classifier",
         abstract: "Accuracy (overall and per class) of a `forge train classifier` checkpoint on a labelled image set.")
 
-    @Option(help: "The classifier checkpoint.") var checkpoint: String
-    @Option(help: "Image folder or IDX folder.") var data: String
+    @Option(help: "The classifier checkpoint.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
+    @Option(help: "Image folder or IDX folder.", completion: .file()) var data: String
     @Option(help: "Which split: test (held-out, default) or train.") var split: String = "test"
 
     func run() throws {
@@ -101,16 +101,16 @@ struct EvalSynthetic: ParsableCommand {
         commandName: "synthetic",
         abstract: "Classification Accuracy Score: train the small CNN on real and on synthetic data, test both on real test data; plus a classifier-feature Fréchet distance.")
 
-    @Option(help: "Real data (image folder or IDX folder); its training split trains the real classifier.") var real: String
-    @Option(help: "Synthetic image folder (class sub-folders, e.g. from `forge generate images`).") var synthetic: String
-    @Option(help: "Real test data (default: the held-out split of --real).") var test: String?
+    @Option(help: "Real data (image folder or IDX folder); its training split trains the real classifier.", completion: .file()) var real: String
+    @Option(help: "Synthetic image folder (class sub-folders, e.g. from `forge generate images`).", completion: .file()) var synthetic: String
+    @Option(help: "Real test data (default: the held-out split of --real).", completion: .file()) var test: String?
     @Option(help: "Image size (a multiple of 8).") var size: Int = 32
     @Option(help: "Channels (default: 1 for IDX data, 3 otherwise).") var channels: Int?
     @Option(help: "Epochs of each classifier training.") var epochs: Int = 3
     @Option(help: "Train the real classifier on at most this many real images (seeded subset), e.g. the synthetic set's size.") var realLimit: Int?
     @Option(help: "Batch size.") var batch: Int = 64
     @Option(help: "Seed of the classifiers' weights and data order.") var seed: UInt64 = 1
-    @Option(help: "Folder for the classifier checkpoints and metrics.") var work: String = "checkpoints/eval-synthetic"
+    @Option(help: "Folder for the classifier checkpoints and metrics.", completion: .directory) var work: String = "checkpoints/eval-synthetic"
 
     func run() throws {
         do {
@@ -194,7 +194,7 @@ struct EvalGAN: ParsableCommand {
 
     func run() throws {
         do {
-            let source = try openImageSource(checkpoint)
+            let source = try ImageSampler.open(checkpoint: checkpoint)
             guard !source.classNames.isEmpty else {
                 throw ValidationError("\(checkpoint) is an unconditional model: `eval gan` measures per class and needs a conditional checkpoint")
             }

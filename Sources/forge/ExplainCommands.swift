@@ -28,14 +28,14 @@ struct ExplainChar: ParsableCommand {
             checkpoint, nanoGPT imports included.
             """)
 
-    @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).") var checkpoint: String?
+    @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).", completion: .file(extensions: ["safetensors"])) var checkpoint: String?
     @Option(help: "The text to look at (its last block-size characters when longer).") var text: String
     @Option(help: "Show only this layer (0-based).") var layer: Int?
     @Option(help: "Show only this head (0-based).") var head: Int?
     @Option(help: "The position (0-based) the report is about (default: the last character).") var position: Int?
-    @Option(help: "The heatmap PNG to write.") var out: String = "attention.png"
+    @Option(help: "The heatmap PNG to write.", completion: .file()) var out: String = "attention.png"
     @Option(help: "Heads, for a nanoGPT export whose metadata lacks n_head.") var heads: Int?
-    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).")
+    @Option(help: "For a nanoGPT export without a vocabulary: the text it was trained on (its sorted characters).", completion: .file())
     var vocabFrom: String?
 
     func run() throws {

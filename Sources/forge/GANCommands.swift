@@ -52,7 +52,7 @@ struct TrainGAN: ParsableCommand {
         commandName: "gan",
         abstract: "Train a DCGAN (class-conditional when the data has classes) on an image folder or IDX files, or a WaveGAN on a folder of sounds.")
 
-    @Option(help: "Image folder (class sub-folders = classes), a folder of MNIST-style IDX files, or a folder of .wav/.flac/.ogg files.")
+    @Option(help: "Image folder (class sub-folders = classes), a folder of MNIST-style IDX files, or a folder of .wav/.flac/.ogg files.", completion: .file())
     var data: String
     @Option(help: "auto (audio when --data holds sound files and no images), image or audio.")
     var modality: Modality = .auto
@@ -188,14 +188,15 @@ struct SampleGAN: ParsableCommand {
         commandName: "gan",
         abstract: "Draw images from a DCGAN checkpoint (a grid, one PNG per image, or a latent interpolation), or WAVs from a WaveGAN checkpoint.")
 
-    @Option(help: "The checkpoint (.safetensors) written by `forge train gan` (default: the shipped Fashion-MNIST conditional GAN).")
+    @Option(help: "The checkpoint (.safetensors) written by `forge train gan` (default: the shipped Fashion-MNIST conditional GAN).",
+            completion: .file(extensions: ["safetensors"]))
     var checkpoint: String = shippedGANCheckpointName
     @Option(help: "Number of images (default 64) or clips (default 1).") var count: Int?
     @Option(help: "Seed of the latent vectors.") var seed: UInt64 = defaultSeed
     @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).")
     var className: String?
-    @Option(help: "Grid PNG to write (audio: x.wav, with x.png showing waveform and spectrogram).") var out: String?
-    @Option(help: "Write one PNG per image into this folder instead of a grid.") var outDir: String?
+    @Option(help: "Grid PNG to write (audio: x.wav, with x.png showing waveform and spectrogram).", completion: .file()) var out: String?
+    @Option(help: "Write one PNG per image into this folder instead of a grid.", completion: .directory) var outDir: String?
     @Option(help: "Interpolate between the latent vectors of two seeds, e.g. 3,7.") var interpolate: String?
     @Option(help: "Images in the interpolation strip.") var steps: Int = 10
     @Option(help: "Grid columns.") var columns: Int = 8
@@ -219,7 +220,7 @@ struct SampleGAN: ParsableCommand {
 struct BenchGAN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gan",
-        abstract: "Time one DCGAN (or WaveGAN, --modality audio) D+G step on synthetic data (the structure of ../shared/bench/ref_dcgan.py).")
+        abstract: "Time one DCGAN (or WaveGAN, --modality audio) D+G step on synthetic data (pytorch/examples dcgan; bench/torch_ref.py is its PyTorch twin).")
 
     @Option(help: "image (DCGAN) or audio (WaveGAN).") var modality: Modality = .image
     @Option(help: "Audio: clip length in samples (4096, 8192, 16384).") var length: Int = 4096
@@ -247,25 +248,16 @@ struct BenchGAN: ParsableCommand {
         say("forge bench gan: dcgan\(size) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
         let optimizers = GANOptimizers(for: gan)
-        for _ in 0..<warmup { _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng) }
-        var times: [Double] = []
-        // As bench/benchutil.py: each step timed alone, a median per round, the median of the rounds.
-        for r in 0..<rounds {
-            var stepTimes: [Double] = []
-            for _ in 0..<steps {
-                let t0 = Date()
-                _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
-                stepTimes.append(Date().timeIntervalSince(t0) * 1000)
-            }
-            let ms = stepTimes.sorted()[stepTimes.count / 2]
-            times.append(ms)
-            say(String(format: "  round %d: median %.1f ms/step (min %.1f, max %.1f)", r + 1, ms, stepTimes.min()!, stepTimes.max()!))
+        // As bench/torch_ref.py measures the GAN: each step timed alone, a median per round, the median of the rounds.
+        let timed = StepTiming.rounds(warmup: warmup, steps: steps, rounds: rounds, eachStepAlone: true, onRound: { r, round in
+            say(String(format: "  round %d: median %.1f ms/step (min %.1f, max %.1f)", r + 1, round.secondsPerStep * 1000,
+                       round.stepSeconds.min()! * 1000, round.stepSeconds.max()! * 1000))
+        }) {
+            _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
         }
-        let median = times.sorted()[times.count / 2]
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let median = StepTiming.median(timed.map(\.secondsPerStep)) * 1000
         say(String(format: "dcgan%d b%d: median %.1f ms/step, %.1f samples/s, max RSS %.0f MB",
-                     size, batch, median, Double(batch) * 1000 / median, Double(usage.ru_maxrss) / 1024))
+                     size, batch, median, Double(batch) * 1000 / median, StepTiming.peakResidentMiB))
         say(String(format: "RESULT dcgan%d %.2f samples/s", size, Double(batch) * 1000 / median))  // for bench/run.py
     }
 }

@@ -16,25 +16,16 @@ struct Generate: ParsableCommand {
         subcommands: [GenerateImages.self, GenerateText.self, GenerateAudio.self])
 }
 
-/// Opens an image-generating checkpoint by its kind.
-func openImageSource(_ path: String) throws -> any SyntheticImageSource {
-    let kind = try Checkpoint.load(path).kind
-    switch kind {
-    case "gan": return try GANSampler(checkpoint: path)
-    case "vae": return try VAESampler(checkpoint: path)
-    default: throw SamplingError("checkpoint \(path) is a \"\(kind)\" model; `generate images` takes a GAN or VAE checkpoint")
-    }
-}
-
 struct GenerateImages: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "images",
         abstract: "Write N images from a GAN or VAE checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
 
-    @Option(help: "The checkpoint (.safetensors) or a run folder (default: the shipped Fashion-MNIST conditional GAN).") var checkpoint: String = shippedGANCheckpointName
+    @Option(help: "The checkpoint (.safetensors) or a run folder (default: the shipped Fashion-MNIST conditional GAN).",
+            completion: .file(extensions: ["safetensors"])) var checkpoint: String = shippedGANCheckpointName
     @Option(help: "Number of images (ignored with --per-class); conditional models give item i the class i mod K.") var count: Int?
     @Option(help: "Images per class (conditional models): count = per-class × classes.") var perClass: Int?
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Output folder.", completion: .file()) var out: String
     @Option(help: "Run seed; item i uses a seed derived from (seed, i).") var seed: UInt64 = defaultSeed
     @Option(help: "Image format (png).") var format: String = "png"
     @Option(help: "Images per forward pass (recorded in the manifest; keep it when resuming).") var batch: Int = 100
@@ -54,7 +45,7 @@ struct GenerateImages: ParsableCommand {
     func run() throws {
         do {
             let checkpoint = resolveShippedGAN(self.checkpoint)
-            let source = try openImageSource(checkpoint)
+            let source = try ImageSampler.open(checkpoint: checkpoint)
             let options = ImageGenerationOptions(count: count ?? 0, perClass: perClass, seed: seed, batchSize: batch,
                                                  resume: resume, only: only)
             let generator = try ImageDatasetGenerator(source: source, checkpointPath: Checkpoint.file(at: checkpoint), options: options, outputDirectory: out)
@@ -89,7 +80,7 @@ func writePreviewGrid(_ generator: ImageDatasetGenerator, columns: Int = 10, to 
         chosen += generator.items.filter { $0.label == c }.prefix(classes == 1 ? 10 * columns : columns)
     }
     let tensors = try chosen.map { try ImageCodec.load(path: generator.outputDirectory + "/" + $0.file).tensor(range: -1...1) }
-    try GANSampler.writeGrid(Tensor.stack(tensors), columns: columns, to: path)
+    try ImageSampler.writeGrid(Tensor.stack(tensors), range: .minusOneToOne, columns: columns, to: path)
 }
 
 struct GenerateText: ParsableCommand {
@@ -97,10 +88,10 @@ struct GenerateText: ParsableCommand {
         commandName: "text",
         abstract: "Write N texts from a char-transformer checkpoint: DIR/<index><ext> (or DIR/samples.jsonl with --jsonl) and DIR/manifest.csv.")
 
-    @Option(help: "The char checkpoint (.safetensors) or a run folder.") var checkpoint: String
+    @Option(help: "The char checkpoint (.safetensors) or a run folder.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
     @Option(help: "Number of texts.") var count: Int
     @Option(help: "Characters generated per text (fewer when a --stop string ends it).") var length: Int
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Output folder.", completion: .file()) var out: String
     @Option(help: "Text every item starts from (kept in the item).") var prompt: String = "\n"
     @Option(help: "File extension of the items.") var ext: String = ".txt"
     @Option(help: "End each item before the first occurrence of this separator (escapes \\n and \\t are understood), e.g. \"\\n\\n\".") var splitOn: String?

@@ -6,28 +6,11 @@ import Figures
 import Metrics
 import Sampling
 
-/// What `forge sample gan|vae` needs from an image sampler; GANSampler and VAESampler have it all.
-protocol ImageSampler: SyntheticImageSource {
-    func classIndex(_ name: String) throws -> Int
-    func sample(count: Int, seed: UInt64, classIndex: Int?, columns: Int) throws -> Tensor
-    func interpolate(seedA: UInt64, seedB: UInt64, steps: Int, classIndex: Int?) throws -> Tensor
-    func rowLabels(count: Int, classIndex: Int?, columns: Int) -> [String]
-    static func writeGrid(_ images: Tensor, columns: Int, rowLabels: [String], to path: String) throws
-    static func writeImages(_ images: Tensor, to directory: String) throws -> [String]
-}
-
-extension GANSampler: ImageSampler {
-    static func writeImages(_ images: Tensor, to directory: String) throws -> [String] {
-        try writeImages(images, to: directory, prefix: "")
-    }
-}
-extension VAESampler: ImageSampler {}
-
 /// The image side of `forge sample gan|vae`: a latent interpolation strip (`interpolate`), one PNG
 /// per image (`outDir`) or a grid (`out`, else `defaultOut`); with `labels`, a conditional model's
 /// grid names each row's class in a left margin. Checkpoint and sampling errors become
 /// a one-line message and exit code 2.
-func writeImageSamples(open: () throws -> any ImageSampler, count: Int, seed: UInt64, className: String?,
+func writeImageSamples(open: () throws -> ImageSampler, count: Int, seed: UInt64, className: String?,
                        interpolate: String?, steps: Int, columns: Int, labels: Bool = true, out: String?, outDir: String?,
                        defaultOut: String, interpolationOut: String) throws {
     do {
@@ -39,18 +22,18 @@ func writeImageSamples(open: () throws -> any ImageSampler, count: Int, seed: UI
             let strip = try sampler.interpolate(seedA: parts[0], seedB: parts[1], steps: steps, classIndex: classIndex)
             let path = out ?? interpolationOut
             let stripLabels = labels && classIndex != nil ? sampler.rowLabels(count: steps, classIndex: classIndex, columns: steps) : []
-            try type(of: sampler).writeGrid(strip, columns: steps, rowLabels: stripLabels, to: path)
+            try sampler.writeGrid(strip, columns: steps, rowLabels: stripLabels, to: path)
             say("wrote \(path): \(steps) images from seed \(parts[0]) to seed \(parts[1])")
             return
         }
         let images = try sampler.sample(count: count, seed: seed, classIndex: classIndex, columns: columns)
         if let outDir {
-            let paths = try type(of: sampler).writeImages(images, to: outDir)
+            let paths = try sampler.writeImages(images, to: outDir)
             say("wrote \(paths.count) images to \(outDir)/")
         } else {
             let path = out ?? defaultOut
             let rowLabels = labels ? sampler.rowLabels(count: count, classIndex: classIndex, columns: columns) : []
-            try type(of: sampler).writeGrid(images, columns: columns, rowLabels: rowLabels, to: path)
+            try sampler.writeGrid(images, columns: columns, rowLabels: rowLabels, to: path)
             let rows = !rowLabels.isEmpty ? " (class names beside the rows)"
                 : !sampler.classNames.isEmpty && classIndex == nil
                 ? " (row r shows class \(sampler.classNames.prefix(3).joined(separator: ", "))…, cycling)" : ""

@@ -95,7 +95,7 @@ struct LRFindChar: ParsableCommand {
 
 struct LRFindGAN: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gan", abstract: "Range test of a DCGAN (images; Adam on both players).")
-    @Option(help: "Image folder or a folder of MNIST-style IDX files.") var data: String
+    @Option(help: "Image folder or a folder of MNIST-style IDX files.", completion: .file()) var data: String
     @Option(help: "Image size: 32 or 64.") var size: Int = 32
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
     @Option(help: "Batch size.") var batch: Int = 64
@@ -123,7 +123,7 @@ struct LRFindGAN: ParsableCommand {
 
 struct LRFindVAE: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "vae", abstract: "Range test of an image VAE (Adam).")
-    @Option(help: "Image folder or a folder of MNIST-style IDX files.") var data: String
+    @Option(help: "Image folder or a folder of MNIST-style IDX files.", completion: .file()) var data: String
     @Option(help: "Image side (images are resized).") var size: Int = 28
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
     @Option(help: "Encoder/decoder: mlp or conv.") var arch: VAEArchitecture = .mlp
@@ -148,7 +148,7 @@ struct LRFindVAE: ParsableCommand {
 
 struct LRFindClassifier: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "classifier", abstract: "Range test of the small CNN classifier (Adam).")
-    @Option(help: "Image folder (class sub-folders) or a folder of MNIST-style IDX files.") var data: String
+    @Option(help: "Image folder (class sub-folders) or a folder of MNIST-style IDX files.", completion: .file()) var data: String
     @Option(help: "Image size (a multiple of 8).") var size: Int = 32
     @Option(help: "Channels: 1 or 3 (default: 1 for IDX data, 3 otherwise).") var channels: Int?
     @Option(help: "Batch size.") var batch: Int = 64

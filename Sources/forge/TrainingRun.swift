@@ -117,12 +117,19 @@ let flagForField: [String: String] = [
     "weightDecay": "--weight-decay", "gradClip": "--grad-clip", "beta1": "--beta1", "beta2": "--beta2", "dropout": "--dropout",
     "logEvery": "--log-every", "layers": "--layers", "heads": "--heads", "embedding": "--embd", "blockSize": "--block",
     "epochs": "--epochs", "steps": "--steps", "minutes": "--minutes", "saveEvery": "--save-every", "evaluateEvery": "--eval-every",
+    "heldOutFraction": "--val-split", "perClass": "--per-class", "only": "--only",
 ]
 
 /// A library error as the user should read it: field names become flags.
 func userMessage(_ error: Error) -> String {
     if case let TrainingError.invalidValue(field, value, requirement) = error {
         return "\(flagForField[field] ?? field) must be \(requirement), got \(value)"
+    }
+    if let e = error as? SamplingError, let field = e.field, let problem = e.problem {
+        return "\(flagForField[field] ?? field) \(problem)"
+    }
+    if let e = error as? CharTransformerError, e.description.contains("no n_head") {
+        return "\(e.description) (--heads)"
     }
     if let file = fileError(error) { return file }
     return "\(error)"

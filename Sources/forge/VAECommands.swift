@@ -41,7 +41,7 @@ struct TrainVAE: ParsableCommand {
         --val-split F, else the data's own test split (IDX t10k files, test/ or val/), else 10% of the data.
         """)
 
-    @Option(help: "Image folder, a folder of MNIST-style IDX files, or a folder of .wav/.flac/.ogg files (1-D conv VAE).") var data: String
+    @Option(help: "Image folder, a folder of MNIST-style IDX files, or a folder of .wav/.flac/.ogg files (1-D conv VAE).", completion: .file()) var data: String
     @Option(help: "auto (audio when --data holds sound files and no images), image or audio.") var modality: Modality = .auto
     @Option(help: "Audio: clip length in samples, 4096, 8192 or 16384.") var length: Int = 4096
     @Option(help: "Audio: sample rate (default: the folder's rate; other files are resampled).") var rate: Int?
@@ -58,7 +58,7 @@ struct TrainVAE: ParsableCommand {
     @Option(help: "Batch size (default 128; audio 16).") var batch: Int?
     @Option(parsing: .unconditional, help: "Adam learning rate (default 1e-3).") var lr: Float?
     @Option(help: "Hold out this fraction of --data for the test loss.") var valSplit: Double?
-    @Option(help: "Held-out images (a folder, or IDX files whose test split is used).") var val: String?
+    @Option(help: "Held-out images (a folder, or IDX files whose test split is used).", completion: .file()) var val: String?
     @OptionGroup var training: RunFlags
 
     func validate() throws {
@@ -146,12 +146,12 @@ struct SampleVAE: ParsableCommand {
         commandName: "vae",
         abstract: "Decode draws from the prior of a VAE checkpoint: a grid, one PNG per image, or a latent interpolation.")
 
-    @Option(help: "The checkpoint (.safetensors) written by `forge train vae`.") var checkpoint: String
+    @Option(help: "The checkpoint (.safetensors) written by `forge train vae`.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
     @Option(help: "Number of images (default 64) or clips (default 1).") var count: Int?
     @Option(help: "Seed of the latent vectors.") var seed: UInt64 = defaultSeed
     @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).") var className: String?
-    @Option(help: "Grid PNG to write (default samples/vae.png); audio checkpoints: x.wav (+ x.png spectrograms).") var out: String?
-    @Option(help: "Write one PNG per image into this folder instead of a grid.") var outDir: String?
+    @Option(help: "Grid PNG to write (default samples/vae.png); audio checkpoints: x.wav (+ x.png spectrograms).", completion: .file()) var out: String?
+    @Option(help: "Write one PNG per image into this folder instead of a grid.", completion: .directory) var outDir: String?
     @Option(help: "Interpolate between the latent vectors of two seeds, e.g. 3,7.") var interpolate: String?
     @Option(help: "Images in the interpolation strip.") var steps: Int = 10
     @Option(help: "Grid columns.") var columns: Int = 8
@@ -177,8 +177,8 @@ struct EvalVAE: ParsableCommand {
         commandName: "vae",
         abstract: "Negative ELBO and the IWAE estimate of −log p(x) (Burda et al.), in nats per image, on a folder of images.")
 
-    @Option(help: "The checkpoint (.safetensors) written by `forge train vae`.") var checkpoint: String
-    @Option(help: "Images: a folder, or IDX files (their test split unless --split train).") var data: String
+    @Option(help: "The checkpoint (.safetensors) written by `forge train vae`.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
+    @Option(help: "Images: a folder, or IDX files (their test split unless --split train).", completion: .file()) var data: String
     @Option(help: "Which split of --data: test (default when it has one) or train.") var split: String?
     @Option(help: "Importance samples k of the IWAE bound (1 = the ELBO).") var iw: Int = 1000
     @Option(help: "Evaluate only the first N images.") var limit: Int?
@@ -247,16 +247,11 @@ struct BenchVAE: ParsableCommand {
         let env = ProcessInfo.processInfo.environment
         say("forge bench vae: \(side * side)-\(hidden)-\(latent) b\(batch) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(env["OPENBLAS_CORETYPE"] ?? "unset")), kernels \(BLAS.kernelLevel), \(Threads.count) threads")
-        for _ in 0..<warmup { step() }
-        var perStep: [Double] = []
-        for r in 0..<rounds {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<steps { step() }
-            let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6 / Double(steps)
-            perStep.append(ms)
+        let timed = StepTiming.rounds(warmup: warmup, steps: steps, rounds: rounds, onRound: { r, round in
+            let ms = round.secondsPerStep * 1000
             say(String(format: "  round %d: %.3f ms/step, %.0f samples/s", r + 1, ms, Double(batch) * 1000 / ms))
-        }
-        let median = perStep.sorted()[perStep.count / 2]
+        }, step)
+        let median = StepTiming.median(timed.map(\.secondsPerStep)) * 1000
         let rate = Double(batch) * 1000 / median
         say(String(format: "vae %d-%d-%d b%d: median %.3f ms/step, %.0f samples/s; one 60000-image epoch of steps ~%.2f s",
                      side * side, hidden, latent, batch, median, rate, 60_000 / rate))

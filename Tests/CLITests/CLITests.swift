@@ -78,6 +78,24 @@ final class CLITests: CLITestCase {
         }
     }
 
+    /// Generation settings the library refuses come back naming the CLI's flag (the library names
+    /// its own field; the CLI maps it), with exit 2 and nothing written.
+    func testBadGenerationValuesNameTheFlag() throws {
+        let dir = folder()
+        let gan = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("TrainingTests/Fixtures/legacy/gan.safetensors").path
+        for (arguments, expected) in [
+            (["generate", "images", "--checkpoint", gan, "--per-class", "0", "--out", dir + "/a"], "--per-class must be positive"),
+            (["generate", "images", "--checkpoint", gan, "--count", "5", "--only", "9", "--out", dir + "/b"], "--only 9 is outside"),
+            (["sample", "gan", "--checkpoint", gan, "--interpolate", "1,2", "--steps", "1", "--out", dir + "/c.png"], "--steps must be at least 2"),
+        ] {
+            let (status, _, stderr) = try run(arguments)
+            XCTAssertEqual(status, 2, "\(arguments): \(stderr)")
+            XCTAssertTrue(stderr.contains("forge: error: " + expected), "\(arguments): \(stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/c.png"))
+    }
+
     /// A checkpoint of the wrong kind, or a file that is not one, is a clear error with exit 2.
     func testWrongCheckpointsAreClearErrors() throws {
         let dir = folder()

@@ -19,7 +19,7 @@ final class ModuleRegistrationTests: XCTestCase {
             ("vae mlp", VAE(vaeMLP)), ("vae conv", VAE(vaeConv)),
             ("classifier", ImageClassifier(classifier).network),
             ("wavegan G", WaveGAN(WaveGANConfig()).generator), ("wavegan D", WaveGAN(WaveGANConfig()).discriminator),
-            ("audio vae", AudioVAE(AudioVAEConfig())),
+            ("vae conv1d", VAE(VAEConfig.audio())),
         ]
         for (name, model) in models {
             XCTAssertEqual(model.unregisteredChildren(), [], name)

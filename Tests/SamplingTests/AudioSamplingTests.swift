@@ -80,7 +80,7 @@ final class AudioSamplingTests: XCTestCase {
         var c = WaveGANConfig()
         (c.length, c.sampleRate, c.nz, c.ngf, c.ndf, c.batchSize, c.seed) = (4096, 8000, 8, 2, 2, 4, 5)
         let clips = Tensor(shape: [8, 4096], data: (0..<8).flatMap { sine(150 * Double($0 + 1)) })
-        let task = try AudioGANTrainingTask(gan: WaveGAN(c), clips: clips, samplesDirectory: dir + "/samples", sampleCount: 2)
+        let task = try GANTrainingTask(gan: WaveGAN(c), clips: clips, samplesDirectory: dir + "/samples", sampleCount: 2)
         let options = TrainingOptions(runDirectory: dir, epochs: 2, 
                                       handleInterrupts: false, showProgress: false)
         let summary = try TrainingLoop(task: task, options: options, log: { _ in }).run()
@@ -113,7 +113,7 @@ final class AudioGenerationTests: XCTestCase {
         var c = WaveGANConfig()
         (c.length, c.sampleRate, c.nz, c.ngf, c.ndf, c.batchSize) = (4096, 8000, 8, 2, 2, 4)
         let gan = WaveGAN(c)
-        let task = try AudioGANTrainingTask(gan: gan, clips: Tensor.zeros([4, 4096]), samplesDirectory: dir + "/s")
+        let task = try GANTrainingTask(gan: gan, clips: Tensor.zeros([4, 4096]), samplesDirectory: dir + "/s")
         let ck = dir + "/checkpoint.safetensors"
         try Checkpoint.save(to: ck, kind: task.kind, configJSON: task.configJSON, state: TrainingState(),
                             modules: task.modules, optimizers: task.optimizers, generators: task.generators)
@@ -151,10 +151,10 @@ final class AudioGenerationTests: XCTestCase {
         let dir = NSTemporaryDirectory() + "forge-audiovae-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        var c = AudioVAEConfig()
-        (c.length, c.sampleRate, c.latent, c.width, c.batchSize) = (4096, 8000, 4, 2, 4)
+        var c = VAEConfig.audio()
+        (c.length, c.sampleRate, c.latent, c.hidden, c.batchSize) = (4096, 8000, 4, 2, 4)
         let clips = Tensor(shape: [8, 4096], data: (0..<(8 * 4096)).map { Float(sin(Double($0) * 0.2)) * 0.3 })
-        let task = try AudioVAETrainingTask(vae: AudioVAE(c), clips: clips, samplesDirectory: dir + "/samples", sampleCount: 2)
+        let task = try AudioVAETrainingTask(vae: VAE(c), clips: clips, samplesDirectory: dir + "/samples", sampleCount: 2)
         let options = TrainingOptions(runDirectory: dir, epochs: 1, 
                                       handleInterrupts: false, showProgress: false)
         _ = try TrainingLoop(task: task, options: options, log: { _ in }).run()

@@ -23,7 +23,7 @@ final class GANSamplingTests: XCTestCase {
     }
 
     /// Trains a tiny GAN for one epoch on random images and returns it with its checkpoint path.
-    private func trainedCheckpoint(classes: Int) throws -> (GANTrainingTask, String) {
+    private func trainedCheckpoint(classes: Int) throws -> (GANTrainingTask<DCGAN>, String) {
         let dir = try folder()
         var g = RandomGenerator(seed: 2)
         let images = Tensor.uniform([24, 3, 32, 32], low: -1, high: 1, generator: &g)
@@ -123,10 +123,10 @@ final class GANSamplingTests: XCTestCase {
         let dir = try folder()
         let sampler = try GANSampler(checkpoint: path)
         let images = try sampler.sample(count: 6, seed: 1)
-        try GANSampler.writeGrid(images, columns: 3, to: dir + "/deep/grid.png")
+        try sampler.writeGrid(images, columns: 3, to: dir + "/deep/grid.png")
         let grid = try ImageCodec.load(path: dir + "/deep/grid.png")
         XCTAssertEqual([grid.width, grid.height, grid.channels], [3 * 34 + 2, 2 * 34 + 2, 3])
-        let paths = try GANSampler.writeImages(images, to: dir + "/each")
+        let paths = try sampler.writeImages(images, to: dir + "/each")
         XCTAssertEqual(paths.count, 6)
         let one = try ImageCodec.load(path: paths[5])
         XCTAssertEqual([one.width, one.height, one.channels], [32, 32, 3])

@@ -14,7 +14,7 @@ final class GenerateAudioIntegrityTests: XCTestCase {
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
         var c = WaveGANConfig()
         (c.length, c.sampleRate, c.nz, c.ngf, c.ndf, c.batchSize) = (4096, 8000, 8, 2, 2, 4)
-        let task = try AudioGANTrainingTask(gan: WaveGAN(c), clips: Tensor.zeros([4, 4096]), samplesDirectory: dir + "/s")
+        let task = try GANTrainingTask(gan: WaveGAN(c), clips: Tensor.zeros([4, 4096]), samplesDirectory: dir + "/s")
         let ck = dir + "/ck.safetensors"
         try Checkpoint.save(to: ck, kind: task.kind, configJSON: task.configJSON, state: TrainingState(),
                             modules: task.modules, optimizers: task.optimizers, generators: task.generators)

@@ -54,7 +54,9 @@ final class GenerateTests: XCTestCase {
         XCTAssertEqual(ItemSeed.derive(runSeed: 3, index: 1234), seeds[1234])
         XCTAssertNotEqual(ItemSeed.derive(runSeed: 4, index: 1234), seeds[1234])
         // SplitMix64 reference value (state 0 → first output of the reference C implementation)
-        XCTAssertEqual(ItemSeed.splitMix64(0), 0xE220_A839_7B1D_CDAF)
+        XCTAssertEqual(SplitMix64.output(0), 0xE220_A839_7B1D_CDAF)
+        var state: UInt64 = 0
+        XCTAssertEqual([SplitMix64.next(&state), SplitMix64.next(&state)], [0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4])
     }
 
     func testConditionalLayoutManifestAndPerClassCounts() throws {

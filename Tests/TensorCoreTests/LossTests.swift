@@ -159,3 +159,48 @@ final class LossTests: XCTestCase {
 
     private var rngForTargets = RandomGenerator(seed: 99)
 }
+
+/// The named backward passes on their own, against formulas evaluated in Double.
+final class NamedBackwardTests: XCTestCase {
+    func testCrossEntropyBackwardIsSoftmaxMinusOneHotOverValidRows() {
+        var g = RandomGenerator(seed: 4)
+        let logits = Tensor.randn([5, 7], generator: &g)
+        let targets: [Int32] = [3, -100, 0, 6, 2]
+        let probs = logits.softmax(axis: 1)
+        let expected = probs.scalars.enumerated().map { i, p -> Double in
+            let (r, c) = (i / 7, i % 7)
+            if targets[r] == -100 { return 0 }
+            return (Double(p) - (Int32(c) == targets[r] ? 1 : 0)) * 2.0 / 4   // dLoss 2, 4 valid rows
+        }
+        let dx = crossEntropyBackward(probs: probs.detachedCopy(), targets: targets, ignoreIndex: -100, validRows: 4, dLoss: 2)
+        for (a, b) in zip(dx.scalars, expected) { XCTAssertEqual(Double(a), b, accuracy: 1e-6) }
+    }
+
+    /// dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) with ĝ = w·dy, dweight = Σ dy·x̂, dbias = Σ dy.
+    func testLayerNormBackwardMatchesTheClosedForm() {
+        var g = RandomGenerator(seed: 5)
+        let (R, C) = (6, 9)
+        let x = Tensor.randn([R, C], generator: &g), w = Tensor.randn([C], generator: &g), dy = Tensor.randn([R, C], generator: &g)
+        let xs = x.scalars.map(Double.init), ws = w.scalars.map(Double.init), gs = dy.scalars.map(Double.init)
+        var mean = [Float](), rstd = [Float]()
+        var dxExpected = [Double](), dwExpected = [Double](repeating: 0, count: C), dbExpected = [Double](repeating: 0, count: C)
+        for r in 0..<R {
+            let row = Array(xs[(r * C)..<((r + 1) * C)]), gr = Array(gs[(r * C)..<((r + 1) * C)])
+            let mu = row.reduce(0, +) / Double(C)
+            let variance = row.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / Double(C)
+            let rs = 1 / (variance + 1e-5).squareRoot()
+            mean.append(Float(mu)); rstd.append(Float(rs))
+            let xhat = row.map { ($0 - mu) * rs }
+            let ghat = (0..<C).map { gr[$0] * ws[$0] }
+            let m1 = ghat.reduce(0, +) / Double(C)
+            let m2 = (0..<C).map { ghat[$0] * xhat[$0] }.reduce(0, +) / Double(C)
+            dxExpected += (0..<C).map { rs * (ghat[$0] - m1 - xhat[$0] * m2) }
+            for c in 0..<C { dwExpected[c] += gr[c] * xhat[c]; dbExpected[c] += gr[c] }
+        }
+        let (dx, dw, db) = layerNormBackward(x, weight: w, hasBias: true, mean: Tensor(shape: [R], data: mean),
+                                             rstd: Tensor(shape: [R], data: rstd), dy: dy)
+        for (a, b) in zip(dx.scalars, dxExpected) { XCTAssertEqual(Double(a), b, accuracy: 1e-4) }
+        for (a, b) in zip(dw!.scalars, dwExpected) { XCTAssertEqual(Double(a), b, accuracy: 1e-4) }
+        for (a, b) in zip(db!.scalars, dbExpected) { XCTAssertEqual(Double(a), b, accuracy: 1e-4) }
+    }
+}

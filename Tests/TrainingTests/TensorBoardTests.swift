@@ -146,7 +146,7 @@ final class TensorBoardTests: XCTestCase {
         let last = try XCTUnwrap(grids.last)
         let decoded = try ImageCodec.load(path: dir + "/tb-dump/" + XCTUnwrap(last["file"] as? String))
         // the grid as the task writes it: a conditional model's rows carry their class names
-        let expected = try LabelledGrid.image(images: task.fixedGrid(), rowLabels: task.gan.config.isConditional ? task.data.classNames : [],
+        let expected = try LabelledGrid.image(images: task.fixedGrid(), rowLabels: task.classNames,
                                               columns: task.gridColumns)
         XCTAssertEqual([decoded.width, decoded.height, decoded.channels], [expected.width, expected.height, expected.channels])
         XCTAssertEqual(last["width"] as? Int, expected.width)
@@ -196,7 +196,7 @@ final class TensorBoardTests: XCTestCase {
         let clips = Tensor(shape: [8, 4096], data: (0..<8).flatMap { k in
             (0..<4096).map { 0.5 * Float(sin(2 * Double.pi * 150 * Double(k + 1) * Double($0) / 8000)) }
         })
-        let audioTask = try AudioGANTrainingTask(gan: WaveGAN(c), clips: clips, samplesDirectory: dir + "/audio/samples", sampleCount: 2)
+        let audioTask = try GANTrainingTask(gan: WaveGAN(c), clips: clips, samplesDirectory: dir + "/audio/samples", sampleCount: 2)
         options = quietOptions(dir + "/audio", epochs: 2)
         options.tensorBoardDirectory = dir + "/runs/audio"
         _ = try TrainingLoop(task: audioTask, options: options, log: { _ in }).run()

@@ -7,6 +7,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// ---- SplitMix64 (Steele, Lea & Flood 2014), the one definition Forge uses ----
+// The output function applied to a state word: Swift's RandomGenerator seeds xoshiro256** with it,
+// synthetic datasets derive per-item seeds with it, and dropout draws its counter-based mask with
+// it. The stream is state += 0x9E3779B97F4A7C15, then fk_splitmix64_mix(state).
+#define FK_SPLITMIX64_GAMMA 0x9E3779B97F4A7C15ull
+static inline uint64_t fk_splitmix64_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 // ---- elementwise: y[i] = f(x[i]) for i in [0, n) ----
 void fk_exp(const float *x, float *y, long n);
 void fk_log(const float *x, float *y, long n);

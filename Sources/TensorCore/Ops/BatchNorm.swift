@@ -69,42 +69,49 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
     return Tensor.record(y, "batch_norm", inputs) { dy in
-        // dy: (B, C, S) -> dx (B, C, S), dweight (C), dbias (C)
-        // With x̂ = (x − mean)·rstd and batch statistics, per channel:
-        //   dx = w·rstd·(dy − Σdy/N − x̂·Σ(dy·x̂)/N),   dweight = Σ dy·x̂,   dbias = Σ dy
-        // written as dx = a·dy + b·(x − mean) + c. With running statistics the mean and rstd are
-        // constants and dx = w·rstd·dy.
-        let dx = x.requiresGrad ? Tensor(uninitializedShape: x.shape) : nil
-        let dw = weight.map { _ in Tensor(uninitializedShape: [C]) }, db = bias.map { _ in Tensor(uninitializedShape: [C]) }
-        // pointers re-derived from the captured tensors, which keeps their storage alive until now
-        let px = SendablePointer(x.pointer), pm = SendablePointer(mean.pointer), pr = SendablePointer(rstd.pointer)
-        let pw = weight.map { SendablePointer($0.pointer) }
-        let pg = SendablePointer(dy.pointer), pdx = dx.map { SendablePointer($0.mutablePointer) }
-        let pdw = dw.map { SendablePointer($0.mutablePointer) }, pdb = db.map { SendablePointer($0.mutablePointer) }
-        parallelFor(C, grain: grain) { s, e in
-            for c in s..<e {
-                let mu = pm.p[c], r = Double(pr.p[c])
-                var sumDy = 0.0, sumDyXc = 0.0
-                for b in 0..<B {
-                    let o = (b * C + c) * S
-                    fk_bn_backward_sums(px.p + o, pg.p + o, S, mu, &sumDy, &sumDyXc)
-                }
-                pdw?.p[c] = Float(sumDyXc * r)
-                pdb?.p[c] = Float(sumDy)
-                guard let pdx else { continue }
-                let w = Double(pw?.p[c] ?? 1)
-                let a = w * r
-                let bCoef = useBatchStats ? -w * r * r * r * sumDyXc / Double(N) : 0
-                let cCoef = useBatchStats ? -w * r * sumDy / Double(N) : 0
-                for b in 0..<B {
-                    let o = (b * C + c) * S
-                    fk_bn_backward_dx(px.p + o, pg.p + o, pdx.p + o, S, mu, Float(a), Float(bCoef), Float(cCoef))
-                }
+        let (dx, dw, db) = batchNormBackward(x, weight: weight, hasBias: bias != nil, mean: mean, rstd: rstd, dy: dy,
+                                             batchStatistics: useBatchStats)
+        return [dx] + (weight == nil ? [] : [dw]) + (bias == nil ? [] : [db])
+    }
+}
+
+/// The backward of `batchNorm`, from the forward's saved per-channel mean and rstd = 1/√(var + eps):
+///   x (B, C, S), weight (C)?, mean (C), rstd (C), dy (B, C, S) → dx (B, C, S)? (nil when x needs no
+///   gradient), dweight (C)?, dbias (C)?
+/// With x̂ = (x − mean)·rstd and batch statistics, per channel:
+///   dx = w·rstd·(dy − Σdy/N − x̂·Σ(dy·x̂)/N),   dweight = Σ dy·x̂,   dbias = Σ dy
+/// written as dx = a·dy + b·(x − mean) + c. With running statistics (`batchStatistics` false) the
+/// mean and rstd are constants and dx = w·rstd·dy. Sums per channel in Double, in a fixed order.
+public func batchNormBackward(_ x: Tensor, weight: Tensor?, hasBias: Bool, mean: Tensor, rstd: Tensor, dy: Tensor,
+                       batchStatistics useBatchStats: Bool) -> (dx: Tensor?, dweight: Tensor?, dbias: Tensor?) {
+    let B = x.shape[0], C = x.shape[1], S = x.shape[2...].reduce(1, *), N = B * S
+    let grain = Swift.max(1, 32_768 / Swift.max(N, 1))
+    let dx = x.requiresGrad ? Tensor(uninitializedShape: x.shape) : nil
+    let dw = weight.map { _ in Tensor(uninitializedShape: [C]) }, db = hasBias ? Tensor(uninitializedShape: [C]) : nil
+    let px = SendablePointer(x.pointer), pm = SendablePointer(mean.pointer), pr = SendablePointer(rstd.pointer)
+    let pw = weight.map { SendablePointer($0.pointer) }
+    let pg = SendablePointer(dy.pointer), pdx = dx.map { SendablePointer($0.mutablePointer) }
+    let pdw = dw.map { SendablePointer($0.mutablePointer) }, pdb = db.map { SendablePointer($0.mutablePointer) }
+    parallelFor(C, grain: grain) { s, e in
+        for c in s..<e {
+            let mu = pm.p[c], r = Double(pr.p[c])
+            var sumDy = 0.0, sumDyXc = 0.0
+            for b in 0..<B {
+                let o = (b * C + c) * S
+                fk_bn_backward_sums(px.p + o, pg.p + o, S, mu, &sumDy, &sumDyXc)
+            }
+            pdw?.p[c] = Float(sumDyXc * r)
+            pdb?.p[c] = Float(sumDy)
+            guard let pdx else { continue }
+            let w = Double(pw?.p[c] ?? 1)
+            let a = w * r
+            let bCoef = useBatchStats ? -w * r * r * r * sumDyXc / Double(N) : 0
+            let cCoef = useBatchStats ? -w * r * sumDy / Double(N) : 0
+            for b in 0..<B {
+                let o = (b * C + c) * S
+                fk_bn_backward_dx(px.p + o, pg.p + o, pdx.p + o, S, mu, Float(a), Float(bCoef), Float(cCoef))
             }
         }
-        var grads: [Tensor?] = [dx]
-        if weight != nil { grads.append(dw) }
-        if bias != nil { grads.append(db) }
-        return grads
     }
+    return (dx, dw, db)
 }

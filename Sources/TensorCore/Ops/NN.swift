@@ -76,26 +76,33 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
     for l in losses { total += Double(l) }  // fixed order: deterministic
     let out = Tensor(valid > 0 ? Float(total / Double(valid)) : .nan)
     return Tensor.record(out, "cross_entropy", [logits]) { g in
-        let dx = probs!
-        let scale = g.item / Float(Swift.max(valid, 1))
-        let pd = SendablePointer(dx.mutablePointer)
-        targets.withUnsafeBufferPointer { tb in
-            let pt = SendablePointer(tb.baseAddress!)
-            parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
-                for r in s..<e {
-                    let row = pd.p + r * cols
-                    let t = pt.p[r]
-                    if t == ignoreIndex {
-                        row.update(repeating: 0, count: cols)
-                    } else {
-                        row[Int(t)] -= 1
-                        for c in 0..<cols { row[c] *= scale }
-                    }
+        [crossEntropyBackward(probs: probs!, targets: targets, ignoreIndex: ignoreIndex, validRows: valid, dLoss: g.item)]
+    }
+}
+
+/// The backward of `crossEntropy`, in place on the forward's saved softmax:
+///   probs (N, C) = softmax(logits), targets (N) → dlogits (N, C) = (probs − onehot(targets)) · dLoss / validRows,
+/// with the rows of ignored targets zero.
+public func crossEntropyBackward(probs dx: Tensor, targets: [Int32], ignoreIndex: Int32, validRows valid: Int, dLoss: Float) -> Tensor {
+    let rows = dx.shape[0], cols = dx.shape[1]
+    let scale = dLoss / Float(Swift.max(valid, 1))
+    let pd = SendablePointer(dx.mutablePointer)
+    targets.withUnsafeBufferPointer { tb in
+        let pt = SendablePointer(tb.baseAddress!)
+        parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
+            for r in s..<e {
+                let row = pd.p + r * cols
+                let t = pt.p[r]
+                if t == ignoreIndex {
+                    row.update(repeating: 0, count: cols)
+                } else {
+                    row[Int(t)] -= 1
+                    for c in 0..<cols { row[c] *= scale }
                 }
             }
         }
-        return [dx]
     }
+    return dx
 }
 
 // MARK: - layer norm
@@ -118,37 +125,41 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
     if let w = weight { inputs.append(w) }
     if let b = bias { inputs.append(b) }
     return Tensor.record(out, "layer_norm", inputs) { g in
-        // re-derive pointers from the captured tensors so mean/rstd stay alive until backward
-        let pm = SendablePointer(mean.pointer), pr = SendablePointer(rstd.pointer)
-        let dx = Tensor(uninitializedShape: x.shape)
-        let pg = SendablePointer(g.pointer), pd = SendablePointer(dx.mutablePointer)
-        // Each chunk accumulates its own dweight/dbias; chunks are summed in order (deterministic).
-        let partials: [([Float], [Float])] = parallelChunks(rows, grain: grain) { s, e in
-            var dw = [Float](repeating: 0, count: weight == nil ? 0 : cols)
-            var db = [Float](repeating: 0, count: bias == nil ? 0 : cols)
-            dw.withUnsafeMutableBufferPointer { dwb in
-                db.withUnsafeMutableBufferPointer { dbb in
-                    fk_layernorm_backward(px.p + s * cols, pw?.p, pm.p + s, pr.p + s, pg.p + s * cols, pd.p + s * cols,
-                                          weight == nil ? nil : dwb.baseAddress, bias == nil ? nil : dbb.baseAddress, e - s, cols)
-                }
-            }
-            return (dw, db)
-        }
-        var result: [Tensor?] = [dx]
-        if weight != nil {
-            result.append(Tensor(shape: [cols]) { b in
-                b.update(repeating: 0)
-                for p in partials { for c in 0..<cols { b[c] += p.0[c] } }
-            })
-        }
-        if bias != nil {
-            result.append(Tensor(shape: [cols]) { b in
-                b.update(repeating: 0)
-                for p in partials { for c in 0..<cols { b[c] += p.1[c] } }
-            })
-        }
-        return result
+        let (dx, dw, db) = layerNormBackward(x, weight: weight, hasBias: bias != nil, mean: mean, rstd: rstd, dy: g)
+        return [dx] + (weight == nil ? [] : [dw]) + (bias == nil ? [] : [db])
     }
+}
+
+/// The backward of `layerNorm` over the last axis, from the forward's saved row statistics:
+///   x (R, C), weight (C)?, mean (R), rstd (R), dy (R, C) → dx (R, C), dweight (C)?, dbias (C)?
+/// (fk_layernorm_backward per chunk of rows; each chunk's dweight/dbias partial sums are added in
+/// chunk order, so the result does not depend on scheduling).
+public func layerNormBackward(_ x: Tensor, weight: Tensor?, hasBias: Bool, mean: Tensor, rstd: Tensor, dy g: Tensor)
+    -> (dx: Tensor, dweight: Tensor?, dbias: Tensor?) {
+    let cols = x.shape.last ?? 1, rows = x.count / Swift.max(cols, 1)
+    let grain = Swift.max(1, 16_384 / Swift.max(cols, 1))
+    let px = SendablePointer(x.pointer), pw = weight.map { SendablePointer($0.pointer) }
+    let pm = SendablePointer(mean.pointer), pr = SendablePointer(rstd.pointer)
+    let dx = Tensor(uninitializedShape: x.shape)
+    let pg = SendablePointer(g.pointer), pd = SendablePointer(dx.mutablePointer)
+    let partials: [([Float], [Float])] = parallelChunks(rows, grain: grain) { s, e in
+        var dw = [Float](repeating: 0, count: weight == nil ? 0 : cols)
+        var db = [Float](repeating: 0, count: hasBias ? cols : 0)
+        dw.withUnsafeMutableBufferPointer { dwb in
+            db.withUnsafeMutableBufferPointer { dbb in
+                fk_layernorm_backward(px.p + s * cols, pw?.p, pm.p + s, pr.p + s, pg.p + s * cols, pd.p + s * cols,
+                                      weight == nil ? nil : dwb.baseAddress, hasBias ? dbb.baseAddress : nil, e - s, cols)
+            }
+        }
+        return (dw, db)
+    }
+    func summed(_ part: (([Float], [Float])) -> [Float]) -> Tensor {
+        Tensor(shape: [cols]) { b in
+            b.update(repeating: 0)
+            for p in partials { let v = part(p); for c in 0..<cols { b[c] += v[c] } }
+        }
+    }
+    return (dx, weight == nil ? nil : summed { $0.0 }, hasBias ? summed { $0.1 } : nil)
 }
 
 // MARK: - embedding
