@@ -51,12 +51,16 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
     public var learningRateD: Float? = nil
     /// Decay of the exponential moving average of G's weights used for sampling; 0 = no average.
     public var emaDecay: Float = 0
+    /// DiffAugment (translation + cutout, Zhao et al. 2020) on every batch D sees, real and fake, in both steps.
+    public var diffAugment: Bool = false
+    /// A minibatch-standard-deviation channel (groups of 4) before D's last convolution (Karras et al. 2018).
+    public var minibatchStd: Bool = false
 
     public init() {}
 
     private enum CodingKeys: String, CodingKey {
         case imageSize, channels, nz, ngf, ndf, classCount, embedDim, learningRate, beta1, beta2, batchSize, seed
-        case generatorConditioning, spectralNorm, loss, learningRateD, emaDecay
+        case generatorConditioning, spectralNorm, loss, learningRateD, emaDecay, diffAugment, minibatchStd
     }
 
     public init(from decoder: any Decoder) throws {
@@ -79,6 +83,8 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
         loss = try c.decodeIfPresent(GANLoss.self, forKey: .loss) ?? d.loss
         learningRateD = try c.decodeIfPresent(Float.self, forKey: .learningRateD) ?? d.learningRateD
         emaDecay = try c.decodeIfPresent(Float.self, forKey: .emaDecay) ?? d.emaDecay
+        diffAugment = try c.decodeIfPresent(Bool.self, forKey: .diffAugment) ?? d.diffAugment
+        minibatchStd = try c.decodeIfPresent(Bool.self, forKey: .minibatchStd) ?? d.minibatchStd
     }
 
     /// Writes the recipe's fields only where they differ from the DCGAN defaults, so a DCGAN's
@@ -102,6 +108,8 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
         if loss != .nonSaturating { try c.encode(loss, forKey: .loss) }
         try c.encodeIfPresent(learningRateD, forKey: .learningRateD)
         if emaDecay != 0 { try c.encode(emaDecay, forKey: .emaDecay) }
+        if diffAugment { try c.encode(diffAugment, forKey: .diffAugment) }
+        if minibatchStd { try c.encode(minibatchStd, forKey: .minibatchStd) }
     }
 
     /// The discriminator's learning rate.
@@ -260,6 +268,8 @@ public final class DCGANDiscriminator: Module {
     public let projection: Embedding?
     /// The spectrally normalised projection embedding (conditional with `spectralNorm`).
     public let spectralProjection: SpectralNormEmbedding?
+    /// The minibatch-std channel appended to φ(x) before ψ (config.minibatchStd; no parameters).
+    public let minibatchStd: MinibatchStandardDeviation?
 
     public init(_ config: DCGANConfig, generator g: inout RandomGenerator) {
         self.config = config
@@ -282,8 +292,9 @@ public final class DCGANDiscriminator: Module {
             layers.append(LeakyReLU(0.2))
             mult *= 2
         }
-        layers.append(conv([1, config.ndf * mult, 4, 4], stride: 1, padding: 0))
+        layers.append(conv([1, config.ndf * mult + (config.minibatchStd ? 1 : 0), 4, 4], stride: 1, padding: 0))
         main = Sequential(layers)
+        minibatchStd = config.minibatchStd ? MinibatchStandardDeviation(groupSize: 4) : nil
         if config.isConditional {
             // Same N(0, 0.02) scale as the final conv, so neither term dominates at the start.
             let e = Embedding(config.classCount, config.ndf * mult, generator: &g)
@@ -309,7 +320,8 @@ public final class DCGANDiscriminator: Module {
     public func forward(_ x: Tensor, labels: [Int]) -> Tensor {
         let b = x.shape[0]
         let features = main.layers.dropLast().reduce(x) { $1.forward($0) }  // φ(x): (B, F, 4, 4)
-        var logits = main.layers.last!.forward(features).reshaped([b])       // ψ(φ(x)): (B)
+        let head = minibatchStd?.forward(features) ?? features              // (B, F [+ 1], 4, 4)
+        var logits = main.layers.last!.forward(head).reshaped([b])           // ψ(φ(x)): (B)
         if config.isConditional {
             precondition(labels.count == b, "DCGANDiscriminator: \(labels.count) labels for \(b) images")
             let pooled = features.sum(axes: [2, 3])                           // (B, F)

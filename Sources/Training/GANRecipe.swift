@@ -140,10 +140,12 @@ private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor,
     let (g, d) = (gan.generator, gan.discriminator)
     g.train()
     d.train()
+    let augment = diffAugment(for: gan.config, rng: &rng)
+    func discriminate(_ x: Tensor) -> Tensor { d.forward(augment.map { $0(x) } ?? x, labels: labels) }
     optimizers.discriminator.zeroGrad()
-    let outReal = d.forward(real, labels: labels)
+    let outReal = discriminate(real)
     let fake = g.forward(gan.noise(b, generator: &rng), labels: labels)  // the real batch's class mix
-    let outFake = d.forward(fake.detachedSharingStorage(), labels: labels)
+    let outFake = discriminate(fake.detachedSharingStorage())
     let lossD = hingeDiscriminatorLoss(real: outReal, fake: outFake)
     lossD.backward()
     optimizers.discriminator.step()
@@ -152,7 +154,7 @@ private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor,
     let dParams = d.parameters
     let dRequired = dParams.map(\.requiresGrad)  // a --freeze'd parameter stays frozen after this step
     for p in dParams { p.requiresGrad = false }
-    let outG = d.forward(fake, labels: labels)
+    let outG = discriminate(fake)
     let lossG = hingeGeneratorLoss(fake: outG)
     lossG.backward()
     for (p, required) in zip(dParams, dRequired) { p.requiresGrad = required }

@@ -55,9 +55,10 @@ public func dcganTrainingStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Ten
     let (generator, discriminator) = (gan.generator, gan.discriminator)
     generator.train()
     discriminator.train()
+    let augment = diffAugment(for: gan.config, rng: &rng)
     return nonSaturatingGANStep(
         real: real, discriminator: discriminator, optimizerD: optimizers.discriminator, optimizerG: optimizers.generator,
-        discriminate: { discriminator.forward($0, labels: labels) },
+        discriminate: { x in discriminator.forward(augment.map { $0(x) } ?? x, labels: labels) },
         makeFake: { generator.forward(gan.noise(b, generator: &rng), labels: labels) })  // the real batch's class mix
 }
 
@@ -119,6 +120,12 @@ func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: A
 
     return GANStepResult(lossD: Double(errDReal.item) + Double(errDFake.item), lossG: Double(errG.item),
                          dX: meanSigmoid(outReal), dGZ1: meanSigmoid(outFake), dGZ2: meanSigmoid(outG))
+}
+
+/// The step's DiffAugment when the config asks for it (its seed is drawn from `rng` first, so a run
+/// without it draws exactly as before), else nil.
+func diffAugment(for config: DCGANConfig, rng: inout RandomGenerator) -> DiffAugment? {
+    config.diffAugment ? DiffAugment(policy: DiffAugmentPolicy(), seed: rng.next()) : nil
 }
 
 /// mean(σ(logits)) in Double.

@@ -35,7 +35,9 @@ extension TrainGAN {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
         let runDirectory = training.runDirectory(kind: "wavegan", data: data)
         var config = WaveGANConfig()
-        if let saved = try training.savedConfig(WaveGANConfig.self, kind: "wavegan", runDirectory: runDirectory) {
+        let savedConfig = try training.savedConfig(WaveGANConfig.self, kind: "wavegan", runDirectory: runDirectory)
+        let resumingRun = savedConfig != nil
+        if let saved = savedConfig {
             config = saved
             func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
             try refuseResumeChanges([("--lr", given(lr), "\(config.learningRate)"), ("--beta1", given(beta1), "\(config.beta1)"),
@@ -57,6 +59,7 @@ extension TrainGAN {
         let start = Date()
         let folder: AudioFolder
         folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
+        if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips") }
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz "
               + String(format: "(%.2f s each) from %@", Double(config.length) / Double(config.sampleRate), data)
               + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped")
@@ -192,7 +195,9 @@ extension TrainVAE {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
         let runDirectory = training.runDirectory(kind: "audiovae", data: data)
         var config = VAEConfig.audio()
-        if let saved = try training.savedConfig(VAEConfig.self, kind: "audiovae", runDirectory: runDirectory) {
+        let savedConfig = try training.savedConfig(VAEConfig.self, kind: "audiovae", runDirectory: runDirectory)
+        let resumingRun = savedConfig != nil
+        if let saved = savedConfig {
             config = saved
             func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
             try refuseResumeChanges([("--lr", given(lr), "\(config.learningRate)"), ("--latent", given(latent), "\(config.latent)"),
@@ -206,6 +211,7 @@ extension TrainVAE {
         if let problem = config.problem { throw ValidationError(problem) }
         let folder: AudioFolder
         folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
+        if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips") }
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz from \(data)"
               + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped"))
         let vae = VAE(config)

@@ -13,8 +13,10 @@ import Sampling
 
 /// Where the shipped model lives: `checkpoints/shakespeare-char.safetensors` under the current folder,
 /// or under the package folder the executable was built in (`.build/release/forge` → `../../`).
-func shippedCharCheckpoint() -> String? {
-    let name = "checkpoints/shakespeare-char.safetensors"
+func shippedCharCheckpoint() -> String? { shippedCheckpoint("checkpoints/shakespeare-char.safetensors") }
+
+/// A shipped file `name` (relative to the package) under the current folder or the package folder.
+func shippedCheckpoint(_ name: String) -> String? {
     var candidates = [FileManager.default.currentDirectoryPath + "/" + name]
     var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
     for _ in 0..<4 {

@@ -64,7 +64,7 @@ struct Bench: ParsableCommand {
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a trained checkpoint.",
-        subcommands: [EvalVAE.self, EvalChar.self, EvalClassifier.self, EvalSynthetic.self])
+        subcommands: [EvalVAE.self, EvalChar.self, EvalClassifier.self, EvalSynthetic.self, EvalGAN.self])
 }
 
 struct Import: ParsableCommand {

@@ -79,6 +79,8 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Spectral normalisation in D (on, off). Default: the recipe's.") var spectralNorm: OnOff?
     @Option(help: "Loss: bce (non-saturating) or hinge. Default: the recipe's.") var loss: GANLoss?
     @Option(parsing: .unconditional, help: "EMA decay of G's weights for sampling (0 = off). Default: the recipe's.") var ema: Float?
+    @Option(help: "DiffAugment (translation + cutout on every batch D sees, real and fake, both steps; for small folders): on, off. Default: off.") var diffAugment: OnOff?
+    @Option(help: "Minibatch standard deviation channel before D's last layer (groups of 4): on, off. Default: off.") var minibatchStd: OnOff?
     @Option(parsing: .unconditional, help: "Adam learning rate (of G; of D too unless --lr-d). Default: the recipe's (dcgan 2e-4, stable 1e-4).") var lr: Float?
     @Option(parsing: .unconditional, help: "Adam learning rate of D. Default: the recipe's (dcgan = --lr, stable 4e-4).") var lrD: Float?
     @Option(parsing: .unconditional, help: "Adam beta1. Default: the recipe's (dcgan 0.5, stable 0).") var beta1: Float?
@@ -123,7 +125,7 @@ struct TrainGAN: ParsableCommand {
             config.channels = channelCount
             (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf ?? 64, ndf ?? 64, embed)
             applyRecipe(to: &config)
-            config.batchSize = batch
+            config.batchSize = batchSizeFitting(batch, items: set.count, noun: "images")
             config.seed = training.seedValue
         } else {
             func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
@@ -137,7 +139,8 @@ struct TrainGAN: ParsableCommand {
         let gan = DCGAN(config)
         say("model: DCGAN \(config.imageSize)x\(config.imageSize)x\(config.channels), "
               + (config.isConditional ? "conditional on \(config.classCount) classes (projection D, G \(config.generatorConditioning.rawValue))" : "unconditional")
-              + ", D \(config.spectralNorm ? "spectral norm" : "BatchNorm"), loss \(config.loss.rawValue)"
+              + ", D \(config.spectralNorm ? "spectral norm" : "BatchNorm")" + (config.minibatchStd ? " + minibatch std" : "")
+              + (config.diffAugment ? ", DiffAugment translation+cutout" : "") + ", loss \(config.loss.rawValue)"
               + String(format: ", lr G %g / D %g, betas (%g, %g), EMA %@", config.learningRate, config.discriminatorLearningRate,
                        config.beta1, config.beta2, config.emaDecay > 0 ? String(config.emaDecay) : "off")
               + ", G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
@@ -165,6 +168,8 @@ extension TrainGAN {
         if let spectralNorm { config.spectralNorm = spectralNorm.isOn }
         if let loss { config.loss = loss }
         if let ema { config.emaDecay = ema }
+        if let diffAugment { config.diffAugment = diffAugment.isOn }
+        if let minibatchStd { config.minibatchStd = minibatchStd.isOn }
         if let lr { config.learningRate = lr }
         if let lrD { config.learningRateD = lrD }
         if let beta1 { config.beta1 = beta1 }
@@ -172,13 +177,25 @@ extension TrainGAN {
     }
 }
 
+/// The shipped image model (`checkpoints/fashion-cgan.safetensors`, made by scripts/ship-gan-checkpoint.py):
+/// the default `--checkpoint` of `sample gan` and `generate images`.
+let shippedGANCheckpointName = "checkpoints/fashion-cgan.safetensors"
+
+/// `path`, or for the default name the shipped file found beside the binary's package when the
+/// current folder has none.
+func resolveShippedGAN(_ path: String) -> String {
+    guard path == shippedGANCheckpointName, !FileManager.default.fileExists(atPath: path) else { return path }
+    return shippedCheckpoint(shippedGANCheckpointName) ?? path
+}
+
 struct SampleGAN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gan",
         abstract: "Draw images from a DCGAN checkpoint (a grid, one PNG per image, or a latent interpolation), or WAVs from a WaveGAN checkpoint.")
 
-    @Option(help: "The checkpoint (.safetensors) written by `forge train gan`.", completion: .file(extensions: ["safetensors"]))
-    var checkpoint: String
+    @Option(help: "The checkpoint (.safetensors) written by `forge train gan` (default: the shipped Fashion-MNIST conditional GAN).",
+            completion: .file(extensions: ["safetensors"]))
+    var checkpoint: String = shippedGANCheckpointName
     @Option(help: "Number of images (default 64) or clips (default 1).") var count: Int?
     @Option(help: "Seed of the latent vectors.") var seed: UInt64 = defaultSeed
     @Option(name: .customLong("class"), help: "Class name (or id) for every image (conditional models).")
@@ -199,7 +216,7 @@ struct SampleGAN: ParsableCommand {
     func run() throws {
         if isAudioCheckpoint { return try runAudio() }
         let count = self.count ?? 64
-        try writeImageSamples(open: { try GANSampler(checkpoint: checkpoint) }, count: count, seed: seed, className: className,
+        try writeImageSamples(open: { try GANSampler(checkpoint: resolveShippedGAN(checkpoint)) }, count: count, seed: seed, className: className,
                               interpolate: interpolate, steps: steps, columns: columns, labels: !noLabels, out: out, outDir: outDir,
                               defaultOut: "samples/gan.png", interpolationOut: "samples/interpolation.png")
     }

@@ -21,7 +21,8 @@ struct GenerateImages: ParsableCommand {
         commandName: "images",
         abstract: "Write N images from a GAN or VAE checkpoint: DIR/<class>/<index>.png (conditional: an ImageFolder training set) or DIR/<index>.png.")
 
-    @Option(help: "The checkpoint (.safetensors) or a run folder.", completion: .file(extensions: ["safetensors"])) var checkpoint: String
+    @Option(help: "The checkpoint (.safetensors) or a run folder (default: the shipped Fashion-MNIST conditional GAN).",
+            completion: .file(extensions: ["safetensors"])) var checkpoint: String = shippedGANCheckpointName
     @Option(help: "Number of images (ignored with --per-class); conditional models give item i the class i mod K.") var count: Int?
     @Option(help: "Images per class (conditional models): count = per-class × classes.") var perClass: Int?
     @Option(help: "Output folder.", completion: .file()) var out: String
@@ -43,6 +44,7 @@ struct GenerateImages: ParsableCommand {
 
     func run() throws {
         do {
+            let checkpoint = resolveShippedGAN(self.checkpoint)
             let source = try ImageSampler.open(checkpoint: checkpoint)
             let options = ImageGenerationOptions(count: count ?? 0, perClass: perClass, seed: seed, batchSize: batch,
                                                  resume: resume, only: only)

@@ -246,3 +246,12 @@ func outcomeWords(_ summary: TrainingSummary) -> String {
     let epochText = s.stepInEpoch > 0 ? "in epoch \(s.epoch + 1)" : "after \(s.epoch) epoch\(s.epoch == 1 ? "" : "s")"
     return "\(summary.outcome.words) \(epochText), step \(s.step), \(formatDuration(summary.seconds)) this run"
 }
+
+/// The batch size for `count` training items: `requested`, or `count` with a warning on stderr when the
+/// data holds fewer than one batch (PyTorch's DataLoader likewise yields one short batch), so a small
+/// folder trains with the defaults. Fewer than 2 items are left to the task's own error.
+func batchSizeFitting(_ requested: Int, items count: Int, noun: String) -> Int {
+    guard count < requested, count >= 2 else { return requested }
+    printError("warning: \(count) \(noun) are fewer than one batch of \(requested): training with one batch of \(count) per step (--batch \(count))")
+    return count
+}

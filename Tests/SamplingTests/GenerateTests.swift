@@ -384,5 +384,46 @@ final class GenerateEvaluationTests: XCTestCase {
         XCTAssertLessThan(result.syntheticAccuracy.perClass[2], 0.05, "no synthetic class-2 images: class 2 is never predicted")
         XCTAssertGreaterThan(result.featureDistance, result.realToRealDistance)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/classifier-real/checkpoint.safetensors"))
+        // The per-class measures: no synthetic "bottom" images, so that class's figures are NaN; the
+        // table has the overall row and one per class, in the real class order.
+        XCTAssertEqual(result.perClassQuality.map(\.scope), names)
+        XCTAssertEqual(result.perClassQuality.map(\.syntheticCount), [32, 64, 0])
+        XCTAssertTrue(result.perClassQuality[2].precisionRecall.recall.isNaN)
+        XCTAssertEqual(result.overallQuality.syntheticCount, 96)
+        let csv = result.csv.split(separator: "\n")
+        XCTAssertEqual(csv.count, 5)
+        XCTAssertEqual(String(csv[0]), SyntheticEvaluationResult.csvHeader.joined(separator: ","))
+        XCTAssertTrue(csv[3].hasPrefix("middle,"), String(csv[3]))
+        XCTAssertTrue(csv[4].hasPrefix("bottom,") && csv[4].contains("nan"), String(csv[4]))
+    }
+
+    /// Per-class quality on hand-made features (row means): a synthetic set equal to the real one scores
+    /// precision = recall = 1, Fréchet distance 0 and diversity 1; one image repeated per class scores
+    /// precision 1, recall 1/n and diversity 0 (the collapse the per-class recall exists to show).
+    func testQualityOfACopyAndOfACollapsedSet() throws {
+        let names = ["top", "middle", "bottom"]
+        let (images, labels) = stripes(60, classes: [0, 1, 2], seed: 4)
+        let real = ImageSet(images: images, labels: labels, classNames: names)
+        // Row means of the 16×16 images as 16-d features (the stripe's row and the noise show there).
+        let pixels: (Tensor) -> [[Double]] = { t in
+            (0..<t.shape[0]).map { n in (0..<16).map { y in (0..<16).reduce(0.0) { $0 + Double(t.buffer[n * 256 + y * 16 + $1]) } / 16 } }
+        }
+        let (all, perClass) = try SyntheticEvaluation.quality(of: real, against: real, features: pixels, k: 3, overallCap: 1000)
+        for q in perClass + [all] {
+            XCTAssertEqual(q.precisionRecall.precision, 1, q.scope)
+            XCTAssertEqual(q.precisionRecall.recall, 1, q.scope)
+            XCTAssertEqual(q.frechetDistance, 0, accuracy: 1e-3, q.scope)  // square roots of ~0 eigenvalues: round-off only
+            XCTAssertEqual(q.diversityRatio, 1, accuracy: 1e-12, q.scope)
+        }
+        // Collapsed: every image of class c is the first real image of class c.
+        let firstOfClass = (0..<3).map { c in labels.firstIndex(of: c)! }
+        let collapsed = ImageSet(images: images.indexSelect(labels.map { firstOfClass[$0] }), labels: labels, classNames: names)
+        let (_, collapsedPerClass) = try SyntheticEvaluation.quality(of: collapsed, against: real, features: pixels, k: 3, overallCap: 1000)
+        for q in collapsedPerClass {
+            XCTAssertEqual(q.precisionRecall.precision, 1, q.scope)
+            XCTAssertEqual(q.precisionRecall.recall, 1.0 / 20, accuracy: 1e-12, q.scope)
+            XCTAssertEqual(q.syntheticSpread, 0, q.scope)
+            XCTAssertGreaterThan(q.realSpread, 0.1, q.scope)
+        }
     }
 }
