@@ -188,14 +188,24 @@ public final class CharSweep {
                                                     resume: FileManager.default.fileExists(atPath: trialDirectory(i) + "/checkpoint.safetensors"))
                 training.showProgress = false
                 training.evaluateEvery = 0
-                let summary = try TrainingLoop(task: task, options: training, log: { _ in }).run()
-                if summary.outcome == .interrupted { interrupted = true; break }
-                let loss = summary.lastEvaluation["val_loss"] ?? .infinity
-                state.trials[i].rungs.append(SweepRungResult(rung: r, minutes: previous + share, step: summary.state.step, valLoss: loss))
+                var loss = Double.greatestFiniteMagnitude   // a diverged trial ranks last (JSON has no infinity)
+                var step = 0
+                do {
+                    let summary = try TrainingLoop(task: task, options: training, log: { _ in }).run()
+                    if summary.outcome == .interrupted { interrupted = true; break }
+                    // the rung's objective: the val-loss estimate of the weights the rung ended with
+                    let value = try summary.lastEvaluation["val_loss"] ?? task.evaluate()[1]
+                    if value.isFinite { loss = value }
+                    step = summary.state.step
+                } catch let TrainingError.diverged(at, metric, value, _) {
+                    log("rung \(r + 1) trial \(String(format: "%02d", i)): diverged at step \(at) (\(metric) \(value)); ranked last")
+                    step = at
+                }
+                state.trials[i].rungs.append(SweepRungResult(rung: r, minutes: previous + share, step: step, valLoss: loss))
                 state.elapsedSeconds = spentBefore + Date().timeIntervalSince(start)
                 try save()
                 log(String(format: "rung %d/%d trial %02d: %@ → val loss %.4f at step %d (%.1f min so far)", r + 1, rungCount, i,
-                           flags(options), loss, summary.state.step, state.elapsedSeconds / 60))
+                           flags(options), loss, step, state.elapsedSeconds / 60))
             }
             if interrupted { break }
             // Trials that do not go on to the next rung are marked pruned after this one.

@@ -1,5 +1,5 @@
 import XCTest
-@testable import TensorCore
+import TensorCore
 
 /// DiffAugment (translation + cutout) and the minibatch-standard-deviation channel.
 final class DiffAugmentTests: XCTestCase {

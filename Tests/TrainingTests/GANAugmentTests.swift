@@ -1,7 +1,7 @@
 import XCTest
 import TensorCore
 import Models
-@testable import Training
+import Training
 
 /// DiffAugment and the minibatch-std channel inside the DCGAN recipe: their config switches, D's shape,
 /// and a training step that uses them (both losses), deterministic from its seeds.
