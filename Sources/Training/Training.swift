@@ -134,6 +134,9 @@ public struct TrainingOptions: Sendable {
     public var isTerminal: Bool?
     /// Folder of the run's TensorBoard event files (see `TensorBoardWriter`); nil = none.
     public var tensorBoardDirectory: String? = nil
+    /// The data-parallel job this process is a rank of (`DataParallelGroup.fromEnvironment()`); nil or
+    /// one rank = a single process. The task must then be a `DataParallelTrainingTask`.
+    public var dataParallel: DataParallelGroup? = nil
 
     public init(runDirectory: String, epochs: Int? = nil, steps: Int? = nil, minutes: Double? = nil,
                 resume: Bool = false, evaluateEvery: Int = 0, saveEvery: Int = 0, saveIntervalSeconds: Double = 300,

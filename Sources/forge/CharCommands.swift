@@ -119,15 +119,18 @@ struct TrainChar: ParsableCommand {
         }
         let task = try CharTrainingTask(corpus: corpus, options: o)
         let c = task.model.config
-        say("data: \(data): \(corpus.tokens.count) chars, vocab \(corpus.vocabularySize), train \(corpus.trainTokens.count) / val \(corpus.validationTokens.count)")
+        let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
+        let quiet = world?.isRoot == false  // ranks other than 0 print nothing
+        if !quiet { say("data: \(data): \(corpus.tokens.count) chars, vocab \(corpus.vocabularySize), train \(corpus.trainTokens.count) / val \(corpus.validationTokens.count)")
         say("model: \(c.layers) layers, \(c.heads) heads, \(c.embedding) embd, block \(c.blockSize), dropout \(c.dropout), bias \(c.bias): "
               + String(format: "%.2fM parameters", Double(task.model.nonEmbeddingParameterCount) / 1e6))
         say("training: batch \(o.batchSize), lr \(o.learningRate) → \(o.minLearningRate), warm-up \(o.warmupIterations), \(o.iterations) iters, "
-              + "eval every \(o.evalEvery), threads \(Threads.count)")
+              + "eval every \(o.evalEvery), threads \(Threads.count)") }
         var options = task.trainingOptions(runDirectory: runDirectory, minutes: training.minutes, resume: training.resume)
         options.saveEvery = training.saveEvery
         options.tensorBoardDirectory = training.tensorBoardDirectory(runDirectory: runDirectory)
         if let e = training.epochs { options.epochs = e }
+        options.dataParallel = world
         try runTraining(task, options) { summary in
             let best = summary.state.bestValue ?? .nan
             say(outcomeWords(summary) + String(format: ", %.0f tok/s; best val loss %.4f (%.4f bits/char) at step %d → %@",
