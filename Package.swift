@@ -56,6 +56,6 @@ let package = Package(
         // Pictures checked by their pixels (grids, audio figures, loss plots) and the terminal progress line.
         .testTarget(name: "FiguresTests", dependencies: ["Figures", "DataIO", "TensorCore", "Training"]),
         // Runs the forge binary itself (exit codes, messages, a tiny run); depends on it so it is built.
-        .testTarget(name: "CLITests", dependencies: ["forge", "DataIO"]),
+        .testTarget(name: "CLITests", dependencies: ["forge", "DataIO", "TensorCore"]),
     ]
 )

@@ -265,6 +265,16 @@ public final class CharTrainingTask: DataParallelTrainingTask {
             let rows = dataParallel.rows
             let x = Array(batch.x[(rows.lowerBound * T)..<(rows.upperBound * T)])
             let y = Array(batch.y[(rows.lowerBound * T)..<(rows.upperBound * T)])
+            // Dropout: the shared "dropout" generator (identical on every rank, saved by rank 0) gives
+            // one seed per step, from which each rank draws its own masks; the same masks on every
+            // shard would correlate the rows of different ranks.
+            // (Without dropout the generator is left alone, as a single process leaves it.)
+            var shared = DefaultRNG.state
+            if options.dropout > 0 {
+                let stepSeed = shared.next()
+                DefaultRNG.state = RandomGenerator(seed: stepSeed ^ UInt64(dataParallel.group.rank) &* 0x9E37_79B9_7F4A_7C15)
+            }
+            defer { if options.dropout > 0 { DefaultRNG.state = shared } }
             do {
                 return [try dataParallelCharTrainingStep(model, optimizer: optimizer, x: x, y: y, batch: rows.count, length: T,
                                                          gradClip: options.gradClip, group: dataParallel.group)]

@@ -67,7 +67,15 @@ struct CharArchitectureFlags: ParsableArguments {
 struct TrainChar: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "char",
-        abstract: "Train a character-level transformer (nanoGPT's recipe) on a text file or folder.")
+        abstract: "Train a character-level transformer (nanoGPT's recipe) on a text file or folder.",
+        discussion: """
+            Data parallel: `mpirun -np N forge train char …` with the same flags trains as N ranks (Open MPI, loaded \
+            at run time; as root add --allow-run-as-root). --batch stays the global batch: each rank computes \
+            --batch ÷ N rows of it (a batch that does not divide is an error) and the gradients are averaged with \
+            MPI_Allreduce in 25 MB buckets after backward (no overlap with backward), so with --dropout 0 the run \
+            follows a single process's within float rounding. Rank 0 alone writes the run folder and prints. \
+            Threads per rank default to cores ÷ ranks on the node (FORGE_THREADS overrides).
+            """)
 
     @Option(help: "A UTF-8 text file, or a folder of them.", completion: .file()) var data: String
     @Option(help: "baby (4/4/128, block 64, batch 12, 2000 iters; the default) or shakespeare (6/6/384, block 256, batch 64, 5000 iters, dropout 0.2). With --resume and no preset: the saved run's settings.")

@@ -129,8 +129,9 @@ func userMessage(_ error: Error) -> String {
         return "\(flagForField[field] ?? field) \(problem)"
     }
     if case let DataParallelError.batchNotDivisible(batch, ranks) = error {
-        return "--batch \(batch) is the global batch of all \(ranks) MPI ranks and must be a multiple of \(ranks) "
-            + "(each rank computes --batch ÷ ranks rows): " + DataParallelError.batchNotDivisible(batch: batch, ranks: ranks).description
+        let lower = batch / ranks * ranks, upper = lower + ranks
+        return "--batch \(batch) is the global batch, split over \(ranks) MPI ranks of --batch ÷ \(ranks) rows each: give a multiple of \(ranks) "
+            + "(e.g. \(lower > 0 ? "\(lower) or " : "")\(upper)) or another number of ranks (mpirun -np)"
     }
     if let e = error as? CharTransformerError, e.description.contains("no n_head") {
         return "\(e.description) (--heads)"
@@ -177,6 +178,10 @@ func forgeExitCode(for error: Error) -> Int32 {
 /// print its summary; errors and interrupts become the exit codes of `ForgeExit`.
 func runTraining(_ task: any TrainingTask, _ options: TrainingOptions, report: (TrainingSummary) throws -> Void) throws {
     if let group = options.dataParallel, group.size > 1 { return try runDataParallelTraining(task, options, group: group, report: report) }
+    if let ranks = DataParallelGroup.launchedWorldSize, ranks > 1 {
+        // N copies of a single-process run would fight over one run folder
+        throw ValidationError("forge train \(task.kind) cannot run data-parallel yet (only train char can): run it without mpirun, or with -np 1")
+    }
     let summary = try TrainingLoop(task: task, options: options).run()
     try report(summary)
     say("run folder: \(options.runDirectory) (checkpoint.safetensors, metrics.csv, loss.png, samples/)")

@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
 import DataIO
+import TensorCore
 
 /// `mpirun -np 2 forge train char` against one process with the same global batch: the proof that
 /// data-parallel training computes what a single process computes. Skipped, with the reason, when
@@ -17,7 +18,8 @@ final class DataParallelCLITests: CLITestCase {
 
     /// Runs `mpirun -np ranks forge arguments…` as root if need be, one thread per rank; returns
     /// (exit status, stdout, stderr).
-    private func runParallel(_ ranks: Int, _ arguments: [String], in directory: String) throws -> (Int32, String, String) {
+    private func runParallel(_ ranks: Int, _ arguments: [String], in directory: String,
+                             environment extra: [String: String] = [:]) throws -> (Int32, String, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try mpirun())
         // --allow-run-as-root: test machines and containers often run as root, which Open MPI refuses by default
@@ -26,6 +28,7 @@ final class DataParallelCLITests: CLITestCase {
         environment["FORGE_THREADS"] = "1"
         // containers often forbid the cross-memory attach that Open MPI's shared-memory transport tries first
         environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
+        environment.merge(extra) { _, new in new }
         process.environment = environment
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         let out = Pipe(), err = Pipe()
@@ -89,11 +92,16 @@ final class DataParallelCLITests: CLITestCase {
         }
         XCTAssertEqual(a.eval.count, b.eval.count)
 
-        let one = try SafeTensorsFile.read(URL(fileURLWithPath: dir + "/single/checkpoint.safetensors"))
-        let two = try SafeTensorsFile.read(URL(fileURLWithPath: dir + "/parallel/checkpoint.safetensors"))
+        let one = try SafeTensors.read(URL(fileURLWithPath: dir + "/single/checkpoint.safetensors"))
+        let two = try SafeTensors.read(URL(fileURLWithPath: dir + "/parallel/checkpoint.safetensors"))
         XCTAssertEqual(one.names, two.names)
         var largest = 0.0, compared = 0
-        for name in one.names where !name.hasPrefix("optimizer.") {
+        for name in one.names where name.hasPrefix("rng.") {
+            // the data, evaluation and dropout generators end where a single process's end
+            XCTAssertEqual(try one.int64Array(name), try two.int64Array(name), name)
+        }
+        // the weights and AdamW's moments
+        for name in one.names where !name.hasPrefix("rng.") && one.entries[name]?.dtype == .F32 {
             let x = try one.tensor(name), y = try two.tensor(name)
             XCTAssertEqual(x.shape, y.shape, name)
             for (p, q) in zip(x.scalars, y.scalars) { largest = max(largest, Double(abs(p - q))) }
@@ -119,5 +127,16 @@ final class DataParallelCLITests: CLITestCase {
         XCTAssertEqual(status, 2, out + err)
         XCTAssertTrue(err.contains("--batch 3") && err.contains("multiple of 2"), err)
         XCTAssertEqual(err.components(separatedBy: "forge: error:").count - 1, 1, "one message, from rank 0: \(err)")
+    }
+
+    func testUnderMpirunWithoutALoadableLibmpiTheRunStopsSayingWhatToInstall() throws {
+        _ = try mpirun()
+        let dir = folder()
+        let data = try corpus(in: dir)
+        let (status, out, err) = try runParallel(2, ["train", "char", "--data", data, "--out", dir + "/run"] + tinyRun, in: dir,
+                                                 environment: ["FORGE_LIBMPI": dir + "/no-such-libmpi.so"])
+        XCTAssertEqual(status, 2, out + err)
+        XCTAssertTrue(err.contains("cannot use MPI") && err.contains("no-such-libmpi.so") && err.contains("openmpi-bin"), err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/checkpoint.safetensors"))
     }
 }
