@@ -74,6 +74,13 @@ public final class DataParallelGroup: Sendable {
         guard let launched = launchedWorldSize, launched > 1 else { return nil }
         lock.lock(); defer { lock.unlock() }
         if let shared { return shared }
+        // A rank waiting in a collective yields its core instead of spinning on it (unless the user
+        // chose): a training step lasts milliseconds to seconds, so the wake-up latency costs nothing,
+        // while a spinning rank slows its partner whenever cores are shared (2 ranks × 1 thread beside
+        // other work on 2 cores: 3,891 → 5,005 and 3,616 → 4,234 tokens/s in two alternating rounds).
+        if ProcessInfo.processInfo.environment["OMPI_MCA_mpi_yield_when_idle"] == nil {
+            setenv("OMPI_MCA_mpi_yield_when_idle", "1", 1)
+        }
         var rank: Int32 = 0, size: Int32 = 0
         var message = [CChar](repeating: 0, count: 1024)
         guard forge_mpi_init(&rank, &size, &message, message.count) == 0 else {
