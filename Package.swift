@@ -29,6 +29,9 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("z")]),
         .target(name: "CJPEG", path: "Sources/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         .target(name: "CKernels", path: "Sources/CKernels", linkerSettings: [.linkedLibrary("m")]),
+        // Open MPI, dlopen'ed at run time by data-parallel training: nothing links libmpi, so a build
+        // without MPI installed works and runs single-process.
+        .target(name: "CMPI", path: "Sources/CMPI", linkerSettings: [.linkedLibrary("dl")]),
 
         // Swift modules, each importing only downward
         .target(name: "TensorCore", dependencies: ["CBLAS", "CKernels"]),
@@ -40,7 +43,7 @@ let package = Package(
         .target(name: "Figures", dependencies: ["TensorCore", "DataIO"]),
         .target(name: "Metrics", dependencies: []),
         // The one training loop and the tasks; Sampling generates from checkpoints and needs no Training.
-        .target(name: "Training", dependencies: ["TensorCore", "DataIO", "Models", "Figures", "Metrics"]),
+        .target(name: "Training", dependencies: ["TensorCore", "DataIO", "Models", "Figures", "Metrics", "CMPI"]),
         .target(name: "Sampling", dependencies: ["TensorCore", "DataIO", "Models", "Figures"]),
         .executableTarget(name: "forge", dependencies: [
             "TensorCore", "DataIO", "Models", "Figures", "Metrics", "Training", "Sampling",
@@ -55,7 +58,7 @@ let package = Package(
         // Pictures checked by their pixels (grids, audio figures, loss plots) and the terminal progress line.
         .testTarget(name: "FiguresTests", dependencies: ["Figures", "DataIO", "TensorCore", "Training"]),
         // Runs the forge binary itself (exit codes, messages, a tiny run); depends on it so it is built.
-        .testTarget(name: "CLITests", dependencies: ["forge"]),
+        .testTarget(name: "CLITests", dependencies: ["forge", "DataIO", "TensorCore"]),
         // The DocC tutorial's code (TensorCore.docc/TrainingASmallModel.md), compiled and run.
         .testTarget(name: "TutorialTests", dependencies: ["TensorCore", "DataIO"]),
     ]

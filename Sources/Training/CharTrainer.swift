@@ -187,13 +187,15 @@ extension CharTrainingOptions {
 /// Randomness: "data" draws the training batches, "eval" the evaluation batches (so a resumed run's
 /// estimates, best value and best.safetensors are those of an uninterrupted run), and "dropout" is the
 /// state of TensorCore's `DefaultRNG`, which the dropout masks draw their seeds from.
-public final class CharTrainingTask: TrainingTask {
+public final class CharTrainingTask: DataParallelTrainingTask {
     public let corpus: TextCorpus
     public let options: CharTrainingOptions
     public let model: CharTransformer
     public let optimizer: AdamW
     private var dataGenerator: RandomGenerator
     private var evaluationGenerator: RandomGenerator
+    /// The data-parallel group this task is a rank of, and its rows of every global batch (nil = one process).
+    private var dataParallel: (group: DataParallelGroup, rows: Range<Int>)?
 
     /// A new model for `corpus` with `options`' architecture and seed. Throws `TrainingError.invalidValue`
     /// for an option out of range.
@@ -258,15 +260,91 @@ public final class CharTrainingTask: TrainingTask {
         guard let batch = try? corpus.batch(.train, batchSize: B, blockLength: T, generator: &dataGenerator) else {
             preconditionFailure("CharTrainingTask: the corpus cannot give a batch of \(B) × \(T)")
         }
+        if let dataParallel {
+            // every rank drew the same global batch from the same generator; it computes its rows
+            let rows = dataParallel.rows
+            let x = Array(batch.x[(rows.lowerBound * T)..<(rows.upperBound * T)])
+            let y = Array(batch.y[(rows.lowerBound * T)..<(rows.upperBound * T)])
+            // Dropout: the shared "dropout" generator (identical on every rank, saved by rank 0) gives
+            // one seed per step, from which each rank draws its own masks; the same masks on every
+            // shard would correlate the rows of different ranks.
+            // (Without dropout the generator is left alone, as a single process leaves it.)
+            var shared = DefaultRNG.state
+            if options.dropout > 0 {
+                let stepSeed = shared.next()
+                DefaultRNG.state = RandomGenerator(seed: stepSeed ^ UInt64(dataParallel.group.rank) &* 0x9E37_79B9_7F4A_7C15)
+            }
+            defer { if options.dropout > 0 { DefaultRNG.state = shared } }
+            do {
+                return [try dataParallelCharTrainingStep(model, optimizer: optimizer, x: x, y: y, batch: rows.count, length: T,
+                                                         gradClip: options.gradClip, group: dataParallel.group)]
+            } catch {
+                // an MPI failure mid-step leaves the ranks out of step: end the whole job
+                FileHandle.standardError.write(Data("forge: error: rank \(dataParallel.group.rank): \(error)\n".utf8))
+                dataParallel.group.abort(code: 1)
+            }
+        }
         // a non-finite loss applies nothing, and the loop stops on it
         return [charTrainingStep(model, optimizer: optimizer, x: batch.x, y: batch.y, batch: B, length: T, gradClip: options.gradClip)]
     }
 
+    public func joinDataParallel(_ group: DataParallelGroup) throws {
+        dataParallel = (group, try group.shard(ofBatch: options.batchSize))
+    }
+
     public func evaluate() throws -> [Double] {
+        if let group = dataParallel?.group {
+            // the same batches as one process draws; rank r computes batches r, r + N, … and the sums meet
+            let train = try estimateCharLoss(model, corpus: corpus, split: .train, batchSize: options.batchSize,
+                                             iterations: options.evalIterations, generator: &evaluationGenerator, group: group)
+            let val = try estimateCharLoss(model, corpus: corpus, split: .validation, batchSize: options.batchSize,
+                                           iterations: options.evalIterations, generator: &evaluationGenerator, group: group)
+            return [train, val]
+        }
         let train = try estimateCharLoss(model, corpus: corpus, split: .train, batchSize: options.batchSize,
                                          iterations: options.evalIterations, generator: &evaluationGenerator)
         let val = try estimateCharLoss(model, corpus: corpus, split: .validation, batchSize: options.batchSize,
                                        iterations: options.evalIterations, generator: &evaluationGenerator)
         return [train, val]
     }
+}
+
+// MARK: - data parallel
+
+/// One AdamW step of the char model as rank `group.rank`: x, y are this rank's rows of the global
+/// batch (each rank holds as many). The mean loss over the global batch is the mean of the ranks'
+/// means, and so is the gradient: the loss is reduced first (so a non-finite loss on any rank makes
+/// every rank skip the update together), then backward, the gradients averaged in buckets, clipped
+/// by their global norm and applied, exactly as `charTrainingStep` on the whole batch would.
+@discardableResult
+public func dataParallelCharTrainingStep(_ model: CharTransformer, optimizer: AdamW, x: [Int32], y: [Int32], batch B: Int,
+                                         length T: Int, gradClip: Float, group: DataParallelGroup) throws -> Double {
+    let (_, loss) = model.forward(x, targets: y, batch: B, length: T)
+    let value = Double(try group.allreduceSum([loss.item])[0]) / Double(group.size)
+    guard value.isFinite else { optimizer.zeroGrad(); return value }
+    loss.backward()
+    try group.averageGradients(model.parameters)
+    if gradClip > 0 { clipGradNorm(model.parameters, maxNorm: gradClip) }
+    optimizer.step()
+    optimizer.zeroGrad()
+    return value
+}
+
+/// `estimateCharLoss` shared among the ranks of `group`: every rank draws the same `iterations`
+/// batches, computes every size-th one from its rank on, and the ranks sum their losses; returns the
+/// same mean on every rank, equal to a single process's up to summation order.
+public func estimateCharLoss(_ model: CharTransformer, corpus: TextCorpus, split: TextCorpus.Split, batchSize: Int,
+                             iterations: Int, generator: inout RandomGenerator, group: DataParallelGroup) throws -> Double {
+    let wasTraining = model.isTraining
+    model.eval()
+    defer { model.train(wasTraining) }
+    var total = 0.0
+    let T = model.config.blockSize
+    for i in 0..<iterations {
+        let b = try corpus.batch(split, batchSize: batchSize, blockLength: T, generator: &generator)
+        guard i % group.size == group.rank else { continue }
+        let loss = withNoGrad { model.forward(b.x, targets: b.y, batch: batchSize, length: T).loss }
+        total += Double(loss.item)
+    }
+    return Double(try group.allreduceSum([Float(total)])[0]) / Double(max(iterations, 1))
 }

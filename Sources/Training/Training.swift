@@ -138,6 +138,9 @@ public struct TrainingOptions: Sendable {
     /// run's lineage (`FineTuning.metadata`). A resumed run keeps the lineage and frozen parameters
     /// its checkpoint records.
     public var extraMetadata: [String: String] = [:]
+    /// The data-parallel job this process is a rank of (`DataParallelGroup.fromEnvironment()`); nil or
+    /// one rank = a single process. The task must then be a `DataParallelTrainingTask`.
+    public var dataParallel: DataParallelGroup? = nil
 
     public init(runDirectory: String, epochs: Int? = nil, steps: Int? = nil, minutes: Double? = nil,
                 resume: Bool = false, evaluateEvery: Int = 0, saveEvery: Int = 0, saveIntervalSeconds: Double = 300,

@@ -31,8 +31,18 @@ public final class TrainingLoop {
         }
         let names = task.metricNames
         let evaluationNames = task.evaluationNames
-        let folder = try RunDirectory(options.runDirectory)
-        defer { folder.release() }
+        // Data parallel (see DataParallel.swift): rank 0 alone owns the run folder and prints.
+        let group = options.dataParallel.flatMap { $0.size > 1 ? $0 : nil }
+        if let group {
+            guard let parallelTask = task as? any DataParallelTrainingTask else {
+                throw TrainingError.invalidConfiguration("\(task.kind) training cannot run data-parallel yet: run it as one process, without mpirun")
+            }
+            try parallelTask.joinDataParallel(group)
+        }
+        let isRoot = group?.isRoot ?? true
+        let log: (String) -> Void = isRoot ? self.log : { _ in }
+        let folder = isRoot ? try RunDirectory(options.runDirectory) : nil
+        defer { folder?.release() }
 
         var state = TrainingState()
         var inheritedMetadata = options.extraMetadata
@@ -49,22 +59,28 @@ public final class TrainingLoop {
         } else if options.resume {
             log("no checkpoint at \(options.checkpointPath): starting a new run")
         }
+        if let group {
+            // every rank starts from rank 0's weights and optimizer state (a fresh run or a resumed one)
+            try group.broadcastValues(task.modules.flatMap { $0.module.namedParameters() }, what: "parameters")
+            for (name, optimizer) in task.optimizers { try group.broadcastState(of: optimizer, prefix: "optimizer.\(name).") }
+            log("data parallel: \(group.size) ranks, \(Threads.count) thread\(Threads.count == 1 ? "" : "s") each; rank 0 writes the run folder")
+        }
         if let steps = options.steps, state.step >= steps {
             log("the run already has \(state.step) of \(steps) steps: nothing to train")
         }
-        try writeConfig()
+        if isRoot { try writeConfig() }
         // TensorBoard (nil = off): scalars of every metrics row, the config as text, and the task's media.
-        let board = try options.tensorBoardDirectory.map { try TensorBoardWriter(directory: $0) }
+        let board = isRoot ? try options.tensorBoardDirectory.map { try TensorBoardWriter(directory: $0) } : nil
         task.tensorBoard = board
         defer { try? board?.close(); task.tensorBoard = nil }
         if options.resume && state.step > 0 { board?.addSessionStart(step: state.step + 1) }  // drops steps logged after the checkpoint
         board?.addText("hparams/config", task.configJSON, step: state.step)
 
-        let metrics = try MetricsLog(directory: options.runDirectory, metricNames: names, evaluationNames: evaluationNames,
-                                     plottedMetrics: task.plottedMetrics, resumingAt: options.resume ? state.step : nil)
+        let metrics = isRoot ? try MetricsLog(directory: options.runDirectory, metricNames: names, evaluationNames: evaluationNames,
+                                              plottedMetrics: task.plottedMetrics, resumingAt: options.resume ? state.step : nil) : nil
         let progress = ProgressBar(unit: task.itemName, isTerminal: options.isTerminal ?? (isatty(1) != 0),
                                    plainEvery: options.logEvery,
-                                   output: options.showProgress ? { FileHandle.standardOutput.write(Data($0.utf8)) } : { _ in })
+                                   output: options.showProgress && isRoot ? { FileHandle.standardOutput.write(Data($0.utf8)) } : { _ in })
         if options.handleInterrupts { InterruptFlag.install() }
         defer { if options.handleInterrupts { InterruptFlag.uninstall() } }
 
@@ -82,6 +98,7 @@ public final class TrainingLoop {
 
         func currentRate() -> Double { Double(task.optimizers.first?.optimizer.learningRate ?? .nan) }
         func save(_ path: String? = nil) throws {
+            guard isRoot else { return }
             state.wallSeconds = wallBefore + elapsed
             try Checkpoint.save(to: path ?? options.checkpointPath, kind: task.kind, configJSON: task.configJSON, state: state,
                                 modules: task.modules, optimizers: task.optimizers, generators: task.generators,
@@ -96,7 +113,7 @@ public final class TrainingLoop {
             evaluationSeconds = evaluationSeconds.map { 0.5 * $0 + 0.5 * dt } ?? dt
             lastEvaluation = values
             state.evaluatedStep = state.step
-            metrics.appendEvaluation(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
+            metrics?.appendEvaluation(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
                                      learningRate: currentRate(), values: values)
             board?.addScalars(Array(zip(evaluationNames, values)), step: state.step)
             var line = "step \(state.step): " + zip(evaluationNames, values).map { String(format: "%@ %.4f", $0.0, $0.1) }.joined(separator: ", ")
@@ -110,8 +127,8 @@ public final class TrainingLoop {
                 }
             }
             progress.message(line)
-            try metrics.writePlot(title: "\(task.kind) loss")
-            try board?.addImageFile("loss", path: metrics.plotPath, step: state.step)
+            try metrics?.writePlot(title: "\(task.kind) loss")
+            try board?.addImageFile("loss", path: metrics?.plotPath ?? "", step: state.step)
             try board?.flush()
             try save()  // the evaluation state (best value, generators) with the weights it describes
         }
@@ -147,12 +164,26 @@ public final class TrainingLoop {
         }
         func stop(_ outcome: TrainingOutcome) throws -> TrainingSummary {
             finishLine()
-            try task.epochEnded(epoch: state.epoch, step: state.step, completed: false)
-            try metrics.writePlot(title: "\(task.kind) loss")
+            try epochEnded(epoch: state.epoch, step: state.step, completed: false)
+            try metrics?.writePlot(title: "\(task.kind) loss")
             try save()
             let why = outcome == .interrupted ? "interrupted" : "stopped at the time limit"
             progress.message("\(why) at step \(state.step) (epoch \(state.epoch + 1)): saved \(options.checkpointPath)")
             return summary(outcome)
+        }
+        // the task's artefacts (samples) are written by rank 0 alone
+        func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
+            if isRoot { try task.epochEnded(epoch: epoch, step: step, completed: completed) }
+        }
+        // Stopping is decided together: one rank alone leaving would leave the others waiting in the
+        // next collective. Returns (diverged somewhere, interrupted somewhere, over the budget somewhere).
+        var budgetSpent = false
+        func stopFlags(diverged: Bool) throws -> (diverged: Bool, interrupted: Bool, overBudget: Bool) {
+            let interrupted = options.handleInterrupts && InterruptFlag.isSet
+            let over = budget.map { elapsed >= $0 } ?? false
+            guard let group else { return (diverged, interrupted, over) }
+            let any = try group.anyRank([diverged, interrupted, over])
+            return (any[0], any[1], any[2])
         }
         var stepsDone: Bool { options.steps.map { state.step >= $0 } ?? false }
         var epochsDone: Bool { options.epochs.map { state.epoch >= $0 } ?? false }
@@ -178,12 +209,16 @@ public final class TrainingLoop {
                 last = values
                 if clock.record(dt) { stepsTimed += 1; timedSeconds += dt }
                 let limit = task.divergenceLimit ?? .infinity
-                if let bad = zip(names, values).first(where: { !$0.1.isFinite || abs($0.1) > limit }) {
+                let bad = zip(names, values).first(where: { !$0.1.isFinite || abs($0.1) > limit })
+                let flags = try stopFlags(diverged: bad != nil)
+                budgetSpent = flags.overBudget
+                if flags.diverged {
                     progress.message("")
-                    try? metrics.flush()
-                    throw TrainingError.diverged(step: state.step, metric: bad.0, value: bad.1, checkpoint: options.checkpointPath)
+                    try? metrics?.flush()
+                    throw TrainingError.diverged(step: state.step, metric: bad?.0 ?? "a scalar of another rank", value: bad?.1 ?? .nan,
+                                                 checkpoint: options.checkpointPath)
                 }
-                metrics.append(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
+                metrics?.append(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
                                rate: clock.rate(items: task.itemsPerStep), learningRate: currentRate(), values: values)
                 board?.addScalars(Array(zip(names, values)) + [("lr", currentRate())]
                                   + (clock.secondsPerStep != nil ? [("items_per_s", clock.rate(items: task.itemsPerStep))] : []),
@@ -191,14 +226,14 @@ public final class TrainingLoop {
                 let (p, t) = position()
                 progress.update(label: label(), position: p, total: t, rate: clock.rate(items: task.itemsPerStep),
                                 eta: etaSeconds(), scalars: Array(zip(names, values)))
-                if options.handleInterrupts && InterruptFlag.isSet { return try stop(.interrupted) }
-                if let budget, elapsed >= budget {
+                if flags.interrupted { return try stop(.interrupted) }
+                if budgetSpent {
                     if state.stepInEpoch < stepsPerEpoch && !stepsDone { return try stop(.timeLimit) }
                     break  // the budget ran out on the last step of an epoch or of the run: finish it normally
                 }
                 if options.saveEvery > 0 && state.step % options.saveEvery == 0
                     || Date().timeIntervalSince(lastSave) >= options.saveIntervalSeconds {
-                    try metrics.flush()
+                    try metrics?.flush()
                     try save()
                 }
             }
@@ -207,12 +242,12 @@ public final class TrainingLoop {
                 let finished = state.epoch
                 state.epoch += 1
                 state.stepInEpoch = 0
-                try task.epochEnded(epoch: finished, step: state.step, completed: true)
+                try epochEnded(epoch: finished, step: state.step, completed: true)
             }
-            try metrics.writePlot(title: "\(task.kind) loss")
-            try board?.addImageFile("loss", path: metrics.plotPath, step: state.step)
+            try metrics?.writePlot(title: "\(task.kind) loss")
+            try board?.addImageFile("loss", path: metrics?.plotPath ?? "", step: state.step)
             try save()
-            if let budget, elapsed >= budget, !stepsDone, !epochsDone {
+            if budgetSpent, !stepsDone, !epochsDone {
                 if !evaluationNames.isEmpty && state.evaluatedStep != state.step { try evaluate() }
                 progress.message("stopped at the time limit at step \(state.step) (epoch \(state.epoch)): saved \(options.checkpointPath)")
                 return summary(.timeLimit)
@@ -223,9 +258,9 @@ public final class TrainingLoop {
         if !evaluationNames.isEmpty && state.evaluatedStep != state.step { try evaluate() }
         if state.stepInEpoch > 0 {
             finishLine()
-            try task.epochEnded(epoch: state.epoch, step: state.step, completed: false)
+            try epochEnded(epoch: state.epoch, step: state.step, completed: false)
         }
-        try metrics.writePlot(title: "\(task.kind) loss")
+        try metrics?.writePlot(title: "\(task.kind) loss")
         try save()
         progress.message("finished at step \(state.step): saved \(options.checkpointPath)")
         return summary(.finished)

@@ -29,7 +29,7 @@ public func classifierTrainingStep(_ classifier: ImageClassifier, optimizer: Ada
     classifier.network.train()
     optimizer.zeroGrad()
     let logits = classifier.network(images)
-    let loss = crossEntropy(logits, targets: labels.map { Int32($0) })
+    let loss = crossEntropy(logits, labels: labels)
     loss.backward()
     optimizer.step()
     let predicted = logits.argmax(axis: 1)

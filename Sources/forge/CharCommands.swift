@@ -69,7 +69,15 @@ struct CharArchitectureFlags: ParsableArguments {
 struct TrainChar: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "char",
-        abstract: "Train a character-level transformer (nanoGPT's recipe) on a text file or folder.")
+        abstract: "Train a character-level transformer (nanoGPT's recipe) on a text file or folder.",
+        discussion: """
+            Data parallel: `mpirun -np N forge train char …` with the same flags trains as N ranks (Open MPI, loaded \
+            at run time; as root add --allow-run-as-root). --batch stays the global batch: each rank computes \
+            --batch ÷ N rows of it (a batch that does not divide is an error) and the gradients are averaged with \
+            MPI_Allreduce in 25 MB buckets after backward (no overlap with backward), so with --dropout 0 the run \
+            follows a single process's within float rounding. Rank 0 alone writes the run folder and prints. \
+            Threads per rank default to cores ÷ ranks on the node (FORGE_THREADS overrides).
+            """)
 
     @Option(help: "A UTF-8 text file, or a folder of them.", completion: .file()) var data: String
     @Option(help: "baby (4/4/128, block 64, batch 12, 2000 iters; the default) or shakespeare (6/6/384, block 256, batch 64, 5000 iters, dropout 0.2). With --resume and no preset: the saved run's settings.")
@@ -123,16 +131,19 @@ struct TrainChar: ParsableCommand {
         }
         let task = try CharTrainingTask(corpus: corpus, options: o)
         let c = task.model.config
-        say("data: \(data): \(corpus.tokens.count) chars, vocab \(corpus.vocabularySize), train \(corpus.trainTokens.count) / val \(corpus.validationTokens.count)")
+        let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
+        let quiet = world?.isRoot == false  // ranks other than 0 print nothing
+        if !quiet { say("data: \(data): \(corpus.tokens.count) chars, vocab \(corpus.vocabularySize), train \(corpus.trainTokens.count) / val \(corpus.validationTokens.count)")
         say("model: \(c.layers) layers, \(c.heads) heads, \(c.embedding) embd, block \(c.blockSize), dropout \(c.dropout), bias \(c.bias): "
               + String(format: "%.2fM parameters", Double(task.model.nonEmbeddingParameterCount) / 1e6))
         say("training: batch \(o.batchSize), lr \(o.learningRate) → \(o.minLearningRate), warm-up \(o.warmupIterations), \(o.iterations) iters, "
-              + "eval every \(o.evalEvery), threads \(Threads.count)")
+              + "eval every \(o.evalEvery), threads \(Threads.count)") }
         var options = task.trainingOptions(runDirectory: runDirectory, minutes: training.minutes, resume: training.resume)
         if let fineTuning { options.extraMetadata = try initialize(task, from: fineTuning) }
         options.saveEvery = training.saveEvery
         options.tensorBoardDirectory = training.tensorBoardDirectory(runDirectory: runDirectory)
         if let e = training.epochs { options.epochs = e }
+        options.dataParallel = world
         try runTraining(task, options) { summary in
             let best = summary.state.bestValue ?? .nan
             say(outcomeWords(summary) + String(format: ", %.0f tok/s; best val loss %.4f (%.4f bits/char) at step %d → %@",

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Training
 import TensorCore
 
 /// `forge`: the command-line front end. It only parses arguments and calls the library modules.
@@ -18,6 +19,7 @@ struct Forge: ParsableCommand {
     /// Errors print one way for every command: `forge: error: …` on stderr, with the exit codes of
     /// `ForgeExit` (help and `--version` print as usual and exit 0).
     static func main() {
+        DataParallelGroup.defaultThreadsPerRank()  // under mpirun: cores ÷ ranks per node, before the thread count is read
         BLAS.configure()
         do {
             var command = try parseAsRoot()

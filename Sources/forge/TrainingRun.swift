@@ -185,6 +185,11 @@ func userMessage(_ error: Error) -> String {
     if let e = error as? SamplingError, let field = e.field, let problem = e.problem {
         return "\(flagForField[field] ?? field) \(problem)"
     }
+    if case let DataParallelError.batchNotDivisible(batch, ranks) = error {
+        let lower = batch / ranks * ranks, upper = lower + ranks
+        return "--batch \(batch) is the global batch, split over \(ranks) MPI ranks of --batch ÷ \(ranks) rows each: give a multiple of \(ranks) "
+            + "(e.g. \(lower > 0 ? "\(lower) or " : "")\(upper)) or another number of ranks (mpirun -np)"
+    }
     if let e = error as? CharTransformerError, e.description.contains("no n_head") {
         return "\(e.description) (--heads)"
     }
@@ -218,6 +223,8 @@ func forgeExitCode(for error: Error) -> Int32 {
         if case let .io(_, message) = e { return message.lowercased().contains("no such file") ? ForgeExit.badInput : ForgeExit.output }
         return ForgeExit.badInput
     case is CocoaError: return ForgeExit.output
+    case DataParallelError.communication: return 1
+    case is DataParallelError: return ForgeExit.badInput  // MPI missing, a batch that does not split, ranks that disagree
     case is TrainingError, is CheckpointError, is VocabularyMismatchError, is CharTransformerError, is UnknownCharacterError, is SamplingError,
          is StateLoadError, is OptimizerStateError: return ForgeExit.badInput
     default: return 1
@@ -227,6 +234,11 @@ func forgeExitCode(for error: Error) -> Int32 {
 /// The loop part of every `forge train …` command: runs the shared training loop and lets the family
 /// print its summary; errors and interrupts become the exit codes of `ForgeExit`.
 func runTraining(_ task: any TrainingTask, _ options: TrainingOptions, report: (TrainingSummary) throws -> Void) throws {
+    if let group = options.dataParallel, group.size > 1 { return try runDataParallelTraining(task, options, group: group, report: report) }
+    if let ranks = DataParallelGroup.launchedWorldSize, ranks > 1 {
+        // N copies of a single-process run would fight over one run folder
+        throw ValidationError("forge train \(task.kind) cannot run data-parallel yet (only train char can): run it without mpirun, or with -np 1")
+    }
     let summary = try TrainingLoop(task: task, options: options).run()
     try report(summary)
     say("run folder: \(options.runDirectory) (checkpoint.safetensors, metrics.csv, loss.png, samples/)")
@@ -254,4 +266,38 @@ func batchSizeFitting(_ requested: Int, items count: Int, noun: String) -> Int {
     guard count < requested, count >= 2 else { return requested }
     printError("warning: \(count) \(noun) are fewer than one batch of \(requested): training with one batch of \(count) per step (--batch \(count))")
     return count
+}
+
+/// `runTraining` as one rank of an `mpirun` job. Rank 0 prints the summary and the errors. An error
+/// every rank meets at the same step (a divergence, a batch that does not split) ends each rank
+/// after MPI_Finalize with the usual exit code; any other error may strike one rank alone, whose
+/// partners would wait for it forever, so it ends the whole job with MPI_Abort and that exit code.
+private func runDataParallelTraining(_ task: any TrainingTask, _ options: TrainingOptions, group: DataParallelGroup,
+                                     report: (TrainingSummary) throws -> Void) throws {
+    let summary: TrainingSummary
+    do {
+        summary = try TrainingLoop(task: task, options: options).run()
+    } catch {
+        let collective: Bool
+        switch error {
+        case TrainingError.diverged, DataParallelError.batchNotDivisible, DataParallelError.mismatch: collective = true
+        default: collective = false
+        }
+        if collective {
+            group.finalize()
+            if group.isRoot { throw error }
+            throw ExitCode(forgeExitCode(for: error))
+        }
+        let code = forgeExitCode(for: error)
+        FileHandle.standardError.write(Data("forge: error: rank \(group.rank) of \(group.size): \(userMessage(error))\n".utf8))
+        group.abort(code: code == 1 ? 1 : code)
+    }
+    group.finalize()
+    guard group.isRoot else {
+        if summary.outcome == .interrupted { throw ExitCode(ForgeExit.interrupted(summary.signal ?? SIGINT)) }
+        return
+    }
+    try report(summary)
+    say("run folder: \(options.runDirectory) (checkpoint.safetensors, metrics.csv, loss.png, samples/); \(group.size) ranks")
+    if summary.outcome == .interrupted { throw ExitCode(ForgeExit.interrupted(summary.signal ?? SIGINT)) }
 }

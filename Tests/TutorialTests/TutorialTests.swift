@@ -49,7 +49,7 @@ final class TutorialTests: XCTestCase {
         for step in 0..<300 {
             guard let (images, labels) = batches.next() else { break }
             optimizer.zeroGrad()
-            let loss = crossEntropy(model(images), targets: labels.map { Int32($0) })
+            let loss = crossEntropy(model(images), labels: labels)
             loss.backward()
             optimizer.step()
             if step % 100 == 0 { print("step \(step): loss \(loss.item)") }

@@ -80,6 +80,13 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
     }
 }
 
+/// Mean cross-entropy of `logits` (N, C) against class labels (N) as datasets give them (`Int`, as
+/// `ImageSet.labels` and batches hold them), so labels keep one integer type from dataset to loss.
+public func crossEntropy(_ logits: Tensor, labels: [Int]) -> Tensor {
+    for y in labels { forgePrecondition(y >= 0 && y < logits.shape.last ?? 0, "crossEntropy: label \(y) out of range for logits \(logits.shape)") }
+    return crossEntropy(logits, targets: labels.map { Int32(truncatingIfNeeded: $0) })
+}
+
 /// The backward of `crossEntropy`, in place on the forward's saved softmax:
 ///   probs (N, C) = softmax(logits), targets (N) → dlogits (N, C) = (probs − onehot(targets)) · dLoss / validRows,
 /// with the rows of ignored targets zero.

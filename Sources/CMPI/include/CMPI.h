@@ -1,0 +1,32 @@
+#pragma once
+// Open MPI loaded at run time. Forge does not link libmpi: a plain build (and `make demo`) needs no
+// MPI installed, and the libraries stay usable as SwiftPM dependencies without unsafeFlags. When a
+// process runs under `mpirun`, `forge_mpi_load` dlopens Open MPI's libmpi.so.40 and resolves the few
+// functions and predefined handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, …, which Open MPI exports as
+// global objects) that data-parallel training needs. Every function returns 0 on success, or
+// -1 with a message in `err`.
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Loads libmpi (the FORGE_LIBMPI path, else libmpi.so.40, else libmpi.so) and resolves its symbols.
+/// Idempotent. Returns -1 with the reason (e.g. dlopen's message) in `err` when it cannot.
+int forge_mpi_load(char *err, size_t err_len);
+/// MPI_Init (once; nothing when MPI is already initialised), then this process's rank and the world size.
+int forge_mpi_init(int *rank, int *size, char *err, size_t err_len);
+/// MPI_Finalize (nothing when MPI was not initialised or is already finalised).
+int forge_mpi_finalize(void);
+/// MPI_Abort(MPI_COMM_WORLD, code): ends every rank of the job.
+void forge_mpi_abort(int code);
+/// In-place MPI_Allreduce(MPI_SUM) of `count` floats over MPI_COMM_WORLD.
+int forge_mpi_allreduce_sum_float(float *values, long count, char *err, size_t err_len);
+/// In-place MPI_Allreduce(MPI_MAX) of `count` floats over MPI_COMM_WORLD.
+int forge_mpi_allreduce_max_float(float *values, long count, char *err, size_t err_len);
+/// MPI_Bcast of `count` bytes from `root` over MPI_COMM_WORLD.
+int forge_mpi_broadcast_bytes(void *bytes, long count, int root, char *err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,142 @@
+import XCTest
+import Foundation
+import DataIO
+import TensorCore
+
+/// `mpirun -np 2 forge train char` against one process with the same global batch: the proof that
+/// data-parallel training computes what a single process computes. Skipped, with the reason, when
+/// Open MPI's mpirun is not installed (`make test` installs it).
+final class DataParallelCLITests: CLITestCase {
+    /// mpirun on PATH (or in /usr/bin), else a skip naming what to install.
+    private func mpirun() throws -> String {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/bin"
+        for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/mpirun") {
+            return "\(dir)/mpirun"
+        }
+        throw XCTSkip("mpirun is not installed (Debian: apt-get install openmpi-bin libopenmpi-dev): data-parallel tests skipped")
+    }
+
+    /// Runs `mpirun -np ranks forge arguments…` as root if need be, one thread per rank; returns
+    /// (exit status, stdout, stderr).
+    private func runParallel(_ ranks: Int, _ arguments: [String], in directory: String,
+                             environment extra: [String: String] = [:]) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try mpirun())
+        // --allow-run-as-root: test machines and containers often run as root, which Open MPI refuses by default
+        process.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)", try forge] + arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["FORGE_THREADS"] = "1"
+        // containers often forbid the cross-memory attach that Open MPI's shared-memory transport tries first
+        environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
+        environment.merge(extra) { _, new in new }
+        process.environment = environment
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// A small text with some structure, long enough for blocks of 16.
+    private func corpus(in directory: String) throws -> String {
+        let words = ["the", "king", "speaks", "and", "queen", "answers", "to", "her", "lord", "now", "go", "forth"]
+        var text = "", state: UInt64 = 12345
+        for _ in 0..<3000 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            text += words[Int(state >> 33) % words.count] + ((state >> 20) % 7 == 0 ? ".\n" : " ")
+        }
+        let path = directory + "/tiny.txt"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    private let tinyRun = ["--layers", "1", "--heads", "2", "--embd", "16", "--block", "16", "--batch", "4", "--steps", "8",
+                           "--warmup", "2", "--lr", "0.01", "--min-lr", "0.001", "--dropout", "0", "--eval-every", "4",
+                           "--eval-iters", "3", "--log-every", "1", "--no-tensorboard"]
+
+    /// The loss column of metrics.csv and the evaluation rows, by step.
+    private func losses(_ runDirectory: String) throws -> (train: [Double], eval: [String]) {
+        let text = try String(contentsOfFile: runDirectory + "/metrics.csv", encoding: .utf8)
+        let lines = text.split(separator: "\n").map(String.init)
+        let header = lines[0].split(separator: ",").map(String.init)
+        let column = try XCTUnwrap(header.firstIndex(of: "loss"), "metrics.csv header \(header)")
+        var train: [Double] = [], eval: [String] = []
+        for line in lines.dropFirst() {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            if let v = Double(fields[column]) { train.append(v) } else { eval.append(line) }
+        }
+        return (train, eval)
+    }
+
+    func testTwoRanksMatchOneProcessWithTheSameGlobalBatch() throws {
+        _ = try mpirun()
+        let dir = folder()
+        let data = try corpus(in: dir)
+        let (single, singleOut, singleErr) = try run(["train", "char", "--data", data, "--out", dir + "/single"] + tinyRun, in: dir)
+        XCTAssertEqual(single, 0, singleOut + singleErr)
+        let (parallel, out, err) = try runParallel(2, ["train", "char", "--data", data, "--out", dir + "/parallel"] + tinyRun, in: dir)
+        XCTAssertEqual(parallel, 0, out + err)
+        // rank 0 alone prints
+        XCTAssertEqual(out.components(separatedBy: "data parallel: 2 ranks").count - 1, 1, out)
+        XCTAssertEqual(out.components(separatedBy: "\ndata: ").count + (out.hasPrefix("data: ") ? 1 : 0) - 1, 1, out)
+
+        let a = try losses(dir + "/single"), b = try losses(dir + "/parallel")
+        XCTAssertEqual(a.train.count, 8)
+        XCTAssertEqual(b.train.count, 8)
+        XCTAssertNotEqual(a.train.first, a.train.last, "the loss should move in 8 steps at lr 0.01")
+        for (step, (x, y)) in zip(a.train, b.train).enumerated() {
+            XCTAssertEqual(x, y, accuracy: 2e-5 * abs(x), "loss at step \(step + 1): one process \(x), two ranks \(y)")
+        }
+        XCTAssertEqual(a.eval.count, b.eval.count)
+
+        let one = try SafeTensors.read(URL(fileURLWithPath: dir + "/single/checkpoint.safetensors"))
+        let two = try SafeTensors.read(URL(fileURLWithPath: dir + "/parallel/checkpoint.safetensors"))
+        XCTAssertEqual(one.names, two.names)
+        var largest = 0.0, compared = 0
+        for name in one.names where name.hasPrefix("rng.") {
+            // the data, evaluation and dropout generators end where a single process's end
+            XCTAssertEqual(try one.int64Array(name), try two.int64Array(name), name)
+        }
+        // the weights and AdamW's moments
+        for name in one.names where !name.hasPrefix("rng.") && one.entries[name]?.dtype == .F32 {
+            let x = try one.tensor(name), y = try two.tensor(name)
+            XCTAssertEqual(x.shape, y.shape, name)
+            for (p, q) in zip(x.scalars, y.scalars) { largest = max(largest, Double(abs(p - q))) }
+            compared += x.count
+        }
+        XCTAssertGreaterThan(compared, 1000)
+        XCTAssertLessThan(largest, 1e-4, "largest weight difference after 8 steps")
+        func savedStep(_ file: SafeTensorsFile) throws -> Int? {
+            let json = try JSONSerialization.jsonObject(with: Data((file.metadata["forge.state"] ?? "{}").utf8)) as? [String: Any]
+            return json?["step"] as? Int
+        }
+        XCTAssertEqual(try savedStep(two), 8)
+        XCTAssertEqual(try savedStep(one), try savedStep(two))
+    }
+
+    func testAGlobalBatchThatDoesNotSplitIsAnErrorNamingTheFlag() throws {
+        _ = try mpirun()
+        let dir = folder()
+        let data = try corpus(in: dir)
+        var arguments = tinyRun
+        arguments[arguments.firstIndex(of: "--batch")! + 1] = "3"
+        let (status, out, err) = try runParallel(2, ["train", "char", "--data", data, "--out", dir + "/run"] + arguments, in: dir)
+        XCTAssertEqual(status, 2, out + err)
+        XCTAssertTrue(err.contains("--batch 3") && err.contains("multiple of 2"), err)
+        XCTAssertEqual(err.components(separatedBy: "forge: error:").count - 1, 1, "one message, from rank 0: \(err)")
+    }
+
+    func testUnderMpirunWithoutALoadableLibmpiTheRunStopsSayingWhatToInstall() throws {
+        _ = try mpirun()
+        let dir = folder()
+        let data = try corpus(in: dir)
+        let (status, out, err) = try runParallel(2, ["train", "char", "--data", data, "--out", dir + "/run"] + tinyRun, in: dir,
+                                                 environment: ["FORGE_LIBMPI": dir + "/no-such-libmpi.so"])
+        XCTAssertEqual(status, 2, out + err)
+        XCTAssertTrue(err.contains("cannot use MPI") && err.contains("no-such-libmpi.so") && err.contains("openmpi-bin"), err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/checkpoint.safetensors"))
+    }
+}
