@@ -292,6 +292,32 @@ public final class CharTrainingTask: DataParallelTrainingTask {
         dataParallel = (group, try group.shard(ofBatch: options.batchSize))
     }
 
+    /// 200 characters (or block − 1, if less) sampled at temperature 1 after a newline, with the KV
+    /// cache and a generator of its own seeded by the step (so the training generators never move):
+    /// what the model writes at this point of training, for TensorBoard's text tab.
+    public func evaluationSample() -> String? {
+        let length = min(200, model.config.blockSize - 1)
+        guard length > 0, let start = corpus.vocabulary.firstIndex(of: "\n") ?? corpus.vocabulary.indices.first else { return nil }
+        let wasTraining = model.isTraining
+        model.eval()
+        defer { model.train(wasTraining) }
+        var g = RandomGenerator(seed: options.seed &+ 0x7e47)
+        let cache = KVCache(for: model.config, batch: 1)
+        var token = Int32(start)
+        var text = String.UnicodeScalarView()
+        for _ in 0..<length {
+            let logits = model.forwardCached([token], count: 1, cache: cache).scalars
+            let top = logits.max() ?? 0
+            let weights = logits.map { Foundation.exp(Double($0 - top)) }
+            var u = Double(g.next() >> 11) / Double(1 << 53) * weights.reduce(0, +)
+            var next = weights.count - 1
+            for (i, w) in weights.enumerated() { u -= w; if u <= 0 { next = i; break } }
+            token = Int32(next)
+            text.append(corpus.vocabulary[next])
+        }
+        return String(text)
+    }
+
     public func evaluate() throws -> [Double] {
         if let group = dataParallel?.group {
             // the same batches as one process draws; rank r computes batches r, r + N, … and the sums meet

@@ -85,6 +85,10 @@ public protocol TrainingTask: AnyObject {
     func step() -> [Double]
     /// Held-out scalars (`evaluationNames.count` of them), computed without changing the model.
     func evaluate() throws -> [Double]
+    /// A short text the model generates at each evaluation (logged to TensorBoard as
+    /// `samples/text`), or nil when the task has none. It must not change the model or the task's
+    /// random generators.
+    func evaluationSample() -> String?
     /// Called after an epoch completes (`completed` true) or when the run stops mid-epoch
     /// (`completed` false), before the checkpoint is written: write samples and the like.
     func epochEnded(epoch: Int, step: Int, completed: Bool) throws
@@ -99,6 +103,7 @@ extension TrainingTask {
     public var learningRateSchedule: LRSchedule? { nil }
     public var divergenceLimit: Double? { 1e8 }
     public func evaluate() throws -> [Double] { [] }
+    public func evaluationSample() -> String? { nil }
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {}
 }
 

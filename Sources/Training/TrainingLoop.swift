@@ -116,6 +116,7 @@ public final class TrainingLoop {
             metrics?.appendEvaluation(step: state.step, epoch: state.epoch + 1, wallSeconds: wallBefore + elapsed,
                                      learningRate: currentRate(), values: values)
             board?.addScalars(Array(zip(evaluationNames, values)), step: state.step)
+            if let board, let text = task.evaluationSample() { board.addText("samples/text", text, step: state.step) }
             var line = "step \(state.step): " + zip(evaluationNames, values).map { String(format: "%@ %.4f", $0.0, $0.1) }.joined(separator: ", ")
             if let best = task.bestMetric, let k = evaluationNames.firstIndex(of: best) {
                 let value = values[k]

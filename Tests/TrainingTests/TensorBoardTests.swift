@@ -226,6 +226,29 @@ final class TensorBoardTests: XCTestCase {
         XCTAssertNotNil((audio["images"] as? [String: Any])?["samples/waveforms"])
     }
 
+    /// A char run logs what the model writes at each evaluation as text (`samples/text`), at the
+    /// evaluation steps, in the corpus's characters.
+    func testCharEvaluationsLogTextSamples() throws {
+        let python = try tensorBoardPython()
+        let dir = try temporaryFolder(self)
+        let corpus = try TextCorpus(text: String(repeating: "first citizen: before we proceed any further, hear me speak.\n", count: 80))
+        var o = CharTrainingOptions()
+        (o.layers, o.heads, o.embedding, o.blockSize, o.batchSize, o.iterations, o.warmupIterations, o.evalEvery, o.evalIterations) =
+            (1, 2, 16, 32, 4, 6, 1, 3, 1)
+        let task = try CharTrainingTask(corpus: corpus, options: o)
+        var options = task.trainingOptions(runDirectory: dir + "/char")
+        (options.showProgress, options.handleInterrupts, options.tensorBoardDirectory) = (false, false, dir + "/runs/char")
+        _ = try TrainingLoop(task: task, options: options, log: { _ in }).run()
+        let read = try accumulate(python, logdir: dir + "/runs/char", work: dir + "/char")
+        let samples = try XCTUnwrap((read["text"] as? [String: [[Any]]])?["samples/text"], "\(read["text_plugin_tags"] ?? [])")
+        XCTAssertEqual(samples.map { $0[0] as? Int }, [0, 3, 6], "nanoGPT evaluates at step 0 too")
+        for entry in samples {
+            let text = try XCTUnwrap(entry[1] as? String)
+            XCTAssertEqual(text.unicodeScalars.count, 31, "block − 1 characters")
+            XCTAssertTrue(text.unicodeScalars.allSatisfy { corpus.vocabulary.contains($0) })
+        }
+    }
+
     /// One flipped byte in a record's data makes tensorboard's reader fail that record's CRC check
     /// and the accumulator go without it: the CRCs are real.
     func testTensorBoardRejectsACorruptedByte() throws {
