@@ -185,15 +185,20 @@ public func embedding(_ weight: Tensor, _ indices: [Int32], shape: [Int]) -> Ten
             for k in s..<e { (po.p + k * dim).update(from: pw.p + Int(pi.p[k]) * dim, count: dim) }
         }
     }
-    return Tensor.record(out, "embedding", [weight]) { g in
-        // scatter-add in index order (deterministic)
-        let dw = Tensor.zeros([num, dim])
-        for (k, i) in indices.enumerated() {
-            let d = dw.mutablePointer + Int(i) * dim, s = g.pointer + k * dim
-            for j in 0..<dim { d[j] += s[j] }
-        }
-        return [dw]
+    return Tensor.record(out, "embedding", [weight]) { g in [embeddingBackward(rows: num, indices, dOut: g)] }
+}
+
+/// The backward of `embedding`: indices (N), dOut (N·…, dim) → dweight (rows, dim), each output row's
+/// gradient added to the weight row it was read from, in index order (so repeated indices sum the
+/// same way every time).
+public func embeddingBackward(rows num: Int, _ indices: [Int32], dOut g: Tensor) -> Tensor {
+    let dim = g.shape.last ?? 0
+    let dw = Tensor.zeros([num, dim])
+    for (k, i) in indices.enumerated() {
+        let d = dw.mutablePointer + Int(i) * dim, s = g.pointer + k * dim
+        for j in 0..<dim { d[j] += s[j] }
     }
+    return dw
 }
 
 // MARK: - dropout
