@@ -77,8 +77,6 @@ extension WaveGAN: TrainableGAN {
 
 /// Full batches of a GAN's training data in a (seed, epoch) order: a resumed epoch replays the same order.
 public protocol GANBatchSource {
-    /// Items in the data set.
-    var count: Int { get }
     /// Full batches per epoch (BatchNorm statistics of a tiny tail batch would be noise).
     var stepsPerEpoch: Int { get }
     mutating func begin(epoch: Int, skippingSteps: Int)
@@ -94,7 +92,6 @@ struct ImageGANBatches: GANBatchSource {
 
     init(data: ImageSet, batchSize: Int, seed: UInt64) { (self.data, self.batchSize, self.seed) = (data, batchSize, seed) }
 
-    var count: Int { data.count }
     var stepsPerEpoch: Int { data.count / batchSize }
     mutating func begin(epoch: Int, skippingSteps: Int) {
         var it = data.batches(size: batchSize, seed: seed, epoch: epoch, dropLast: true)
@@ -108,7 +105,6 @@ struct ImageGANBatches: GANBatchSource {
 }
 
 extension ClipBatches: GANBatchSource {
-    var count: Int { clips.shape[0] }
     mutating func next() -> (batch: Tensor, labels: [Int]) {
         let batch = nextBatch()
         return (batch, [Int](repeating: 0, count: batchSize))
@@ -207,13 +203,11 @@ extension GANTrainingTask where Network == DCGAN {
         self.init(gan: gan, batches: ImageGANBatches(data: data, batchSize: c.batchSize, seed: c.seed),
                   classNames: c.isConditional ? data.classNames : [], fixedLabels: labels, itemName: "samples",
                   samplesDirectory: samplesDirectory, writeSamples: { task, epoch, step, completed in
-                      try writeEpochGrid(task.fixedSamples(), rowLabels: task.classNames, directory: samplesDirectory,
+                      try writeEpochGrid(task.fixedSamples(), rowLabels: task.classNames, columns: task.gridColumns, directory: samplesDirectory,
                                          epoch: epoch, step: step, completed: completed, tensorBoard: task.tensorBoard)
                   })
     }
 
-    /// The progress grid (the image task's fixed samples).
-    public func fixedGrid() -> Tensor { fixedSamples() }
     /// Columns of the progress grid: one row of 8 per class.
     public var gridColumns: Int { 8 }
 }
@@ -237,11 +231,11 @@ extension GANTrainingTask where Network == WaveGAN {
 /// Writes an image task's progress grid as `directory/epoch_NNN.png` (or `epoch_NNN_step_S.png` when a
 /// run stops mid-epoch) and `latest.png`, class names in the left margin when given; with a TensorBoard
 /// writer also as `samples/fixed_noise_grid`.
-func writeEpochGrid(_ images: Tensor, rowLabels: [String], directory: String, epoch: Int, step: Int, completed: Bool,
+func writeEpochGrid(_ images: Tensor, rowLabels: [String], columns: Int, directory: String, epoch: Int, step: Int, completed: Bool,
                     tensorBoard: TensorBoardWriter?) throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let name = completed ? String(format: "epoch_%03d.png", epoch + 1) : String(format: "epoch_%03d_step_%d.png", epoch + 1, step)
-    try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: 8, to: directory + "/" + name)
-    try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: 8, to: directory + "/latest.png")
+    try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: columns, to: directory + "/" + name)
+    try LabelledGrid.write(images: images, rowLabels: rowLabels, columns: columns, to: directory + "/latest.png")
     try tensorBoard?.addImageFile("samples/fixed_noise_grid", path: directory + "/latest.png", step: step)
 }

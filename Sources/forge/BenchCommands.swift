@@ -20,7 +20,7 @@ struct BenchCore: ParsableCommand {
             let n = 1024
             var rng = RandomGenerator(seed: 1)
             let a = Tensor.randn([n, n], generator: &rng), b = Tensor.randn([n, n], generator: &rng)
-            let t = CoreBenchmark.time(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
+            let t = StepTiming.secondsPerCall(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
             say("RESULT matmul1024 \(String(format: "%.2f", 2.0 * Double(n * n * n) / t / 1e9)) GFLOP/s")
         case "peak":
             say(CoreBenchmark.header())
@@ -39,18 +39,10 @@ struct BenchCore: ParsableCommand {
     }
 }
 
-/// Timing helpers: each repetition repeats the work until `minMs` has passed; the median of the
-/// repetitions' per-call times is reported.
+/// The header and table layout of `forge bench core` (the timing is `StepTiming`).
 enum CoreBenchmark {
     static func header() -> String {
         "# forge bench core: OpenBLAS core \(BLAS.coreName), Forge kernels \(BLAS.kernelLevel), threads \(Threads.count)"
-    }
-
-    static func median(_ xs: [Double]) -> Double { StepTiming.median(xs) }
-
-    /// Seconds per call of `body`, median over `reps` (see `StepTiming.secondsPerCall`).
-    static func time(reps: Int, minMs: Double, _ body: () -> Void) -> Double {
-        StepTiming.secondsPerCall(reps: reps, minMs: minMs, body)
     }
 
     static func row(_ cols: [String], widths: [Int]) -> String {
@@ -66,8 +58,8 @@ enum CoreBenchmark {
             let a = Tensor.randn([n, n], generator: &rng), b = Tensor.randn([n, n], generator: &rng)
             let flops = 2.0 * Double(n * n * n)
             let c = Tensor(uninitializedShape: [n, n])
-            let tTensor = time(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
-            let tRaw = time(reps: reps, minMs: minMs) {
+            let tTensor = StepTiming.secondsPerCall(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
+            let tRaw = StepTiming.secondsPerCall(reps: reps, minMs: minMs) {
                 sgemm(transA: false, transB: false, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, c: c.mutablePointer, ldc: n)
             }
             lines.append(row(["\(n)x\(n)x\(n)", String(format: "%.1f", flops / tTensor / 1e9), String(format: "%.1f", flops / tRaw / 1e9),
@@ -106,10 +98,10 @@ enum CoreBenchmark {
             let flops = l.transposed
                 ? 2.0 * Double(batch * l.cin * l.h * l.h) * Double(l.cout * l.k * l.k)
                 : 2.0 * Double(out.count) * Double(l.cin * l.k * l.k)
-            let tf = time(reps: reps, minMs: minMs) { _ = withNoGrad { forward() } }
+            let tf = StepTiming.secondsPerCall(reps: reps, minMs: minMs) { _ = withNoGrad { forward() } }
             x.requiresGrad = true; wt.requiresGrad = true
             let gy = Tensor.randn(out.shape, generator: &rng)
-            let tb = time(reps: reps, minMs: minMs) {
+            let tb = StepTiming.secondsPerCall(reps: reps, minMs: minMs) {
                 x.grad = nil; wt.grad = nil
                 forward().backward(gy)
             }
@@ -117,7 +109,7 @@ enum CoreBenchmark {
             // the forward's GEMM alone at the same (M, N, K), for reference
             let (m, n, k) = l.transposed ? (l.cout * l.k * l.k, batch * l.h * l.h, l.cin) : (l.cout, out.count / l.cout, l.cin * l.k * l.k)
             let A = Tensor.randn([m, k], generator: &rng), B = Tensor.randn([k, n], generator: &rng), C = Tensor(uninitializedShape: [m, n])
-            let tg = time(reps: reps, minMs: minMs) {
+            let tg = StepTiming.secondsPerCall(reps: reps, minMs: minMs) {
                 sgemm(transA: false, transB: false, m: m, n: n, k: k, a: A.pointer, lda: k, b: B.pointer, ldb: n, c: C.mutablePointer, ldc: n)
             }
             lines.append(row([l.name, String(format: "%.1f", flops / tf / 1e9), String(format: "%.1f", 3 * flops / tb / 1e9),
@@ -135,7 +127,7 @@ enum CoreBenchmark {
                 var runs: [Double] = []
                 for _ in 0..<max(reps, 1) { if let g = FMAPeak.gflops(threads: threads, avx512: avx512) { runs.append(g) } }
                 guard !runs.isEmpty else { continue }
-                let g = median(runs)
+                let g = StepTiming.median(runs)
                 if threads == Threads.count && best == nil { best = g }
                 lines.append(String(format: "FMA peak %@, %d thread(s): %.1f GFLOP/s (median of %d; min %.1f, max %.1f)",
                                     avx512 ? "AVX-512" : "AVX2   ", threads, g, runs.count, runs.min()!, runs.max()!))
@@ -163,7 +155,7 @@ enum CoreBenchmark {
             var rng = RandomGenerator(seed: 9)
             let a = Tensor.randn([m, k], generator: &rng), b = Tensor.randn(transB ? [n, k] : [k, n], generator: &rng)
             let c = Tensor(uninitializedShape: [m, n])
-            let t = time(reps: reps, minMs: minMs) {
+            let t = StepTiming.secondsPerCall(reps: reps, minMs: minMs) {
                 sgemm(transA: false, transB: transB, m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: transB ? k : n,
                       c: c.mutablePointer, ldc: n)
             }
@@ -176,9 +168,9 @@ enum CoreBenchmark {
     /// Wall time of one tiny elementwise op (graph recording off and on).
     static func opOverhead() -> String {
         let a = Tensor(shape: [4], data: [1, 2, 3, 4]), b = Tensor(shape: [4], data: [4, 3, 2, 1])
-        let plain = time(reps: 5, minMs: 100) { _ = withNoGrad { a + b } }
+        let plain = StepTiming.secondsPerCall(reps: 5, minMs: 100) { _ = withNoGrad { a + b } }
         a.requiresGrad = true
-        let graph = time(reps: 5, minMs: 100) { _ = a + b }
+        let graph = StepTiming.secondsPerCall(reps: 5, minMs: 100) { _ = a + b }
         return String(format: "tiny op (4-element add): %.2f µs without graph, %.2f µs recording the graph", plain * 1e6, graph * 1e6)
     }
 }

@@ -146,7 +146,7 @@ final class TensorBoardTests: XCTestCase {
         let last = try XCTUnwrap(grids.last)
         let decoded = try ImageCodec.load(path: dir + "/tb-dump/" + XCTUnwrap(last["file"] as? String))
         // the grid as the task writes it: a conditional model's rows carry their class names
-        let expected = try LabelledGrid.image(images: task.fixedGrid(), rowLabels: task.classNames,
+        let expected = try LabelledGrid.image(images: task.fixedSamples(), rowLabels: task.classNames,
                                               columns: task.gridColumns)
         XCTAssertEqual([decoded.width, decoded.height, decoded.channels], [expected.width, expected.height, expected.channels])
         XCTAssertEqual(last["width"] as? Int, expected.width)
