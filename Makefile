@@ -4,7 +4,7 @@ APT_PACKAGES := libopenblas-dev libpng-dev libsndfile1-dev libjpeg62-turbo-dev z
 # Only `make test` needs MPI: mpirun and the libmpi.so.40 it brings (libopenmpi3), which forge loads
 # at run time for data-parallel training. Nothing links libmpi, so its headers (libopenmpi-dev) are
 # not needed, and `make build` / `make demo` install no MPI.
-TEST_APT_PACKAGES := openmpi-bin
+TEST_APT_PACKAGES := openmpi-bin tmux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # OpenBLAS kernels: Debian's OpenBLAS 0.3.21 falls back to slow generic kernels on CPUs it does not
@@ -29,7 +29,7 @@ deps:
 build: deps
 	$(SWIFT) build -c release
 
-## test-deps: deps, plus Open MPI's mpirun for the data-parallel tests (Tests/CLITests/DataParallelCLITests.swift)
+## test-deps: deps, plus Open MPI's mpirun for the data-parallel tests (Tests/CLITests/DataParallelCLITests.swift) and tmux for the terminal tests (TerminalCLITests.swift)
 test-deps: deps
 	@dpkg -s $(TEST_APT_PACKAGES) >/dev/null 2>&1 || { echo "installing: $(TEST_APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(TEST_APT_PACKAGES); }

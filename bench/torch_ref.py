@@ -3,7 +3,7 @@ configurations as the reference scripts (DCGAN from pytorch/examples, the pytorc
 nanoGPT's char model and its presets). Synthetic data: these measure compute, not loading.
 
   python bench/torch_ref.py WORKLOAD [--threads 2] [--warmup N] [--steps N] [--rounds N]
-  WORKLOAD: matmul1024 | dcgan32 | dcgan64 | vae | char-baby | char-shakespeare | char-baby-sample
+  WORKLOAD: matmul1024 | dcgan32 | dcgan64 | cgan32-cbn | cgan32-stable | vae | char-baby | char-shakespeare | char-baby-sample
 
 Prints one line:  RESULT <workload> <rate> <unit>   (median over rounds of the per-round median step).
 """
@@ -72,6 +72,111 @@ def dcgan(image, batch=64, nz=100, ngf=64, ndf=64, nc=3):
         G.zero_grad()
         bce(D(fake).view(-1), ones).backward()
         optG.step()
+
+    return step, batch, "samples/s"
+
+
+# ------------------------------------------- conditional DCGAN recipes (Forge's --recipe dcgan-cbn / stable)
+def forge_init(m):
+    """Forge's init of these layers: N(0, 0.02) weights, zero biases (D's projection E at the same scale)."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d) and m.affine:
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+    return m
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without affine, then a per-class scale (init 1) and shift (init 0): Forge's ConditionalBatchNorm2d."""
+
+    def __init__(self, features, classes):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(features, affine=False)
+        self.weight = nn.Parameter(torch.ones(classes, features))
+        self.bias = nn.Parameter(torch.zeros(classes, features))
+
+    def forward(self, x, y):
+        return self.bn(x) * self.weight[y][:, :, None, None] + self.bias[y][:, :, None, None]
+
+
+class ConditionalGenerator(nn.Module):
+    """z alone into the first transposed conv; the class through per-class BatchNorm after every one but the last."""
+
+    def __init__(self, ups, nz, ngf, nc, classes):
+        super().__init__()
+        ch = ngf * 2 ** (ups - 1)
+        self.convs, self.norms = nn.ModuleList([nn.ConvTranspose2d(nz, ch, 4, 1, 0, bias=False)]), nn.ModuleList([ConditionalBatchNorm2d(ch, classes)])
+        for _ in range(ups - 1):
+            self.convs.append(nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False))
+            self.norms.append(ConditionalBatchNorm2d(ch // 2, classes))
+            ch //= 2
+        self.last = nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False)
+
+    def forward(self, z, y):
+        h = z
+        for conv, norm in zip(self.convs, self.norms):
+            h = F.relu(norm(conv(h), y))
+        return torch.tanh(self.last(h))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """DCGAN's D to 4×4 features φ(x), the 4×4 conv ψ to one logit, plus ⟨E[y], Σφ(x)⟩ (Miyato & Koyama 2018).
+    With spectral norm: every conv (with a bias, no BatchNorm) and E spectrally normalised, as Forge's."""
+
+    def __init__(self, ups, ndf, nc, classes, sn):
+        super().__init__()
+        sn_wrap = torch.nn.utils.parametrizations.spectral_norm
+        wrap = (lambda m: sn_wrap(forge_init(m))) if sn else forge_init  # initialise, then parametrise
+        layers, ch = [wrap(nn.Conv2d(nc, ndf, 4, 2, 1, bias=sn)), nn.LeakyReLU(0.2, True)], ndf
+        for _ in range(ups - 1):
+            layers += [wrap(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=sn))] + ([] if sn else [forge_init(nn.BatchNorm2d(ch * 2))]) + [nn.LeakyReLU(0.2, True)]
+            ch *= 2
+        self.features = nn.Sequential(*layers)
+        self.psi = wrap(nn.Conv2d(ch, 1, 4, 1, 0, bias=sn))
+        self.embed = wrap(nn.Embedding(classes, ch))
+
+    def forward(self, x, y):
+        phi = self.features(x)
+        return self.psi(phi).view(-1) + (phi.sum(dim=(2, 3)) * self.embed(y)).sum(dim=1)
+
+
+def cgan(image, recipe, batch=64, nz=100, ngf=64, ndf=64, nc=3, classes=10):
+    """One step of Forge's conditional recipes: dcgan-cbn (BCE, Adam 2e-4 (0.5, 0.999)) or stable (spectral
+    norm in D, hinge, TTUR G 1e-4 / D 4e-4 betas (0, 0.9)); both with the EMA 0.999 of G's weights after the G step."""
+    ups = {32: 3, 64: 4}[image]
+    stable = recipe == "stable"
+    G, D = ConditionalGenerator(ups, nz, ngf, nc, classes), ProjectionDiscriminator(ups, ndf, nc, classes, stable)
+    for m in G.modules():
+        forge_init(m)
+    ema = [p.detach().clone() for p in G.parameters()]
+    lr_g, lr_d, betas = (1e-4, 4e-4, (0.0, 0.9)) if stable else (2e-4, 2e-4, (0.5, 0.999))
+    optD = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
+    optG = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
+    real = torch.rand(batch, nc, image, image) * 2 - 1
+    y = torch.arange(batch) % classes
+    ones, zeros = torch.ones(batch), torch.zeros(batch)
+    updates = [0]
+
+    def step():
+        D.zero_grad()
+        fake = G(torch.randn(batch, nz, 1, 1), y)
+        if stable:
+            (F.relu(1 - D(real, y)).mean() + F.relu(1 + D(fake.detach(), y)).mean()).backward()
+        else:
+            F.binary_cross_entropy_with_logits(D(real, y), ones).backward()
+            F.binary_cross_entropy_with_logits(D(fake.detach(), y), zeros).backward()
+        optD.step()
+        G.zero_grad()
+        out = D(fake, y)
+        (-out.mean() if stable else F.binary_cross_entropy_with_logits(out, ones)).backward()
+        optG.step()
+        with torch.no_grad():  # Forge's warmed-up decay min(0.999, (1 + n) / (10 + n))
+            d = min(0.999, (1 + updates[0]) / (10 + updates[0]))
+            updates[0] += 1
+            torch._foreach_lerp_(ema, [p.detach() for p in G.parameters()], 1 - d)
 
     return step, batch, "samples/s"
 
@@ -190,6 +295,8 @@ WORKLOADS = {
     "matmul1024": (matmul1024, (3, 20, 3)),
     "dcgan32": (lambda: dcgan(32), (5, 10, 3)),
     "dcgan64": (lambda: dcgan(64), (3, 5, 3)),
+    "cgan32-cbn": (lambda: cgan(32, "dcgan-cbn"), (5, 10, 3)),
+    "cgan32-stable": (lambda: cgan(32, "stable"), (5, 10, 3)),
     "vae": (vae, (20, 200, 3)),
     "char-baby": (lambda: char_train("baby"), (3, 10, 3)),
     "char-shakespeare": (lambda: char_train("shakespeare"), (1, 3, 3)),

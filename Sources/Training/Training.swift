@@ -219,6 +219,13 @@ public struct TrainingSummary: Sendable {
     public let itemsPerSecond: Double
     /// The signal that interrupted the run (SIGINT or SIGTERM), when `outcome` is `.interrupted`.
     public let signal: Int32?
+    /// Steps in one epoch of this run's data (0 when unknown).
+    public var stepsPerEpoch: Int = 0
+
+    /// Epochs trained in total, fractional inside an epoch: 0.9 after 90 % of the first epoch's steps.
+    public var epochsTrained: Double {
+        stepsPerEpoch > 0 ? Double(state.epoch) + Double(state.stepInEpoch) / Double(stepsPerEpoch) : Double(state.epoch)
+    }
 }
 
 /// Errors that end a run. Messages name library fields (`learningRate`, `epochs`); the CLI maps

@@ -156,7 +156,7 @@ public final class TrainingLoop {
             TrainingSummary(outcome: outcome, state: state, lastMetrics: Dictionary(uniqueKeysWithValues: zip(names, last)),
                             lastEvaluation: Dictionary(uniqueKeysWithValues: zip(evaluationNames, lastEvaluation)),
                             seconds: elapsed, itemsPerSecond: timedSeconds > 0 ? Double(stepsTimed * task.itemsPerStep) / timedSeconds : 0,
-                            signal: outcome == .interrupted ? InterruptFlag.signal : nil)
+                            signal: outcome == .interrupted ? InterruptFlag.signal : nil, stepsPerEpoch: stepsPerEpoch)
         }
         func finishLine() {
             let (p, t) = position()

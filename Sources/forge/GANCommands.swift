@@ -239,30 +239,42 @@ struct BenchGAN: ParsableCommand {
     @Option(help: "Untimed steps first.") var warmup: Int = 5
     @Option(help: "Steps per timed round.") var steps: Int = 10
     @Option(help: "Timed rounds (the median is reported).") var rounds: Int = 3
+    @Option(help: "Images: dcgan (pytorch/examples' step; bench/torch_ref.py dcgan32/64), or a conditional recipe with the EMA 0.999 of G: dcgan-cbn or stable (bench/torch_ref.py cgan32-cbn / cgan32-stable).")
+    var recipe: GANRecipeChoice = .dcgan
+    @Option(help: "Classes of a conditional model, labels cycling through them (default: 10 for dcgan-cbn and stable, 0 for dcgan).")
+    var classes: Int?
 
     func run() throws {
         if modality == .audio { return try runAudio() }
         let (ngf, ndf) = (self.ngf ?? 64, self.ndf ?? 64)
         var config = DCGANConfig()
         (config.imageSize, config.channels, config.nz, config.ngf, config.ndf, config.batchSize) = (size, channels, nz, ngf, ndf, batch)
+        config.classCount = classes ?? (recipe == .dcgan || recipe == .auto ? 0 : 10)
+        switch recipe {
+        case .auto, .dcgan: config.apply(.dcgan)
+        case .dcganConditionalBatchNorm: config.apply(.dcganConditionalBatchNorm); config.emaDecay = 0.999
+        case .stable: config.apply(.stable)
+        }
         if let problem = config.problem { throw ValidationError(problem) }
         let gan = DCGAN(config)
         var rng = RandomGenerator(seed: 0)
         let real = Tensor.uniform([batch, channels, size, size], low: -1, high: 1, generator: &rng)  // synthetic "images"
-        let labels = [Int](repeating: 0, count: batch)
-        say("forge bench gan: dcgan\(size) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
+        let labels = (0..<batch).map { config.isConditional ? $0 % config.classCount : 0 }
+        let name = recipe == .dcgan || recipe == .auto ? "dcgan\(size)" : "cgan\(size)-\(recipe == .stable ? "stable" : "cbn")"
+        say("forge bench gan: \(name) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
         let optimizers = GANOptimizers(for: gan)
+        let ema = gan.makeEMA()
         // As bench/torch_ref.py measures the GAN: each step timed alone, a median per round, the median of the rounds.
         let timed = StepTiming.rounds(warmup: warmup, steps: steps, rounds: rounds, eachStepAlone: true, onRound: { r, round in
             say(String(format: "  round %d: median %.1f ms/step (min %.1f, max %.1f)", r + 1, round.secondsPerStep * 1000,
                        round.stepSeconds.min()! * 1000, round.stepSeconds.max()! * 1000))
         }) {
-            _ = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
+            _ = recipeGANStep(gan, optimizers: optimizers, ema: ema, real: real, labels: labels, rng: &rng)
         }
         let median = StepTiming.median(timed.map(\.secondsPerStep)) * 1000
-        say(String(format: "dcgan%d b%d: median %.1f ms/step, %.1f samples/s, max RSS %.0f MB",
-                     size, batch, median, Double(batch) * 1000 / median, StepTiming.peakResidentMiB))
-        say(String(format: "RESULT dcgan%d %.2f samples/s", size, Double(batch) * 1000 / median))  // for bench/run.py
+        say(String(format: "%@ b%d: median %.1f ms/step, %.1f samples/s, max RSS %.0f MB",
+                     name, batch, median, Double(batch) * 1000 / median, StepTiming.peakResidentMiB))
+        say(String(format: "RESULT %@ %.2f samples/s", name, Double(batch) * 1000 / median))  // for bench/run.py
     }
 }

@@ -252,11 +252,15 @@ func formatDuration(_ seconds: Double) -> String {
         : s >= 60 ? String(format: "%dm%02ds", s / 60, s % 60) : String(format: "%.1fs", seconds)
 }
 
-/// The summary line's start: "finished after 3 epochs (step 2,811) in 2m05s" and the like.
+/// The summary line's start: "finished after 3 epochs (step 2811), 2m05s this run", "stopped at the
+/// time limit after 0.9 epochs (step 52), …".
 func outcomeWords(_ summary: TrainingSummary) -> String {
     let s = summary.state
-    let epochText = s.stepInEpoch > 0 ? "in epoch \(s.epoch + 1)" : "after \(s.epoch) epoch\(s.epoch == 1 ? "" : "s")"
-    return "\(summary.outcome.words) \(epochText), step \(s.step), \(formatDuration(summary.seconds)) this run"
+    let epochs = summary.epochsTrained
+    // Whole epochs as integers; inside an epoch one decimal, or two below 0.1 so a short run does not read "0.0".
+    let number = s.stepInEpoch == 0 ? "\(s.epoch)" : String(format: epochs < 0.095 ? "%.2f" : "%.1f", epochs)
+    let epochText = "after \(number) epoch\(number == "1" ? "" : "s")"
+    return "\(summary.outcome.words) \(epochText) (step \(s.step)), \(formatDuration(summary.seconds)) this run"
 }
 
 /// The batch size for `count` training items: `requested`, or `count` with a warning on stderr when the

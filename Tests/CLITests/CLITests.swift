@@ -117,8 +117,10 @@ final class CLITests: CLITestCase {
             var payloads: [[String: Data]] = []
             for threads in ["1", "2"] {
                 let out = dir + "/\(kind)-\(threads)"
-                let (status, _, stderr) = try run(arguments + ["--out", out], environment: ["FORGE_THREADS": threads])
+                let (status, stdout, stderr) = try run(arguments + ["--out", out], environment: ["FORGE_THREADS": threads])
                 XCTAssertEqual(status, 0, "\(kind) \(threads) threads: \(stderr)")
+                // 3 steps are a fraction of an epoch: the summary says how much, in words
+                XCTAssertNotNil(stdout.range(of: #"finished after 0\.[0-9]+ epochs \(step 3\)"#, options: .regularExpression), stdout)
                 payloads.append(try safetensorsPayloads(out + "/checkpoint.safetensors"))
             }
             XCTAssertFalse(payloads[0].isEmpty, kind)
