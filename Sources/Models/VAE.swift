@@ -450,9 +450,16 @@ public final class VAE: Module {
     /// One forward pass of a batch x (B, C, H, W) in [0, 1]: the example's
     /// `recon, mu, logvar = model(x); loss_function(recon, x, mu, logvar)`, summed over the batch.
     public func loss(_ x: Tensor, labels: [Int]? = nil, rng: inout RandomGenerator) -> VAELossTerms {
+        loss(x, labels: labels, noise: Tensor.randn([x.shape[0], config.latent], generator: &rng))
+    }
+
+    /// The same loss with the reparameterisation noise ε (B, latent) given: z = μ + ε·exp(logvar/2).
+    /// Data-parallel ranks pass their rows of the global batch's ε, drawn as one process draws it.
+    public func loss(_ x: Tensor, labels: [Int]? = nil, noise eps: Tensor) -> VAELossTerms {
         let y = onehot(labels)
         let (mu, logvar) = network.encode(x, y)
-        let z = reparameterize(mu: mu, logvar: logvar, rng: &rng)
+        precondition(eps.shape == mu.shape, "VAE.loss: noise \(eps.shape) for a posterior of shape \(mu.shape)")
+        let z = mu + eps * (logvar * 0.5).exp()
         let recon = reconstructionNLL(network.decode(z, y), x)
         let kl = gaussianKL(mu: mu, logvar: logvar, reduction: .sum)
         return VAELossTerms(total: recon + kl, reconstruction: recon, kl: kl)

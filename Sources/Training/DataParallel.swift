@@ -157,6 +157,14 @@ public final class DataParallelGroup: Sendable {
 
     // MARK: training
 
+    /// The rows of a batch of `count` that this rank computes when the shards may differ in size
+    /// (an epoch's short last batch): consecutive, disjoint, the first `count % size` ranks one row more.
+    public func unevenShard(ofBatch count: Int) -> Range<Int> {
+        let base = count / size, extra = count % size
+        let start = rank * base + Swift.min(rank, extra)
+        return start..<(start + base + (rank < extra ? 1 : 0))
+    }
+
     /// The rows of a global batch of `globalBatch` that this rank computes: the rank-th of `size`
     /// equal, disjoint, consecutive shards. Throws when the batch does not divide.
     public func shard(ofBatch globalBatch: Int) throws -> Range<Int> {
@@ -170,9 +178,19 @@ public final class DataParallelGroup: Sendable {
     /// each summed with one MPI_Allreduce and scaled by 1/size. Every rank must pass the same
     /// parameters with gradients of the same shapes; parameters without a gradient are left out.
     public func averageGradients(_ parameters: [Tensor]) throws {
+        try reduceGradients(parameters, scale: 1 / Float(size))
+    }
+
+    /// Replaces every parameter's gradient by its sum over the ranks, in the buckets of
+    /// `averageGradients`: for a loss that is a sum over the batch (the VAE's −ELBO), the sum of the
+    /// shards' gradients is the global batch's gradient, whatever the shard sizes.
+    public func sumGradients(_ parameters: [Tensor]) throws {
+        try reduceGradients(parameters, scale: 1)
+    }
+
+    private func reduceGradients(_ parameters: [Tensor], scale: Float) throws {
         let gradients = parameters.reversed().compactMap(\.grad)
         let capacity = max(1, bucketBytes / MemoryLayout<Float>.size)
-        let scale = 1 / Float(size)
         var bucket = [Float](repeating: 0, count: min(capacity, gradients.reduce(0) { $0 + $1.count }))
         var members: [Tensor] = []
         var filled = 0
@@ -183,7 +201,7 @@ public final class DataParallelGroup: Sendable {
                 var offset = 0
                 for g in members {
                     let out = g.mutablePointer
-                    for i in 0..<g.count { out[i] = b[offset + i] * scale }
+                    for i in 0..<g.count { out[i] = scale == 1 ? b[offset + i] : b[offset + i] * scale }
                     offset += g.count
                 }
             }
@@ -193,8 +211,10 @@ public final class DataParallelGroup: Sendable {
         for g in gradients {
             if g.count >= capacity {  // a gradient as large as a bucket is reduced where it lies
                 try allreduceSum(g.mutablePointer, count: g.count)
-                let out = g.mutablePointer
-                for i in 0..<g.count { out[i] *= scale }
+                if scale != 1 {
+                    let out = g.mutablePointer
+                    for i in 0..<g.count { out[i] *= scale }
+                }
                 continue
             }
             if filled + g.count > capacity { try reduceBucket() }

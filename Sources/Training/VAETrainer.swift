@@ -97,7 +97,7 @@ public struct VAEEpochResult: Sendable, Equatable {
 }
 
 /// VAE training on `ImageSet`s (pixels in [0, 1], see `VAEData.unitRange`) as a `TrainingTask`.
-public final class VAETrainingTask: TrainingTask {
+public final class VAETrainingTask: DataParallelTrainingTask {
     public let vae: VAE
     /// Adam over the model's parameters (`VAE.makeOptimizer`, pytorch/examples' choice).
     public let optimizer: Adam
@@ -117,6 +117,8 @@ public final class VAETrainingTask: TrainingTask {
     private let originalLabels: [Int]?
     private var batches: ImageBatches?
     private var epochLoss = 0.0, epochImages = 0, epochSeconds = 0.0
+    /// Set by `joinDataParallel`: this process is one rank of a data-parallel job.
+    private var dataParallel: DataParallelGroup?
 
     public init(vae: VAE, data: ImageSet, heldOut: ImageSet?, samplesDirectory: String) throws {
         let c = vae.config
@@ -176,14 +178,34 @@ public final class VAETrainingTask: TrainingTask {
     }
 
     public func step() -> [Double] {
-        guard let (images, labels) = batches?.next() else { preconditionFailure("VAETrainingTask: epoch ran out of batches") }
+        guard let (images, batchLabels) = batches?.next() else { preconditionFailure("VAETrainingTask: epoch ran out of batches") }
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let r = vaeTrainingStep(vae, optimizer: optimizer, batch: images, labels: vae.config.isConditional ? labels : nil, rng: &noiseRNG)
+        let labels = vae.config.isConditional ? batchLabels : nil
+        let r: (total: Double, reconstruction: Double, kl: Double)
+        if let dataParallel {
+            do {
+                r = try dataParallelVAETrainingStep(vae, optimizer: optimizer, batch: images, labels: labels, rng: &noiseRNG, group: dataParallel)
+            } catch {
+                // an MPI failure mid-step leaves the ranks out of step: end the whole job
+                FileHandle.standardError.write(Data("forge: error: rank \(dataParallel.rank): \(error)\n".utf8))
+                dataParallel.abort(code: 1)
+            }
+        } else {
+            r = vaeTrainingStep(vae, optimizer: optimizer, batch: images, labels: labels, rng: &noiseRNG)
+        }
         epochSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         let n = Double(images.shape[0])
         epochLoss += r.total
         epochImages += images.shape[0]
         return [r.total / n, r.reconstruction / n, r.kl / n]
+    }
+
+    /// Every rank computes its rows of each global batch (`--batch`, which must split evenly; an
+    /// epoch's short last batch is split as evenly as it goes), and the summed gradients are the
+    /// global batch's, so N ranks train what one process trains.
+    public func joinDataParallel(_ group: DataParallelGroup) throws {
+        _ = try group.shard(ofBatch: vae.config.batchSize)  // throws when the batch does not divide
+        dataParallel = group
     }
 
     /// The progress grids: 8 originals over their reconstructions, and decoded fixed prior draws.
@@ -227,4 +249,35 @@ public final class VAETrainingTask: TrainingTask {
                             r.testNegativeELBO.map { String(format: "%.4f", $0) } ?? "", r.trainSeconds))
         try FileIO.writeAtomically(Array((lines.joined(separator: "\n") + "\n").utf8), to: path)
     }
+}
+
+// MARK: - data parallel
+
+/// One Adam step of the VAE as rank `group.rank` of a data-parallel job. Every rank holds the whole
+/// global batch `x` (B, …) and draws the whole batch's noise ε (B, latent) from `rng`, exactly as one
+/// process draws it; it computes the loss of its rows only. The loss is a sum over the batch, so the
+/// summed gradients (`DataParallelGroup.sumGradients`) and the summed loss terms are the global
+/// batch's. Returns the global batch's summed terms, the same on every rank.
+public func dataParallelVAETrainingStep(_ vae: VAE, optimizer: Adam, batch x: Tensor, labels: [Int]?,
+                                        rng: inout RandomGenerator, group: DataParallelGroup) throws -> (total: Double, reconstruction: Double, kl: Double) {
+    let b = x.shape[0]
+    let eps = Tensor.randn([b, vae.config.latent], generator: &rng)  // (B, latent): the global batch's draw
+    let rows = group.unevenShard(ofBatch: b)
+    vae.train()
+    optimizer.zeroGrad()
+    var local: [Float] = [0, 0, 0]
+    if !rows.isEmpty {
+        let terms = vae.loss(x.slice(axis: 0, rows), labels: labels.map { Array($0[rows]) }, noise: eps.slice(axis: 0, rows))
+        terms.total.backward()
+        local = [terms.total.item, terms.reconstruction.item, terms.kl.item]
+    } else {
+        // a rank without rows this step (a last batch smaller than the ranks) adds zero gradients
+        for p in vae.parameters where p.requiresGrad {
+            if p.grad == nil { p.grad = Tensor.zeros(p.shape) }
+        }
+    }
+    try group.sumGradients(vae.parameters)
+    optimizer.step()
+    let global = try group.allreduceSum(local)
+    return (Double(global[0]), Double(global[1]), Double(global[2]))
 }

@@ -72,6 +72,8 @@ struct TrainVAE: ParsableCommand {
         if isAudio { try training.refuseFineTuningFlags(except: [], command: "train vae on sound"); return try runAudio() }
         let (latent, batch) = (self.latent ?? 20, self.batch ?? 128)
         let runDirectory = training.runDirectory(kind: "vae", data: data)
+        let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
+        let say: (String) -> Void = world?.isRoot == false ? { _ in } : { forge.say($0) }  // ranks other than 0 print nothing
         do {
             let saved = try training.savedConfig(VAEConfig.self, kind: "vae", runDirectory: runDirectory)
             let parent = try training.initCheckpoint.map { try Checkpoint.load($0, expectedKind: "vae") }  // --init (FineTuningFlags.swift)
@@ -133,6 +135,7 @@ struct TrainVAE: ParsableCommand {
             var options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
             let samplesDirectory = options.samplesDirectory
             let task = try VAETrainingTask(vae: vae, data: train, heldOut: heldOut, samplesDirectory: samplesDirectory)
+            options.dataParallel = world
             if let parent { options.extraMetadata = try initialize(task, parent: parent, reinitialized: reinitialized) }
             try runTraining(task, options) { summary in
                 if let last = task.history.last {

@@ -117,6 +117,61 @@ final class DataParallelCLITests: CLITestCase {
         XCTAssertEqual(try savedStep(one), try savedStep(two))
     }
 
+    /// A folder of two classes, 11 and 10 random 32×32 grey PNGs: with the 10 % held out, 19 training
+    /// images in batches of 8, 8 and 3, so every epoch ends on a batch that splits unevenly over 2 ranks.
+    private func imageFolder(in directory: String) throws -> String {
+        var g = RandomGenerator(seed: 7)
+        for (name, count) in [("a", 11), ("b", 10)] {
+            try FileManager.default.createDirectory(atPath: "\(directory)/images/\(name)", withIntermediateDirectories: true)
+            for i in 0..<count {
+                let image = Tensor.uniform([1, 32, 32], low: 0, high: 1, generator: &g)
+                try ImageCodec.writePNG(image, to: "\(directory)/images/\(name)/\(i).png")
+            }
+        }
+        return directory + "/images"
+    }
+
+    /// The VAE's loss is a sum over the batch: two ranks, each with its rows of every global batch and
+    /// its rows of the one noise draw, sum their gradients and train what one process trains, the
+    /// uneven last batch of each epoch included.
+    func testTwoRanksTrainTheVAEAsOneProcessDoes() throws {
+        _ = try mpirun()
+        let dir = folder()
+        let data = try imageFolder(in: dir)
+        let common = ["train", "vae", "--data", data, "--conditional", "--batch", "8", "--epochs", "2", "--log-every", "1", "--no-tensorboard"]
+        let (single, singleOut, singleErr) = try run(common + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "1"])
+        XCTAssertEqual(single, 0, singleOut + singleErr)
+        let (parallel, out, err) = try runParallel(2, common + ["--out", dir + "/parallel"], in: dir)
+        XCTAssertEqual(parallel, 0, out + err)
+        XCTAssertEqual(out.components(separatedBy: "data parallel: 2 ranks").count - 1, 1, out)
+        XCTAssertEqual(out.components(separatedBy: "====> Epoch: 2").count - 1, 1, "rank 0 alone prints: \(out)")
+        let a = try losses(dir + "/single"), b = try losses(dir + "/parallel")
+        XCTAssertEqual(a.train.count, 6)
+        XCTAssertEqual(b.train.count, 6)
+        for (step, (x, y)) in zip(a.train, b.train).enumerated() {
+            XCTAssertEqual(x, y, accuracy: 2e-5 * abs(x), "−ELBO per image at step \(step + 1): one process \(x), two ranks \(y)")
+        }
+        let one = try SafeTensors.read(URL(fileURLWithPath: dir + "/single/checkpoint.safetensors"))
+        let two = try SafeTensors.read(URL(fileURLWithPath: dir + "/parallel/checkpoint.safetensors"))
+        XCTAssertEqual(one.names, two.names)
+        for name in one.names where name.hasPrefix("rng.") {
+            XCTAssertEqual(try one.int64Array(name), try two.int64Array(name), name)
+        }
+        // relative to the value's size: Adam's second moments of a summed loss reach 1e4 and more
+        var largest = 0.0, worst = "", compared = 0
+        for name in one.names where !name.hasPrefix("rng.") && one.entries[name]?.dtype == .F32 {
+            let x = try one.tensor(name), y = try two.tensor(name)
+            XCTAssertEqual(x.shape, y.shape, name)
+            for (p, q) in zip(x.scalars, y.scalars) {
+                let d = Double(abs(p - q)) / max(1, Double(abs(p)))
+                if d > largest { (largest, worst) = (d, "\(name): \(p) vs \(q)") }
+            }
+            compared += x.count
+        }
+        XCTAssertGreaterThan(compared, 100_000)
+        XCTAssertLessThan(largest, 1e-4, "largest relative difference after 6 steps, \(worst)")
+    }
+
     func testAGlobalBatchThatDoesNotSplitIsAnErrorNamingTheFlag() throws {
         _ = try mpirun()
         let dir = folder()
