@@ -35,15 +35,19 @@ public struct LinePlot {
     /// Written up the left side; empty for none.
     public var yLabel: String
     public var series: [Series]
+    /// Draw x on a log10 axis, with ticks at powers of ten (and 2× and 5× when the range spans less
+    /// than two decades) labelled in data units; points with x ≤ 0 are left out.
+    public var logX: Bool
 
     public init(width: Int = 720, height: Int = 420, title: String, xLabel: String = "step", yLabel: String = "",
-                series: [Series]) {
+                series: [Series], logX: Bool = false) {
         self.width = width
         self.height = height
         self.title = title
         self.xLabel = xLabel
         self.yLabel = yLabel
         self.series = series
+        self.logX = logX
     }
 
     static let palette: [(Float, Float, Float)] = [
@@ -70,6 +74,8 @@ public struct LinePlot {
     public struct Layout {
         public let left: Int, right: Int, top: Int, bottom: Int
         public let logY: Bool
+        /// x is drawn as log10 x (`LinePlot.logX`).
+        public let logX: Bool
         public let xTicks: [(value: Double, pixel: Int)]
         public let yTicks: [(value: Double, pixel: Int)]
         public var plotArea: (x: Int, y: Int, width: Int, height: Int) { (left, top, right - left, bottom - top) }
@@ -79,22 +85,27 @@ public struct LinePlot {
             let v = logY ? Foundation.log10(y) : y
             return bottom - Int(((v - yLow) / (yHigh - yLow) * Double(bottom - top)).rounded())
         }
-        /// Pixel column of the value `x`.
-        public func column(_ x: Double) -> Int { left + Int(((x - xMin) / xSpan * Double(right - left)).rounded()) }
+        /// Pixel column of the value `x` (on the log axis, of log10 x).
+        public func column(_ x: Double) -> Int {
+            let v = logX ? Foundation.log10(x) : x
+            return left + Int(((v - xMin) / xSpan * Double(right - left)).rounded())
+        }
     }
 
     private var finite: [[(Double, Double)]] {
-        series.map { s in zip(s.x, s.y).filter { $0.0.isFinite && $0.1.isFinite }.sorted { $0.0 < $1.0 } }
+        series.map { s in zip(s.x, s.y).filter { $0.0.isFinite && $0.1.isFinite && (!logX || $0.0 > 0) }.sorted { $0.0 < $1.0 } }
     }
 
     /// The layout for the current series; nil when there is nothing finite to plot.
     public func layout() -> Layout? {
         let left = 76, right = width - 16, top = 28, bottom = height - 40
         let points = finite
-        let xs = points.flatMap { $0.map(\.0) }, ys = points.flatMap { $0.map(\.1) }
+        // on a log x axis, xMin and xSpan are in log10 units and the tick values in data units
+        let xs = points.flatMap { $0.map { logX ? Foundation.log10($0.0) : $0.0 } }, ys = points.flatMap { $0.map(\.1) }
         guard let xMin = xs.min(), let xMax = xs.max(), var yMin = ys.min(), var yMax = ys.max() else { return nil }
         let xSpan = xMax > xMin ? xMax - xMin : 1
-        let xTickValues = LinePlot.niceTicks(xMin, xMax == xMin ? xMin + 1 : xMax).filter { $0 >= xMin && $0 <= xMin + xSpan }
+        let xTickValues = logX ? LinePlot.logTicks(xMin, xMin + xSpan)
+            : LinePlot.niceTicks(xMin, xMax == xMin ? xMin + 1 : xMax).filter { $0 >= xMin && $0 <= xMin + xSpan }
         let logY = yMin > 0 && yMax / yMin > 100
         var yTickValues: [Double]
         let low: Double, high: Double
@@ -110,9 +121,9 @@ public struct LinePlot {
             yTickValues = yTickValues.filter { $0 >= yMin && $0 <= yMax }
             (low, high) = (yMin, yMax)
         }
-        let partial = Layout(left: left, right: right, top: top, bottom: bottom, logY: logY, xTicks: [], yTicks: [],
+        let partial = Layout(left: left, right: right, top: top, bottom: bottom, logY: logY, logX: logX, xTicks: [], yTicks: [],
                              xMin: xMin, xSpan: xSpan, yLow: low, yHigh: high)
-        return Layout(left: left, right: right, top: top, bottom: bottom, logY: logY,
+        return Layout(left: left, right: right, top: top, bottom: bottom, logY: logY, logX: logX,
                       xTicks: xTickValues.map { ($0, partial.column($0)) }, yTicks: yTickValues.map { ($0, partial.row($0)) },
                       xMin: xMin, xSpan: xSpan, yLow: low, yHigh: high)
     }
@@ -163,7 +174,7 @@ public struct LinePlot {
         for (t, x) in frame.xTicks {
             canvas.line(x, top, x, bottom, color: grid)
             canvas.line(x, bottom, x, bottom + 4, color: ink)
-            let label = String(format: "%.\(xDecimals)f", t)
+            let label = frame.logX ? LinePlot.logTickLabel(t) : String(format: "%.\(xDecimals)f", t)
             canvas.text(label, x: x - Canvas.textWidth(label) / 2, y: bottom + 8, scale: 1, color: ink)
         }
         canvas.line(left, top, left, bottom, color: ink)
@@ -204,6 +215,25 @@ public struct LinePlot {
             canvas.text(name, x: lx + 22, y: y - 3, scale: 1, color: ink)
         }
         return canvas.image
+    }
+
+    /// Tick values (data units) for a log axis over log10 values [low, high]: the powers of ten inside,
+    /// with 2× and 5× added when that gives fewer than three ticks.
+    public static func logTicks(_ low: Double, _ high: Double) -> [Double] {
+        let first = Int(Foundation.floor(low)), last = Int(Foundation.ceil(high))
+        func inside(_ v: Double) -> Bool { let l = Foundation.log10(v); return l >= low - 1e-9 && l <= high + 1e-9 }
+        let powers = (first...last).map { Foundation.pow(10, Double($0)) }.filter(inside)
+        if powers.count >= 3 { return powers }
+        return (first...last).flatMap { e in [1.0, 2, 5].map { $0 * Foundation.pow(10, Double(e)) } }.filter(inside)
+    }
+
+    /// A log-axis tick: a power of ten as `powerLabel` writes it, else m × 10^e as "2E-4" (or "0.02").
+    public static func logTickLabel(_ v: Double) -> String {
+        let e = Int(Foundation.floor(Foundation.log10(v) + 1e-9))
+        let m = Int((v / Foundation.pow(10, Double(e))).rounded())
+        if m == 1 { return powerLabel(v) }
+        if e >= -3 && e <= 2 { return e >= 0 ? String(m * Int(Foundation.pow(10, Double(e)))) : String(format: "%.\(-e)f", v) }
+        return "\(m)E\(e)"
     }
 
     /// A power of ten as a short label: 0.001, 0.01 … 1000, then 1E4, 1E-4.

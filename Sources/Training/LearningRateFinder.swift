@@ -109,13 +109,11 @@ public struct LearningRateFinderResult: Sendable {
         // not flatten the interesting part of the curve.
         let before = minimumRate.flatMap { m in rates.firstIndex(of: m) }.map { Array(centredLosses[...$0]) } ?? centredLosses
         let cap = (before.filter(\.isFinite).max() ?? .infinity) * 1.5
-        let x = rates.map { Foundation.log10($0) }
-        var plot = LinePlot(title: title, xLabel: "learning rate (log10)", series: [
-            .init(name: "loss", x: x, y: losses.map { Swift.min($0, cap) }),
-            .init(name: "centred mean", x: Array(x.prefix(centredLosses.count)), y: centredLosses.map { Swift.min($0, cap) }),
-            .init(name: "moving average", x: x, y: smoothedLosses.map { Swift.min($0, cap) }),
-        ])
-        // LinePlot draws a linear x axis; the x values are log10(rate), so its ticks read as exponents.
+        var plot = LinePlot(title: title, xLabel: "learning rate", yLabel: "loss", series: [
+            .init(name: "loss", x: rates, y: losses.map { Swift.min($0, cap) }),
+            .init(name: "centred mean", x: Array(rates.prefix(centredLosses.count)), y: centredLosses.map { Swift.min($0, cap) }),
+            .init(name: "moving average", x: rates, y: smoothedLosses.map { Swift.min($0, cap) }),
+        ], logX: true)
         if let s = suggestedRate { plot.title += String(format: "  suggested %.2g", s) }
         return plot
     }

@@ -157,6 +157,32 @@ final class FigureTests: XCTestCase {
         XCTAssertEqual(darkPixels(linear.render(), x: 0..<14, y: 28..<380), 0, "no y label given, none drawn")
     }
 
+    /// The learning-rate finder's axis: x on log10, ticks at powers of ten in data units, equal
+    /// decades equally wide, labels drawn below them.
+    func testALogXAxisPutsPowersOfTenAtEvenSpacing() throws {
+        let rates = (0...420).map { 1e-6 * Foundation.pow(10, Double($0) / 60) }   // 1e-6 … 10
+        let plot = LinePlot(title: "lr", xLabel: "learning rate", series: [.init(name: "loss", x: rates, y: rates.map { 2 + $0 })], logX: true)
+        let layout = try XCTUnwrap(plot.layout())
+        XCTAssertTrue(layout.logX)
+        XCTAssertEqual(layout.xTicks.map(\.value).map { Foundation.log10($0).rounded() }, [-6, -5, -4, -3, -2, -1, 0, 1])
+        let gaps = zip(layout.xTicks, layout.xTicks.dropFirst()).map { $0.1.pixel - $0.0.pixel }
+        XCTAssertLessThanOrEqual((gaps.max() ?? 0) - (gaps.min() ?? 0), 1, "decades \(gaps)")
+        XCTAssertEqual(layout.column(1e-6), layout.left)
+        XCTAssertEqual(layout.column(10), layout.right)
+        XCTAssertEqual(layout.column(Foundation.sqrt(1e-6 * 10)), (layout.left + layout.right) / 2, accuracy: 1)
+        XCTAssertEqual(LinePlot.logTickLabel(1e-4), "1E-4")
+        XCTAssertEqual(LinePlot.logTickLabel(0.01), "0.01")
+        XCTAssertEqual(LinePlot.logTickLabel(2e-5), "2E-5")
+        XCTAssertEqual(LinePlot.logTickLabel(500), "500")
+        // Under two decades: 1, 2, 5 × 10^k.
+        XCTAssertEqual(LinePlot.logTicks(Foundation.log10(1e-3), Foundation.log10(2e-2)).count, 5)
+        let image = plot.render()
+        for tick in layout.xTicks {  // a label under each tick
+            XCTAssertGreaterThan(darkPixels(image, x: (tick.pixel - 8)..<(tick.pixel + 8), y: (layout.bottom + 6)..<(layout.bottom + 16)), 3,
+                                 "label of \(tick.value)")
+        }
+    }
+
     func testASmoothedSeriesDrawsItsRawValuesInALighterTint() throws {
         let x = (0..<300).map(Double.init)
         let y = x.map { 2 + ($0.truncatingRemainder(dividingBy: 2) == 0 ? 0.5 : -0.5) }
