@@ -4,10 +4,14 @@ import CSndFile
 
 /// A clip of audio: interleaved Float32 samples in [-1, 1].
 public struct AudioClip: Sendable, Equatable {
+    /// Interleaved samples in [-1, 1]: frame `f`, channel `c` is `samples[f * channels + c]`.
     public var samples: [Float]
+    /// Number of interleaved channels (1 mono, 2 stereo, …), at least 1.
     public let channels: Int
+    /// Frames per second (Hz), positive.
     public let sampleRate: Int
 
+    /// A clip from interleaved `samples` (a whole number of frames) at `sampleRate` Hz.
     public init(samples: [Float], channels: Int, sampleRate: Int) {
         precondition(channels > 0 && samples.count % channels == 0, "AudioClip: \(samples.count) samples for \(channels) channels")
         precondition(sampleRate > 0, "AudioClip: sample rate must be positive")
@@ -16,7 +20,9 @@ public struct AudioClip: Sendable, Equatable {
         self.sampleRate = sampleRate
     }
 
+    /// Number of frames (samples per channel).
     public var frameCount: Int { samples.count / channels }
+    /// Length in seconds.
     public var duration: Double { Double(frameCount) / Double(sampleRate) }
 
     /// The clip mixed down to one channel (the mean of the channels).
@@ -201,21 +207,32 @@ public enum AudioIO {
 /// from first-level sub-folders (sorted names → ids), like `ImageFolder`. Every clip is mixed to
 /// mono, resampled, and cropped or zero-padded to `length` frames.
 public final class AudioFolder: @unchecked Sendable {
+    /// The folder's standardized absolute path.
     public let root: String
+    /// The rate (Hz) every clip was resampled to.
     public let sampleRate: Int
+    /// Frames per clip after cropping or zero-padding.
     public let length: Int
     /// `(N, length)` samples in [-1, 1].
     public let clips: Tensor
     /// One class id per clip; empty when the folder has no class sub-folders.
     public let labels: [Int]
+    /// Class names by id (the sorted sub-folder names); empty when the folder has no sub-folders.
     public let classNames: [String]
+    /// Paths of the clips in `clips`, in row order (sorted within each class).
     public let files: [String]
+    /// Paths of the audio files that could not be read, with the reason (each also reported through `warn`).
     public let skipped: [(path: String, reason: String)]
 
+    /// File extensions recognised as audio (lower-cased), the formats libsndfile decodes.
     public static let audioExtensions: Set<String> = ["wav", "flac", "ogg", "oga", "aiff", "aif"]
 
+    /// Number of clips loaded (rows of `clips`).
     public var count: Int { files.count }
 
+    /// Loads every audio file under `path` (recursively, hidden files skipped), mixed to mono, resampled to
+    /// `sampleRate` Hz and cropped or padded to `length` frames, decoding in parallel. Unreadable files are
+    /// skipped with one line each to `warn`; throws when nothing is usable or `path` is not a folder.
     public init(path: String, sampleRate: Int, length: Int,
                 warn: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         guard sampleRate > 0, length > 0 else { throw DataIOError.invalidArgument("AudioFolder: sample rate and length must be positive") }

@@ -22,6 +22,7 @@ public enum DataIOError: Error, CustomStringConvertible, LocalizedError, Equatab
     /// A caller passed an argument that cannot work (e.g. 2 channels for an image set).
     case invalidArgument(String)
 
+    /// The message shown to the user: the path first, then what is wrong.
     public var description: String {
         switch self {
         case let .io(path, message): return "\(path): \(message)"
@@ -37,5 +38,6 @@ public enum DataIOError: Error, CustomStringConvertible, LocalizedError, Equatab
         }
     }
 
+    /// The same text as `description`, for `localizedDescription`.
     public var errorDescription: String? { description }
 }

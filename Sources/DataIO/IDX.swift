@@ -7,7 +7,9 @@ import TensorCore
 public enum IDX {
     /// A decoded IDX array of unsigned bytes (the only element type the image sets use).
     public struct Array: Sendable {
+        /// The dimensions from the header, e.g. (N, 28, 28) for images or (N) for labels.
         public let shape: [Int]
+        /// The elements, row-major (C order), `shape.reduce(1, *)` of them.
         public let bytes: [UInt8]
     }
 

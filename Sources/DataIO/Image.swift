@@ -4,12 +4,16 @@ import TensorCore
 /// A decoded image: `height × width × channels` interleaved samples in [0, 1], row-major.
 /// Channels are 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
 public struct PixelImage: Sendable, Equatable {
+    /// Width in pixels.
     public let width: Int
+    /// Height in pixels.
     public let height: Int
+    /// Samples per pixel: 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
     public let channels: Int
     /// Samples in [0, 1], index `(y * width + x) * channels + c`.
     public var pixels: [Float]
 
+    /// An image from interleaved `pixels` in [0, 1]; their count must be `width × height × channels`.
     public init(width: Int, height: Int, channels: Int, pixels: [Float]) {
         precondition(width >= 0 && height >= 0 && (1...4).contains(channels), "PixelImage: bad geometry \(width)x\(height)x\(channels)")
         precondition(pixels.count == width * height * channels, "PixelImage: \(pixels.count) samples do not fill \(width)x\(height)x\(channels)")

@@ -10,8 +10,11 @@ import TensorCore
 /// `size × size` and mapped to [-1, 1]. Files that cannot be decoded are skipped with one
 /// warning line each.
 public final class ImageFolder: @unchecked Sendable {
+    /// The folder's standardized absolute path.
     public let root: String
+    /// Side in pixels of every (square) image after resizing and centre-cropping.
     public let size: Int
+    /// Channels per image: 1 (gray) or 3 (RGB).
     public let channels: Int
     /// The decoded images with their labels.
     public let imageSet: ImageSet
@@ -22,9 +25,13 @@ public final class ImageFolder: @unchecked Sendable {
     /// Whether the images came from the on-disk or in-memory cache instead of being decoded.
     public let loadedFromCache: Bool
 
+    /// The images `(N, channels, size, size)` in [-1, 1] (from `imageSet`).
     public var images: Tensor { imageSet.images }
+    /// One class id per image; empty when the folder has no class sub-folders (from `imageSet`).
     public var labels: [Int] { imageSet.labels }
+    /// Class names by id, the sorted sub-folder names; empty when unlabelled (from `imageSet`).
     public var classNames: [String] { imageSet.classNames }
+    /// Number of images loaded.
     public var count: Int { imageSet.count }
 
     /// One line: how many images, classes, skipped files and where they came from.

@@ -12,6 +12,8 @@ public struct ImageSet: @unchecked Sendable {
     /// Where the class names came from, for the user ("the sub-folder names", "classes.txt", …); "" when unknown.
     public let classSource: String
 
+    /// A set from `(N, C, H, W)` images in [-1, 1] with one label per image (or none) and the names the labels
+    /// index.
     public init(images: Tensor, labels: [Int], classNames: [String], classSource: String = "") {
         precondition(images.shape.count == 4, "ImageSet: images must be (N, C, H, W), got \(images.shape)")
         precondition(labels.isEmpty || labels.count == images.shape[0], "ImageSet: \(labels.count) labels for \(images.shape[0]) images")
@@ -21,9 +23,13 @@ public struct ImageSet: @unchecked Sendable {
         self.classSource = classSource
     }
 
+    /// Number of images N.
     public var count: Int { images.shape[0] }
+    /// Channels per image C (1 gray, 3 RGB).
     public var channels: Int { images.shape[1] }
+    /// Image height H in pixels (`images.shape[2]`); the sets the project loads are square.
     public var size: Int { images.shape[2] }
+    /// Whether the set has labels (`labels` is not empty).
     public var isLabelled: Bool { !labels.isEmpty }
 
     /// The batches of one epoch, shuffled by a generator seeded from `seed` and `epoch` (so
@@ -58,6 +64,8 @@ public struct ImageBatches: Sequence, IteratorProtocol {
     /// Number of batches this epoch yields.
     public var batchCount: Int { dropLast ? order.count / batchSize : (order.count + batchSize - 1) / batchSize }
 
+    /// The next batch, `(n, C, H, W)` images (each flipped left-right with probability ½ when asked) with their
+    /// labels; nil after the last (a short last batch is dropped when `dropLast`).
     public mutating func next() -> (images: Tensor, labels: [Int])? {
         let remaining = order.count - position
         guard remaining > 0, !(dropLast && remaining < batchSize) else { return nil }

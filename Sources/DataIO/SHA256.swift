@@ -20,6 +20,7 @@ public struct SHA256 {
         0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
     ]
 
+    /// An empty hash: FIPS 180-4's initial state, nothing fed yet.
     public init() {}
 
     /// Feeds more bytes.

@@ -35,8 +35,11 @@ public enum SafeTensorsDType: String, Sendable, CaseIterable {
 
 /// One tensor's entry in a safetensors header.
 public struct SafeTensorsEntry: Sendable, Equatable {
+    /// The tensor's name, the key in the JSON header.
     public let name: String
+    /// The element type stored in the file.
     public let dtype: SafeTensorsDType
+    /// The dimensions, C order; `[]` for a scalar.
     public let shape: [Int]
     /// Byte range inside the data buffer (which starts right after the header).
     public let dataRange: Range<Int>
@@ -86,14 +89,20 @@ public enum SafeTensors {
 
     /// A tensor to write: Float32 values from a `Tensor`, or exact Int64 values.
     public struct Item {
+        /// The values of an `Item`: Float32 from a `Tensor`, or exact Int64 values (step counters, token ids)
+        /// with their shape.
         public enum Payload {
             case float32(Tensor)
             case int64(shape: [Int], values: [Int64])
         }
+        /// The tensor's name in the header.
         public let name: String
+        /// What is written under `name`.
         public let payload: Payload
 
+        /// A Float32 item holding `tensor`'s values and shape.
         public static func float32(_ name: String, _ tensor: Tensor) -> Item { Item(name: name, payload: .float32(tensor)) }
+        /// An I64 item of `values` (C order) with `shape`, written exactly.
         public static func int64(_ name: String, shape: [Int], values: [Int64]) -> Item {
             Item(name: name, payload: .int64(shape: shape, values: values))
         }

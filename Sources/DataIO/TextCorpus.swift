@@ -11,10 +11,15 @@ public struct TextCorpus: Sendable {
     /// A batch of `batchSize` blocks of `blockLength` tokens; row-major `(B, T)` arrays where
     /// `y[b, t]` is the token after `x[b, t]`.
     public struct Batch: Sendable, Equatable {
+        /// Input tokens, row-major `(B, T)`: `x[b * blockLength + t]`.
         public let x: [Int32]
+        /// Target tokens, row-major `(B, T)`: each the token after the one at the same place in `x`.
         public let y: [Int32]
+        /// Number of blocks B.
         public let batchSize: Int
+        /// Tokens per block T.
         public let blockLength: Int
+        /// `[B, T]`, the shape of `x` and `y`.
         public var shape: [Int] { [batchSize, blockLength] }
     }
 
@@ -28,6 +33,7 @@ public struct TextCorpus: Sendable {
     public let validationTokens: [Int32]
     private let index: [Unicode.Scalar: Int32]
 
+    /// Number of distinct characters (the size of `vocabulary`).
     public var vocabularySize: Int { vocabulary.count }
 
     /// Reads a UTF-8 file, or every file under a folder (sorted by path, hidden files skipped)

@@ -7,8 +7,9 @@ import DataIO
 public enum AudioFigure {
     /// A magnitude spectrogram in dB.
     public struct Spectrogram: Sendable {
-        /// Number of STFT frames (time) and frequency bins (fftSize/2 + 1).
+        /// Number of STFT frames (time steps, one per hop).
         public let frames: Int
+        /// Number of frequency bins per frame, fftSize/2 + 1, from 0 Hz to the Nyquist frequency.
         public let bins: Int
         /// dB values, frame-major: `values[frame * bins + bin]`.
         public let values: [Float]

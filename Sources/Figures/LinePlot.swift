@@ -13,13 +13,17 @@ import DataIO
 public struct LinePlot {
     /// One named curve: x and y values of equal length.
     public struct Series {
+        /// The legend label (drawn upper-case, with " (EMA)" appended when smoothed).
         public let name: String
+        /// The x values (usually steps); points with a non-finite x or y are skipped and the rest sorted by x.
         public let x: [Double]
+        /// The y values (loss and the like), one per `x`.
         public let y: [Double]
         /// EMA weight in [0, 1) for the smoothed curve (TensorBoard's slider; 0.9 ≈ the last ten
         /// points), or nil to draw the values as they are — with a dot at each point when there
         /// are few of them (evaluations).
         public let smoothing: Double?
+        /// A curve from `x` and `y` of equal length; `smoothing` as described at the property.
         public init(name: String, x: [Double], y: [Double], smoothing: Double? = nil) {
             self.name = name
             self.x = x
@@ -28,17 +32,23 @@ public struct LinePlot {
         }
     }
 
+    /// Image width in pixels (default 720); the plot area leaves 76 pixels at the left and 16 at the right.
     public var width: Int
+    /// Image height in pixels (default 420); the plot area leaves 28 pixels at the top and 40 at the bottom.
     public var height: Int
+    /// Drawn upper-case at twice the font size above the plot area.
     public var title: String
+    /// Written upper-case under the x axis (default "step").
     public var xLabel: String
     /// Written up the left side; empty for none.
     public var yLabel: String
+    /// The curves, coloured in order from a fixed 8-colour palette (repeating after 8).
     public var series: [Series]
     /// Draw x on a log10 axis, with ticks at powers of ten (and 2× and 5× when the range spans less
     /// than two decades) labelled in data units; points with x ≤ 0 are left out.
     public var logX: Bool
 
+    /// A chart of `series` in a `width × height` image; nothing is drawn until `render()`.
     public init(width: Int = 720, height: Int = 420, title: String, xLabel: String = "step", yLabel: String = "",
                 series: [Series], logX: Bool = false) {
         self.width = width
@@ -72,12 +82,18 @@ public struct LinePlot {
     /// Where things are drawn: the plot rectangle (pixels, y down), whether y is logarithmic, and
     /// each tick's value with the pixel it is drawn at.
     public struct Layout {
+        /// Edges of the plot rectangle in pixels (x to the right, y down): columns `left`...`right`, rows
+        /// `top`...`bottom`.
         public let left: Int, right: Int, top: Int, bottom: Int
+        /// True when the y axis is logarithmic (all values positive, spanning more than two decades).
         public let logY: Bool
         /// x is drawn as log10 x (`LinePlot.logX`).
         public let logX: Bool
+        /// The x ticks: each tick's value (data units, on a log axis too) and the pixel column it is drawn at.
         public let xTicks: [(value: Double, pixel: Int)]
+        /// The y ticks: each tick's value (powers of ten when `logY`) and the pixel row it is drawn at.
         public let yTicks: [(value: Double, pixel: Int)]
+        /// The plot rectangle as origin (top left corner) and size, in pixels.
         public var plotArea: (x: Int, y: Int, width: Int, height: Int) { (left, top, right - left, bottom - top) }
         let xMin: Double, xSpan: Double, yLow: Double, yHigh: Double
         /// Pixel row of the value `y` (on the log axis, of log10 y).

@@ -6,6 +6,7 @@ import DataIO
 /// the punctuation of ordinary prose, and visible marks for a space (␣) and a newline (↵) so that
 /// every character of a short text can label an axis.
 public struct PixelCanvas {
+    /// Size in pixels; `pixels` holds `width × height × 3` values.
     public let width: Int, height: Int
     /// Row-major RGB values in [0, 1].
     public private(set) var pixels: [Float]

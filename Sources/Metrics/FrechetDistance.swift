@@ -8,12 +8,16 @@ import Foundation
 
 /// Mean vector and covariance (divided by n − 1) of feature rows.
 public struct FeatureStatistics: Sendable {
+    /// Per-feature mean μ over the rows (`dimension` entries).
     public let mean: [Double]
     /// Row-major d × d.
     public let covariance: [Double]
+    /// The feature width d (length of every row).
     public let dimension: Int
+    /// The number of rows n the statistics were computed from (at least 2).
     public let count: Int
 
+    /// Fits the Gaussian to `rows` (at least 2, each of the same length d): mean and unbiased covariance.
     public init(rows: [[Double]]) {
         precondition(rows.count >= 2, "FeatureStatistics: need at least 2 rows, got \(rows.count)")
         let d = rows[0].count, n = rows.count

@@ -13,8 +13,11 @@ import Foundation
 
 /// Points (`count` rows of `dimension` Doubles) stored row-major in one array.
 public struct FeaturePoints: Sendable {
+    /// The coordinates, row-major: point `i` is `values[i * dimension ..< (i + 1) * dimension]`.
     public let values: [Double]
+    /// The number of points (rows).
     public let count: Int
+    /// The feature width of every point.
     public let dimension: Int
 
     /// Rows of equal length (at least one).
@@ -104,6 +107,7 @@ public struct PrecisionRecall: Sendable, Equatable {
     /// The neighbour rank that sets each ball's radius.
     public let k: Int
 
+    /// Wraps already measured figures (precision and recall in [0, 1]) and the `k` they were measured with.
     public init(precision: Double, recall: Double, k: Int) {
         (self.precision, self.recall, self.k) = (precision, recall, k)
     }

@@ -13,6 +13,7 @@ import DataIO
 
 /// A char model with its vocabulary, as read from a checkpoint.
 public struct CharCheckpoint {
+    /// The transformer with the checkpoint's weights loaded.
     public let model: CharTransformer
     /// Characters in token order.
     public let vocabulary: [Unicode.Scalar]
@@ -157,10 +158,13 @@ public struct CharCheckpoint {
 
 /// A character of a prompt or text that is not in a char model's vocabulary.
 public struct UnknownCharacterError: Error, CustomStringConvertible, Equatable {
+    /// The character the vocabulary lacks.
     public let character: Unicode.Scalar
     /// Offset in Unicode scalars.
     public let position: Int
 
+    /// One line naming the character (quoted, or as U+XXXX when whitespace or a control character) and its
+    /// position.
     public var description: String {
         let s = character
         let hex = "U+" + String(s.value, radix: 16, uppercase: true)

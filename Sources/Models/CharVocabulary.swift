@@ -11,11 +11,14 @@ public struct VocabularyMismatchError: Error, CustomStringConvertible, Equatable
     /// Every missing character, sorted by code point.
     public let missing: [Unicode.Scalar]
 
+    /// The error for the checkpoint at `path` whose vocabulary lacks `missing` (sorted by code point).
     public init(path: String, missing: [Unicode.Scalar]) {
         self.path = path
         self.missing = missing
     }
 
+    /// One line: how many characters are missing from `path`'s vocabulary, the first 20 of them shown as
+    /// `CharCheckpoint.describe` prints them.
     public var description: String {
         let shown = missing.prefix(20).map(CharCheckpoint.describe).joined(separator: " ")
         let more = missing.count > 20 ? " … and \(missing.count - 20) more" : ""

@@ -4,12 +4,16 @@ import DataIO
 
 /// Why a checkpoint could not be read or used. The description names the file and the problem.
 public struct CheckpointError: Error, CustomStringConvertible, Equatable {
+    /// The checkpoint file (or the folder given) that could not be read or used.
     public let path: String
+    /// What is wrong with it, in words for the user.
     public let message: String
+    /// The error for `path` with `message`.
     public init(path: String, message: String) {
         self.path = path
         self.message = message
     }
+    /// "checkpoint PATH: MESSAGE".
     public var description: String { "checkpoint \(path): \(message)" }
 }
 
@@ -25,6 +29,7 @@ public struct CheckpointError: Error, CustomStringConvertible, Equatable {
 ///
 /// Writes are atomic (temporary file, fsync, rename), so a crash or Ctrl-C never leaves a torn file.
 public enum Checkpoint {
+    /// The `forge.format` value written into every checkpoint's metadata.
     public static let formatVersion = "1"
 
     /// Writes a checkpoint to `path` atomically, creating its folder.
@@ -119,9 +124,13 @@ public enum Checkpoint {
 
 /// A checkpoint read into memory and checked; restore it into modules and optimizers.
 public struct LoadedCheckpoint {
+    /// The file the checkpoint was read from (a run folder resolved to its file).
     public let path: String
+    /// The model kind from `forge.kind` ("gan", "vae", "wavegan", "char", "classifier", …).
     public let kind: String
+    /// The model's configuration, the JSON text of `forge.config`; decode it with `config(as:)`.
     public let configJSON: String
+    /// The run's position, from `forge.state`.
     public let state: TrainingState
     /// Saved random generators by name.
     public let generators: [String: RandomGenerator]
@@ -130,6 +139,7 @@ public struct LoadedCheckpoint {
     /// Every metadata entry of the file.
     public let metadata: [String: String]
 
+    /// A checkpoint from parts already in memory (upgraded legacy char files, fine-tuning's adapted copies).
     public init(path: String, kind: String, configJSON: String, state: TrainingState, generators: [String: RandomGenerator],
                 tensors: [String: Tensor], metadata: [String: String]) {
         (self.path, self.kind, self.configJSON, self.state) = (path, kind, configJSON, state)
@@ -216,10 +226,13 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var wallSeconds: Double = 0
     /// The best value of the task's best metric so far and the step it was reached at (nil: none yet).
     public var bestValue: Double? = nil
+    /// The step `bestValue` was reached at (nil: none yet).
     public var bestStep: Int? = nil
     /// The step of the last evaluation (nil: none yet), so a resumed run does not evaluate twice.
     public var evaluatedStep: Int? = nil
 
+    /// A position of `step` steps in all, `stepInEpoch` of them inside epoch `epoch`, after `wallSeconds` of
+    /// training; no best value or evaluation yet.
     public init(step: Int = 0, epoch: Int = 0, stepInEpoch: Int = 0, wallSeconds: Double = 0) {
         self.step = step
         self.epoch = epoch
@@ -241,6 +254,7 @@ public struct CheckpointParent: Codable, Equatable, Sendable {
     /// The parent's `TrainingState.step`.
     public var step: Int
 
+    /// A parent record of the file named `file` with hex digest `sha256`, at training step `step`.
     public init(file: String, sha256: String, step: Int) {
         (self.file, self.sha256, self.step) = (file, sha256, step)
     }

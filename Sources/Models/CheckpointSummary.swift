@@ -5,6 +5,7 @@ import DataIO
 /// What a checkpoint holds, read from the file alone (no model is built): its kind, configuration,
 /// classes or vocabulary, position, lineage and parameter counts. `forge info` prints it.
 public struct CheckpointSummary {
+    /// The checkpoint as read (kind, configuration JSON, state, tensors, metadata).
     public let checkpoint: LoadedCheckpoint
     /// `forge.classes` ([] when the model is not conditional).
     public let classes: [String]
@@ -26,6 +27,8 @@ public struct CheckpointSummary {
     /// Buffer names (not learned), by their last components.
     static let bufferSuffixes = ["running_mean", "running_var", "num_batches_tracked", "_u", "_v", "num_updates"]
 
+    /// Summarises `checkpoint`; throws when its `forge.classes`, lineage or frozen-pattern metadata is
+    /// malformed.
     public init(_ checkpoint: LoadedCheckpoint) throws {
         self.checkpoint = checkpoint
         classes = try checkpoint.stringArray("forge.classes")

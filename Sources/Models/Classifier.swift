@@ -15,17 +15,22 @@ import DataIO
 public struct ClassifierConfig: Codable, Equatable, Sendable {
     /// Square input size; must be a multiple of 8 (three 2× poolings).
     public var imageSize: Int = 32
+    /// Image channels: 1 (gray) or 3 (RGB).
     public var channels: Int = 1
+    /// Number of classes (logits), at least 2.
     public var classCount: Int = 10
     /// Channels of the first conv stage (then 2w, 4w).
     public var width: Int = 16
     /// Size of the penultimate (feature) layer.
     public var featureDim: Int = 128
+    /// Adam learning rate.
     public var learningRate: Float = 1e-3
+    /// Images per training batch.
     public var batchSize: Int = 64
     /// Seed of the initial weights and the data order.
     public var seed: UInt64 = 1
 
+    /// The defaults: 32×32 gray images, 10 classes, width 16, 128 features.
     public init() {}
 
     /// Why the configuration cannot work, or nil.
@@ -46,7 +51,9 @@ final class MaxPool2: Layer {
 
 /// The classifier network (see the diagram at the top of the file).
 public final class SmallCNN: Layer {
+    /// True in training mode, where BatchNorm uses and updates batch statistics; false uses the running ones.
     public var isTraining = true
+    /// The configuration the network was built from.
     public let config: ClassifierConfig
     /// The three conv stages.
     public let convs: Sequential
@@ -55,6 +62,8 @@ public final class SmallCNN: Layer {
     /// Features → logits.
     public let fc2: Linear
 
+    /// Builds the network with PyTorch's default initialisation drawn from `config.seed`; `config` must have no
+    /// `problem`.
     public init(_ config: ClassifierConfig) {
         precondition(config.problem == nil, "SmallCNN: \(config.problem ?? "")")
         self.config = config
@@ -83,9 +92,12 @@ public final class SmallCNN: Layer {
 /// A `SmallCNN` with evaluation helpers that run in evaluation mode without a graph (its training
 /// step: Training's `classifierTrainingStep`).
 public final class ImageClassifier {
+    /// The configuration the network was built from.
     public let config: ClassifierConfig
+    /// The network; `predict` and `features` run it in evaluation mode without a graph.
     public let network: SmallCNN
 
+    /// A classifier with a fresh `SmallCNN` for `config`.
     public init(_ config: ClassifierConfig) {
         self.config = config
         network = SmallCNN(config)
@@ -138,6 +150,7 @@ public struct ClassificationAccuracy: Sendable, Equatable {
     /// Items per class.
     public let counts: [Int]
 
+    /// Counts how many `predictions` equal `labels` (class ids in 0..<classCount), in all and per class.
     public init(predictions: [Int], labels: [Int], classCount: Int) {
         precondition(predictions.count == labels.count, "ClassificationAccuracy: \(predictions.count) predictions for \(labels.count) labels")
         var correct = [Int](repeating: 0, count: classCount), total = [Int](repeating: 0, count: classCount)

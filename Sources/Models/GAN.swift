@@ -26,14 +26,20 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
     public var nz: Int = 100
     /// Generator / discriminator width.
     public var ngf: Int = 64
+    /// Discriminator width: channels of D's first convolution, doubled per stride-2 stage (ndf·4 or ndf·8 at
+    /// 4×4).
     public var ndf: Int = 64
     /// Number of classes; 0 = unconditional.
     public var classCount: Int = 0
     /// Size of the generator's label embedding (conditional only).
     public var embedDim: Int = 50
+    /// Adam learning rate of G (and of D unless `learningRateD` is set).
     public var learningRate: Float = 2e-4
+    /// Adam β1 (DCGAN's 0.5).
     public var beta1: Float = 0.5
+    /// Adam β2.
     public var beta2: Float = 0.999
+    /// Images per training batch.
     public var batchSize: Int = 64
     /// Seed of the initial weights, the data order and the training noise.
     public var seed: UInt64 = 1
@@ -56,6 +62,8 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
     /// A minibatch-standard-deviation channel (groups of 4) before D's last convolution (Karras et al. 2018).
     public var minibatchStd: Bool = false
 
+    /// The pytorch/examples DCGAN: 32×32 RGB, nz 100, widths 64, unconditional, Adam 2e-4 (0.5, 0.999), batch
+    /// 64, BCE, no recipe switches.
     public init() {}
 
     private enum CodingKeys: String, CodingKey {
@@ -63,6 +71,8 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
         case generatorConditioning, spectralNorm, loss, learningRateD, emaDecay, diffAugment, minibatchStd
     }
 
+    /// Missing keys take their defaults (the recipe's switches included), so configurations saved before a
+    /// field existed still load.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = DCGANConfig.init()
@@ -117,6 +127,7 @@ public struct DCGANConfig: Codable, Equatable, Sendable {
     /// True when the generator's class enters through conditional BatchNorm.
     public var usesConditionalBatchNorm: Bool { isConditional && generatorConditioning == .conditionalBatchNorm }
 
+    /// Whether the model takes class labels: `classCount > 0`.
     public var isConditional: Bool { classCount > 0 }
 
     /// Stride-2 up/down-samplings after the 4×4 stage: 3 for 32, 4 for 64.
@@ -189,7 +200,10 @@ public enum GANLoss: String, Codable, Sendable, CaseIterable {
 
 /// z (B, nz) [+ labels] → images (B, channels, size, size) in [-1, 1].
 public final class DCGANGenerator: Module {
+    /// True in training mode, where BatchNorm (plain or per-class) uses and updates batch statistics;
+    /// `train(_:)` and `eval()` set it.
     public var isTraining = true
+    /// The configuration the generator was built from.
     public let config: DCGANConfig
     /// ConvTranspose/BatchNorm/ReLU stages ending in Tanh, named like the PyTorch example.
     public let main: Sequential
@@ -199,6 +213,8 @@ public final class DCGANGenerator: Module {
     /// last, in order (then `main` holds no BatchNorm of its own).
     public let conditionalNorms: [ConditionalBatchNorm2d]
 
+    /// Builds the generator with DCGAN's initialisation (weights N(0, 0.02), BatchNorm scale N(1, 0.02)) drawn
+    /// from `g`.
     public init(_ config: DCGANConfig, generator g: inout RandomGenerator) {
         self.config = config
         let cbn = config.usesConditionalBatchNorm
@@ -225,6 +241,7 @@ public final class DCGANGenerator: Module {
         labelEmbedding = config.isConditional && !cbn ? Embedding(config.classCount, config.embedDim, generator: &g) : nil
     }
 
+    /// The checkpoint names: `main`, then `label_embedding` or `conditional_norms.0` … when conditional.
     public var namedChildren: [(String, any Module)] {
         [("main", main)] + (labelEmbedding.map { [("label_embedding", $0)] } ?? [])
             + conditionalNorms.enumerated().map { ("conditional_norms.\($0.offset)", $0.element as any Module) }
@@ -260,7 +277,10 @@ public final class DCGANGenerator: Module {
 
 /// images (B, channels, size, size) [+ labels] → one logit per image (B).
 public final class DCGANDiscriminator: Module {
+    /// True in training mode: BatchNorm uses batch statistics and spectral norm runs a power iteration per
+    /// forward pass.
     public var isTraining = true
+    /// The configuration the discriminator was built from.
     public let config: DCGANConfig
     /// Strided conv stages; the last layer is the 4×4 conv to one logit (no Sigmoid: the loss takes logits).
     public let main: Sequential
@@ -271,6 +291,8 @@ public final class DCGANDiscriminator: Module {
     /// The minibatch-std channel appended to φ(x) before ψ (config.minibatchStd; no parameters).
     public let minibatchStd: MinibatchStandardDeviation?
 
+    /// Builds the discriminator with DCGAN's initialisation (weights N(0, 0.02), BatchNorm scale N(1, 0.02);
+    /// the projection embedding N(0, 0.02)) drawn from `g`.
     public init(_ config: DCGANConfig, generator g: inout RandomGenerator) {
         self.config = config
         let sn = config.spectralNorm
@@ -312,6 +334,7 @@ public final class DCGANDiscriminator: Module {
         }
     }
 
+    /// The checkpoint names: `main`, and `projection` (plain or spectrally normalised) when conditional.
     public var namedChildren: [(String, any Module)] {
         [("main", main)] + (projection.map { [("projection", $0)] } ?? []) + (spectralProjection.map { [("projection", $0)] } ?? [])
     }
@@ -338,8 +361,11 @@ public final class DCGANDiscriminator: Module {
 /// Generator and discriminator (their optimizers and the training step live in Training:
 /// `GANOptimizers`, `dcganTrainingStep`, `recipeGANStep`).
 public final class DCGAN {
+    /// The configuration both networks were built from.
     public let config: DCGANConfig
+    /// z (B, nz) [+ labels] → images (B, channels, size, size) in [-1, 1].
     public let generator: DCGANGenerator
+    /// Images [+ labels] → one real/fake logit per image.
     public let discriminator: DCGANDiscriminator
 
     /// Builds both networks with weights drawn from `RandomGenerator(seed: config.seed)`.

@@ -54,6 +54,7 @@ public enum VAELikelihood: String, Codable, Sendable, CaseIterable {
 
 /// Hyper-parameters of a VAE and its training, stored in checkpoints as JSON.
 public struct VAEConfig: Codable, Equatable, Sendable {
+    /// Encoder/decoder family: `mlp` (pytorch/examples), `conv` (images) or `conv1d` (sound).
     public var arch: VAEArchitecture = .mlp
     /// Image side (square images).
     public var imageSize: Int = 28
@@ -63,12 +64,15 @@ public struct VAEConfig: Codable, Equatable, Sendable {
     public var latent: Int = 20
     /// MLP: hidden width (400). Conv: channels of the first convolution (doubled per stage).
     public var hidden: Int = 400
+    /// p(x|z): Bernoulli for [0, 1] pixels, or Gaussian with a fixed or learned σ.
     public var likelihood: VAELikelihood = .bernoulli
     /// σ of the `.gaussian` likelihood, in [0, 1] pixel units.
     public var gaussianStd: Float = 0.1
     /// Number of classes; 0 = unconditional.
     public var classCount: Int = 0
+    /// Adam learning rate.
     public var learningRate: Float = 1e-3
+    /// Items per training batch.
     public var batchSize: Int = 128
     /// Seed of the initial weights, the data order and the reparameterisation noise.
     public var seed: UInt64 = 1
@@ -79,6 +83,7 @@ public struct VAEConfig: Codable, Equatable, Sendable {
     /// `conv1d`: kernel size of every (transposed) convolution (odd: padding (k − 3)/2 makes stride 4 exact).
     public var kernelSize: Int = 25
 
+    /// The pytorch/examples MNIST model: MLP 784 → 400 → 20, Bernoulli, unconditional, Adam 1e-3, batch 128.
     public init() {}
 
     /// The sound defaults: `conv1d` on 4096-sample clips, width 16, latent 64, batch 16, learned σ.
@@ -89,6 +94,7 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         return c
     }
 
+    /// Whether the model takes class labels (CVAE): `classCount > 0`.
     public var isConditional: Bool { classCount > 0 }
     /// Whether the model is the 1-D (sound) case.
     public var isAudio: Bool { arch == .conv1d }
@@ -167,6 +173,7 @@ extension VAEConfig {
         kernelSize = try c.decodeIfPresent(Int.self, forKey: .kernelSize) ?? d.kernelSize
     }
 
+    /// Writes every field, the `conv1d`-only ones (`length`, `sampleRate`, `kernelSize`) only when `isAudio`.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(arch, forKey: .arch)
@@ -191,8 +198,11 @@ extension VAEConfig {
 /// The three terms of one forward pass, each summed over the batch (like the example's
 /// `reduction="sum"`): `total = reconstruction + kl` is the negative ELBO of the batch in nats.
 public struct VAELossTerms {
+    /// reconstruction + kl: the batch's negative ELBO in nats, a scalar.
     public let total: Tensor
+    /// −log p(x|z) summed over the batch's pixels or samples, a scalar in nats.
     public let reconstruction: Tensor
+    /// KL(q(z|x) ‖ N(0, I)) summed over the batch, a scalar in nats.
     public let kl: Tensor
 }
 
@@ -349,7 +359,9 @@ final class Conv1dVAENetwork: VAENetwork {
 /// Checkpoint names are the network's (`fc1.weight`, … for the MLP; `encoder.0.weight`, … for conv)
 /// plus `log_scale` (C) for the learned-variance Gaussian.
 public final class VAE: Module {
+    /// `Module`'s mode flag; no VAE layer reads it (no BatchNorm or dropout), so both modes compute the same.
     public var isTraining = true
+    /// The configuration the networks were built from.
     public let config: VAEConfig
     let network: any VAENetwork
     /// log σ per channel of the learned Gaussian likelihood, else nil.
@@ -374,8 +386,9 @@ public final class VAE: Module {
         }
     }
 
+    /// `log_scale` (C) when the likelihood is `gaussianLearned`; nothing otherwise.
     public var localParameters: [(String, Tensor)] { logScale.map { [("log_scale", $0)] } ?? [] }
-    // The network's children appear at the top level so the MLP's names are the example's.
+    /// The network's children, at the top level so the MLP's names are the example's (`fc1.weight`, …).
     public var namedChildren: [(String, any Module)] { network.namedChildren }
 
     /// Maps DataIO images in [-1, 1] to the [0, 1] pixels the model works on.

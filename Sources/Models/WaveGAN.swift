@@ -28,18 +28,24 @@ public struct WaveGANConfig: Codable, Equatable, Sendable {
     public var nz: Int = 100
     /// Model width d: G goes 16d → 8d → 4d → 2d → d → 1 channels, D the reverse.
     public var ngf: Int = 32
+    /// Discriminator width d: D goes 1 → d → 2d → 4d → 8d → 16d channels.
     public var ndf: Int = 32
     /// Kernel size of every (transposed) convolution.
     public var kernelSize: Int = 25
     /// Phase-shuffle radius n of the discriminator (0 = off).
     public var phaseShuffle: Int = 2
+    /// Adam learning rate of both players.
     public var learningRate: Float = 2e-4
+    /// Adam β1 (DCGAN's 0.5).
     public var beta1: Float = 0.5
+    /// Adam β2.
     public var beta2: Float = 0.999
+    /// Clips per training batch, at least 2 (BatchNorm needs batch statistics).
     public var batchSize: Int = 64
     /// Seed of the initial weights, the data order and the training noise.
     public var seed: UInt64 = 1
 
+    /// The defaults: 4096-sample clips at 16 kHz, nz 100, width 32, kernel 25, phase shuffle 2, batch 64.
     public init() {}
 
     /// The five ×4 stages.
@@ -101,13 +107,17 @@ public func phaseShuffle(_ x: Tensor, radius: Int, generator g: inout RandomGene
 
 /// z (B, nz) → waveforms (B, 1, length) in [-1, 1].
 public final class WaveGANGenerator: Module {
+    /// True in training mode, where BatchNorm uses and updates batch statistics.
     public var isTraining = true
+    /// The configuration the generator was built from.
     public let config: WaveGANConfig
     /// z → (16d · startLength): the paper's dense projection.
     public let dense: Linear
     /// BatchNorm/ReLU then five transposed convs (×4 each), ending in Tanh.
     public let main: Sequential
 
+    /// Builds the generator with DCGAN's initialisation (weights N(0, 0.02), BatchNorm scale N(1, 0.02)) drawn
+    /// from `g`.
     public init(_ config: WaveGANConfig, generator g: inout RandomGenerator) {
         self.config = config
         let d = config.ngf, k = config.kernelSize, p = config.padding
@@ -139,13 +149,17 @@ public final class WaveGANGenerator: Module {
 
 /// waveforms (B, 1, length) → one logit per clip (B).
 public final class WaveGANDiscriminator: Module {
+    /// True in training mode, where BatchNorm uses and updates batch statistics.
     public var isTraining = true
+    /// The configuration the discriminator was built from.
     public let config: WaveGANConfig
     /// Five [Conv1d stride 4, (BatchNorm), LeakyReLU(0.2)] blocks; phase shuffle runs between them.
     public let blocks: [Sequential]
     /// (16d · startLength) → 1 logit.
     public let output: Linear
 
+    /// Builds the discriminator with DCGAN's initialisation (weights N(0, 0.02), BatchNorm scale N(1, 0.02))
+    /// drawn from `g`.
     public init(_ config: WaveGANConfig, generator g: inout RandomGenerator) {
         self.config = config
         let d = config.ndf, k = config.kernelSize, p = config.padding
@@ -163,6 +177,7 @@ public final class WaveGANDiscriminator: Module {
         output = Linear(weight: dcganNormal([1, channels * config.startLength], &g), bias: Tensor.zeros([1]))
     }
 
+    /// The checkpoint names: `block0` … `block4` and `output`.
     public var namedChildren: [(String, any Module)] {
         blocks.enumerated().map { ("block\($0.offset)", $0.element as any Module) } + [("output", output)]
     }
@@ -187,8 +202,11 @@ public final class WaveGANDiscriminator: Module {
 /// WaveGAN generator and discriminator (their optimizers and step: Training's `GANOptimizers`,
 /// `waveGANTrainingStep`).
 public final class WaveGAN {
+    /// The configuration both networks were built from.
     public let config: WaveGANConfig
+    /// z (B, nz) → waveforms (B, 1, length) in [-1, 1].
     public let generator: WaveGANGenerator
+    /// Waveforms (B, 1, length) → one real/fake logit per clip.
     public let discriminator: WaveGANDiscriminator
 
     /// Builds both networks with weights drawn from `RandomGenerator(seed: config.seed)`.

@@ -111,8 +111,11 @@ public enum AttentionMaps {
         public let labelled: Bool
         /// Top-left pixel of the heat cells of every panel, by [row][column].
         public let origins: [[(x: Int, y: Int)]]
+        /// Size in pixels of the whole grid image (all panels, margins and the 24-pixel band at the top).
         public let width: Int, height: Int
 
+        /// Equal when cell size, labelling, image size and every panel origin agree (tuples are not
+        /// `Equatable`).
         public static func == (a: GridLayout, b: GridLayout) -> Bool {
             a.cell == b.cell && a.labelled == b.labelled && a.width == b.width && a.height == b.height
                 && a.origins.map { $0.map { [$0.x, $0.y] } } == b.origins.map { $0.map { [$0.x, $0.y] } }

@@ -48,6 +48,8 @@ public func openAudioClipSource(checkpoint path: String) throws -> any AudioClip
 /// Sampling runs BatchNorm in evaluation mode without a graph, so a clip depends only on its own
 /// seed-derived z, not on the batch it is drawn with.
 public final class AudioGANSampler: AudioClipSource {
+    /// The WaveGAN with the checkpoint's generator weights (its discriminator stays freshly initialised and
+    /// unused).
     public let gan: WaveGAN
     /// The training state the checkpoint was written at.
     public let state: TrainingState
@@ -62,20 +64,29 @@ public final class AudioGANSampler: AudioClipSource {
         state = saved.state
     }
 
+    /// The configuration the checkpoint was trained with.
     public var config: WaveGANConfig { gan.config }
+    /// "wavegan", the checkpoint kind.
     public var modelKind: String { "wavegan" }
+    /// The training clips' rate (Hz), so generated clips play at the right speed.
     public var sampleRate: Int { config.sampleRate }
+    /// Samples per clip.
     public var length: Int { config.length }
+    /// The generator's latent size nz.
     public var latentSize: Int { config.nz }
+    /// Mono clips from latents (B, nz) through the generator in evaluation mode, no graph.
     public func clips(fromLatents z: Tensor) -> [AudioClip] { splitClips(gan.generate(z)) }
 }
 
 /// A trained sound VAE (the VAE's `conv1d` case) loaded from an `audiovae` checkpoint; clips are the
 /// decoder's Gaussian mean.
 public final class AudioVAESampler: AudioClipSource {
+    /// The sound VAE with the checkpoint's weights.
     public let vae: VAE
+    /// The training state the checkpoint was written at.
     public let state: TrainingState
 
+    /// Loads an `audiovae` checkpoint; throws when its configuration is invalid or not the `conv1d` case.
     public init(checkpoint path: String) throws {
         let saved = try Checkpoint.load(path, expectedKind: "audiovae")
         let config = try saved.config(as: VAEConfig.self)
@@ -86,11 +97,17 @@ public final class AudioVAESampler: AudioClipSource {
         state = saved.state
     }
 
+    /// The configuration the checkpoint was trained with (`conv1d`).
     public var config: VAEConfig { vae.config }
+    /// "audiovae", the checkpoint kind.
     public var modelKind: String { "audiovae" }
+    /// The training clips' rate (Hz), so generated clips play at the right speed.
     public var sampleRate: Int { config.sampleRate }
+    /// Samples per clip.
     public var length: Int { config.length }
+    /// The VAE's latent size.
     public var latentSize: Int { config.latent }
+    /// Mono clips from latents (B, latent): the decoder's mean, no graph.
     public func clips(fromLatents z: Tensor) -> [AudioClip] { splitClips(vae.generate(z)) }
 }
 
@@ -137,6 +154,8 @@ public struct AudioGenerationOptions: Sendable {
     /// Write only clip `only`.
     public var only: Int?
 
+    /// Options for `count` clips from run seed `seed`, `batchSize` per forward pass, optionally resuming or
+    /// recreating clip `only`.
     public init(count: Int, seed: UInt64 = 0, batchSize: Int = 32, resume: Bool = false, only: Int? = nil) {
         self.count = count
         self.seed = seed
@@ -151,15 +170,22 @@ public struct AudioGenerationOptions: Sendable {
 /// `ImageDatasetGenerator`: per-item seeds (so `only` recreates one clip bit for bit), a manifest
 /// written first and checked on `resume`, and stale temporary files removed on resume.
 public final class AudioDatasetGenerator {
+    /// The generator or decoder the clips come from (`openAudioClipSource`).
     public let sampler: any AudioClipSource
+    /// The options the run was planned with.
     public let options: AudioGenerationOptions
+    /// The folder the clips and `manifest.csv` are written to.
     public let outputDirectory: String
+    /// The checkpoint file as given; the manifest records its last path component.
     public let checkpointPath: String
     /// SHA-256 of the checkpoint file.
     public let checkpointSHA256: String
     /// Every item of the run, in index order.
     public let items: [PlannedItem]
 
+    /// Plans the run: opens the checkpoint, derives every clip's seed and file name (`NNNNNN.wav`, at least 6
+    /// digits) and hashes the checkpoint file. Throws on a non-positive count or batch size, or an `only`
+    /// outside the run.
     public init(checkpoint path: String, options: AudioGenerationOptions, outputDirectory: String) throws {
         guard options.batchSize > 0 else { throw SamplingError("the batch size must be positive, got \(options.batchSize)") }
         guard options.count > 0 else { throw SamplingError("the count must be positive, got \(options.count)") }

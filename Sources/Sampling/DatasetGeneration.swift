@@ -40,6 +40,7 @@ public protocol SyntheticImageSource: AnyObject {
 
 /// One item of a planned synthetic dataset.
 public struct PlannedItem: Sendable, Equatable {
+    /// Position in the run, 0..<count; the item's seed and file name derive from it.
     public let index: Int
     /// Class id (0 for unconditional models).
     public let label: Int
@@ -47,6 +48,7 @@ public struct PlannedItem: Sendable, Equatable {
     public let className: String
     /// Path relative to the output folder: `<class>/<index>.png` or `<index>.png`.
     public let file: String
+    /// The item's own seed, `ItemSeed.derive(runSeed:index:)`: it alone (with the label) decides the item.
     public let seed: UInt64
 }
 
@@ -65,6 +67,8 @@ public struct ImageGenerationOptions: Sendable {
     /// Recreate only this item.
     public var only: Int?
 
+    /// Options for `count` items (or `perClass` per class), run seed `seed`, `batchSize` per forward pass,
+    /// optionally resuming or recreating item `only`.
     public init(count: Int, perClass: Int? = nil, seed: UInt64 = 0, batchSize: Int = 100, resume: Bool = false, only: Int? = nil) {
         self.count = count
         self.perClass = perClass
@@ -95,15 +99,22 @@ public struct GenerationReport: Sendable {
 /// `DIR/manifest.csv`. Generation runs batched on the calling thread while a writer queue encodes
 /// and writes the previous batch.
 public final class ImageDatasetGenerator {
+    /// The model the images come from.
     public let source: any SyntheticImageSource
+    /// The options the run was planned with.
     public let options: ImageGenerationOptions
+    /// The folder the images and `manifest.csv` are written to.
     public let outputDirectory: String
+    /// The checkpoint file as given; the manifest records its last path component.
     public let checkpointPath: String
     /// SHA-256 of the checkpoint file.
     public let checkpointSHA256: String
     /// Every item of the run, in index order.
     public let items: [PlannedItem]
 
+    /// Plans the run: item count (from `perClass` when set), labels, seeds and file names, and the checkpoint's
+    /// hash. Throws on a non-positive count or batch size, `perClass` with an unconditional model, or an `only`
+    /// outside the run.
     public init(source: any SyntheticImageSource, checkpointPath: String, options: ImageGenerationOptions, outputDirectory: String) throws {
         guard options.batchSize > 0 else { throw SamplingError("the batch size must be positive, got \(options.batchSize)") }
         let classes = source.classNames
@@ -303,11 +314,18 @@ func writeTemporary(_ bytes: [UInt8], beside path: String) throws -> String {
 /// `manifest.csv` of a synthetic dataset: one row per item with its file, class, seed, and the
 /// checkpoint (file name and SHA-256), model kind and generation parameters it came from.
 public struct DatasetManifest: Equatable, Sendable {
+    /// One item of the manifest: a CSV line.
     public struct Row: Equatable, Sendable {
+        /// The item's path relative to the dataset folder (`<class>/<index>.png`, `<index>.wav`,
+        /// `samples.jsonl#<index>`, …).
         public var file: String
+        /// Position in the run, 0..<count.
         public var index: Int
+        /// Class id (0 for unconditional models).
         public var label: Int
+        /// Class name ("" for unconditional models); the CSV column is `class`.
         public var className: String
+        /// The item's own seed, from which it can be recreated bit for bit.
         public var seed: UInt64
         /// SHA-256 (lowercase hex) of the item's file; nil while it is not written (or in a manifest
         /// that does not record item hashes).
@@ -317,6 +335,7 @@ public struct DatasetManifest: Equatable, Sendable {
         public var valid: Bool?
         /// What the checker said about a rejected item (see `ItemVerdict.message`); "" for an accepted one.
         public var checkError: String?
+        /// A row; `sha256`, `valid` and `checkError` default to nil (not written yet, not checked).
         public init(file: String, index: Int, label: Int, className: String, seed: UInt64, sha256: String? = nil,
                     valid: Bool? = nil, checkError: String? = nil) {
             (self.file, self.index, self.label, self.className, self.seed, self.sha256) = (file, index, label, className, seed, sha256)
@@ -324,10 +343,16 @@ public struct DatasetManifest: Equatable, Sendable {
         }
     }
 
+    /// The checkpoint's file name (last path component).
     public var checkpoint: String
+    /// Lower-case hex SHA-256 of the checkpoint file.
     public var checkpointSHA256: String
+    /// The checkpoint kind ("gan", "vae", "wavegan", "audiovae", "char").
     public var modelKind: String
+    /// The generation parameters as one `key=value` line (count, seed, batch, format, …); `resume` requires
+    /// them to match.
     public var parameters: String
+    /// One row per item, in index order.
     public var rows: [Row]
     /// Whether the manifest has the `sha256` column: the generator records each item's hash before it
     /// puts the item in place, so `--resume` keeps only files with their recorded hash. Manifests
@@ -337,6 +362,7 @@ public struct DatasetManifest: Equatable, Sendable {
     /// item's verdict, empty while it is not checked. Manifests of runs without a checker have neither.
     public var recordsVerdicts: Bool
 
+    /// A manifest of `rows`; `recordsItemSHA256` and `recordsVerdicts` choose its optional columns.
     public init(checkpoint: String, checkpointSHA256: String, modelKind: String, parameters: String, rows: [Row],
                 recordsItemSHA256: Bool = false, recordsVerdicts: Bool = false) {
         (self.checkpoint, self.checkpointSHA256, self.modelKind, self.parameters, self.rows) = (checkpoint, checkpointSHA256, modelKind, parameters, rows)

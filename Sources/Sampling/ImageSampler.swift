@@ -8,12 +8,14 @@ import Figures
 /// names it by its library `field` (e.g. `perClass`), so a front end can say which of its own
 /// options it was.
 public struct SamplingError: Error, CustomStringConvertible {
+    /// The whole message, ready to show (for a `field` error: "`field` `problem`").
     public let description: String
     /// The setting the error is about (an API name such as `perClass`), or nil.
     public let field: String?
     /// What is wrong with `field`, without its name (e.g. "must be positive, got 0").
     public let problem: String?
 
+    /// An error not tied to one setting (`field` and `problem` nil).
     public init(_ description: String) { (self.description, field, problem) = (description, nil, nil) }
 
     /// An error about one setting: "`field` `problem`".
@@ -38,7 +40,9 @@ public class ImageSampler: SyntheticImageSource {
     public let state: TrainingState
     /// Latent size (G's nz, the VAE's latent).
     public let latentSize: Int
+    /// Image channels: 1 (gray) or 3 (RGB).
     public let channels: Int
+    /// Image side in pixels (square images).
     public let imageSize: Int
     /// Classes of a conditional model; 0 when unconditional.
     public let classCount: Int
@@ -59,6 +63,7 @@ public class ImageSampler: SyntheticImageSource {
         decodeLatents = decode
     }
 
+    /// Whether the model takes class labels: `classCount > 0`.
     public var isConditional: Bool { classCount > 0 }
 
     /// Opens a `gan` or `vae` checkpoint by its stored kind.
@@ -186,9 +191,14 @@ public class ImageSampler: SyntheticImageSource {
 /// A trained DCGAN generator loaded from a `gan` checkpoint (the discriminator and optimizers in the
 /// file are ignored). Images come out in [-1, 1].
 public final class GANSampler: ImageSampler {
+    /// The DCGAN whose generator holds the checkpoint's weights (the EMA average when the recipe kept one); its
+    /// discriminator is unused.
     public let gan: DCGAN
+    /// The configuration the checkpoint was trained with.
     public var config: DCGANConfig { gan.config }
 
+    /// Loads a `gan` checkpoint's generator (the averaged one when `emaDecay > 0` and the file has it); throws
+    /// on an invalid configuration or class list.
     public init(checkpoint path: String) throws {
         let saved = try Checkpoint.load(path, expectedKind: "gan")
         let config = try saved.config(as: DCGANConfig.self)
@@ -210,9 +220,12 @@ public final class GANSampler: ImageSampler {
 /// A trained VAE loaded from a `vae` checkpoint (the optimizer state in the file is ignored).
 /// Images are the decoder's mean pixels in [0, 1].
 public final class VAESampler: ImageSampler {
+    /// The VAE with the checkpoint's weights, in evaluation mode.
     public let vae: VAE
+    /// The configuration the checkpoint was trained with.
     public var config: VAEConfig { vae.config }
 
+    /// Loads a `vae` checkpoint; throws on an invalid configuration or class list.
     public init(checkpoint path: String) throws {
         let saved = try Checkpoint.load(path, expectedKind: "vae")
         let config = try saved.config(as: VAEConfig.self)

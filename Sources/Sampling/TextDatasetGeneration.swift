@@ -26,6 +26,7 @@ public enum TextUnit: String, Sendable, CaseIterable {
 
 /// Parameters of `forge generate text`.
 public struct TextGenerationOptions: Sendable {
+    /// Number of items.
     public var count: Int
     /// Characters generated per item (at most; before `splitOn` cuts it).
     public var length: Int
@@ -33,6 +34,7 @@ public struct TextGenerationOptions: Sendable {
     public var unit: TextUnit
     /// Text every item starts from (included in the item).
     public var prompt: String
+    /// Run seed: item i draws its tokens from `ItemSeed.derive(runSeed: seed, index: i)`.
     public var seed: UInt64
     /// Sequences decoded side by side.
     public var batchSize: Int
@@ -43,8 +45,12 @@ public struct TextGenerationOptions: Sendable {
     public var splitOn: String?
     /// One `samples.jsonl` with a record per item instead of one file per item.
     public var jsonl: Bool
+    /// Temperature, top-k/top-p/min-p, penalties and stop strings of every item's decoding.
     public var sampling: TextSamplingOptions
+    /// Continue an interrupted run: keep the items already written, generate the missing ones (by whole
+    /// batches).
     public var resume: Bool
+    /// Recreate only this item (its whole batch is decoded again, so the bits match the original run).
     public var only: Int?
     /// A checker run on every item through `/bin/sh -c`, with each `{}` replaced by the item's path
     /// (shell-quoted); exit status 0 means valid, e.g. `python3 -m py_compile {}`. Needs file items.
@@ -54,6 +60,8 @@ public struct TextGenerationOptions: Sendable {
     /// Seconds one check may take; a checker still running then is killed and the run fails.
     public var checkTimeLimit: Double
 
+    /// Options for `count` items of at most `length` characters each, starting from `prompt`; the rest default to
+    /// batches of 16, `.txt` files, the default sampling options, no checker (30 s limit when one is set).
     public init(count: Int, length: Int, unit: TextUnit = .length, prompt: String = "\n", seed: UInt64 = 0, batchSize: Int = 16,
                 fileExtension: String = ".txt", splitOn: String? = nil, jsonl: Bool = false,
                 sampling: TextSamplingOptions = TextSamplingOptions(), resume: Bool = false, only: Int? = nil,
@@ -66,10 +74,15 @@ public struct TextGenerationOptions: Sendable {
 
 /// Writes a synthetic text dataset from a char-transformer checkpoint.
 public final class TextDatasetGenerator {
+    /// The char model and its vocabulary, loaded from `checkpointPath`.
     public let checkpoint: CharCheckpoint
+    /// The checkpoint file as given; the manifest records its last path component.
     public let checkpointPath: String
+    /// Lower-case hex SHA-256 of the checkpoint file.
     public let checkpointSHA256: String
+    /// The options the run was planned with.
     public let options: TextGenerationOptions
+    /// The folder the items and `manifest.csv` are written to.
     public let outputDirectory: String
     /// Prompt tokens.
     public let prompt: [Int32]
@@ -79,8 +92,12 @@ public final class TextDatasetGenerator {
     /// after the user's own stop strings.
     public let unitStops: [String]
 
+    /// File name of the JSONL output (`options.jsonl`), one record per item.
     public static let jsonlName = "samples.jsonl"
 
+    /// Loads the checkpoint and checks the options: positive count, length and batch size, a non-empty prompt
+    /// the vocabulary can encode, stop strings the model can produce, a checker command with `{}` (and file
+    /// items), `only` inside the run.
     public init(checkpointPath: String, options: TextGenerationOptions, outputDirectory: String) throws {
         guard options.count > 0, options.length > 0, options.batchSize > 0 else {
             throw SamplingError("count, length and batch size must be positive")
@@ -128,6 +145,8 @@ public final class TextDatasetGenerator {
         return options.jsonl ? Self.jsonlName + "#" + number : number + options.fileExtension
     }
 
+    /// The generation parameters as recorded in the manifest: count, length, seed, batch, every sampling
+    /// setting, prompt, split and format.
     public var parameters: String {
         let s = options.sampling
         return "count=\(options.count) length=\(options.length) seed=\(options.seed) batch=\(options.batchSize) "
@@ -141,6 +160,8 @@ public final class TextDatasetGenerator {
             + (options.checkCommand.map { " validate=\(jsonString($0)) keep_invalid=\(options.keepInvalid)" } ?? "")
     }
 
+    /// The manifest of the whole run: one row per item with its seed, kind "char", and verdict columns when a
+    /// checker runs.
     public var manifest: DatasetManifest {
         DatasetManifest(checkpoint: URL(fileURLWithPath: checkpointPath).lastPathComponent, checkpointSHA256: checkpointSHA256,
                  modelKind: "char", parameters: parameters,
@@ -309,8 +330,11 @@ func jsonString(_ s: String) -> String {
 
 /// How many items a checker looked at and how many it accepted.
 public struct ValidationSummary: Sendable, Equatable {
+    /// Items the checker ran on.
     public var checked: Int
+    /// Items it accepted (exit status 0).
     public var valid: Int
+    /// A summary of `valid` accepted out of `checked`.
     public init(checked: Int, valid: Int) { (self.checked, self.valid) = (checked, valid) }
     /// valid / checked (0 when nothing was checked).
     public var validRate: Double { checked > 0 ? Double(valid) / Double(checked) : 0 }
@@ -348,6 +372,7 @@ public enum CheckerError: Error, CustomStringConvertible, Equatable {
     /// No process could be started at all.
     case cannotStart(command: String, reason: String)
 
+    /// One line for the user: what went wrong with the checker and what to do.
     public var description: String {
         switch self {
         case let .timedOut(command, seconds, item):
