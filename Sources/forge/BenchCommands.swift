@@ -10,7 +10,7 @@ struct BenchCore: ParsableCommand {
 
     @Option(help: "Timed repetitions per shape (the median is reported).") var reps = 7
     @Option(help: "Minimum milliseconds per repetition.") var minMs = 200.0
-    @Option(help: "all | info (the kernel line only) | matmul1024 (one RESULT line, for make bench) | peak (the FMA peak and sgemm at the bench shapes)") var only = "all"
+    @Option(help: "all | info (the kernel line only) | matmul1024 (one RESULT line, for make bench) | peak (the FMA peak and sgemm at the bench shapes) | conv (the peak and the DCGAN conv layers)") var only = "all"
 
     func run() throws {
         switch only {
@@ -22,6 +22,11 @@ struct BenchCore: ParsableCommand {
             let a = Tensor.randn([n, n], generator: &rng), b = Tensor.randn([n, n], generator: &rng)
             let t = StepTiming.secondsPerCall(reps: reps, minMs: minMs) { _ = withNoGrad { a.matmul(b) } }
             say("RESULT matmul1024 \(String(format: "%.2f", 2.0 * Double(n * n * n) / t / 1e9)) GFLOP/s")
+        case "conv":
+            say(CoreBenchmark.header())
+            let peak = CoreBenchmark.peak(reps: reps)
+            for line in peak.lines { say(line) }
+            for line in CoreBenchmark.conv(peak: peak.best, reps: reps, minMs: minMs) { say(line) }
         case "peak":
             say(CoreBenchmark.header())
             let peak = CoreBenchmark.peak(reps: reps)
@@ -33,7 +38,7 @@ struct BenchCore: ParsableCommand {
             for line in peak.lines { say(line) }
             for line in CoreBenchmark.matmul(sizes: [256, 512, 1024], reps: reps, minMs: minMs) { say(line) }
             for line in CoreBenchmark.sgemmAtBenchShapes(peak: peak.best, reps: reps, minMs: minMs) { say(line) }
-            for line in CoreBenchmark.conv(reps: reps, minMs: minMs) { say(line) }
+            for line in CoreBenchmark.conv(peak: peak.best, reps: reps, minMs: minMs) { say(line) }
             say(CoreBenchmark.opOverhead())
         }
     }
@@ -68,8 +73,11 @@ enum CoreBenchmark {
         return lines
     }
 
-    /// DCGAN-sized layers (batch 64): forward, and forward + backward (grads for input and weight).
-    static func conv(reps: Int, minMs: Double) -> [String] {
+    /// DCGAN-sized layers (batch 64): each of a layer's three products — forward, input gradient, weight
+    /// gradient (the backward products timed as forward + that backward, minus forward) — on both
+    /// convolution backends (`ConvGEMM.blas`, `.own`), alternating, as GFLOP/s and % of `peak`;
+    /// "auto" is the whole layer (forward + both gradients) with the per-product choice Forge makes.
+    static func conv(peak: Double?, reps: Int, minMs: Double) -> [String] {
         struct Layer { let name: String; let transposed: Bool; let cin, cout, h, k, s, p: Int }
         let layers = [
             Layer(name: "D conv 3->64 @64", transposed: false, cin: 3, cout: 64, h: 64, k: 4, s: 2, p: 1),
@@ -81,9 +89,14 @@ enum CoreBenchmark {
             Layer(name: "G convT 128->64 @16", transposed: true, cin: 128, cout: 64, h: 16, k: 4, s: 2, p: 1),
             Layer(name: "G convT 64->3 @32", transposed: true, cin: 64, cout: 3, h: 32, k: 4, s: 2, p: 1),
         ]
-        let w = [-24, 12, 14, 12]
-        var lines = [row(["conv (batch 64)", "fwd GF/s", "fwd+bwd GF/s", "sgemm GF/s"], widths: w)]
+        let w = [-22, -6, 9, 8, 9, 8, 9, 8]
+        func pct(_ g: Double) -> String { peak.map { String(format: "%.0f%%", 100 * g / $0) } ?? "-" }
+        var lines = [String(format: "conv (batch 64), GF/s and %% of the %@ FMA peak; own GEMM micro-kernel %@",
+                            peak.map { String(format: "%.1f GF/s", $0) } ?? "unmeasured", ConvGEMM.kernelLevel),
+                     row(["layer", "gemm", "fwd", "%", "dX", "%", "dW", "%"], widths: w)]
         let batch = 64
+        let saved = ConvGEMM.current
+        defer { ConvGEMM.current = saved }
         for l in layers {
             var rng = RandomGenerator(seed: 5)
             let x = Tensor.randn([batch, l.cin, l.h, l.h], generator: &rng)
@@ -98,22 +111,31 @@ enum CoreBenchmark {
             let flops = l.transposed
                 ? 2.0 * Double(batch * l.cin * l.h * l.h) * Double(l.cout * l.k * l.k)
                 : 2.0 * Double(out.count) * Double(l.cin * l.k * l.k)
-            let tf = StepTiming.secondsPerCall(reps: reps, minMs: minMs) { _ = withNoGrad { forward() } }
-            x.requiresGrad = true; wt.requiresGrad = true
             let gy = Tensor.randn(out.shape, generator: &rng)
-            let tb = StepTiming.secondsPerCall(reps: reps, minMs: minMs) {
-                x.grad = nil; wt.grad = nil
-                forward().backward(gy)
+            func backward(input: Bool, weight: Bool) -> Double {
+                x.requiresGrad = input; wt.requiresGrad = weight
+                defer { x.requiresGrad = false; wt.requiresGrad = false }
+                return StepTiming.secondsPerCall(reps: reps, minMs: minMs) {
+                    x.grad = nil; wt.grad = nil
+                    forward().backward(gy)
+                }
             }
-            x.requiresGrad = false; wt.requiresGrad = false
-            // the forward's GEMM alone at the same (M, N, K), for reference
-            let (m, n, k) = l.transposed ? (l.cout * l.k * l.k, batch * l.h * l.h, l.cin) : (l.cout, out.count / l.cout, l.cin * l.k * l.k)
-            let A = Tensor.randn([m, k], generator: &rng), B = Tensor.randn([k, n], generator: &rng), C = Tensor(uninitializedShape: [m, n])
-            let tg = StepTiming.secondsPerCall(reps: reps, minMs: minMs) {
-                sgemm(transA: false, transB: false, m: m, n: n, k: k, a: A.pointer, lda: k, b: B.pointer, ldb: n, c: C.mutablePointer, ldc: n)
+            var results: [ConvGEMM: (Double, Double, Double)] = [:]
+            for backend in [ConvGEMM.blas, .own] {
+                ConvGEMM.current = backend
+                let tf = StepTiming.secondsPerCall(reps: reps, minMs: minMs) { _ = withNoGrad { forward() } }
+                let tx = backward(input: true, weight: false), tw = backward(input: false, weight: true)
+                results[backend] = (flops / tf / 1e9, flops / max(tx - tf, 1e-9) / 1e9, flops / max(tw - tf, 1e-9) / 1e9)
             }
-            lines.append(row([l.name, String(format: "%.1f", flops / tf / 1e9), String(format: "%.1f", 3 * flops / tb / 1e9),
-                              String(format: "%.1f", 2.0 * Double(m * n * k) / tg / 1e9)], widths: w))
+            for backend in [ConvGEMM.blas, .own] {
+                let (f, dx, dw) = results[backend]!
+                lines.append(row([backend == .blas ? l.name : "", backend.rawValue, String(format: "%.1f", f), pct(f),
+                                  String(format: "%.1f", dx), pct(dx), String(format: "%.1f", dw), pct(dw)], widths: w))
+            }
+            ConvGEMM.current = .auto
+            let ta = backward(input: true, weight: true)
+            let ga = 3 * flops / ta / 1e9
+            lines.append(row(["", "auto", "fwd+dX+dW", "", String(format: "%.1f", ga), pct(ga), "", ""], widths: w))
         }
         return lines
     }
