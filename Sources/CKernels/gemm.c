@@ -375,6 +375,14 @@ static void fk_gemm_block(const fk_gemm_job *job, const fk_out *o, int beta, lon
             for (long ic = m0; ic < m1; ic += MCmax) {
                 long mc = m1 - ic < MCmax ? m1 - ic : MCmax;
                 fk_pack_a(job->A, ic, mc, pc, kc, MR, Ap, tmp);
+#ifdef FK_GEMM_JR_OUTER
+                for (long jr = 0; jr < nc; jr += NR) {
+                    long w = nc - jr < NR ? nc - jr : NR;
+                    const float *bp = Bp + (jr / NR) * kc * NR;
+                    for (long ir = 0; ir < mc; ir += MR) {
+                        long h = mc - ir < MR ? mc - ir : MR;
+                        const float *ap = Ap + (ir / MR) * kc * MR;
+#else
                 // A micro-panel (MR × kc) stays in L1 across the row of tiles; B's panel streams from L2.
                 for (long ir = 0; ir < mc; ir += MR) {
                     long h = mc - ir < MR ? mc - ir : MR;
@@ -382,6 +390,7 @@ static void fk_gemm_block(const fk_gemm_job *job, const fk_out *o, int beta, lon
                     for (long jr = 0; jr < nc; jr += NR) {
                         long w = nc - jr < NR ? nc - jr : NR;
                         const float *bp = Bp + (jr / NR) * kc * NR;
+#endif
                         const float *bias = lastSlice && o->row_bias ? o->row_bias + ic + ir : NULL;
                         long run;
                         float *d = fk_out_at(o, ic + ir, jc + jr, &run);

@@ -154,11 +154,27 @@ enum ConvProduct {
 }
 
 /// Whether `product` (C (m × n) = A (m × k) · B (k × n)) runs on Forge's own GEMM (`ConvGEMM`).
+///
+/// The auto table comes from `FORGE_THREADS=1 forge bench core --only conv --cpu-time` on the AMD EPYC
+/// (Zen 4, AVX-512) beside other agents' load, 2026-12-01 (GF/s, OpenBLAS path vs own):
+/// - conv forward: own where K < 256, i.e. few input channels (D 3→64, K = 48: 34.9 vs 65.9). Elsewhere own
+///   forward is faster alone (D 64→128: 67 vs 80, D 128→256: 79 vs 83) but keeps no im2col for the
+///   weight gradient, and the whole layer measured no faster (D 128→256 fwd+dX+dW: 77.6 blas, 70.9 with it);
+/// - conv input and weight gradients: OpenBLAS (dX ties or loses, 40 vs 36 … 71 vs 65; dW on forward's
+///   kept columns 50–91 vs 34–82);
+/// - convT forward: own (66 vs 65 … 33 vs 37); convT input gradient own where m = Cin ≤ 128 (64 vs 74,
+///   28 vs 50; Cin 256, 512: 89 vs 84, 78 vs 68); convT weight gradient own (77 vs 81, 63 vs 85, 67 vs 65, 30 vs 37).
 func convUsesOwnGEMM(_ product: ConvProduct, m: Int, n: Int, k: Int) -> Bool {
     switch ConvGEMM.current {
     case .blas: return false
     case .own: return true
-    case .auto: return true
+    case .auto:
+        switch product {
+        case .convForward: return k < 256
+        case .convInputGrad, .convWeightGrad: return false
+        case .convTForward, .convTWeightGrad: return true
+        case .convTInputGrad: return m <= 128
+        }
     }
 }
 
