@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import TensorCore
-import CKernels
 import Training
 
 struct BenchCore: ParsableCommand {
@@ -34,7 +33,7 @@ struct BenchCore: ParsableCommand {
                 var best = 0.0
                 for _ in 0..<max(reps, 1) {
                     let c0 = processCPUSeconds(), w0 = DispatchTime.now().uptimeNanoseconds
-                    if let g = FMAPeak.gflops(threads: Threads.count, avx512: fk_cpu_has_avx512() != 0) {
+                    if let g = FMAPeak.gflops(threads: Threads.count, avx512: BLAS.kernelLevel == "avx512") {
                         let wall = Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e9, cpu = processCPUSeconds() - c0
                         best = max(best, g * wall / max(cpu, 1e-9))
                     }
