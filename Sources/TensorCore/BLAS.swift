@@ -109,3 +109,39 @@ func sgemmSplit(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
         }
     }
 }
+
+// MARK: - Forge's own GEMM (gemm.c)
+
+/// C (m × n) = op(A) · op(B) [+ C when `accumulate`] [+ the output's row bias], on operand views
+/// (a matrix, NCHW images as a matrix, or an implicit im2col) — Forge's packed GEMM in CKernels
+/// (`fk_gemm`). Split over `Threads.count` threads; each element is summed in one fixed order, so
+/// results do not depend on the thread count.
+@inline(__always)
+func viewGEMM(_ a: fk_view, _ b: fk_view, _ c: fk_out, m: Int, n: Int, k: Int, accumulate: Bool = false) {
+    var a = a, b = b, c = c
+    fk_view_gemm(&a, &b, &c, m, n, k, accumulate ? 1 : 0, Threads.inParallelRegion ? 1 : Threads.count)
+}
+
+/// Which GEMM runs convolutions: OpenBLAS on im2col buffers, or Forge's own GEMM with the im2col gather
+/// fused into its packing (implicit GEMM), chosen per product by measured speed.
+public enum ConvGEMM: String, Sendable {
+    /// im2col / col2im buffers + OpenBLAS sgemm for every product.
+    case blas
+    /// Forge's own GEMM (implicit im2col) for every product it serves.
+    case own
+    /// Per product, the backend measured faster on it (see `Conv.swift`, `convUsesOwnGEMM`).
+    case auto
+
+    nonisolated(unsafe) private static var _current: ConvGEMM = {
+        if let s = ProcessInfo.processInfo.environment["FORGE_CONV_GEMM"], let v = ConvGEMM(rawValue: s) { return v }
+        return .auto
+    }()
+    /// The backend in use (`FORGE_CONV_GEMM=blas|own|auto`, default auto). Set it only between steps
+    /// (benchmarks and tests flip it); it is read once per convolution.
+    public static var current: ConvGEMM {
+        get { _current }
+        set { _current = newValue }
+    }
+    /// The micro-kernel Forge's GEMM runs here: "avx512", "avx2" or "baseline".
+    public static var kernelLevel: String { String(cString: fk_gemm_level_name()) }
+}

@@ -146,4 +146,40 @@ void fk_col2im_rows(const float *col, float *img, long C, long H, long W, long K
 int fk_col2im_plane_s2(const float *col, float *img, long H, long W, long KH, long KW,
                        long stride_h, long pad_h, long pad_w, long OH, long OW, long ld);
 
+
+// ---- GEMM with operand views (gemm.c) ----
+// C (M × N) = op(A) (M × K) · op(B) (K × N) [+ C when beta] [+ row_bias[i] per row], single precision,
+// packed panels and a register-blocked micro-kernel (AVX-512 8×32, AVX2+FMA 6×16, portable 4×8, picked at
+// load time; FORGE_GEMM_LEVEL=avx2|baseline forces a lower one). An operand is a view of memory:
+//   FK_VIEW_MATRIX  element (r, c) = p[r·ld + c]
+//   FK_VIEW_IMAGES  NCHW images as a (channels, images·pixels) matrix: (r, c) = p[(c / pixels)·image_stride + r·pixels + c % pixels]
+//   FK_VIEW_IM2COL  the im2col of (images, C, H, W) with a KH×KW window: rows (c, kh, kw), columns (image, oh, ow),
+//                   zero outside the image — gathered while packing, so no column buffer is written
+// and `trans` makes the operand the view's transpose. The output is a matrix (pixels == 0, row stride ld) or
+// NCHW images (pixels > 0: (i, j) at p + (j / pixels)·image_stride + i·pixels + j % pixels).
+// Each element of C is summed over K in one fixed order whatever `threads` is (bit-identical results).
+// `threads` > 1 splits C over Forge's worker pool (serial inside a parallel region).
+enum { FK_VIEW_MATRIX = 0, FK_VIEW_IMAGES = 1, FK_VIEW_IM2COL = 2 };
+typedef struct {
+    int kind, trans;
+    const float *p;
+    long ld;                       // matrix
+    long pixels, image_stride;     // images
+    long C, H, W, KH, KW, sh, sw, ph, pw, OH, OW;   // im2col
+} fk_view;
+typedef struct {
+    float *p;
+    long ld, pixels, image_stride;
+    const float *row_bias;         // NULL or (M): added after the sum
+} fk_out;
+fk_view fk_view_matrix(const float *p, long ld, int trans);
+fk_view fk_view_images(const float *p, long pixels, long image_stride, int trans);
+fk_view fk_view_im2col(const float *p, long C, long H, long W, long KH, long KW, long stride_h, long stride_w,
+                       long pad_h, long pad_w, long OH, long OW, int trans);
+void fk_view_gemm(const fk_view *A, const fk_view *B, const fk_out *C, long M, long N, long K, int beta, long threads);
+/// Forces the micro-kernel level (0 baseline, 1 avx2, 2 avx512; -1 the best the CPU runs); 0 if the CPU lacks it.
+int fk_gemm_set_level(int level);
+/// "avx512", "avx2" or "baseline": the micro-kernel fk_gemm uses now.
+const char *fk_gemm_level_name(void);
+
 #endif

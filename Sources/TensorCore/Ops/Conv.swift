@@ -146,6 +146,69 @@ func channelSums(_ t: Tensor, batch: Int, channels: Int, pixels: Int) -> Tensor 
     return out
 }
 
+// MARK: - Forge's own GEMM on views (implicit im2col)
+
+/// The six products a conv / convT layer runs, for the per-product backend choice.
+enum ConvProduct {
+    case convForward, convInputGrad, convWeightGrad, convTForward, convTInputGrad, convTWeightGrad
+}
+
+/// Whether `product` (C (m × n) = A (m × k) · B (k × n)) runs on Forge's own GEMM (`ConvGEMM`).
+///
+/// The auto table comes from `FORGE_THREADS=1 forge bench core --only conv --cpu-time` on the AMD EPYC
+/// (Zen 4, AVX-512) beside other agents' load, 2026-12-01 (GF/s, OpenBLAS path vs own):
+/// - conv forward: own where K < 256, i.e. few input channels (D 3→64, K = 48: 34.9 vs 65.9). Elsewhere own
+///   forward is faster alone (D 64→128: 67 vs 80, D 128→256: 79 vs 83) but keeps no im2col for the
+///   weight gradient, and the whole layer measured no faster (D 128→256 fwd+dX+dW: 77.6 blas, 70.9 with it);
+/// - conv input and weight gradients: OpenBLAS (dX ties or loses, 40 vs 36 … 71 vs 65; dW on forward's
+///   kept columns 50–91 vs 34–82);
+/// - convT forward: own (66 vs 65 … 33 vs 37); convT input gradient own where m = Cin ≤ 128 (64 vs 74,
+///   28 vs 50; Cin 256, 512: 89 vs 84, 78 vs 68); convT weight gradient own (77 vs 81, 63 vs 85, 67 vs 65, 30 vs 37).
+func convUsesOwnGEMM(_ product: ConvProduct, m: Int, n: Int, k: Int) -> Bool {
+    switch ConvGEMM.current {
+    case .blas: return false
+    case .own: return true
+    case .auto:
+        switch product {
+        case .convForward: return k < 256
+        case .convInputGrad, .convWeightGrad: return false
+        case .convTForward, .convTWeightGrad: return true
+        case .convTInputGrad: return m <= 128
+        }
+    }
+}
+
+extension WindowGeometry {
+    /// The im2col of images (n, channels, height, width) at `images` as a GEMM operand view
+    /// (rows (c, kh, kw), columns (image, oh, ow)), transposed when `transposed`.
+    func im2colView(_ images: UnsafePointer<Float>, transposed: Bool) -> fk_view {
+        fk_view_im2col(images, channels, height, width, kernelH, kernelW, strideH, strideW, padH, padW, outH, outW,
+                       transposed ? 1 : 0)
+    }
+}
+
+/// NCHW images (n, rows, pixels) at `p` as the (rows, n·pixels) matrix of GEMM columns, transposed when asked.
+@inline(__always)
+func imagesView(_ p: UnsafePointer<Float>, rows: Int, pixels: Int, transposed: Bool = false) -> fk_view {
+    fk_view_images(p, pixels, rows * pixels, transposed ? 1 : 0)
+}
+
+/// A row-major (rows, ld) matrix as a GEMM operand, transposed when asked.
+@inline(__always)
+func matrixView(_ p: UnsafePointer<Float>, ld: Int, transposed: Bool = false) -> fk_view {
+    fk_view_matrix(p, ld, transposed ? 1 : 0)
+}
+
+/// A GEMM output written as NCHW images (n, rows, pixels) (+ bias per row), or as a row-major matrix.
+@inline(__always)
+func imagesOutput(_ p: UnsafeMutablePointer<Float>, rows: Int, pixels: Int, bias: UnsafePointer<Float>? = nil) -> fk_out {
+    fk_out(p: p, ld: 0, pixels: pixels, image_stride: rows * pixels, row_bias: bias)
+}
+@inline(__always)
+func matrixOutput(_ p: UnsafeMutablePointer<Float>, ld: Int) -> fk_out {
+    fk_out(p: p, ld: ld, pixels: 0, image_stride: 0, row_bias: nil)
+}
+
 // MARK: - conv2d
 
 /// 2-D convolution (`torch.nn.functional.conv2d`, no dilation or groups).
@@ -192,6 +255,12 @@ let convKeptColumnBudget: Int = {
 private func conv2dForward(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: WindowGeometry, batch B: Int, outChannels Cout: Int) -> Tensor {
     let K = g.patchSize, P = g.outPixels
     let y = Tensor(uninitializedShape: [B, Cout, g.outH, g.outW])
+    if convUsesOwnGEMM(.convForward, m: Cout, n: B * P, k: K) {
+        // y (B, Cout, P) = W (Cout, K) · im2col(x) (K, B·P) + bias: the gather runs inside the GEMM's packing
+        viewGEMM(matrixView(weight.pointer, ld: K), g.im2colView(x.pointer, transposed: false),
+                 imagesOutput(y.mutablePointer, rows: Cout, pixels: P, bias: bias?.pointer), m: Cout, n: B * P, k: K)
+        return recordConv2d(y, x, weight, bias, g, batch: B, outChannels: Cout, keptColumns: nil)
+    }
     let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
     // When the weight gradient will be needed and the batch's columns fit the budget, lower every
     // chunk into its own block of one buffer and keep it for backward (chunk at b0 starts at K·b0·P).
@@ -215,7 +284,12 @@ private func conv2dForward(_ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: 
             if let bias { addChannelBias(yChunk, bias.pointer, channels: Cout, pixels: P) }
         }
     }
-    let keptColumns = keep ? col : nil
+    return recordConv2d(y, x, weight, bias, g, batch: B, outChannels: Cout, keptColumns: keep ? col : nil)
+}
+
+private func recordConv2d(_ y: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor?, _ g: WindowGeometry, batch B: Int,
+                          outChannels Cout: Int, keptColumns: Tensor?) -> Tensor {
+    let P = g.outPixels
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
     return Tensor.record(y, "conv2d", inputs) { dy in
@@ -236,7 +310,27 @@ private func conv2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: Wi
     let dx = needInput ? Tensor(uninitializedShape: x.shape) : nil
     let dw = needWeight ? Tensor(uninitializedShape: weight.shape) : nil
     if !needInput && !needWeight { return (nil, nil) }
+    var dwDone = false, dxDone = false
+    if let dw, keptColumns == nil, convUsesOwnGEMM(.convWeightGrad, m: Cout, n: K, k: B * P) {
+        // dW (Cout, K) = dY (Cout, B·P) · im2col(x)ᵀ (B·P, K), both read in place
+        viewGEMM(imagesView(dy.pointer, rows: Cout, pixels: P), g.im2colView(x.pointer, transposed: true),
+                 matrixOutput(dw.mutablePointer, ld: K), m: Cout, n: K, k: B * P)
+        dwDone = true
+    }
     let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
+    if let dx, convUsesOwnGEMM(.convInputGrad, m: K, n: chunk * P, k: Cout) {
+        // per chunk: dcol (K, n·P) = Wᵀ (K, Cout) · dY (Cout, n·P) read in place, folded back onto the images
+        let col = Tensor(uninitializedShape: [K * chunk * P])
+        for b0 in stride(from: 0, to: B, by: chunk) {
+            let n = Swift.min(chunk, B - b0)
+            viewGEMM(matrixView(weight.pointer, ld: K, transposed: true), imagesView(dy.pointer + b0 * Cout * P, rows: Cout, pixels: P),
+                     matrixOutput(col.mutablePointer, ld: n * P), m: K, n: n * P, k: Cout)
+            col2imChunk(col.pointer, dx.mutablePointer + b0 * g.channels * g.inPixels, g, images: n, initial: nil)
+        }
+        dxDone = true
+    }
+    if (dw == nil || dwDone) && (dx == nil || dxDone) { return (dx, dw) }
+    let dwRest = dwDone ? nil : dw, dxRest = dxDone ? nil : dx
     let col = Tensor(uninitializedShape: [K * chunk * P])                            // (K, n·P)
     let dyCols = chunk > 1 ? Tensor(uninitializedShape: [Cout * chunk * P]) : nil     // (Cout, n·P)
     for b0 in stride(from: 0, to: B, by: chunk) {
@@ -249,7 +343,7 @@ private func conv2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: Wi
         } else {
             dyChunk = dy.pointer + b0 * Cout * P
         }
-        if let dw {
+        if let dw = dwRest {
             // dW (Cout, K) += dY (Cout, n·P) · colᵀ (n·P, K); the first chunk overwrites
             let xCols: UnsafePointer<Float>
             if let keptColumns {
@@ -261,7 +355,7 @@ private func conv2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor, _ g: Wi
             sgemm(transA: false, transB: true, m: Cout, n: K, k: n * P, a: dyChunk, lda: n * P,
                   b: xCols, ldb: n * P, beta: b0 == 0 ? 0 : 1, c: dw.mutablePointer, ldc: K)
         }
-        if let dx {
+        if let dx = dxRest {
             // dcol (K, n·P) = Wᵀ (K, Cout) · dY (Cout, n·P), folded back onto the input images
             sgemm(transA: true, transB: false, m: K, n: n * P, k: Cout, a: weight.pointer, lda: K,
                   b: dyChunk, ldb: n * P, c: col.mutablePointer, ldc: n * P)
@@ -385,8 +479,16 @@ private func convTranspose2dForward(_ x: Tensor, _ weight: Tensor, _ bias: Tenso
     let y = Tensor(uninitializedShape: [B, g.channels, g.height, g.width])
     let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
     let col = Tensor(uninitializedShape: [K * chunk * P])                          // (K, n·P)
-    let xCols = chunk > 1 ? Tensor(uninitializedShape: [Cin * chunk * P]) : nil     // (Cin, n·P)
-    for b0 in stride(from: 0, to: B, by: chunk) {
+    let own = convUsesOwnGEMM(.convTForward, m: K, n: chunk * P, k: Cin)
+    let xCols = chunk > 1 && !own ? Tensor(uninitializedShape: [Cin * chunk * P]) : nil     // (Cin, n·P)
+    for b0 in stride(from: 0, to: B, by: chunk) where own {
+        // col (K, n·P) = Wᵀ (K, Cin) · X (Cin, n·P) read in place, folded onto the output images (from the bias)
+        let n = Swift.min(chunk, B - b0)
+        viewGEMM(matrixView(weight.pointer, ld: K, transposed: true), imagesView(x.pointer + b0 * Cin * P, rows: Cin, pixels: P),
+                 matrixOutput(col.mutablePointer, ld: n * P), m: K, n: n * P, k: Cin)
+        col2imChunk(col.pointer, y.mutablePointer + b0 * g.channels * g.inPixels, g, images: n, initial: bias?.pointer)
+    }
+    for b0 in stride(from: 0, to: B, by: chunk) where !own {
         let n = Swift.min(chunk, B - b0)
         let xChunk: UnsafePointer<Float>
         if let xCols {
@@ -419,6 +521,20 @@ private func convTranspose2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor
     let K = g.patchSize, P = g.outPixels
     let dx = needInput ? Tensor(uninitializedShape: x.shape) : nil
     let dw = needWeight ? Tensor(uninitializedShape: weight.shape) : nil
+    let ownDX = dx != nil && convUsesOwnGEMM(.convTInputGrad, m: Cin, n: B * P, k: K)
+    let ownDW = dw != nil && convUsesOwnGEMM(.convTWeightGrad, m: Cin, n: K, k: B * P)
+    if let dx, ownDX {
+        // dX (B, Cin, P) = W (Cin, K) · im2col(dY) (K, B·P), gathered while packing, written as images
+        viewGEMM(matrixView(weight.pointer, ld: K), g.im2colView(dy.pointer, transposed: false),
+                 imagesOutput(dx.mutablePointer, rows: Cin, pixels: P), m: Cin, n: B * P, k: K)
+    }
+    if let dw, ownDW {
+        // dW (Cin, K) = X (Cin, B·P) · im2col(dY)ᵀ (B·P, K), both read in place
+        viewGEMM(imagesView(x.pointer, rows: Cin, pixels: P), g.im2colView(dy.pointer, transposed: true),
+                 matrixOutput(dw.mutablePointer, ld: K), m: Cin, n: K, k: B * P)
+    }
+    if (dx == nil || ownDX) && (dw == nil || ownDW) { return (dx, dw) }
+    let dxRest = ownDX ? nil : dx, dwRest = ownDW ? nil : dw
     let chunk = imagesPerChunk(batch: B, floatsPerImage: K * P)
     let col = Tensor(uninitializedShape: [K * chunk * P])                                      // (K, n·P)
     let cols = chunk > 1 ? Tensor(uninitializedShape: [Cin * chunk * P]) : nil                  // (Cin, n·P)
@@ -426,7 +542,7 @@ private func convTranspose2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor
         let n = Swift.min(chunk, B - b0)
         // one im2col of dY serves both products
         im2colChunk(dy.pointer + b0 * g.channels * g.inPixels, col.mutablePointer, g, images: n)
-        if let dx {
+        if let dx = dxRest {
             // dX (Cin, n·P) = W (Cin, K) · col (K, n·P)
             let dxChunk = dx.mutablePointer + b0 * Cin * P
             if let cols {
@@ -438,7 +554,7 @@ private func convTranspose2dBackward(_ x: Tensor, _ weight: Tensor, _ dy: Tensor
                       b: col.pointer, ldb: P, c: dxChunk, ldc: P)
             }
         }
-        if let dw {
+        if let dw = dwRest {
             // dW (Cin, K) += X (Cin, n·P) · colᵀ (n·P, K); the first chunk overwrites
             let xChunk: UnsafePointer<Float>
             if let cols {
