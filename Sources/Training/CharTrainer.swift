@@ -13,7 +13,7 @@ import Models
 /// Everything a char training run needs besides the data.
 public struct CharTrainingOptions: Sendable, Equatable {
     /// Model shape (nanoGPT's n_layer, n_head, n_embd, block_size): `embedding` must be a multiple of `heads`; `blockSize`
-    /// is the context length in characters, and the corpus must hold more than one block per split.
+    /// is the context length in characters, and each split of the corpus must be longer than one block.
     public var layers = 4, heads = 4, embedding = 128, blockSize = 64
     /// Probability in [0, 1) of every dropout in the model (nanoGPT's `dropout`); 0 = off, as in the baby preset.
     public var dropout: Float = 0
@@ -243,7 +243,7 @@ public final class CharTrainingTask: DataParallelTrainingTask {
                         evaluateEvery: options.evalEvery, logEvery: options.logEvery)
     }
 
-    /// Checkpoint kind `CharCheckpoint.kind`, which `forge sample`/`generate` and fine-tuning load.
+    /// Checkpoint kind `CharCheckpoint.kind`, the kind `CharCheckpoint` loading and char fine-tuning expect.
     public var kind: String { CharCheckpoint.kind }
     /// The `CharTransformerConfig` as JSON.
     public var configJSON: String { (try? Checkpoint.jsonString(model.config)) ?? "{}" }
