@@ -9,13 +9,17 @@ import Models
 /// every `sampleEvery`-th epoch and when a run stops mid-epoch, prior samples from a fixed z written
 /// as WAVs + a waveform/spectrogram PNG (the same files as `GANTrainingTask`).
 public final class AudioVAETrainingTask: TrainingTask {
+    /// The sound-case VAE being trained (its config gives the clip length, batch size, seed and sample rate).
     public let vae: VAE
     /// Adam over the model's parameters (`VAE.makeOptimizer`).
     public let optimizer: Adam
+    /// The training clips, (N, length) samples in [-1, 1].
     public let clips: Tensor
+    /// Folder the per-epoch sample WAVs and waveform/spectrogram PNGs are written to.
     public let samplesDirectory: String
     /// The fixed latent batch of the per-epoch samples.
     public let fixedLatents: Tensor
+    /// Epoch interval of the prior samples (besides the first epoch and a mid-epoch stop).
     public let sampleEvery: Int
     private var noiseRNG: RandomGenerator
     private var batches: ClipBatches
@@ -36,22 +40,34 @@ public final class AudioVAETrainingTask: TrainingTask {
         fixedLatents = Tensor.randn([sampleCount, c.latent], generator: &fixed)
     }
 
+    /// Checkpoint kind "audiovae".
     public var kind: String { "audiovae" }
+    /// The `VAEConfig` as JSON.
     public var configJSON: String { (try? Checkpoint.jsonString(vae.config)) ?? "{}" }
+    /// The VAE, saved under the name "vae".
     public var modules: [(name: String, module: any Module)] { [("vae", vae)] }
+    /// The Adam optimizer, saved under the name "vae".
     public var optimizers: [(name: String, optimizer: any Optimizer)] { [("vae", optimizer)] }
+    /// The reparameterisation noise generator, saved as "noise" (the fixed latents are rebuilt from the seed).
     public var generators: [String: RandomGenerator] {
         get { ["noise": noiseRNG] }
         set { if let g = newValue["noise"] { noiseRNG = g } }
     }
+    /// Steps are counted in clips.
     public var itemName: String { "clips" }
+    /// Full batches of shuffled clips in one epoch.
     public var stepsPerEpoch: Int { batches.stepsPerEpoch }
+    /// Clips per batch (`VAEConfig.batchSize`).
     public var itemsPerStep: Int { vae.config.batchSize }
+    /// Per-clip negative ELBO, its reconstruction and KL terms (nats), and the learned likelihood σ (0 when fixed).
     public var metricNames: [String] { ["loss", "reconstruction", "kl", "sigma"] }
+    /// The three loss terms in `loss.png`; σ is logged but not drawn.
     public var plottedMetrics: [String] { ["loss", "reconstruction", "kl"] }
 
+    /// Shuffles the clips for `epoch` in the (seed, epoch) order and skips the steps a resumed run already did.
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
+    /// One `vaeTrainingStep` on the next batch; the summed terms are divided by the batch size, per clip.
     public func step() -> [Double] {
         let batch = batches.nextBatch()
         let r = vaeTrainingStep(vae, optimizer: optimizer, batch: batch, rng: &noiseRNG)
@@ -62,6 +78,7 @@ public final class AudioVAETrainingTask: TrainingTask {
     /// Decoded fixed latents as (count, length) rows.
     public func fixedSamples() -> [[Float]] { clipRows(vae.generate(fixedLatents)) }
 
+    /// Writes the fixed-latent samples as WAVs + PNG after the first epoch, every `sampleEvery`-th and on a mid-epoch stop.
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
         try writeEpochAudioSamples(fixedSamples, sampleRate: vae.config.sampleRate, directory: samplesDirectory,
                                    sampleEvery: sampleEvery, epoch: epoch, step: step, completed: completed, tensorBoard: tensorBoard)

@@ -12,23 +12,37 @@ import Models
 
 /// Everything a char training run needs besides the data.
 public struct CharTrainingOptions: Sendable, Equatable {
+    /// Model shape (nanoGPT's n_layer, n_head, n_embd, block_size): `embedding` must be a multiple of `heads`; `blockSize`
+    /// is the context length in characters, and each split of the corpus must be longer than one block.
     public var layers = 4, heads = 4, embedding = 128, blockSize = 64
+    /// Probability in [0, 1) of every dropout in the model (nanoGPT's `dropout`); 0 = off, as in the baby preset.
     public var dropout: Float = 0
+    /// Whether the linear and layer-norm layers carry biases (nanoGPT's `bias`; off by default).
     public var bias = false
+    /// Blocks per optimisation step; a step trains on `batchSize × blockSize` tokens.
     public var batchSize = 12
+    /// AdamW's peak rate after warm-up and the floor the cosine decay ends at (nanoGPT's `learning_rate`, `min_lr`).
     public var learningRate: Float = 1e-3, minLearningRate: Float = 1e-4
+    /// Steps of linear warm-up from 0 to `learningRate`; must stay below the decay iterations.
     public var warmupIterations = 100
+    /// Total optimisation steps of the run (nanoGPT's `max_iters`).
     public var iterations = 2000
     /// Iterations over which the rate decays (nanoGPT's `lr_decay_iters`); 0 = `iterations`.
     public var decayIterations = 0
+    /// Steps between train/val loss estimates (0 = only at the end) and the random batches each estimate averages.
     public var evalEvery = 250, evalIterations = 20
+    /// AdamW's decoupled weight decay, applied to rank-2 weights only (matmul and embedding weights, not biases or LayerNorm).
     public var weightDecay: Float = 0.1
+    /// Maximum global gradient norm per step (0 = no clipping).
     public var gradClip: Float = 1.0
+    /// AdamW's moment decay rates (nanoGPT's char recipe: 0.9, 0.99).
     public var beta1: Float = 0.9, beta2: Float = 0.99
+    /// Seeds the initial weights, the training batches (seed), dropout (seed + 1) and the evaluation batches (seed + 2).
     public var seed: UInt64 = 1337
     /// Iterations between progress lines.
     public var logEvery = 10
 
+    /// The baby preset's values (nanoGPT README's CPU example).
     public init() {}
 
     /// The named presets: `baby` = nanoGPT README's CPU example, `shakespeare` = `train_shakespeare_char.py`.
@@ -47,6 +61,7 @@ public struct CharTrainingOptions: Sendable, Equatable {
         return o
     }
 
+    /// The names `preset(_:)` accepts, in the order help texts list them.
     public static let presetNames = ["baby", "shakespeare"]
 
     /// The model config these options describe for a vocabulary of `vocabSize` characters.
@@ -188,9 +203,13 @@ extension CharTrainingOptions {
 /// estimates, best value and best.safetensors are those of an uninterrupted run), and "dropout" is the
 /// state of TensorCore's `DefaultRNG`, which the dropout masks draw their seeds from.
 public final class CharTrainingTask: DataParallelTrainingTask {
+    /// The character corpus the batches are drawn from; its vocabulary sizes the model and goes into the checkpoint.
     public let corpus: TextCorpus
+    /// The recipe this task trains with (architecture, schedule, evaluation cadence), saved as `train.*` metadata.
     public let options: CharTrainingOptions
+    /// The transformer being trained, built from `options` with `options.seed`.
     public let model: CharTransformer
+    /// AdamW over the model's parameters, with weight decay on the 2-D weights only.
     public let optimizer: AdamW
     private var dataGenerator: RandomGenerator
     private var evaluationGenerator: RandomGenerator
@@ -224,10 +243,15 @@ public final class CharTrainingTask: DataParallelTrainingTask {
                         evaluateEvery: options.evalEvery, logEvery: options.logEvery)
     }
 
+    /// Checkpoint kind `CharCheckpoint.kind`, the kind `CharCheckpoint` loading and char fine-tuning expect.
     public var kind: String { CharCheckpoint.kind }
+    /// The `CharTransformerConfig` as JSON.
     public var configJSON: String { (try? Checkpoint.jsonString(model.config)) ?? "{}" }
+    /// The model under the empty name, so its tensors keep nanoGPT's names at the top level.
     public var modules: [(name: String, module: any Module)] { [("", model)] }
+    /// The AdamW optimizer, saved under the name "model".
     public var optimizers: [(name: String, optimizer: any Optimizer)] { [("model", optimizer)] }
+    /// "data" (training batches), "eval" (evaluation batches) and "dropout" (TensorCore's `DefaultRNG` state).
     public var generators: [String: RandomGenerator] {
         get { ["data": dataGenerator, "eval": evaluationGenerator, "dropout": DefaultRNG.state] }
         set {
@@ -236,24 +260,34 @@ public final class CharTrainingTask: DataParallelTrainingTask {
             if let g = newValue["dropout"] { DefaultRNG.state = g }
         }
     }
+    /// The vocabulary and model config (`CharCheckpoint.metadata`) plus the recipe's `train.*` entries.
     public var extraMetadata: [String: String] {
         CharCheckpoint.metadata(config: model.config, vocabulary: corpus.vocabulary).merging(options.metadata) { a, _ in a }
     }
 
     /// An epoch is one pass worth of training tokens (nanoGPT draws random blocks, so it is a count, not an order).
     public var stepsPerEpoch: Int { max(1, corpus.trainTokens.count / (options.batchSize * options.blockSize)) }
+    /// Tokens per step: `batchSize × blockSize`.
     public var itemsPerStep: Int { options.batchSize * options.blockSize }
+    /// Steps are counted in tokens.
     public var itemName: String { "tokens" }
+    /// The mean cross-entropy of the step's batch, in nats per character.
     public var metricNames: [String] { ["loss"] }
+    /// `estimateCharLoss` on the train and the validation split, in nats per character.
     public var evaluationNames: [String] { ["train_loss", "val_loss"] }
+    /// The step loss and both estimates in `loss.png`.
     public var plottedMetrics: [String] { ["loss", "train_loss", "val_loss"] }
+    /// The validation loss estimate picks `best.safetensors`.
     public var bestMetric: String? { "val_loss" }
+    /// nanoGPT's warm-up + cosine schedule (`CharTrainingOptions.schedule`).
     public var learningRateSchedule: LRSchedule? { options.schedule }
     /// A char model's loss starts near log(vocabulary size); far past it the run has blown up.
     public var divergenceLimit: Double? { 1e4 }
 
+    /// Nothing to prepare: batches are random blocks, so epochs have no order.
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) {}
 
+    /// One `charTrainingStep` on a random batch, or this rank's rows of it under data parallel; returns [loss].
     public func step() -> [Double] {
         let B = options.batchSize, T = options.blockSize
         // the corpus was checked to hold more than one block, so drawing a batch cannot fail
@@ -288,6 +322,7 @@ public final class CharTrainingTask: DataParallelTrainingTask {
         return [charTrainingStep(model, optimizer: optimizer, x: batch.x, y: batch.y, batch: B, length: T, gradClip: options.gradClip)]
     }
 
+    /// Makes this task one rank of `group`, training its share of every batch's `batchSize` rows.
     public func joinDataParallel(_ group: DataParallelGroup) throws {
         dataParallel = (group, try group.shard(ofBatch: options.batchSize))
     }
@@ -318,6 +353,7 @@ public final class CharTrainingTask: DataParallelTrainingTask {
         return String(text)
     }
 
+    /// [train_loss, val_loss] over `evalIterations` random batches each, from the "eval" generator (split among ranks).
     public func evaluate() throws -> [Double] {
         if let group = dataParallel?.group {
             // the same batches as one process draws; rank r computes batches r, r + N, … and the sums meet

@@ -27,6 +27,7 @@ public enum DataParallelError: Error, CustomStringConvertible, Equatable {
     /// The ranks disagree about state that must be identical (a different model or optimizer).
     case mismatch(String)
 
+    /// The error as one line saying what went wrong and what to do (install Open MPI, change the batch …).
     public var description: String {
         switch self {
         case let .unavailable(why):
@@ -51,6 +52,7 @@ public final class DataParallelGroup: Sendable {
     /// Gradients are averaged in buckets of about this many bytes (PyTorch DDP's default, 25 MB).
     public let bucketBytes: Int
 
+    /// Whether this is rank 0, the one rank that writes the run folder and prints.
     public var isRoot: Bool { rank == 0 }
 
     private init(rank: Int, size: Int, bucketBytes: Int) {

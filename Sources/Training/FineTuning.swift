@@ -20,12 +20,14 @@ public struct FrozenParameters: Sendable, Equatable {
     /// Number of scalar values of all parameters.
     public var totalValueCount: Int
 
+    /// Equal when the counts, the patterns and their matched names agree, in order.
     public static func == (a: FrozenParameters, b: FrozenParameters) -> Bool {
         a.tensorCount == b.tensorCount && a.valueCount == b.valueCount && a.totalValueCount == b.totalValueCount
             && a.matches.map(\.pattern) == b.matches.map(\.pattern) && a.matches.map(\.names) == b.matches.map(\.names)
     }
 }
 
+/// Starting a run from a checkpoint's weights: listing, copying and freezing parameters by dotted name (see above).
 public enum FineTuning {
     /// Every parameter of `modules` by its dotted checkpoint name (`"\(module).\(path)"`, or the path
     /// alone for a module saved at the top level); a tensor shared by two names (a tied weight) once.

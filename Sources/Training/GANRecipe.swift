@@ -30,14 +30,18 @@ public func hingeGeneratorLoss(fake: Tensor) -> Tensor {
 ///
 /// As a module (checkpointed as `generator_ema`): `average.*` is the generator, `num_updates` the count.
 public final class GeneratorEMA: Module {
+    /// The module's training flag, false from the start: the average is only evaluated, never back-propagated.
     public var isTraining = false
     /// The averaged generator (the same architecture as the trained one).
     public let average: DCGANGenerator
+    /// The EMA decay d in [0, 1) once warmed up: the cap of `currentDecay`.
     public let decay: Float
     /// Updates so far (a scalar; Float like BatchNorm's counter, exact to 2^24).
     public let updateCount = Tensor(0)
 
+    /// The update count, checkpointed as `num_updates`.
     public var localBuffers: [(String, Tensor)] { [("num_updates", updateCount)] }
+    /// The averaged generator, checkpointed under `average`.
     public var namedChildren: [(String, any Module)] { [("average", average)] }
 
     /// The decay the next update uses.

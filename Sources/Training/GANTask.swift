@@ -35,16 +35,27 @@ public protocol TrainableGAN: AnyObject {
 }
 
 extension DCGAN: TrainableGAN {
+    /// Checkpoint kind "gan".
     public var checkpointKind: String { "gan" }
+    /// The `DCGANConfig` as JSON.
     public var configJSON: String { (try? Checkpoint.jsonString(config)) ?? "{}" }
+    /// G, checkpointed as "generator".
     public var generatorNetwork: any Module { generator }
+    /// D, checkpointed as "discriminator".
     public var discriminatorNetwork: any Module { discriminator }
+    /// The length of z (`nz`, 100 in pytorch/examples).
     public var latentSize: Int { config.nz }
+    /// Images per step (`DCGANConfig.batchSize`).
     public var batchSize: Int { config.batchSize }
+    /// The config's seed; the task draws its training noise from seed + 1 and the fixed progress z from seed + 2.
     public var seed: UInt64 { config.seed }
+    /// The config's class count when conditional, else 0.
     public var classCount: Int { config.isConditional ? config.classCount : 0 }
+    /// Adam for G and D with the config's betas and two rates (`GANOptimizers(for:)`).
     public func makeOptimizers() -> GANOptimizers { GANOptimizers(for: self) }
+    /// A `GeneratorEMA` of G when the config's `emaDecay` is above 0, else nil.
     public func makeEMA() -> GeneratorEMA? { config.emaDecay > 0 ? GeneratorEMA(of: generator, decay: config.emaDecay) : nil }
+    /// `recipeGANStep`: the config's loss (pytorch/examples' non-saturating step, or the hinge game), then the EMA update.
     public func trainingStep(optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
                              rng: inout RandomGenerator) -> GANStepResult {
         recipeGANStep(self, optimizers: optimizers, ema: ema, real: real, labels: labels, rng: &rng)
@@ -58,20 +69,32 @@ extension DCGAN: TrainableGAN {
 }
 
 extension WaveGAN: TrainableGAN {
+    /// Checkpoint kind "wavegan".
     public var checkpointKind: String { "wavegan" }
+    /// The `WaveGANConfig` as JSON.
     public var configJSON: String { (try? Checkpoint.jsonString(config)) ?? "{}" }
+    /// G, checkpointed as "generator".
     public var generatorNetwork: any Module { generator }
+    /// D, checkpointed as "discriminator".
     public var discriminatorNetwork: any Module { discriminator }
+    /// The length of z (`nz`).
     public var latentSize: Int { config.nz }
+    /// Clips per step (`WaveGANConfig.batchSize`).
     public var batchSize: Int { config.batchSize }
+    /// The config's seed; the task draws its training noise from seed + 1 and the fixed progress z from seed + 2.
     public var seed: UInt64 { config.seed }
+    /// Always 0: the WaveGAN is unconditional.
     public var classCount: Int { 0 }
+    /// Adam with the config's rate and betas for both players (`GANOptimizers(for:)`).
     public func makeOptimizers() -> GANOptimizers { GANOptimizers(for: self) }
+    /// Always nil: the WaveGAN keeps no weight average.
     public func makeEMA() -> GeneratorEMA? { nil }
+    /// `waveGANTrainingStep` on the real clips (the labels and `ema` are ignored).
     public func trainingStep(optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
                              rng: inout RandomGenerator) -> GANStepResult {
         waveGANTrainingStep(self, optimizers: optimizers, real: real, rng: &rng)
     }
+    /// G(z) straight from the generator (no labels, no EMA).
     public func progressSamples(_ z: Tensor, labels: [Int], ema: GeneratorEMA?) -> Tensor { generate(z) }
 }
 
@@ -116,17 +139,21 @@ extension ClipBatches: GANBatchSource {
 /// when conditional) written by the domain: for images a labelled grid `samples/epoch_NNN.png` +
 /// `latest.png` every epoch; for sound WAVs + a waveform/spectrogram PNG (see `writeEpochAudioSamples`).
 public final class GANTrainingTask<Network: TrainableGAN>: TrainingTask {
+    /// The GAN being trained: a `DCGAN` on images or a `WaveGAN` on clips.
     public let gan: Network
     /// Adam for G and D (`GANOptimizers`).
     public let ganOptimizers: GANOptimizers
+    /// Folder the progress grids (images) or WAVs + PNGs (sound) are written to.
     public let samplesDirectory: String
     /// The fixed latent batch and labels of the progress samples.
     public let fixedNoise: Tensor
+    /// The class of each fixed-noise sample: 8 per class when conditional, else all 0.
     public let fixedLabels: [Int]
     /// The average of G's weights that draws the progress samples and is checkpointed (GANRecipe.swift).
     public let ema: GeneratorEMA?
     /// Class names of labelled data (the checkpoint's `forge.classes`), empty otherwise.
     public let classNames: [String]
+    /// What a step's batch counts: "samples" (images) or "clips".
     public let itemName: String
     private var noiseRNG: RandomGenerator
     private var batches: any GANBatchSource
@@ -149,27 +176,39 @@ public final class GANTrainingTask<Network: TrainableGAN>: TrainingTask {
         ema = gan.makeEMA()
     }
 
+    /// The GAN's checkpoint kind ("gan" or "wavegan").
     public var kind: String { gan.checkpointKind }
+    /// The GAN's configuration as JSON.
     public var configJSON: String { gan.configJSON }
+    /// G as "generator", D as "discriminator", and the EMA as "generator_ema" when kept.
     public var modules: [(name: String, module: any Module)] {
         [("generator", gan.generatorNetwork), ("discriminator", gan.discriminatorNetwork)] + (ema.map { [("generator_ema", $0)] } ?? [])
     }
+    /// G's and D's Adam, saved as "generator" and "discriminator".
     public var optimizers: [(name: String, optimizer: any Optimizer)] { ganOptimizers.named }
+    /// The training noise generator (z, and the WaveGAN's phase shifts), saved as "noise".
     public var generators: [String: RandomGenerator] {
         get { ["noise": noiseRNG] }
         set { if let g = newValue["noise"] { noiseRNG = g } }
     }
+    /// The class names as `forge.classes` for a conditional GAN; nothing otherwise.
     public var extraMetadata: [String: String] {
         gan.classCount > 0 ? ["forge.classes": (try? Checkpoint.jsonString(classNames)) ?? "[]"] : [:]
     }
 
+    /// Full batches per epoch of the data.
     public var stepsPerEpoch: Int { batches.stepsPerEpoch }
+    /// Images or clips per batch.
     public var itemsPerStep: Int { gan.batchSize }
+    /// D's and G's losses, mean D(x), and mean D(G(z)) before and after D's update, as pytorch/examples' dcgan prints them.
     public var metricNames: [String] { ["loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2"] }
+    /// The two losses in `loss.png`; the D outputs are logged but not drawn.
     public var plottedMetrics: [String] { ["loss_d", "loss_g"] }
 
+    /// Starts the (seed, epoch) batch order and skips the steps a resumed run already did.
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
+    /// One step of the GAN's game on the next real batch; returns the five `metricNames` scalars.
     public func step() -> [Double] {
         let (real, labels) = batches.next()
         let r = gan.trainingStep(optimizers: ganOptimizers, ema: ema, real: real, labels: labels, rng: &noiseRNG)
@@ -179,6 +218,7 @@ public final class GANTrainingTask<Network: TrainableGAN>: TrainingTask {
     /// G(fixed z), a row per class when conditional, through the EMA generator when there is one.
     public func fixedSamples() -> Tensor { gan.progressSamples(fixedNoise, labels: fixedLabels, ema: ema) }
 
+    /// Writes the progress samples from the fixed noise: a grid at every epoch end and mid-epoch stop, or WAVs on the sound cadence.
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
         try writeSamples(self, epoch, step, completed)
     }

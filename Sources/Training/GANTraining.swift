@@ -16,8 +16,10 @@ public struct GANStepResult: Sendable {
     public var dX: Double
     /// Mean D(G(z)) before the D update (D_G_z1) and after it (D_G_z2).
     public var dGZ1: Double
+    /// Mean D(G(z)) after D's update, as G's step sees it (D_G_z2).
     public var dGZ2: Double
 
+    /// Stores the five scalars of one step.
     public init(lossD: Double, lossG: Double, dX: Double, dGZ1: Double, dGZ2: Double) {
         (self.lossD, self.lossG, self.dX, self.dGZ1, self.dGZ2) = (lossD, lossG, dX, dGZ1, dGZ2)
     }
@@ -25,7 +27,9 @@ public struct GANStepResult: Sendable {
 
 /// The Adam optimizers of a GAN's two players, saved in checkpoints as "generator" and "discriminator".
 public final class GANOptimizers {
+    /// G's Adam over the generator's parameters (saved as "generator").
     public let generator: Adam
+    /// D's Adam over the discriminator's parameters (saved as "discriminator").
     public let discriminator: Adam
 
     /// pytorch/examples' optimizers for a DCGAN: Adam with the config's betas, G at `learningRate`,

@@ -24,6 +24,7 @@ public struct LearningRateFinderOptions: Sendable {
     /// The test stops when the smoothed loss exceeds this multiple of its minimum so far.
     public var divergenceFactor: Double = 4
 
+    /// Settings with fastai's defaults (1e-7 → 10 over 200 steps, smoothing 0.98, stop at 4× the minimum).
     public init(startRate: Double = 1e-7, endRate: Double = 10, steps: Int = 200, smoothing: Double = 0.98,
                 divergenceFactor: Double = 4) {
         self.startRate = startRate

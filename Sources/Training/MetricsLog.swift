@@ -13,10 +13,15 @@ import DataIO
 /// evaluation row (written after the step it follows) leaves the step metrics empty. A resumed run
 /// keeps the rows up to the checkpoint's step and appends, so the file and the plot cover the run.
 public final class MetricsLog {
+    /// `DIR/metrics.csv`; `flush()` appends the pending rows to it.
     public let csvPath: String
+    /// `DIR/loss.png`, the plot of `plottedMetrics` against the step.
     public let plotPath: String
+    /// The step metrics' column names, in `TrainingTask.step()` order.
     public let metricNames: [String]
+    /// The evaluation metrics' column names, in `TrainingTask.evaluate()` order, after the step metrics.
     public let evaluationNames: [String]
+    /// The metrics drawn in `loss.png`, from `metricNames` and `evaluationNames`.
     public let plottedMetrics: [String]
     /// The columns before the metrics.
     public static let leadingColumns = ["step", "epoch", "wall_s", "items_per_s", "lr"]

@@ -19,8 +19,11 @@ public enum StandardOutput {
 /// returns to its start); `finishLine` keeps it (one line per epoch). Otherwise (a log file, a
 /// pipe): a plain, full line every `plainEvery` steps and at `finishLine`.
 public final class ProgressBar {
+    /// Whether to redraw one line in place (a terminal) rather than print plain lines (a file or pipe).
     public let isTerminal: Bool
+    /// Steps between plain lines when not on a terminal (at least 1).
     public let plainEvery: Int
+    /// The items the rate counts, shown as "<rate> <unit>/s" ("samples", "tokens", "clips" …).
     public let unit: String
     private let output: (String) -> Void
     private let columns: () -> Int

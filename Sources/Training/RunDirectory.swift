@@ -10,10 +10,13 @@ import Foundation
 ///     DIR/samples/                 progress pictures, text and sound
 ///     DIR/.lock                    held (flock) while a run trains here
 public final class RunDirectory {
+    /// The run folder's path, as given.
     public let path: String
     private var lockDescriptor: Int32 = -1
 
+    /// `DIR/checkpoint.safetensors`, the latest full state a resume starts from.
     public static func checkpointPath(in directory: String) -> String { directory + "/checkpoint.safetensors" }
+    /// `DIR/samples`, where tasks write their progress pictures, text and sound.
     public static func samplesDirectory(in directory: String) -> String { directory + "/samples" }
 
     /// Creates the folder, checks that files can be written into it, takes the lock (another live

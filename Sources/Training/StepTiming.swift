@@ -6,7 +6,9 @@ import Foundation
 public enum StepTiming {
     /// One timed round: seconds per step (the round's figure) and, when each step was timed alone, every step's seconds.
     public struct Round: Sendable {
+        /// The round's figure in seconds: the median step (each step timed alone) or the round's time / steps.
         public var secondsPerStep: Double
+        /// Every step's seconds when each was timed alone; empty when the round was timed as a whole.
         public var stepSeconds: [Double]
     }
 

@@ -19,17 +19,23 @@ import Figures
 public struct CharSweepSpace: Codable, Equatable, Sendable {
     /// Lower and upper bound of the log-uniform learning rate.
     public var learningRate: [Float] = [1e-4, 3e-3]
+    /// Transformer layer counts to draw from.
     public var layers: [Int] = [2, 3, 4, 6]
+    /// Embedding widths to draw from; each must be a multiple of `headSize`.
     public var embedding: [Int] = [64, 128, 192, 256]
     /// Channels per attention head: heads = embedding / headSize.
     public var headSize: Int = 32
+    /// Dropout probabilities in [0, 1) to draw from.
     public var dropout: [Float] = [0, 0.1, 0.2]
+    /// Blocks per step to draw from.
     public var batchSize: [Int] = [8, 12, 16, 32]
 
+    /// The default space listed on each field.
     public init() {}
 
     private enum CodingKeys: String, CodingKey { case learningRate, layers, embedding, headSize, dropout, batchSize }
 
+    /// Decodes a `--space` JSON object; a missing field keeps its default.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = CharSweepSpace()
@@ -77,6 +83,7 @@ public struct CharSweepSpace: Codable, Equatable, Sendable {
 
 /// One trial of a sweep and what each of its rungs measured.
 public struct SweepTrial: Codable, Equatable, Sendable {
+    /// The trial's number in the sweep (0-based), which also names its run folder `trial-NN`.
     public var index: Int
     /// The sampled settings (as `CharTrainingOptions.metadata` keys and values).
     public var settings: [String: String]
@@ -88,18 +95,27 @@ public struct SweepTrial: Codable, Equatable, Sendable {
 
 /// A finished rung of one trial.
 public struct SweepRungResult: Codable, Equatable, Sendable {
+    /// The rung (0-based) this result belongs to.
     public var rung: Int
+    /// The trial's cumulative training minutes allotted up to the end of this rung.
     public var minutes: Double
+    /// The trial's total optimisation steps at the end of the rung (or the step it diverged at).
     public var step: Int
+    /// The val-loss estimate of the weights the rung ended with; `Double.greatestFiniteMagnitude` when it diverged.
     public var valLoss: Double
 }
 
 /// The saved state of a sweep (`DIR/sweep.json`).
 public struct SweepState: Codable, Equatable, Sendable {
+    /// The sweep's whole wall-time budget in minutes (every rung of every trial).
     public var budgetMinutes: Double
+    /// The halving factor η: each rung keeps the best ⌈n/η⌉ trials of the previous one.
     public var eta: Int
+    /// The seed the trials' configurations are drawn with.
     public var seed: UInt64
+    /// The search space the trials were drawn from.
     public var space: CharSweepSpace
+    /// Every trial, pruned or alive, in index order.
     public var trials: [SweepTrial]
     /// Wall seconds the sweep has spent so far (over resumes).
     public var elapsedSeconds: Double
@@ -107,9 +123,13 @@ public struct SweepState: Codable, Equatable, Sendable {
 
 /// Successive halving of char trials on one corpus under a wall-time budget.
 public final class CharSweep {
+    /// The text every trial trains and is evaluated on.
     public let corpus: TextCorpus
+    /// The options a trial starts from before its sampled fields replace theirs (block size, warm-up, seed …).
     public let base: CharTrainingOptions
+    /// The sweep folder: `sweep.json`, one `trial-NN` run folder per trial, and the final outputs.
     public let directory: String
+    /// The sweep's progress as saved in `sweep.json` after every finished trial-rung.
     public private(set) var state: SweepState
     /// Progress lines (one per finished trial-rung).
     public var log: (String) -> Void = { StandardOutput.line($0) }
@@ -145,6 +165,7 @@ public final class CharSweep {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
+    /// Rungs of this sweep: 1 plus how often ⌈n/η⌉ is taken while n ≥ η (9 trials at η = 3 → 3 rungs).
     public var rungCount: Int {
         var r = 1, n = state.trials.count
         while n >= state.eta { n = (n + state.eta - 1) / state.eta; r += 1 }
@@ -165,6 +186,7 @@ public final class CharSweep {
         state.trials[trial].rungs.first { $0.rung == rung }?.valLoss ?? .infinity
     }
 
+    /// Trial `i`'s run folder, `DIR/trial-NN`.
     public func trialDirectory(_ i: Int) -> String { directory + String(format: "/trial-%02d", i) }
 
     /// Runs (or resumes) every rung; returns the index of the best trial of the last rung.

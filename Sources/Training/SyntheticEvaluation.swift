@@ -22,6 +22,7 @@ public struct SyntheticEvaluationOptions: Sendable {
     /// At most this many images of each side in the all-classes precision/recall (seeded subsets).
     public var precisionRecallCap: Int
 
+    /// Defaults: 3 epochs, the default classifier, every real image, 3 neighbours, at most 5 000 images per side.
     public init(epochs: Int = 3, classifier: ClassifierConfig = ClassifierConfig(), realLimit: Int? = nil,
                 workDirectory: String, showProgress: Bool = true, neighbourCount: Int = 3, precisionRecallCap: Int = 5_000) {
         self.epochs = epochs
@@ -53,6 +54,7 @@ public struct SyntheticEvaluationResult: Sendable {
     /// Precision, recall, Fréchet distance and spread of the synthetic set against the real test set,
     /// all on the real-trained classifier's features: over all classes, then per class in id order.
     public let overallQuality: GenerativeQuality
+    /// The same figures restricted to each class, in class-id order.
     public let perClassQuality: [GenerativeQuality]
 
     /// CAS as a ratio to the real-trained classifier's accuracy, overall.
@@ -229,6 +231,7 @@ extension SyntheticEvaluationResult {
         }
     }
 
+    /// The CSV columns of `csv`: the scope, the two accuracies and their ratio, then the quality figures and counts.
     public static let csvHeader = ["scope", "real_trained_accuracy", "cas", "cas_ratio", "precision", "recall", "frechet_distance",
                                    "synthetic_spread", "real_spread", "diversity_ratio", "synthetic_count", "real_count"]
 

@@ -25,9 +25,11 @@ import DataIO
 // Text is what tensorboard's text plugin reads: a Value whose metadata names the plugin "text" and
 // whose tensor is a scalar string.
 
-/// Why an image or a sound cannot go into an event file.
+/// Why the TensorBoard folder or event file cannot be written, or an image or a sound cannot go into it.
 public struct TensorBoardError: Error, CustomStringConvertible, Equatable {
+    /// The problem in one sentence, naming the folder, file or tag concerned.
     public let message: String
+    /// The message itself.
     public var description: String { message }
 }
 
@@ -91,9 +93,11 @@ struct ProtoWriter {
 /// `addSessionStart(step:)` tells TensorBoard to drop what earlier files logged past the resumed step.
 /// Look at the runs with `tensorboard --logdir runs`.
 public final class TensorBoardWriter: @unchecked Sendable {
+    /// The run's TensorBoard folder (what `tensorboard --logdir` is pointed at, or a subfolder of it).
     public let directory: String
     /// The event file.
     public let path: String
+    /// Seconds after the last flush at which adding an event flushes by itself (10 by default).
     public var flushIntervalSeconds: Double
     private let lock = NSLock()
     private var pending: [UInt8] = []

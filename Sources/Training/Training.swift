@@ -95,15 +95,25 @@ public protocol TrainingTask: AnyObject {
 }
 
 extension TrainingTask {
+    /// Default: no metadata besides the loop's own.
     public var extraMetadata: [String: String] { [:] }
+    /// Default: steps are counted in "samples".
     public var itemName: String { "samples" }
+    /// Default: every step and evaluation metric whose name contains "loss".
     public var plottedMetrics: [String] { (metricNames + evaluationNames).filter { $0.lowercased().contains("loss") } }
+    /// Default: no evaluation.
     public var evaluationNames: [String] { [] }
+    /// Default: no `best.safetensors`.
     public var bestMetric: String? { nil }
+    /// Default: the optimizers keep their rates.
     public var learningRateSchedule: LRSchedule? { nil }
+    /// Default: a step scalar past 1e8 in magnitude counts as diverged.
     public var divergenceLimit: Double? { 1e8 }
+    /// Default: no held-out scalars.
     public func evaluate() throws -> [Double] { [] }
+    /// Default: no text sample.
     public func evaluationSample() -> String? { nil }
+    /// Default: nothing to write at an epoch's end.
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {}
 }
 
@@ -147,6 +157,7 @@ public struct TrainingOptions: Sendable {
     /// one rank = a single process. The task must then be a `DataParallelTrainingTask`.
     public var dataParallel: DataParallelGroup? = nil
 
+    /// Options for a run in `runDirectory`; at least one of `epochs`, `steps` and `minutes` must be given (see `problem()`).
     public init(runDirectory: String, epochs: Int? = nil, steps: Int? = nil, minutes: Double? = nil,
                 resume: Bool = false, evaluateEvery: Int = 0, saveEvery: Int = 0, saveIntervalSeconds: Double = 300,
                 logEvery: Int = 50, handleInterrupts: Bool = true, showProgress: Bool = true, isTerminal: Bool? = nil) {
@@ -207,7 +218,9 @@ public enum TrainingOutcome: String, Sendable {
 
 /// What `TrainingLoop.run()` returns.
 public struct TrainingSummary: Sendable {
+    /// Why the run ended: finished, out of time or interrupted.
     public let outcome: TrainingOutcome
+    /// The loop's counters at the end: total steps, epoch, wall time and best value so far (as saved in the checkpoint).
     public let state: TrainingState
     /// The scalars of the last step (empty when no step ran).
     public let lastMetrics: [String: Double]
@@ -242,6 +255,7 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     /// The run folder cannot be written.
     case runFolderUnwritable(directory: String, reason: String)
 
+    /// The error as one sentence saying what happened and what to do (lower the rate, choose another folder …).
     public var description: String {
         switch self {
         case let .diverged(step, metric, value, checkpoint):

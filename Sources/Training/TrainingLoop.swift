@@ -6,11 +6,14 @@ import DataIO
 /// Runs a `TrainingTask`: epochs of steps with progress, metrics, evaluations, checkpoints, resume,
 /// SIGINT/SIGTERM, a time budget and a divergence guard (see the header of Training.swift).
 public final class TrainingLoop {
+    /// The task trained: its steps, evaluations, checkpoint contents and samples.
     public let task: any TrainingTask
+    /// How long to train, where to write and how often to evaluate, save and log.
     public let options: TrainingOptions
     /// Where status messages go (checkpoint saved, resumed from …); stdout by default.
     public var log: (String) -> Void
 
+    /// A loop over `task` with `options`; `log` replaces stdout as the destination of status messages.
     public init(task: any TrainingTask, options: TrainingOptions, log: ((String) -> Void)? = nil) {
         self.task = task
         self.options = options

@@ -53,6 +53,7 @@ public enum VAEEvaluator {
         public var kl: Double
         /// Mean IWAE estimate of −log p(x) with `samples` importance samples (nil when not asked).
         public var iwae: Double?
+        /// Importance samples per image behind `iwae` (0 when it was not asked).
         public var samples: Int
     }
 
@@ -98,11 +99,15 @@ public struct VAEEpochResult: Sendable, Equatable {
 
 /// VAE training on `ImageSet`s (pixels in [0, 1], see `VAEData.unitRange`) as a `TrainingTask`.
 public final class VAETrainingTask: DataParallelTrainingTask {
+    /// The image VAE being trained (its config gives the image shape, batch size, seed and conditioning).
     public let vae: VAE
     /// Adam over the model's parameters (`VAE.makeOptimizer`, pytorch/examples' choice).
     public let optimizer: Adam
+    /// The training images, (N, C, S, S) pixels in [0, 1], labelled when the model is conditional.
     public let data: ImageSet
+    /// Images whose −ELBO is reported after each epoch and whose first 8 are reconstructed; nil = none.
     public let heldOut: ImageSet?
+    /// Folder of the per-epoch `reconstruction_E.png`, `sample_E.png` and `epochs.csv`.
     public let samplesDirectory: String
     /// Where the epoch lines go (stdout by default).
     public var log: (String) -> Void = { StandardOutput.line($0) }   // unbuffered: keeps its place among progress lines
@@ -120,6 +125,7 @@ public final class VAETrainingTask: DataParallelTrainingTask {
     /// Set by `joinDataParallel`: this process is one rank of a data-parallel job.
     private var dataParallel: DataParallelGroup?
 
+    /// Checks that `data` (and `heldOut`) match the model's channels, size and classes; throws `TrainingError` if not.
     public init(vae: VAE, data: ImageSet, heldOut: ImageSet?, samplesDirectory: String) throws {
         let c = vae.config
         for (set, what) in [(data, "training data")] + (heldOut.map { [($0, "held-out data")] } ?? []) {
@@ -148,10 +154,15 @@ public final class VAETrainingTask: DataParallelTrainingTask {
         originalLabels = c.isConditional ? Array(source.labels[0..<n]) : nil
     }
 
+    /// Checkpoint kind "vae".
     public var kind: String { "vae" }
+    /// The `VAEConfig` as JSON.
     public var configJSON: String { (try? Checkpoint.jsonString(vae.config)) ?? "{}" }
+    /// The VAE, saved under the name "vae".
     public var modules: [(name: String, module: any Module)] { [("vae", vae)] }
+    /// The Adam optimizer, saved under the name "vae".
     public var optimizers: [(name: String, optimizer: any Optimizer)] { [("vae", optimizer)] }
+    /// "noise" (the reparameterisation ε of training) and "eval" (that of the held-out evaluation).
     public var generators: [String: RandomGenerator] {
         get { ["noise": noiseRNG, "eval": evalRNG] }
         set {
@@ -159,17 +170,21 @@ public final class VAETrainingTask: DataParallelTrainingTask {
             if let g = newValue["eval"] { evalRNG = g }
         }
     }
+    /// The class names as `forge.classes` for a conditional model; nothing otherwise.
     public var extraMetadata: [String: String] {
         vae.config.isConditional ? ["forge.classes": (try? Checkpoint.jsonString(data.classNames)) ?? "[]"] : [:]
     }
 
     /// Every image once per epoch, the last batch partial (as the example's DataLoader).
     public var stepsPerEpoch: Int { (data.count + vae.config.batchSize - 1) / vae.config.batchSize }
+    /// Images per batch (`VAEConfig.batchSize`; the epoch's last batch may be smaller).
     public var itemsPerStep: Int { vae.config.batchSize }
     /// Per image of the batch: −ELBO, its reconstruction term and its KL term, in nats.
     public var metricNames: [String] { ["loss", "reconstruction", "kl"] }
+    /// Only the −ELBO per image in `loss.png`.
     public var plottedMetrics: [String] { ["loss"] }
 
+    /// Starts the (seed, epoch) shuffle of the images, skips the steps a resumed run already did, zeroes the epoch sums.
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) {
         var it = data.batches(size: vae.config.batchSize, seed: vae.config.seed, epoch: epoch)
         for _ in 0..<skippingSteps { _ = it.next() }
@@ -177,6 +192,7 @@ public final class VAETrainingTask: DataParallelTrainingTask {
         (epochLoss, epochImages, epochSeconds) = (0, 0, 0)
     }
 
+    /// One Adam step on the next batch (`vaeTrainingStep`, or its data-parallel form); returns the terms per image.
     public func step() -> [Double] {
         guard let (images, batchLabels) = batches?.next() else { preconditionFailure("VAETrainingTask: epoch ran out of batches") }
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -214,6 +230,7 @@ public final class VAETrainingTask: DataParallelTrainingTask {
         return (Tensor.concat([originals, recon], axis: 0), vae.generate(fixedNoise, labels: fixedLabels))
     }
 
+    /// After a completed epoch only: logs train/test −ELBO, writes the two grids and the `epochs.csv` row.
     public func epochEnded(epoch: Int, step: Int, completed: Bool) throws {
         guard completed else { return }   // the figures of a partial epoch would not compare
         let e = epoch + 1
