@@ -364,7 +364,8 @@ private func softmaxRow(_ row: UnsafeMutablePointer<Float>, visible: Int, count:
 ///
 /// Every sequence goes through the same calls with the same shapes whatever B is, so its logits are
 /// the same bits at any batch size. Sequences are spread over the thread pool (one set of scratch
-/// buffers per worker); a single sequence instead spreads its rows, heads and GEMM blocks over it.
+/// buffers per worker); a single sequence of a large model instead spreads its rows, heads and GEMM
+/// blocks over it (a small one runs on one thread).
 public final class WindowInference {
     public let model: CharTransformer
     /// Windows per call.
@@ -372,6 +373,7 @@ public final class WindowInference {
     /// Tokens per window (at most the block size).
     public let length: Int
     private let slots: Int
+    private let splitsOneSequence: Bool
     private let scratch: [UnsafeMutablePointer<Float>]  // one block of `floatsPerSlot` per slot
     private let logits: UnsafeMutablePointer<Float>      // (B, V)
     private let C: Int, H: Int, D: Int, V: Int
@@ -389,6 +391,11 @@ public final class WindowInference {
         D = C / H
         V = config.vocabSize
         slots = max(1, min(Threads.count, batch))
+        // A lone sequence splits its rows, heads and GEMM blocks over the pool only from about 2²⁵
+        // multiply-adds in its largest product (T·4C·C): ~25 joins per token cost more than they save
+        // below that. Measured with 3 other agents loading the 2 cores: the 128-wide model ran at
+        // block 64 / 256 at 419 / 170 tokens/s on 1 thread and 209 / 120 split over 2.
+        splitsOneSequence = length * 4 * C * C >= 1 << 25
         let perSlot = WindowInference.floatsPerSlot(T: length, C: C, H: H)
         scratch = (0..<slots).map { _ in
             let p = UnsafeMutablePointer<Float>.allocate(capacity: perSlot)
@@ -419,13 +426,16 @@ public final class WindowInference {
             preconditionFailure("WindowInference: token \(bad) is outside the vocabulary of \(V)")
         }
         let tok = SendablePointer(tokens.baseAddress!), slots = self.slots, B = batch
-        // one chunk per slot: with a single slot (one sequence, or one thread) this runs here and the
-        // work inside one sequence is what goes parallel
+        // one chunk per slot: with a single slot (one sequence, or one thread) this runs here, and the
+        // work inside the sequence goes parallel only when it is big enough to pay for the joins
+        let outer = fk_in_parallel_region()
+        if slots == 1 && !splitsOneSequence { fk_set_parallel_region(1) }
         parallelFor(slots, grain: 1) { s, e in
             for slot in s..<e {
                 for b in stride(from: slot, to: B, by: slots) { self.forwardOne(tok.p + b * self.length, slot: slot, into: self.logits + b * V) }
             }
         }
+        fk_set_parallel_region(outer)
         return UnsafeBufferPointer(start: logits, count: batch * V)
     }
 
