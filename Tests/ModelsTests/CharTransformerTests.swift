@@ -155,11 +155,13 @@ final class CharTransformerTests: XCTestCase {
         }
     }
 
-    /// A sequence's window logits are the same bits whether it is decoded alone or beside others,
-    /// also at a size where a single sequence splits its GEMMs over the threads (128 wide, 64 tokens).
+    /// A sequence's window logits are the same bits whether it is decoded alone or beside others: at
+    /// 128 wide (above OpenBLAS's small-matrix sizes), and at 256 wide with 128 tokens, where a lone
+    /// sequence splits its rows, heads and GEMMs over the threads while a batch does not.
     func testWindowInferenceDoesNotDependOnTheBatch() {
         for config in [tinyConfig(bias: true),
-                       CharTransformerConfig(vocabSize: 20, blockSize: 64, layers: 2, heads: 4, embedding: 128, dropout: 0, bias: false)] {
+                       CharTransformerConfig(vocabSize: 20, blockSize: 64, layers: 2, heads: 4, embedding: 128, dropout: 0, bias: false),
+                       CharTransformerConfig(vocabSize: 20, blockSize: 128, layers: 2, heads: 4, embedding: 256, dropout: 0, bias: true)] {
             let model = CharTransformer(config, seed: 14)
             model.eval()
             let B = 5, T = config.blockSize, V = config.vocabSize
