@@ -26,7 +26,20 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# workload -> (forge arguments, torch_ref.py workload)
+
+
+def sampling(batch, block, approximate=False):
+    """A sampling row: nanoGPT's generate (exact, re-running the cropped context per token) on both
+    sides, 500 new tokens per sequence, the baby preset's 4-layer 128-wide model with a `block` context;
+    one round per child (run.py alternates the children). `approximate`: Forge's --reuse-context
+    half-window rebuild against PyTorch's exact generate (not a like-for-like ratio; labelled so)."""
+    name = f"char-sample-b{batch}-block{block}" + ("-approx-reuse-context" if approximate else "")
+    forge = ["bench", "char", "--sample", "--block", str(block), "--sample-batch", str(batch), "--rounds", "1"]
+    torch = ["char-sample", "--block", str(block), "--batch", str(batch), "--rounds", "1"]
+    return name, forge + (["--reuse-context"] if approximate else []), torch
+
+
+# workload -> (forge arguments, torch_ref.py workload and its arguments, or None for a Forge-only row)
 WORKLOADS = [
     ("matmul1024", ["bench", "core", "--only", "matmul1024"], "matmul1024"),
     ("dcgan32", ["bench", "gan", "--size", "32", "--batch", "64"], "dcgan32"),
@@ -36,7 +49,12 @@ WORKLOADS = [
     ("vae", ["bench", "vae", "--batch", "128"], "vae"),
     ("char-baby", ["bench", "char", "--preset", "baby"], "char-baby"),
     ("char-shakespeare", ["bench", "char", "--preset", "shakespeare"], "char-shakespeare"),
-    ("char-baby-sample", ["bench", "char", "--preset", "baby", "--sample"], "char-baby-sample"),
+    sampling(1, 64), sampling(16, 64), sampling(1, 256), sampling(16, 256),
+    sampling(1, 64, approximate=True),
+    # the shipped code model (4 layers, 128 wide, block 256), exact, Forge only
+    ("char-sample-python-char-b1", ["bench", "char", "--sample", "--checkpoint", "checkpoints/python-char.safetensors", "--rounds", "1"], None),
+    ("char-sample-python-char-b16", ["bench", "char", "--sample", "--checkpoint", "checkpoints/python-char.safetensors",
+                                     "--sample-batch", "16", "--rounds", "1"], None),
 ]
 
 RESULT = re.compile(r"^RESULT\s+(\S+)\s+([0-9.]+)\s+(\S+)", re.M)
@@ -109,7 +127,8 @@ def main():
             if r:
                 fr.append(r[0]); funit = r[1]; frss.append(r[2])
             if have_torch and torch_name:
-                r = run_with_rss([a.python, os.path.join(HERE, "torch_ref.py"), torch_name, "--threads", str(a.threads)], env)
+                torch_args = [torch_name] if isinstance(torch_name, str) else torch_name
+                r = run_with_rss([a.python, os.path.join(HERE, "torch_ref.py")] + torch_args + ["--threads", str(a.threads)], env)
                 if r:
                     tr.append(r[0]); tunit = r[1]; trss.append(r[2])
             print(".", end="", flush=True)

@@ -3,7 +3,8 @@ configurations as the reference scripts (DCGAN from pytorch/examples, the pytorc
 nanoGPT's char model and its presets). Synthetic data: these measure compute, not loading.
 
   python bench/torch_ref.py WORKLOAD [--threads 2] [--warmup N] [--steps N] [--rounds N]
-  WORKLOAD: matmul1024 | dcgan32 | dcgan64 | cgan32-cbn | cgan32-stable | vae | char-baby | char-shakespeare | char-baby-sample
+                            [--block 64 --batch 1 --tokens 500]   (char-sample only)
+  WORKLOAD: matmul1024 | dcgan32 | dcgan64 | cgan32-cbn | cgan32-stable | vae | char-baby | char-shakespeare | char-sample
 
 Prints one line:  RESULT <workload> <rate> <unit>   (median over rounds of the per-round median step).
 """
@@ -272,18 +273,22 @@ def char_train(preset, vocab=65):
     return step, B * T, "tokens/s"
 
 
-def char_sample(preset="baby", vocab=65, tokens=500):
-    L, H, C, T, B = PRESETS[preset]
-    model = GPT(vocab, T, L, H, C).eval()
+def char_sample(block=64, batch=1, tokens=500, vocab=65):
+    """nanoGPT's `generate` (no KV cache: the context cropped to the last `block` tokens is re-run for
+    every new token) for `batch` sequences side by side, from the baby preset's 4-layer 4-head 128-wide
+    model with a `block`-token context. A round is one generation of `tokens` new tokens per sequence."""
+    L, H, C, _, _ = PRESETS["baby"]
+    model = GPT(vocab, block, L, H, C).eval()
 
     @torch.no_grad()
-    def step():  # nanoGPT's generate: no KV cache, the cropped context is re-run for every token
-        idx = torch.zeros((1, 1), dtype=torch.long)
-        for _ in range(tokens):
-            logits = model(idx if idx.size(1) <= T else idx[:, -T:])[:, -1, :]
+    def generate(n):
+        idx = torch.zeros((batch, 1), dtype=torch.long)
+        for _ in range(n):
+            logits = model(idx if idx.size(1) <= block else idx[:, -block:])[:, -1, :]
             idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), 1)), dim=1)
 
-    return step, tokens, "tokens/s"
+    generate(min(tokens, 20))  # warm-up, as forge bench char --sample: a short generation, untimed
+    return (lambda: generate(tokens)), batch * tokens, "tokens/s"
 
 
 def matmul1024():
@@ -300,7 +305,7 @@ WORKLOADS = {
     "vae": (vae, (20, 200, 3)),
     "char-baby": (lambda: char_train("baby"), (3, 10, 3)),
     "char-shakespeare": (lambda: char_train("shakespeare"), (1, 3, 3)),
-    "char-baby-sample": (char_sample, (1, 1, 3)),
+    "char-sample": (None, (0, 1, 3)),  # made in main from --block/--batch/--tokens; warms up itself
 }
 
 
@@ -311,13 +316,20 @@ def main():
     ap.add_argument("--warmup", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--block", type=int, default=64, help="char-sample: context length")
+    ap.add_argument("--batch", type=int, default=1, help="char-sample: sequences generated side by side")
+    ap.add_argument("--tokens", type=int, default=500, help="char-sample: new tokens per sequence")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     make, (w, s, r) = WORKLOADS[a.workload]
+    name = a.workload
+    if a.workload == "char-sample":
+        name = f"char-sample-b{a.batch}-block{a.block}"
+        make = lambda: char_sample(a.block, a.batch, a.tokens)
     step, items, unit = make()
     sec = measure(step, a.warmup if a.warmup is not None else w, a.steps or s, a.rounds or r)
-    print(f"RESULT {a.workload} {items / sec:.2f} {unit}", flush=True)
+    print(f"RESULT {name} {items / sec:.2f} {unit}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 import Foundation
 import TensorCore
+import CKernels
 
 // A character-level GPT, read top to bottom like nanoGPT's model.py: a config, then one small class per
 // block (CausalSelfAttention, MLP, Block) and the model (CharTransformer = nanoGPT's GPT). Parameter
@@ -352,65 +353,189 @@ private func softmaxRow(_ row: UnsafeMutablePointer<Float>, visible: Int, count:
 
 // MARK: - window forward for exact sampling
 
-extension CharTransformer {
-    /// The logits of the last position of B windows of T tokens at positions 0..<T, (B, vocab): what
-    /// `forward(tokens, batch: B, length: T)[:, T-1, :]` gives, with no graph. The last block computes
-    /// its keys and values for every position but its attention, MLP, final LayerNorm and head for the
-    /// last position only. `scratch` holds the keys and values (its batch must be B; its contents are
-    /// replaced). Exact sampling calls it once per token once the context is full.
-    public func lastPositionLogits(_ tokens: [Int32], length T: Int, scratch cache: KVCache) -> Tensor {
-        let B = cache.batch, C = config.embedding, H = config.heads, D = C / H, cap = cache.capacity
-        precondition(T >= 1 && T <= cap, "lastPositionLogits: window of \(T) tokens, block size \(cap)")
-        precondition(tokens.count == B * T, "lastPositionLogits: \(tokens.count) tokens for batch \(B) × \(T)")
-        return withNoGrad {
-            cache.reset()
-            let tok = transformer.wte(tokens, shape: [B, T])                                  // (B, T, C)
-            let pos = transformer.wpe((0..<T).map { Int32($0) }, shape: [T])                 // (T, C)
-            var x = tok + pos                                                                 // (B, T, C)
-            let scale = 1 / Float(D).squareRoot()
-            let lastLayer = transformer.h.count - 1
-            var xLast = Tensor(uninitializedShape: [B, C])
-            for (layer, block) in transformer.h.enumerated() {
-                let qkv = block.attn.c_attn(block.ln_1(x))                                    // (B, T, 3C)
-                let rows = layer == lastLayer ? 1 : T                                         // query rows needed
-                let y = Tensor(uninitializedShape: [B, rows, C])
-                let kc = SendablePointer(cache.keys[layer].mutablePointer), vc = SendablePointer(cache.values[layer].mutablePointer)
-                let q = SendablePointer(qkv.pointer), yp = SendablePointer(y.mutablePointer)
-                // The (sequence, head) pairs are independent: one thread each takes a share of them, with
-                // single-threaded products (a T×T×D product split over threads costs more than it saves).
-                parallelFor(B * H, grain: 1) { start, end in
-                    var scores = [Float](repeating: 0, count: rows * T)
-                    scores.withUnsafeMutableBufferPointer { sb in
-                        let S = sb.baseAddress!
-                        for pair in start..<end {
-                            let b = pair / H, h = pair % H
-                            let head = (b * H + h) * cap * D      // this head's (capacity, D) slab
-                            let row0 = b * T * 3 * C + h * D       // q of (b, 0, h); k at +C, v at +2C
-                            for t in 0..<T {
-                                (kc.p + head + t * D).update(from: q.p + row0 + t * 3 * C + C, count: D)
-                                (vc.p + head + t * D).update(from: q.p + row0 + t * 3 * C + 2 * C, count: D)
-                            }
-                            let first = T - rows                   // first query row computed
-                            sgemm(transA: false, transB: true, m: rows, n: T, k: D, a: q.p + row0 + first * 3 * C, lda: 3 * C,
-                                  b: kc.p + head, ldb: D, c: S, ldc: T)
-                            for r in 0..<rows { softmaxRow(S + r * T, visible: first + r + 1, count: T, scale: scale) }
-                            sgemm(transA: false, transB: false, m: rows, n: D, k: T, a: S, lda: T, b: vc.p + head, ldb: D,
-                                  c: yp.p + b * rows * C + h * D, ldc: C)
-                        }
-                    }
-                }
-                if layer < lastLayer {
-                    x = x + block.attn.c_proj(y)
-                    x = x + block.mlp.c_proj(block.mlp.c_fc(block.ln_2(x)).gelu())
-                } else {
-                    // x[:, T-1, :] (B, C), then the rest of the block for that position only
-                    for b in 0..<B { (xLast.mutablePointer + b * C).update(from: x.pointer + (b * T + T - 1) * C, count: C) }
-                    xLast = xLast + block.attn.c_proj(y.reshaped([B, C]))
-                    xLast = xLast + block.mlp.c_proj(block.mlp.c_fc(block.ln_2(xLast)).gelu())
-                }
+/// The forward pass exact sampling runs once per new token when the context is full: B windows of the
+/// last T tokens (positions 0..<T; positions are learned, so the window cannot slide) → the logits of
+/// each window's last position, (B, vocab). Plain Float buffers allocated once and reused, no graph,
+/// no Tensors. Per sequence: the embeddings; every layer but the last over all T rows (sgemm for the
+/// projections, causal attention per head in `fk_causal_attention_rows`, C kernels for LayerNorm and
+/// GELU); the last layer's keys and values over all rows but its query, attention, MLP, then the final
+/// LayerNorm and lm_head for the last row only (`fk_matvec`). Results match
+/// `forward(tokens, batch: B, length: T)[:, T-1, :]` to rounding.
+///
+/// Every sequence goes through the same calls with the same shapes whatever B is, so its logits are
+/// the same bits at any batch size. Sequences are spread over the thread pool (one set of scratch
+/// buffers per worker); a single sequence of a large model instead spreads its rows, heads and GEMM
+/// blocks over it (a small one runs on one thread).
+public final class WindowInference {
+    public let model: CharTransformer
+    /// Windows per call.
+    public let batch: Int
+    /// Tokens per window (at most the block size).
+    public let length: Int
+    private let slots: Int
+    private let splitsOneSequence: Bool
+    private let scratch: [UnsafeMutablePointer<Float>]  // one block of `floatsPerSlot` per slot
+    private let logits: UnsafeMutablePointer<Float>      // (B, V)
+    private let C: Int, H: Int, D: Int, V: Int
+
+    /// Buffers for `batch` windows of `length` tokens (1 ≤ length ≤ block size).
+    public init(model: CharTransformer, batch: Int, length: Int) {
+        let config = model.config
+        precondition(batch >= 1, "WindowInference: batch must be ≥ 1, got \(batch)")
+        precondition(length >= 1 && length <= config.blockSize, "WindowInference: window of \(length) tokens, block size \(config.blockSize)")
+        self.model = model
+        self.batch = batch
+        self.length = length
+        C = config.embedding
+        H = config.heads
+        D = C / H
+        V = config.vocabSize
+        slots = max(1, min(Threads.count, batch))
+        // A lone sequence splits its rows, heads and GEMM blocks over the pool only from about 2²⁵
+        // multiply-adds in its largest product (T·4C·C): ~25 joins per token cost more than they save
+        // below that. Measured with 3 other agents loading the 2 cores: the 128-wide model ran at
+        // block 64 / 256 at 419 / 170 tokens/s on 1 thread and 209 / 120 split over 2.
+        splitsOneSequence = length * 4 * C * C >= 1 << 25
+        let perSlot = WindowInference.floatsPerSlot(T: length, C: C, H: H)
+        scratch = (0..<slots).map { _ in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: perSlot)
+            p.initialize(repeating: 0, count: perSlot)
+            return p
+        }
+        logits = .allocate(capacity: batch * V)
+        logits.initialize(repeating: 0, count: batch * V)
+    }
+
+    deinit {
+        for p in scratch { p.deallocate() }
+        logits.deallocate()
+    }
+
+    // x, ln, att (T·C each), qkv (3TC), hidden (4TC), mean and rstd (T each), per-head attention scratch
+    // (H blocks of fk_causal_attention_scratch), then the last row: x, ln, att (C each), hidden (4C), mean and rstd (1 each).
+    private static func floatsPerSlot(T: Int, C: Int, H: Int) -> Int {
+        10 * T * C + 2 * T + H * fk_causal_attention_scratch(T, C / H) + 7 * C + 2
+    }
+
+    /// The logits of the last position of each window: `tokens` holds B windows of T tokens, row-major.
+    /// The returned (B, vocab) values stay valid until the next call.
+    public func lastPositionLogits(_ tokens: UnsafeBufferPointer<Int32>) -> UnsafeBufferPointer<Float> {
+        precondition(tokens.count == batch * length, "WindowInference: \(tokens.count) tokens for batch \(batch) × \(length)")
+        let V = self.V
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= V }) {
+            preconditionFailure("WindowInference: token \(bad) is outside the vocabulary of \(V)")
+        }
+        let tok = SendablePointer(tokens.baseAddress!), slots = self.slots, B = batch
+        // one chunk per slot: with a single slot (one sequence, or one thread) this runs here, and the
+        // work inside the sequence goes parallel only when it is big enough to pay for the joins
+        let outer = fk_in_parallel_region()
+        if slots == 1 && !splitsOneSequence { fk_set_parallel_region(1) }
+        parallelFor(slots, grain: 1) { s, e in
+            for slot in s..<e {
+                for b in stride(from: slot, to: B, by: slots) { self.forwardOne(tok.p + b * self.length, slot: slot, into: self.logits + b * V) }
             }
-            cache.advance(by: T)
-            return lm_head(transformer.ln_f(xLast))                                           // (B, vocab)
+        }
+        fk_set_parallel_region(outer)
+        return UnsafeBufferPointer(start: logits, count: batch * V)
+    }
+
+    /// `lastPositionLogits` from an array, copied into a (B, vocab) Tensor.
+    public func lastPositionLogits(_ tokens: [Int32]) -> Tensor {
+        let out = tokens.withUnsafeBufferPointer { lastPositionLogits($0) }
+        return Tensor(shape: [batch, V], data: Array(out))
+    }
+
+    private func forwardOne(_ tok: UnsafeMutablePointer<Int32>, slot: Int, into out: UnsafeMutablePointer<Float>) {
+        let T = length, C = self.C, H = self.H, D = self.D
+        let base = scratch[slot]
+        let x = base, ln = x + T * C, att = ln + T * C, qkv = att + T * C, hid = qkv + 3 * T * C
+        let mean = hid + 4 * T * C, rstd = mean + T, attScratch = rstd + T
+        let headScratch = fk_causal_attention_scratch(T, D)
+        let xl = attScratch + H * headScratch, lnl = xl + C, attl = lnl + C, hidl = attl + C
+        let meanl = hidl + 4 * C, rstdl = meanl + 1
+        let trunk = model.transformer
+        let wte = trunk.wte.weight.pointer, wpe = trunk.wpe.weight.pointer
+        for t in 0..<T {
+            let e = wte + Int(tok[t]) * C, p = wpe + t * C, row = x + t * C
+            for c in 0..<C { row[c] = e[c] + p[c] }
+        }
+        let lastLayer = trunk.h.count - 1
+        for (layer, block) in trunk.h.enumerated() {
+            Self.layerNormRows(x, block.ln_1, out: ln, mean: mean, rstd: rstd, rows: T, cols: C)
+            let wAttn = block.attn.c_attn.weight.pointer, bAttn = block.attn.c_attn.bias?.pointer
+            if layer < lastLayer {
+                // qkv = ln · W_attnᵀ (+ b)   (T, 3C)
+                sgemm(transA: false, transB: true, m: T, n: 3 * C, k: C, a: ln, lda: C, b: wAttn, ldb: C, c: qkv, ldc: 3 * C)
+                if let bAttn { Self.addBias(bAttn, to: qkv, rows: T, cols: 3 * C, ld: 3 * C) }
+                Self.attention(qkv: qkv, T: T, C: C, H: H, first: 0, out: att, ldo: C, scratch: attScratch)
+                // x += att · W_projᵀ (+ b)
+                sgemm(transA: false, transB: true, m: T, n: C, k: C, a: att, lda: C, b: block.attn.c_proj.weight.pointer, ldb: C,
+                      beta: 1, c: x, ldc: C)
+                if let b = block.attn.c_proj.bias?.pointer { Self.addBias(b, to: x, rows: T, cols: C, ld: C) }
+                Self.layerNormRows(x, block.ln_2, out: ln, mean: mean, rstd: rstd, rows: T, cols: C)
+                // x += gelu(ln · W_fcᵀ + b) · W_projᵀ (+ b)
+                sgemm(transA: false, transB: true, m: T, n: 4 * C, k: C, a: ln, lda: C, b: block.mlp.c_fc.weight.pointer, ldb: C,
+                      c: hid, ldc: 4 * C)
+                if let b = block.mlp.c_fc.bias?.pointer { Self.addBias(b, to: hid, rows: T, cols: 4 * C, ld: 4 * C) }
+                Self.gelu(hid, count: T * 4 * C)
+                sgemm(transA: false, transB: true, m: T, n: C, k: 4 * C, a: hid, lda: 4 * C, b: block.mlp.c_proj.weight.pointer, ldb: 4 * C,
+                      beta: 1, c: x, ldc: C)
+                if let b = block.mlp.c_proj.bias?.pointer { Self.addBias(b, to: x, rows: T, cols: C, ld: C) }
+            } else {
+                // keys and values of every row (W_attn's rows C..<3C), the query of the last row only
+                sgemm(transA: false, transB: true, m: T, n: 2 * C, k: C, a: ln, lda: C, b: wAttn + C * C, ldb: C, c: qkv + C, ldc: 3 * C)
+                if let bAttn { Self.addBias(bAttn + C, to: qkv + C, rows: T, cols: 2 * C, ld: 3 * C) }
+                let qLast = qkv + (T - 1) * 3 * C
+                fk_matvec(wAttn, ln + (T - 1) * C, qLast, C, C, 0)
+                if let bAttn { Self.addBias(bAttn, to: qLast, rows: 1, cols: C, ld: C) }
+                Self.attention(qkv: qkv, T: T, C: C, H: H, first: T - 1, out: attl, ldo: C, scratch: attScratch)
+                xl.update(from: x + (T - 1) * C, count: C)
+                fk_matvec(block.attn.c_proj.weight.pointer, attl, xl, C, C, 1)
+                if let b = block.attn.c_proj.bias?.pointer { Self.addBias(b, to: xl, rows: 1, cols: C, ld: C) }
+                Self.layerNormRows(xl, block.ln_2, out: lnl, mean: meanl, rstd: rstdl, rows: 1, cols: C)
+                fk_matvec(block.mlp.c_fc.weight.pointer, lnl, hidl, 4 * C, C, 0)
+                if let b = block.mlp.c_fc.bias?.pointer { Self.addBias(b, to: hidl, rows: 1, cols: 4 * C, ld: 4 * C) }
+                Self.gelu(hidl, count: 4 * C)
+                fk_matvec(block.mlp.c_proj.weight.pointer, hidl, xl, C, 4 * C, 1)
+                if let b = block.mlp.c_proj.bias?.pointer { Self.addBias(b, to: xl, rows: 1, cols: C, ld: C) }
+            }
+        }
+        Self.layerNormRows(xl, trunk.ln_f, out: lnl, mean: meanl, rstd: rstdl, rows: 1, cols: C)
+        fk_matvec(model.lm_head.weight.pointer, lnl, out, V, C, 0)  // lm_head has no bias (tied to wte)
+    }
+
+    private static func layerNormRows(_ x: UnsafeMutablePointer<Float>, _ norm: LayerNorm, out: UnsafeMutablePointer<Float>,
+                                      mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+        let px = SendablePointer(x), po = SendablePointer(out), pm = SendablePointer(mean), pr = SendablePointer(rstd)
+        let w = SendablePointer(norm.weight.pointer), b = norm.bias.map { SendablePointer($0.pointer) }, eps = norm.eps
+        parallelFor(rows, grain: max(1, 16_384 / cols)) { s, e in
+            fk_layernorm_forward(px.p + s * cols, w.p, b?.p, po.p + s * cols, pm.p + s, pr.p + s, e - s, cols, eps)
+        }
+    }
+
+    private static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        let p = SendablePointer(x)
+        parallelFor(count) { s, e in fk_gelu_erf(p.p + s, p.p + s, e - s) }
+    }
+
+    private static func addBias(_ bias: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int) {
+        for r in 0..<rows {
+            let row = y + r * ld
+            for c in 0..<cols { row[c] += bias[c] }
+        }
+    }
+
+    /// Causal attention of every head of a (T, 3C) qkv buffer for query rows first..<T, written to
+    /// out (rows × C, heads side by side, row stride ldo); heads in parallel.
+    private static func attention(qkv: UnsafeMutablePointer<Float>, T: Int, C: Int, H: Int, first: Int,
+                                  out: UnsafeMutablePointer<Float>, ldo: Int, scratch: UnsafeMutablePointer<Float>) {
+        let D = C / H, q = SendablePointer(qkv), o = SendablePointer(out), sc = SendablePointer(scratch)
+        let headScratch = fk_causal_attention_scratch(T, D)
+        parallelFor(H, grain: 1) { s, e in
+            for h in s..<e {
+                fk_causal_attention_rows(q.p + h * D, q.p + C + h * D, q.p + 2 * C + h * D, 3 * C,
+                                         o.p + h * D, ldo, T, D, first, sc.p + h * headScratch)
+            }
         }
     }
 }

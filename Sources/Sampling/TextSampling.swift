@@ -252,7 +252,7 @@ public struct GeneratedSequence: Sendable, Equatable {
 /// min(length, block) tokens, as nanoGPT's `generate` does: the prompt (its last block tokens) is fed once
 /// into a KV cache and each new token is one cached step until the context first fills; from then on
 /// every token costs one forward over the last `block` tokens (positions are learned, so the window cannot
-/// slide), batched over the sequences, with no graph and a reused scratch cache. With
+/// slide) in a `WindowInference`: batched over the sequences, with no graph and buffers made once. With
 /// `options.reuseContext` the cache is instead rebuilt from the last `blockSize / 2` tokens when it
 /// fills (cheaper, approximate).
 public final class CharSampler {
@@ -339,7 +339,13 @@ public final class CharSampler {
             for c in contexts { tokens += c.suffix(n) }
             return model.forwardCached(tokens, count: n, cache: cache)
         }
-        var logits = prefill(keep: block)
+        // (count, V) logits of the step: from a Tensor of the cached path (kept alive here) or from
+        // the window forward's own buffer
+        var cachedLogits = prefill(keep: block)
+        var logits = UnsafePointer(cachedLogits.pointer)
+        // exact mode once the context is full: the window forward and its token buffer, made once
+        var windowForward: WindowInference?
+        var windows: [Int32] = []
         for step in 0..<length {
             var next = [Int32](repeating: 0, count: count)
             for b in 0..<count {
@@ -350,7 +356,7 @@ public final class CharSampler {
                     if contexts[b].count > block { contexts[b].removeFirst() }
                     continue
                 }
-                let t = sampleToken(logits: logits.pointer + b * V, count: V, options: options,
+                let t = sampleToken(logits: logits + b * V, count: V, options: options,
                                     recentCounts: counts.isEmpty ? nil : counts[b]) { sources[b].nextUniform() }
                 next[b] = t
                 contexts[b].append(t)
@@ -372,12 +378,21 @@ public final class CharSampler {
             }
             if step == length - 1 || activeCount == 0 { break }  // no logits needed after the last token
             if cache.length < block {
-                logits = model.forwardCached(next, count: 1, cache: cache)
+                cachedLogits = model.forwardCached(next, count: 1, cache: cache)
+                logits = UnsafePointer(cachedLogits.pointer)
             } else if options.reuseContext {
-                logits = prefill(keep: keepOnOverflow)
+                cachedLogits = prefill(keep: keepOnOverflow)
+                logits = UnsafePointer(cachedLogits.pointer)
             } else {
                 // exact: one forward over each sequence's last `block` tokens, last position only
-                logits = model.lastPositionLogits(contexts.flatMap { $0 }, length: block, scratch: cache)
+                if windowForward == nil {
+                    windowForward = WindowInference(model: model, batch: count, length: block)
+                    windows = [Int32](repeating: 0, count: count * block)
+                }
+                windows.withUnsafeMutableBufferPointer { w in
+                    for b in 0..<count { contexts[b].withUnsafeBufferPointer { (w.baseAddress! + b * block).update(from: $0.baseAddress!, count: block) } }
+                }
+                logits = windows.withUnsafeBufferPointer { windowForward!.lastPositionLogits($0) }.baseAddress!
             }
         }
         for b in 0..<count where active[b] {

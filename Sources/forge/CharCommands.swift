@@ -304,17 +304,30 @@ struct BenchChar: ParsableCommand {
     @Option(parsing: .unconditional, help: "Warm-up steps.") var warmup: Int?
     @Option(help: "Timed steps per round.") var steps: Int?
     @Option(help: "Rounds (the median is reported).") var rounds: Int = 3
-    @Flag(help: "Measure sampling (batch 1, KV cache, temperature 1, no top-k) instead of training.") var sample = false
-    @Option(help: "Tokens per sampling round.") var sampleTokens: Int = 500
+    @Flag(help: "Measure sampling instead of training: nanoGPT's generate (temperature 1, no top-k), exact unless --reuse-context.") var sample = false
+    @Option(help: "Tokens per sequence per sampling round.") var sampleTokens: Int = 500
+    @Option(help: "Sampling: sequences generated side by side.") var sampleBatch: Int = 1
+    @Option(help: "Sampling: the model's context (block size) instead of the preset's.") var block: Int?
+    @Flag(help: "Sampling: the half-window KV-cache rebuild (an approximation, not the model's own distribution).") var reuseContext = false
+    @Option(help: "Sampling: time this char checkpoint instead of a freshly initialised preset model.", completion: .file())
+    var checkpoint: String?
     @Option(help: "Vocabulary size.") var vocab: Int = 65
 
     func run() throws {
         guard let o = CharTrainingOptions.preset(preset) else { throw ValidationError("unknown preset \(preset)") }
         var config = o.modelConfig(vocabSize: vocab)
         config.dropout = 0
-        let B = o.batchSize, T = o.blockSize
+        if let block {
+            guard sample else { throw ValidationError("--block is for --sample (training uses the preset's block)") }
+            guard block >= 1 else { throw ValidationError("--block must be ≥ 1, got \(block)") }
+            config.blockSize = block
+        }
+        guard sampleBatch >= 1 else { throw ValidationError("--sample-batch must be ≥ 1, got \(sampleBatch)") }
+        if checkpoint != nil && !sample { throw ValidationError("--checkpoint is for --sample") }
+        let model = try checkpoint.map { try CharCheckpoint.load(path: $0).model } ?? CharTransformer(config, seed: 1)
+        config = model.config
+        let B = o.batchSize, T = config.blockSize
         let tag = "gpt L\(config.layers) H\(config.heads) C\(config.embedding) T\(T)"
-        let model = CharTransformer(config, seed: 1)
         say("forge \(tag): \(String(format: "%.2fM", Double(model.nonEmbeddingParameterCount) / 1e6)) params, threads \(Threads.count), BLAS \(BLAS.coreName)")
         if !sample {
             let opt = AdamW(decayGroups(model.parameters, learningRate: 1e-3, weightDecay: 0.1), betas: (0.9, 0.99))
@@ -342,17 +355,25 @@ struct BenchChar: ParsableCommand {
                          times.map { String(format: "%.1f", $0 * 1000) }.joined(separator: " ")))
             say(String(format: "RESULT char-%@ %.1f tokens/s", preset, Double(B * T) / med))
         } else {
-            let n = max(sampleTokens, 1)
+            // As bench/torch_ref.py's char_sample (nanoGPT's generate): sampleBatch sequences from the prompt
+            // [0], n new tokens each; a round is one generation, timed as a whole; one untimed round first
+            // (of 20 tokens at most: the first tokens are the cheap, cached ones).
+            let n = max(sampleTokens, 1), count = sampleBatch
             model.eval()
             let sampler = CharSampler(model: model)
+            let options = TextSamplingOptions(temperature: 1, topK: nil, reuseContext: reuseContext)
             var g = RandomGenerator(seed: 3)
-            // one untimed round first, then rounds of one n-token generation each
-            let times = StepTiming.rounds(warmup: 1, steps: 1, rounds: rounds) {
-                _ = sampler.generate(prompt: [0], length: n, options: TextSamplingOptions(temperature: 1, topK: nil), generator: &g)
-            }.map { $0.secondsPerStep / Double(n) }
+            _ = sampler.generate(prompt: [0], count: count, length: min(n, 20), options: options, generator: &g)
+            let times = StepTiming.rounds(warmup: 0, steps: 1, rounds: rounds) {
+                _ = sampler.generate(prompt: [0], count: count, length: n, options: options, generator: &g)
+            }.map { $0.secondsPerStep / Double(n * count) }
             let med = StepTiming.median(times)
-            say(String(format: "%@ sample%d b1: %.3f ms/token, %.0f tokens/s", tag, n, med * 1000, 1 / med))
-            say(String(format: "RESULT char-%@-sample %.1f tokens/s", preset, 1 / med))
+            let mode = reuseContext ? "reuse-context approximation" : "exact"
+            say(String(format: "%@ sample %d tokens × batch %d (%@): %.3f ms/token, %.0f tokens/s (rounds: %@)", tag, n, count, mode,
+                       med * 1000, 1 / med, times.map { String(format: "%.0f", 1 / $0) }.joined(separator: " ")))
+            let name = checkpoint.map { "char-sample-" + URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent + "-b\(count)" }
+                ?? "char-sample-b\(count)-block\(T)" + (reuseContext ? "-approx-reuse-context" : "")
+            say(String(format: "RESULT %@ %.1f tokens/s", name, 1 / med))
         }
     }
 }

@@ -131,6 +131,49 @@ final class CharTransformerTests: XCTestCase {
         }
     }
 
+    /// The window forward of exact sampling gives a full forward's last-position logits, with and
+    /// without biases, for head sizes that are and are not multiples of the kernels' unrolling
+    /// (16 and 15), and a window shorter than the block.
+    func testWindowInferenceMatchesFullForward() {
+        let configs = [tinyConfig(bias: false), tinyConfig(bias: true),
+                       CharTransformerConfig(vocabSize: 11, blockSize: 12, layers: 3, heads: 2, embedding: 30, dropout: 0, bias: true)]
+        for (n, config) in configs.enumerated() {
+            let model = CharTransformer(config, seed: 12 + UInt64(n))
+            model.eval()
+            for T in [config.blockSize, 5] {
+                let B = 3, V = config.vocabSize
+                let tokens = randomTokens(B * T, vocab: V, seed: 13)
+                let full = withNoGrad { model.forward(tokens, batch: B, length: T) }  // (B, T, V)
+                let last = WindowInference(model: model, batch: B, length: T).lastPositionLogits(tokens)  // (B, V)
+                XCTAssertEqual(last.shape, [B, V])
+                for b in 0..<B {
+                    let d = maxDifference(last.pointer + b * V, full.pointer + (b * T + T - 1) * V, V)
+                    XCTAssertLessThan(d, 1e-4, "config \(n), T \(T), sequence \(b)")
+                }
+                XCTAssertGreaterThan(maxDifference(last.pointer, last.pointer + V, V), 1e-3, "different windows, different logits")
+            }
+        }
+    }
+
+    /// A sequence's window logits are the same bits whether it is decoded alone or beside others: at
+    /// 128 wide (above OpenBLAS's small-matrix sizes), and at 256 wide with 128 tokens, where a lone
+    /// sequence splits its rows, heads and GEMMs over the threads while a batch does not.
+    func testWindowInferenceDoesNotDependOnTheBatch() {
+        for config in [tinyConfig(bias: true),
+                       CharTransformerConfig(vocabSize: 20, blockSize: 64, layers: 2, heads: 4, embedding: 128, dropout: 0, bias: false),
+                       CharTransformerConfig(vocabSize: 20, blockSize: 128, layers: 2, heads: 4, embedding: 256, dropout: 0, bias: true)] {
+            let model = CharTransformer(config, seed: 14)
+            model.eval()
+            let B = 5, T = config.blockSize, V = config.vocabSize
+            let tokens = randomTokens(B * T, vocab: V, seed: 15)
+            let together = WindowInference(model: model, batch: B, length: T).lastPositionLogits(tokens).scalars
+            for b in [0, 3, 4] {
+                let alone = WindowInference(model: model, batch: 1, length: T).lastPositionLogits(Array(tokens[(b * T)..<((b + 1) * T)])).scalars
+                XCTAssertEqual(alone, Array(together[(b * V)..<((b + 1) * V)]), "embedding \(config.embedding), sequence \(b)")
+            }
+        }
+    }
+
     /// nanoGPT's init makes the first prediction nearly uniform: loss ≈ ln(vocab).
     func testInitialLossIsLogVocab() {
         let config = CharTransformerConfig(vocabSize: 65, blockSize: 32, layers: 2, heads: 4, embedding: 64)

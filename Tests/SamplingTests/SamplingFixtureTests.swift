@@ -91,7 +91,7 @@ final class SamplingFixtureTests: XCTestCase {
         var g = RandomGenerator(seed: 4)
         let tokens = (0..<(3 * T)).map { _ in Int32(g.nextInt(below: V)) }
         let full = withNoGrad { model.forward(tokens, batch: 3, length: T) }.scalars
-        let last = model.lastPositionLogits(tokens, length: T, scratch: KVCache(for: model.config, batch: 3)).scalars
+        let last = WindowInference(model: model, batch: 3, length: T).lastPositionLogits(tokens).scalars
         XCTAssertEqual(last.count, 3 * V)
         for b in 0..<3 {
             for v in 0..<V {

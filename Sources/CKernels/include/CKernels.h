@@ -182,4 +182,17 @@ int fk_gemm_set_level(int level);
 /// "avx512", "avx2" or "baseline": the micro-kernel fk_gemm uses now.
 const char *fk_gemm_level_name(void);
 
+// ---- inference (inference.c): exact char sampling's window forward ----
+// Causal attention of one head for query rows [first, T): row r of out (at out + (r - first)·ldo) is
+// softmax(q[r]·k[0...r]ᵀ / √D) · v[0...r]. q, k, v: (T, D) with row stride ld (one head's columns of
+// a (T, 3C) qkv buffer). scratch: fk_causal_attention_scratch(T, D) floats (contiguous copies of the
+// head's k (transposed) and v, scores and scaled queries of two rows).
+void fk_causal_attention_rows(const float *q, const float *k, const float *v, long ld,
+                              float *out, long ldo, long T, long D, long first, float *scratch);
+long fk_causal_attention_scratch(long T, long D);
+// One row through a Linear layer without bias: y[j] (+)= Σ_i w[j·in + i]·x[i] for j < out (w is (out, in),
+// row-major, as a Linear weight); accumulate = 0 overwrites y, 1 adds to it. Each y[j] is a dot
+// product in fixed lanes, so the result depends on nothing but w and x.
+void fk_matvec(const float *w, const float *x, float *y, long out, long in, int accumulate);
+
 #endif
