@@ -32,6 +32,9 @@ void fk_gelu_erf(const float *x, float *y, long n);
 // dx[i] = dy[i] * f'(x[i])
 void fk_gelu_tanh_backward(const float *x, const float *dy, float *dx, long n);
 void fk_gelu_erf_backward(const float *x, const float *dy, float *dx, long n);
+// the same with dx written over x (x_dx: x on entry, dx on return)
+void fk_gelu_tanh_backward_inplace(float *x_dx, const float *dy, long n);
+void fk_gelu_erf_backward_inplace(float *x_dx, const float *dy, long n);
 
 // Dropout with a counter-based mask: element i is kept iff a hash of (seed, offset + i) is >= p as a
 // 24-bit uniform, and kept elements are scaled by 1/(1-p) (y may be x). The mask is a pure function of
