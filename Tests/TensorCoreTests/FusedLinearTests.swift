@@ -66,6 +66,28 @@ final class FusedLinearTests: XCTestCase {
         XCTAssertEqual(row.grad?.shape, [1, 64])
     }
 
+    /// Fused causal attention over a qkv that nothing else holds writes dqkv over it, head by head:
+    /// the same gradients, bit for bit, as when the caller keeps qkv (a fresh buffer).
+    func testCausalAttentionOverwritingItsInputGivesTheSameGradients() {
+        let x = randomTensor([2, 7, 3 * 8], seed: 61)
+        let r = randomTensor([2, 7, 8], seed: 62)
+        func grad(keepingQKV: Bool) -> [Float] {
+            let input = x.detachedCopy()
+            input.requiresGrad = true
+            var kept: Tensor? = nil
+            let out: Tensor
+            if keepingQKV { kept = input * 1.5; out = causalSelfAttention(qkv: kept!, heads: 2) }
+            else { out = causalSelfAttention(qkv: input * 1.5, heads: 2) }
+            let before = kept?.scalars
+            out.backward(r)
+            if let kept { XCTAssertEqual(kept.scalars, before, "a qkv someone holds was overwritten") }
+            return input.grad!.scalars
+        }
+        XCTAssertEqual(grad(keepingQKV: false), grad(keepingQKV: true))
+        let w = randomTensor([2, 7, 3 * 8], seed: 63)
+        assertGradientsMatch([w], eps: 1e-3) { causalSelfAttention(qkv: $0[0] * 1.5, heads: 2) }
+    }
+
     func testGeluLinearMatchesTheTwoOps() {
         let lin = Linear(8, 5, generator: &rng)
         let h = randomTensor([12, 8], seed: 44)

@@ -311,9 +311,19 @@ private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
     let out = Tensor(uninitializedShape: outShape)
     let lse = Tensor(uninitializedShape: [L.heads, L.T])  // (B·H, T): the statistics backward needs
     attentionForward(q, k, v, layout: L, causal: causal, dropout: p, seed: seed, out: out, outLayout: outLayout, lse: lse)
-    let inputs = q === k ? [q] : [q, k, v]
     let savedOut = Tensor(shape: out.shape, storage: out.storage)  // not `out` itself: that would be a cycle
-    return Tensor.record(out, "attention", inputs) { dout in
+    if q === k {
+        // Fused q, k, v: the closure's only reference to qkv, so backward can tell whether anything else
+        // still reads it; when nothing does, the gradient is written over it head by head.
+        var saved: Tensor? = q
+        return Tensor.record(out, "attention", [q]) { dout in
+            let reuse = isKnownUniquelyReferenced(&saved) && saved!.hasUniqueStorage()
+            let qkv = saved!
+            return attentionBackward(qkv, qkv, qkv, layout: L, causal: causal, dropout: p, seed: seed,
+                                     out: savedOut, dout: dout, outLayout: outLayout, lse: lse, overwritingInput: reuse)
+        }
+    }
+    return Tensor.record(out, "attention", [q, k, v]) { dout in
         attentionBackward(q, k, v, layout: L, causal: causal, dropout: p, seed: seed,
                           out: savedOut, dout: dout, outLayout: outLayout, lse: lse)
     }
@@ -350,11 +360,36 @@ func attentionForward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attention
 
 /// The gradients of `attentionForward` for dout (shaped as out: (B, T, C) or (B, H, T, D)): [dq, dk, dv],
 /// or [dqkv] (B, T, 3C) when q, k, v are column slices of one fused tensor. Reads lse (B·H, T) and out.
+/// `overwritingInput` (fused only): dqkv is written over qkv, each head's slices once that head is done
+/// (a head reads only its own columns), through a per-thread scratch of 3·T·D floats.
 func attentionBackward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool,
                        dropout p: Float, seed: UInt64, out: Tensor, dout: Tensor, outLayout O: AttentionOutputLayout,
-                       lse: Tensor) -> [Tensor?] {
+                       lse: Tensor, overwritingInput: Bool = false) -> [Tensor?] {
     let (T, D) = (L.T, L.D)
     let fused = q === k
+    if fused && overwritingInput {
+        let pq = SendablePointer(q.storage.pointer), po = SendablePointer(out.pointer)
+        let pg = SendablePointer(dout.pointer), pl = SendablePointer(lse.pointer)
+        parallelFor(L.heads, grain: 1) { s, e in
+            let scratch = Tensor(uninitializedShape: [3, T, D])  // this head's dq, dk, dv, rows D apart
+            let g = scratch.mutablePointer
+            for i in s..<e {
+                let b = L.base(i), ob = O.base(i)
+                g.update(repeating: 0, count: 3 * T * D)
+                let ok = fk_attention_backward_ldg(pq.p + b, pq.p + b + L.kOffset, pq.p + b + L.vOffset, L.rowStride,
+                                                   po.p + ob, pg.p + ob, O.rowStride, pl.p + i * T,
+                                                   g, g + T * D, g + 2 * T * D, D, T, D, causal ? 1 : 0,
+                                                   p, seed, UInt64(i * T * T), attentionTile)
+                forgePrecondition(ok != 0, "attention backward: could not allocate the scratch tiles")
+                for t in 0..<T {  // the head is done with q, k, v: its gradients replace them
+                    (pq.p + b + t * L.rowStride).update(from: g + t * D, count: D)
+                    (pq.p + b + L.kOffset + t * L.rowStride).update(from: g + (T + t) * D, count: D)
+                    (pq.p + b + L.vOffset + t * L.rowStride).update(from: g + (2 * T + t) * D, count: D)
+                }
+            }
+        }
+        return [Tensor(shape: q.shape, storage: q.storage)]
+    }
     let dq = Tensor.zeros(q.shape)
     let dk = fused ? dq : Tensor.zeros(k.shape)
     let dv = fused ? dq : Tensor.zeros(v.shape)
@@ -492,7 +527,7 @@ public func geluLinear(_ h: Tensor, weight: Tensor, bias: Tensor?, approximate: 
     var saved: Tensor? = h  // the closure's only reference to h: backward can tell whether anyone else holds it
     return Tensor.record(out, "gelu_linear", inputs) { g in
         // When nothing else can read h any more (no other op saved it, no variable or leaf edge holds
-        // it, no tensor shares its memory), dh is written over it block by block: h is last read here.
+        // it, no tensor shares its memory), dh is made in its buffer block by block: h is last read here.
         let reuse = isKnownUniquelyReferenced(&saved) && saved!.hasUniqueStorage()
         let h = saved!
         let dweight: Tensor? = weight.requiresGrad ? Tensor(uninitializedShape: weight.shape) : nil
@@ -502,25 +537,27 @@ public func geluLinear(_ h: Tensor, weight: Tensor, bias: Tensor?, approximate: 
         for r0 in stride(from: 0, to: rows, by: block) {
             let r = Swift.min(block, rows - r0)
             let gBlock = g.pointer + r0 * n, hBlock = h.pointer + r0 * k
+            if let dh {
+                // gelu(h[block]) into the scratch and gelu'(h[block]) into dh[block] (over h when reused), one pass
+                let ph = SendablePointer(hBlock), ps = SendablePointer(scratch.mutablePointer), pd = SendablePointer(dh.mutablePointer + r0 * k)
+                parallelFor(r * k) { s, e in
+                    if approximate { fk_gelu_tanh_and_derivative(ph.p + s, ps.p + s, pd.p + s, e - s) }
+                    else { fk_gelu_erf_and_derivative(ph.p + s, ps.p + s, pd.p + s, e - s) }
+                }
+            } else if dweight != nil {
+                geluRows(hBlock, into: scratch.mutablePointer, count: r * k, approximate: approximate)
+            }
             if let dweight {
                 // dW (N, K) += g[block]ᵀ · gelu(h[block])
-                geluRows(hBlock, into: scratch.mutablePointer, count: r * k, approximate: approximate)
                 sgemm(transA: true, transB: false, m: n, n: k, k: r, a: gBlock, lda: n, b: scratch.pointer, ldb: k,
                       beta: r0 == 0 ? 0 : 1, c: dweight.mutablePointer, ldc: k)
             }
             if let dh {
-                // d gelu(h)[block] = g[block] · W, then through GELU's derivative into dh[block]
+                // dh[block] = (g[block] · W) ⊙ gelu'(h[block])
                 sgemm(transA: false, transB: false, m: r, n: k, k: n, a: gBlock, lda: n, b: weight.pointer, ldb: k,
                       c: scratch.mutablePointer, ldc: k)
-                let ph = SendablePointer(hBlock), pg = SendablePointer(scratch.pointer), pd = SendablePointer(dh.mutablePointer + r0 * k)
-                parallelFor(r * k) { s, e in
-                    switch (approximate, reuse) {
-                    case (true, true): fk_gelu_tanh_backward_inplace(pd.p + s, pg.p + s, e - s)
-                    case (false, true): fk_gelu_erf_backward_inplace(pd.p + s, pg.p + s, e - s)
-                    case (true, false): fk_gelu_tanh_backward(ph.p + s, pg.p + s, pd.p + s, e - s)
-                    case (false, false): fk_gelu_erf_backward(ph.p + s, pg.p + s, pd.p + s, e - s)
-                    }
-                }
+                let ps = SendablePointer(scratch.pointer), pd = SendablePointer(dh.mutablePointer + r0 * k)
+                parallelFor(r * k) { s, e in fk_mul_inplace(pd.p + s, ps.p + s, e - s) }
             }
         }
         return [dh, dweight] + (bias == nil ? [] : [g.sum(toShape: [n])])
