@@ -109,10 +109,10 @@ FK_CLONES int fk_attention_forward(const float *q, const float *k, const float *
 //   per tile: P = exp(S − lse), dP = (dout·vᵀ) ∘ Z, dS = P ∘ (dP − Drow)
 //   dv += P̃ᵀ·dout,  dq += scale·dS·k,  dk += scale·dSᵀ·q
 // q, k, v, dq, dk, dv: (T, D) row stride ld;  out, dout: (T, D) row stride ldo;  lse: (T)
-FK_CLONES int fk_attention_backward(const float *q, const float *k, const float *v, long ld,
-                                    const float *out, const float *dout, long ldo, const float *lse,
-                                    float *dq, float *dk, float *dv, long T, long D, int causal,
-                                    float p, uint64_t seed, uint64_t mask_offset, long tile) {
+FK_CLONES int fk_attention_backward_ldg(const float *q, const float *k, const float *v, long ld,
+                                        const float *out, const float *dout, long ldo, const float *lse,
+                                        float *dq, float *dk, float *dv, long ldg, long T, long D, int causal,
+                                        float p, uint64_t seed, uint64_t mask_offset, long tile) {
     const float scale = 1.0f / sqrtf((float)D);
     const float keep_scale = 1.0f / (1.0f - p);
     const uint64_t threshold = fk_dropout_threshold(p);
@@ -152,13 +152,20 @@ FK_CLONES int fk_attention_backward(const float *q, const float *k, const float 
                 for (long c = n; c < bc; c++) { pr[c] = 0.0f; ds[c] = 0.0f; }
             }
             // dv[c0 : c0+bc] += P̃ᵀ · dout[r0 : r0+br]   (bc, D)
-            fk_gemm(1, 0, bc, D, br, 1.0f, P, tile, dout + r0 * ldo, ldo, 1.0f, dv + c0 * ld, ld);
+            fk_gemm(1, 0, bc, D, br, 1.0f, P, tile, dout + r0 * ldo, ldo, 1.0f, dv + c0 * ldg, ldg);
             // dq[r0 : r0+br] += dS · k[c0 : c0+bc]   (br, D)
-            fk_gemm(0, 0, br, D, bc, 1.0f, dS, tile, k + c0 * ld, ld, 1.0f, dq + r0 * ld, ld);
+            fk_gemm(0, 0, br, D, bc, 1.0f, dS, tile, k + c0 * ld, ld, 1.0f, dq + r0 * ldg, ldg);
             // dk[c0 : c0+bc] += dSᵀ · q[r0 : r0+br]   (bc, D)
-            fk_gemm(1, 0, bc, D, br, 1.0f, dS, tile, q + r0 * ld, ld, 1.0f, dk + c0 * ld, ld);
+            fk_gemm(1, 0, bc, D, br, 1.0f, dS, tile, q + r0 * ld, ld, 1.0f, dk + c0 * ldg, ldg);
         }
     }
     free(P);
     return 1;
+}
+
+int fk_attention_backward(const float *q, const float *k, const float *v, long ld,
+                          const float *out, const float *dout, long ldo, const float *lse,
+                          float *dq, float *dk, float *dv, long T, long D, int causal,
+                          float p, uint64_t seed, uint64_t mask_offset, long tile) {
+    return fk_attention_backward_ldg(q, k, v, ld, out, dout, ldo, lse, dq, dk, dv, ld, T, D, causal, p, seed, mask_offset, tile);
 }

@@ -68,6 +68,31 @@ FK_CLONES void fk_gelu_erf_backward(const float *restrict x, const float *restri
         dx[i] = dy[i] * (cdf + v * pdf);
     }
 }
+// gelu(x) and its derivative in one pass (they share the erf/exp or tanh): y[i] = gelu(x[i]),
+// dydx[i] = gelu'(x[i]). dydx may be x itself (each element is read before it is written).
+FK_CLONES void fk_gelu_erf_and_derivative(const float *x, float *restrict y, float *dydx, long n) {
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        float cdf = 0.5f * (1.0f + fk_erff(v * INV_SQRT2));
+        float pdf = INV_SQRT_2PI * fk_expf(-0.5f * v * v);
+        y[i] = v * cdf;
+        dydx[i] = cdf + v * pdf;
+    }
+}
+FK_CLONES void fk_gelu_tanh_and_derivative(const float *x, float *restrict y, float *dydx, long n) {
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        float u = SQRT_2_OVER_PI * (v + 0.044715f * v * v * v);
+        float t = fk_tanhf(u);
+        float du = SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * v * v);
+        y[i] = 0.5f * v * (1.0f + t);
+        dydx[i] = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du;
+    }
+}
+// a[i] *= b[i]
+FK_CLONES void fk_mul_inplace(float *restrict a, const float *restrict b, long n) {
+    for (long i = 0; i < n; i++) a[i] *= b[i];
+}
 
 FK_INLINE float fk_row_centered_sum_squares(const float *restrict x, float m, long n) {
     float acc[FK_LANES] = {0};

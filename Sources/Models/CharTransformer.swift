@@ -119,6 +119,14 @@ public final class CausalSelfAttention: Module {
         let y = causalSelfAttention(qkv: qkv, heads: heads, dropout: isTraining ? dropout : 0)  // (B, T, C), heads re-assembled
         return TensorCore.dropout(c_proj(y), p: dropout, training: isTraining)
     }
+
+    /// `forward(norm(x))` with the LayerNorm fused into `c_attn`, so norm(x) is recomputed in backward
+    /// instead of kept: x (B, T, C) → (B, T, C).
+    public func forward(normalizing x: Tensor, with norm: LayerNorm) -> Tensor {
+        let qkv = layerNormLinear(x, norm: norm, linear: c_attn)  // (B, T, 3C) = c_attn(norm(x))
+        let y = causalSelfAttention(qkv: qkv, heads: heads, dropout: isTraining ? dropout : 0)  // (B, T, C)
+        return TensorCore.dropout(c_proj(y), p: dropout, training: isTraining)
+    }
 }
 
 /// The position-wise feed-forward network: C → 4C → GELU → C, then dropout.
@@ -135,10 +143,16 @@ public final class TransformerMLP: Module {
     }
 
 
-    /// x: (B, T, C) → (B, T, C).
+    /// x: (B, T, C) → (B, T, C). gelu(c_fc(x)) is never kept whole: c_proj takes it a block of rows at a time.
     public func forward(_ x: Tensor) -> Tensor {
-        let h = c_fc(x).gelu()  // (B, T, 4C)
-        return TensorCore.dropout(c_proj(h), p: dropout, training: isTraining)
+        let h = c_fc(x)  // (B, T, 4C), before the GELU
+        return TensorCore.dropout(geluLinear(h, linear: c_proj), p: dropout, training: isTraining)
+    }
+
+    /// `forward(norm(x))` with the LayerNorm fused into `c_fc` (norm(x) recomputed in backward, not kept).
+    public func forward(normalizing x: Tensor, with norm: LayerNorm) -> Tensor {
+        let h = layerNormLinear(x, norm: norm, linear: c_fc)  // (B, T, 4C) = c_fc(norm(x)), before the GELU
+        return TensorCore.dropout(geluLinear(h, linear: c_proj), p: dropout, training: isTraining)
     }
 }
 
@@ -155,10 +169,11 @@ public final class TransformerBlock: Module {
     }
 
 
-    /// x: (B, T, C) → (B, T, C).
+    /// x: (B, T, C) → (B, T, C). Each LayerNorm runs fused into the projection after it; what backward
+    /// keeps per block is x, q·k·v, the attention output, x after attention and the MLP's pre-GELU h.
     public func forward(_ x: Tensor) -> Tensor {
-        let x = x + attn.forward(ln_1(x))
-        return x + mlp.forward(ln_2(x))
+        let x = x + attn.forward(normalizing: x, with: ln_1)
+        return x + mlp.forward(normalizing: x, with: ln_2)
     }
 }
 
@@ -218,8 +233,7 @@ public final class CharTransformer: Module {
         let pos = transformer.wpe((0..<T).map { Int32($0) }, shape: [T])     // (T, C)
         var x = TensorCore.dropout(tok + pos, p: config.dropout, training: isTraining)  // (B, T, C)
         for block in transformer.h { x = block.forward(x) }
-        x = transformer.ln_f(x)
-        return lm_head(x)                                                    // (B, T, vocab)
+        return layerNormLinear(x, norm: transformer.ln_f, linear: lm_head)   // (B, T, vocab) = lm_head(ln_f(x))
     }
 
     /// Logits (B, T, vocab) and the mean cross-entropy against `targets` (B, T).

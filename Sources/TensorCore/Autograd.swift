@@ -1,14 +1,53 @@
 import Foundation
 
-/// How a tensor was made: its inputs and a closure mapping the output's gradient to theirs.
+/// How a tensor was made: where each input's gradient goes and a closure mapping the output's
+/// gradient to theirs. A node holds no input *tensor* (only the nodes that made them, or the leaves
+/// that collect gradients), so an input's memory lives exactly as long as some op's backward closure
+/// captured it: an add keeps nothing, a matmul keeps its two operands. Backward drops each closure,
+/// and with it the tensors it saved, as soon as it has run.
 final class GradNode {
     let name: String
-    let inputs: [Tensor]
-    let backward: (Tensor) -> [Tensor?]
-    init(name: String, inputs: [Tensor], backward: @escaping (Tensor) -> [Tensor?]) {
+    let edges: [GradEdge]
+    /// nil once backward has run it (its saved tensors are released then).
+    var backward: ((Tensor) -> [Tensor?])?
+    init(name: String, edges: [GradEdge], backward: @escaping (Tensor) -> [Tensor?]) {
         self.name = name
-        self.inputs = inputs
+        self.edges = edges
         self.backward = backward
+    }
+}
+
+/// Where the gradient of one op input goes: to the node that computed it, to a leaf that collects
+/// it, or nowhere (an input that needs no gradient).
+struct GradEdge {
+    let shape: [Int]
+    let node: GradNode?
+    let leaf: Tensor?
+
+    init(_ input: Tensor) {
+        shape = input.shape
+        node = input.gradNode
+        leaf = input.gradNode == nil && input.requiresGrad ? input : nil
+    }
+
+    /// The vertex this edge leads to in backward's graph, if any.
+    var vertex: GradVertex? {
+        if let node { return .node(node) }
+        if let leaf, leaf.requiresGrad { return .leaf(leaf) }
+        return nil
+    }
+}
+
+/// A vertex of the backward graph: an op's node or a leaf tensor.
+enum GradVertex {
+    case node(GradNode)
+    case leaf(Tensor)
+
+    var id: ObjectIdentifier {
+        switch self {
+        case .node(let n): return ObjectIdentifier(n)
+        case .leaf(let t): return ObjectIdentifier(t)
+        }
     }
 }
 
@@ -25,12 +64,13 @@ public func withNoGrad<R>(_ body: () throws -> R) rethrows -> R {
 extension Tensor {
     /// Attaches a backward closure to a freshly computed `result` when any input needs gradients.
     /// The closure receives d(loss)/d(result) and returns d(loss)/d(input) for each input (nil = none).
-    /// It must not capture `result` itself (that would be a cycle); capture `result.storage` instead.
+    /// It should capture only what the backward needs (the graph itself keeps no input alive), and
+    /// must not capture `result` itself (that would be a cycle); capture `result.storage` instead.
     @inline(__always)
     static func record(_ result: Tensor, _ name: String, _ inputs: [Tensor], _ backward: @escaping (Tensor) -> [Tensor?]) -> Tensor {
         if GradMode.isEnabled, inputs.contains(where: { $0.requiresGrad }) {
             result.requiresGrad = true
-            result.gradNode = GradNode(name: name, inputs: inputs, backward: backward)
+            result.gradNode = GradNode(name: name, edges: inputs.map(GradEdge.init), backward: backward)
         }
         return result
     }
@@ -42,7 +82,8 @@ extension Tensor {
     }
 
     /// Back-propagates from this tensor (a scalar unless `gradient` is given), accumulating into the
-    /// `grad` of every leaf that requires gradients. The graph is freed afterwards, like PyTorch.
+    /// `grad` of every leaf that requires gradients. The graph is freed as it goes, like PyTorch: each
+    /// node's saved tensors are released once its backward has run, and each gradient once consumed.
     public func backward(_ gradient: Tensor? = nil) {
         let seed: Tensor
         if let g = gradient {
@@ -52,37 +93,41 @@ extension Tensor {
             forgePrecondition(count == 1, "backward: needs a scalar, got shape \(shape); pass a gradient")
             seed = Tensor(shape: shape, repeating: 1)
         }
+        let root: GradVertex
+        if let node = gradNode { root = .node(node) } else if requiresGrad { root = .leaf(self) } else { return }
         // Topological order by iterative DFS (deep graphs would overflow a recursive one).
-        var order: [Tensor] = []
+        var order: [GradVertex] = []
         var visited = Set<ObjectIdentifier>()
-        var stack: [(Tensor, Bool)] = [(self, false)]
-        while let (t, expanded) = stack.popLast() {
-            if expanded { order.append(t); continue }
-            if visited.contains(ObjectIdentifier(t)) { continue }
-            visited.insert(ObjectIdentifier(t))
-            stack.append((t, true))
-            if let node = t.gradNode {
-                for inp in node.inputs where inp.requiresGrad && !visited.contains(ObjectIdentifier(inp)) {
-                    stack.append((inp, false))
+        var stack: [(GradVertex, Bool)] = [(root, false)]
+        while let (v, expanded) = stack.popLast() {
+            if expanded { order.append(v); continue }
+            if visited.contains(v.id) { continue }
+            visited.insert(v.id)
+            stack.append((v, true))
+            if case .node(let node) = v {
+                for e in node.edges {
+                    if let w = e.vertex, !visited.contains(w.id) { stack.append((w, false)) }
                 }
             }
         }
-        var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(self): seed]
-        for t in order.reversed() {
-            guard let g = grads.removeValue(forKey: ObjectIdentifier(t)) else { continue }
-            if let node = t.gradNode {
-                let inputGrads = withNoGrad { node.backward(g) }
-                for (inp, gi) in zip(node.inputs, inputGrads) {
-                    guard inp.requiresGrad, let gi else { continue }
-                    forgePrecondition(gi.shape == inp.shape, "backward of \(node.name): gradient shape \(gi.shape) != input shape \(inp.shape)")
-                    let key = ObjectIdentifier(inp)
-                    if let prev = grads[key] { grads[key] = prev.adding(gi) } else { grads[key] = gi }
-                }
-                t.gradNode = nil  // free the graph as we go
-            } else if t.requiresGrad {
+        var grads: [ObjectIdentifier: Tensor] = [root.id: seed]
+        for v in order.reversed() {
+            guard let g = grads.removeValue(forKey: v.id) else { continue }
+            switch v {
+            case .leaf(let t):
                 t.accumulateGrad(g)
+            case .node(let node):
+                guard let run = node.backward else { continue }  // already back-propagated through
+                node.backward = nil  // releases what the closure saved once it returns
+                let inputGrads = withNoGrad { run(g) }
+                for (e, gi) in zip(node.edges, inputGrads) {
+                    guard let w = e.vertex, let gi else { continue }
+                    forgePrecondition(gi.shape == e.shape, "backward of \(node.name): gradient shape \(gi.shape) != input shape \(e.shape)")
+                    if let prev = grads[w.id] { grads[w.id] = prev.adding(gi) } else { grads[w.id] = gi }
+                }
             }
         }
+        gradNode = nil
     }
 
     /// Adds `g` into this leaf's `grad` (allocating it on first use).

@@ -5,7 +5,7 @@ import Foundation
 /// optimizers and gradient accumulation write in place, through `mutablePointer`.
 public final class Tensor: CustomStringConvertible {
     public let shape: [Int]
-    public let storage: Storage
+    public private(set) var storage: Storage
     /// Whether gradients flow to this tensor. Leaves (parameters) with this set collect `grad`.
     public var requiresGrad: Bool
     /// The accumulated gradient of a leaf after `backward()`.
@@ -109,6 +109,10 @@ public final class Tensor: CustomStringConvertible {
         }
         return storage.pointer[off]
     }
+
+    /// Whether this tensor is the only one using its memory (no other tensor shares the storage).
+    /// With a uniquely referenced tensor it tells a backward pass that it may reuse the buffer.
+    func hasUniqueStorage() -> Bool { isKnownUniquelyReferenced(&storage) }
 
     /// A copy that does not take part in autodiff (PyTorch's `tensor.detach().clone()`).
     public func detachedCopy() -> Tensor {

@@ -32,6 +32,11 @@ void fk_gelu_erf(const float *x, float *y, long n);
 // dx[i] = dy[i] * f'(x[i])
 void fk_gelu_tanh_backward(const float *x, const float *dy, float *dx, long n);
 void fk_gelu_erf_backward(const float *x, const float *dy, float *dx, long n);
+// y = gelu(x) and dydx = gelu'(x) in one pass; dydx may be x
+void fk_gelu_erf_and_derivative(const float *x, float *y, float *dydx, long n);
+void fk_gelu_tanh_and_derivative(const float *x, float *y, float *dydx, long n);
+// a[i] *= b[i]
+void fk_mul_inplace(float *a, const float *b, long n);
 
 // Dropout with a counter-based mask: element i is kept iff a hash of (seed, offset + i) is >= p as a
 // 24-bit uniform, and kept elements are scaled by 1/(1-p) (y may be x). The mask is a pure function of
@@ -77,6 +82,12 @@ int fk_attention_backward(const float *q, const float *k, const float *v, long l
                           const float *out, const float *dout, long ldo, const float *lse,
                           float *dq, float *dk, float *dv, long T, long D, int causal,
                           float p, uint64_t seed, uint64_t mask_offset, long tile);
+// The same with the gradients' rows ldg floats apart (ld is the inputs'): a head's gradients can go to
+// a scratch buffer of its own and then over the inputs, once the backward no longer reads them.
+int fk_attention_backward_ldg(const float *q, const float *k, const float *v, long ld,
+                              const float *out, const float *dout, long ldo, const float *lse,
+                              float *dq, float *dk, float *dv, long ldg, long T, long D, int causal,
+                              float p, uint64_t seed, uint64_t mask_offset, long tile);
 
 // ---- FMA peak (peak.c) ----
 /// GFLOP/s of `threads` pool threads each running `iters` rounds of 16 (AVX2: 14) independent FMA chains

@@ -116,18 +116,7 @@ public func crossEntropyBackward(probs dx: Tensor, targets: [Int32], ignoreIndex
 
 /// Layer norm over the last axis (`F.layer_norm(x, (C,), weight, bias, eps)`).
 public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 1e-5) -> Tensor {
-    let cols = x.shape.last ?? 1, rows = x.count / Swift.max(cols, 1)
-    if let w = weight { forgePrecondition(w.shape == [cols], "layerNorm: weight \(w.shape) does not match input \(x.shape)") }
-    if let b = bias { forgePrecondition(b.shape == [cols], "layerNorm: bias \(b.shape) does not match input \(x.shape)") }
-    let out = Tensor(uninitializedShape: x.shape)
-    let mean = Tensor(uninitializedShape: [rows]), rstd = Tensor(uninitializedShape: [rows])
-    let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
-    let pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
-    let pw = weight.map { SendablePointer($0.pointer) }, pb = bias.map { SendablePointer($0.pointer) }
-    let grain = Swift.max(1, 16_384 / Swift.max(cols, 1))
-    parallelFor(rows, grain: grain) { s, e in
-        fk_layernorm_forward(px.p + s * cols, pw?.p, pb?.p, po.p + s * cols, pm.p + s, pr.p + s, e - s, cols, eps)
-    }
+    let (out, mean, rstd) = layerNormRows(x, weight: weight, bias: bias, eps: eps)
     var inputs = [x]
     if let w = weight { inputs.append(w) }
     if let b = bias { inputs.append(b) }
@@ -322,10 +311,21 @@ private func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
     let out = Tensor(uninitializedShape: outShape)
     let lse = Tensor(uninitializedShape: [L.heads, L.T])  // (B·H, T): the statistics backward needs
     attentionForward(q, k, v, layout: L, causal: causal, dropout: p, seed: seed, out: out, outLayout: outLayout, lse: lse)
-    let inputs = q === k ? [q] : [q, k, v]
-    return Tensor.record(out, "attention", inputs) { dout in
+    let savedOut = Tensor(shape: out.shape, storage: out.storage)  // not `out` itself: that would be a cycle
+    if q === k {
+        // Fused q, k, v: the closure's only reference to qkv, so backward can tell whether anything else
+        // still reads it; when nothing does, the gradient is written over it head by head.
+        var saved: Tensor? = q
+        return Tensor.record(out, "attention", [q]) { dout in
+            let reuse = isKnownUniquelyReferenced(&saved) && saved!.hasUniqueStorage()
+            let qkv = saved!
+            return attentionBackward(qkv, qkv, qkv, layout: L, causal: causal, dropout: p, seed: seed,
+                                     out: savedOut, dout: dout, outLayout: outLayout, lse: lse, overwritingInput: reuse)
+        }
+    }
+    return Tensor.record(out, "attention", [q, k, v]) { dout in
         attentionBackward(q, k, v, layout: L, causal: causal, dropout: p, seed: seed,
-                          out: out, dout: dout, outLayout: outLayout, lse: lse)
+                          out: savedOut, dout: dout, outLayout: outLayout, lse: lse)
     }
 }
 
@@ -360,11 +360,36 @@ func attentionForward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attention
 
 /// The gradients of `attentionForward` for dout (shaped as out: (B, T, C) or (B, H, T, D)): [dq, dk, dv],
 /// or [dqkv] (B, T, 3C) when q, k, v are column slices of one fused tensor. Reads lse (B·H, T) and out.
+/// `overwritingInput` (fused only): dqkv is written over qkv, each head's slices once that head is done
+/// (a head reads only its own columns), through a per-thread scratch of 3·T·D floats.
 func attentionBackward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: AttentionLayout, causal: Bool,
                        dropout p: Float, seed: UInt64, out: Tensor, dout: Tensor, outLayout O: AttentionOutputLayout,
-                       lse: Tensor) -> [Tensor?] {
+                       lse: Tensor, overwritingInput: Bool = false) -> [Tensor?] {
     let (T, D) = (L.T, L.D)
     let fused = q === k
+    if fused && overwritingInput {
+        let pq = SendablePointer(q.storage.pointer), po = SendablePointer(out.pointer)
+        let pg = SendablePointer(dout.pointer), pl = SendablePointer(lse.pointer)
+        parallelFor(L.heads, grain: 1) { s, e in
+            let scratch = Tensor(uninitializedShape: [3, T, D])  // this head's dq, dk, dv, rows D apart
+            let g = scratch.mutablePointer
+            for i in s..<e {
+                let b = L.base(i), ob = O.base(i)
+                g.update(repeating: 0, count: 3 * T * D)
+                let ok = fk_attention_backward_ldg(pq.p + b, pq.p + b + L.kOffset, pq.p + b + L.vOffset, L.rowStride,
+                                                   po.p + ob, pg.p + ob, O.rowStride, pl.p + i * T,
+                                                   g, g + T * D, g + 2 * T * D, D, T, D, causal ? 1 : 0,
+                                                   p, seed, UInt64(i * T * T), attentionTile)
+                forgePrecondition(ok != 0, "attention backward: could not allocate the scratch tiles")
+                for t in 0..<T {  // the head is done with q, k, v: its gradients replace them
+                    (pq.p + b + t * L.rowStride).update(from: g + t * D, count: D)
+                    (pq.p + b + L.kOffset + t * L.rowStride).update(from: g + (T + t) * D, count: D)
+                    (pq.p + b + L.vOffset + t * L.rowStride).update(from: g + (2 * T + t) * D, count: D)
+                }
+            }
+        }
+        return [Tensor(shape: q.shape, storage: q.storage)]
+    }
     let dq = Tensor.zeros(q.shape)
     let dk = fused ? dq : Tensor.zeros(k.shape)
     let dv = fused ? dq : Tensor.zeros(v.shape)
@@ -382,4 +407,171 @@ func attentionBackward(_ q: Tensor, _ k: Tensor, _ v: Tensor, layout L: Attentio
         }
     }
     return fused ? [dq] : [dq, dk, dv]
+}
+
+// MARK: - LayerNorm → Linear and GELU → Linear, recomputing instead of saving
+
+/// `linear(norm(x))` as one op: nanoGPT's `c_attn(ln_1(x))`, `c_fc(ln_2(x))` and `lm_head(ln_f(x))`.
+/// It saves x and the row statistics (2 floats per row) but not the normalized rows, which the
+/// backward recomputes with the same kernel: the pair of ops kept a copy of x's size alive until
+/// backward, one (B, T, C) tensor per LayerNorm of a pre-LN transformer. Forward values and
+/// gradients are those of `linear(layerNorm(x, …))` (the same kernels and products run).
+public func layerNormLinear(_ x: Tensor, norm: LayerNorm, linear: Linear) -> Tensor {
+    layerNormLinear(x, normWeight: norm.weight, normBias: norm.bias, eps: norm.eps, weight: linear.weight, bias: linear.bias)
+}
+
+/// `layerNormLinear(_:norm:linear:)` on plain tensors: x (…, C), normWeight/normBias (C),
+/// weight (N, C), bias (N) → (…, N).
+public func layerNormLinear(_ x: Tensor, normWeight: Tensor?, normBias: Tensor?, eps: Float = 1e-5,
+                            weight: Tensor, bias: Tensor?) -> Tensor {
+    let cols = x.shape.last ?? 1, rows = x.count / Swift.max(cols, 1)
+    forgePrecondition(x.rank >= 2, "layerNormLinear: input must be (…, C) with rank ≥ 2, got \(x.shape)")
+    forgePrecondition(weight.rank == 2 && weight.shape[1] == cols,
+                      "layerNormLinear: weight \(weight.shape) must be (out, \(cols)) for input \(x.shape)")
+    let n = weight.shape[0]
+    if let b = bias { forgePrecondition(b.shape == [n], "layerNormLinear: bias \(b.shape) must be (\(n))") }
+    let (normalized, mean, rstd) = layerNormRows(x, weight: normWeight, bias: normBias, eps: eps)
+    let out = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [n])
+    sgemm(transA: false, transB: true, m: rows, n: n, k: cols, a: normalized.pointer, lda: cols,
+          b: weight.pointer, ldb: cols, c: out.mutablePointer, ldc: n)
+    if let bias { addRowVector(bias, to: out) }
+    var inputs = [x]
+    if let w = normWeight { inputs.append(w) }
+    if let b = normBias { inputs.append(b) }
+    inputs.append(weight)
+    if let b = bias { inputs.append(b) }
+    let needInput = x.requiresGrad || normWeight?.requiresGrad == true || normBias?.requiresGrad == true
+    return Tensor.record(out, "layer_norm_linear", inputs) { g in
+        var dweight: Tensor? = nil
+        if weight.requiresGrad {
+            // the normalized rows again (the same kernel on the same rows, so the same values), freed
+            // before d norm(x) is made so that one can take its buffer
+            let normalized = layerNormRows(x, weight: normWeight, bias: normBias, eps: eps).y
+            // dW (N, C) = gᵀ · norm(x)
+            dweight = Tensor(uninitializedShape: weight.shape)
+            sgemm(transA: true, transB: false, m: n, n: cols, k: rows, a: g.pointer, lda: n,
+                  b: normalized.pointer, ldb: cols, c: dweight!.mutablePointer, ldc: cols)
+        }
+        var grads: [Tensor?] = []
+        if needInput {
+            // d norm(x) (rows, C) = g · W, then LayerNorm's backward
+            let dn = Tensor(uninitializedShape: x.shape)
+            sgemm(transA: false, transB: false, m: rows, n: cols, k: n, a: g.pointer, lda: n,
+                  b: weight.pointer, ldb: cols, c: dn.mutablePointer, ldc: cols)
+            let (dx, dw, db) = layerNormBackward(x, weight: normWeight, hasBias: normBias != nil, mean: mean, rstd: rstd, dy: dn)
+            grads = [dx] + (normWeight == nil ? [] : [dw]) + (normBias == nil ? [] : [db])
+        } else {
+            grads = [nil] + (normWeight == nil ? [] : [nil]) + (normBias == nil ? [] : [nil])
+        }
+        return grads + [dweight] + (bias == nil ? [] : [g.sum(toShape: [n])])
+    }
+}
+
+/// LayerNorm's forward over the last axis without a graph: the normalized rows and each row's mean and 1/std.
+func layerNormRows(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -> (y: Tensor, mean: Tensor, rstd: Tensor) {
+    let cols = x.shape.last ?? 1, rows = x.count / Swift.max(cols, 1)
+    if let w = weight { forgePrecondition(w.shape == [cols], "layerNorm: weight \(w.shape) does not match input \(x.shape)") }
+    if let b = bias { forgePrecondition(b.shape == [cols], "layerNorm: bias \(b.shape) does not match input \(x.shape)") }
+    let out = Tensor(uninitializedShape: x.shape)
+    let mean = Tensor(uninitializedShape: [rows]), rstd = Tensor(uninitializedShape: [rows])
+    let px = SendablePointer(x.pointer), po = SendablePointer(out.mutablePointer)
+    let pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
+    let pw = weight.map { SendablePointer($0.pointer) }, pb = bias.map { SendablePointer($0.pointer) }
+    parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(cols, 1))) { s, e in
+        fk_layernorm_forward(px.p + s * cols, pw?.p, pb?.p, po.p + s * cols, pm.p + s, pr.p + s, e - s, cols, eps)
+    }
+    return (out, mean, rstd)
+}
+
+/// out[r, :] += v for every row r of out (…, n), in place (out was just made by the caller).
+private func addRowVector(_ v: Tensor, to out: Tensor) {
+    let n = v.count, rows = out.count / Swift.max(n, 1)
+    let pv = SendablePointer(v.pointer), po = SendablePointer(out.mutablePointer)
+    parallelFor(rows, grain: Swift.max(1, 16_384 / Swift.max(n, 1))) { s, e in
+        for r in s..<e { let row = po.p + r * n; for j in 0..<n { row[j] = row[j] + pv.p[j] } }
+    }
+}
+
+/// `linear(h.gelu(approximate:))` as one op: nanoGPT's MLP `c_proj(gelu(c_fc(x)))` after `c_fc`.
+/// It saves h but never holds gelu(h) whole (h's size: 4C floats per row of a transformer MLP):
+/// forward and backward compute it a block of rows at a time into a small scratch buffer, each block
+/// feeding its own product. The forward's values are those of the two ops; the weight gradient is
+/// summed block by block (fixed blocks, so the same on any thread count).
+public func geluLinear(_ h: Tensor, linear: Linear, approximate: Bool = false) -> Tensor {
+    geluLinear(h, weight: linear.weight, bias: linear.bias, approximate: approximate)
+}
+
+/// `geluLinear(_:linear:approximate:)` on plain tensors: h (…, K), weight (N, K), bias (N) → (…, N).
+/// `blockRows` sets the rows per block (nil: about 2M floats of scratch); results do not depend on
+/// the thread count, and only the weight gradient's rounding depends on the block size.
+public func geluLinear(_ h: Tensor, weight: Tensor, bias: Tensor?, approximate: Bool = false, blockRows: Int? = nil) -> Tensor {
+    let k = h.shape.last ?? 1, rows = h.count / Swift.max(k, 1)
+    forgePrecondition(h.rank >= 2, "geluLinear: input must be (…, K) with rank ≥ 2, got \(h.shape)")
+    forgePrecondition(weight.rank == 2 && weight.shape[1] == k, "geluLinear: weight \(weight.shape) must be (out, \(k)) for input \(h.shape)")
+    let n = weight.shape[0]
+    if let b = bias { forgePrecondition(b.shape == [n], "geluLinear: bias \(b.shape) must be (\(n))") }
+    forgePrecondition(blockRows.map { $0 > 0 } ?? true, "geluLinear: blockRows must be positive, got \(blockRows ?? 0)")
+    let block = blockRows ?? geluLinearBlockRows(k)
+    let out = Tensor(uninitializedShape: Array(h.shape.dropLast()) + [n])
+    do {
+        let act = Tensor(uninitializedShape: [Swift.min(block, rows), k])   // gelu of one block of rows
+        for r0 in stride(from: 0, to: rows, by: block) {
+            let r = Swift.min(block, rows - r0)
+            geluRows(h.pointer + r0 * k, into: act.mutablePointer, count: r * k, approximate: approximate)
+            sgemm(transA: false, transB: true, m: r, n: n, k: k, a: act.pointer, lda: k,
+                  b: weight.pointer, ldb: k, c: out.mutablePointer + r0 * n, ldc: n)
+        }
+    }
+    if let bias { addRowVector(bias, to: out) }
+    let inputs = [h, weight] + (bias.map { [$0] } ?? [])
+    var saved: Tensor? = h  // the closure's only reference to h: backward can tell whether anyone else holds it
+    return Tensor.record(out, "gelu_linear", inputs) { g in
+        // When nothing else can read h any more (no other op saved it, no variable or leaf edge holds
+        // it, no tensor shares its memory), dh is made in its buffer block by block: h is last read here.
+        let reuse = isKnownUniquelyReferenced(&saved) && saved!.hasUniqueStorage()
+        let h = saved!
+        let dweight: Tensor? = weight.requiresGrad ? Tensor(uninitializedShape: weight.shape) : nil
+        let dh: Tensor? = !h.requiresGrad ? nil
+            : reuse ? Tensor(shape: h.shape, storage: h.storage) : Tensor(uninitializedShape: h.shape)
+        let scratch = Tensor(uninitializedShape: [Swift.min(block, rows), k])  // gelu(h) or d gelu(h) of one block
+        for r0 in stride(from: 0, to: rows, by: block) {
+            let r = Swift.min(block, rows - r0)
+            let gBlock = g.pointer + r0 * n, hBlock = h.pointer + r0 * k
+            if let dh {
+                // gelu(h[block]) into the scratch and gelu'(h[block]) into dh[block] (over h when reused), one pass
+                let ph = SendablePointer(hBlock), ps = SendablePointer(scratch.mutablePointer), pd = SendablePointer(dh.mutablePointer + r0 * k)
+                parallelFor(r * k) { s, e in
+                    if approximate { fk_gelu_tanh_and_derivative(ph.p + s, ps.p + s, pd.p + s, e - s) }
+                    else { fk_gelu_erf_and_derivative(ph.p + s, ps.p + s, pd.p + s, e - s) }
+                }
+            } else if dweight != nil {
+                geluRows(hBlock, into: scratch.mutablePointer, count: r * k, approximate: approximate)
+            }
+            if let dweight {
+                // dW (N, K) += g[block]ᵀ · gelu(h[block])
+                sgemm(transA: true, transB: false, m: n, n: k, k: r, a: gBlock, lda: n, b: scratch.pointer, ldb: k,
+                      beta: r0 == 0 ? 0 : 1, c: dweight.mutablePointer, ldc: k)
+            }
+            if let dh {
+                // dh[block] = (g[block] · W) ⊙ gelu'(h[block])
+                sgemm(transA: false, transB: false, m: r, n: k, k: n, a: gBlock, lda: n, b: weight.pointer, ldb: k,
+                      c: scratch.mutablePointer, ldc: k)
+                let ps = SendablePointer(scratch.pointer), pd = SendablePointer(dh.mutablePointer + r0 * k)
+                parallelFor(r * k) { s, e in fk_mul_inplace(pd.p + s, ps.p + s, e - s) }
+            }
+        }
+        return [dh, dweight] + (bias == nil ? [] : [g.sum(toShape: [n])])
+    }
+}
+
+/// Rows per block of `geluLinear`: about 2M floats of scratch (8 MB), a multiple of 16 rows, and
+/// enough rows that each block's products run near full sgemm speed.
+func geluLinearBlockRows(_ k: Int) -> Int { Swift.max(256, (1 << 21) / Swift.max(k, 1) / 16 * 16) }
+
+/// dst[i] = gelu(src[i]) for count floats, in parallel.
+private func geluRows(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count: Int, approximate: Bool) {
+    let ps = SendablePointer(src), pd = SendablePointer(dst)
+    parallelFor(count) { s, e in
+        if approximate { fk_gelu_tanh(ps.p + s, pd.p + s, e - s) } else { fk_gelu_erf(ps.p + s, pd.p + s, e - s) }
+    }
 }
