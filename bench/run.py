@@ -45,6 +45,7 @@ WORKLOADS = [
     ("dcgan32", ["bench", "gan", "--size", "32", "--batch", "64"], "dcgan32"),
     ("dcgan64", ["bench", "gan", "--size", "64", "--batch", "64"], "dcgan64"),
     ("cgan32-cbn", ["bench", "gan", "--size", "32", "--batch", "64", "--recipe", "dcgan-cbn"], "cgan32-cbn"),
+    ("cgan32-cbn-sn", ["bench", "gan", "--size", "32", "--batch", "64", "--recipe", "cbn-sn"], "cgan32-cbn-sn"),
     ("cgan32-stable", ["bench", "gan", "--size", "32", "--batch", "64", "--recipe", "stable"], "cgan32-stable"),
     ("vae", ["bench", "vae", "--batch", "128"], "vae"),
     ("char-baby", ["bench", "char", "--preset", "baby"], "char-baby"),

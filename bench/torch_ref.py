@@ -4,7 +4,7 @@ nanoGPT's char model and its presets). Synthetic data: these measure compute, no
 
   python bench/torch_ref.py WORKLOAD [--threads 2] [--warmup N] [--steps N] [--rounds N]
                             [--block 64 --batch 1 --tokens 500]   (char-sample only)
-  WORKLOAD: matmul1024 | dcgan32 | dcgan64 | cgan32-cbn | cgan32-stable | vae | char-baby | char-shakespeare | char-sample
+  WORKLOAD: matmul1024 | dcgan32 | dcgan64 | cgan32-cbn | cgan32-cbn-sn | cgan32-stable | vae | char-baby | char-shakespeare | char-sample
 
 Prints one line:  RESULT <workload> <rate> <unit>   (median over rounds of the per-round median step).
 """
@@ -145,11 +145,12 @@ class ProjectionDiscriminator(nn.Module):
 
 
 def cgan(image, recipe, batch=64, nz=100, ngf=64, ndf=64, nc=3, classes=10):
-    """One step of Forge's conditional recipes: dcgan-cbn (BCE, Adam 2e-4 (0.5, 0.999)) or stable (spectral
-    norm in D, hinge, TTUR G 1e-4 / D 4e-4 betas (0, 0.9)); both with the EMA 0.999 of G's weights after the G step."""
+    """One step of Forge's conditional recipes: dcgan-cbn (BCE, Adam 2e-4 (0.5, 0.999)), cbn-sn (the same with
+    spectral norm in D) or stable (spectral norm in D, hinge, TTUR G 1e-4 / D 4e-4 betas (0, 0.9)); all with the
+    EMA 0.999 of G's weights after the G step."""
     ups = {32: 3, 64: 4}[image]
     stable = recipe == "stable"
-    G, D = ConditionalGenerator(ups, nz, ngf, nc, classes), ProjectionDiscriminator(ups, ndf, nc, classes, stable)
+    G, D = ConditionalGenerator(ups, nz, ngf, nc, classes), ProjectionDiscriminator(ups, ndf, nc, classes, recipe in ("stable", "cbn-sn"))
     for m in G.modules():
         forge_init(m)
     ema = [p.detach().clone() for p in G.parameters()]
@@ -301,6 +302,7 @@ WORKLOADS = {
     "dcgan32": (lambda: dcgan(32), (5, 10, 3)),
     "dcgan64": (lambda: dcgan(64), (3, 5, 3)),
     "cgan32-cbn": (lambda: cgan(32, "dcgan-cbn"), (5, 10, 3)),
+    "cgan32-cbn-sn": (lambda: cgan(32, "cbn-sn"), (5, 10, 3)),
     "cgan32-stable": (lambda: cgan(32, "stable"), (5, 10, 3)),
     "vae": (vae, (20, 200, 3)),
     "char-baby": (lambda: char_train("baby"), (3, 10, 3)),
