@@ -105,19 +105,23 @@ public struct CharTrainingOptions: Sendable, Equatable {
 // MARK: - evaluation
 
 /// Mean loss of `model` over `iterations` random batches of `split` (nanoGPT's `estimate_loss`), in
-/// evaluation mode and without a graph.
+/// evaluation mode and without a graph. With a data-parallel `group`, every rank draws the same
+/// batches, computes every size-th one from its rank on, and the ranks sum their losses: the same
+/// mean on every rank, equal to a single process's up to summation order.
 public func estimateCharLoss(_ model: CharTransformer, corpus: TextCorpus, split: TextCorpus.Split, batchSize: Int,
-                             iterations: Int, generator: inout RandomGenerator) throws -> Double {
+                             iterations: Int, generator: inout RandomGenerator, group: DataParallelGroup? = nil) throws -> Double {
     let wasTraining = model.isTraining
     model.eval()
     defer { model.train(wasTraining) }
     var total = 0.0
     let T = model.config.blockSize
-    for _ in 0..<iterations {
+    for i in 0..<iterations {
         let b = try corpus.batch(split, batchSize: batchSize, blockLength: T, generator: &generator)
+        if let group, i % group.size != group.rank { continue }
         let loss = withNoGrad { model.forward(b.x, targets: b.y, batch: batchSize, length: T).loss }
         total += Double(loss.item)
     }
+    if let group { total = Double(try group.allreduceSum([Float(total)])[0]) }
     return total / Double(max(iterations, 1))
 }
 
@@ -355,18 +359,12 @@ public final class CharTrainingTask: DataParallelTrainingTask {
 
     /// [train_loss, val_loss] over `evalIterations` random batches each, from the "eval" generator (split among ranks).
     public func evaluate() throws -> [Double] {
-        if let group = dataParallel?.group {
-            // the same batches as one process draws; rank r computes batches r, r + N, … and the sums meet
-            let train = try estimateCharLoss(model, corpus: corpus, split: .train, batchSize: options.batchSize,
-                                             iterations: options.evalIterations, generator: &evaluationGenerator, group: group)
-            let val = try estimateCharLoss(model, corpus: corpus, split: .validation, batchSize: options.batchSize,
-                                           iterations: options.evalIterations, generator: &evaluationGenerator, group: group)
-            return [train, val]
-        }
+        // data parallel: the same batches as one process draws; rank r computes batches r, r + N, … and the sums meet
+        let group = dataParallel?.group
         let train = try estimateCharLoss(model, corpus: corpus, split: .train, batchSize: options.batchSize,
-                                         iterations: options.evalIterations, generator: &evaluationGenerator)
+                                         iterations: options.evalIterations, generator: &evaluationGenerator, group: group)
         let val = try estimateCharLoss(model, corpus: corpus, split: .validation, batchSize: options.batchSize,
-                                       iterations: options.evalIterations, generator: &evaluationGenerator)
+                                       iterations: options.evalIterations, generator: &evaluationGenerator, group: group)
         return [train, val]
     }
 }
@@ -392,21 +390,3 @@ public func dataParallelCharTrainingStep(_ model: CharTransformer, optimizer: Ad
     return value
 }
 
-/// `estimateCharLoss` shared among the ranks of `group`: every rank draws the same `iterations`
-/// batches, computes every size-th one from its rank on, and the ranks sum their losses; returns the
-/// same mean on every rank, equal to a single process's up to summation order.
-public func estimateCharLoss(_ model: CharTransformer, corpus: TextCorpus, split: TextCorpus.Split, batchSize: Int,
-                             iterations: Int, generator: inout RandomGenerator, group: DataParallelGroup) throws -> Double {
-    let wasTraining = model.isTraining
-    model.eval()
-    defer { model.train(wasTraining) }
-    var total = 0.0
-    let T = model.config.blockSize
-    for i in 0..<iterations {
-        let b = try corpus.batch(split, batchSize: batchSize, blockLength: T, generator: &generator)
-        guard i % group.size == group.rank else { continue }
-        let loss = withNoGrad { model.forward(b.x, targets: b.y, batch: batchSize, length: T).loss }
-        total += Double(loss.item)
-    }
-    return Double(try group.allreduceSum([Float(total)])[0]) / Double(max(iterations, 1))
-}

@@ -20,6 +20,17 @@ enum GANRecipeChoice: String, ExpressibleByArgument, CaseIterable {
     case dcganConditionalBatchNorm = "dcgan-cbn"
     case conditionalSpectralNorm = "cbn-sn"
     case stable
+
+    /// The library recipe this names; `auto` resolves by whether the model is conditional.
+    func recipe(conditional: Bool) -> GANRecipe {
+        switch self {
+        case .auto: return conditional ? .conditionalSpectralNorm : .dcgan
+        case .dcgan: return .dcgan
+        case .dcganConditionalBatchNorm: return .dcganConditionalBatchNorm
+        case .conditionalSpectralNorm: return .conditionalSpectralNorm
+        case .stable: return .stable
+        }
+    }
 }
 
 enum OnOff: String, ExpressibleByArgument, CaseIterable {
@@ -159,13 +170,7 @@ struct TrainGAN: ParsableCommand {
 extension TrainGAN {
     /// The recipe's ingredients, then every switch given on the command line.
     func applyRecipe(to config: inout DCGANConfig) {
-        switch recipe {
-        case .auto: config.apply(config.isConditional ? .conditionalSpectralNorm : .dcgan)
-        case .dcgan: config.apply(.dcgan)
-        case .dcganConditionalBatchNorm: config.apply(.dcganConditionalBatchNorm)
-        case .conditionalSpectralNorm: config.apply(.conditionalSpectralNorm)
-        case .stable: config.apply(.stable)
-        }
+        config.apply(recipe.recipe(conditional: config.isConditional))
         if let gConditioning { config.generatorConditioning = gConditioning }
         if let spectralNorm { config.spectralNorm = spectralNorm.isOn }
         if let loss { config.loss = loss }
@@ -252,12 +257,8 @@ struct BenchGAN: ParsableCommand {
         var config = DCGANConfig()
         (config.imageSize, config.channels, config.nz, config.ngf, config.ndf, config.batchSize) = (size, channels, nz, ngf, ndf, batch)
         config.classCount = classes ?? (recipe == .dcgan || recipe == .auto ? 0 : 10)
-        switch recipe {
-        case .auto, .dcgan: config.apply(.dcgan)
-        case .dcganConditionalBatchNorm: config.apply(.dcganConditionalBatchNorm); config.emaDecay = 0.999
-        case .conditionalSpectralNorm: config.apply(.conditionalSpectralNorm)
-        case .stable: config.apply(.stable)
-        }
+        config.apply(recipe.recipe(conditional: config.isConditional))
+        if recipe == .dcganConditionalBatchNorm { config.emaDecay = 0.999 }  // as its PyTorch twin, cgan32-cbn
         if let problem = config.problem { throw ValidationError(problem) }
         let gan = DCGAN(config)
         var rng = RandomGenerator(seed: 0)

@@ -29,8 +29,15 @@ class CLITestCase: XCTestCase {
     /// process's); returns (exit status, stdout, stderr).
     @discardableResult
     func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> (Int32, String, String) {
+        try runExecutable(try forge, arguments, in: directory, environment: environment)
+    }
+
+    /// Runs `executable` with `arguments` (in `directory` when given, with `environment` added to this
+    /// process's); returns (exit status, stdout, stderr).
+    func runExecutable(_ executable: String, _ arguments: [String], in directory: String? = nil,
+                       environment: [String: String] = [:]) throws -> (Int32, String, String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try forge)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }

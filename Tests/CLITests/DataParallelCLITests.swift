@@ -20,24 +20,11 @@ final class DataParallelCLITests: CLITestCase {
     /// (exit status, stdout, stderr).
     private func runParallel(_ ranks: Int, _ arguments: [String], in directory: String,
                              environment extra: [String: String] = [:]) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try mpirun())
         // --allow-run-as-root: test machines and containers often run as root, which Open MPI refuses by default
-        process.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)", try forge] + arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["FORGE_THREADS"] = "1"
+        let arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)", try forge] + arguments
         // containers often forbid the cross-memory attach that Open MPI's shared-memory transport tries first
-        environment["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
-        environment.merge(extra) { _, new in new }
-        process.environment = environment
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        let environment = ["FORGE_THREADS": "1", "OMPI_MCA_btl_vader_single_copy_mechanism": "none"].merging(extra) { _, new in new }
+        return try runExecutable(try mpirun(), arguments, in: directory, environment: environment)
     }
 
     /// A small text with some structure, long enough for blocks of 16.
