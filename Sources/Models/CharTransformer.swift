@@ -391,6 +391,14 @@ public final class WindowInference {
     private let scratch: [UnsafeMutablePointer<Float>]  // one block of `floatsPerSlot` per slot
     private let logits: UnsafeMutablePointer<Float>      // (B, V)
     private let C: Int, H: Int, D: Int, V: Int
+    /// Each layer's projection weights, transposed and packed once into the GEMM kernel's panels
+    /// (`fk_packed_b_new`): they are multiplied once per token, and re-packing them per product cost
+    /// a fifth of the time. The last layer packs only W_attn's key and value rows (it runs the rest
+    /// for one row, with `fk_matvec`).
+    private let packed: [PackedLayer]
+    private struct PackedLayer {
+        let attn: OpaquePointer, attnProj: OpaquePointer?, fc: OpaquePointer?, mlpProj: OpaquePointer?
+    }
 
     /// Buffers for `batch` windows of `length` tokens (1 ≤ length ≤ block size).
     public init(model: CharTransformer, batch: Int, length: Int) {
@@ -418,11 +426,26 @@ public final class WindowInference {
         }
         logits = .allocate(capacity: batch * V)
         logits.initialize(repeating: 0, count: batch * V)
+        let C = self.C, lastLayer = model.transformer.h.count - 1
+        func pack(_ w: UnsafePointer<Float>, ld: Int, k: Int, n: Int) -> OpaquePointer {
+            // op(B) = Wᵀ: W is (n, k) row-major
+            guard let p = fk_packed_b_new(w, ld, 1, k, n) else { fatalError("WindowInference: out of memory packing a \(n)×\(k) weight") }
+            return p
+        }
+        packed = model.transformer.h.enumerated().map { layer, block in
+            let wAttn = block.attn.c_attn.weight.pointer
+            if layer == lastLayer { return PackedLayer(attn: pack(wAttn + C * C, ld: C, k: C, n: 2 * C), attnProj: nil, fc: nil, mlpProj: nil) }
+            return PackedLayer(attn: pack(wAttn, ld: C, k: C, n: 3 * C),
+                               attnProj: pack(block.attn.c_proj.weight.pointer, ld: C, k: C, n: C),
+                               fc: pack(block.mlp.c_fc.weight.pointer, ld: C, k: C, n: 4 * C),
+                               mlpProj: pack(block.mlp.c_proj.weight.pointer, ld: 4 * C, k: 4 * C, n: C))
+        }
     }
 
     deinit {
         for p in scratch { p.deallocate() }
         logits.deallocate()
+        for layer in packed { for p in [layer.attn, layer.attnProj, layer.fc, layer.mlpProj] { fk_packed_b_free(p) } }
     }
 
     // x, ln, att (T·C each), qkv (3TC), hidden (4TC), mean and rstd (T each), per-head attention scratch
@@ -474,30 +497,29 @@ public final class WindowInference {
             for c in 0..<C { row[c] = e[c] + p[c] }
         }
         let lastLayer = trunk.h.count - 1
+        let threads = fk_in_parallel_region() != 0 ? 1 : Threads.count
         for (layer, block) in trunk.h.enumerated() {
+            let weights = packed[layer]
             Self.layerNormRows(x, block.ln_1, out: ln, mean: mean, rstd: rstd, rows: T, cols: C)
             let wAttn = block.attn.c_attn.weight.pointer, bAttn = block.attn.c_attn.bias?.pointer
             if layer < lastLayer {
                 // qkv = ln · W_attnᵀ (+ b)   (T, 3C)
-                sgemm(transA: false, transB: true, m: T, n: 3 * C, k: C, a: ln, lda: C, b: wAttn, ldb: C, c: qkv, ldc: 3 * C)
+                fk_gemm_prepacked(ln, C, T, weights.attn, qkv, 3 * C, 0, threads)
                 if let bAttn { Self.addBias(bAttn, to: qkv, rows: T, cols: 3 * C, ld: 3 * C) }
                 Self.attention(qkv: qkv, T: T, C: C, H: H, first: 0, out: att, ldo: C, scratch: attScratch)
                 // x += att · W_projᵀ (+ b)
-                sgemm(transA: false, transB: true, m: T, n: C, k: C, a: att, lda: C, b: block.attn.c_proj.weight.pointer, ldb: C,
-                      beta: 1, c: x, ldc: C)
+                fk_gemm_prepacked(att, C, T, weights.attnProj, x, C, 1, threads)
                 if let b = block.attn.c_proj.bias?.pointer { Self.addBias(b, to: x, rows: T, cols: C, ld: C) }
                 Self.layerNormRows(x, block.ln_2, out: ln, mean: mean, rstd: rstd, rows: T, cols: C)
                 // x += gelu(ln · W_fcᵀ + b) · W_projᵀ (+ b)
-                sgemm(transA: false, transB: true, m: T, n: 4 * C, k: C, a: ln, lda: C, b: block.mlp.c_fc.weight.pointer, ldb: C,
-                      c: hid, ldc: 4 * C)
+                fk_gemm_prepacked(ln, C, T, weights.fc, hid, 4 * C, 0, threads)
                 if let b = block.mlp.c_fc.bias?.pointer { Self.addBias(b, to: hid, rows: T, cols: 4 * C, ld: 4 * C) }
                 Self.gelu(hid, count: T * 4 * C)
-                sgemm(transA: false, transB: true, m: T, n: C, k: 4 * C, a: hid, lda: 4 * C, b: block.mlp.c_proj.weight.pointer, ldb: 4 * C,
-                      beta: 1, c: x, ldc: C)
+                fk_gemm_prepacked(hid, 4 * C, T, weights.mlpProj, x, C, 1, threads)
                 if let b = block.mlp.c_proj.bias?.pointer { Self.addBias(b, to: x, rows: T, cols: C, ld: C) }
             } else {
                 // keys and values of every row (W_attn's rows C..<3C), the query of the last row only
-                sgemm(transA: false, transB: true, m: T, n: 2 * C, k: C, a: ln, lda: C, b: wAttn + C * C, ldb: C, c: qkv + C, ldc: 3 * C)
+                fk_gemm_prepacked(ln, C, T, weights.attn, qkv + C, 3 * C, 0, threads)
                 if let bAttn { Self.addBias(bAttn + C, to: qkv + C, rows: T, cols: 2 * C, ld: 3 * C) }
                 let qLast = qkv + (T - 1) * 3 * C
                 fk_matvec(wAttn, ln + (T - 1) * C, qLast, C, C, 0)

@@ -127,6 +127,43 @@ final class GEMMTests: XCTestCase {
 
     /// Products big enough to be split over threads give the same bits on 1, 2 and 3 threads, split along
     /// N (wide C) and along M (tall C), with tiles cut at the split.
+    /// fk_gemm_prepacked (a B packed once, as exact sampling packs its weights) against Σ in Double on odd
+    /// shapes (edge tiles, K over two K slices), with and without accumulation, for each kernel level and
+    /// on 1 and 2 threads — whose results must be the same bits.
+    func testPrepackedProductsMatchDoubleReference() {
+        for level in levels {
+            XCTAssertEqual(fk_gemm_set_level(level), 1)
+            for (m, n, k, accumulate) in [(64, 384, 128, false), (37, 70, 300, true), (1, 5, 3, false), (9, 33, 256, true)] {
+                let a = randomFloats(m * k, seed: 11), w = randomFloats(n * k, seed: 12)  // W is (n, k): B = Wᵀ
+                let initial = randomFloats(m * n, seed: 13)
+                var results: [[Float]] = []
+                for threads in [1, 2] {
+                    var out = initial
+                    w.withUnsafeBufferPointer { wp in
+                        guard let packed = fk_packed_b_new(wp.baseAddress, k, 1, k, n) else { return XCTFail("packing failed") }
+                        defer { fk_packed_b_free(packed) }
+                        XCTAssertEqual(fk_packed_b_rows(packed), k)
+                        XCTAssertEqual(fk_packed_b_cols(packed), n)
+                        _ = fk_gemm_set_level(0)  // a later level change must not matter: the pack records its kernel
+                        out.withUnsafeMutableBufferPointer { fk_gemm_prepacked(a, k, m, packed, $0.baseAddress, n, accumulate ? 1 : 0, threads) }
+                        _ = fk_gemm_set_level(level)
+                    }
+                    results.append(out)
+                }
+                XCTAssertEqual(results[0], results[1], "prepacked \(m)x\(n)x\(k): 1 and 2 threads differ")
+                var worst = 0.0
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var sum = accumulate ? Double(initial[i * n + j]) : 0, magnitude = Swift.abs(sum)
+                        for p in 0..<k { let t = Double(a[i * k + p]) * Double(w[j * k + p]); sum += t; magnitude += Swift.abs(t) }
+                        worst = Swift.max(worst, Swift.abs(sum - Double(results[0][i * n + j])) / (magnitude + 1e-6))
+                    }
+                }
+                XCTAssertLessThan(worst, 2e-6, "prepacked level \(level), \(m)x\(n)x\(k), accumulate \(accumulate)")
+            }
+        }
+    }
+
     func testResultsDoNotDependOnThreadCount() {
         for (m, n, k) in [(37, 3000, 70), (3000, 37, 70), (64, 48, 5000), (200, 40, 9000)] {
             let a = randomFloats(m * k, seed: 1), b = randomFloats(k * n, seed: 2)

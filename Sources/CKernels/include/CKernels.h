@@ -188,6 +188,17 @@ fk_view fk_view_images(const float *p, long pixels, long image_stride, int trans
 fk_view fk_view_im2col(const float *p, long C, long H, long W, long KH, long KW, long stride_h, long stride_w,
                        long pad_h, long pad_w, long OH, long OW, int trans);
 void fk_view_gemm(const fk_view *A, const fk_view *B, const fk_out *C, long M, long N, long K, int beta, long threads);
+/// A GEMM operand packed once for many products: op(B) (K × N; b row-major with row stride ldb, trans = 1
+/// for B stored as N × K) in the micro-panels of the kernel current at packing time. NULL when K or N ≤ 0
+/// or memory runs out. Free with fk_packed_b_free.
+typedef struct fk_packed_b fk_packed_b;
+fk_packed_b *fk_packed_b_new(const float *b, long ldb, int trans, long K, long N);
+void fk_packed_b_free(fk_packed_b *b);
+long fk_packed_b_rows(const fk_packed_b *b);
+long fk_packed_b_cols(const fk_packed_b *b);
+/// C (M × N, row-major, row stride ldc) = [C +] A · op(B), A row-major (M × K, row stride lda), B pre-packed.
+/// Each element is summed in the same order whatever `threads` is (whole column panels per thread).
+void fk_gemm_prepacked(const float *a, long lda, long M, const fk_packed_b *b, float *c, long ldc, int beta, long threads);
 /// Forces the micro-kernel level (0 baseline, 1 avx2, 2 avx512; -1 the best the CPU runs); 0 if the CPU lacks it.
 int fk_gemm_set_level(int level);
 /// "avx512", "avx2" or "baseline": the micro-kernel fk_gemm uses now.
