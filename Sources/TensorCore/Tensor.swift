@@ -7,6 +7,8 @@ public final class Tensor: CustomStringConvertible {
     /// The size of each axis, outermost first (e.g. (B, C, H, W)); `[]` for a scalar. Never changes:
     /// reshaping makes a new tensor.
     public let shape: [Int]
+    /// The memory holding the elements. `reshaped` and `detachedSharingStorage()` return tensors that
+    /// share it, so a write through `mutablePointer` shows in those too.
     public private(set) var storage: Storage
     /// Whether gradients flow to this tensor. Leaves (parameters) with this set collect `grad`.
     public var requiresGrad: Bool
