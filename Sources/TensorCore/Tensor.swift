@@ -138,7 +138,8 @@ public final class Tensor: CustomStringConvertible {
     /// The same elements, cut from the graph (shares storage, like PyTorch's `tensor.detach()`).
     public func detachedSharingStorage() -> Tensor { Tensor(shape: shape, storage: storage) }
 
-    /// The shape and the first 8 elements, for debugging (`Tensor(shape: [2, 3], [1, 2, …])`).
+    /// The shape and at most the first 8 elements (then "…"), for debugging:
+    /// `Tensor(shape: [2, 3], [1, 2, 3, 4, 5, 6])`.
     public var description: String {
         let n = Swift.min(count, 8)
         let vals = (0..<n).map { String(format: "%.4g", storage.pointer[$0]) }.joined(separator: ", ")

@@ -37,7 +37,7 @@ public struct DiffAugmentPolicy: Sendable, Equatable, Codable {
 public final class DiffAugment {
     /// The transforms every call applies.
     public let policy: DiffAugmentPolicy
-    /// The generator the transforms are drawn from; every call advances it (B draws per transform).
+    /// The generator the transforms are drawn from; every call advances it.
     public private(set) var generator: RandomGenerator
 
     /// An augmenter for `policy` whose random stream starts from `seed`, so a seeded run augments the
