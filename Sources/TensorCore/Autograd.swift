@@ -53,6 +53,8 @@ enum GradVertex {
 
 /// Whether ops record a graph. Off inside `withNoGrad` (sampling, evaluation).
 public enum GradMode {
+    /// Whether ops record backward closures now. Task-local, so `withNoGrad` in one task (a sampler)
+    /// does not turn off recording in another (a training step); it changes only inside `withNoGrad`.
     @TaskLocal public static var isEnabled = true
 }
 

@@ -6,6 +6,8 @@ import CKernels
 public enum BLAS {
     /// The OpenBLAS kernel set in use (e.g. "SkylakeX", "Haswell", "Prescott").
     public static var coreName: String { String(cString: openblas_get_corename()) }
+    /// OpenBLAS's build description as `openblas_get_config()` reports it (version and build options
+    /// such as DYNAMIC_ARCH and MAX_THREADS), for diagnosing which library a program loaded.
     public static var config: String { String(cString: openblas_get_config()) }
     /// Which clone of Forge's C kernels runs on this CPU.
     public static var kernelLevel: String { String(cString: fk_kernel_level()) }

@@ -5,11 +5,17 @@ import CKernels
 /// Wraps a pointer so it can cross into `parallelFor`'s worker closures. Safe because each worker
 /// touches a disjoint range chosen by the chunking below.
 public struct SendablePointer<T>: @unchecked Sendable {
+    /// The wrapped pointer.
     public let p: UnsafeMutablePointer<T>
+    /// Wraps a writable pointer.
     @inlinable public init(_ p: UnsafeMutablePointer<T>) { self.p = p }
+    /// Wraps a read-only pointer; it comes back as mutable for uniformity, and the caller must not
+    /// write through it.
     @inlinable public init(_ p: UnsafePointer<T>) { self.p = UnsafeMutablePointer(mutating: p) }
 }
 
+/// Forge's worker-thread settings: how many workers its kernels split work over, and whether the
+/// current thread is already one of them.
 public enum Threads {
     nonisolated(unsafe) private static var _count: Int = {
         applyToBLAS()  // first use of the thread count, so also in programs that never call BLAS.configure()
@@ -97,7 +103,12 @@ public func parallelChunks<R>(_ count: Int, grain: Int = 32_768, _ body: (Int, I
     return results.map { $0! }
 }
 
+/// Carries a non-Sendable value (such as a buffer pointer) into `parallelFor`/`parallelChunks`
+/// workers. Unchecked: the user guarantees the workers touch disjoint parts of it. Public only
+/// because the `@inlinable` parallel helpers use it.
 public struct UnsafeSendableBox<T>: @unchecked Sendable {
+    /// The wrapped value.
     public let value: T
+    /// Wraps `value`.
     @inlinable public init(_ value: T) { self.value = value }
 }

@@ -20,8 +20,12 @@ public enum SplitMix64 {
 /// same numbers on every machine: integer arithmetic only, normals by Box-Muller in Double.
 /// Its whole state is four words, so checkpoints save it and resume exactly.
 public struct RandomGenerator: RandomNumberGenerator, Sendable, Equatable {
+    /// The four xoshiro256** state words. Never all zero when seeded through `init(seed:)` (an
+    /// all-zero state would yield only zeros).
     public var state: (UInt64, UInt64, UInt64, UInt64)
 
+    /// A generator whose state is the first four SplitMix64 outputs from `seed`, so nearby seeds
+    /// (0, 1, 2…) still give unrelated streams.
     public init(seed: UInt64) {
         var sm = seed
         state = (SplitMix64.next(&sm), SplitMix64.next(&sm), SplitMix64.next(&sm), SplitMix64.next(&sm))
@@ -33,10 +37,13 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Equatable {
         state = (w[0], w[1], w[2], w[3])
     }
 
+    /// The state as four words, for checkpoints; `init(stateWords:)` restores it.
     public var stateWords: [UInt64] { [state.0, state.1, state.2, state.3] }
 
+    /// Two generators are equal when their states are, that is when they will produce the same numbers.
     public static func == (a: RandomGenerator, b: RandomGenerator) -> Bool { a.stateWords == b.stateWords }
 
+    /// The next 64 random bits (one xoshiro256** step).
     @inline(__always)
     public mutating func next() -> UInt64 {
         let result = rotl(state.1 &* 5, 7) &* 9
@@ -106,7 +113,9 @@ public enum DefaultRNG {
     nonisolated(unsafe) private static var generator = RandomGenerator(seed: 0)
     private static let lock = NSLock()
 
+    /// Resets the default generator to `RandomGenerator(seed: s)` (like `torch.manual_seed`).
     public static func seed(_ s: UInt64) { lock.lock(); generator = RandomGenerator(seed: s); lock.unlock() }
+    /// A copy of the default generator, for saving in a checkpoint; setting it restores one.
     public static var state: RandomGenerator {
         get { lock.lock(); defer { lock.unlock() }; return generator }
         set { lock.lock(); generator = newValue; lock.unlock() }

@@ -66,7 +66,10 @@ final class BufferPool: @unchecked Sendable {
 
 /// The memory behind a tensor: `count` contiguous Floats from the pool.
 public final class Storage: @unchecked Sendable {
+    /// The first of `count` floats. The pool's buffer may be longer (its size class); only `count` are
+    /// this storage's.
     public let pointer: UnsafeMutablePointer<Float>
+    /// The number of floats this storage holds.
     public let count: Int
     private let bucket: Int
 
@@ -94,6 +97,7 @@ public enum TensorMemory {
     /// Bytes of tensor buffers alive now (size classes rounded up), and the most alive at once
     /// since the last `resetPeak()`. The pool's cached free buffers are not counted.
     public static var liveBytes: Int { BufferPool.shared.locked { $0.liveBytes } }
+    /// The most bytes of tensor buffers alive at once since the last `resetPeak()` (or start-up).
     public static var peakLiveBytes: Int { BufferPool.shared.locked { $0.peakLiveBytes } }
     /// Bytes of free buffers the pool keeps for reuse.
     public static var cachedBytes: Int { BufferPool.shared.locked { $0.cachedBytesNow } }

@@ -4,7 +4,11 @@ import Foundation
 /// autodiff. Ops return new tensors and never change their inputs (results are immutable); only
 /// optimizers and gradient accumulation write in place, through `mutablePointer`.
 public final class Tensor: CustomStringConvertible {
+    /// The size of each axis, outermost first (e.g. (B, C, H, W)); `[]` for a scalar. Never changes:
+    /// reshaping makes a new tensor.
     public let shape: [Int]
+    /// The memory holding the elements. `reshaped` and `detachedSharingStorage()` return tensors that
+    /// share it, so a write through `mutablePointer` shows in those too.
     public private(set) var storage: Storage
     /// Whether gradients flow to this tensor. Leaves (parameters) with this set collect `grad`.
     public var requiresGrad: Bool
@@ -29,6 +33,8 @@ public final class Tensor: CustomStringConvertible {
         self.init(shape: shape, storage: Storage(uninitializedCount: Tensor.elementCount(shape)))
     }
 
+    /// A tensor holding a copy of `data` in row-major order. Traps unless `data.count` is the product
+    /// of `shape` (and on a negative or overlarge dimension).
     public convenience init(shape: [Int], data: [Float], requiresGrad: Bool = false) {
         Tensor.validate(shape)
         forgePrecondition(data.count == Tensor.elementCount(shape), "Tensor(shape:data:): \(data.count) values do not fill shape \(shape)")
@@ -37,6 +43,7 @@ public final class Tensor: CustomStringConvertible {
         self.requiresGrad = requiresGrad
     }
 
+    /// A tensor with every element set to `value`.
     public convenience init(shape: [Int], repeating value: Float, requiresGrad: Bool = false) {
         self.init(uninitializedShape: shape)
         storage.pointer.update(repeating: value, count: storage.count)
@@ -53,9 +60,13 @@ public final class Tensor: CustomStringConvertible {
     /// A scalar (rank-0) tensor.
     public convenience init(_ value: Float) { self.init(shape: [], repeating: value) }
 
+    /// A tensor of zeros of `shape` (no gradient).
     public static func zeros(_ shape: [Int]) -> Tensor { Tensor(shape: shape, repeating: 0) }
+    /// A tensor of ones of `shape` (no gradient).
     public static func ones(_ shape: [Int]) -> Tensor { Tensor(shape: shape, repeating: 1) }
+    /// A tensor of `shape` with every element `value` (no gradient).
     public static func full(_ shape: [Int], _ value: Float) -> Tensor { Tensor(shape: shape, repeating: value) }
+    /// Zeros of `t`'s shape; it does not copy `t`'s `requiresGrad`.
     public static func zeros(like t: Tensor) -> Tensor { zeros(t.shape) }
 
     /// `[start, start + step, …)` below `end`, like `torch.arange`.
@@ -65,10 +76,11 @@ public final class Tensor: CustomStringConvertible {
         return Tensor(shape: [n]) { b in for i in 0..<n { b[i] = start + Float(i) * step } }
     }
 
-    /// N(mean, std²) samples from `generator` (the default generator when nil).
+    /// N(mean, std²) samples from `generator` (the overload without it uses `DefaultRNG`).
     public static func randn(_ shape: [Int], mean: Float = 0, std: Float = 1, generator: inout RandomGenerator) -> Tensor {
         Tensor(shape: shape) { generator.fillNormal($0, mean: mean, std: std) }
     }
+    /// N(mean, std²) samples from the process-wide `DefaultRNG` (seed it with `DefaultRNG.seed`).
     public static func randn(_ shape: [Int], mean: Float = 0, std: Float = 1) -> Tensor {
         DefaultRNG.with { randn(shape, mean: mean, std: std, generator: &$0) }
     }
@@ -76,18 +88,22 @@ public final class Tensor: CustomStringConvertible {
     public static func uniform(_ shape: [Int], low: Float = 0, high: Float = 1, generator: inout RandomGenerator) -> Tensor {
         Tensor(shape: shape) { generator.fillUniform($0, low: low, high: high) }
     }
+    /// Uniform samples in [low, high) from the process-wide `DefaultRNG`.
     public static func uniform(_ shape: [Int], low: Float = 0, high: Float = 1) -> Tensor {
         DefaultRNG.with { uniform(shape, low: low, high: high, generator: &$0) }
     }
 
     // MARK: access
 
+    /// The number of elements (the product of `shape`; 1 for a scalar).
     public var count: Int { storage.count }
+    /// The number of axes (0 for a scalar).
     public var rank: Int { shape.count }
     /// Read-only pointer to the elements (row-major).
     public var pointer: UnsafePointer<Float> { UnsafePointer(storage.pointer) }
     /// Writable pointer: for optimizers, gradient accumulation and freshly made tensors only.
     public var mutablePointer: UnsafeMutablePointer<Float> { storage.pointer }
+    /// The elements as a read-only buffer of `count` floats (row-major); valid while the tensor lives.
     public var buffer: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: pointer, count: count) }
 
     /// The elements as an array (row-major).
@@ -97,6 +113,7 @@ public final class Tensor: CustomStringConvertible {
         forgePrecondition(count == 1, "item: tensor of shape \(shape) has \(count) elements, not 1")
         return storage.pointer[0]
     }
+    /// The size of `axis`; negative axes count from the end (-1 is the last). Traps when out of range.
     public func size(_ axis: Int) -> Int { shape[normalizeAxis(axis, rank, op: "size")] }
 
     /// Element at a full multi-index.
@@ -121,6 +138,8 @@ public final class Tensor: CustomStringConvertible {
     /// The same elements, cut from the graph (shares storage, like PyTorch's `tensor.detach()`).
     public func detachedSharingStorage() -> Tensor { Tensor(shape: shape, storage: storage) }
 
+    /// The shape and at most the first 8 elements (then "…"), for debugging:
+    /// `Tensor(shape: [2, 3], [1, 2, 3, 4, 5, 6])`.
     public var description: String {
         let n = Swift.min(count, 8)
         let vals = (0..<n).map { String(format: "%.4g", storage.pointer[$0]) }.joined(separator: ", ")
@@ -129,6 +148,7 @@ public final class Tensor: CustomStringConvertible {
 
     // MARK: helpers
 
+    /// The number of elements a tensor of `shape` holds: the product of its dimensions (1 for `[]`).
     public static func elementCount(_ shape: [Int]) -> Int { shape.reduce(1, *) }
 
     static func validate(_ shape: [Int]) {

@@ -10,7 +10,10 @@ import Foundation
 /// Names: `weight`, `bias`, `bn.running_mean`, `bn.running_var`, `bn.num_batches_tracked`, as a PyTorch
 /// module holding `self.bn = nn.BatchNorm2d(features, affine=False)` and two parameters would save them.
 public final class ConditionalBatchNorm2d: Module {
+    /// Training mode (batch statistics, running statistics updated); `train()`/`eval()` pass it to `bn`.
     public var isTraining = true
+    /// The number of classes (rows of `weight`/`bias`; labels must lie in 0..<classCount) and of
+    /// channels (axis 1 of the input).
     public let classCount: Int, features: Int
     /// Per-class scale γ (classes, features), initially 1.
     public let weight: Tensor
@@ -19,6 +22,9 @@ public final class ConditionalBatchNorm2d: Module {
     /// The normalisation without affine transform, holding the running statistics.
     public let bn: BatchNorm2d
 
+    /// A conditional BatchNorm for `features` channels and `classes` classes, γ = 1 and β = 0 for every
+    /// class, so it starts as a plain BatchNorm. `eps` and `momentum` are `BatchNorm2d`'s (nil momentum:
+    /// a cumulative average). Traps unless both counts are ≥ 1.
     public init(_ features: Int, classes: Int, eps: Float = 1e-5, momentum: Float? = 0.1) {
         forgePrecondition(classes >= 1 && features >= 1, "ConditionalBatchNorm2d: needs classes ≥ 1 and features ≥ 1, got \(classes), \(features)")
         classCount = classes
@@ -30,7 +36,9 @@ public final class ConditionalBatchNorm2d: Module {
         bn = BatchNorm2d(features, eps: eps, momentum: momentum, affine: false)
     }
 
+    /// `weight` (γ) and `bias` (β), both (classes, features).
     public var localParameters: [(String, Tensor)] { [("weight", weight), ("bias", bias)] }
+    /// The inner `bn`, so its running statistics are saved as `bn.running_mean` and so on.
     public var namedChildren: [(String, any Module)] { [("bn", bn)] }
 
     /// x: (B, C, *spatial), labels: B class ids → (B, C, *spatial).

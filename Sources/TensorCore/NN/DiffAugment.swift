@@ -14,13 +14,16 @@ import Foundation
 
 /// Which of DiffAugment's transforms to apply.
 public struct DiffAugmentPolicy: Sendable, Equatable, Codable {
+    /// Shift each image by a random whole number of pixels in x and y, filling the border with 0.
     public var translation: Bool
+    /// Set one random square of each image to 0.
     public var cutout: Bool
     /// The largest shift as a share of the side (the paper's 0.125).
     public var translationRatio: Double
     /// The cutout square's side as a share of the image side (the paper's 0.5).
     public var cutoutRatio: Double
 
+    /// A policy; the defaults are the paper's 'translation,cutout' with its ratios.
     public init(translation: Bool = true, cutout: Bool = true, translationRatio: Double = 0.125, cutoutRatio: Double = 0.5) {
         (self.translation, self.cutout, self.translationRatio, self.cutoutRatio) = (translation, cutout, translationRatio, cutoutRatio)
     }
@@ -32,9 +35,13 @@ public struct DiffAugmentPolicy: Sendable, Equatable, Codable {
 /// Draws and applies DiffAugment transforms from its own random generator (a class, so the
 /// discriminator closures of a training step can share it without capturing an inout generator).
 public final class DiffAugment {
+    /// The transforms every call applies.
     public let policy: DiffAugmentPolicy
+    /// The generator the transforms are drawn from; every call advances it.
     public private(set) var generator: RandomGenerator
 
+    /// An augmenter for `policy` whose random stream starts from `seed`, so a seeded run augments the
+    /// same way every time.
     public init(policy: DiffAugmentPolicy, seed: UInt64) {
         self.policy = policy
         generator = RandomGenerator(seed: seed)

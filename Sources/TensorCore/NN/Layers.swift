@@ -38,9 +38,13 @@ private func parameter(_ t: Tensor) -> Tensor {
 
 /// y = x·Wᵀ + b over the last axis, like `torch.nn.Linear`. weight is (out, in).
 public final class Linear: Layer {
+    /// Stored for `Module`; a Linear layer acts the same in training and evaluation.
     public var isTraining = true
+    /// The weight W, (out, in), as `nn.Linear` stores it (the forward multiplies by Wᵀ).
     public let weight: Tensor
+    /// The bias b, (out), or nil for a layer made with `bias: false`.
     public let bias: Tensor?
+    /// The size of the input's last axis and of the output's, read from `weight`.
     public let inFeatures: Int, outFeatures: Int
 
     /// Weight kaiming-uniform(a=√5) (bound 1/√in), bias uniform(±1/√in), both from `generator`.
@@ -69,6 +73,7 @@ public final class Linear: Layer {
         self.bias = bias.map(parameter)
     }
 
+    /// `weight`, then `bias` when there is one (PyTorch's names and order).
     public var localParameters: [(String, Tensor)] {
         [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
     }
@@ -89,29 +94,40 @@ public final class Linear: Layer {
 
 /// Layer normalisation over the last axis, like `torch.nn.LayerNorm(dim, bias=…)`: weight 1, bias 0.
 public final class LayerNorm: Layer {
+    /// Stored for `Module`; LayerNorm uses each row's own statistics in training and evaluation alike.
     public var isTraining = true
+    /// The per-feature scale γ, (dim), initially 1.
     public let weight: Tensor
+    /// The per-feature shift β, (dim), initially 0; nil with `bias: false` (GPT-2 variants without biases).
     public let bias: Tensor?
+    /// Added to the variance before its inverse square root.
     public let eps: Float
 
+    /// A LayerNorm over a last axis of size `dim` (γ = 1, β = 0, as `nn.LayerNorm`).
     public init(_ dim: Int, eps: Float = 1e-5, bias: Bool = true) {
         weight = parameter(Tensor.ones([dim]))
         self.bias = bias ? parameter(Tensor.zeros([dim])) : nil
         self.eps = eps
     }
 
+    /// `weight`, then `bias` when there is one (PyTorch's names and order).
     public var localParameters: [(String, Tensor)] {
         [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
     }
 
+    /// x (…, dim) → (…, dim): each row over the last axis normalised to mean 0 and variance 1 (biased
+    /// variance, as PyTorch), then y = x̂ · γ + β. Traps when the last axis is not `dim`.
     public func forward(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
 }
 
 /// A lookup table of `count` vectors of size `dim`, like `torch.nn.Embedding`: weight N(0, 1).
 public final class Embedding: Module {
+    /// Stored for `Module`; a lookup acts the same in training and evaluation.
     public var isTraining = true
+    /// The table, (count, dim): row i is the vector of index i.
     public let weight: Tensor
 
+    /// A table of `count` rows of `dim` values drawn N(0, 1) from `generator` (`nn.Embedding`'s init).
     public init(_ count: Int, _ dim: Int, generator: inout RandomGenerator) {
         weight = parameter(Tensor.randn([count, dim], generator: &generator))
     }
@@ -121,24 +137,34 @@ public final class Embedding: Module {
         weight = parameter(Tensor.randn([count, dim]))
     }
 
+    /// `weight` alone.
     public var localParameters: [(String, Tensor)] { [("weight", weight)] }
 
     /// The rows for `indices` laid out as `shape` + [dim].
     public func forward(_ indices: [Int32], shape: [Int]) -> Tensor { embedding(weight, indices, shape: shape) }
+    /// `table(indices, shape: s)` is `forward(indices, shape: s)`: the rows for `indices` laid out as
+    /// `s` + [dim]. Traps on an index outside 0..<count or when `s` does not hold `indices.count` items.
     public func callAsFunction(_ indices: [Int32], shape: [Int]) -> Tensor { forward(indices, shape: shape) }
 }
 
 /// Zeroes elements with probability `p` while training and scales the rest by 1/(1-p), like
 /// `torch.nn.Dropout`; the identity in evaluation mode. Draws from `DefaultRNG`.
 public final class Dropout: Layer {
+    /// When true `forward` drops elements; when false it returns its input unchanged.
     public var isTraining = true
+    /// The probability of zeroing each element.
     public let p: Float
 
+    /// A dropout layer with drop probability `p`. It accepts 0 ≤ p ≤ 1, but `forward` then traps on
+    /// p = 1 (the `dropout` op needs p < 1), in evaluation mode too.
     public init(_ p: Float = 0.5) {
         forgePrecondition(p >= 0 && p <= 1, "Dropout: p must be in [0, 1], got \(p)")
         self.p = p
     }
 
+    /// `x` with each element zeroed with probability `p` and the rest scaled by 1/(1 − p) in training
+    /// (the mask seeded by one draw from `DefaultRNG`); `x` itself in evaluation. Gradient: the same mask
+    /// and scale applied to g.
     public func forward(_ x: Tensor) -> Tensor { dropout(x, p: p, training: isTraining) }
 
     /// Same, drawing the mask from `generator` (reproducible independently of `DefaultRNG`).
@@ -151,62 +177,93 @@ public final class Dropout: Layer {
 
 /// `torch.nn.ReLU`.
 public final class ReLU: Layer {
+    /// Stored for `Module`; ReLU acts the same in training and evaluation.
     public var isTraining = true
+    /// A ReLU layer (no parameters).
     public init() {}
+    /// Elementwise max(x, 0); see `Tensor.relu()`.
     public func forward(_ x: Tensor) -> Tensor { x.relu() }
 }
 
 /// `torch.nn.LeakyReLU(negative_slope)`.
 public final class LeakyReLU: Layer {
+    /// Stored for `Module`; LeakyReLU acts the same in training and evaluation.
     public var isTraining = true
+    /// The factor applied to negative inputs (PyTorch's default 0.01; DCGAN discriminators use 0.2).
     public let negativeSlope: Float
+    /// A LeakyReLU layer with `negativeSlope` for x ≤ 0.
     public init(_ negativeSlope: Float = 0.01) { self.negativeSlope = negativeSlope }
+    /// Elementwise x for x > 0, else negativeSlope · x; see `Tensor.leakyRelu(_:)`.
     public func forward(_ x: Tensor) -> Tensor { x.leakyRelu(negativeSlope) }
 }
 
 /// `torch.nn.Tanh`.
 public final class Tanh: Layer {
+    /// Stored for `Module`; Tanh acts the same in training and evaluation.
     public var isTraining = true
+    /// A tanh layer (no parameters), e.g. a generator's last layer mapping into [−1, 1].
     public init() {}
+    /// Elementwise tanh; see `Tensor.tanh()`.
     public func forward(_ x: Tensor) -> Tensor { x.tanh() }
 }
 
 /// `torch.nn.Sigmoid`.
 public final class Sigmoid: Layer {
+    /// Stored for `Module`; Sigmoid acts the same in training and evaluation.
     public var isTraining = true
+    /// A logistic-sigmoid layer (no parameters).
     public init() {}
+    /// Elementwise 1 / (1 + e⁻ˣ); see `Tensor.sigmoid()`.
     public func forward(_ x: Tensor) -> Tensor { x.sigmoid() }
 }
 
 /// `torch.nn.GELU`; `approximate: true` is `approximate="tanh"` (GPT-2's form).
 public final class GELU: Layer {
+    /// Stored for `Module`; GELU acts the same in training and evaluation.
     public var isTraining = true
+    /// True: the tanh approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))); false: the exact
+    /// x·Φ(x) with the erf form.
     public let approximate: Bool
+    /// A GELU layer, exact by default as `nn.GELU()`.
     public init(approximate: Bool = false) { self.approximate = approximate }
+    /// Elementwise GELU in the chosen form; see `Tensor.gelu(approximate:)`.
     public func forward(_ x: Tensor) -> Tensor { x.gelu(approximate: approximate) }
 }
 
 /// `torch.nn.Identity`.
 public final class Identity: Layer {
+    /// Stored for `Module`; Identity has no behaviour to switch.
     public var isTraining = true
+    /// A layer that returns its input (a placeholder where a model's structure needs a layer).
     public init() {}
+    /// `x` itself (the same tensor, not a copy).
     public func forward(_ x: Tensor) -> Tensor { x }
 }
 
 /// Flattens axes from `startAxis` on, like `torch.nn.Flatten(start_dim=1)`.
 public final class Flatten: Layer {
+    /// Stored for `Module`; Flatten acts the same in training and evaluation.
     public var isTraining = true
+    /// The first axis folded into the last one (negative counts from the end).
     public let startAxis: Int
+    /// A Flatten from `startAxis` on; the default 1 keeps the batch axis: (B, C, H, W) → (B, C·H·W).
     public init(startAxis: Int = 1) { self.startAxis = startAxis }
+    /// `x` with axes `startAxis`… merged into one; traps when `startAxis` is out of range for `x`.
     public func forward(_ x: Tensor) -> Tensor { x.flattened(from: startAxis) }
 }
 
 /// Splits axis `axis` into `sizes`, like `torch.nn.Unflatten(dim, sizes)` (e.g. (B, 1024) → (B, 64, 4, 4)).
 public final class Unflatten: Layer {
+    /// Stored for `Module`; Unflatten acts the same in training and evaluation.
     public var isTraining = true
+    /// The axis split (negative counts from the end).
     public let axis: Int
+    /// The sizes that axis is split into; their product must be its size.
     public let sizes: [Int]
+    /// An Unflatten of `axis` into `sizes` (checked against the input at `forward`).
     public init(axis: Int, sizes: [Int]) { self.axis = axis; self.sizes = sizes }
+    /// `x` with `axis` replaced by `sizes`; traps when the axis is out of range or the sizes' product
+    /// is not its size.
     public func forward(_ x: Tensor) -> Tensor {
         let a = axis < 0 ? axis + x.rank : axis
         forgePrecondition(a >= 0 && a < x.rank && sizes.reduce(1, *) == x.shape[a],
@@ -220,9 +277,13 @@ public final class Unflatten: Layer {
 /// 2-D convolution like `torch.nn.Conv2d` (no dilation or groups). weight (out, in, kh, kw),
 /// kaiming-uniform(a=√5) with fan_in = in·kh·kw; bias uniform(±1/√fan_in).
 public final class Conv2d: Layer {
+    /// Stored for `Module`; a convolution acts the same in training and evaluation.
     public var isTraining = true
+    /// The kernels, (out, in, kh, kw).
     public let weight: Tensor
+    /// One bias per output channel, (out), or nil with `bias: false` (e.g. before a BatchNorm).
     public let bias: Tensor?
+    /// Stride and zero padding as (vertical, horizontal); checked (stride ≥ 1, padding ≥ 0) at `forward`.
     public let stride: (Int, Int), padding: (Int, Int)
 
     /// Wraps given tensors (weight (out, in, kh, kw), bias (out)), which become trainable.
@@ -235,6 +296,8 @@ public final class Conv2d: Layer {
         self.padding = padding
     }
 
+    /// A convolution from `inChannels` to `outChannels` with a (kh, kw) kernel, initialised as
+    /// `nn.Conv2d` (kaiming-uniform(a=√5) weight, uniform(±1/√fan_in) bias) from `generator`.
     public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
                             padding: (Int, Int) = (0, 0), bias: Bool = true, generator: inout RandomGenerator) {
         let (w, b) = initialConvParameters([outChannels, inChannels, kernelSize.0, kernelSize.1], biasCount: outChannels,
@@ -242,6 +305,7 @@ public final class Conv2d: Layer {
         self.init(weight: w, bias: b, stride: stride, padding: padding)
     }
 
+    /// As the tuple form, with a square kernel and the same stride and padding on both axes.
     public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                             bias: Bool = true, generator: inout RandomGenerator) {
         self.init(inChannels, outChannels, kernelSize: (kernelSize, kernelSize), stride: (stride, stride),
@@ -265,6 +329,7 @@ public final class Conv2d: Layer {
                   padding: (padding, padding), bias: bias)
     }
 
+    /// `weight`, then `bias` when there is one (PyTorch's names and order).
     public var localParameters: [(String, Tensor)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
 
     /// x: (B, in, H, W) → (B, out, OH, OW).
@@ -274,9 +339,14 @@ public final class Conv2d: Layer {
 /// 2-D transposed convolution like `torch.nn.ConvTranspose2d` (no dilation or groups). weight
 /// (in, out, kh, kw); its default init uses torch's fan_in = out·kh·kw (weight dim 1 × kernel).
 public final class ConvTranspose2d: Layer {
+    /// Stored for `Module`; a convolution acts the same in training and evaluation.
     public var isTraining = true
+    /// The kernels, (in, out, kh, kw): note in before out, as `nn.ConvTranspose2d` stores them.
     public let weight: Tensor
+    /// One bias per output channel, (out), or nil with `bias: false`.
     public let bias: Tensor?
+    /// Stride, padding (cropped from the output) and output padding (added to one side of the output,
+    /// 0 ..< stride) as (vertical, horizontal); checked at `forward`.
     public let stride: (Int, Int), padding: (Int, Int), outputPadding: (Int, Int)
 
     /// Wraps given tensors (weight (in, out, kh, kw), bias (out)), which become trainable.
@@ -291,6 +361,8 @@ public final class ConvTranspose2d: Layer {
         self.outputPadding = outputPadding
     }
 
+    /// A transposed convolution from `inChannels` to `outChannels` with a (kh, kw) kernel, initialised
+    /// as `nn.ConvTranspose2d` (fan_in = out·kh·kw) from `generator`.
     public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
                             padding: (Int, Int) = (0, 0), outputPadding: (Int, Int) = (0, 0), bias: Bool = true,
                             generator: inout RandomGenerator) {
@@ -299,6 +371,7 @@ public final class ConvTranspose2d: Layer {
         self.init(weight: w, bias: b, stride: stride, padding: padding, outputPadding: outputPadding)
     }
 
+    /// As the tuple form, with a square kernel and the same stride, padding and output padding on both axes.
     public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                             outputPadding: Int = 0, bias: Bool = true, generator: inout RandomGenerator) {
         self.init(inChannels, outChannels, kernelSize: (kernelSize, kernelSize), stride: (stride, stride),
@@ -322,6 +395,7 @@ public final class ConvTranspose2d: Layer {
                   padding: (padding, padding), outputPadding: (outputPadding, outputPadding), bias: bias)
     }
 
+    /// `weight`, then `bias` when there is one (PyTorch's names and order).
     public var localParameters: [(String, Tensor)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
 
     /// x: (B, in, H, W) → (B, out, (H − 1)·stride − 2·padding + kh + outputPadding, …).
@@ -332,9 +406,13 @@ public final class ConvTranspose2d: Layer {
 
 /// 1-D convolution like `torch.nn.Conv1d`. weight (out, in, k), fan_in = in·k.
 public final class Conv1d: Layer {
+    /// Stored for `Module`; a convolution acts the same in training and evaluation.
     public var isTraining = true
+    /// The kernels, (out, in, k).
     public let weight: Tensor
+    /// One bias per output channel, (out), or nil with `bias: false`.
     public let bias: Tensor?
+    /// Stride and zero padding along the length; checked at `forward`.
     public let stride: Int, padding: Int
 
     /// Wraps given tensors (weight (out, in, k), bias (out)), which become trainable.
@@ -347,6 +425,8 @@ public final class Conv1d: Layer {
         self.padding = padding
     }
 
+    /// A convolution from `inChannels` to `outChannels` with a kernel of `kernelSize`, initialised as
+    /// `nn.Conv1d` (fan_in = in·k) from `generator`.
     public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                             bias: Bool = true, generator: inout RandomGenerator) {
         let (w, b) = initialConvParameters([outChannels, inChannels, kernelSize], biasCount: outChannels,
@@ -363,6 +443,7 @@ public final class Conv1d: Layer {
         self.init(weight: w, bias: b, stride: stride, padding: padding)
     }
 
+    /// `weight`, then `bias` when there is one (PyTorch's names and order).
     public var localParameters: [(String, Tensor)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
 
     /// x: (B, in, L) → (B, out, (L + 2·padding − k) / stride + 1).
@@ -371,9 +452,14 @@ public final class Conv1d: Layer {
 
 /// 1-D transposed convolution like `torch.nn.ConvTranspose1d`. weight (in, out, k), fan_in = out·k.
 public final class ConvTranspose1d: Layer {
+    /// Stored for `Module`; a convolution acts the same in training and evaluation.
     public var isTraining = true
+    /// The kernels, (in, out, k): in before out, as `nn.ConvTranspose1d` stores them.
     public let weight: Tensor
+    /// One bias per output channel, (out), or nil with `bias: false`.
     public let bias: Tensor?
+    /// Stride, padding (cropped from the output) and output padding (added at the end, 0 ..< stride);
+    /// checked at `forward`.
     public let stride: Int, padding: Int, outputPadding: Int
 
     /// Wraps given tensors (weight (in, out, k), bias (out)), which become trainable.
@@ -387,6 +473,8 @@ public final class ConvTranspose1d: Layer {
         self.outputPadding = outputPadding
     }
 
+    /// A transposed convolution from `inChannels` to `outChannels` with a kernel of `kernelSize`,
+    /// initialised as `nn.ConvTranspose1d` (fan_in = out·k) from `generator`.
     public convenience init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                             outputPadding: Int = 0, bias: Bool = true, generator: inout RandomGenerator) {
         let (w, b) = initialConvParameters([inChannels, outChannels, kernelSize], biasCount: outChannels,
@@ -403,6 +491,7 @@ public final class ConvTranspose1d: Layer {
         self.init(weight: w, bias: b, stride: stride, padding: padding, outputPadding: outputPadding)
     }
 
+    /// `weight`, then `bias` when there is one (PyTorch's names and order).
     public var localParameters: [(String, Tensor)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
 
     /// x: (B, in, L) → (B, out, (L − 1)·stride − 2·padding + k + outputPadding).
@@ -427,14 +516,21 @@ private func initialConvParameters(_ weightShape: [Int], biasCount: Int, bias: B
 /// too, so it also serves as BatchNorm1d. weight 1, bias 0; buffers `running_mean` (0), `running_var` (1)
 /// and `num_batches_tracked` (a scalar count, Float here where torch stores int64).
 public final class BatchNorm2d: Layer {
+    /// Training: normalise with the batch's statistics and update the running ones; evaluation:
+    /// normalise with the running statistics (the batch's when the layer tracks none).
     public var isTraining = true
+    /// The per-channel scale γ (initially 1) and shift β (initially 0), each (C); nil with `affine: false`.
     public let weight: Tensor?, bias: Tensor?
+    /// The running mean (C) and unbiased running variance (C), and the count of training batches seen
+    /// (a scalar), updated in place by training `forward`s; nil with `trackRunningStats: false`.
     public let runningMean: Tensor?, runningVar: Tensor?, numBatchesTracked: Tensor?
+    /// Added to the variance before its inverse square root.
     public let eps: Float
     /// Weight of the newest batch in the running averages; nil is torch's `momentum=None`
     /// (a cumulative average, 1/num_batches_tracked).
     public let momentum: Float?
 
+    /// A BatchNorm over `numFeatures` channels with `nn.BatchNorm2d`'s defaults and initial values.
     public init(_ numFeatures: Int, eps: Float = 1e-5, momentum: Float? = 0.1, affine: Bool = true,
                 trackRunningStats: Bool = true) {
         weight = affine ? parameter(Tensor.ones([numFeatures])) : nil
@@ -446,11 +542,14 @@ public final class BatchNorm2d: Layer {
         self.momentum = momentum
     }
 
+    /// `weight` and `bias`, or none without affine parameters.
     public var localParameters: [(String, Tensor)] {
         guard let weight, let bias else { return [] }
         return [("weight", weight), ("bias", bias)]
     }
 
+    /// `running_mean`, `running_var` and `num_batches_tracked` (PyTorch's names), or none when the
+    /// layer tracks no running statistics.
     public var localBuffers: [(String, Tensor)] {
         guard let runningMean, let runningVar, let numBatchesTracked else { return [] }
         return [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]

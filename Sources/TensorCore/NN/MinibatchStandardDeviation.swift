@@ -9,17 +9,23 @@ import Foundation
 /// (StyleGAN's reshape); when B is not a multiple of `groupSize` the whole batch is one group.
 /// Made of differentiable ops, so gradients flow through the statistic too.
 public final class MinibatchStandardDeviation: Layer {
+    /// Stored for `Module`; the layer behaves the same in training and evaluation.
     public var isTraining = true
+    /// Images per group (StyleGAN's 4); the batch is used whole when B is not a multiple of it.
     public let groupSize: Int
     /// Added to the variance before the square root (keeps the gradient finite for identical images).
     public let epsilon: Float
 
+    /// A layer with groups of `groupSize` images (traps unless ≥ 2) and `epsilon` under the square root.
     public init(groupSize: Int = 4, epsilon: Float = 1e-8) {
         forgePrecondition(groupSize >= 2, "MinibatchStandardDeviation: the group size must be at least 2, got \(groupSize)")
         self.groupSize = groupSize
         self.epsilon = epsilon
     }
 
+    /// x (B, C, H, W) → (B, C + 1, H, W): `x` with the group statistic appended as its last channel,
+    /// the same value over the whole plane of an image. A batch of one gets a 0 channel. Traps unless
+    /// `x` has rank 4.
     public func forward(_ x: Tensor) -> Tensor {
         forgePrecondition(x.rank == 4, "MinibatchStandardDeviation: needs (B, C, H, W), got shape \(x.shape)")
         let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])

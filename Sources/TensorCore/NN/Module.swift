@@ -25,7 +25,9 @@ public protocol Module: AnyObject {
 }
 
 extension Module {
+    /// None by default: a module without weights of its own (a container, an activation) need not list any.
     public var localParameters: [(String, Tensor)] { [] }
+    /// None by default: only modules with running statistics or counters (BatchNorm) have buffers.
     public var localBuffers: [(String, Tensor)] { [] }
     /// The stored properties that hold a module, in declaration order, named after the property.
     public var namedChildren: [(String, any Module)] { reflectedChildren() }
@@ -162,6 +164,7 @@ public struct StateLoadReport: Equatable, Sendable {
     /// Names among the loaded tensors that the module has no place for (ignored).
     public var unexpectedNames: [String] = []
 
+    /// A report listing `missingNames` and `unexpectedNames` (empty by default: nothing skipped).
     public init(missingNames: [String] = [], unexpectedNames: [String] = []) {
         self.missingNames = missingNames
         self.unexpectedNames = unexpectedNames
@@ -170,29 +173,38 @@ public struct StateLoadReport: Equatable, Sendable {
 
 /// Why `loadState` refused a set of tensors; its description lists every problem at once.
 public struct StateLoadError: Error, CustomStringConvertible, Equatable {
+    /// One tensor whose offered shape differs from the module's: always refused, strict or not.
     public struct ShapeMismatch: Equatable, Sendable {
+        /// The dotted checkpoint name of the tensor (e.g. `"blocks.0.attn.c_attn.weight"`).
         public let name: String
         /// The shape of the module's tensor.
         public let expected: [Int]
         /// The shape of the tensor offered for it.
         public let found: [Int]
 
+        /// A mismatch for `name`: the module has `expected`, the offered tensor `found`.
         public init(name: String, expected: [Int], found: [Int]) {
             self.name = name
             self.expected = expected
             self.found = found
         }
     }
+    /// Names the module has that the offered tensors lacked (listed only by a strict load).
     public let missingNames: [String]
+    /// Names among the offered tensors that the module has no place for (listed only by a strict load).
     public let unexpectedNames: [String]
+    /// Tensors present on both sides with different shapes.
     public let shapeMismatches: [ShapeMismatch]
 
+    /// An error listing the given problems.
     public init(missingNames: [String], unexpectedNames: [String], shapeMismatches: [ShapeMismatch]) {
         self.missingNames = missingNames
         self.unexpectedNames = unexpectedNames
         self.shapeMismatches = shapeMismatches
     }
 
+    /// Every problem on its own line, in PyTorch's `load_state_dict` wording ("missing", "unexpected",
+    /// "size mismatch for …").
     public var description: String {
         var lines: [String] = ["Error(s) in loading state:"]
         if !missingNames.isEmpty { lines.append("  missing: " + missingNames.joined(separator: ", ")) }
@@ -221,30 +233,45 @@ extension Layer {
 
 /// Layers applied in order; children are named "0", "1", … like `torch.nn.Sequential`.
 public final class Sequential: Layer {
+    /// Training mode; set it through `train()`/`eval()` so the layers follow.
     public var isTraining = true
+    /// The layers in the order `forward` applies them.
     public let layers: [any Layer]
 
+    /// A sequence of `layers`, applied first to last.
     public init(_ layers: [any Layer]) { self.layers = layers }
+    /// A sequence of `layers`, applied first to last (variadic form).
     public convenience init(_ layers: any Layer...) { self.init(layers) }
 
+    /// The layers named by position, "0", "1", …, so checkpoint names match `nn.Sequential`'s.
     public var namedChildren: [(String, any Module)] { layers.enumerated().map { (String($0.offset), $0.element) } }
 
+    /// Feeds `x` through every layer in order; each layer's output shape must fit the next one.
     public func forward(_ x: Tensor) -> Tensor { layers.reduce(x) { $1.forward($0) } }
 
+    /// The number of layers.
     public var count: Int { layers.count }
+    /// The layer at `index` (0-based; traps when out of range).
     public subscript(index: Int) -> any Layer { layers[index] }
 }
 
 /// A list of same-typed modules named "0", "1", … like `torch.nn.ModuleList` (e.g. a transformer's blocks).
 public final class ModuleList<Element: Module>: Module, RandomAccessCollection {
+    /// Training mode; set it through `train()`/`eval()` so the elements follow.
     public var isTraining = true
+    /// The elements, in order.
     public let modules: [Element]
 
+    /// A list of `modules`, named "0", "1", … in this order.
     public init(_ modules: [Element]) { self.modules = modules }
 
+    /// The elements named by position, "0", "1", …, so checkpoint names match `nn.ModuleList`'s.
     public var namedChildren: [(String, any Module)] { modules.enumerated().map { (String($0.offset), $0.element) } }
 
+    /// The first index, 0.
     public var startIndex: Int { modules.startIndex }
+    /// One past the last index (the element count).
     public var endIndex: Int { modules.endIndex }
+    /// The element at `index` (0-based; traps when out of range).
     public subscript(index: Int) -> Element { modules[index] }
 }

@@ -141,18 +141,25 @@ func gradKernelMap(_ dy: Tensor, _ saved: UnsafePointer<Float>,
 
 // MARK: - binary arithmetic
 
+/// Elementwise a + b, broadcasting the shapes (NumPy rules; traps naming both shapes when they do
+/// not broadcast). Gradient: g to each side, summed over the axes that side was broadcast along.
 public func + (a: Tensor, b: Tensor) -> Tensor {
     let out = broadcastMap(a, b, op: "add") { $0 + $1 }
     let sa = a.shape, sb = b.shape
     return Tensor.record(out, "add", [a, b]) { g in [g.sum(toShape: sa), g.sum(toShape: sb)] }
 }
 
+/// Elementwise a − b, broadcasting as `+` does. Gradient: g to `a`, −g to `b`, each summed back
+/// to its own shape.
 public func - (a: Tensor, b: Tensor) -> Tensor {
     let out = broadcastMap(a, b, op: "sub") { $0 - $1 }
     let sa = a.shape, sb = b.shape
     return Tensor.record(out, "sub", [a, b]) { g in [g.sum(toShape: sa), (-g).sum(toShape: sb)] }
 }
 
+/// Elementwise (Hadamard) a · b, broadcasting as `+` does; for the matrix product use `matmul`.
+/// Gradient: g · b to `a` and g · a to `b`, each summed back to its own shape (computed only for
+/// the sides that need it).
 public func * (a: Tensor, b: Tensor) -> Tensor {
     let out = broadcastMap(a, b, op: "mul") { $0 * $1 }
     return Tensor.record(out, "mul", [a, b]) { g in
@@ -161,6 +168,8 @@ public func * (a: Tensor, b: Tensor) -> Tensor {
     }
 }
 
+/// Elementwise a / b, broadcasting as `+` does (IEEE: x / 0 is ±inf or NaN, no trap).
+/// Gradient: g / b to `a` and −g · a / b² to `b`, each summed back to its own shape.
 public func / (a: Tensor, b: Tensor) -> Tensor {
     let out = broadcastMap(a, b, op: "div") { $0 / $1 }
     return Tensor.record(out, "div", [a, b]) { g in
@@ -175,46 +184,61 @@ public func / (a: Tensor, b: Tensor) -> Tensor {
     }
 }
 
+/// Elementwise −x. Gradient: −g.
 public prefix func - (x: Tensor) -> Tensor {
     let out = unaryMap(x) { -$0 }
     return Tensor.record(out, "neg", [x]) { g in [unaryMap(g) { -$0 }] }
 }
 
 // scalar forms
+/// a + s for every element (a constant, not a tensor: no gradient to `s`). Gradient: g.
 public func + (a: Tensor, s: Float) -> Tensor {
     Tensor.record(unaryMap(a) { $0 + s }, "add_scalar", [a]) { g in [g] }
 }
+/// s + a for every element; the same as `a + s`.
 public func + (s: Float, a: Tensor) -> Tensor { a + s }
+/// a − s for every element (`a + (−s)`). Gradient: g.
 public func - (a: Tensor, s: Float) -> Tensor { a + (-s) }
+/// s − a for every element. Gradient: −g.
 public func - (s: Float, a: Tensor) -> Tensor {
     Tensor.record(unaryMap(a) { s - $0 }, "rsub_scalar", [a]) { g in [unaryMap(g) { -$0 }] }
 }
+/// a · s for every element. Gradient: g · s.
 public func * (a: Tensor, s: Float) -> Tensor {
     Tensor.record(unaryMap(a) { $0 * s }, "mul_scalar", [a]) { g in [unaryMap(g) { $0 * s }] }
 }
+/// s · a for every element; the same as `a * s`.
 public func * (s: Float, a: Tensor) -> Tensor { a * s }
+/// a / s for every element, computed as a · (1/s) (so it may differ from a true division in the last
+/// bit; s = 0 gives ±inf or NaN). Gradient: g / s.
 public func / (a: Tensor, s: Float) -> Tensor { a * (1 / s) }
 
 // MARK: - unary math
 
 extension Tensor {
+    /// Elementwise eˣ (a polynomial C kernel, not libm; below x ≈ −87.3 it gives the smallest
+    /// normal float, 1.2e−38, rather than 0 or a denormal). Gradient: g · eˣ (reuses the output).
     public func exp() -> Tensor {
         let out = kernelMap(self) { fk_exp($0, $1, $2) }
         let ys = out.storage
         return Tensor.record(out, "exp", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in y }] }
     }
 
+    /// Elementwise natural logarithm (a polynomial C kernel: log 0 = −inf, log of a negative number
+    /// or NaN = NaN). Gradient: g / x, so an input of 0 gives an infinite gradient.
     public func log() -> Tensor {
         let out = kernelMap(self) { fk_log($0, $1, $2) }
         return Tensor.record(out, "log", [self]) { g in [broadcastMap(g, self, op: "log") { $0 / $1 }] }
     }
 
+    /// Elementwise √x (NaN for x < 0). Gradient: g / (2√x), infinite at x = 0.
     public func sqrt() -> Tensor {
         let out = unaryMap(self) { $0.squareRoot() }
         let ys = out.storage
         return Tensor.record(out, "sqrt", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in 0.5 / y }] }
     }
 
+    /// Elementwise x². Gradient: 2x · g.
     public func square() -> Tensor {
         let out = unaryMap(self) { $0 * $0 }
         return Tensor.record(out, "square", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in 2 * x }] }
@@ -226,23 +250,30 @@ extension Tensor {
         return Tensor.record(out, "pow", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in p * Foundation.pow(x, p - 1) }] }
     }
 
+    /// Elementwise |x|. Gradient: sign(x) · g, with 0 at x = 0 (as PyTorch).
     public func abs() -> Tensor {
         let out = unaryMap(self) { Swift.abs($0) }
         return Tensor.record(out, "abs", [self]) { g in [gradMap(g, self.pointer, self.pointer) { x, _ in x > 0 ? 1 : (x < 0 ? -1 : 0) }] }
     }
 
+    /// Elementwise tanh x (a C kernel: odd polynomial for |x| < 0.625, 1 − 2/(e²ˣ + 1) beyond).
+    /// Gradient: (1 − tanh² x) · g, from the saved output.
     public func tanh() -> Tensor {
         let out = kernelMap(self) { fk_tanh($0, $1, $2) }
         let ys = out.storage
         return Tensor.record(out, "tanh", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in 1 - y * y }] }
     }
 
+    /// Elementwise logistic σ(x) = 1 / (1 + e⁻ˣ). Gradient: σ(x)(1 − σ(x)) · g, from the saved output.
+    /// For a loss on logits use `binaryCrossEntropyWithLogits`, stable where `sigmoid().log()` is not.
     public func sigmoid() -> Tensor {
         let out = kernelMap(self) { fk_sigmoid($0, $1, $2) }
         let ys = out.storage
         return Tensor.record(out, "sigmoid", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in y * (1 - y) }] }
     }
 
+    /// Elementwise max(x, 0). Gradient: g where the output is > 0, else 0 (0 at x = 0, as PyTorch).
+    /// Unlike PyTorch, a NaN input gives 0, not NaN (the kernel tests x > 0).
     public func relu() -> Tensor {
         let out = kernelMap(self) { fk_relu($0, $1, $2) }
         let ys = out.storage
@@ -251,6 +282,8 @@ extension Tensor {
         }
     }
 
+    /// Elementwise x for x > 0, else slope · x (`nn.LeakyReLU(slope)`; GAN discriminators use 0.2).
+    /// Gradient: g for x > 0, else slope · g.
     public func leakyRelu(_ slope: Float = 0.01) -> Tensor {
         let out = kernelMap(self) { fk_leaky_relu($0, $1, $2, slope) }
         return Tensor.record(out, "leaky_relu", [self]) { g in

@@ -8,6 +8,11 @@ extension Tensor {
         Tensor.matmul(self, other, transposeA: transposeA, transposeB: transposeB)
     }
 
+    /// The matrix product op(a)·op(b), as the instance method `a.matmul(b)`. (…, m, k)·(k, n)
+    /// without `transposeA` folds the batch of `a` into one GEMM; otherwise the batch axes of both
+    /// must be equal (no broadcasting) and each batch item is one GEMM. Traps on rank < 2, unequal
+    /// inner dimensions or unequal batches.
+    /// Gradient: `matmulBackward`.
     public static func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
         forgePrecondition(a.rank >= 2 && b.rank >= 2, "matmul: needs rank >= 2, got \(a.shape) and \(b.shape)")
         let (ar, ac) = (a.shape[a.rank - 2], a.shape[a.rank - 1])

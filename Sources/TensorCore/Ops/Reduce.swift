@@ -27,9 +27,14 @@ extension Tensor {
 
     /// Sum of all elements (Double accumulation, deterministic chunking).
     public func sum() -> Tensor { sum(axes: nil, keepDims: false) }
+    /// Mean of all elements as a scalar (shape `[]`); an empty tensor gives 0, not NaN.
+    /// Gradient: g / count to every element.
     public func mean() -> Tensor { mean(axes: nil, keepDims: false) }
 
+    /// Sum over one axis (negative counts from the end); `keepDims` leaves it as size 1 so the result
+    /// broadcasts against `self`, e.g. (B, T, C) → (B, T, 1). Gradient: g broadcast back over the axis.
     public func sum(axis: Int, keepDims: Bool = false) -> Tensor { sum(axes: [axis], keepDims: keepDims) }
+    /// Mean over one axis, as `sum(axis:keepDims:)` divided by its size.
     public func mean(axis: Int, keepDims: Bool = false) -> Tensor { mean(axes: [axis], keepDims: keepDims) }
 
     /// Sum over `axes` (all when nil).
@@ -60,6 +65,9 @@ extension Tensor {
         }
     }
 
+    /// Mean over `axes` (all when nil; repeated axes count once): `sum(axes:)` times 1 / (the product
+    /// of their sizes), so an empty reduction gives 0 rather than PyTorch's NaN. Traps on an axis
+    /// out of range.
     public func mean(axes: [Int]?, keepDims: Bool = false) -> Tensor {
         let ax = normalizedAxes(axes, op: "mean")
         let n = ax.reduce(1) { $0 * shape[$1] }

@@ -9,12 +9,14 @@ import CKernels
 /// Parameters that share hyper-parameters, like one entry of torch's `param_groups`.
 /// nanoGPT puts 2-D weights in a group with weight decay and biases/norm weights in one without.
 public struct ParameterGroup {
+    /// The tensors this group updates (leaves with `requiresGrad`), in the order their state is numbered.
     public var parameters: [Tensor]
     /// Learning rate of this group; `Optimizer.learningRate` sets every group's at once.
     public var learningRate: Float
     /// Weight decay of this group (L2 for SGD/Adam, decoupled for AdamW).
     public var weightDecay: Float
 
+    /// A group of `parameters` stepped with `learningRate` and `weightDecay`.
     public init(parameters: [Tensor], learningRate: Float, weightDecay: Float) {
         self.parameters = parameters
         self.learningRate = learningRate
@@ -33,6 +35,8 @@ public func decayGroups(_ parameters: [Tensor], learningRate: Float, weightDecay
 
 /// An optimizer over parameter groups whose state can be saved and restored as named tensors.
 public protocol Optimizer: AnyObject {
+    /// The parameter groups, in order; state names number parameters across them in this order, so a
+    /// checkpoint restores only into an optimizer built with the same groups.
     var groups: [ParameterGroup] { get set }
     /// Applies one update to every parameter that has a gradient (parameters without one are skipped
     /// and their state does not advance, as in PyTorch).
@@ -60,6 +64,7 @@ extension Optimizer {
 
 /// Why an optimizer refused saved state.
 public struct OptimizerStateError: Error, CustomStringConvertible {
+    /// What was wrong: the state's name and what was expected instead.
     public let description: String
 }
 
@@ -94,11 +99,16 @@ private func restore(_ tensors: [String: Tensor], _ name: String, shape: [Int]) 
 /// d = g + wd·p; buf = d (first step) or momentum·buf + (1 − dampening)·d; d = d + momentum·buf
 /// (Nesterov) or buf; p −= lr·d.
 public final class SGD: Optimizer {
+    /// The parameter groups, each with its own learning rate and weight decay (L2, added to the gradient).
     public var groups: [ParameterGroup]
+    /// Momentum factor (0: plain SGD, no buffers kept), dampening of the gradient's share of the buffer,
+    /// and whether to use Nesterov momentum.
     public let momentum: Float, dampening: Float, nesterov: Bool
     /// Momentum buffers by parameter identity, created on a parameter's first step.
     private var buffers: [ObjectIdentifier: Tensor] = [:]
 
+    /// SGD over `groups` with torch's defaults (no momentum, no dampening). Traps when `nesterov` is set
+    /// without momentum > 0 and dampening 0, as torch refuses it.
     public init(_ groups: [ParameterGroup], momentum: Float = 0, dampening: Float = 0, nesterov: Bool = false) {
         forgePrecondition(!nesterov || (momentum > 0 && dampening == 0), "SGD: Nesterov momentum requires momentum > 0 and dampening 0")
         self.groups = groups
@@ -114,6 +124,8 @@ public final class SGD: Optimizer {
                   momentum: momentum, dampening: dampening, nesterov: nesterov)
     }
 
+    /// p −= lr · d per element, with d as in the type's comment; momentum buffers are made on a
+    /// parameter's first step with a gradient. Traps when a gradient's shape differs from its parameter's.
     public func step() {
         for group in groups {
             let lr = group.learningRate, wd = group.weightDecay
@@ -163,6 +175,9 @@ public final class SGD: Optimizer {
         }
     }
 
+    /// Replaces the momentum buffers with copies of `state.i.momentum_buffer` (a parameter without one
+    /// starts afresh). Throws `OptimizerStateError`, keeping the current state, on a name this optimizer
+    /// does not have or a shape that differs from its parameter's.
     public func loadState(_ tensors: [String: Tensor], prefix: String = "") throws {
         try checkStateNames(tensors, prefix: prefix, parameterCount: parameters.count, keys: ["momentum_buffer"])
         var loaded: [ObjectIdentifier: Tensor] = [:]
@@ -181,8 +196,12 @@ public final class SGD: Optimizer {
 /// `decoupledWeightDecay` as `torch.optim.AdamW` (p ← p·(1 − lr·wd) before the Adam step).
 /// Bias corrections use each parameter's own step count.
 public class Adam: Optimizer {
+    /// The parameter groups, each with its own learning rate and weight decay.
     public var groups: [ParameterGroup]
+    /// Decay rates of the first and second moment averages (torch's `betas`), and the term added to
+    /// √v̂ in the denominator.
     public let beta1: Float, beta2: Float, eps: Float
+    /// False: Adam's L2 (g + wd·p); true: AdamW's decay p·(1 − lr·wd) applied apart from the gradient.
     public let decoupledWeightDecay: Bool
 
     private struct State {
@@ -192,6 +211,7 @@ public class Adam: Optimizer {
     }
     private var states: [ObjectIdentifier: State] = [:]
 
+    /// Adam over `groups` with torch's defaults; `decoupledWeightDecay: true` makes it AdamW.
     public init(_ groups: [ParameterGroup], betas: (Float, Float) = (0.9, 0.999), eps: Float = 1e-8,
                 decoupledWeightDecay: Bool = false) {
         self.groups = groups
@@ -207,6 +227,9 @@ public class Adam: Optimizer {
                   betas: betas, eps: eps)
     }
 
+    /// One Adam step per parameter with a gradient: m = β₁m + (1 − β₁)g, v = β₂v + (1 − β₂)g²,
+    /// p −= lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + eps), t being that parameter's step count.
+    /// Traps when a gradient's shape differs from its parameter's.
     public func step() {
         for group in groups {
             for p in group.parameters {
@@ -242,6 +265,10 @@ public class Adam: Optimizer {
         return out
     }
 
+    /// Replaces the state with copies of each parameter's saved `step`, `exp_avg` and `exp_avg_sq` (a
+    /// parameter without a saved `step` starts afresh). Throws `OptimizerStateError`, keeping the current
+    /// state, on an unknown name, a shape that differs from its parameter's, a step that is not a
+    /// non-negative whole number, or a step without both averages.
     public func loadState(_ tensors: [String: Tensor], prefix: String = "") throws {
         try checkStateNames(tensors, prefix: prefix, parameterCount: parameters.count, keys: ["step", "exp_avg", "exp_avg_sq"])
         var loaded: [ObjectIdentifier: State] = [:]
@@ -264,6 +291,7 @@ public class Adam: Optimizer {
 /// AdamW exactly as `torch.optim.AdamW`: decoupled weight decay p ← p·(1 − lr·wd), then Adam.
 /// PyTorch's default weight decay here is 0.01.
 public final class AdamW: Adam {
+    /// AdamW over `groups` (their `weightDecay` is the decoupled decay).
     public init(_ groups: [ParameterGroup], betas: (Float, Float) = (0.9, 0.999), eps: Float = 1e-8) {
         super.init(groups, betas: betas, eps: eps, decoupledWeightDecay: true)
     }
