@@ -5,8 +5,10 @@
     python3 scripts/undocumented-public-symbols.py [--list] [MODULE ...]
 
 Exit status 1 when any is found, so it can guard a module once it is complete. Extensions are not
-counted (their members are). Standard library only; a line scanner, not a Swift parser: a
-declaration split over lines is judged by its first line.
+counted (their members are). Modifiers between `public` and the keyword are skipped, so
+`public private(set) var`, `public static prefix func -` and `public lazy var` count too.
+Standard library only; a line scanner, not a Swift parser: a declaration split over lines is
+judged by its first line, and `public let a: A, b: B` counts once.
 """
 import collections
 import glob
@@ -15,8 +17,10 @@ import sys
 
 DECLARATION = re.compile(
     r"^\s*(@\w+(\(.*?\))?\s+)*(public|open)\s+"
-    r"(final\s+|static\s+|class\s+(?=func|var)|override\s+|mutating\s+|nonisolated\s+|convenience\s+|required\s+|indirect\s+)*"
-    r"(func|var|let|init|class|struct|enum|protocol|typealias|subscript|case|extension|actor)\b")
+    r"((private|fileprivate|internal|package)\(set\)\s+|final\s+|static\s+|class\s+(?=func|var)|override\s+|mutating\s+|"
+    r"nonmutating\s+|nonisolated(\(unsafe\))?\s+|convenience\s+|required\s+|indirect\s+|lazy\s+|weak\s+|unowned\s+|"
+    r"prefix\s+|postfix\s+|infix\s+)*"
+    r"(?P<kind>func|var|let|init|class|struct|enum|protocol|typealias|subscript|case|extension|actor)\b")
 
 
 def main(arguments):
@@ -31,7 +35,7 @@ def main(arguments):
         lines = open(path, encoding="utf-8").read().split("\n")
         for i, line in enumerate(lines):
             m = DECLARATION.match(line)
-            if not m or m.group(5) == "extension":
+            if not m or m.group("kind") == "extension":
                 continue
             total[module] += 1
             j = i - 1

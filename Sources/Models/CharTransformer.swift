@@ -27,6 +27,9 @@ public struct CharTransformerConfig: Codable, Sendable, Equatable {
     /// Whether Linear and LayerNorm layers have biases.
     public var bias: Bool
 
+    /// Stores the values as given and checks nothing: read `problem` before building a model
+    /// (`CharTransformer.init` traps on a config that has one). The defaults, no dropout and no biases,
+    /// are those of nanoGPT's train.py.
     public init(vocabSize: Int, blockSize: Int, layers: Int, heads: Int, embedding: Int, dropout: Float = 0, bias: Bool = false) {
         self.vocabSize = vocabSize
         self.blockSize = blockSize
@@ -83,7 +86,9 @@ public struct CharTransformerConfig: Codable, Sendable, Equatable {
 
 /// A problem with a char-transformer configuration or checkpoint, with a message meant for the user.
 public struct CharTransformerError: Error, CustomStringConvertible {
+    /// The whole message, e.g. "checkpoint metadata has no n_head: the number of heads must be given".
     public let description: String
+    /// An error whose message is `description`.
     public init(_ description: String) { self.description = description }
 }
 
@@ -99,8 +104,14 @@ private func normalLinear(_ inFeatures: Int, _ outFeatures: Int, bias: Bool, std
 /// Multi-head causal self-attention: one fused q,k,v projection, attention read straight from it (with
 /// dropout on the attention probabilities, nanoGPT's `attn_dropout`), an output projection and residual dropout.
 public final class CausalSelfAttention: Module {
+    /// True: `dropout` applies to the attention probabilities and to the output; false: neither.
     public var isTraining = true
+    /// `c_attn`: the fused projection C → 3C whose output is [q | k | v] along the last axis, head h
+    /// in columns h·D..<(h+1)·D of each (D = C / heads). `c_proj`: the output projection C → C, initialised with
+    /// std 0.02/√(2·layers) because it writes into the residual stream (GPT-2's scaled init).
     public let c_attn: Linear, c_proj: Linear
+    /// `heads`: the number of heads the C channels split into. `dropout`: the probability used for both
+    /// the attention probabilities and the output (nanoGPT's `attn_dropout` and `resid_dropout`).
     public let heads: Int, dropout: Float
 
     init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
@@ -131,8 +142,12 @@ public final class CausalSelfAttention: Module {
 
 /// The position-wise feed-forward network: C → 4C → GELU → C, then dropout.
 public final class TransformerMLP: Module {
+    /// True: `dropout` applies to the output; false: the MLP is deterministic.
     public var isTraining = true
+    /// `c_fc`: the expansion C → 4C (before the GELU). `c_proj`: back 4C → C, with GPT-2's scaled init
+    /// (std 0.02/√(2·layers)) since it writes into the residual stream.
     public let c_fc: Linear, c_proj: Linear
+    /// The probability of zeroing each output element in training.
     public let dropout: Float
 
     init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
@@ -158,7 +173,10 @@ public final class TransformerMLP: Module {
 
 /// A pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 public final class TransformerBlock: Module {
+    /// Stored for `Module`; the block has no dropout of its own (`train()`/`eval()` set its children's).
     public var isTraining = true
+    /// In order: the LayerNorm before attention, the attention, the LayerNorm before the MLP, the MLP
+    /// (nanoGPT's names, so `transformer.h.N.ln_1.weight` and so on load as they are).
     public let ln_1: LayerNorm, attn: CausalSelfAttention, ln_2: LayerNorm, mlp: TransformerMLP
 
     init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
@@ -179,7 +197,11 @@ public final class TransformerBlock: Module {
 
 /// nanoGPT's `transformer` ModuleDict: embeddings, blocks and the final LayerNorm.
 public final class TransformerTrunk: Module {
+    /// Stored for `Module`; the trunk has no forward of its own (`CharTransformer.forward` walks it).
     public var isTraining = true
+    /// `wte`: token embeddings (vocab, C), whose weight is also `lm_head`'s (tied). `wpe`: learned
+    /// position embeddings (block size, C), so no sequence can be longer than the block size. `h`: the
+    /// `layers` blocks, in order. `ln_f`: the LayerNorm before the output head.
     public let wte: Embedding, wpe: Embedding, h: ModuleList<TransformerBlock>, ln_f: LayerNorm
 
     init(_ config: CharTransformerConfig, generator: inout RandomGenerator) {
@@ -201,8 +223,12 @@ public final class TransformerTrunk: Module {
 /// A character-level GPT (nanoGPT's `GPT`): token + learned position embeddings, pre-LayerNorm blocks,
 /// a final LayerNorm and an output head tied to the token embedding.
 public final class CharTransformer: Module {
+    /// True: dropout (`config.dropout`) on the summed embeddings and in every block; use `eval()`,
+    /// which sets the children too, before measuring or sampling.
     public var isTraining = true
+    /// The hyper-parameters it was built from (never has a `problem`); saved as checkpoint metadata.
     public let config: CharTransformerConfig
+    /// Embeddings, blocks and final LayerNorm under nanoGPT's `transformer.` names.
     public let transformer: TransformerTrunk
     /// The output head; its weight *is* `transformer.wte.weight` (weight tying).
     public let lm_head: Linear
@@ -281,6 +307,10 @@ public final class KVCache {
     // per layer: (B, H, capacity, D)
     let keys: [Tensor], values: [Tensor]
 
+    /// An empty cache for `batch` sequences of the model built from `config`: per layer, keys and
+    /// values of (batch, heads, block size, C / heads), zeroed, so 2 · layers · batch · block size · C
+    /// floats. `config` must be the model's own: `forwardCached` does not check that layers and heads
+    /// match.
     public init(for config: CharTransformerConfig, batch: Int) {
         self.batch = batch
         capacity = config.blockSize
@@ -381,6 +411,9 @@ private func softmaxRow(_ row: UnsafeMutablePointer<Float>, visible: Int, count:
 /// buffers per worker); a single sequence of a large model instead spreads its rows, heads and GEMM
 /// blocks over it (a small one runs on one thread).
 public final class WindowInference {
+    /// The model it runs. Embeddings, LayerNorms and biases are read from it on every call, but the
+    /// projection weights were packed at `init`: after changing the weights (an optimizer step, a
+    /// `load`) make a new WindowInference, or it mixes old and new weights.
     public let model: CharTransformer
     /// Windows per call.
     public let batch: Int

@@ -43,6 +43,9 @@ public struct TextSamplingOptions: Sendable, Equatable {
     /// not the model's own distribution.
     public var reuseContext: Bool
 
+    /// Options with nanoGPT sample.py's defaults (temperature 0.8, top-k 200) and everything else off:
+    /// exact sampling, no penalties, no stop strings. Stores the values unchecked; `validate()` (which
+    /// `CharSampler` calls first) says which is out of range.
     public init(temperature: Float = 0.8, topK: Int? = 200, topP: Float? = nil, minP: Float? = nil,
                 repetitionPenalty: Float = 1, frequencyPenalty: Float = 0, presencePenalty: Float = 0,
                 penaltyWindow: Int? = nil, stop: [String] = [], reuseContext: Bool = false) {
@@ -94,13 +97,16 @@ public struct TextSamplingError: Error, CustomStringConvertible, Equatable {
         case temperature, topK, topP, minP, repetitionPenalty, frequencyPenalty, presencePenalty, penaltyWindow, stop
         case length, count, prompt
     }
+    /// Which setting is wrong; its `rawValue` is the Swift property name (`topK`), not a CLI flag.
     public let option: Option
     /// What is wrong, e.g. "must be in (0, 1], got 1.5".
     public let problem: String
+    /// An error about `option`; `problem` should read after the option's name ("must be ≥ 1, got 0").
     public init(option: Option, problem: String) {
         self.option = option
         self.problem = problem
     }
+    /// The option's name, then the problem: "topP must be in (0, 1], got 1.5".
     public var description: String { "\(option.rawValue) \(problem)" }
 }
 
@@ -243,8 +249,12 @@ struct StopWatcher {
 /// One generated sequence: its new tokens (prompt and stop string not included) and the stop string that
 /// ended it, nil when it ran to the requested length.
 public struct GeneratedSequence: Sendable, Equatable {
+    /// The generated token ids, in order: at most the requested length, fewer when a stop string ended
+    /// the sequence (its tokens removed).
     public var tokens: [Int32]
+    /// The element of `TextSamplingOptions.stop` that ended the sequence, or nil.
     public var stop: String?
+    /// A sequence with these tokens and stop string (for tests and callers assembling results).
     public init(tokens: [Int32], stop: String?) { (self.tokens, self.stop) = (tokens, stop) }
 }
 
@@ -256,12 +266,18 @@ public struct GeneratedSequence: Sendable, Equatable {
 /// `options.reuseContext` the cache is instead rebuilt from the last `blockSize / 2` tokens when it
 /// fills (cheaper, approximate).
 public final class CharSampler {
+    /// The model it samples from, put in evaluation mode (dropout off) by `init`. Each generation reads
+    /// the weights as they are then (the window forward packs a copy once the context first fills), so
+    /// weights changed during a generation are seen only partly.
     public let model: CharTransformer
     /// Tokens kept on a rebuild in the `reuseContext` approximation.
     public let keepOnOverflow: Int
     /// Characters in token order; needed to turn stop strings into tokens (may be empty otherwise).
     public let vocabulary: [Unicode.Scalar]
 
+    /// A sampler for `model`, switched to `eval()` here. `vocabulary` maps token ids to characters and is
+    /// needed only for stop strings. `keepOnOverflow` (default block size / 2) is clamped to
+    /// 1 ... block size, and matters only with `reuseContext`.
     public init(model: CharTransformer, vocabulary: [Unicode.Scalar] = [], keepOnOverflow: Int? = nil) {
         self.model = model
         self.vocabulary = vocabulary

@@ -19,8 +19,10 @@ public final class Tensor: CustomStringConvertible {
 
     // MARK: creation
 
-    /// Wraps existing storage. `storage.count` must equal the product of `shape`.
+    /// Wraps existing storage. `storage.count` must equal the product of `shape`, and no dimension may
+    /// be negative (checked apart: [-1, -4] multiplies to 4 too).
     public init(shape: [Int], storage: Storage, requiresGrad: Bool = false) {
+        forgePrecondition(shape.allSatisfy { $0 >= 0 }, "Tensor: negative dimension in shape \(shape)")
         forgePrecondition(storage.count == Tensor.elementCount(shape), "Tensor: storage of \(storage.count) floats does not fit shape \(shape)")
         self.shape = shape
         self.storage = storage
@@ -113,8 +115,13 @@ public final class Tensor: CustomStringConvertible {
         forgePrecondition(count == 1, "item: tensor of shape \(shape) has \(count) elements, not 1")
         return storage.pointer[0]
     }
-    /// The size of `axis`; negative axes count from the end (-1 is the last). Traps when out of range.
-    public func size(_ axis: Int) -> Int { shape[normalizeAxis(axis, rank, op: "size")] }
+    /// The size of `axis`; negative axes count from the end (-1 is the last). Traps when out of range,
+    /// and on a scalar, which has no axes (`normalizeAxis` lets axis 0 through at rank 0 for the ops
+    /// that treat a scalar as one element; here it would index an empty shape).
+    public func size(_ axis: Int) -> Int {
+        forgePrecondition(rank > 0, "size: a scalar (shape []) has no axis \(axis)")
+        return shape[normalizeAxis(axis, rank, op: "size")]
+    }
 
     /// Element at a full multi-index.
     public subscript(indices: Int...) -> Float {

@@ -151,4 +151,19 @@ final class GANLayerTests: XCTestCase {
         XCTAssertEqual(Array(dWeight[3..<9]), [0, 0, 0, 0, 0, 0])
         XCTAssertTrue(dWeight[9..<12].contains { $0 != 0 })
     }
+
+    /// A scalar input stops with ConditionalBatchNorm2d's own message, not Swift's index check on shape[0].
+    func testConditionalBatchNormScalarTrapsWithMessage() throws {
+        if isTrapChild { return }
+        let test = "TensorCoreTests.GANLayerTests/testTrapConditionalBatchNormScalar"
+        let message = "ConditionalBatchNorm2d(3): input [] does not have 3 channels"
+        let (stderr, crashed) = try runTrappingChild(test)
+        XCTAssertTrue(crashed, "\(test) should trap")
+        XCTAssertTrue(stderr.contains(message), "\(test): expected \"\(message)\" in:\n\(stderr.suffix(600))")
+    }
+    // Run only as a child of testConditionalBatchNormScalarTrapsWithMessage (it traps on purpose).
+    func testTrapConditionalBatchNormScalar() {
+        guard isTrapChild else { return }
+        _ = ConditionalBatchNorm2d(3, classes: 2).forward(Tensor(shape: [], data: [1]), labels: [0])
+    }
 }

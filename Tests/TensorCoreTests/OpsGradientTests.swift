@@ -142,6 +142,29 @@ final class OpsGradientTests: XCTestCase {
         XCTAssertEqual(eval, before, "evaluation draws nothing")
     }
 
+    /// p = 1, which `Dropout` accepts, behaves as `torch.nn.functional.dropout(x, 1.0)`: zeros with a zero
+    /// gradient in training, no draw, and the identity in evaluation (it used to trap in both modes).
+    func testDropoutProbabilityOne() {
+        let x = randomTensor([3, 5], seed: 42)
+        var g = RandomGenerator(seed: 12)
+        let before = g
+        XCTAssertEqual(dropout(x, p: 1, training: true, generator: &g).scalars, [Float](repeating: 0, count: 15))
+        XCTAssertEqual(g, before, "p = 1 draws nothing")
+        XCTAssertEqual(dropout(x, p: 1, training: true).scalars, [Float](repeating: 0, count: 15))
+        XCTAssertTrue(dropout(x, p: 1, training: false, generator: &g) === x)
+        assertGradientsMatch([x]) { inputs in
+            var g = RandomGenerator(seed: 3)
+            return dropout(inputs[0], p: 1, training: true, generator: &g)
+        }
+        x.requiresGrad = true
+        x.grad = nil
+        let layer = Dropout(1.0)
+        layer.forward(x).sum().backward()
+        XCTAssertEqual(x.grad?.scalars, [Float](repeating: 0, count: 15), "training: gradient zero")
+        layer.isTraining = false
+        XCTAssertTrue(layer.forward(x) === x, "evaluation: the identity")
+    }
+
     /// Attention dropout zeroes about p of the probabilities, scales the rest by 1/(1-p), draws one
     /// number from the generator per call, and p = 0 is the plain op.
     func testAttentionDropout() {

@@ -132,4 +132,27 @@ final class TensorTests: XCTestCase {
         XCTAssertNil(BLAS.preferredCore(detected: "Cooperlake", avx512: true, avx2: true))
         XCTAssertNil(BLAS.preferredCore(detected: "Zen", avx512: false, avx2: true))
     }
+
+    /// size(_:) on a scalar and a negative dimension over matching storage stop with a message naming
+    /// the problem (they used to die on Swift's index check / be accepted).
+    func testBadAxisAndShapeTrapWithMessage() throws {
+        if isTrapChild { return }
+        for (test, message) in [
+            ("TensorCoreTests.TensorTests/testTrapSizeOfScalar", "size: a scalar (shape []) has no axis 0"),
+            ("TensorCoreTests.TensorTests/testTrapNegativeDimensionOverStorage", "Tensor: negative dimension in shape [-1, -4]"),
+        ] {
+            let (stderr, crashed) = try runTrappingChild(test)
+            XCTAssertTrue(crashed, "\(test) should trap")
+            XCTAssertTrue(stderr.contains(message), "\(test): expected \"\(message)\" in:\n\(stderr.suffix(600))")
+        }
+    }
+    // Run only as children of testBadAxisAndShapeTrapWithMessage (they trap on purpose).
+    func testTrapSizeOfScalar() {
+        guard isTrapChild else { return }
+        _ = Tensor(shape: [], data: [1]).size(0)
+    }
+    func testTrapNegativeDimensionOverStorage() {
+        guard isTrapChild else { return }
+        _ = Tensor(shape: [-1, -4], storage: Tensor.zeros([4]).storage)
+    }
 }

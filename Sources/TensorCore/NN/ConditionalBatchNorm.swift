@@ -43,8 +43,8 @@ public final class ConditionalBatchNorm2d: Module {
 
     /// x: (B, C, *spatial), labels: B class ids → (B, C, *spatial).
     public func forward(_ x: Tensor, labels: [Int]) -> Tensor {
-        let b = x.shape[0]
         forgePrecondition(x.rank >= 2 && x.shape[1] == features, "ConditionalBatchNorm2d(\(features)): input \(x.shape) does not have \(features) channels")
+        let b = x.shape[0]  // read after the rank check, so a scalar gets the message above
         forgePrecondition(labels.count == b, "ConditionalBatchNorm2d: \(labels.count) labels for a batch of \(b)")
         forgePrecondition(labels.allSatisfy { (0..<classCount).contains($0) }, "ConditionalBatchNorm2d: a label is outside 0..<\(classCount)")
         let ids = labels.map { Int32($0) }

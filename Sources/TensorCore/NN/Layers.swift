@@ -155,8 +155,8 @@ public final class Dropout: Layer {
     /// The probability of zeroing each element.
     public let p: Float
 
-    /// A dropout layer with drop probability `p`. It accepts 0 ≤ p ≤ 1, but `forward` then traps on
-    /// p = 1 (the `dropout` op needs p < 1), in evaluation mode too.
+    /// A dropout layer with drop probability `p`, 0 ≤ p ≤ 1 (traps otherwise); p = 1 zeroes every
+    /// element in training, as `torch.nn.Dropout(1.0)` does.
     public init(_ p: Float = 0.5) {
         forgePrecondition(p >= 0 && p <= 1, "Dropout: p must be in [0, 1], got \(p)")
         self.p = p

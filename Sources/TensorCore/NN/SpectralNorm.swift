@@ -14,6 +14,8 @@ public final class SpectralNormState {
     public let u: Tensor
     /// Right singular vector estimate (columns), unit norm.
     public let v: Tensor
+    /// The floor on a vector's norm when u and v are normalised (torch's default 1e-12), so a zero
+    /// product W v or Wᵀu gives a zero vector instead of NaN.
     public let eps: Float
 
     /// u, v drawn N(0, 1) and normalised, then `initialIterations` power iterations on `weight`
@@ -84,13 +86,20 @@ public final class SpectralNormState {
 
 /// `spectral_norm(nn.Conv2d(...))`: a convolution whose weight is divided by its spectral norm.
 public final class SpectralNormConv2d: Layer {
+    /// True: each forward first runs one power iteration, moving u and v. False (evaluation): the stored
+    /// u and v are used unchanged, so repeated forwards give the same output.
     public var isTraining = true
     /// The unnormalised weight (out, in, kh, kw) that the optimizer updates.
     public let weight: Tensor
+    /// The bias, (out), or nil; not normalised (torch's spectral_norm touches only the weight).
     public let bias: Tensor?
+    /// Step and zero padding (height, width) of the convolution, as `nn.Conv2d`'s.
     public let stride: (Int, Int), padding: (Int, Int)
+    /// u (out) and v (in·kh·kw) for the weight seen as the matrix (out, in·kh·kw).
     public let state: SpectralNormState
 
+    /// Wraps `weight` (out, in, kh, kw) and `bias` (out), which become trainable, and runs torch's 15
+    /// initial power iterations from u, v drawn from `generator`. Traps unless `weight` has rank 4.
     public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                 generator: inout RandomGenerator) {
         forgePrecondition(weight.rank == 4, "SpectralNormConv2d: weight must be (out, in, kh, kw), got \(weight.shape)")
@@ -103,11 +112,17 @@ public final class SpectralNormConv2d: Layer {
         state = SpectralNormState(weight: weight, generator: &generator)
     }
 
+    /// `bias` (when there is one), then the unnormalised weight under torch's parametrization name, so
+    /// a state dict loads into `spectral_norm(nn.Conv2d(...))` and back.
     public var localParameters: [(String, Tensor)] {
         (bias.map { [("bias", $0)] } ?? []) + [("parametrizations.weight.original", weight)]
     }
+    /// u and v as `parametrizations.weight.0._u` / `._v`: saved so a resumed run and evaluation use the
+    /// converged estimate instead of restarting the power iteration.
     public var localBuffers: [(String, Tensor)] { state.buffers }
 
+    /// x (B, in, H, W) → (B, out, OH, OW): `conv2d` with weight W / σ(W). Gradients reach the
+    /// unnormalised weight through σ (see the file comment) and the bias.
     public func forward(_ x: Tensor) -> Tensor {
         conv2d(x, weight: state.normalized(weight, training: isTraining), bias: bias, stride: stride, padding: padding)
     }
@@ -116,11 +131,15 @@ public final class SpectralNormConv2d: Layer {
 /// `spectral_norm(nn.Embedding(...))`: a lookup table divided by its spectral norm (the projection
 /// discriminator's class embedding in SNGAN).
 public final class SpectralNormEmbedding: Module {
+    /// True: each lookup first runs one power iteration on the table; false: u and v stay fixed.
     public var isTraining = true
     /// The unnormalised table (count, dim).
     public let weight: Tensor
+    /// u (count) and v (dim) for the table as a (count, dim) matrix.
     public let state: SpectralNormState
 
+    /// Wraps `weight` (count, dim), which becomes trainable, and runs 15 initial power iterations from
+    /// u, v drawn from `generator`. Traps unless `weight` has rank 2.
     public init(weight: Tensor, generator: inout RandomGenerator) {
         forgePrecondition(weight.rank == 2, "SpectralNormEmbedding: weight must be (count, dim), got \(weight.shape)")
         weight.requiresGrad = true
@@ -128,12 +147,16 @@ public final class SpectralNormEmbedding: Module {
         state = SpectralNormState(weight: weight, generator: &generator)
     }
 
+    /// The unnormalised table under torch's parametrization name (`parametrizations.weight.original`).
     public var localParameters: [(String, Tensor)] { [("parametrizations.weight.original", weight)] }
+    /// u and v as `parametrizations.weight.0._u` / `._v`, as torch saves them.
     public var localBuffers: [(String, Tensor)] { state.buffers }
 
-    /// Rows of the normalised table for `indices`, shaped `shape + [dim]`.
+    /// Rows of the normalised table for `indices`, shaped `shape + [dim]`. Traps when an index is outside
+    /// 0..<count or `indices.count` is not the product of `shape` (the `embedding` op's checks).
     public func forward(_ indices: [Int32], shape: [Int]) -> Tensor {
         embedding(state.normalized(weight, training: isTraining), indices, shape: shape)
     }
+    /// `table(indices, shape: shape)` reads like torch's `module(indices)`; the same as `forward`.
     public func callAsFunction(_ indices: [Int32], shape: [Int]) -> Tensor { forward(indices, shape: shape) }
 }

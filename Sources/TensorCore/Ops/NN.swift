@@ -193,16 +193,20 @@ public func embeddingBackward(rows num: Int, _ indices: [Int32], dOut g: Tensor)
 // MARK: - dropout
 
 /// Zeroes each element with probability `p` and scales the rest by 1/(1-p) when training; identity otherwise.
+/// p = 1 drops everything, as in PyTorch: x · 0 (zeros, gradient zero) with no draw, since the mask
+/// kernel's 1/(1-p) would be infinite. Traps unless 0 ≤ p ≤ 1.
 public func dropout(_ x: Tensor, p: Float, training: Bool, generator: inout RandomGenerator) -> Tensor {
-    forgePrecondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
+    forgePrecondition(p >= 0 && p <= 1, "dropout: p must be in [0, 1], got \(p)")
     if !training || p == 0 { return x }
+    if p == 1 { return x * 0 }
     return seededDropout(x, p: p, seed: generator.next())
 }
 
 /// Dropout drawing from the default generator (only the seed is drawn under its lock).
 public func dropout(_ x: Tensor, p: Float, training: Bool) -> Tensor {
-    forgePrecondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
+    forgePrecondition(p >= 0 && p <= 1, "dropout: p must be in [0, 1], got \(p)")
     if !training || p == 0 { return x }
+    if p == 1 { return x * 0 }
     return seededDropout(x, p: p, seed: DefaultRNG.with { $0.next() })
 }
 
