@@ -124,14 +124,15 @@ public final class GeneratorEMA: Module {
 /// One training step of a `DCGAN` under its config's recipe: the loss (`.nonSaturating` plays exactly
 /// pytorch/examples' step, `dcganTrainingStep`; `.hinge` the hinge game), then the EMA update when an
 /// average is kept. z is drawn from `rng` once per step, as in `dcganTrainingStep`.
+/// With `part` (data parallel) it plays this rank's rows of the global batch (see `dcganTrainingStep`).
 public func recipeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
-                          rng: inout RandomGenerator) -> GANStepResult {
+                          rng: inout RandomGenerator, part: GANDataParallelPart? = nil) -> GANStepResult {
     let result: GANStepResult
     switch gan.config.loss {
     case .nonSaturating:
-        result = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
+        result = dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng, part: part)
     case .hinge:
-        result = hingeGANStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng)
+        result = hingeGANStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng, part: part)
     }
     ema?.update(from: gan.generator)
     return result
@@ -139,19 +140,23 @@ public func recipeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, ema: Generato
 
 /// The hinge game: D minimises the hinge loss on the real batch and a fake batch cut from G's graph,
 /// then G minimises −D(G(z)) with D's weights frozen.
-private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor, labels: [Int], rng: inout RandomGenerator) -> GANStepResult {
+private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor, labels: [Int], rng: inout RandomGenerator,
+                          part: GANDataParallelPart?) -> GANStepResult {
     let b = real.shape[0]
     let (g, d) = (gan.generator, gan.discriminator)
     g.train()
     d.train()
-    let augment = diffAugment(for: gan.config, rng: &rng)
+    let augment = diffAugment(for: gan.config, rng: &rng).map { a in part.map { $0.augmenting(a) } ?? { a($0) } }
     func discriminate(_ x: Tensor) -> Tensor { d.forward(augment.map { $0(x) } ?? x, labels: labels) }
     optimizers.discriminator.zeroGrad()
     let outReal = discriminate(real)
-    let fake = g.forward(gan.noise(b, generator: &rng), labels: labels)  // the real batch's class mix
+    let z: Tensor  // this rank's rows of the global batch's z, or the whole batch's
+    if let part { z = part.noise(gan, generator: &rng) } else { z = gan.noise(b, generator: &rng) }
+    let fake = g.forward(z, labels: labels)  // the real batch's class mix
     let outFake = discriminate(fake.detachedSharingStorage())
     let lossD = hingeDiscriminatorLoss(real: outReal, fake: outFake)
     lossD.backward()
+    part?.averageGradients(of: optimizers.discriminator)
     optimizers.discriminator.step()
 
     optimizers.generator.zeroGrad()
@@ -162,6 +167,7 @@ private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor,
     let lossG = hingeGeneratorLoss(fake: outG)
     lossG.backward()
     for (p, required) in zip(dParams, dRequired) { p.requiresGrad = required }
+    part?.averageGradients(of: optimizers.generator)
     optimizers.generator.step()
     return GANStepResult(lossD: Double(lossD.item), lossG: Double(lossG.item),
                          dX: meanSigmoid(outReal), dGZ1: meanSigmoid(outFake), dGZ2: meanSigmoid(outG))

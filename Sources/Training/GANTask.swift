@@ -155,8 +155,21 @@ public final class GANTrainingTask<Network: TrainableGAN>: TrainingTask {
     public let classNames: [String]
     /// What a step's batch counts: "samples" (images) or "clips".
     public let itemName: String
+    /// Data parallel with `--sync-batchnorm`: G's and D's BatchNorm layers take their statistics over
+    /// the global batch (all ranks), reproducing one process. Read by `joinDataParallel`; set it before
+    /// training. Off (the default): each rank's statistics of its own rows, as PyTorch DDP.
+    public var synchronizesBatchNorm = false
+    /// Data parallel, for tests: after every step each rank compares its parameters, optimizer state
+    /// and buffers (spectral-norm u/v, the EMA; BatchNorm running statistics only when synchronised)
+    /// bit for bit with rank 0's, and the job stops with `DataParallelError.mismatch` when one differs.
+    public var verifiesReplicas = false
     private var noiseRNG: RandomGenerator
     private var batches: any GANBatchSource
+    /// Set by `joinDataParallel`: this rank's part of every global batch.
+    private var dataParallel: GANDataParallelPart?
+    /// Whether rank 0's buffers (running statistics, spectral-norm u/v, the EMA's count) have been
+    /// copied to every rank; done at the first step, after a resume has loaded them.
+    private var buffersShared = false
     private let writeSamples: (GANTrainingTask, _ epoch: Int, _ step: Int, _ completed: Bool) throws -> Void
 
     init(gan: Network, batches: any GANBatchSource, classNames: [String], fixedLabels: [Int], itemName: String,
@@ -209,10 +222,61 @@ public final class GANTrainingTask<Network: TrainableGAN>: TrainingTask {
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
     /// One step of the GAN's game on the next real batch; returns the five `metricNames` scalars.
+    /// Data parallel: this rank's rows of the global batch, the scalars averaged over the ranks.
     public func step() -> [Double] {
         let (real, labels) = batches.next()
+        if let part = dataParallel, let dcgan = gan as? DCGAN { return dataParallelStep(dcgan, part: part, real: real, labels: labels) }
         let r = gan.trainingStep(optimizers: ganOptimizers, ema: ema, real: real, labels: labels, rng: &noiseRNG)
         return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
+    }
+
+    /// One step as rank `part.group.rank`: every rank holds the global batch and draws its z; each
+    /// computes its rows (`recipeGANStep` with the part). An MPI failure or replicas that drifted apart
+    /// end the whole job: the ranks would otherwise wait for each other forever.
+    private func dataParallelStep(_ dcgan: DCGAN, part: GANDataParallelPart, real: Tensor, labels: [Int]) -> [Double] {
+        do {
+            if !buffersShared {
+                try part.group.broadcastValues(modules.flatMap { $0.module.namedBuffers() }, what: "buffers")
+                buffersShared = true
+            }
+            let rows = part.rows
+            let local = recipeGANStep(dcgan, optimizers: ganOptimizers, ema: ema, real: real.slice(axis: 0, rows),
+                                      labels: Array(labels[rows]), rng: &noiseRNG, part: part)
+            let r = try part.averaged(local)
+            if verifiesReplicas { try verifyReplicas(part.group) }
+            return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
+        } catch {
+            FileHandle.standardError.write(Data("forge: error: rank \(part.group.rank) of \(part.group.size): \(error)\n".utf8))
+            part.group.abort(code: 1)
+        }
+    }
+
+    /// Compares every rank's state with rank 0's, bit for bit (see `verifiesReplicas`); rank 0 prints
+    /// how many tensors agree.
+    private func verifyReplicas(_ group: DataParallelGroup) throws {
+        // running statistics of unsynchronised BatchNorm are each rank's own; the EMA's are recomputed by rank 0 alone
+        var rankOwn = Set<ObjectIdentifier>()
+        for (name, module) in modules {
+            for case let bn as BatchNorm2d in module.namedModules().map(\.1) where name == "generator_ema" || !synchronizesBatchNorm {
+                for (_, t) in bn.localBuffers { rankOwn.insert(ObjectIdentifier(t)) }
+            }
+        }
+        var tensors = modules.flatMap { m in m.module.stateTensors().map { (m.name + "." + $0.0, $0.1) } }
+            .filter { !rankOwn.contains(ObjectIdentifier($0.1)) }
+        for (name, optimizer) in optimizers { tensors += optimizer.stateTensors(prefix: "optimizer.\(name).") }
+        var differing: [String] = []
+        for (name, t) in tensors where t.count > 0 {
+            let root = t.detachedCopy()
+            try group.broadcast(UnsafeMutableRawPointer(root.mutablePointer), count: root.count * MemoryLayout<Float>.size)
+            if memcmp(root.pointer, t.pointer, t.count * MemoryLayout<Float>.size) != 0 { differing.append(name) }
+        }
+        if try group.anyRank([!differing.isEmpty])[0] {
+            throw DataParallelError.mismatch(differing.isEmpty ? "another rank's state differs from rank 0's"
+                                             : "rank \(group.rank)'s \(differing.prefix(5).joined(separator: ", ")) differ from rank 0's")
+        }
+        if group.isRoot {
+            FileHandle.standardOutput.write(Data("replicas agree: \(tensors.count) tensors identical on \(group.size) ranks\n".utf8))
+        }
     }
 
     /// G(fixed z), a row per class when conditional, through the EMA generator when there is one.
@@ -250,6 +314,17 @@ extension GANTrainingTask where Network == DCGAN {
 
     /// Columns of the progress grid: one row of 8 per class.
     public var gridColumns: Int { 8 }
+}
+
+extension GANTrainingTask: DataParallelTrainingTask where Network == DCGAN {
+    /// Makes this task rank `group.rank` of `group`: each rank computes `--batch ÷ ranks` rows of every
+    /// global batch (throws `DataParallelError.batchNotDivisible` when it does not split evenly), and
+    /// with `synchronizesBatchNorm` G's and D's BatchNorm layers sum their statistics over the ranks.
+    public func joinDataParallel(_ group: DataParallelGroup) throws {
+        let part = try GANDataParallelPart(group: group, globalBatch: gan.config.batchSize)
+        if synchronizesBatchNorm { part.synchronizeBatchNorm(in: [gan.generator, gan.discriminator]) }
+        dataParallel = part
+    }
 }
 
 extension GANTrainingTask where Network == WaveGAN {

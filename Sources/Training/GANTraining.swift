@@ -53,17 +53,26 @@ public final class GANOptimizers {
 
 /// One DCGAN step on a real batch (B, C, S, S) in [-1, 1] with its labels, drawing z from `rng`:
 /// (1) update D to maximise log D(x) + log(1 − D(G(z))); (2) update G to maximise log D(G(z)).
+///
+/// With `part` (data parallel) `real` and `labels` are this rank's rows of the global batch: z and the
+/// augmentation are drawn for the whole global batch, as one process draws them, and cut to those
+/// rows; each player's gradients are averaged over the ranks before its update.
 public func dcganTrainingStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor, labels: [Int],
-                              rng: inout RandomGenerator) -> GANStepResult {
+                              rng: inout RandomGenerator, part: GANDataParallelPart? = nil) -> GANStepResult {
     let b = real.shape[0]
     let (generator, discriminator) = (gan.generator, gan.discriminator)
     generator.train()
     discriminator.train()
-    let augment = diffAugment(for: gan.config, rng: &rng)
+    let augment = diffAugment(for: gan.config, rng: &rng).map { a in part.map { $0.augmenting(a) } ?? { a($0) } }
     return nonSaturatingGANStep(
         real: real, discriminator: discriminator, optimizerD: optimizers.discriminator, optimizerG: optimizers.generator,
         discriminate: { x in discriminator.forward(augment.map { $0(x) } ?? x, labels: labels) },
-        makeFake: { generator.forward(gan.noise(b, generator: &rng), labels: labels) })  // the real batch's class mix
+        makeFake: {
+            let z: Tensor  // this rank's rows of the global batch's z, or the whole batch's
+            if let part { z = part.noise(gan, generator: &rng) } else { z = gan.noise(b, generator: &rng) }
+            return generator.forward(z, labels: labels)  // the real batch's class mix
+        },
+        beforeUpdate: part.map { part in { part.averageGradients(of: $0) } })
 }
 
 /// One WaveGAN step on a real batch (B, 1, length) in [-1, 1], drawing z and the phase shifts from
@@ -95,8 +104,11 @@ public func waveGANTrainingStep(_ gan: WaveGAN, optimizers: GANOptimizers, real:
 ///     (PyTorch's example computes and then discards them; the update is the same).
 /// `discriminate` gives D's logits (B) for a batch, `makeFake` draws z and returns G(z); they are called
 /// in this order: D(real), makeFake, D(fake) for D, D(fake) for G (callers' random draws depend on it).
+/// `beforeUpdate`, when given, runs on each optimizer just before its step (data parallel: it averages
+/// that player's gradients over the ranks).
 func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: Adam, optimizerG: Adam,
-                          discriminate: (Tensor) -> Tensor, makeFake: () -> Tensor) -> GANStepResult {
+                          discriminate: (Tensor) -> Tensor, makeFake: () -> Tensor,
+                          beforeUpdate: ((Adam) -> Void)? = nil) -> GANStepResult {
     let b = real.shape[0]
     let ones = Tensor.ones([b]), zeros = Tensor.zeros([b])
 
@@ -109,6 +121,7 @@ func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: A
     let outFake = discriminate(fake.detachedSharingStorage())
     let errDFake = binaryCrossEntropyWithLogits(outFake, targets: zeros)
     errDFake.backward()
+    beforeUpdate?(optimizerD)
     optimizerD.step()
 
     // (2) G step with D frozen.
@@ -120,6 +133,7 @@ func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: A
     let errG = binaryCrossEntropyWithLogits(outG, targets: ones)
     errG.backward()
     for (p, required) in zip(dParams, dRequired) { p.requiresGrad = required }
+    beforeUpdate?(optimizerG)
     optimizerG.step()
 
     return GANStepResult(lossD: Double(errDReal.item) + Double(errDFake.item), lossG: Double(errG.item),
@@ -137,4 +151,84 @@ func meanSigmoid(_ logits: Tensor) -> Double {
     var s = 0.0
     for v in logits.buffer { s += 1 / (1 + Foundation.exp(-Double(v))) }
     return s / Double(max(1, logits.count))
+}
+
+// MARK: - data parallel
+
+/// This rank's part of a data-parallel DCGAN step (see DataParallel.swift): its rows of every global
+/// batch, the draws that keep it in step with one process, the gradient averaging and the averaged
+/// scalars. Each player's loss is a mean over the batch and every rank holds an equal share of it,
+/// so the mean of the ranks' gradients is the global batch's gradient.
+public struct GANDataParallelPart {
+    /// The ranks of the job.
+    public let group: DataParallelGroup
+    /// Images per step over all ranks (`DCGANConfig.batchSize`).
+    public let globalBatch: Int
+    /// This rank's rows of each global batch.
+    public let rows: Range<Int>
+
+    /// Throws `DataParallelError.batchNotDivisible` when `globalBatch` does not split evenly over the ranks.
+    public init(group: DataParallelGroup, globalBatch: Int) throws {
+        self.group = group
+        self.globalBatch = globalBatch
+        rows = try group.shard(ofBatch: globalBatch)
+    }
+
+    /// The global batch's latent vectors, drawn as one process draws them, cut to this rank's rows.
+    func noise(_ gan: DCGAN, generator rng: inout RandomGenerator) -> Tensor {
+        gan.noise(globalBatch, generator: &rng).slice(axis: 0, rows)
+    }
+
+    /// `augment` on this rank's rows as one process applies it to those rows of the global batch: the
+    /// rows are placed among zero rows of the global batch's size (the augmentation draws per image, in
+    /// batch order, so the generator moves as one process's does), and cut out again after it.
+    func augmenting(_ augment: DiffAugment) -> (Tensor) -> Tensor {
+        let (rows, globalBatch) = (self.rows, self.globalBatch)
+        return { x in
+            let rest = Array(x.shape.dropFirst())
+            var pieces: [Tensor] = []
+            if rows.lowerBound > 0 { pieces.append(Tensor.zeros([rows.lowerBound] + rest)) }
+            pieces.append(x)
+            if rows.upperBound < globalBatch { pieces.append(Tensor.zeros([globalBatch - rows.upperBound] + rest)) }
+            return augment(Tensor.concat(pieces, axis: 0)).slice(axis: 0, rows)
+        }
+    }
+
+    /// Replaces the gradients of `optimizer`'s parameters by their mean over the ranks; an MPI failure
+    /// leaves the ranks out of step, so it ends the whole job.
+    func averageGradients(of optimizer: Adam) {
+        do {
+            try group.averageGradients(optimizer.parameters)
+        } catch {
+            FileHandle.standardError.write(Data("forge: error: rank \(group.rank): \(error)\n".utf8))
+            group.abort(code: 1)
+        }
+    }
+
+    /// The step's scalars averaged over the ranks: means over equal shards, so the global batch's
+    /// (the losses and mean D outputs), the same on every rank.
+    func averaged(_ r: GANStepResult) throws -> GANStepResult {
+        let sums = try group.allreduceSum([r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2].map { Float($0) })
+        let n = Double(group.size)
+        return GANStepResult(lossD: Double(sums[0]) / n, lossG: Double(sums[1]) / n, dX: Double(sums[2]) / n,
+                             dGZ1: Double(sums[3]) / n, dGZ2: Double(sums[4]) / n)
+    }
+
+    /// Makes every BatchNorm layer of `modules` (the trained G and D, never the EMA, which rank 0 alone
+    /// runs) sum its batch statistics over the ranks: SyncBatchNorm, the global batch's statistics.
+    func synchronizeBatchNorm(in modules: [any Module]) {
+        let group = self.group
+        for module in modules {
+            for case let bn as BatchNorm2d in module.namedModules().map(\.1) {
+                bn.statisticsReducer = { values, count in
+                    do {
+                        try group.allreduceSum(values, count: count)
+                    } catch {
+                        FileHandle.standardError.write(Data("forge: error: rank \(group.rank): \(error)\n".utf8))
+                        group.abort(code: 1)
+                    }
+                }
+            }
+        }
+    }
 }

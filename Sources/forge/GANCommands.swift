@@ -97,6 +97,8 @@ struct TrainGAN: ParsableCommand {
     @Option(parsing: .unconditional, help: "Adam learning rate of D. Default: the recipe's (dcgan = --lr, stable 4e-4).") var lrD: Float?
     @Option(parsing: .unconditional, help: "Adam beta1. Default: the recipe's (dcgan 0.5, stable 0).") var beta1: Float?
     @Option(parsing: .unconditional, help: "Adam beta2. Default: the recipe's (dcgan 0.999, stable 0.9).") var beta2: Float?
+    @Flag(help: "Data parallel (mpirun -np N, images): BatchNorm statistics over the whole global --batch, all ranks together, which reproduces a single process's training up to float rounding. Without it each rank normalises with the statistics of its own --batch ÷ N images (PyTorch DDP's default), which trains differently from one process. With one process it is accepted and does nothing.")
+    var syncBatchnorm = false
     @OptionGroup var training: RunFlags
 
     func validate() throws {
@@ -109,6 +111,8 @@ struct TrainGAN: ParsableCommand {
     func run() throws {
         if isAudio { try training.refuseFineTuningFlags(except: [], command: "train gan on sound"); return try runAudio() }
         let runDirectory = training.runDirectory(kind: "gan", data: data)
+        let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
+        let say: (String) -> Void = world?.isRoot == false ? { _ in } : { forge.say($0) }  // ranks other than 0 print nothing
         let saved = try training.savedConfig(DCGANConfig.self, kind: "gan", runDirectory: runDirectory)
         let parent = try training.initCheckpoint.map { try Checkpoint.load($0, expectedKind: "gan") }  // --init (FineTuningFlags.swift)
         var config = try saved ?? parent?.config(as: DCGANConfig.self) ?? DCGANConfig()
@@ -159,6 +163,9 @@ struct TrainGAN: ParsableCommand {
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
         var options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
         let task = try GANTrainingTask(gan: gan, data: set, samplesDirectory: options.samplesDirectory)
+        options.dataParallel = world
+        task.synchronizesBatchNorm = syncBatchnorm
+        task.verifiesReplicas = ProcessInfo.processInfo.environment["FORGE_VERIFY_REPLICAS"] == "1"  // tests: compare the ranks after every step
         if let parent { options.extraMetadata = try initialize(task, parent: parent, reinitialized: reinitialized) }
         try runTraining(task, options) { summary in
             say(ganSummary(summary))

@@ -529,6 +529,10 @@ public final class BatchNorm2d: Layer {
     /// Weight of the newest batch in the running averages; nil is torch's `momentum=None`
     /// (a cumulative average, 1/num_batches_tracked).
     public let momentum: Float?
+    /// In training, sums the batch statistics over the processes that each hold a part of the batch
+    /// (data-parallel SyncBatchNorm, set by the training layer); nil, the default: this batch's own
+    /// statistics. Evaluation mode never calls it.
+    public var statisticsReducer: BatchNormStatisticsReducer?
 
     /// A BatchNorm over `numFeatures` channels with `nn.BatchNorm2d`'s defaults and initial values.
     public init(_ numFeatures: Int, eps: Float = 1e-5, momentum: Float? = 0.1, affine: Bool = true,
@@ -564,7 +568,7 @@ public final class BatchNorm2d: Layer {
             if momentum == nil { factor = 1 / counter.mutablePointer[0] }
         }
         return batchNorm(x, weight: weight, bias: bias, runningMean: runningMean, runningVar: runningVar,
-                         training: isTraining, momentum: factor, eps: eps)
+                         training: isTraining, momentum: factor, eps: eps, statisticsReducer: isTraining ? statisticsReducer : nil)
     }
 }
 

@@ -13,8 +13,12 @@ import CKernels
 /// - training: normalise with the batch's mean and biased variance; otherwise with the running
 ///   statistics (or the batch's when there are none, like torch with track_running_stats=False).
 /// Differentiable in x, weight and bias (in training through the batch statistics).
+/// - statisticsReducer: with batch statistics, sums per-channel buffers over the processes that
+///   each hold a part of the batch (see `BatchNormStatisticsReducer`), so the statistics, the running
+///   update and the backward's sums are those of the whole batch (SyncBatchNorm). nil: this batch only.
 public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: Tensor?, runningVar: Tensor?,
-                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5,
+                      statisticsReducer: BatchNormStatisticsReducer? = nil) -> Tensor {
     convPrecondition(x.rank >= 2, "batchNorm: input must be (B, C) or (B, C, *spatial), got \(x.shape)")
     let B = x.shape[0], C = x.shape[1], S = x.shape[2...].reduce(1, *)
     for (name, t) in [("weight", weight), ("bias", bias), ("runningMean", runningMean), ("runningVar", runningVar)] {
@@ -22,6 +26,10 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     }
     convPrecondition((runningMean == nil) == (runningVar == nil), "batchNorm: pass both runningMean and runningVar or neither")
     let useBatchStats = training || runningMean == nil
+    if useBatchStats, let statisticsReducer {
+        return synchronizedBatchNorm(x, weight: weight, bias: bias, runningMean: runningMean, runningVar: runningVar,
+                                     training: training, momentum: momentum, eps: eps, reducer: statisticsReducer)
+    }
     let N = B * S
     convPrecondition(!useBatchStats || N > 1, "batchNorm: batch statistics need more than 1 value per channel, input \(x.shape)")
 
@@ -110,6 +118,148 @@ public func batchNormBackward(_ x: Tensor, weight: Tensor?, hasBias: Bool, mean:
             for b in 0..<B {
                 let o = (b * C + c) * S
                 fk_bn_backward_dx(px.p + o, pg.p + o, pdx.p + o, S, mu, Float(a), Float(bCoef), Float(cCoef))
+            }
+        }
+    }
+    return (dx, dw, db)
+}
+
+// MARK: - statistics over several processes (SyncBatchNorm)
+
+/// Sums `count` floats at the pointer, in place, over every process that holds a part of the batch
+/// (an MPI_Allreduce in data-parallel training). Every part calls it at the same points with the same
+/// count: twice per forward in training (the per-channel sums and counts, then the squared
+/// deviations from the whole batch's mean) and once per backward that needs the input's gradient
+/// (the sums of dy and dy·(x − mean)). It cannot fail: a reducer whose communication fails must end
+/// the process, since the parts would otherwise wait for each other forever.
+public typealias BatchNormStatisticsReducer = (UnsafeMutablePointer<Float>, Int) -> Void
+
+/// `batchNorm` with batch statistics summed over the parts of a batch by `reducer` (PyTorch's
+/// SyncBatchNorm): per channel the mean and the biased variance of the whole batch (two passes, as
+/// the local form), the running statistics updated with the whole batch's unbiased variance, and a
+/// backward whose dx uses the whole batch's Σdy and Σdy·(x − mean). The weight and bias gradients
+/// stay this part's sums (data-parallel training averages them over the parts like any gradient).
+/// Each part's sums are taken in Double and sent as Float, so the result matches one process holding
+/// the whole batch up to Float rounding of those sums.
+private func synchronizedBatchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: Tensor?, runningVar: Tensor?,
+                                   training: Bool, momentum: Float, eps: Float, reducer: @escaping BatchNormStatisticsReducer) -> Tensor {
+    let B = x.shape[0], C = x.shape[1], S = x.shape[2...].reduce(1, *)
+    let grain = Swift.max(1, 32_768 / Swift.max(B * S, 1))
+    let px = SendablePointer(x.pointer)
+    // Σx per channel, then this part's count of values per channel
+    var sums = [Float](repeating: 0, count: C + 1)
+    sums.withUnsafeMutableBufferPointer { buffer in
+        let out = SendablePointer(buffer.baseAddress!)
+        parallelFor(C, grain: grain) { s, e in
+            for c in s..<e {
+                var sum = 0.0
+                for b in 0..<B { sum += fk_sum(px.p + (b * C + c) * S, S) }
+                out.p[c] = Float(sum)
+            }
+        }
+        buffer[C] = Float(B * S)
+        reducer(buffer.baseAddress!, C + 1)
+    }
+    let N = Double(sums[C])
+    convPrecondition(N > 1, "batchNorm: batch statistics need more than 1 value per channel over all parts, got \(N)")
+    let means = (0..<C).map { Double(sums[$0]) / N }
+    var squares = [Float](repeating: 0, count: C)  // Σ(x − mean)² about the whole batch's mean
+    squares.withUnsafeMutableBufferPointer { buffer in
+        let out = SendablePointer(buffer.baseAddress!)
+        means.withUnsafeBufferPointer { m in
+            let pm = SendablePointer(m.baseAddress!)
+            parallelFor(C, grain: grain) { s, e in
+                for c in s..<e {
+                    var q = 0.0
+                    for b in 0..<B { q += fk_sum_squared_deviation(px.p + (b * C + c) * S, S, pm.p[c]) }
+                    out.p[c] = Float(q)
+                }
+            }
+        }
+        reducer(buffer.baseAddress!, C)
+    }
+    let y = Tensor(uninitializedShape: x.shape)
+    let mean = Tensor(uninitializedShape: [C]), rstd = Tensor(uninitializedShape: [C])
+    let py = SendablePointer(y.mutablePointer), pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
+    let pw = weight.map { SendablePointer($0.pointer) }, pb = bias.map { SendablePointer($0.pointer) }
+    let prm = runningMean.map { SendablePointer($0.mutablePointer) }, prv = runningVar.map { SendablePointer($0.mutablePointer) }
+    var rstds = [Double](repeating: 0, count: C)
+    for c in 0..<C {
+        let mu = means[c], variance = Double(squares[c]) / N
+        if training, let prm, let prv {
+            let m = Double(momentum)
+            prm.p[c] = Float((1 - m) * Double(prm.p[c]) + m * mu)
+            prv.p[c] = Float((1 - m) * Double(prv.p[c]) + m * variance * N / (N - 1))
+        }
+        pm.p[c] = Float(mu)
+        rstds[c] = 1 / (variance + Double(eps)).squareRoot()
+        pr.p[c] = Float(rstds[c])
+    }
+    rstds.withUnsafeMutableBufferPointer { buffer in
+        let prd = SendablePointer(buffer.baseAddress!)
+        parallelFor(C, grain: grain) { s, e in
+            for c in s..<e {
+                let scale = Float(prd.p[c] * Double(pw?.p[c] ?? 1)), shift = pb?.p[c] ?? 0
+                for b in 0..<B {
+                    let o = (b * C + c) * S
+                    fk_bn_normalize(px.p + o, py.p + o, S, pm.p[c], scale, shift)
+                }
+            }
+        }
+    }
+    var inputs = [x]
+    if let weight { inputs.append(weight) }
+    if let bias { inputs.append(bias) }
+    return Tensor.record(y, "batch_norm", inputs) { dy in
+        let (dx, dw, db) = synchronizedBatchNormBackward(x, weight: weight, hasBias: bias != nil, mean: mean, rstd: rstd, dy: dy,
+                                                         count: N, reducer: reducer)
+        return [dx] + (weight == nil ? [] : [dw]) + (bias == nil ? [] : [db])
+    }
+}
+
+/// The backward of `synchronizedBatchNorm`: `batchNormBackward` with batch statistics, except that dx
+/// uses Σdy and Σdy·(x − mean) summed over all parts by `reducer` and their value count `count`.
+private func synchronizedBatchNormBackward(_ x: Tensor, weight: Tensor?, hasBias: Bool, mean: Tensor, rstd: Tensor, dy: Tensor,
+                                           count N: Double, reducer: BatchNormStatisticsReducer) -> (dx: Tensor?, dweight: Tensor?, dbias: Tensor?) {
+    let B = x.shape[0], C = x.shape[1], S = x.shape[2...].reduce(1, *)
+    let grain = Swift.max(1, 32_768 / Swift.max(B * S, 1))
+    let dw = weight.map { _ in Tensor(uninitializedShape: [C]) }, db = hasBias ? Tensor(uninitializedShape: [C]) : nil
+    let px = SendablePointer(x.pointer), pm = SendablePointer(mean.pointer), pr = SendablePointer(rstd.pointer)
+    let pg = SendablePointer(dy.pointer)
+    // this part's Σdy (first C) and Σdy·(x − mean) (next C)
+    var sums = [Float](repeating: 0, count: 2 * C)
+    sums.withUnsafeMutableBufferPointer { buffer in
+        let out = SendablePointer(buffer.baseAddress!)
+        let pdw = dw.map { SendablePointer($0.mutablePointer) }, pdb = db.map { SendablePointer($0.mutablePointer) }
+        parallelFor(C, grain: grain) { s, e in
+            for c in s..<e {
+                var sumDy = 0.0, sumDyXc = 0.0
+                for b in 0..<B {
+                    let o = (b * C + c) * S
+                    fk_bn_backward_sums(px.p + o, pg.p + o, S, pm.p[c], &sumDy, &sumDyXc)
+                }
+                pdw?.p[c] = Float(sumDyXc * Double(pr.p[c]))
+                pdb?.p[c] = Float(sumDy)
+                out.p[c] = Float(sumDy)
+                out.p[C + c] = Float(sumDyXc)
+            }
+        }
+    }
+    guard x.requiresGrad else { return (nil, dw, db) }
+    sums.withUnsafeMutableBufferPointer { reducer($0.baseAddress!, 2 * C) }
+    let dx = Tensor(uninitializedShape: x.shape)
+    let pdx = SendablePointer(dx.mutablePointer), pw = weight.map { SendablePointer($0.pointer) }
+    sums.withUnsafeBufferPointer { buffer in
+        let total = SendablePointer(buffer.baseAddress!)
+        parallelFor(C, grain: grain) { s, e in
+            for c in s..<e {
+                let r = Double(pr.p[c]), w = Double(pw?.p[c] ?? 1)
+                let bCoef = -w * r * r * r * Double(total.p[C + c]) / N
+                let cCoef = -w * r * Double(total.p[c]) / N
+                for b in 0..<B {
+                    let o = (b * C + c) * S
+                    fk_bn_backward_dx(px.p + o, pg.p + o, pdx.p + o, S, pm.p[c], Float(w * r), Float(bCoef), Float(cCoef))
+                }
             }
         }
     }
