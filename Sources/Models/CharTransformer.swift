@@ -408,8 +408,8 @@ private func softmaxRow(_ row: UnsafeMutablePointer<Float>, visible: Int, count:
 ///
 /// Every sequence goes through the same calls with the same shapes whatever B is, so its logits are
 /// the same bits at any batch size. Sequences are spread over the thread pool (one set of scratch
-/// buffers per worker); a single sequence of a large model instead spreads its rows, heads and GEMM
-/// blocks over it (a small one runs on one thread).
+/// buffers per worker); a lone sequence instead runs blocks of its rows side by side, one join per
+/// layer (`forwardOneByRows`).
 public final class WindowInference {
     /// The model it runs. Embeddings, LayerNorms and biases are read from it on every call, but the
     /// projection weights were packed at `init`: after changing the weights (an optimizer step, a
@@ -420,7 +420,14 @@ public final class WindowInference {
     /// Tokens per window (at most the block size).
     public let length: Int
     private let slots: Int
-    private let splitsOneSequence: Bool
+    /// How a lone sequence (batch 1, several threads) uses them: not at all, each op split over the pool,
+    /// or blocks of rows (`forwardOneByRows`).
+    private enum LoneSequence { case oneThread, splitOps, splitRows }
+    private let loneSequence: LoneSequence
+    /// Row blocks of `splitRows`: [0, …, length], cut on multiples of 8 rows (the GEMM kernel's tile).
+    private let rowCuts: [Int]
+    /// Attention scratch for each row block (H · fk_causal_attention_scratch floats).
+    private let partScratch: [UnsafeMutablePointer<Float>]
     private let scratch: [UnsafeMutablePointer<Float>]  // one block of `floatsPerSlot` per slot
     private let logits: UnsafeMutablePointer<Float>      // (B, V)
     private let C: Int, H: Int, D: Int, V: Int
@@ -446,11 +453,26 @@ public final class WindowInference {
         D = C / H
         V = config.vocabSize
         slots = max(1, min(Threads.count, batch))
-        // A lone sequence splits its rows, heads and GEMM blocks over the pool only from about 2²⁵
-        // multiply-adds in its largest product (T·4C·C): ~25 joins per token cost more than they save
-        // below that. Measured with 3 other agents loading the 2 cores: the 128-wide model ran at
-        // block 64 / 256 at 419 / 170 tokens/s on 1 thread and 209 / 120 split over 2.
-        splitsOneSequence = length * 4 * C * C >= 1 << 25
+        // A lone sequence on several threads runs blocks of its rows side by side, one join per layer.
+        // Measured on the quiet machine (2 cores, 17:10 UTC, `forge bench char --sample --sample-batch 1`,
+        // 128-wide model, alternating): splitting every op over the pool instead (about 25 joins per
+        // token) ran block 256 at 651 / 534 tokens/s against 396 / 393 on one thread, and block 64 at
+        // 1,253 / 941 against 1,026 / 1,036. `FORGE_SAMPLE_SPLIT=0|ops|rows` forces a choice, for A/B runs.
+        let parts = slots == 1 ? Swift.min(Threads.count, length / 8) : 1
+        switch ProcessInfo.processInfo.environment["FORGE_SAMPLE_SPLIT"] {
+        case "0": loneSequence = .oneThread
+        case "ops": loneSequence = slots == 1 && Threads.count > 1 ? .splitOps : .oneThread
+        case "rows": loneSequence = parts > 1 ? .splitRows : .oneThread
+        default: loneSequence = parts > 1 ? .splitRows : .oneThread
+        }
+        let cut = { (part: Int) in part == parts ? length : (length * part / parts) / 8 * 8 }
+        rowCuts = loneSequence == .splitRows ? (0...parts).map(cut) : [0, length]
+        let attentionFloats = H * fk_causal_attention_scratch(length, D)
+        partScratch = (0..<(rowCuts.count - 1)).map { _ in
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: attentionFloats)
+            p.initialize(repeating: 0, count: attentionFloats)
+            return p
+        }
         let perSlot = WindowInference.floatsPerSlot(T: length, C: C, H: H)
         scratch = (0..<slots).map { _ in
             let p = UnsafeMutablePointer<Float>.allocate(capacity: perSlot)
@@ -476,7 +498,7 @@ public final class WindowInference {
     }
 
     deinit {
-        for p in scratch { p.deallocate() }
+        for p in scratch + partScratch { p.deallocate() }
         logits.deallocate()
         for layer in packed { for p in [layer.attn, layer.attnProj, layer.fc, layer.mlpProj] { fk_packed_b_free(p) } }
     }
@@ -498,8 +520,12 @@ public final class WindowInference {
         let tok = SendablePointer(tokens.baseAddress!), slots = self.slots, B = batch
         // one chunk per slot: with a single slot (one sequence, or one thread) this runs here, and the
         // work inside the sequence goes parallel only when it is big enough to pay for the joins
+        if loneSequence == .splitRows {
+            for b in 0..<B { forwardOneByRows(tok.p + b * length, into: logits + b * V) }
+            return UnsafeBufferPointer(start: logits, count: batch * V)
+        }
         let outer = fk_in_parallel_region()
-        if slots == 1 && !splitsOneSequence { fk_set_parallel_region(1) }
+        if slots == 1 && loneSequence == .oneThread { fk_set_parallel_region(1) }
         parallelFor(slots, grain: 1) { s, e in
             for slot in s..<e {
                 for b in stride(from: slot, to: B, by: slots) { self.forwardOne(tok.p + b * self.length, slot: slot, into: self.logits + b * V) }
@@ -515,62 +541,117 @@ public final class WindowInference {
         return Tensor(shape: [batch, V], data: Array(out))
     }
 
-    private func forwardOne(_ tok: UnsafeMutablePointer<Int32>, slot: Int, into out: UnsafeMutablePointer<Float>) {
-        let T = length, C = self.C, H = self.H, D = self.D
-        let base = scratch[slot]
-        let x = base, ln = x + T * C, att = ln + T * C, qkv = att + T * C, hid = qkv + 3 * T * C
+    /// One slot's buffers, carved out of its scratch block.
+    private struct Buffers {
+        let x, ln, att, qkv, hid, mean, rstd, attScratch: UnsafeMutablePointer<Float>
+        let xl, lnl, attl, hidl, meanl, rstdl: UnsafeMutablePointer<Float>
+    }
+
+    private func buffers(slot: Int) -> Buffers {
+        let T = length, C = self.C
+        let x = scratch[slot], ln = x + T * C, att = ln + T * C, qkv = att + T * C, hid = qkv + 3 * T * C
         let mean = hid + 4 * T * C, rstd = mean + T, attScratch = rstd + T
-        let headScratch = fk_causal_attention_scratch(T, D)
-        let xl = attScratch + H * headScratch, lnl = xl + C, attl = lnl + C, hidl = attl + C
-        let meanl = hidl + 4 * C, rstdl = meanl + 1
-        let trunk = model.transformer
-        let wte = trunk.wte.weight.pointer, wpe = trunk.wpe.weight.pointer
-        for t in 0..<T {
-            let e = wte + Int(tok[t]) * C, p = wpe + t * C, row = x + t * C
-            for c in 0..<C { row[c] = e[c] + p[c] }
+        let xl = attScratch + H * fk_causal_attention_scratch(T, D), lnl = xl + C, attl = lnl + C, hidl = attl + C
+        return Buffers(x: x, ln: ln, att: att, qkv: qkv, hid: hid, mean: mean, rstd: rstd, attScratch: attScratch,
+                       xl: xl, lnl: lnl, attl: attl, hidl: hidl, meanl: hidl + 4 * C, rstdl: hidl + 4 * C + 1)
+    }
+
+    private func forwardOne(_ tok: UnsafeMutablePointer<Int32>, slot: Int, into out: UnsafeMutablePointer<Float>) {
+        let b = buffers(slot: slot), T = length, last = model.transformer.h.count - 1
+        embed(tok, rows: 0..<T, b)
+        layerHead(0, rows: 0..<T, b)
+        for layer in 0..<last {
+            layerTail(layer, rows: 0..<T, b, attentionScratch: b.attScratch)
+            layerHead(layer + 1, rows: 0..<T, b)
         }
-        let lastLayer = trunk.h.count - 1
-        let threads = fk_in_parallel_region() != 0 ? 1 : Threads.count
-        for (layer, block) in trunk.h.enumerated() {
-            let weights = packed[layer]
-            Self.layerNormRows(x, block.ln_1, out: ln, mean: mean, rstd: rstd, rows: T, cols: C)
-            let wAttn = block.attn.c_attn.weight.pointer, bAttn = block.attn.c_attn.bias?.pointer
-            if layer < lastLayer {
-                // qkv = ln · W_attnᵀ (+ b)   (T, 3C)
-                fk_gemm_prepacked(ln, C, T, weights.attn, qkv, 3 * C, 0, threads)
-                if let bAttn { Self.addBias(bAttn, to: qkv, rows: T, cols: 3 * C, ld: 3 * C) }
-                Self.attention(qkv: qkv, T: T, C: C, H: H, first: 0, out: att, ldo: C, scratch: attScratch)
-                // x += att · W_projᵀ (+ b)
-                fk_gemm_prepacked(att, C, T, weights.attnProj, x, C, 1, threads)
-                if let b = block.attn.c_proj.bias?.pointer { Self.addBias(b, to: x, rows: T, cols: C, ld: C) }
-                Self.layerNormRows(x, block.ln_2, out: ln, mean: mean, rstd: rstd, rows: T, cols: C)
-                // x += gelu(ln · W_fcᵀ + b) · W_projᵀ (+ b)
-                fk_gemm_prepacked(ln, C, T, weights.fc, hid, 4 * C, 0, threads)
-                if let b = block.mlp.c_fc.bias?.pointer { Self.addBias(b, to: hid, rows: T, cols: 4 * C, ld: 4 * C) }
-                Self.gelu(hid, count: T * 4 * C)
-                fk_gemm_prepacked(hid, 4 * C, T, weights.mlpProj, x, C, 1, threads)
-                if let b = block.mlp.c_proj.bias?.pointer { Self.addBias(b, to: x, rows: T, cols: C, ld: C) }
-            } else {
-                // keys and values of every row (W_attn's rows C..<3C), the query of the last row only
-                fk_gemm_prepacked(ln, C, T, weights.attn, qkv + C, 3 * C, 0, threads)
-                if let bAttn { Self.addBias(bAttn + C, to: qkv + C, rows: T, cols: 2 * C, ld: 3 * C) }
-                let qLast = qkv + (T - 1) * 3 * C
-                fk_matvec(wAttn, ln + (T - 1) * C, qLast, C, C, 0)
-                if let bAttn { Self.addBias(bAttn, to: qLast, rows: 1, cols: C, ld: C) }
-                Self.attention(qkv: qkv, T: T, C: C, H: H, first: T - 1, out: attl, ldo: C, scratch: attScratch)
-                xl.update(from: x + (T - 1) * C, count: C)
-                fk_matvec(block.attn.c_proj.weight.pointer, attl, xl, C, C, 1)
-                if let b = block.attn.c_proj.bias?.pointer { Self.addBias(b, to: xl, rows: 1, cols: C, ld: C) }
-                Self.layerNormRows(xl, block.ln_2, out: lnl, mean: meanl, rstd: rstdl, rows: 1, cols: C)
-                fk_matvec(block.mlp.c_fc.weight.pointer, lnl, hidl, 4 * C, C, 0)
-                if let b = block.mlp.c_fc.bias?.pointer { Self.addBias(b, to: hidl, rows: 1, cols: 4 * C, ld: 4 * C) }
-                Self.gelu(hidl, count: 4 * C)
-                fk_matvec(block.mlp.c_proj.weight.pointer, hidl, xl, C, 4 * C, 1)
-                if let b = block.mlp.c_proj.bias?.pointer { Self.addBias(b, to: xl, rows: 1, cols: C, ld: C) }
+        lastRow(b, into: out)
+    }
+
+    /// A lone sequence on several threads: its rows cut into `rowParts` blocks, each running every
+    /// row-local stage of a layer (projections, MLP, LayerNorms, its rows' attention) on one thread, so a
+    /// token costs one join per layer — attention needs every earlier row's keys and values — instead of
+    /// one per op. Each element is computed by the same calls as in `forwardOne` (GEMM sums run in the
+    /// same order whatever rows share the call), so the logits are the same bits.
+    private func forwardOneByRows(_ tok: UnsafeMutablePointer<Int32>, into out: UnsafeMutablePointer<Float>) {
+        let b = buffers(slot: 0), last = model.transformer.h.count - 1, cuts = rowCuts
+        let tokens = SendablePointer(tok)
+        parallelFor(cuts.count - 1, grain: 1) { s, e in
+            for part in s..<e {
+                self.embed(tokens.p, rows: cuts[part]..<cuts[part + 1], b)
+                self.layerHead(0, rows: cuts[part]..<cuts[part + 1], b)
             }
         }
-        Self.layerNormRows(xl, trunk.ln_f, out: lnl, mean: meanl, rstd: rstdl, rows: 1, cols: C)
-        fk_matvec(model.lm_head.weight.pointer, lnl, out, V, C, 0)  // lm_head has no bias (tied to wte)
+        for layer in 0..<last {
+            parallelFor(cuts.count - 1, grain: 1) { s, e in
+                for part in s..<e {
+                    self.layerTail(layer, rows: cuts[part]..<cuts[part + 1], b, attentionScratch: self.partScratch[part])
+                    self.layerHead(layer + 1, rows: cuts[part]..<cuts[part + 1], b)
+                }
+            }
+        }
+        lastRow(b, into: out)
+    }
+
+    /// x[rows] = wte[token] + wpe[position].
+    private func embed(_ tok: UnsafeMutablePointer<Int32>, rows: Range<Int>, _ b: Buffers) {
+        let C = self.C, wte = model.transformer.wte.weight.pointer, wpe = model.transformer.wpe.weight.pointer
+        for t in rows {
+            let e = wte + Int(tok[t]) * C, p = wpe + t * C, row = b.x + t * C
+            for c in 0..<C { row[c] = e[c] + p[c] }
+        }
+    }
+
+    /// ln[rows] = ln_1(x[rows]), then the rows' qkv = ln · W_attnᵀ (+ b) (T, 3C); in the last layer only
+    /// their keys and values (W_attn's rows C..<3C).
+    private func layerHead(_ layer: Int, rows: Range<Int>, _ b: Buffers) {
+        let C = self.C, block = model.transformer.h[layer], r0 = rows.lowerBound, n = rows.count
+        let threads = fk_in_parallel_region() != 0 ? 1 : Threads.count
+        Self.layerNormRows(b.x + r0 * C, block.ln_1, out: b.ln + r0 * C, mean: b.mean + r0, rstd: b.rstd + r0, rows: n, cols: C)
+        let bAttn = block.attn.c_attn.bias?.pointer
+        if layer < model.transformer.h.count - 1 {
+            fk_gemm_prepacked(b.ln + r0 * C, C, n, packed[layer].attn, b.qkv + r0 * 3 * C, 3 * C, 0, threads)
+            if let bAttn { Self.addBias(bAttn, to: b.qkv + r0 * 3 * C, rows: n, cols: 3 * C, ld: 3 * C) }
+        } else {
+            fk_gemm_prepacked(b.ln + r0 * C, C, n, packed[layer].attn, b.qkv + r0 * 3 * C + C, 3 * C, 0, threads)
+            if let bAttn { Self.addBias(bAttn + C, to: b.qkv + r0 * 3 * C + C, rows: n, cols: 2 * C, ld: 3 * C) }
+        }
+    }
+
+    /// The rest of a layer (not the last) for its rows: causal attention of the rows (keys and values of
+    /// every row up to each), x += att · W_projᵀ (+ b), x += gelu(ln_2(x) · W_fcᵀ + b) · W_projᵀ (+ b).
+    private func layerTail(_ layer: Int, rows: Range<Int>, _ b: Buffers, attentionScratch: UnsafeMutablePointer<Float>) {
+        let C = self.C, block = model.transformer.h[layer], r0 = rows.lowerBound, n = rows.count, weights = packed[layer]
+        let threads = fk_in_parallel_region() != 0 ? 1 : Threads.count
+        Self.attention(qkv: b.qkv, T: rows.upperBound, C: C, H: H, first: r0, out: b.att + r0 * C, ldo: C, scratch: attentionScratch)
+        fk_gemm_prepacked(b.att + r0 * C, C, n, weights.attnProj, b.x + r0 * C, C, 1, threads)
+        if let bias = block.attn.c_proj.bias?.pointer { Self.addBias(bias, to: b.x + r0 * C, rows: n, cols: C, ld: C) }
+        Self.layerNormRows(b.x + r0 * C, block.ln_2, out: b.ln + r0 * C, mean: b.mean + r0, rstd: b.rstd + r0, rows: n, cols: C)
+        fk_gemm_prepacked(b.ln + r0 * C, C, n, weights.fc, b.hid + r0 * 4 * C, 4 * C, 0, threads)
+        if let bias = block.mlp.c_fc.bias?.pointer { Self.addBias(bias, to: b.hid + r0 * 4 * C, rows: n, cols: 4 * C, ld: 4 * C) }
+        Self.gelu(b.hid + r0 * 4 * C, count: n * 4 * C)
+        fk_gemm_prepacked(b.hid + r0 * 4 * C, 4 * C, n, weights.mlpProj, b.x + r0 * C, C, 1, threads)
+        if let bias = block.mlp.c_proj.bias?.pointer { Self.addBias(bias, to: b.x + r0 * C, rows: n, cols: C, ld: C) }
+    }
+
+    /// The last layer from its keys and values: the last row's query, attention, MLP, then ln_f and lm_head.
+    private func lastRow(_ b: Buffers, into out: UnsafeMutablePointer<Float>) {
+        let T = length, C = self.C, trunk = model.transformer, block = trunk.h[trunk.h.count - 1]
+        let wAttn = block.attn.c_attn.weight.pointer, bAttn = block.attn.c_attn.bias?.pointer
+        let qLast = b.qkv + (T - 1) * 3 * C   // layerHead left ln_1 of every row in ln
+        fk_matvec(wAttn, b.ln + (T - 1) * C, qLast, C, C, 0)
+        if let bAttn { Self.addBias(bAttn, to: qLast, rows: 1, cols: C, ld: C) }
+        Self.attention(qkv: b.qkv, T: T, C: C, H: H, first: T - 1, out: b.attl, ldo: C, scratch: b.attScratch)
+        b.xl.update(from: b.x + (T - 1) * C, count: C)
+        fk_matvec(block.attn.c_proj.weight.pointer, b.attl, b.xl, C, C, 1)
+        if let bias = block.attn.c_proj.bias?.pointer { Self.addBias(bias, to: b.xl, rows: 1, cols: C, ld: C) }
+        Self.layerNormRows(b.xl, block.ln_2, out: b.lnl, mean: b.meanl, rstd: b.rstdl, rows: 1, cols: C)
+        fk_matvec(block.mlp.c_fc.weight.pointer, b.lnl, b.hidl, 4 * C, C, 0)
+        if let bias = block.mlp.c_fc.bias?.pointer { Self.addBias(bias, to: b.hidl, rows: 1, cols: 4 * C, ld: 4 * C) }
+        Self.gelu(b.hidl, count: 4 * C)
+        fk_matvec(block.mlp.c_proj.weight.pointer, b.hidl, b.xl, C, 4 * C, 1)
+        if let bias = block.mlp.c_proj.bias?.pointer { Self.addBias(bias, to: b.xl, rows: 1, cols: C, ld: C) }
+        Self.layerNormRows(b.xl, trunk.ln_f, out: b.lnl, mean: b.meanl, rstd: b.rstdl, rows: 1, cols: C)
+        fk_matvec(model.lm_head.weight.pointer, b.lnl, out, V, C, 0)  // lm_head has no bias (tied to wte)
     }
 
     private static func layerNormRows(_ x: UnsafeMutablePointer<Float>, _ norm: LayerNorm, out: UnsafeMutablePointer<Float>,

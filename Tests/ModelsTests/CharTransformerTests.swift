@@ -155,10 +155,14 @@ final class CharTransformerTests: XCTestCase {
         }
     }
 
-    /// A sequence's window logits are the same bits whether it is decoded alone or beside others: at
-    /// 128 wide (above OpenBLAS's small-matrix sizes), and at 256 wide with 128 tokens, where a lone
-    /// sequence splits its rows, heads and GEMMs over the threads while a batch does not.
+    /// A sequence's window logits are the same bits whether it is decoded alone or beside others, and
+    /// whichever way a lone sequence uses the 2 threads (`FORGE_SAMPLE_SPLIT`: one thread, every op split,
+    /// blocks of rows side by side): at 128 wide (above OpenBLAS's small-matrix sizes), and at 256 wide
+    /// with 128 tokens.
     func testWindowInferenceDoesNotDependOnTheBatch() {
+        let threads = Threads.count
+        Threads.count = 2
+        defer { Threads.count = threads; unsetenv("FORGE_SAMPLE_SPLIT") }
         for config in [tinyConfig(bias: true),
                        CharTransformerConfig(vocabSize: 20, blockSize: 64, layers: 2, heads: 4, embedding: 128, dropout: 0, bias: false),
                        CharTransformerConfig(vocabSize: 20, blockSize: 128, layers: 2, heads: 4, embedding: 256, dropout: 0, bias: true)] {
@@ -168,8 +172,11 @@ final class CharTransformerTests: XCTestCase {
             let tokens = randomTokens(B * T, vocab: V, seed: 15)
             let together = WindowInference(model: model, batch: B, length: T).lastPositionLogits(tokens).scalars
             for b in [0, 3, 4] {
-                let alone = WindowInference(model: model, batch: 1, length: T).lastPositionLogits(Array(tokens[(b * T)..<((b + 1) * T)])).scalars
-                XCTAssertEqual(alone, Array(together[(b * V)..<((b + 1) * V)]), "embedding \(config.embedding), sequence \(b)")
+                for mode in ["0", "ops", "rows"] {
+                    setenv("FORGE_SAMPLE_SPLIT", mode, 1)
+                    let alone = WindowInference(model: model, batch: 1, length: T).lastPositionLogits(Array(tokens[(b * T)..<((b + 1) * T)])).scalars
+                    XCTAssertEqual(alone, Array(together[(b * V)..<((b + 1) * V)]), "embedding \(config.embedding), sequence \(b), split \(mode)")
+                }
             }
         }
     }
