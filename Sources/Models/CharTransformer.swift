@@ -504,9 +504,10 @@ public final class WindowInference {
     }
 
     // x, ln, att (T·C each), qkv (3TC), hidden (4TC), mean and rstd (T each), per-head attention scratch
-    // (H blocks of fk_causal_attention_scratch), then the last row: x, ln, att (C each), hidden (4C), mean and rstd (1 each).
+    // (H blocks of fk_causal_attention_scratch), then the last row: x, ln, att (C each), hidden (4C), mean and
+    // rstd (1 each), then a second qkv (3TC) for odd layers.
     private static func floatsPerSlot(T: Int, C: Int, H: Int) -> Int {
-        10 * T * C + 2 * T + H * fk_causal_attention_scratch(T, C / H) + 7 * C + 2
+        13 * T * C + 2 * T + H * fk_causal_attention_scratch(T, C / H) + 7 * C + 2
     }
 
     /// The logits of the last position of each window: `tokens` holds B windows of T tokens, row-major.
@@ -543,8 +544,12 @@ public final class WindowInference {
 
     /// One slot's buffers, carved out of its scratch block.
     private struct Buffers {
-        let x, ln, att, qkv, hid, mean, rstd, attScratch: UnsafeMutablePointer<Float>
+        let x, ln, att, hid, mean, rstd, attScratch: UnsafeMutablePointer<Float>
         let xl, lnl, attl, hidl, meanl, rstdl: UnsafeMutablePointer<Float>
+        /// (T, 3C) for even and odd layers: with row blocks, one block may write the next layer's
+        /// queries, keys and values while another still reads this layer's keys and values.
+        let qkvEven, qkvOdd: UnsafeMutablePointer<Float>
+        func qkv(_ layer: Int) -> UnsafeMutablePointer<Float> { layer % 2 == 0 ? qkvEven : qkvOdd }
     }
 
     private func buffers(slot: Int) -> Buffers {
@@ -552,8 +557,9 @@ public final class WindowInference {
         let x = scratch[slot], ln = x + T * C, att = ln + T * C, qkv = att + T * C, hid = qkv + 3 * T * C
         let mean = hid + 4 * T * C, rstd = mean + T, attScratch = rstd + T
         let xl = attScratch + H * fk_causal_attention_scratch(T, D), lnl = xl + C, attl = lnl + C, hidl = attl + C
-        return Buffers(x: x, ln: ln, att: att, qkv: qkv, hid: hid, mean: mean, rstd: rstd, attScratch: attScratch,
-                       xl: xl, lnl: lnl, attl: attl, hidl: hidl, meanl: hidl + 4 * C, rstdl: hidl + 4 * C + 1)
+        return Buffers(x: x, ln: ln, att: att, hid: hid, mean: mean, rstd: rstd, attScratch: attScratch,
+                       xl: xl, lnl: lnl, attl: attl, hidl: hidl, meanl: hidl + 4 * C, rstdl: hidl + 4 * C + 1,
+                       qkvEven: qkv, qkvOdd: hidl + 4 * C + 2)
     }
 
     private func forwardOne(_ tok: UnsafeMutablePointer<Int32>, slot: Int, into out: UnsafeMutablePointer<Float>) {
@@ -608,12 +614,13 @@ public final class WindowInference {
         let threads = fk_in_parallel_region() != 0 ? 1 : Threads.count
         Self.layerNormRows(b.x + r0 * C, block.ln_1, out: b.ln + r0 * C, mean: b.mean + r0, rstd: b.rstd + r0, rows: n, cols: C)
         let bAttn = block.attn.c_attn.bias?.pointer
+        let qkv = b.qkv(layer)
         if layer < model.transformer.h.count - 1 {
-            fk_gemm_prepacked(b.ln + r0 * C, C, n, packed[layer].attn, b.qkv + r0 * 3 * C, 3 * C, 0, threads)
-            if let bAttn { Self.addBias(bAttn, to: b.qkv + r0 * 3 * C, rows: n, cols: 3 * C, ld: 3 * C) }
+            fk_gemm_prepacked(b.ln + r0 * C, C, n, packed[layer].attn, qkv + r0 * 3 * C, 3 * C, 0, threads)
+            if let bAttn { Self.addBias(bAttn, to: qkv + r0 * 3 * C, rows: n, cols: 3 * C, ld: 3 * C) }
         } else {
-            fk_gemm_prepacked(b.ln + r0 * C, C, n, packed[layer].attn, b.qkv + r0 * 3 * C + C, 3 * C, 0, threads)
-            if let bAttn { Self.addBias(bAttn + C, to: b.qkv + r0 * 3 * C + C, rows: n, cols: 2 * C, ld: 3 * C) }
+            fk_gemm_prepacked(b.ln + r0 * C, C, n, packed[layer].attn, qkv + r0 * 3 * C + C, 3 * C, 0, threads)
+            if let bAttn { Self.addBias(bAttn + C, to: qkv + r0 * 3 * C + C, rows: n, cols: 2 * C, ld: 3 * C) }
         }
     }
 
@@ -622,7 +629,7 @@ public final class WindowInference {
     private func layerTail(_ layer: Int, rows: Range<Int>, _ b: Buffers, attentionScratch: UnsafeMutablePointer<Float>) {
         let C = self.C, block = model.transformer.h[layer], r0 = rows.lowerBound, n = rows.count, weights = packed[layer]
         let threads = fk_in_parallel_region() != 0 ? 1 : Threads.count
-        Self.attention(qkv: b.qkv, T: rows.upperBound, C: C, H: H, first: r0, out: b.att + r0 * C, ldo: C, scratch: attentionScratch)
+        Self.attention(qkv: b.qkv(layer), T: rows.upperBound, C: C, H: H, first: r0, out: b.att + r0 * C, ldo: C, scratch: attentionScratch)
         fk_gemm_prepacked(b.att + r0 * C, C, n, weights.attnProj, b.x + r0 * C, C, 1, threads)
         if let bias = block.attn.c_proj.bias?.pointer { Self.addBias(bias, to: b.x + r0 * C, rows: n, cols: C, ld: C) }
         Self.layerNormRows(b.x + r0 * C, block.ln_2, out: b.ln + r0 * C, mean: b.mean + r0, rstd: b.rstd + r0, rows: n, cols: C)
@@ -637,10 +644,10 @@ public final class WindowInference {
     private func lastRow(_ b: Buffers, into out: UnsafeMutablePointer<Float>) {
         let T = length, C = self.C, trunk = model.transformer, block = trunk.h[trunk.h.count - 1]
         let wAttn = block.attn.c_attn.weight.pointer, bAttn = block.attn.c_attn.bias?.pointer
-        let qLast = b.qkv + (T - 1) * 3 * C   // layerHead left ln_1 of every row in ln
+        let qkv = b.qkv(trunk.h.count - 1), qLast = qkv + (T - 1) * 3 * C   // layerHead left ln_1 of every row in ln
         fk_matvec(wAttn, b.ln + (T - 1) * C, qLast, C, C, 0)
         if let bAttn { Self.addBias(bAttn, to: qLast, rows: 1, cols: C, ld: C) }
-        Self.attention(qkv: b.qkv, T: T, C: C, H: H, first: T - 1, out: b.attl, ldo: C, scratch: b.attScratch)
+        Self.attention(qkv: qkv, T: T, C: C, H: H, first: T - 1, out: b.attl, ldo: C, scratch: b.attScratch)
         b.xl.update(from: b.x + (T - 1) * C, count: C)
         fk_matvec(block.attn.c_proj.weight.pointer, b.attl, b.xl, C, C, 1)
         if let bias = block.attn.c_proj.bias?.pointer { Self.addBias(bias, to: b.xl, rows: 1, cols: C, ld: C) }

@@ -174,8 +174,14 @@ final class CharTransformerTests: XCTestCase {
             for b in [0, 3, 4] {
                 for mode in ["0", "ops", "rows"] {
                     setenv("FORGE_SAMPLE_SPLIT", mode, 1)
-                    let alone = WindowInference(model: model, batch: 1, length: T).lastPositionLogits(Array(tokens[(b * T)..<((b + 1) * T)])).scalars
-                    XCTAssertEqual(alone, Array(together[(b * V)..<((b + 1) * V)]), "embedding \(config.embedding), sequence \(b), split \(mode)")
+                    let inference = WindowInference(model: model, batch: 1, length: T)
+                    // repeated: row blocks run side by side, and a block running ahead into the next layer
+                    // must not overwrite keys and values another block still reads
+                    for repeat_ in 0..<(mode == "rows" ? 20 : 1) {
+                        let alone = inference.lastPositionLogits(Array(tokens[(b * T)..<((b + 1) * T)])).scalars
+                        XCTAssertEqual(alone, Array(together[(b * V)..<((b + 1) * V)]),
+                                       "embedding \(config.embedding), sequence \(b), split \(mode), call \(repeat_)")
+                    }
                 }
             }
         }
