@@ -262,26 +262,26 @@ final class DataParallelCLITests: CLITestCase {
     func testAGANGlobalBatchThatDoesNotSplitIsAnErrorNamingTheFlag() throws {
         _ = try mpirun()
         let dir = folder()
-        let data = try imageFolder(in: dir)
-        var arguments = tinyGAN
-        arguments[arguments.firstIndex(of: "--batch")! + 1] = "7"
-        let (status, out, err) = try runParallel(2, ["train", "gan", "--data", data, "--out", dir + "/run"] + arguments, in: dir)
-        XCTAssertEqual(status, 2, out + err)
-        XCTAssertTrue(err.contains("--batch 7") && err.contains("multiple of 2"), err)
-        XCTAssertEqual(err.components(separatedBy: "forge: error:").count - 1, 1, "one message, from rank 0: \(err)")
-        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/checkpoint.safetensors"))
+        try assertBatchDoesNotSplit(7, kind: "gan", data: try imageFolder(in: dir), arguments: tinyGAN, in: dir)
     }
 
     func testAGlobalBatchThatDoesNotSplitIsAnErrorNamingTheFlag() throws {
         _ = try mpirun()
         let dir = folder()
-        let data = try corpus(in: dir)
-        var arguments = tinyRun
-        arguments[arguments.firstIndex(of: "--batch")! + 1] = "3"
-        let (status, out, err) = try runParallel(2, ["train", "char", "--data", data, "--out", dir + "/run"] + arguments, in: dir)
-        XCTAssertEqual(status, 2, out + err)
-        XCTAssertTrue(err.contains("--batch 3") && err.contains("multiple of 2"), err)
-        XCTAssertEqual(err.components(separatedBy: "forge: error:").count - 1, 1, "one message, from rank 0: \(err)")
+        try assertBatchDoesNotSplit(3, kind: "char", data: try corpus(in: dir), arguments: tinyRun, in: dir)
+    }
+
+    /// `mpirun -np 2 forge train KIND … --batch B` with an odd B: exit 2, one message from rank 0 naming
+    /// the flag, and no checkpoint written.
+    private func assertBatchDoesNotSplit(_ batch: Int, kind: String, data: String, arguments: [String], in dir: String,
+                                         file: StaticString = #filePath, line: UInt = #line) throws {
+        var arguments = arguments
+        arguments[arguments.firstIndex(of: "--batch")! + 1] = String(batch)
+        let (status, out, err) = try runParallel(2, ["train", kind, "--data", data, "--out", dir + "/run"] + arguments, in: dir)
+        XCTAssertEqual(status, 2, out + err, file: file, line: line)
+        XCTAssertTrue(err.contains("--batch \(batch)") && err.contains("multiple of 2"), err, file: file, line: line)
+        XCTAssertEqual(err.components(separatedBy: "forge: error:").count - 1, 1, "one message, from rank 0: \(err)", file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/checkpoint.safetensors"), file: file, line: line)
     }
 
     func testUnderMpirunWithoutALoadableLibmpiTheRunStopsSayingWhatToInstall() throws {

@@ -50,6 +50,15 @@ func runTrappingChild(_ test: String) throws -> (stderr: String, crashed: Bool) 
 
 var isTrapChild: Bool { ProcessInfo.processInfo.environment["FORGE_EXPECT_TRAP"] == "1" }
 
+/// For each (test, message): `runTrappingChild(test)` must die and print `message` on stderr.
+func assertEachTraps(_ cases: [(test: String, message: String)], file: StaticString = #filePath, line: UInt = #line) throws {
+    for (test, message) in cases {
+        let (stderr, crashed) = try runTrappingChild(test)
+        XCTAssertTrue(crashed, "\(test) should trap", file: file, line: line)
+        XCTAssertTrue(stderr.contains(message), "\(test): expected \"\(message)\" in:\n\(stderr.suffix(600))", file: file, line: line)
+    }
+}
+
 // MARK: - naive references (Double, straight from the definitions)
 
 /// y[b, co, oh, ow] = bias[co] + Σ_{ci, kh, kw} x[b, ci, oh·s − p + kh, ow·s − p + kw] · w[co, ci, kh, kw]
@@ -353,11 +362,7 @@ final class ConvTests: XCTestCase {
             ("TensorCoreTests.ConvTests/testTrapConv1dChannels", "conv1d: input [2, 3, 10] has 3 channels but weight [4, 2, 3] expects 2"),
             ("TensorCoreTests.ConvTests/testTrapConv2dKernelTooLarge", "conv2d: kernel 5×5 of weight [1, 1, 5, 5] is larger than the padded input [1, 1, 3, 3]"),
         ]
-        for (test, message) in expectations {
-            let (stderr, crashed) = try runTrappingChild(test)
-            XCTAssertTrue(crashed, "\(test) should trap")
-            XCTAssertTrue(stderr.contains(message), "\(test): expected \"\(message)\" in:\n\(stderr.suffix(600))")
-        }
+        try assertEachTraps(expectations)
     }
 
     // Run only as children of testBadShapesTrapWithMessage (they trap on purpose).
