@@ -462,13 +462,12 @@ public final class WindowInference {
         switch ProcessInfo.processInfo.environment["FORGE_SAMPLE_SPLIT"] {
         case "0": loneSequence = .oneThread
         case "ops": loneSequence = slots == 1 && Threads.count > 1 ? .splitOps : .oneThread
-        case "rows": loneSequence = parts > 1 ? .splitRows : .oneThread
-        default: loneSequence = parts > 1 ? .splitRows : .oneThread
+        default: loneSequence = parts > 1 ? .splitRows : .oneThread   // "rows", or unset
         }
         let cut = { (part: Int) in part == parts ? length : (length * part / parts) / 8 * 8 }
         rowCuts = loneSequence == .splitRows ? (0...parts).map(cut) : [0, length]
         let attentionFloats = H * fk_causal_attention_scratch(length, D)
-        partScratch = (0..<(rowCuts.count - 1)).map { _ in
+        partScratch = (loneSequence == .splitRows ? 0..<parts : 0..<0).map { _ in
             let p = UnsafeMutablePointer<Float>.allocate(capacity: attentionFloats)
             p.initialize(repeating: 0, count: attentionFloats)
             return p
