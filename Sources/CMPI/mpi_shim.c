@@ -15,6 +15,8 @@ typedef int (*allreduce_fn)(const void *, void *, int, void *, void *, void *);
 typedef int (*bcast_fn)(void *, int, void *, int, void *);
 typedef int (*abort_fn)(void *, int);
 typedef int (*error_string_fn)(int, char *, int *);
+typedef int (*gather_fn)(const void *, int, void *, void *, int, void *, int, void *);
+typedef int (*gatherv_fn)(const void *, int, void *, void *, const int *, const int *, void *, int, void *);
 
 static void *library;
 static init_fn mpi_init;
@@ -25,6 +27,8 @@ static allreduce_fn mpi_allreduce;
 static bcast_fn mpi_bcast;
 static abort_fn mpi_abort;
 static error_string_fn mpi_error_string;
+static gather_fn mpi_gather;
+static gatherv_fn mpi_gatherv;
 static void *comm_world, *type_float, *type_byte, *op_sum, *op_max;
 
 #define MPI_IN_PLACE_ADDRESS ((void *)1)  /* mpi.h: #define MPI_IN_PLACE ((void *) 1) */
@@ -61,6 +65,7 @@ int forge_mpi_load(char *err, size_t err_len) {
         {(void **)&mpi_comm_rank, "MPI_Comm_rank"}, {(void **)&mpi_comm_size, "MPI_Comm_size"},
         {(void **)&mpi_allreduce, "MPI_Allreduce"}, {(void **)&mpi_bcast, "MPI_Bcast"},
         {(void **)&mpi_abort, "MPI_Abort"}, {(void **)&mpi_error_string, "MPI_Error_string"},
+        {(void **)&mpi_gather, "MPI_Gather"}, {(void **)&mpi_gatherv, "MPI_Gatherv"},
         {&comm_world, "ompi_mpi_comm_world"}, {&type_float, "ompi_mpi_float"}, {&type_byte, "ompi_mpi_byte"},
         {&op_sum, "ompi_mpi_op_sum"}, {&op_max, "ompi_mpi_op_max"},
     };
@@ -132,4 +137,36 @@ int forge_mpi_broadcast_bytes(void *bytes, long count, int root, char *err, size
         if (code != 0) return mpi_fail(err, err_len, "MPI_Bcast failed", code);
     }
     return 0;
+}
+
+int forge_mpi_gather_counts(long count, long *counts, int root, char *err, size_t err_len) {
+    if (!library) return fail(err, err_len, "MPI is not loaded", NULL);
+    // longs as bytes: no MPI_LONG handle needed, and every rank runs the same binary
+    int code = mpi_gather(&count, (int)sizeof count, type_byte, counts, (int)sizeof count, type_byte, root, comm_world);
+    return code == 0 ? 0 : mpi_fail(err, err_len, "MPI_Gather failed", code);
+}
+
+int forge_mpi_gather_bytes(const void *bytes, long count, void *received, const long *counts, int size, int root,
+                           char *err, size_t err_len) {
+    if (!library) return fail(err, err_len, "MPI is not loaded", NULL);
+    if (count > INT_MAX) return fail(err, err_len, "MPI_Gatherv: a rank's share exceeds 2 GiB", NULL);
+    int *int_counts = NULL, *displacements = NULL;
+    if (counts) {  // the root
+        int_counts = malloc(sizeof(int) * (size_t)size);
+        displacements = malloc(sizeof(int) * (size_t)size);
+        if (!int_counts || !displacements) { free(int_counts); free(displacements); return fail(err, err_len, "out of memory", NULL); }
+        long offset = 0;
+        for (int r = 0; r < size; r++) {
+            if (offset + counts[r] > INT_MAX) {
+                free(int_counts); free(displacements);
+                return fail(err, err_len, "MPI_Gatherv: the gathered bytes exceed 2 GiB", NULL);
+            }
+            int_counts[r] = (int)counts[r];
+            displacements[r] = (int)offset;
+            offset += counts[r];
+        }
+    }
+    int code = mpi_gatherv(bytes, (int)count, type_byte, received, int_counts, displacements, type_byte, root, comm_world);
+    free(int_counts); free(displacements);
+    return code == 0 ? 0 : mpi_fail(err, err_len, "MPI_Gatherv failed", code);
 }

@@ -220,37 +220,72 @@ public final class AudioDatasetGenerator {
     /// Generates the planned clips (all, the missing ones with `resume`, or one with `only`) and
     /// writes `manifest.csv` with each clip's sha256; `progress(done, total)` after each batch. `warn`
     /// hears of clips a resume found swapped or damaged (regenerated).
-    public func run(progress: (Int, Int) -> Void = { _, _ in },
+    /// With a `group` of several ranks, every rank calls `run`: the ranks compute the batches in turn
+    /// and rank 0 writes them (`BatchSchedule`), the same folder as one process writes; `progress`,
+    /// `warn` and the report are rank 0's.
+    public func run(group: (any GenerationGroup)? = nil, progress: (Int, Int) -> Void = { _, _ in },
                     warn: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> GenerationReport {
         let start = Date()
-        var plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
+        var plan: GenerationPlan?
+        let wanted = [Bool](packedFlags: try BatchSchedule.shareFromRoot(group) {
+            plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
                                               only: options.only, isValid: isValidItem, warn: warn)
-        let (wanted, total) = (plan.wanted, plan.total)
+            return plan!.wanted.packedFlags
+        })
+        let total = wanted.filter { $0 }.count
         // Each clip goes to a temporary file first and is renamed into place once the manifest holds its hash.
-        let committer = ItemCommitter(plan: plan)
-        defer { committer.discardPending() }
+        let committer = plan.map { ItemCommitter(plan: $0) }   // rank 0 (or the one process) only
+        defer { committer?.discardPending() }
+        let batches = stride(from: 0, to: items.count, by: options.batchSize).map { batchStart in
+            items[batchStart..<min(items.count, batchStart + options.batchSize)].filter { wanted[$0.index] }
+        }.filter { !$0.isEmpty }
         var done = 0
-        for batchStart in stride(from: 0, to: items.count, by: options.batchSize) {
-            let missing = items[batchStart..<min(items.count, batchStart + options.batchSize)].filter { wanted[$0.index] }
-            guard !missing.isEmpty else { continue }
-            // One z per item from its own seed: a clip does not depend on the batch it is drawn in.
-            let z = Tensor.concat(missing.map { item -> Tensor in
-                var g = RandomGenerator(seed: item.seed)
-                return Tensor.randn([1, sampler.latentSize], generator: &g)
-            }, axis: 0)
-            for (item, clip) in zip(missing, sampler.clips(fromLatents: z)) {
+        func consume(_ clips: [(item: PlannedItem, clip: AudioClip)]) throws {
+            for (item, clip) in clips {
                 let path = outputDirectory + "/" + item.file, temporary = temporaryPath(beside: path)
                 do {
                     try AudioIO.writeWAV(clip, to: temporary)
-                    try committer.add(temporary: temporary, path: path, index: item.index, sha256: SHA256.hexDigest(ofFile: temporary))
+                    try committer!.add(temporary: temporary, path: path, index: item.index, sha256: SHA256.hexDigest(ofFile: temporary))
                 } catch {
                     unlink(temporary)
                     throw error
                 }
             }
-            done += missing.count
+            done += clips.count
             progress(done, total)
         }
+        try BatchSchedule.run(batches, group: group, compute: { missing in
+            // One z per item from its own seed: a clip does not depend on the batch it is drawn in.
+            let z = Tensor.concat(missing.map { item -> Tensor in
+                var g = RandomGenerator(seed: item.seed)
+                return Tensor.randn([1, sampler.latentSize], generator: &g)
+            }, axis: 0)
+            return Array(zip(missing, sampler.clips(fromLatents: z)))
+        }, pack: { clips in
+            // the samples as they are: rank 0 writes the WAV exactly as it would from its own clips
+            var packed = PackedFields()
+            for (item, clip) in clips {
+                packed.append(item.index)
+                packed.append(clip.channels)
+                packed.append(clip.sampleRate)
+                packed.append(clip.samples.withUnsafeBytes { Array($0) })
+            }
+            return packed.bytes
+        }, consume: { _, clips in try consume(clips) }, consumeRemote: { missing, bytes in
+            let fields = try PackedFields.fields(of: bytes)
+            var clips: [(item: PlannedItem, clip: AudioClip)] = []
+            for (n, item) in zip(stride(from: 0, to: fields.count - 3, by: 4), missing) {
+                let (channels, rate) = (try PackedFields.integer(fields[n + 1]), try PackedFields.integer(fields[n + 2]))
+                let raw = fields[n + 3]
+                guard try PackedFields.integer(fields[n]) == item.index, channels > 0, rate > 0,
+                      raw.count % (channels * MemoryLayout<Float>.size) == 0 else { throw SamplingError("a rank sent a malformed clip for item \(item.index)") }
+                let samples = raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                clips.append((item, AudioClip(samples: samples, channels: channels, sampleRate: rate)))
+            }
+            guard clips.count == missing.count else { throw SamplingError("a rank sent \(clips.count) clips for a batch of \(missing.count)") }
+            try consume(clips)
+        })
+        guard let committer, var plan else { return GenerationReport() }
         try committer.commit()
         plan.report.written = total
         plan.report.seconds = Date().timeIntervalSince(start)

@@ -166,34 +166,59 @@ public final class ImageDatasetGenerator {
     /// Generates the planned items (all, the missing ones with `resume`, or one with `only`),
     /// writes `manifest.csv` with each item's sha256, and calls `progress(done, total)` after each batch
     /// is handed to the writer. `warn` hears of items a resume found swapped or damaged (regenerated).
-    public func run(progress: (Int, Int) -> Void = { _, _ in },
+    /// With a `group` of several ranks, every rank calls `run`: the ranks compute the batches in turn
+    /// and rank 0 writes them (`BatchSchedule`), the same folder as one process writes; `progress`,
+    /// `warn` and the report are rank 0's.
+    public func run(group: (any GenerationGroup)? = nil, progress: (Int, Int) -> Void = { _, _ in },
                     warn: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> GenerationReport {
         let start = Date()
-        var plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
+        var plan: GenerationPlan?
+        let wanted = [Bool](packedFlags: try BatchSchedule.shareFromRoot(group) {
+            plan = try GenerationPlan.prepare(outputDirectory, manifest: manifest, items: items, resume: options.resume,
                                               only: options.only, isValid: isValidItem, warn: warn)
-        let (wanted, total) = (plan.wanted, plan.total)
-
-        let writer = BatchWriter(committer: ItemCommitter(plan: plan))
+            return plan!.wanted.packedFlags
+        })
+        let total = wanted.filter { $0 }.count
+        let writer = plan.map { BatchWriter(committer: ItemCommitter(plan: $0)) }   // rank 0 (or the one process) only
         // On an error, wait for the batch in flight: nothing is written after `run` has returned.
-        defer { writer.waitForQueuedBatches() }
+        defer { writer?.waitForQueuedBatches() }
         let batchSize = options.batchSize
-        var done = 0
-        for batchStart in stride(from: 0, to: items.count, by: batchSize) {
-            let batch = Array(items[batchStart..<min(items.count, batchStart + batchSize)])
-            let missing = batch.filter { wanted[$0.index] }
-            guard !missing.isEmpty else { continue }
-            try writer.checkError()
-            let images = source.images(seeds: batch.map(\.seed), labels: batch.map(\.label))
-            let range = source.valueRange
-            var pending: [(path: String, index: Int, image: PixelImage)] = []
-            for item in missing {
-                pending.append((outputDirectory + "/" + item.file, item.index,
-                                try PixelImage(tensor: images[item.index - batchStart], range: range == .zeroToOne ? 0...1 : -1...1)))
-            }
-            done += missing.count
-            try writer.write(pending)
-            progress(done, total)
+        let batches = stride(from: 0, to: items.count, by: batchSize).filter { batchStart in
+            items[batchStart..<min(items.count, batchStart + batchSize)].contains { wanted[$0.index] }
         }
+        var done = 0
+        let range: ClosedRange<Float> = source.valueRange == .zeroToOne ? 0...1 : -1...1
+        try BatchSchedule.run(batches, group: group, compute: { batchStart -> [(path: String, index: Int, image: PixelImage)] in
+            try writer?.checkError()
+            let batch = Array(items[batchStart..<min(items.count, batchStart + batchSize)])
+            let images = source.images(seeds: batch.map(\.seed), labels: batch.map(\.label))
+            return try batch.filter { wanted[$0.index] }.map { item in
+                (outputDirectory + "/" + item.file, item.index, try PixelImage(tensor: images[item.index - batchStart], range: range))
+            }
+        }, pack: { images in
+            var packed = PackedFields()
+            for (_, index, image) in images {
+                packed.append(index)
+                packed.append(try ImageCodec.encodePNG(image))
+            }
+            return packed.bytes
+        }, consume: { _, images in
+            try writer!.write(images)
+            done += images.count
+            progress(done, total)
+        }, consumeRemote: { _, bytes in
+            let fields = try PackedFields.fields(of: bytes)
+            var encoded: [(path: String, index: Int, png: [UInt8])] = []
+            for n in stride(from: 0, to: fields.count - 1, by: 2) {
+                let index = try PackedFields.integer(fields[n])
+                guard items.indices.contains(index), wanted[index] else { throw SamplingError("a rank sent item \(index), which the run does not ask for") }
+                encoded.append((outputDirectory + "/" + items[index].file, index, fields[n + 1]))
+            }
+            try writer!.write(encoded: encoded)
+            done += encoded.count
+            progress(done, total)
+        })
+        guard let writer, var plan else { return GenerationReport() }
         try writer.finish()
         plan.report.written = total
         plan.report.seconds = Date().timeIntervalSince(start)
@@ -221,8 +246,18 @@ final class BatchWriter: @unchecked Sendable {
 
     init(committer: ItemCommitter) { self.committer = committer }
 
-    /// Queues a batch; blocks while two batches are already waiting. Throws an earlier batch's error.
+    /// Queues a batch of images, encoded as PNG on the writer's queue; blocks while two batches are
+    /// already waiting. Throws an earlier batch's error.
     func write(_ images: [(path: String, index: Int, image: PixelImage)]) throws {
+        try enqueue(images.map { item in (item.path, item.index, { try ImageCodec.encodePNG(item.image) }) })
+    }
+
+    /// Queues a batch of items already encoded (by another rank), like `write`.
+    func write(encoded items: [(path: String, index: Int, png: [UInt8])]) throws {
+        try enqueue(items.map { item in (item.path, item.index, { item.png }) })
+    }
+
+    private func enqueue(_ items: [(path: String, index: Int, bytes: @Sendable () throws -> [UInt8])]) throws {
         // Nothing may throw between `wait` and handing the slot to the block that signals it: a
         // semaphore freed below its initial value traps in libdispatch (SIGILL, no message), which
         // is how a full disk used to kill `forge generate images`. An error that arrives while we
@@ -233,8 +268,8 @@ final class BatchWriter: @unchecked Sendable {
             defer { slots.signal() }
             guard currentError() == nil else { return }
             do {
-                for (path, index, image) in images {
-                    let bytes = try ImageCodec.encodePNG(image)
+                for (path, index, encode) in items {
+                    let bytes = try encode()
                     let temporary = try writeTemporary(bytes, beside: path)
                     try committer.add(temporary: temporary, path: path, index: index, sha256: SHA256.hexDigest(bytes))
                 }

@@ -208,52 +208,66 @@ public final class TextDatasetGenerator {
     /// verdict in the manifest's `valid` and `check_error` columns and deletes the rejected items unless
     /// `keepInvalid`.
     /// `progress(done, total, characters)` after each batch.
-    public func run(progress: (Int, Int, Int) -> Void = { _, _, _ in }) throws
+    /// With a `group` of several ranks, every rank calls `run`: the ranks decode the batches in turn and
+    /// rank 0 writes them, checks them and keeps the manifest (`BatchSchedule`), the same folder as one
+    /// process writes; `progress` and the results are rank 0's (the other ranks return empty ones).
+    public func run(group: (any GenerationGroup)? = nil, progress: (Int, Int, Int) -> Void = { _, _, _ in }) throws
         -> (report: GenerationReport, characters: Int, validation: ValidationSummary?) {
+        if let group, group.size > 1, group.rank != 0 {
+            let wanted = [Bool](packedFlags: try BatchSchedule.shareFromRoot(group) { [] })
+            try BatchSchedule.run(batches(wanted: wanted), group: group, compute: { try decodeItems($0, wanted: wanted) },
+                                  pack: packItems, consume: { _, _ in }, consumeRemote: { _, _ in })
+            return (GenerationReport(), 0, nil)
+        }
         let start = Date()
         let jsonlPath = outputDirectory + "/" + Self.jsonlName
         let manifestPath = outputDirectory + "/manifest.csv"
-        // Existing JSONL records by index (read before the plan, which only sees file paths).
         var texts = [String?](repeating: nil, count: options.count)
-        if options.jsonl, options.resume || options.only != nil, let bytes = try? FileIO.readBytes(jsonlPath) {
-            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-                if let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                   let index = record["index"] as? Int, (0..<options.count).contains(index), let text = record["text"] as? String {
-                    texts[index] = text
+        var verdicts: [Int: ItemVerdict] = [:]
+        var plan: GenerationPlan!
+        var checker: ItemChecker?
+        // Rank 0 (or the one process) plans the folder; the other ranks get the items to decode.
+        let wanted = [Bool](packedFlags: try BatchSchedule.shareFromRoot(group) {
+            // Existing JSONL records by index (read before the plan, which only sees file paths).
+            if options.jsonl, options.resume || options.only != nil, let bytes = try? FileIO.readBytes(jsonlPath) {
+                for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+                    if let record = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                       let index = record["index"] as? Int, (0..<options.count).contains(index), let text = record["text"] as? String {
+                        texts[index] = text
+                    }
                 }
             }
-        }
-        // Verdicts of an earlier run of this folder, read before the plan rewrites its manifest (whose
-        // check of checkpoint and parameters makes them this run's).
-        var verdicts: [Int: ItemVerdict] = [:]
-        if options.checkCommand != nil, options.resume || options.only != nil,
-           FileManager.default.fileExists(atPath: manifestPath), let earlier = try? DatasetManifest.read(path: manifestPath) {
-            for row in earlier.rows where (0..<options.count).contains(row.index) {
-                if let valid = row.valid { verdicts[row.index] = ItemVerdict(valid: valid, message: row.checkError ?? "") }
+            // Verdicts of an earlier run of this folder, read before the plan rewrites its manifest (whose
+            // check of checkpoint and parameters makes them this run's).
+            if options.checkCommand != nil, options.resume || options.only != nil,
+               FileManager.default.fileExists(atPath: manifestPath), let earlier = try? DatasetManifest.read(path: manifestPath) {
+                for row in earlier.rows where (0..<options.count).contains(row.index) {
+                    if let valid = row.valid { verdicts[row.index] = ItemVerdict(valid: valid, message: row.checkError ?? "") }
+                }
             }
-        }
-        var expected = manifest
-        for i in expected.rows.indices { expected.rows[i].setVerdict(verdicts[expected.rows[i].index]) }
-        let items = plannedItems
-        let indexOfPath = Dictionary(uniqueKeysWithValues: items.map { (outputDirectory + "/" + $0.file, $0.index) })
-        var plan = try GenerationPlan.prepare(outputDirectory, manifest: expected, items: items, resume: options.resume,
+            var expected = manifest
+            for i in expected.rows.indices { expected.rows[i].setVerdict(verdicts[expected.rows[i].index]) }
+            let items = plannedItems
+            let indexOfPath = Dictionary(uniqueKeysWithValues: items.map { (outputDirectory + "/" + $0.file, $0.index) })
+            plan = try GenerationPlan.prepare(outputDirectory, manifest: expected, items: items, resume: options.resume,
                                               only: options.only) { path in
-            guard let i = indexOfPath[path] else { return false }
-            if options.jsonl { return texts[i] != nil }
-            // A file item is valid when it is there as UTF-8 (the rename-into-place write never leaves a
-            // partial file under the item's name), or when it was checked, rejected and deleted.
-            if let present = try? FileIO.readBytes(path) { return String(validating: present, as: UTF8.self) != nil }
-            return verdicts[i].map { !$0.valid && !options.keepInvalid } ?? false
-        }
-        var checker: ItemChecker?
-        if let command = options.checkCommand {
-            checker = ItemChecker(command: command, timeLimit: options.checkTimeLimit)
-            for i in 0..<options.count where plan.wanted[i] { verdicts[i] = nil }
-            // kept items of an interrupted run that were never checked
-            for i in 0..<options.count where !plan.wanted[i] && verdicts[i] == nil && options.only == nil {
-                checker!.submit(index: i, path: outputDirectory + "/" + file(i), keep: true)
+                guard let i = indexOfPath[path] else { return false }
+                if options.jsonl { return texts[i] != nil }
+                // A file item is valid when it is there as UTF-8 (the rename-into-place write never leaves a
+                // partial file under the item's name), or when it was checked, rejected and deleted.
+                if let present = try? FileIO.readBytes(path) { return String(validating: present, as: UTF8.self) != nil }
+                return verdicts[i].map { !$0.valid && !options.keepInvalid } ?? false
             }
-        }
+            if let command = options.checkCommand {
+                checker = ItemChecker(command: command, timeLimit: options.checkTimeLimit)
+                for i in 0..<options.count where plan.wanted[i] { verdicts[i] = nil }
+                // kept items of an interrupted run that were never checked
+                for i in 0..<options.count where !plan.wanted[i] && verdicts[i] == nil && options.only == nil {
+                    checker!.submit(index: i, path: outputDirectory + "/" + file(i), keep: true)
+                }
+            }
+            return plan.wanted.packedFlags
+        })
         // The manifest with this run's verdicts (items being regenerated have none until checked again).
         func recordVerdicts(final: Bool = false) throws {
             guard let checker else { return }
@@ -268,14 +282,9 @@ public final class TextDatasetGenerator {
 
         let total = plan.total
         var done = 0, characters = 0
-        for batchStart in stride(from: 0, to: options.count, by: options.batchSize) {
-            let indices = Array(batchStart..<min(options.count, batchStart + options.batchSize))
-            guard indices.contains(where: { plan.wanted[$0] }) else { continue }
-            try checker?.checkFailure()
-            let generated = try decode(seeds: indices.map { ItemSeed.derive(runSeed: options.seed, index: $0) })
-            for (slot, i) in indices.enumerated() where plan.wanted[i] {
-                let text = itemText(generated[slot])
-                characters += generated[slot].tokens.count
+        func consume(_ items: [(index: Int, text: String, characters: Int)]) throws {
+            for (i, text, generated) in items {
+                characters += generated
                 done += 1
                 texts[i] = text
                 if !options.jsonl {
@@ -288,6 +297,19 @@ public final class TextDatasetGenerator {
             try recordVerdicts()
             progress(done, total, characters)
         }
+        try BatchSchedule.run(batches(wanted: wanted), group: group, compute: { batchStart in
+            try checker?.checkFailure()
+            return try decodeItems(batchStart, wanted: wanted)
+        }, pack: packItems, consume: { _, items in try consume(items) }, consumeRemote: { _, bytes in
+            let fields = try PackedFields.fields(of: bytes)
+            var items: [(index: Int, text: String, characters: Int)] = []
+            for n in stride(from: 0, to: fields.count - 2, by: 3) {
+                let index = try PackedFields.integer(fields[n])
+                guard (0..<options.count).contains(index), wanted[index] else { throw SamplingError("a rank sent item \(index), which the run does not ask for") }
+                items.append((index, String(decoding: fields[n + 2], as: UTF8.self), try PackedFields.integer(fields[n + 1])))
+            }
+            try consume(items)
+        })
         checker?.waitForAll()
         try recordVerdicts(final: true)
         plan.report.written = total
@@ -296,6 +318,34 @@ public final class TextDatasetGenerator {
             ValidationSummary(checked: verdicts.count, valid: verdicts.values.filter(\.valid).count)
         }
         return (plan.report, characters, summary)
+    }
+
+    /// The start of every aligned batch that holds an item to write.
+    private func batches(wanted: [Bool]) -> [Int] {
+        stride(from: 0, to: options.count, by: options.batchSize).filter { batchStart in
+            (batchStart..<min(options.count, batchStart + options.batchSize)).contains { wanted[$0] }
+        }
+    }
+
+    /// Decodes the aligned batch at `batchStart` and returns the text of each wanted item and how many
+    /// characters it generated.
+    private func decodeItems(_ batchStart: Int, wanted: [Bool]) throws -> [(index: Int, text: String, characters: Int)] {
+        let indices = Array(batchStart..<min(options.count, batchStart + options.batchSize))
+        let generated = try decode(seeds: indices.map { ItemSeed.derive(runSeed: options.seed, index: $0) })
+        return indices.enumerated().filter { wanted[$0.element] }.map { slot, i in
+            (i, itemText(generated[slot]), generated[slot].tokens.count)
+        }
+    }
+
+    /// A batch's items as a rank sends them to rank 0: index, characters and text of each.
+    private func packItems(_ items: [(index: Int, text: String, characters: Int)]) -> [UInt8] {
+        var packed = PackedFields()
+        for (index, text, characters) in items {
+            packed.append(index)
+            packed.append(characters)
+            packed.append(Array(text.utf8))
+        }
+        return packed.bytes
     }
 
     /// samples.jsonl holds the records present so far, in index order: {"index", "seed", "text"}.

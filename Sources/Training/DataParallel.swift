@@ -147,6 +147,44 @@ public final class DataParallelGroup: Sendable {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Rank 0's `bytes` on every rank (any length; the other ranks' arguments are ignored).
+    public func broadcast(_ bytes: [UInt8]) throws -> [UInt8] {
+        var length = [Int64(bytes.count)]
+        try length.withUnsafeMutableBytes { try broadcast($0.baseAddress!, count: 8) }
+        var copy = isRoot ? bytes : [UInt8](repeating: 0, count: Int(length[0]))
+        if !copy.isEmpty { try copy.withUnsafeMutableBytes { try broadcast($0.baseAddress!, count: $0.count) } }
+        return copy
+    }
+
+    /// Every rank's `bytes` on rank 0, in rank order (MPI_Gather of the lengths, then MPI_Gatherv);
+    /// an empty array on the other ranks. The shares may differ in length; together they must stay
+    /// under 2 GiB.
+    public func gather(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        var message = [CChar](repeating: 0, count: 1024)
+        var counts = [Int](repeating: 0, count: isRoot ? size : 0)
+        let counted = counts.withUnsafeMutableBufferPointer { c in
+            forge_mpi_gather_counts(bytes.count, isRoot ? c.baseAddress : nil, 0, &message, message.count)
+        }
+        guard counted == 0 else { throw DataParallelError.communication(String(cString: message)) }
+        var received = [UInt8](repeating: 0, count: max(1, counts.reduce(0, +)))
+        let gathered = bytes.withUnsafeBytes { send in
+            received.withUnsafeMutableBytes { out in
+                counts.withUnsafeBufferPointer { c in
+                    forge_mpi_gather_bytes(send.baseAddress, bytes.count, isRoot ? out.baseAddress : nil, isRoot ? c.baseAddress : nil,
+                                           Int32(size), 0, &message, message.count)
+                }
+            }
+        }
+        guard gathered == 0 else { throw DataParallelError.communication(String(cString: message)) }
+        guard isRoot else { return [] }
+        var shares: [[UInt8]] = [], offset = 0
+        for count in counts {
+            shares.append(Array(received[offset..<(offset + count)]))
+            offset += count
+        }
+        return shares
+    }
+
     /// Ends every rank of the job with exit status `code` (MPI_Abort): for an error that only some
     /// ranks meet, where the others would wait forever in the next collective.
     public func abort(code: Int32) -> Never {

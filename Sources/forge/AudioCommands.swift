@@ -169,14 +169,16 @@ struct GenerateAudio: ParsableCommand {
     }
 
     func run() throws {
-        do {
+        try runGeneration { group, say in
             let options = AudioGenerationOptions(count: count, seed: seed, batchSize: batch, resume: resume, only: only)
             let generator = try AudioDatasetGenerator(checkpoint: Checkpoint.file(at: checkpoint), options: options, outputDirectory: out)
             let c = generator.sampler
             say("generate audio: \(count) clips × \(c.length) samples at \(c.sampleRate) Hz from \(c.modelKind) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
-            let report = try generator.run { done, total in say("  \(done)/\(total) clips") }
-            say(String(format: "wrote %d clips (%@kept %d) in %.1f s: %.1f clips/s; manifest %@/manifest.csv",
-                         report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out))
+            let report = try generator.run(group: group) { done, total in say("  \(done)/\(total) clips") }
+            guard group?.isRoot != false else { return }
+            say(String(format: "wrote %d clips (%@kept %d) in %.1f s: %.1f clips/s; manifest %@/manifest.csv%@",
+                         report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out,
+                         group.map { "; \($0.size) ranks" } ?? ""))
             if let figure {
                 let clips = try generator.items.prefix(8).map { try AudioIO.read(path: out + "/" + $0.file) }
                 try AudioSampling.writeFigure(clips, titles: generator.items.prefix(8).map { "\($0.file) seed \($0.seed)" }, to: figure)

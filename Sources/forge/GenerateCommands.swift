@@ -10,6 +10,24 @@ import Sampling
 
 // `forge generate images` and `forge generate text`: trained models become datasets.
 
+extension DataParallelGroup: GenerationGroup {}
+
+/// `forge generate …` as the one process, or under `mpirun -np N` as one rank of a job that splits
+/// the batches (`BatchSchedule`): `body` gets the group (nil outside mpirun) and a `say` that prints
+/// on rank 0 only. A run that stops on every rank together (`CollectiveGenerationStop`) shuts MPI
+/// down; rank 0 then throws the error to report, the other ranks exit with status 1 quietly.
+func runGeneration(_ body: (DataParallelGroup?, _ say: @escaping (String) -> Void) throws -> Void) throws {
+    guard let group = try DataParallelGroup.fromEnvironment() else { return try body(nil, { say($0) }) }
+    do {
+        try body(group, group.isRoot ? { say($0) } : { _ in })
+        group.finalize()
+    } catch let stop as CollectiveGenerationStop {
+        group.finalize()
+        if let error = stop.underlying { throw error }
+        throw ExitCode(1)
+    }
+}
+
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate a synthetic dataset (a folder of items plus manifest.csv) from a checkpoint.",
@@ -43,7 +61,7 @@ struct GenerateImages: ParsableCommand {
     }
 
     func run() throws {
-        do {
+        try runGeneration { group, say in
             let checkpoint = resolveShippedGAN(self.checkpoint)
             let source = try ImageSampler.open(checkpoint: checkpoint)
             let options = ImageGenerationOptions(count: count ?? 0, perClass: perClass, seed: seed, batchSize: batch,
@@ -55,14 +73,16 @@ struct GenerateImages: ParsableCommand {
                   + " → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
             let start = Date()
             var lastLine = Date.distantPast
-            let report = try generator.run { done, total in
+            let report = try generator.run(group: group) { done, total in
                 let now = Date()
                 guard now.timeIntervalSince(lastLine) > 2 || done == total else { return }
                 lastLine = now
                 say(String(format: "  %d/%d images, %.1f images/s", done, total, Double(done) / max(1e-9, now.timeIntervalSince(start))))
             }
-            say(String(format: "wrote %d images (%@kept %d) in %.1f s: %.1f images/s; manifest %@/manifest.csv",
-                         report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out))
+            guard group?.isRoot != false else { return }
+            say(String(format: "wrote %d images (%@kept %d) in %.1f s: %.1f images/s; manifest %@/manifest.csv%@",
+                         report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out,
+                         group.map { "; \($0.size) ranks" } ?? ""))
             if let grid {
                 try writePreviewGrid(generator, to: grid)
                 say("preview grid: \(grid)")
@@ -131,25 +151,29 @@ struct GenerateText: ParsableCommand {
                                             resume: resume, only: only,
                                             checkCommand: checkCommand, keepInvalid: keepInvalid, checkTimeLimit: validateTimeout)
         do {
+          try runGeneration { group, say in
             let generator = try TextDatasetGenerator(checkpointPath: Checkpoint.file(at: checkpoint), options: options, outputDirectory: out)
             let c = generator.checkpoint.model.config
             say("generate text: \(count) × \(length) characters from a char transformer (\(c.layers) layers, \(c.embedding) wide, "
                   + "vocabulary \(c.vocabSize)) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
             let start = Date()
             var lastLine = Date.distantPast
-            let (report, characters, validation) = try generator.run { done, total, chars in
+            let (report, characters, validation) = try generator.run(group: group) { done, total, chars in
                 let now = Date()
                 guard now.timeIntervalSince(lastLine) > 2 || done == total else { return }
                 lastLine = now
                 say(String(format: "  %d/%d texts, %.0f chars/s", done, total, Double(chars) / max(1e-9, now.timeIntervalSince(start))))
             }
-            say(String(format: "wrote %d texts (kept %d), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv",
-                         report.written, report.kept, characters, report.seconds, Double(characters) / max(1e-9, report.seconds), out))
+            guard group?.isRoot != false else { return }
+            say(String(format: "wrote %d texts (kept %d), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv%@",
+                         report.written, report.kept, characters, report.seconds, Double(characters) / max(1e-9, report.seconds), out,
+                         group.map { "; \($0.size) ranks" } ?? ""))
             if let validation {
                 say(String(format: "valid: %d of %d checked items (%.1f %%)%@; verdicts in %@/manifest.csv (columns valid, check_error)",
                              validation.valid, validation.checked, 100 * validation.validRate,
                              keepInvalid ? ", invalid ones kept" : ", invalid ones deleted", out))
             }
+          }
         } catch let error as TextSamplingError {
             throw ValidationError(flagMessage(error))
         } catch let error as CheckerError {

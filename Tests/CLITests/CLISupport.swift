@@ -17,6 +17,11 @@ class CLITestCase: XCTestCase {
         }
     }
 
+    /// The package's folder (the shipped checkpoints are in its checkpoints/), found from this source file.
+    var packageFolder: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
     /// A new temporary folder, removed after the test.
     func folder() -> String {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("forge-cli-\(UUID().uuidString)")

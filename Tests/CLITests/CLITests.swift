@@ -243,8 +243,4 @@ final class CLITests: CLITestCase {
         bytes += le32(8000) + le32(16000) + le16(2) + le16(16) + Array("data".utf8) + le32(data.count) + data
         try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
-
-    private var packageFolder: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    }
 }

@@ -279,4 +279,121 @@ final class DataParallelCLITests: CLITestCase {
         XCTAssertTrue(err.contains("cannot use MPI") && err.contains("no-such-libmpi.so") && err.contains("openmpi-bin"), err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/checkpoint.safetensors"))
     }
+
+    // MARK: generation
+
+    /// Every file under `directory` by relative path, with its bytes.
+    private func contents(_ directory: String) throws -> [String: Data] {
+        var out: [String: Data] = [:]
+        let enumerator = try XCTUnwrap(FileManager.default.enumerator(atPath: directory))
+        for case let path as String in enumerator {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: directory + "/" + path, isDirectory: &isDirectory), !isDirectory.boolValue {
+                out[path] = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + path))
+            }
+        }
+        return out
+    }
+
+    /// The same files with the same bytes under both folders.
+    private func assertSameFolder(_ one: String, _ two: String, expectedFiles: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+        let a = try contents(one), b = try contents(two)
+        XCTAssertEqual(a.count, expectedFiles, a.keys.sorted().description, file: file, line: line)
+        XCTAssertEqual(a.keys.sorted(), b.keys.sorted(), file: file, line: line)
+        for (path, bytes) in a where b[path] != bytes {
+            XCTFail("\(path) differs between \(one) and \(two)", file: file, line: line)
+        }
+    }
+
+    /// `mpirun -np 3 forge generate images` writes the folder one process writes, byte for byte
+    /// (items, class folders, manifest with every sha256): 18 items in batches of 4 are 5 batches,
+    /// so the second round has a rank with nothing to do. A resume with 2 ranks after items were
+    /// deleted puts the same bytes back.
+    func testThreeRanksGenerateTheImageFolderOneProcessGenerates() throws {
+        _ = try mpirun()
+        let dir = folder()
+        let data = try imageFolder(in: dir)
+        let (trained, trainOut, trainErr) = try run(["train", "gan", "--data", data, "--out", dir + "/gan"] + tinyGAN, in: dir,
+                                                    environment: ["FORGE_THREADS": "1"])
+        XCTAssertEqual(trained, 0, trainOut + trainErr)
+        let common = ["generate", "images", "--checkpoint", dir + "/gan", "--per-class", "9", "--batch", "4"]
+        let (single, singleOut, singleErr) = try run(common + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "2"])
+        XCTAssertEqual(single, 0, singleOut + singleErr)
+        let (parallel, out, err) = try runParallel(3, common + ["--out", dir + "/parallel"], in: dir)
+        XCTAssertEqual(parallel, 0, out + err)
+        XCTAssertEqual(out.components(separatedBy: "wrote 18 images").count - 1, 1, "rank 0 alone prints: \(out)")
+        XCTAssertTrue(out.contains("3 ranks"), out)
+        try assertSameFolder(dir + "/single", dir + "/parallel", expectedFiles: 19)
+
+        let names = try contents(dir + "/parallel").keys.filter { $0.hasSuffix(".png") }.sorted()
+        for name in [names[0], names[7], names[16]] { try FileManager.default.removeItem(atPath: dir + "/parallel/" + name) }
+        let (resumed, resumeOut, resumeErr) = try runParallel(2, common + ["--out", dir + "/parallel", "--resume"], in: dir)
+        XCTAssertEqual(resumed, 0, resumeOut + resumeErr)
+        XCTAssertTrue(resumeOut.contains("kept 15"), resumeOut)
+        try assertSameFolder(dir + "/single", dir + "/parallel", expectedFiles: 19)
+    }
+
+    /// Text items with a checker: rank 0 writes and checks what every rank decodes, so the folder and
+    /// the manifest's verdicts (the checker rejects texts with a "k") are one process's.
+    func testThreeRanksGenerateTheCheckedTextFolderOneProcessGenerates() throws {
+        _ = try mpirun()
+        let dir = folder()
+        let data = try corpus(in: dir)
+        let (trained, trainOut, trainErr) = try run(["train", "char", "--data", data, "--out", dir + "/char"] + tinyRun, in: dir,
+                                                    environment: ["FORGE_THREADS": "1"])
+        XCTAssertEqual(trained, 0, trainOut + trainErr)
+        let common = ["generate", "text", "--checkpoint", dir + "/char", "--count", "7", "--batch", "2", "--length", "12",
+                      "--prompt", "the ", "--validate", "if grep -q k {}; then echo 'has a k' >&2; exit 1; fi", "--out", dir + "/text"]
+        let (single, singleOut, singleErr) = try run(common, in: dir, environment: ["FORGE_THREADS": "2"])
+        XCTAssertEqual(single, 0, singleOut + singleErr)
+        // the checker's messages could name the folder: the parallel run writes to the same path
+        try FileManager.default.moveItem(atPath: dir + "/text", toPath: dir + "/single")
+        let (parallel, out, err) = try runParallel(3, common, in: dir)
+        XCTAssertEqual(parallel, 0, out + err)
+        XCTAssertEqual(out.components(separatedBy: "valid: ").count - 1, 1, "rank 0 alone prints: \(out)")
+        let manifest = try String(contentsOfFile: dir + "/text/manifest.csv", encoding: .utf8)
+        XCTAssertEqual(manifest.split(separator: "\n").count, 8, manifest)
+        let rejected = manifest.components(separatedBy: ",false,has a k").count - 1
+        XCTAssertEqual(manifest.components(separatedBy: ",true,").count - 1, 7 - rejected, manifest)
+        XCTAssertGreaterThan(rejected, 0, "the checker rejects some items: \(manifest)")
+        try assertSameFolder(dir + "/single", dir + "/text", expectedFiles: 8 - rejected)
+    }
+
+    /// Sound clips from a tiny WaveGAN: 10 clips in batches of 3 over 2 ranks.
+    func testTwoRanksGenerateTheAudioFolderOneProcessGenerates() throws {
+        _ = try mpirun()
+        let dir = folder()
+        try FileManager.default.createDirectory(atPath: dir + "/clips", withIntermediateDirectories: true)
+        for k in 0..<8 {
+            let clip = AudioClip(samples: (0..<4096).map { Float(0.25 * sin(Double($0) * 0.05 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
+            try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
+        }
+        let (trained, trainOut, trainErr) = try run(["train", "gan", "--data", dir + "/clips", "--ngf", "4", "--ndf", "4", "--batch", "8",
+                                                     "--steps", "1", "--no-tensorboard", "--out", dir + "/wavegan"], in: dir)
+        XCTAssertEqual(trained, 0, trainOut + trainErr)
+        let common = ["generate", "audio", "--checkpoint", dir + "/wavegan", "--count", "10", "--batch", "3"]
+        let (single, singleOut, singleErr) = try run(common + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "2"])
+        XCTAssertEqual(single, 0, singleOut + singleErr)
+        let (parallel, out, err) = try runParallel(2, common + ["--out", dir + "/parallel"], in: dir)
+        XCTAssertEqual(parallel, 0, out + err)
+        XCTAssertTrue(out.contains("2 ranks"), out)
+        try assertSameFolder(dir + "/single", dir + "/parallel", expectedFiles: 11)
+    }
+
+    /// An error only rank 0 can see (its folder holds other files) stops every rank at once, with one
+    /// message, and writes nothing.
+    func testAGenerationErrorOnRankZeroStopsEveryRankWithOneMessage() throws {
+        _ = try mpirun()
+        let dir = folder()
+        try FileManager.default.createDirectory(atPath: dir + "/out", withIntermediateDirectories: true)
+        try "mine".write(toFile: dir + "/out/notes.txt", atomically: true, encoding: .utf8)
+        let checkpoint = packageFolder + "/checkpoints/fashion-cgan.safetensors"
+        let start = Date()
+        let (status, out, err) = try runParallel(2, ["generate", "images", "--checkpoint", checkpoint, "--count", "8", "--out", dir + "/out"], in: dir)
+        XCTAssertNotEqual(status, 0, out + err)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 60, "no rank waits for another")
+        XCTAssertEqual(err.components(separatedBy: "forge: error:").count - 1, 1, "one message, from rank 0: \(err)")
+        XCTAssertTrue(err.contains("not empty"), err)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/out"), ["notes.txt"])
+    }
 }

@@ -3,7 +3,7 @@
 // MPI installed, and the libraries stay usable as SwiftPM dependencies without unsafeFlags. When a
 // process runs under `mpirun`, `forge_mpi_load` dlopens Open MPI's libmpi.so.40 and resolves the few
 // functions and predefined handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, …, which Open MPI exports as
-// global objects) that data-parallel training needs. Every function returns 0 on success, or
+// global objects) that data-parallel training and generation need. Every function returns 0 on success, or
 // -1 with a message in `err`.
 #include <stddef.h>
 
@@ -26,6 +26,14 @@ int forge_mpi_allreduce_sum_float(float *values, long count, char *err, size_t e
 int forge_mpi_allreduce_max_float(float *values, long count, char *err, size_t err_len);
 /// MPI_Bcast of `count` bytes from `root` over MPI_COMM_WORLD.
 int forge_mpi_broadcast_bytes(void *bytes, long count, int root, char *err, size_t err_len);
+/// MPI_Gather of one long per rank to `root`: `counts` (size entries) is filled on the root only
+/// (it may be NULL elsewhere).
+int forge_mpi_gather_counts(long count, long *counts, int root, char *err, size_t err_len);
+/// MPI_Gatherv of `count` bytes per rank to `root`, which passes every rank's count (`counts`, from
+/// `forge_mpi_gather_counts`) and a buffer of their sum, filled in rank order; the other ranks pass
+/// NULL for both. Fails when the total exceeds 2 GiB (MPI counts are int).
+int forge_mpi_gather_bytes(const void *bytes, long count, void *received, const long *counts, int size, int root,
+                           char *err, size_t err_len);
 
 #ifdef __cplusplus
 }
