@@ -104,6 +104,102 @@ final class DataParallelCLITests: CLITestCase {
         XCTAssertEqual(try savedStep(one), try savedStep(two))
     }
 
+    /// A run started by 2 ranks and resumed by 4, or by one process, continues the same run: the
+    /// global batch stays `--batch`, so steps 9–16 have the losses, and the checkpoint the weights, of a
+    /// single process resumed from its own step 8 (the learning-rate schedule follows `--steps`, so
+    /// the reference is stopped at step 8 too).
+    func testResumingWithAnotherNumberOfRanksContinuesTheSameRun() throws {
+        _ = try mpirun()
+        let dir = folder()
+        let data = try corpus(in: dir)
+        func arguments(_ run: String, steps: Int, resume: Bool = false) -> [String] {
+            var a = ["train", "char", "--data", data, "--out", dir + "/" + run] + tinyRun
+            a[a.firstIndex(of: "--steps")! + 1] = String(steps)
+            return a + (resume ? ["--resume"] : [])
+        }
+        for (run, first, second) in [("reference", 1, 1), ("two-then-four", 2, 4), ("two-then-one", 2, 1)] {
+            for (ranks, steps, resume) in [(first, 8, false), (second, 16, true)] {
+                let (status, out, err) = ranks == 1 ? try self.run(arguments(run, steps: steps, resume: resume), in: dir, environment: ["FORGE_THREADS": "1"])
+                    : try runParallel(ranks, arguments(run, steps: steps, resume: resume), in: dir)
+                XCTAssertEqual(status, 0, "\(run), \(ranks) rank(s): " + out + err)
+            }
+        }
+        let reference = try losses(dir + "/reference")
+        XCTAssertEqual(reference.train.count, 16)
+        for run in ["two-then-four", "two-then-one"] {
+            let other = try losses(dir + "/" + run)
+            XCTAssertEqual(other.train.count, 16, run)
+            for (step, (x, y)) in zip(reference.train, other.train).enumerated() {
+                XCTAssertEqual(x, y, accuracy: 2e-5 * abs(x), "\(run): loss at step \(step + 1): \(x) in the reference, \(y)")
+            }
+            let d = try largestDifference(dir + "/reference/checkpoint.safetensors", dir + "/" + run + "/checkpoint.safetensors")
+            XCTAssertGreaterThan(d.compared, 1000)
+            XCTAssertLessThan(d.value, 1e-4, "\(run): largest relative difference after 16 steps, \(d.worst)")
+        }
+    }
+
+    /// `kill -9` of rank 1 in the middle of a run that saves every 5 steps: mpirun ends the job within
+    /// seconds with a non-zero status naming the signal, and the checkpoint left behind loads and
+    /// resumes (it is written to a temporary file and renamed).
+    func testKillingARankEndsTheJobWithinSecondsAndLeavesALoadableCheckpoint() throws {
+        let mpirun = try mpirun()
+        let dir = folder()
+        let data = try corpus(in: dir)
+        var arguments = ["train", "char", "--data", data, "--out", dir + "/run", "--save-every", "5"] + tinyRun
+        arguments[arguments.firstIndex(of: "--steps")! + 1] = "1000000"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: mpirun)
+        process.arguments = ["--allow-run-as-root", "-np", "2", try forge] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(
+            ["FORGE_THREADS": "1", "OMPI_MCA_btl_vader_single_copy_mechanism": "none"]) { $1 }
+        // files, not pipes: the killed rank's partner would hold a pipe open
+        FileManager.default.createFile(atPath: dir + "/out.txt", contents: nil)
+        FileManager.default.createFile(atPath: dir + "/err.txt", contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/out.txt"))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/err.txt"))
+        try process.run()
+        defer { if process.isRunning { kill(-process.processIdentifier, SIGKILL); process.terminate() } }
+
+        // wait until a checkpoint exists and training goes on, then find rank 1 among mpirun's children
+        let checkpoint = dir + "/run/checkpoint.safetensors"
+        var rankOne: pid_t?
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, rankOne == nil {
+            usleep(200_000)
+            guard FileManager.default.fileExists(atPath: checkpoint) else { continue }
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                guard let pid = pid_t(entry), let environment = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { continue }
+                let variables = environment.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+                if variables.contains("OMPI_COMM_WORLD_RANK=1"), variables.contains(where: { $0.hasPrefix("OMPI_COMM_WORLD_SIZE=2") }),
+                   let command = try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8), command.contains(dir) {
+                    rankOne = pid
+                }
+            }
+        }
+        let victim = try XCTUnwrap(rankOne, "no rank 1 running with a checkpoint after 60 s: " + ((try? String(contentsOfFile: dir + "/err.txt", encoding: .utf8)) ?? ""))
+        usleep(500_000)
+        let killed = Date()
+        XCTAssertEqual(kill(victim, SIGKILL), 0)
+        while process.isRunning, Date().timeIntervalSince(killed) < 30 { usleep(50_000) }
+        let seconds = Date().timeIntervalSince(killed)
+        print(String(format: "rank 1 killed; mpirun ended %.2f s later", seconds))
+        XCTAssertFalse(process.isRunning, "mpirun still runs 30 s after rank 1 was killed")
+        XCTAssertLessThan(seconds, 15, "the job ends within seconds")
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        let err = try String(contentsOfFile: dir + "/err.txt", encoding: .utf8)
+        XCTAssertTrue(err.contains("signal 9") || err.contains("Killed"), err)
+
+        // what is left loads, and resumes from its step
+        let saved = try SafeTensors.read(URL(fileURLWithPath: checkpoint))
+        let state = try JSONSerialization.jsonObject(with: Data((saved.metadata["forge.state"] ?? "{}").utf8)) as? [String: Any]
+        let step = try XCTUnwrap(state?["step"] as? Int)
+        XCTAssertGreaterThanOrEqual(step, 5)
+        arguments[arguments.firstIndex(of: "--steps")! + 1] = String(step + 2)
+        let (status, out, resumeErr) = try run(arguments + ["--resume"], in: dir, environment: ["FORGE_THREADS": "1"])
+        XCTAssertEqual(status, 0, out + resumeErr)
+        XCTAssertTrue(out.contains("step \(step + 2)"), out)
+    }
+
     /// A folder of two classes, 11 and 10 random 32×32 grey PNGs: with the 10 % held out, 19 training
     /// images in batches of 8, 8 and 3, so every epoch ends on a batch that splits unevenly over 2 ranks.
     private func imageFolder(in directory: String) throws -> String {
