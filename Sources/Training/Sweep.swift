@@ -3,7 +3,7 @@ import TensorCore
 import DataIO
 import Figures
 
-// Hyper-parameter search under a wall-time budget for the char model: synchronous successive
+// Hyper-parameter search under a wall-time budget (char, VAE and GAN): synchronous successive
 // halving (Jamieson & Talwalkar 2016; the synchronous form of ASHA, Li et al. 2020). Every trial is
 // an ordinary training run in its own run folder (checkpoint, metrics.csv, loss.png); a rung
 // continues each surviving run from its checkpoint with more minutes, so no work is repeated. The
@@ -65,19 +65,69 @@ public struct CharSweepSpace: Codable, Equatable, Sendable {
     /// Trial `index`'s configuration: `base` with the sampled fields, drawn from a generator seeded
     /// by (seed, index), so a trial's draw does not depend on how many trials there are.
     public func sample(index: Int, seed: UInt64, base: CharTrainingOptions) -> CharTrainingOptions {
-        var g = RandomGenerator(seed: SplitMix64.output(seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)))
-        func pick<T>(_ values: [T]) -> T { values[g.nextInt(below: values.count)] }
+        var g = RandomGenerator.sweepTrial(index: index, seed: seed)
         var o = base
-        let (lo, hi) = (Double(learningRate[0]), Double(learningRate[1]))
-        let u = Double(g.next() >> 11) / Double(1 << 53)
-        o.learningRate = Float(Foundation.exp(Foundation.log(lo) + u * (Foundation.log(hi) - Foundation.log(lo))))
+        o.learningRate = g.logUniform(learningRate)
         o.minLearningRate = o.learningRate
-        o.layers = pick(layers)
-        o.embedding = pick(embedding)
+        o.layers = g.pick(layers)
+        o.embedding = g.pick(embedding)
         o.heads = o.embedding / headSize
-        o.dropout = pick(dropout)
-        o.batchSize = pick(batchSize)
+        o.dropout = g.pick(dropout)
+        o.batchSize = g.pick(batchSize)
         return o
+    }
+}
+
+/// A model family a sweep can search: it draws each trial's settings from its space and turns
+/// settings into an ordinary training run, with the rung's objective (lower is better).
+public protocol SweepFamily: AnyObject {
+    /// The family's name, as in `forge train KIND` ("char", "vae", "gan").
+    var kind: String { get }
+    /// The search space as JSON: recorded in `sweep.json`, and a resume must find the same.
+    var spaceJSON: String { get }
+    /// What the objective measures, for the table and the plot ("val loss", "test −ELBO", "FD").
+    var objectiveName: String { get }
+    /// The results.csv columns that describe a trial, each a (column name, settings key) pair.
+    var settingColumns: [(name: String, key: String)] { get }
+    /// Trial `index`'s settings, drawn with a generator seeded by (seed, index), so a trial's draw
+    /// does not depend on how many trials there are.
+    func settings(index: Int, seed: UInt64) throws -> [String: String]
+    /// The training run of a trial with `settings` in `runDirectory`, for `minutes` more of training
+    /// (continuing its checkpoint when `resume`), and how to measure the objective once it stopped.
+    func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool) throws -> SweepTrialRun
+    /// The `forge train KIND` flags that reproduce a trial's settings.
+    func flags(_ settings: [String: String]) throws -> String
+}
+
+/// One rung of one trial: the task, the loop's options, and the objective of the trained task.
+public struct SweepTrialRun {
+    /// The trial's task (a fresh model, or the one `options.resume` loads).
+    public var task: any TrainingTask
+    /// The loop options (run folder, minutes, resume); the sweep turns progress and evaluations off.
+    public var options: TrainingOptions
+    /// The objective after the rung (lower is better), from the loop's summary and the task.
+    public var objective: (TrainingSummary) throws -> Double
+    /// A run of `task` with `options`, measured by `objective`.
+    public init(task: any TrainingTask, options: TrainingOptions, objective: @escaping (TrainingSummary) throws -> Double) {
+        (self.task, self.options, self.objective) = (task, options, objective)
+    }
+}
+
+/// A uniform draw in [0, 1) and a log-uniform draw for sweep spaces.
+extension RandomGenerator {
+    /// A log-uniform value between `bounds[0]` and `bounds[1]`.
+    mutating func logUniform(_ bounds: [Float]) -> Float {
+        let (lo, hi) = (Double(bounds[0]), Double(bounds[1]))
+        let u = Double(next() >> 11) / Double(1 << 53)
+        return Float(Foundation.exp(Foundation.log(lo) + u * (Foundation.log(hi) - Foundation.log(lo))))
+    }
+
+    /// One of `values`, uniformly.
+    mutating func pick<T>(_ values: [T]) -> T { values[nextInt(below: values.count)] }
+
+    /// The generator of trial `index` of a sweep seeded with `seed`.
+    static func sweepTrial(index: Int, seed: UInt64) -> RandomGenerator {
+        RandomGenerator(seed: SplitMix64.output(seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)))
     }
 }
 
@@ -85,9 +135,9 @@ public struct CharSweepSpace: Codable, Equatable, Sendable {
 public struct SweepTrial: Codable, Equatable, Sendable {
     /// The trial's number in the sweep (0-based), which also names its run folder `trial-NN`.
     public var index: Int
-    /// The sampled settings (as `CharTrainingOptions.metadata` keys and values).
+    /// The sampled settings (for char, `CharTrainingOptions.metadata` keys and values).
     public var settings: [String: String]
-    /// Per finished rung: the cumulative training minutes allotted, the steps reached and the val loss.
+    /// Per finished rung: the cumulative training minutes allotted, the steps reached and the objective.
     public var rungs: [SweepRungResult]
     /// The rung after which the trial was pruned (nil while it survives).
     public var prunedAfterRung: Int?
@@ -101,32 +151,33 @@ public struct SweepRungResult: Codable, Equatable, Sendable {
     public var minutes: Double
     /// The trial's total optimisation steps at the end of the rung (or the step it diverged at).
     public var step: Int
-    /// The val-loss estimate of the weights the rung ended with; `Double.greatestFiniteMagnitude` when it diverged.
+    /// The objective (val loss, −ELBO, FD) of the weights the rung ended with;
+    /// `Double.greatestFiniteMagnitude` when it diverged. Stored as `valLoss` in sweep.json.
     public var valLoss: Double
 }
 
 /// The saved state of a sweep (`DIR/sweep.json`).
 public struct SweepState: Codable, Equatable, Sendable {
+    /// The family searched ("char", "vae", "gan").
+    public var kind: String
     /// The sweep's whole wall-time budget in minutes (every rung of every trial).
     public var budgetMinutes: Double
     /// The halving factor η: each rung keeps the best ⌈n/η⌉ trials of the previous one.
     public var eta: Int
     /// The seed the trials' configurations are drawn with.
     public var seed: UInt64
-    /// The search space the trials were drawn from.
-    public var space: CharSweepSpace
+    /// The search space the trials were drawn from, as the family's JSON.
+    public var space: String
     /// Every trial, pruned or alive, in index order.
     public var trials: [SweepTrial]
     /// Wall seconds the sweep has spent so far (over resumes).
     public var elapsedSeconds: Double
 }
 
-/// Successive halving of char trials on one corpus under a wall-time budget.
-public final class CharSweep {
-    /// The text every trial trains and is evaluated on.
-    public let corpus: TextCorpus
-    /// The options a trial starts from before its sampled fields replace theirs (block size, warm-up, seed …).
-    public let base: CharTrainingOptions
+/// Successive halving of one family's trials under a wall-time budget.
+public class HyperparameterSweep {
+    /// What is searched: the space, the trials' runs and their objective.
+    public let family: any SweepFamily
     /// The sweep folder: `sweep.json`, one `trial-NN` run folder per trial, and the final outputs.
     public let directory: String
     /// The sweep's progress as saved in `sweep.json` after every finished trial-rung.
@@ -134,32 +185,33 @@ public final class CharSweep {
     /// Progress lines (one per finished trial-rung).
     public var log: (String) -> Void = { StandardOutput.line($0) }
 
-    /// `trials` configurations from `space` (seeded with `seed`), halved by `eta` per rung; the rung
-    /// count is 1 + ⌊log_eta(trials)⌋. With `resume`, `DIR/sweep.json` must describe the same sweep.
-    public init(corpus: TextCorpus, base: CharTrainingOptions, space: CharSweepSpace, trials: Int, eta: Int,
-                budgetMinutes: Double, seed: UInt64, directory: String, resume: Bool) throws {
-        if let p = space.problem { throw TrainingError.invalidConfiguration("the search space: \(p)") }
+    /// `trials` configurations drawn from the family's space (seeded with `seed`), halved by `eta`
+    /// per rung; the rung count is 1 + ⌊log_eta(trials)⌋. With `resume`, `DIR/sweep.json` must
+    /// describe the same sweep.
+    public init(family: any SweepFamily, trials: Int, eta: Int, budgetMinutes: Double, seed: UInt64, directory: String, resume: Bool) throws {
         guard trials >= 2 else { throw TrainingError.invalidValue(field: "trials", value: "\(trials)", requirement: "at least 2") }
         guard eta >= 2 else { throw TrainingError.invalidValue(field: "eta", value: "\(eta)", requirement: "at least 2") }
         guard budgetMinutes.isFinite, budgetMinutes > 0 else {
             throw TrainingError.invalidValue(field: "budgetMinutes", value: "\(budgetMinutes)", requirement: "a positive number of minutes")
         }
-        (self.corpus, self.base, self.directory) = (corpus, base, directory)
+        (self.family, self.directory) = (family, directory)
         let statePath = directory + "/sweep.json"
         if resume, let data = FileManager.default.contents(atPath: statePath) {
-            let saved = try JSONDecoder().decode(SweepState.self, from: data)
-            guard saved.eta == eta, saved.seed == seed, saved.space == space, saved.trials.count == trials,
-                  saved.budgetMinutes == budgetMinutes else {
-                throw TrainingError.invalidConfiguration("\(statePath) holds another sweep (\(saved.trials.count) trials, eta \(saved.eta), seed \(saved.seed), \(saved.budgetMinutes) minutes); give its settings, or a new folder")
+            guard let saved = try? JSONDecoder().decode(SweepState.self, from: data) else {
+                throw TrainingError.invalidConfiguration("\(statePath) is not a sweep state this version can resume")
+            }
+            guard saved.kind == family.kind, saved.eta == eta, saved.seed == seed, saved.space == family.spaceJSON,
+                  saved.trials.count == trials, saved.budgetMinutes == budgetMinutes else {
+                throw TrainingError.invalidConfiguration("\(statePath) holds another sweep (\(saved.kind), \(saved.trials.count) trials, eta \(saved.eta), seed \(saved.seed), \(saved.budgetMinutes) minutes); give its settings, or a new folder")
             }
             state = saved
         } else {
             if FileManager.default.fileExists(atPath: statePath) {
                 throw TrainingError.invalidConfiguration("\(directory) already holds a sweep; resume it or choose a new folder")
             }
-            let configs = (0..<trials).map { space.sample(index: $0, seed: seed, base: base) }
-            state = SweepState(budgetMinutes: budgetMinutes, eta: eta, seed: seed, space: space,
-                               trials: configs.enumerated().map { SweepTrial(index: $0, settings: $1.metadata, rungs: [], prunedAfterRung: nil) },
+            let drawn = try (0..<trials).map { try family.settings(index: $0, seed: seed) }
+            state = SweepState(kind: family.kind, budgetMinutes: budgetMinutes, eta: eta, seed: seed, space: family.spaceJSON,
+                               trials: drawn.enumerated().map { SweepTrial(index: $0, settings: $1, rungs: [], prunedAfterRung: nil) },
                                elapsedSeconds: 0)
         }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -189,6 +241,9 @@ public final class CharSweep {
     /// Trial `i`'s run folder, `DIR/trial-NN`.
     public func trialDirectory(_ i: Int) -> String { directory + String(format: "/trial-%02d", i) }
 
+    /// The flags that reproduce trial `i` with `forge train KIND`.
+    public func flags(ofTrial i: Int) throws -> String { try family.flags(state.trials[i].settings) }
+
     /// Runs (or resumes) every rung; returns the index of the best trial of the last rung.
     /// Each rung gets an equal share of the budget left, split evenly over its trials; a trial of
     /// rung r trains its share more minutes from where its previous rung stopped.
@@ -203,20 +258,18 @@ public final class CharSweep {
             let left = state.budgetMinutes - (spentBefore + Date().timeIntervalSince(start)) / 60
             let share = max(0.05, left / Double(rungCount - r) / Double(max(pending.count, 1)))
             for i in pending {
-                let options = try optionsOfTrial(i)
-                let task = try CharTrainingTask(corpus: corpus, options: options)
                 let previous = state.trials[i].rungs.last?.minutes ?? 0
-                var training = task.trainingOptions(runDirectory: trialDirectory(i), minutes: share,
-                                                    resume: FileManager.default.fileExists(atPath: trialDirectory(i) + "/checkpoint.safetensors"))
-                training.showProgress = false
-                training.evaluateEvery = 0
+                var run = try family.trial(settings: state.trials[i].settings, runDirectory: trialDirectory(i), minutes: share,
+                                           resume: FileManager.default.fileExists(atPath: trialDirectory(i) + "/checkpoint.safetensors"))
+                run.options.showProgress = false
+                run.options.evaluateEvery = 0
                 var loss = Double.greatestFiniteMagnitude   // a diverged trial ranks last (JSON has no infinity)
                 var step = 0
                 do {
-                    let summary = try TrainingLoop(task: task, options: training, log: { _ in }).run()
+                    let summary = try TrainingLoop(task: run.task, options: run.options, log: { _ in }).run()
                     if summary.outcome == .interrupted { interrupted = true; break }
-                    // the rung's objective: the val-loss estimate of the weights the rung ended with
-                    let value = try summary.lastEvaluation["val_loss"] ?? task.evaluate()[1]
+                    // the rung's objective, measured on the weights the rung ended with
+                    let value = try run.objective(summary)
                     if value.isFinite { loss = value }
                     step = summary.state.step
                 } catch let TrainingError.diverged(at, metric, value, _) {
@@ -226,8 +279,8 @@ public final class CharSweep {
                 state.trials[i].rungs.append(SweepRungResult(rung: r, minutes: previous + share, step: step, valLoss: loss))
                 state.elapsedSeconds = spentBefore + Date().timeIntervalSince(start)
                 try save()
-                log(String(format: "rung %d/%d trial %02d: %@ → val loss %.4f at step %d (%.1f min so far)", r + 1, rungCount, i,
-                           flags(options), loss, step, state.elapsedSeconds / 60))
+                log(String(format: "rung %d/%d trial %02d: %@ → %@ %.4f at step %d (%.1f min so far)", r + 1, rungCount, i,
+                           try flags(ofTrial: i), family.objectiveName, loss, step, state.elapsedSeconds / 60))
             }
             if interrupted { break }
             // Trials that do not go on to the next rung are marked pruned after this one.
@@ -248,11 +301,91 @@ public final class CharSweep {
         return best
     }
 
-    /// Trial `i`'s training options (the sampled settings on the base options, a long schedule
-    /// whose rate stays at its sampled value after warm-up, evaluation only at the end of a rung).
-    public func optionsOfTrial(_ i: Int) throws -> CharTrainingOptions {
-        guard var o = CharTrainingOptions(metadata: state.trials[i].settings) else {
-            throw TrainingError.invalidConfiguration("sweep.json: trial \(i) has no settings")
+    private func save() throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try FileIO.writeAtomically(Array(try encoder.encode(state)), to: directory + "/sweep.json")
+    }
+
+    /// The results.csv column of the objective ("val_loss", "test_neg_elbo", "fd").
+    private var objectiveColumn: String {
+        switch family.objectiveName {
+        case "val loss": return "val_loss"
+        case "test −ELBO": return "test_neg_elbo"
+        default: return family.objectiveName.lowercased().replacingOccurrences(of: " ", with: "_")
+        }
+    }
+
+    /// `results.csv`, `sweep.png` (the objective against training minutes per trial, pruned ones
+    /// marked "(pruned)" in the legend), `best_flags.txt` and `best.safetensors`.
+    private func writeOutputs(best: Int) throws {
+        let columns = family.settingColumns
+        var csv = (["trial", "rung", "minutes", "step", objectiveColumn, "pruned_after_rung"] + columns.map(\.name)).joined(separator: ",") + "\n"
+        var series: [LinePlot.Series] = []
+        for t in state.trials {
+            for r in t.rungs {
+                csv += String(format: "%d,%d,%.3f,%d,%.4f,%@", t.index, r.rung, r.minutes, r.step, r.valLoss, t.prunedAfterRung.map(String.init) ?? "")
+                csv += columns.map { "," + csvCell(t.settings[$0.key] ?? "") }.joined() + "\n"
+            }
+            let name = String(format: "trial %02d%@", t.index, t.index == best ? " (best)" : t.prunedAfterRung != nil ? " (pruned)" : "")
+            series.append(LinePlot.Series(name: name, x: t.rungs.map(\.minutes), y: t.rungs.map(\.valLoss)))
+        }
+        try FileIO.writeAtomically(Array(csv.utf8), to: directory + "/results.csv")
+        let plot = LinePlot(title: "\(family.kind) sweep: \(family.objectiveName) against training minutes", xLabel: "training minutes",
+                            yLabel: family.objectiveName, series: series)
+        try plot.write(to: directory + "/sweep.png")
+        try FileIO.writeAtomically(Array((try flags(ofTrial: best) + "\n").utf8), to: directory + "/best_flags.txt")
+        let source = trialDirectory(best) + "/checkpoint.safetensors"
+        let target = directory + "/best.safetensors"
+        try? FileManager.default.removeItem(atPath: target)
+        try FileManager.default.copyItem(atPath: source, toPath: target)
+    }
+}
+
+/// `value` quoted for CSV when it holds a comma or a quote.
+private func csvCell(_ value: String) -> String {
+    value.contains(",") || value.contains("\"") ? "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : value
+}
+
+// MARK: - the char family
+
+/// The char transformer as a sweep family: trials are `CharTrainingOptions` drawn from a
+/// `CharSweepSpace`; the objective is the val-loss estimate (nanoGPT's, over the base options'
+/// `evalIterations` batches) of the weights a rung ended with.
+public final class CharSweepFamily: SweepFamily {
+    /// The text every trial trains and is evaluated on.
+    public let corpus: TextCorpus
+    /// The options a trial starts from before its sampled fields replace theirs (block size, warm-up, seed …).
+    public let base: CharTrainingOptions
+    /// The space the trials are drawn from.
+    public let space: CharSweepSpace
+
+    /// A family over `space` on `corpus`; throws when the space is malformed.
+    public init(corpus: TextCorpus, base: CharTrainingOptions, space: CharSweepSpace) throws {
+        if let p = space.problem { throw TrainingError.invalidConfiguration("the search space: \(p)") }
+        (self.corpus, self.base, self.space) = (corpus, base, space)
+    }
+
+    /// "char".
+    public var kind: String { "char" }
+    /// The space as sorted-key JSON.
+    public var spaceJSON: String { sortedJSON(space) }
+    /// "val loss".
+    public var objectiveName: String { "val loss" }
+    /// layers, heads, embd, batch, dropout, lr.
+    public var settingColumns: [(name: String, key: String)] {
+        [("layers", "train.layers"), ("heads", "train.heads"), ("embd", "train.embedding"), ("batch", "train.batch"),
+         ("dropout", "train.dropout"), ("lr", "train.lr")]
+    }
+
+    /// The sampled options' `metadata`.
+    public func settings(index: Int, seed: UInt64) -> [String: String] { space.sample(index: index, seed: seed, base: base).metadata }
+
+    /// Trial options from `settings`: a long schedule whose rate stays at its sampled value after
+    /// warm-up, the rung's minutes ending the run, evaluation only at the end of a rung.
+    public func options(_ settings: [String: String]) throws -> CharTrainingOptions {
+        guard var o = CharTrainingOptions(metadata: settings) else {
+            throw TrainingError.invalidConfiguration("sweep.json: a trial has no char settings")
         }
         o.iterations = 1_000_000   // the rung's minutes end the run, not the step count
         o.decayIterations = 0
@@ -261,39 +394,47 @@ public final class CharSweep {
         return o
     }
 
-    /// The flags that reproduce trial `i`'s configuration with `forge train char`.
+    /// A `CharTrainingTask` run; the objective is the last evaluation's val loss (or a new estimate).
+    public func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool) throws -> SweepTrialRun {
+        let task = try CharTrainingTask(corpus: corpus, options: try options(settings))
+        return SweepTrialRun(task: task, options: task.trainingOptions(runDirectory: runDirectory, minutes: minutes, resume: resume)) { summary in
+            try summary.lastEvaluation["val_loss"] ?? task.evaluate()[1]
+        }
+    }
+
+    /// `--layers … --lr … --min-lr …` for `forge train char`.
+    public func flags(_ settings: [String: String]) throws -> String { flags(try options(settings)) }
+
+    /// The flags of options `o`.
     public func flags(_ o: CharTrainingOptions) -> String {
         String(format: "--layers %d --heads %d --embd %d --block %d --batch %d --dropout %g --lr %.3g --min-lr %.3g",
                o.layers, o.heads, o.embedding, o.blockSize, o.batchSize, Double(o.dropout), Double(o.learningRate), Double(o.minLearningRate))
     }
+}
 
-    private func save() throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try FileIO.writeAtomically(Array(try encoder.encode(state)), to: directory + "/sweep.json")
+/// `value` as JSON with sorted keys (a stable text to compare on resume).
+func sortedJSON<T: Encodable>(_ value: T) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+}
+
+/// Successive halving of char trials on one corpus: a `HyperparameterSweep` of a `CharSweepFamily`.
+public final class CharSweep: HyperparameterSweep {
+    /// The char family searched.
+    public let charFamily: CharSweepFamily
+
+    /// `trials` configurations from `space` (seeded with `seed`), halved by `eta` per rung; with
+    /// `resume`, `DIR/sweep.json` must describe the same sweep.
+    public init(corpus: TextCorpus, base: CharTrainingOptions, space: CharSweepSpace, trials: Int, eta: Int,
+                budgetMinutes: Double, seed: UInt64, directory: String, resume: Bool) throws {
+        charFamily = try CharSweepFamily(corpus: corpus, base: base, space: space)
+        try super.init(family: charFamily, trials: trials, eta: eta, budgetMinutes: budgetMinutes, seed: seed, directory: directory, resume: resume)
     }
 
-    /// `results.csv`, `sweep.png` (val loss against training minutes per trial, pruned ones dashed
-    /// in the legend as "(pruned)"), `best_flags.txt` and `best.safetensors`.
-    private func writeOutputs(best: Int) throws {
-        var csv = "trial,rung,minutes,step,val_loss,pruned_after_rung,layers,heads,embd,batch,dropout,lr\n"
-        var series: [LinePlot.Series] = []
-        for t in state.trials {
-            let o = try optionsOfTrial(t.index)
-            for r in t.rungs {
-                csv += String(format: "%d,%d,%.3f,%d,%.4f,%@,%d,%d,%d,%d,%g,%.4g\n", t.index, r.rung, r.minutes, r.step, r.valLoss,
-                              t.prunedAfterRung.map(String.init) ?? "", o.layers, o.heads, o.embedding, o.batchSize, Double(o.dropout), Double(o.learningRate))
-            }
-            let name = String(format: "trial %02d%@", t.index, t.index == best ? " (best)" : t.prunedAfterRung != nil ? " (pruned)" : "")
-            series.append(LinePlot.Series(name: name, x: t.rungs.map(\.minutes), y: t.rungs.map(\.valLoss)))
-        }
-        try FileIO.writeAtomically(Array(csv.utf8), to: directory + "/results.csv")
-        let plot = LinePlot(title: "sweep: val loss against training minutes", xLabel: "training minutes", yLabel: "val loss", series: series)
-        try plot.write(to: directory + "/sweep.png")
-        try FileIO.writeAtomically(Array((flags(try optionsOfTrial(best)) + "\n").utf8), to: directory + "/best_flags.txt")
-        let source = trialDirectory(best) + "/checkpoint.safetensors"
-        let target = directory + "/best.safetensors"
-        try? FileManager.default.removeItem(atPath: target)
-        try FileManager.default.copyItem(atPath: source, toPath: target)
-    }
+    /// Trial `i`'s training options (`CharSweepFamily.options`).
+    public func optionsOfTrial(_ i: Int) throws -> CharTrainingOptions { try charFamily.options(state.trials[i].settings) }
+
+    /// The flags that reproduce options `o` with `forge train char`.
+    public func flags(_ o: CharTrainingOptions) -> String { charFamily.flags(o) }
 }

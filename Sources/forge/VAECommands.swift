@@ -16,13 +16,13 @@ extension VAELikelihood: ExpressibleByArgument {}
 /// Writes a line to stderr.
 
 /// Loads `--data` in [0, 1] pixels; IDX folders default to 1 channel, image folders to 3.
-private func loadUnitRange(_ path: String, size: Int, channels: Int?, split: IDX.Split = .train) throws -> ImageSet {
+func loadUnitRange(_ path: String, size: Int, channels: Int?, split: IDX.Split = .train) throws -> ImageSet {
     let isIDX = IDX.findFiles(in: path, split: split) != nil
     return VAEData.unitRange(try ImageDataset.load(path: path, size: size, channels: channels ?? (isIDX ? 1 : 3), split: split))
 }
 
 /// Whether `path` has a held-out split of its own (IDX t10k/test files, or test/ or val/ beside train/).
-private func hasHeldOutSplit(_ path: String) -> Bool {
+func hasHeldOutSplit(_ path: String) -> Bool {
     if IDX.findFiles(in: path, split: .test) != nil { return true }
     let fm = FileManager.default
     var d: ObjCBool = false

@@ -1,8 +1,10 @@
 import XCTest
 import Foundation
+import DataIO
+import TensorCore
 
-/// `forge lr-find` and `forge explain char` as a user runs them: outputs written where --out says,
-/// nothing else, and bad values refused with exit 2 naming the flag.
+/// `forge lr-find`, `forge explain char` and `forge sweep vae|gan` as a user runs them: outputs written
+/// where --out says, nothing else, and bad values refused with exit 2 naming the flag.
 final class ExplainLRFindCLITests: CLITestCase {
     func testLRFindCharWritesOnlyItsOutputsAndSuggestsARate() throws {
         let dir = folder()
@@ -21,9 +23,7 @@ final class ExplainLRFindCLITests: CLITestCase {
 
     func testExplainCharOnTheShippedModelWritesTheHeatmapsAndTheReport() throws {
         let dir = folder()
-        var package = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { package.deleteLastPathComponent() }
-        let shipped = package.appendingPathComponent("checkpoints/shakespeare-char.safetensors").path
+        let shipped = packageFolder + "/checkpoints/shakespeare-char.safetensors"
         guard FileManager.default.fileExists(atPath: shipped) else { throw XCTSkip("no shipped model at \(shipped)") }
         let (status, stdout, stderr) = try run(["explain", "char", "--checkpoint", shipped, "--text", "ROMEO:\nBut soft",
                                                 "--layer", "0", "--out", "att.png"], in: dir)
@@ -35,5 +35,40 @@ final class ExplainLRFindCLITests: CLITestCase {
         let (bad, _, message) = try run(["explain", "char", "--checkpoint", shipped, "--text", "ROMEO", "--head", "99"], in: dir)
         XCTAssertEqual(bad, 2)
         XCTAssertTrue(message.contains("--head"), message)
+    }
+
+    /// A folder of two classes of 28×28 grey PNGs (light squares at the left or the right).
+    private func twoClassFolder(in dir: String) throws -> String {
+        for (name, offset) in [("left", 4), ("right", 16)] {
+            try FileManager.default.createDirectory(atPath: "\(dir)/images/\(name)", withIntermediateDirectories: true)
+            for i in 0..<12 {
+                var pixels = [Float](repeating: 0, count: 28 * 28)
+                for y in (8 + i % 3)..<(16 + i % 3) { for x in offset..<(offset + 8) { pixels[y * 28 + x] = 1 } }
+                try ImageCodec.writePNG(Tensor(shape: [1, 28, 28], data: pixels), to: "\(dir)/images/\(name)/\(i).png")
+            }
+        }
+        return dir + "/images"
+    }
+
+    func testSweepVAEPrintsTheTableAndWritesTheBestFlags() throws {
+        let dir = folder()
+        let data = try twoClassFolder(in: dir)
+        let (status, stdout, stderr) = try run(["sweep", "vae", "--data", data, "--channels", "1", "--budget-minutes", "0.1", "--trials", "2",
+                                                "--eta", "2", "--out", dir + "/sweep"], in: dir)
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertTrue(stdout.contains("test −ELBO") && stdout.contains("← best") && stdout.contains("best: forge train vae --data"), stdout)
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/sweep").sorted()
+        XCTAssertEqual(files, ["best.safetensors", "best_flags.txt", "results.csv", "sweep.json", "sweep.png", "trial-00", "trial-01"])
+        XCTAssertTrue(try String(contentsOfFile: dir + "/sweep/best_flags.txt", encoding: .utf8).hasPrefix("--arch mlp --latent "))
+    }
+
+    func testSweepGANRefusesDataWithoutClassesNamingTheFlag() throws {
+        let dir = folder()
+        try FileManager.default.createDirectory(atPath: dir + "/flat", withIntermediateDirectories: true)
+        for i in 0..<4 { try ImageCodec.writePNG(Tensor(shape: [1, 8, 8], repeating: Float(i) / 4), to: "\(dir)/flat/\(i).png") }
+        let (status, _, stderr) = try run(["sweep", "gan", "--data", dir + "/flat", "--budget-minutes", "1", "--out", dir + "/sweep"], in: dir)
+        XCTAssertEqual(status, 2, stderr)
+        XCTAssertTrue(stderr.contains("--data") && stderr.contains("classes"), stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/sweep"))
     }
 }

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 import TensorCore
 import DataIO
+import Models
 import Training
 
 final class SweepTests: XCTestCase {
@@ -72,5 +73,80 @@ final class SweepTests: XCTestCase {
         bad = s
         bad.learningRate = [1e-3, 1e-4]
         XCTAssertNotNil(bad.problem)
+    }
+
+    /// Two classes of 32×32 grey images: light discs on the left or on the right (values in [-1, 1]).
+    private func discs(_ count: Int) -> ImageSet {
+        var g = RandomGenerator(seed: 5)
+        var pixels: [Float] = []
+        var labels: [Int] = []
+        for i in 0..<count {
+            let label = i % 2
+            let (cx, cy) = (Float(label == 0 ? 10 : 22) + g.nextFloat() * 2, 16 + g.nextFloat() * 4 - 2)
+            for y in 0..<32 {
+                for x in 0..<32 {
+                    let d = ((Float(x) - cx) * (Float(x) - cx) + (Float(y) - cy) * (Float(y) - cy)).squareRoot()
+                    pixels.append(d < 6 ? 0.9 : -0.9)
+                }
+            }
+            labels.append(label)
+        }
+        return ImageSet(images: Tensor(shape: [count, 1, 32, 32], data: pixels), labels: labels, classNames: ["left", "right"])
+    }
+
+    /// The VAE family: every trial an ordinary run, the objective the held-out −ELBO of the weights
+    /// the rung ended with (the best checkpoint's value recomputed here is the table's), the outputs
+    /// named for the VAE.
+    func testVAESweepMeasuresTheHeldOutNegativeELBOOfEveryRung() throws {
+        let set = VAEData.unitRange(discs(48))
+        let (train, heldOut) = try VAEData.split(set, heldOutFraction: 0.25, seed: 1)
+        var base = VAEConfig()
+        (base.imageSize, base.channels, base.likelihood) = (32, 1, .bernoulli)
+        var space = VAESweepSpace()
+        (space.latent, space.hidden, space.batchSize) = ([2, 4], [16], [8])
+        let family = try VAESweepFamily(train: train, heldOut: heldOut, base: base, space: space)
+        let dir = folder()
+        let sweep = try HyperparameterSweep(family: family, trials: 3, eta: 3, budgetMinutes: 0.1, seed: 3, directory: dir, resume: false)
+        sweep.log = { _ in }
+        let best = try sweep.run()
+        let trials = sweep.state.trials
+        XCTAssertEqual(trials.map { $0.rungs.count }.sorted(), [1, 1, 2])
+        XCTAssertEqual(Set(trials.map { $0.settings["lr"] }).count, 3, "each trial draws its own rate")
+        let objective = try XCTUnwrap(trials[best].rungs.last?.valLoss)
+        XCTAssertTrue(objective > 0 && objective < 32 * 32 * Double(log(2.0)) * 2, "a −ELBO in nats per image, got \(objective)")
+        // the best checkpoint's −ELBO on the held-out set, recomputed with the sweep's noise seed
+        let checkpoint = try Checkpoint.load(dir + "/best.safetensors", expectedKind: "vae")
+        let vae = VAE(try checkpoint.config(as: VAEConfig.self))
+        try checkpoint.restore(modules: [("vae", vae)])
+        var g = RandomGenerator(seed: 0x5eed)
+        XCTAssertEqual(VAEEvaluator.evaluate(vae, on: heldOut, batchSize: 256, rng: &g).negativeELBO, objective, accuracy: 1e-3 * objective)
+        let csv = try String(contentsOfFile: dir + "/results.csv", encoding: .utf8)
+        XCTAssertTrue(csv.hasPrefix("trial,rung,minutes,step,test_neg_elbo,pruned_after_rung,lr,latent,hidden,batch\n"), csv)
+        XCTAssertTrue(try String(contentsOfFile: dir + "/best_flags.txt", encoding: .utf8).hasPrefix("--arch mlp --latent "))
+        XCTAssertEqual(try ImageCodec.load(path: dir + "/sweep.png").width, 720)
+    }
+
+    /// The GAN family: the objective is the Fréchet distance in a classifier's features, finite,
+    /// lower for real images than for an untrained generator's; unlabelled data is refused.
+    func testGANSweepRanksTrialsByFrechetDistance() throws {
+        let set = discs(64)
+        var base = DCGANConfig()
+        (base.imageSize, base.channels, base.classCount, base.nz, base.embedDim) = (32, 1, 2, 8, 4)
+        var space = GANSweepSpace()
+        (space.width, space.batchSize) = ([8], [16])
+        let dir = folder()
+        let family = try GANSweepFamily(data: set, base: base, space: space, directory: dir, sampleCount: 64, classifierEpochs: 1)
+        let sweep = try HyperparameterSweep(family: family, trials: 3, eta: 3, budgetMinutes: 0.1, seed: 3, directory: dir, resume: false)
+        sweep.log = { _ in }
+        let best = try sweep.run()
+        let trials = sweep.state.trials
+        XCTAssertEqual(trials.map { $0.rungs.count }.sorted(), [1, 1, 2])
+        for t in trials { for r in t.rungs { XCTAssertTrue(r.valLoss.isFinite && r.valLoss >= 0, "FD \(r.valLoss)") } }
+        let rung0 = trials.map { $0.rungs[0].valLoss }
+        XCTAssertEqual(rung0[best], rung0.min(), "the survivor had the lowest rung-0 FD")
+        XCTAssertTrue(try String(contentsOfFile: dir + "/results.csv", encoding: .utf8).hasPrefix("trial,rung,minutes,step,fd,pruned_after_rung,lr,lr_d,width,batch\n"))
+        XCTAssertTrue(try String(contentsOfFile: dir + "/best_flags.txt", encoding: .utf8).hasPrefix("--ngf 8 --ndf 8 --batch 16 --lr "))
+        let unlabelled = ImageSet(images: set.images, labels: [], classNames: [])
+        XCTAssertThrowsError(try GANSweepFamily(data: unlabelled, base: base, space: space, directory: dir + "/x"))
     }
 }
