@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef int (*init_fn)(int *, char ***);
+typedef int (*init_thread_fn)(int *, char ***, int, int *);
 typedef int (*flag_fn)(int *);
 typedef int (*finalize_fn)(void);
 typedef int (*comm_int_fn)(void *, int *);
@@ -19,7 +19,9 @@ typedef int (*gather_fn)(const void *, int, void *, void *, int, void *, int, vo
 typedef int (*gatherv_fn)(const void *, int, void *, void *, const int *, const int *, void *, int, void *);
 
 static void *library;
-static init_fn mpi_init;
+static init_thread_fn mpi_init_thread;
+static flag_fn mpi_query_thread;
+static int thread_level = -1;
 static flag_fn mpi_initialized, mpi_finalized;
 static finalize_fn mpi_finalize;
 static comm_int_fn mpi_comm_rank, mpi_comm_size;
@@ -60,7 +62,7 @@ int forge_mpi_load(char *err, size_t err_len) {
     }
     if (!handle) return fail(err, err_len, "cannot load Open MPI's libmpi", dlerror());
     struct { void **slot; const char *name; } symbols[] = {
-        {(void **)&mpi_init, "MPI_Init"}, {(void **)&mpi_initialized, "MPI_Initialized"},
+        {(void **)&mpi_init_thread, "MPI_Init_thread"}, {(void **)&mpi_initialized, "MPI_Initialized"}, {(void **)&mpi_query_thread, "MPI_Query_thread"},
         {(void **)&mpi_finalized, "MPI_Finalized"}, {(void **)&mpi_finalize, "MPI_Finalize"},
         {(void **)&mpi_comm_rank, "MPI_Comm_rank"}, {(void **)&mpi_comm_size, "MPI_Comm_size"},
         {(void **)&mpi_allreduce, "MPI_Allreduce"}, {(void **)&mpi_bcast, "MPI_Bcast"},
@@ -87,8 +89,14 @@ int forge_mpi_init(int *rank, int *size, char *err, size_t err_len) {
     int initialized = 0;
     mpi_initialized(&initialized);
     if (!initialized) {
-        int code = mpi_init(NULL, NULL);
-        if (code != 0) return mpi_fail(err, err_len, "MPI_Init failed", code);
+        // MPI_THREAD_SERIALIZED (2 in Open MPI's mpi.h): the gradient reducer calls MPI from its own
+        // thread while the main thread runs backward, never at the same time as the main thread.
+        int provided = 0;
+        int code = mpi_init_thread(NULL, NULL, 2, &provided);
+        if (code != 0) return mpi_fail(err, err_len, "MPI_Init_thread failed", code);
+        thread_level = provided;
+    } else if (mpi_query_thread(&thread_level) != 0) {
+        thread_level = 0;
     }
     int code = mpi_comm_rank(comm_world, rank);
     if (code != 0) return mpi_fail(err, err_len, "MPI_Comm_rank failed", code);
@@ -170,3 +178,5 @@ int forge_mpi_gather_bytes(const void *bytes, long count, void *received, const 
     free(int_counts); free(displacements);
     return code == 0 ? 0 : mpi_fail(err, err_len, "MPI_Gatherv failed", code);
 }
+
+int forge_mpi_thread_level(void) { return thread_level; }

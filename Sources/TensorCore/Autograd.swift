@@ -86,7 +86,13 @@ extension Tensor {
     /// Back-propagates from this tensor (a scalar unless `gradient` is given), accumulating into the
     /// `grad` of every leaf that requires gradients. The graph is freed as it goes, like PyTorch: each
     /// node's saved tensors are released once its backward has run, and each gradient once consumed.
-    public func backward(_ gradient: Tensor? = nil) {
+    ///
+    /// `leafGradientReady` is called with each leaf right after this backward has added its whole
+    /// contribution to the leaf's `grad` (the reverse topological order reaches a leaf only once every
+    /// op that used it has run): data-parallel training starts reducing a bucket of gradients there,
+    /// while backward goes on with earlier layers (PyTorch DDP's autograd hooks). The hook runs on the
+    /// calling thread; the leaf's `grad` is not touched again by this backward.
+    public func backward(_ gradient: Tensor? = nil, leafGradientReady: ((Tensor) -> Void)? = nil) {
         let seed: Tensor
         if let g = gradient {
             forgePrecondition(g.shape == shape, "backward: gradient shape \(g.shape) differs from tensor shape \(shape)")
@@ -118,6 +124,7 @@ extension Tensor {
             switch v {
             case .leaf(let t):
                 t.accumulateGrad(g)
+                leafGradientReady?(t)
             case .node(let node):
                 guard let run = node.backward else { continue }  // already back-propagated through
                 node.backward = nil  // releases what the closure saved once it returns

@@ -219,6 +219,8 @@ public final class CharTrainingTask: DataParallelTrainingTask {
     private var evaluationGenerator: RandomGenerator
     /// The data-parallel group this task is a rank of, and its rows of every global batch (nil = one process).
     private var dataParallel: (group: DataParallelGroup, rows: Range<Int>)?
+    /// Reduces the gradients while backward runs (data parallel, when MPI allows it; nil otherwise).
+    private var reducer: OverlappedGradientReducer?
 
     /// A new model for `corpus` with `options`' architecture and seed. Throws `TrainingError.invalidValue`
     /// for an option out of range.
@@ -315,7 +317,7 @@ public final class CharTrainingTask: DataParallelTrainingTask {
             defer { if options.dropout > 0 { DefaultRNG.state = shared } }
             do {
                 return [try dataParallelCharTrainingStep(model, optimizer: optimizer, x: x, y: y, batch: rows.count, length: T,
-                                                         gradClip: options.gradClip, group: dataParallel.group)]
+                                                         gradClip: options.gradClip, group: dataParallel.group, reducer: reducer)]
             } catch {
                 // an MPI failure mid-step leaves the ranks out of step: end the whole job
                 FileHandle.standardError.write(Data("forge: error: rank \(dataParallel.group.rank): \(error)\n".utf8))
@@ -329,7 +331,11 @@ public final class CharTrainingTask: DataParallelTrainingTask {
     /// Makes this task one rank of `group`, training its share of every batch's `batchSize` rows.
     public func joinDataParallel(_ group: DataParallelGroup) throws {
         dataParallel = (group, try group.shard(ofBatch: options.batchSize))
+        reducer = group.overlapsReduction ? OverlappedGradientReducer(group: group, parameters: model.parameters) : nil
     }
+
+    /// True when MPI allows the gradient buckets to be reduced on their own thread (see `joinDataParallel`).
+    public var reducesWhileBackwardRuns: Bool { reducer != nil }
 
     /// 200 characters (or block − 1, if less) sampled at temperature 1 after a newline, with the KV
     /// cache and a generator of its own seeded by the step (so the training generators never move):
@@ -374,16 +380,23 @@ public final class CharTrainingTask: DataParallelTrainingTask {
 /// One AdamW step of the char model as rank `group.rank`: x, y are this rank's rows of the global
 /// batch (each rank holds as many). The mean loss over the global batch is the mean of the ranks'
 /// means, and so is the gradient: the loss is reduced first (so a non-finite loss on any rank makes
-/// every rank skip the update together), then backward, the gradients averaged in buckets, clipped
-/// by their global norm and applied, exactly as `charTrainingStep` on the whole batch would.
+/// every rank skip the update together), then backward, the gradients averaged in buckets (with a
+/// `reducer`, while backward runs), clipped by their global norm and applied, exactly as
+/// `charTrainingStep` on the whole batch would.
 @discardableResult
 public func dataParallelCharTrainingStep(_ model: CharTransformer, optimizer: AdamW, x: [Int32], y: [Int32], batch B: Int,
-                                         length T: Int, gradClip: Float, group: DataParallelGroup) throws -> Double {
+                                         length T: Int, gradClip: Float, group: DataParallelGroup,
+                                         reducer: OverlappedGradientReducer? = nil) throws -> Double {
     let (_, loss) = model.forward(x, targets: y, batch: B, length: T)
     let value = Double(try group.allreduceSum([loss.item])[0]) / Double(group.size)
     guard value.isFinite else { optimizer.zeroGrad(); return value }
-    loss.backward()
-    try group.averageGradients(model.parameters)
+    if let reducer {
+        loss.backward(leafGradientReady: reducer.gradientReady)   // buckets reduce while backward goes on
+        try reducer.finish()
+    } else {
+        loss.backward()
+        try group.averageGradients(model.parameters)
+    }
     if gradClip > 0 { clipGradNorm(model.parameters, maxNorm: gradClip) }
     optimizer.step()
     optimizer.zeroGrad()

@@ -9,8 +9,10 @@
 //     of them at the same step;
 //   * rank 0 alone writes the run folder (checkpoints, metrics.csv, loss.png, TensorBoard, samples)
 //     and prints progress.
-// Communication does not overlap backward: the gradients are reduced in buckets after backward has
-// finished (on one machine the ranks share the cores, so overlap would buy little there).
+// For the char model the reduction overlaps backward (`OverlappedGradientReducer`): a bucket of
+// gradients is reduced on a communication thread as soon as backward has produced all of it, as
+// PyTorch DDP does. The other tasks reduce in buckets after backward (the GAN's players accumulate
+// gradients over several backward calls per step, so no single backward makes a bucket final).
 
 import Foundation
 import CMPI
@@ -54,6 +56,21 @@ public final class DataParallelGroup: Sendable {
 
     /// Whether this is rank 0, the one rank that writes the run folder and prints.
     public var isRoot: Bool { rank == 0 }
+
+    /// Wall seconds this rank has spent inside MPI_Allreduce (gradients, BatchNorm statistics, the
+    /// loss and the stop flags), waiting for slower ranks included: the communication share of a run.
+    public var allreduceSeconds: Double { timerLock.withLock { allreduceTotal } }
+    private let timerLock = NSLock()
+    nonisolated(unsafe) private var allreduceTotal = 0.0
+
+    private func timed<T>(_ body: () throws -> T) rethrows -> T {
+        let start = DispatchTime.now().uptimeNanoseconds
+        defer {
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            timerLock.withLock { allreduceTotal += seconds }
+        }
+        return try body()
+    }
 
     private init(rank: Int, size: Int, bucketBytes: Int) {
         self.rank = rank
@@ -109,7 +126,7 @@ public final class DataParallelGroup: Sendable {
     /// Sums `count` floats at `values` over all ranks, in place.
     public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
         var message = [CChar](repeating: 0, count: 1024)
-        guard forge_mpi_allreduce_sum_float(values, count, &message, message.count) == 0 else {
+        guard timed({ forge_mpi_allreduce_sum_float(values, count, &message, message.count) }) == 0 else {
             throw DataParallelError.communication(String(cString: message))
         }
     }
@@ -125,7 +142,7 @@ public final class DataParallelGroup: Sendable {
     public func anyRank(_ flags: [Bool]) throws -> [Bool] {
         var values = flags.map { $0 ? Float(1) : 0 }
         var message = [CChar](repeating: 0, count: 1024)
-        let ok = values.withUnsafeMutableBufferPointer { forge_mpi_allreduce_max_float($0.baseAddress!, $0.count, &message, message.count) }
+        let ok = values.withUnsafeMutableBufferPointer { v in timed { forge_mpi_allreduce_max_float(v.baseAddress!, v.count, &message, message.count) } }
         guard ok == 0 else { throw DataParallelError.communication(String(cString: message)) }
         return values.map { $0 > 0 }
     }
@@ -267,6 +284,12 @@ public final class DataParallelGroup: Sendable {
         try reduceBucket()
     }
 
+    /// Whether gradient buckets may be reduced on a thread of their own while backward runs: MPI
+    /// granted MPI_THREAD_SERIALIZED or more, and FORGE_OVERLAP is not 0.
+    public var overlapsReduction: Bool {
+        forge_mpi_thread_level() >= 2 && ProcessInfo.processInfo.environment["FORGE_OVERLAP"] != "0"
+    }
+
     /// Rank 0's values of `tensors` on every rank (in place), after checking that every rank has
     /// the same shapes.
     public func broadcastValues(_ tensors: [(String, Tensor)], what: String) throws {
@@ -299,4 +322,118 @@ public protocol DataParallelTrainingTask: TrainingTask {
     /// Makes the task rank `group.rank` of `group`; throws `DataParallelError.batchNotDivisible`
     /// when the global batch does not split evenly.
     func joinDataParallel(_ group: DataParallelGroup) throws
+    /// Whether the task reduces gradient buckets while backward runs (`OverlappedGradientReducer`).
+    var reducesWhileBackwardRuns: Bool { get }
+}
+
+extension DataParallelTrainingTask {
+    /// After backward, unless the task says otherwise.
+    public var reducesWhileBackwardRuns: Bool { false }
+}
+
+/// Averages gradients over the ranks while backward runs: pass `gradientReady` as backward's
+/// `leafGradientReady`, then call `finish()` before the optimizer reads the gradients.
+///
+/// The parameters are cut into buckets from the last to the first (the order backward produces
+/// them): a first bucket of about 1 MB, so reduction starts early, then buckets of about
+/// `group.bucketBytes` (PyTorch DDP's `first_bucket_bytes_cap` and `bucket_cap_mb`). When backward
+/// has produced every gradient of a bucket, the bucket is copied into a buffer and reduced on a
+/// serial communication queue (MPI_Allreduce there, with MPI_THREAD_SERIALIZED: the main thread
+/// makes no MPI call until `finish` returns), and the averages are copied back into the gradients.
+/// Every rank runs the same graph, so the buckets become ready, and are reduced, in the same order on
+/// every rank. Buckets with a parameter that got no gradient are reduced by `finish`, in bucket
+/// order, over the members that have one. Each element is summed once over the ranks, as in
+/// `averageGradients`; with 2 ranks the sums are bit for bit the same (a + b), with more Open MPI may
+/// pick another reduction order for another message size, a difference of float rounding.
+public final class OverlappedGradientReducer: @unchecked Sendable {
+    private let group: DataParallelGroup
+    private let scale: Float
+    private struct Bucket {
+        var members: [Tensor]
+        var pending: Int
+        var started = false
+    }
+    private var buckets: [Bucket]
+    private var bucketOfParameter: [ObjectIdentifier: Int]
+    private let queue = DispatchQueue(label: "forge.ddp.reduce")
+    private let lock = NSLock()
+    private var failure: Error?
+
+    /// A reducer of `parameters`' gradients, averaged (`scale` 1/size) over `group`.
+    public init(group: DataParallelGroup, parameters: [Tensor], firstBucketBytes: Int = 1_048_576) {
+        self.group = group
+        scale = 1 / Float(group.size)
+        var buckets: [Bucket] = [], current: [Tensor] = [], bytes = 0
+        var capacity = min(firstBucketBytes, group.bucketBytes)
+        for p in parameters.reversed() {
+            current.append(p)
+            bytes += p.count * MemoryLayout<Float>.size
+            if bytes >= capacity {
+                buckets.append(Bucket(members: current, pending: current.count))
+                (current, bytes, capacity) = ([], 0, group.bucketBytes)
+            }
+        }
+        if !current.isEmpty { buckets.append(Bucket(members: current, pending: current.count)) }
+        self.buckets = buckets
+        bucketOfParameter = [:]
+        for (b, bucket) in buckets.enumerated() { for p in bucket.members { bucketOfParameter[ObjectIdentifier(p)] = b } }
+    }
+
+    /// Backward's hook: `leaf`'s gradient is final; its bucket is reduced once all of it is.
+    public func gradientReady(_ leaf: Tensor) {
+        guard let b = bucketOfParameter[ObjectIdentifier(leaf)] else { return }   // not one of ours
+        buckets[b].pending -= 1
+        if buckets[b].pending == 0 { start(b) }
+    }
+
+    private func start(_ b: Int) {
+        buckets[b].started = true
+        // The gradients are copied now, on the calling thread: backward never writes them again,
+        // and the queue then owns the copy.
+        let gradients = buckets[b].members.compactMap(\.grad)
+        let box = GradientBox(gradients)
+        let (group, scale) = (self.group, self.scale)
+        queue.async { [self] in
+            guard lock.withLock({ failure == nil }), !box.buffer.isEmpty else { return }
+            do {
+                try box.buffer.withUnsafeMutableBufferPointer { try group.allreduceSum($0.baseAddress!, count: $0.count) }
+                var offset = 0
+                for g in box.tensors {
+                    let out = g.mutablePointer
+                    box.buffer.withUnsafeBufferPointer { b in for i in 0..<g.count { out[i] = b[offset + i] * scale } }
+                    offset += g.count
+                }
+            } catch {
+                lock.withLock { failure = failure ?? error }
+            }
+        }
+    }
+
+    /// Reduces the buckets backward did not complete, waits for every reduction, and makes the
+    /// reducer ready for the next backward; throws the first MPI error.
+    public func finish() throws {
+        for b in buckets.indices where !buckets[b].started { start(b) }
+        queue.sync {}
+        for b in buckets.indices { (buckets[b].pending, buckets[b].started) = (buckets[b].members.count, false) }
+        if let failure = lock.withLock({ failure }) { throw failure }
+    }
+}
+
+/// A bucket handed to the communication queue: its gradient tensors (written there only, until
+/// `finish`) and their values packed into one buffer, copied on the calling thread when the bucket
+/// is complete (backward never writes those gradients again).
+private final class GradientBox: @unchecked Sendable {
+    let tensors: [Tensor]
+    var buffer: [Float]
+    init(_ tensors: [Tensor]) {
+        self.tensors = tensors
+        buffer = [Float](repeating: 0, count: tensors.reduce(0) { $0 + $1.count })
+        var offset = 0
+        buffer.withUnsafeMutableBufferPointer { b in
+            for g in tensors {
+                (b.baseAddress! + offset).update(from: g.pointer, count: g.count)
+                offset += g.count
+            }
+        }
+    }
 }

@@ -66,7 +66,9 @@ public final class TrainingLoop {
             // every rank starts from rank 0's weights and optimizer state (a fresh run or a resumed one)
             try group.broadcastValues(task.modules.flatMap { $0.module.namedParameters() }, what: "parameters")
             for (name, optimizer) in task.optimizers { try group.broadcastState(of: optimizer, prefix: "optimizer.\(name).") }
-            log("data parallel: \(group.size) ranks, \(Threads.count) thread\(Threads.count == 1 ? "" : "s") each; rank 0 writes the run folder")
+            let overlap = (task as? any DataParallelTrainingTask)?.reducesWhileBackwardRuns == true
+            log("data parallel: \(group.size) ranks, \(Threads.count) thread\(Threads.count == 1 ? "" : "s") each; gradients reduced "
+                + (overlap ? "while backward runs" : "after backward") + "; rank 0 writes the run folder")
         }
         if let steps = options.steps, state.step >= steps {
             log("the run already has \(state.step) of \(steps) steps: nothing to train")

@@ -303,5 +303,7 @@ private func runDataParallelTraining(_ task: any TrainingTask, _ options: Traini
     }
     try report(summary)
     say("run folder: \(options.runDirectory) (checkpoint.safetensors, metrics.csv, loss.png, samples/); \(group.size) ranks")
+    say(String(format: "allreduce on rank 0: %.2f s of this run's %.2f s (%.1f %%, waiting for slower ranks included)",
+               group.allreduceSeconds, summary.seconds, 100 * group.allreduceSeconds / max(summary.seconds, 1e-9)))
     if summary.outcome == .interrupted { throw ExitCode(ForgeExit.interrupted(summary.signal ?? SIGINT)) }
 }

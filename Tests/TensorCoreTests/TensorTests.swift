@@ -125,6 +125,29 @@ final class TensorTests: XCTestCase {
         XCTAssertEqual(w.grad!.scalars, [Float](repeating: 5, count: 9))
     }
 
+    /// backward's leaf hook fires once per leaf, after the leaf's whole gradient is in `grad`, and
+    /// in backward's order: the last layer's weight before the first's (what DDP's buckets rely on).
+    func testLeafGradientReadyFiresOncePerLeafWithItsFinalGradient() {
+        let w1 = randomTensor([4, 3], seed: 1), w2 = randomTensor([3, 2], seed: 2), x = randomTensor([5, 4], seed: 3)
+        w1.requiresGrad = true
+        w2.requiresGrad = true
+        // w1 is used twice: its gradient has two contributions, summed before the hook sees it
+        let h = x.matmul(w1).relu()
+        let loss = h.matmul(w2).sum() + (w1 * w1).sum()
+        var seen: [(String, [Float])] = []
+        loss.backward(leafGradientReady: { t in seen.append((t === w1 ? "w1" : t === w2 ? "w2" : "?", t.grad!.scalars)) })
+        XCTAssertEqual(seen.map(\.0), ["w2", "w1"], "the last layer's weight is final first")
+        XCTAssertEqual(seen[0].1, w2.grad!.scalars)
+        XCTAssertEqual(seen[1].1, w1.grad!.scalars, "w1's hook saw both contributions")
+        // the same gradients as a backward without the hook
+        let g1 = w1.grad!.scalars, g2 = w2.grad!.scalars
+        w1.grad = nil
+        w2.grad = nil
+        (x.matmul(w1).relu().matmul(w2).sum() + (w1 * w1).sum()).backward()
+        XCTAssertEqual(w1.grad!.scalars, g1)
+        XCTAssertEqual(w2.grad!.scalars, g2)
+    }
+
     func testPreferredBLASCore() {
         XCTAssertEqual(BLAS.preferredCore(detected: "Prescott", avx512: true, avx2: true), "SkylakeX")
         XCTAssertEqual(BLAS.preferredCore(detected: "Prescott", avx512: false, avx2: true), "Haswell")

@@ -14,8 +14,11 @@ extern "C" {
 /// Loads libmpi (the FORGE_LIBMPI path, else libmpi.so.40, else libmpi.so) and resolves its symbols.
 /// Idempotent. Returns -1 with the reason (e.g. dlopen's message) in `err` when it cannot.
 int forge_mpi_load(char *err, size_t err_len);
-/// MPI_Init (once; nothing when MPI is already initialised), then this process's rank and the world size.
+/// MPI_Init_thread asking for MPI_THREAD_SERIALIZED (once; nothing when MPI is already initialised), then
+/// this process's rank and the world size.
 int forge_mpi_init(int *rank, int *size, char *err, size_t err_len);
+/// The thread support MPI granted (0 single, 1 funneled, 2 serialized, 3 multiple), -1 before init.
+int forge_mpi_thread_level(void);
 /// MPI_Finalize (nothing when MPI was not initialised or is already finalised).
 int forge_mpi_finalize(void);
 /// MPI_Abort(MPI_COMM_WORLD, code): ends every rank of the job.
