@@ -45,14 +45,15 @@ EOF
 chmod +x "$work/agent"
 
 run() {
-    ip netns exec fa mpirun --allow-run-as-root -np 2 --host 10.77.0.1,10.77.0.2 \
+    # --bind-to none: each "host" would bind its rank to core 0, and both hosts are this machine
+    ip netns exec fa mpirun --allow-run-as-root -np 2 --host 10.77.0.1,10.77.0.2 --bind-to none \
         --mca plm_rsh_agent "$work/agent" --mca btl tcp,self \
         --mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24 \
         -x FORGE_THREADS=1 -x OMPI_MCA_mpi_yield_when_idle=1 ${FORGE_OVERLAP:+-x FORGE_OVERLAP} "$forge" "$@"
 }
 
 echo "== char-shakespeare, 2 hosts over veth${rate:+ shaped to $rate}"
-run train char --data "$text" --preset shakespeare --steps 20 --eval-iters 2 --log-every 5 --no-tensorboard --out "$work/char" \
+run train char --data "$text" --preset shakespeare --steps 10 --warmup 2 --eval-iters 2 --log-every 5 --no-tensorboard --out "$work/char" \
     | grep -E "finished|allreduce|data parallel"
 echo "== DCGAN 64, 2 hosts over veth${rate:+ shaped to $rate}"
 run train gan --data /usr/share/datasets/fashion-mnist --size 64 --recipe dcgan --batch 64 --steps 30 --log-every 10 \

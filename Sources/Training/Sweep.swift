@@ -49,9 +49,7 @@ public struct CharSweepSpace: Codable, Equatable, Sendable {
 
     /// What is wrong with the space, or nil.
     public var problem: String? {
-        if learningRate.count != 2 || !(learningRate[0] > 0) || !(learningRate[1] >= learningRate[0]) {
-            return "learningRate must be [low, high] with 0 < low ≤ high, got \(learningRate)"
-        }
+        if let p = logUniformBoundsProblem(learningRate, name: "learningRate") { return p }
         if layers.isEmpty || layers.contains(where: { $0 < 1 }) { return "layers must list positive counts, got \(layers)" }
         if headSize < 1 { return "headSize must be positive, got \(headSize)" }
         if embedding.isEmpty || embedding.contains(where: { $0 < headSize || $0 % headSize != 0 }) {
@@ -129,6 +127,14 @@ extension RandomGenerator {
     static func sweepTrial(index: Int, seed: UInt64) -> RandomGenerator {
         RandomGenerator(seed: SplitMix64.output(seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)))
     }
+}
+
+/// What is wrong with `[low, high]` bounds of a log-uniform draw, or nil.
+func logUniformBoundsProblem(_ bounds: [Float], name: String) -> String? {
+    guard bounds.count == 2, bounds[0] > 0, bounds[1] >= bounds[0], bounds[1].isFinite else {
+        return "\(name) must be [low, high] with 0 < low ≤ high, got \(bounds)"
+    }
+    return nil
 }
 
 /// One trial of a sweep and what each of its rungs measured.

@@ -41,9 +41,7 @@ public struct VAESweepSpace: Codable, Equatable, Sendable {
 
     /// What is wrong with the space, or nil.
     public var problem: String? {
-        if learningRate.count != 2 || !(learningRate[0] > 0) || !(learningRate[1] >= learningRate[0]) {
-            return "learningRate must be [low, high] with 0 < low ≤ high, got \(learningRate)"
-        }
+        if let p = logUniformBoundsProblem(learningRate, name: "learningRate") { return p }
         if latent.isEmpty || latent.contains(where: { $0 < 1 }) { return "latent must list positive sizes, got \(latent)" }
         if let hidden, hidden.isEmpty || hidden.contains(where: { $0 < 1 }) { return "hidden must list positive widths, got \(hidden)" }
         if batchSize.isEmpty || batchSize.contains(where: { $0 < 1 }) { return "batchSize must list positive sizes, got \(batchSize)" }
@@ -152,9 +150,7 @@ public struct GANSweepSpace: Codable, Equatable, Sendable {
 
     /// What is wrong with the space, or nil.
     public var problem: String? {
-        if learningRate.count != 2 || !(learningRate[0] > 0) || !(learningRate[1] >= learningRate[0]) {
-            return "learningRate must be [low, high] with 0 < low ≤ high, got \(learningRate)"
-        }
+        if let p = logUniformBoundsProblem(learningRate, name: "learningRate") { return p }
         if discriminatorRatio.isEmpty || discriminatorRatio.contains(where: { !($0 > 0) || !$0.isFinite }) {
             return "discriminatorRatio must list positive ratios, got \(discriminatorRatio)"
         }

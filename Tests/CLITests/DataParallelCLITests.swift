@@ -421,6 +421,23 @@ final class DataParallelCLITests: CLITestCase {
         }
     }
 
+    /// Trains the model a generation test draws from: one process, one thread; it must succeed.
+    private func trainOneProcess(_ arguments: [String], in dir: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let (status, out, err) = try run(arguments, in: dir, environment: ["FORGE_THREADS": "1"])
+        XCTAssertEqual(status, 0, out + err, file: file, line: line)
+    }
+
+    /// Runs `arguments` as one process (2 threads) into DIR/single and under mpirun with `ranks` ranks
+    /// into DIR/parallel; both must succeed. Returns mpirun's stdout.
+    private func generateOnceAndWithRanks(_ ranks: Int, _ arguments: [String], in dir: String,
+                                          file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let (single, singleOut, singleErr) = try run(arguments + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "2"])
+        XCTAssertEqual(single, 0, singleOut + singleErr, file: file, line: line)
+        let (parallel, out, err) = try runParallel(ranks, arguments + ["--out", dir + "/parallel"], in: dir)
+        XCTAssertEqual(parallel, 0, out + err, file: file, line: line)
+        return out
+    }
+
     /// `mpirun -np 3 forge generate images` writes the folder one process writes, byte for byte
     /// (items, class folders, manifest with every sha256): 18 items in batches of 4 are 5 batches,
     /// so the second round has a rank with nothing to do. A resume with 2 ranks after items were
@@ -429,14 +446,9 @@ final class DataParallelCLITests: CLITestCase {
         _ = try mpirun()
         let dir = folder()
         let data = try imageFolder(in: dir)
-        let (trained, trainOut, trainErr) = try run(["train", "gan", "--data", data, "--out", dir + "/gan"] + tinyGAN, in: dir,
-                                                    environment: ["FORGE_THREADS": "1"])
-        XCTAssertEqual(trained, 0, trainOut + trainErr)
+        try trainOneProcess(["train", "gan", "--data", data, "--out", dir + "/gan"] + tinyGAN, in: dir)
         let common = ["generate", "images", "--checkpoint", dir + "/gan", "--per-class", "9", "--batch", "4"]
-        let (single, singleOut, singleErr) = try run(common + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "2"])
-        XCTAssertEqual(single, 0, singleOut + singleErr)
-        let (parallel, out, err) = try runParallel(3, common + ["--out", dir + "/parallel"], in: dir)
-        XCTAssertEqual(parallel, 0, out + err)
+        let out = try generateOnceAndWithRanks(3, common, in: dir)
         XCTAssertEqual(out.components(separatedBy: "wrote 18 images").count - 1, 1, "rank 0 alone prints: \(out)")
         XCTAssertTrue(out.contains("3 ranks"), out)
         try assertSameFolder(dir + "/single", dir + "/parallel", expectedFiles: 19)
@@ -455,9 +467,7 @@ final class DataParallelCLITests: CLITestCase {
         _ = try mpirun()
         let dir = folder()
         let data = try corpus(in: dir)
-        let (trained, trainOut, trainErr) = try run(["train", "char", "--data", data, "--out", dir + "/char"] + tinyRun, in: dir,
-                                                    environment: ["FORGE_THREADS": "1"])
-        XCTAssertEqual(trained, 0, trainOut + trainErr)
+        try trainOneProcess(["train", "char", "--data", data, "--out", dir + "/char"] + tinyRun, in: dir)
         let common = ["generate", "text", "--checkpoint", dir + "/char", "--count", "7", "--batch", "2", "--length", "12",
                       "--prompt", "the ", "--validate", "if grep -q k {}; then echo 'has a k' >&2; exit 1; fi", "--out", dir + "/text"]
         let (single, singleOut, singleErr) = try run(common, in: dir, environment: ["FORGE_THREADS": "2"])
@@ -484,14 +494,10 @@ final class DataParallelCLITests: CLITestCase {
             let clip = AudioClip(samples: (0..<4096).map { Float(0.25 * sin(Double($0) * 0.05 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
             try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
         }
-        let (trained, trainOut, trainErr) = try run(["train", "gan", "--data", dir + "/clips", "--ngf", "4", "--ndf", "4", "--batch", "8",
-                                                     "--steps", "1", "--no-tensorboard", "--out", dir + "/wavegan"], in: dir)
-        XCTAssertEqual(trained, 0, trainOut + trainErr)
+        try trainOneProcess(["train", "gan", "--data", dir + "/clips", "--ngf", "4", "--ndf", "4", "--batch", "8",
+                             "--steps", "1", "--no-tensorboard", "--out", dir + "/wavegan"], in: dir)
         let common = ["generate", "audio", "--checkpoint", dir + "/wavegan", "--count", "10", "--batch", "3"]
-        let (single, singleOut, singleErr) = try run(common + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "2"])
-        XCTAssertEqual(single, 0, singleOut + singleErr)
-        let (parallel, out, err) = try runParallel(2, common + ["--out", dir + "/parallel"], in: dir)
-        XCTAssertEqual(parallel, 0, out + err)
+        let out = try generateOnceAndWithRanks(2, common, in: dir)
         XCTAssertTrue(out.contains("2 ranks"), out)
         try assertSameFolder(dir + "/single", dir + "/parallel", expectedFiles: 11)
     }
