@@ -85,6 +85,8 @@ public protocol SweepFamily: AnyObject {
     var spaceJSON: String { get }
     /// What the objective measures, for the table and the plot ("val loss", "test −ELBO", "FD").
     var objectiveName: String { get }
+    /// The objective's results.csv column ("val_loss", "test_neg_elbo", "fd").
+    var objectiveColumn: String { get }
     /// The results.csv columns that describe a trial, each a (column name, settings key) pair.
     var settingColumns: [(name: String, key: String)] { get }
     /// Trial `index`'s settings, drawn with a generator seeded by (seed, index), so a trial's draw
@@ -313,20 +315,11 @@ public class HyperparameterSweep {
         try FileIO.writeAtomically(Array(try encoder.encode(state)), to: directory + "/sweep.json")
     }
 
-    /// The results.csv column of the objective ("val_loss", "test_neg_elbo", "fd").
-    private var objectiveColumn: String {
-        switch family.objectiveName {
-        case "val loss": return "val_loss"
-        case "test −ELBO": return "test_neg_elbo"
-        default: return family.objectiveName.lowercased().replacingOccurrences(of: " ", with: "_")
-        }
-    }
-
     /// `results.csv`, `sweep.png` (the objective against training minutes per trial, pruned ones
     /// marked "(pruned)" in the legend), `best_flags.txt` and `best.safetensors`.
     private func writeOutputs(best: Int) throws {
         let columns = family.settingColumns
-        var csv = (["trial", "rung", "minutes", "step", objectiveColumn, "pruned_after_rung"] + columns.map(\.name)).joined(separator: ",") + "\n"
+        var csv = (["trial", "rung", "minutes", "step", family.objectiveColumn, "pruned_after_rung"] + columns.map(\.name)).joined(separator: ",") + "\n"
         var series: [LinePlot.Series] = []
         for t in state.trials {
             for r in t.rungs {
@@ -378,6 +371,8 @@ public final class CharSweepFamily: SweepFamily {
     public var spaceJSON: String { sortedJSON(space) }
     /// "val loss".
     public var objectiveName: String { "val loss" }
+    /// "val_loss".
+    public var objectiveColumn: String { "val_loss" }
     /// layers, heads, embd, batch, dropout, lr.
     public var settingColumns: [(name: String, key: String)] {
         [("layers", "train.layers"), ("heads", "train.heads"), ("embd", "train.embedding"), ("batch", "train.batch"),

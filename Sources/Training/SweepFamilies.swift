@@ -75,6 +75,8 @@ public final class VAESweepFamily: SweepFamily {
     public var spaceJSON: String { sortedJSON(space) }
     /// "test −ELBO".
     public var objectiveName: String { "test −ELBO" }
+    /// "test_neg_elbo".
+    public var objectiveColumn: String { "test_neg_elbo" }
     /// lr, latent, hidden, batch.
     public var settingColumns: [(name: String, key: String)] { [("lr", "lr"), ("latent", "latent"), ("hidden", "hidden"), ("batch", "batch")] }
 
@@ -204,6 +206,8 @@ public final class GANSweepFamily: SweepFamily {
     public var spaceJSON: String { sortedJSON(space) }
     /// "FD".
     public var objectiveName: String { "FD" }
+    /// "fd".
+    public var objectiveColumn: String { "fd" }
     /// lr (G's), lr_d, width, batch.
     public var settingColumns: [(name: String, key: String)] { [("lr", "lr"), ("lr_d", "lr_d"), ("width", "width"), ("batch", "batch")] }
 
