@@ -14,11 +14,11 @@ text=${1:?usage: mpi-two-hosts.sh TEXT_FILE [RATE]}
 rate=${2:-}
 forge=$(readlink -f "${FORGE:-.build/release/forge}")
 text=$(readlink -f "$text")
-work=$(mktemp -d /tmp/forge-two-hosts.XXXXXX)
 
-cleanup() { ip netns del fa 2>/dev/null || true; ip netns del fb 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-cleanup; work=$(mktemp -d /tmp/forge-two-hosts.XXXXXX)
+remove_namespaces() { ip netns del fa 2>/dev/null || true; ip netns del fb 2>/dev/null || true; }
+remove_namespaces   # left over from a killed run
+work=$(mktemp -d /tmp/forge-two-hosts.XXXXXX)
+trap 'remove_namespaces; rm -rf "$work"' EXIT
 
 ip netns add fa
 ip netns add fb
