@@ -74,7 +74,8 @@ struct TrainChar: ParsableCommand {
             Data parallel: `mpirun -np N forge train char …` with the same flags trains as N ranks (Open MPI, loaded \
             at run time; as root add --allow-run-as-root). --batch stays the global batch: each rank computes \
             --batch ÷ N rows of it (a batch that does not divide is an error) and the gradients are averaged with \
-            MPI_Allreduce in 25 MB buckets after backward (no overlap with backward), so with --dropout 0 the run \
+            MPI_Allreduce in buckets (a first of 1 MB, then 25 MB) while backward runs: a bucket is reduced as soon as \
+            backward has produced all its gradients (FORGE_OVERLAP=0: after backward). So with --dropout 0 the run \
             follows a single process's within float rounding. Rank 0 alone writes the run folder and prints. \
             Threads per rank default to cores ÷ ranks on the node (FORGE_THREADS overrides).
             """)
@@ -145,7 +146,13 @@ struct TrainChar: ParsableCommand {
         if let e = training.epochs { options.epochs = e }
         options.dataParallel = world
         try runTraining(task, options) { summary in
-            let best = summary.state.bestValue ?? .nan
+            guard let best = summary.state.bestValue else {
+                // --eval-every 0 evaluates only at the last step, which a stop (--minutes, a signal) comes before:
+                // no val loss was measured and no best.safetensors written, so claim neither.
+                say(outcomeWords(summary) + String(format: ", %.0f tok/s; no val loss measured (no evaluation ran), "
+                    + "so no best.safetensors; `forge eval char --checkpoint %@` measures it", summary.itemsPerSecond, checkpointPath))
+                return
+            }
             say(outcomeWords(summary) + String(format: ", %.0f tok/s; best val loss %.4f (%.4f bits/char) at step %d → %@",
                                                summary.itemsPerSecond, best, best / log(2), summary.state.bestStep ?? 0,
                                                runDirectory + "/best.safetensors"))

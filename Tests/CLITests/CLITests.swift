@@ -37,6 +37,21 @@ final class CLITests: CLITestCase {
         XCTAssertTrue(stderr.contains("GiB") && stderr.contains("--block"), stderr)
     }
 
+    /// `--eval-every 0` evaluates only at the last step; a run stopped by `--minutes` before it has
+    /// no val loss and no best.safetensors, and its summary says so instead of "best val loss nan → best.safetensors".
+    func testARunStoppedBeforeAnyEvaluationClaimsNoBestCheckpoint() throws {
+        let dir = folder()
+        let (status, stdout, stderr) = try run(["train", "char", "--data", try text(dir), "--layers", "1", "--heads", "2", "--embd", "16",
+                                                "--block", "8", "--batch", "4", "--iters", "100000000", "--eval-every", "0",
+                                                "--minutes", "0.01", "--out", dir + "/run", "--no-tensorboard"])
+        XCTAssertEqual(status, 0, stderr)
+        XCTAssertTrue(stdout.contains("time limit"), stdout)
+        XCTAssertTrue(stdout.contains("no val loss measured"), stdout)
+        XCTAssertFalse(stdout.contains("nan"), stdout)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/run/checkpoint.safetensors"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/run/best.safetensors"))
+    }
+
     /// A tiny char run trains, writes its run folder, resumes with more steps, and refuses a resume
     /// that would change the learning rate.
     func testCharRunFolderResumeAndContradictingFlag() throws {
