@@ -278,6 +278,13 @@ public final class TrainingLoop {
         guard saved.configJSON == task.configJSON else {
             throw CheckpointError(path: saved.path, message: "was trained with a different configuration:\n  saved: \(saved.configJSON)\n  now:   \(task.configJSON)")
         }
+        // A file cut down for sampling (scripts/ship-checkpoint.py, or any weights-only copy) would
+        // otherwise resume with fresh Adam moments: a different run, silently.
+        if saved.state.step > 0, task.optimizers.contains(where: { $0.optimizer.keepsStateAfterAStep }),
+           !saved.tensors.keys.contains(where: { $0.hasPrefix("optimizer.") }) {
+            throw CheckpointError(path: saved.path, message: "holds weights but no optimizer state (a copy cut down for sampling), "
+                + "so step \(saved.state.step) cannot be resumed exactly; fine-tune from it with --init instead")
+        }
         try saved.restore(modules: task.modules)
         try saved.restore(optimizers: task.optimizers)
         var generators = task.generators

@@ -191,7 +191,7 @@ extension TrainGAN {
     }
 }
 
-/// The shipped image model (`checkpoints/fashion-cgan.safetensors`, made by scripts/ship-gan-checkpoint.py):
+/// The shipped image model (`checkpoints/fashion-cgan.safetensors`, made by scripts/ship-checkpoint.py):
 /// the default `--checkpoint` of `sample gan` and `generate images`.
 let shippedGANCheckpointName = "checkpoints/fashion-cgan.safetensors"
 

@@ -137,6 +137,27 @@ final class TrainingLoopTests: XCTestCase {
         }
     }
 
+    /// A checkpoint cut down to its weights (as scripts/ship-checkpoint.py ships them) samples, but a
+    /// resume from it would start Adam afresh: refused, naming --init, with the file left as it was.
+    func testResumeRefusesAWeightsOnlyCheckpoint() throws {
+        let dir = try temporaryFolder(self)
+        _ = try TrainingLoop(task: LineFitTask(), options: quietOptions(dir, epochs: 1), log: { _ in }).run()
+        let path = dir + "/checkpoint.safetensors"
+        let full = try SafeTensors.read(URL(fileURLWithPath: path))
+        XCTAssertTrue(full.names.contains { $0.hasPrefix("optimizer.") })
+        var items: [SafeTensors.Item] = []
+        for name in full.names where !name.hasPrefix("optimizer.") {
+            if name.hasPrefix("rng.") { items.append(.int64(name, shape: [4], values: try full.int64Array(name))) }
+            else { items.append(.float32(name, full.tensors[name]!)) }
+        }
+        try SafeTensors.write(items: items, metadata: full.metadata, to: URL(fileURLWithPath: path))
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try TrainingLoop(task: LineFitTask(), options: quietOptions(dir, epochs: 2, resume: true), log: { _ in }).run()) {
+            XCTAssertTrue("\($0)".contains("no optimizer state") && "\($0)".contains("--init"), "\($0)")
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before)
+    }
+
     func testCheckpointKeepsFullRandomWordsAndMetadata() throws {
         let dir = try temporaryFolder(self)
         let g = RandomGenerator(stateWords: [UInt64.max, 1 << 63, 12_345_678_901_234_567_891, 1])

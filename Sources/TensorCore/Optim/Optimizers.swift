@@ -46,6 +46,9 @@ public protocol Optimizer: AnyObject {
     func stateTensors(prefix: String) -> [(String, Tensor)]
     /// Restores state saved by `stateTensors(prefix:)` from an optimizer over the same parameters.
     func loadState(_ tensors: [String: Tensor], prefix: String) throws
+    /// Whether a step leaves per-parameter state behind (Adam's moments, SGD's momentum buffers), so
+    /// that a checkpoint of a trained run without it cannot resume exactly.
+    var keepsStateAfterAStep: Bool { get }
 }
 
 extension Optimizer {
@@ -116,6 +119,9 @@ public final class SGD: Optimizer {
         self.dampening = dampening
         self.nesterov = nesterov
     }
+
+    /// Only with momentum: plain SGD keeps nothing between steps.
+    public var keepsStateAfterAStep: Bool { momentum != 0 }
 
     /// One group with `learningRate` and `weightDecay`.
     public convenience init(_ parameters: [Tensor], learningRate: Float, momentum: Float = 0, dampening: Float = 0,
@@ -203,6 +209,8 @@ public class Adam: Optimizer {
     public let beta1: Float, beta2: Float, eps: Float
     /// False: Adam's L2 (g + wd·p); true: AdamW's decay p·(1 − lr·wd) applied apart from the gradient.
     public let decoupledWeightDecay: Bool
+    /// Always: every stepped parameter has its moments and step count.
+    public var keepsStateAfterAStep: Bool { true }
 
     private struct State {
         var step: Int
