@@ -9,7 +9,7 @@
 //     of them at the same step;
 //   * rank 0 alone writes the run folder (checkpoints, metrics.csv, loss.png, TensorBoard, samples)
 //     and prints progress.
-// For the char model the reduction overlaps backward (`OverlappedGradientReducer`): a bucket of
+// For the char model and the VAE the reduction overlaps backward (`OverlappedGradientReducer`): a bucket of
 // gradients is reduced on a communication thread as soon as backward has produced all of it, as
 // PyTorch DDP does. The other tasks reduce in buckets after backward (the GAN's players accumulate
 // gradients over several backward calls per step, so no single backward makes a bucket final).
@@ -359,10 +359,11 @@ public final class OverlappedGradientReducer: @unchecked Sendable {
     private let lock = NSLock()
     private var failure: Error?
 
-    /// A reducer of `parameters`' gradients, averaged (`scale` 1/size) over `group`.
-    public init(group: DataParallelGroup, parameters: [Tensor], firstBucketBytes: Int = 1_048_576) {
+    /// A reducer of `parameters`' gradients over `group`: averaged (`summed` false, as
+    /// `averageGradients`), or summed for a loss that is a sum over the batch (as `sumGradients`).
+    public init(group: DataParallelGroup, parameters: [Tensor], summed: Bool = false, firstBucketBytes: Int = 1_048_576) {
         self.group = group
-        scale = 1 / Float(group.size)
+        scale = summed ? 1 : 1 / Float(group.size)
         var buckets: [Bucket] = [], current: [Tensor] = [], bytes = 0
         var capacity = min(firstBucketBytes, group.bucketBytes)
         for p in parameters.reversed() {

@@ -124,6 +124,7 @@ public final class VAETrainingTask: DataParallelTrainingTask {
     private var epochLoss = 0.0, epochImages = 0, epochSeconds = 0.0
     /// Set by `joinDataParallel`: this process is one rank of a data-parallel job.
     private var dataParallel: DataParallelGroup?
+    private var reducer: OverlappedGradientReducer?
 
     /// Checks that `data` (and `heldOut`) match the model's channels, size and classes; throws `TrainingError` if not.
     public init(vae: VAE, data: ImageSet, heldOut: ImageSet?, samplesDirectory: String) throws {
@@ -200,7 +201,8 @@ public final class VAETrainingTask: DataParallelTrainingTask {
         let r: (total: Double, reconstruction: Double, kl: Double)
         if let dataParallel {
             do {
-                r = try dataParallelVAETrainingStep(vae, optimizer: optimizer, batch: images, labels: labels, rng: &noiseRNG, group: dataParallel)
+                r = try dataParallelVAETrainingStep(vae, optimizer: optimizer, batch: images, labels: labels, rng: &noiseRNG,
+                                                    group: dataParallel, reducer: reducer)
             } catch {
                 // an MPI failure mid-step leaves the ranks out of step: end the whole job
                 FileHandle.standardError.write(Data("forge: error: rank \(dataParallel.rank): \(error)\n".utf8))
@@ -222,7 +224,11 @@ public final class VAETrainingTask: DataParallelTrainingTask {
     public func joinDataParallel(_ group: DataParallelGroup) throws {
         _ = try group.shard(ofBatch: vae.config.batchSize)  // throws when the batch does not divide
         dataParallel = group
+        reducer = group.overlapsReduction ? OverlappedGradientReducer(group: group, parameters: vae.parameters, summed: true) : nil
     }
+
+    /// True when the gradient buckets are summed on their own thread while backward runs (see `joinDataParallel`).
+    public var reducesWhileBackwardRuns: Bool { reducer != nil }
 
     /// The progress grids: 8 originals over their reconstructions, and decoded fixed prior draws.
     public func grids() -> (reconstruction: Tensor, samples: Tensor) {
@@ -274,18 +280,27 @@ public final class VAETrainingTask: DataParallelTrainingTask {
 /// global batch `x` (B, …) and draws the whole batch's noise ε (B, latent) from `rng`, exactly as one
 /// process draws it; it computes the loss of its rows only. The loss is a sum over the batch, so the
 /// summed gradients (`DataParallelGroup.sumGradients`) and the summed loss terms are the global
-/// batch's. Returns the global batch's summed terms, the same on every rank.
+/// batch's. Returns the global batch's summed terms, the same on every rank. With a `reducer` the
+/// buckets are summed while backward runs, unless some rank has no rows this step (a last batch
+/// smaller than the ranks): that rank runs no backward, so every rank sums after backward instead,
+/// and the ranks' MPI calls stay in the same order.
 public func dataParallelVAETrainingStep(_ vae: VAE, optimizer: Adam, batch x: Tensor, labels: [Int]?,
-                                        rng: inout RandomGenerator, group: DataParallelGroup) throws -> (total: Double, reconstruction: Double, kl: Double) {
+                                        rng: inout RandomGenerator, group: DataParallelGroup,
+                                        reducer: OverlappedGradientReducer? = nil) throws -> (total: Double, reconstruction: Double, kl: Double) {
     let b = x.shape[0]
     let eps = Tensor.randn([b, vae.config.latent], generator: &rng)  // (B, latent): the global batch's draw
     let rows = group.unevenShard(ofBatch: b)
     vae.train()
     optimizer.zeroGrad()
     var local: [Float] = [0, 0, 0]
+    let overlapped = b >= group.size ? reducer : nil   // every rank has rows: every rank runs backward
     if !rows.isEmpty {
         let terms = vae.loss(x.slice(axis: 0, rows), labels: labels.map { Array($0[rows]) }, noise: eps.slice(axis: 0, rows))
-        terms.total.backward()
+        if let overlapped {
+            terms.total.backward(leafGradientReady: overlapped.gradientReady)
+        } else {
+            terms.total.backward()
+        }
         local = [terms.total.item, terms.reconstruction.item, terms.kl.item]
     } else {
         // a rank without rows this step (a last batch smaller than the ranks) adds zero gradients
@@ -293,7 +308,7 @@ public func dataParallelVAETrainingStep(_ vae: VAE, optimizer: Adam, batch x: Te
             if p.grad == nil { p.grad = Tensor.zeros(p.shape) }
         }
     }
-    try group.sumGradients(vae.parameters)
+    if let overlapped { try overlapped.finish() } else { try group.sumGradients(vae.parameters) }
     optimizer.step()
     let global = try group.allreduceSum(local)
     return (Double(global[0]), Double(global[1]), Double(global[2]))
