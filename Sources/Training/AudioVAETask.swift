@@ -8,7 +8,11 @@ import Models
 /// (metrics per clip in nats, as `VAETrainingTask` reports per image), and after the first epoch,
 /// every `sampleEvery`-th epoch and when a run stops mid-epoch, prior samples from a fixed z written
 /// as WAVs + a waveform/spectrogram PNG (the same files as `GANTrainingTask`).
-public final class AudioVAETrainingTask: TrainingTask {
+///
+/// Under mpirun it is one rank of a data-parallel job as the image VAE is (`dataParallelVAETrainingStep`):
+/// each rank computes its rows of every global batch with its rows of the one noise draw, and the
+/// summed gradients are the global batch's, so N ranks train what one process trains.
+public final class AudioVAETrainingTask: DataParallelTrainingTask {
     /// The sound-case VAE being trained (its config gives the clip length, batch size, seed and sample rate).
     public let vae: VAE
     /// Adam over the model's parameters (`VAE.makeOptimizer`).
@@ -23,6 +27,8 @@ public final class AudioVAETrainingTask: TrainingTask {
     public let sampleEvery: Int
     private var noiseRNG: RandomGenerator
     private var batches: ClipBatches
+    private var dataParallel: DataParallelGroup?
+    private var reducer: OverlappedGradientReducer?
 
     /// `vae` must be the sound case (`config.isAudio`).
     public init(vae: VAE, clips: Tensor, samplesDirectory: String, sampleCount: Int = 4, sampleEvery: Int = 1) throws {
@@ -67,13 +73,35 @@ public final class AudioVAETrainingTask: TrainingTask {
     /// Shuffles the clips for `epoch` in the (seed, epoch) order and skips the steps a resumed run already did.
     public func beginEpoch(_ epoch: Int, skippingSteps: Int) { batches.begin(epoch: epoch, skippingSteps: skippingSteps) }
 
-    /// One `vaeTrainingStep` on the next batch; the summed terms are divided by the batch size, per clip.
+    /// One `vaeTrainingStep` (or its data-parallel form) on the next batch; the summed terms are divided by the batch size, per clip.
     public func step() -> [Double] {
         let batch = batches.nextBatch()
-        let r = vaeTrainingStep(vae, optimizer: optimizer, batch: batch, rng: &noiseRNG)
+        let r: (total: Double, reconstruction: Double, kl: Double)
+        if let dataParallel {
+            do {
+                r = try dataParallelVAETrainingStep(vae, optimizer: optimizer, batch: batch, labels: nil, rng: &noiseRNG,
+                                                    group: dataParallel, reducer: reducer)
+            } catch {
+                // an MPI failure mid-step leaves the ranks out of step: end the whole job
+                FileHandle.standardError.write(Data("forge: error: rank \(dataParallel.rank): \(error)\n".utf8))
+                dataParallel.abort(code: 1)
+            }
+        } else {
+            r = vaeTrainingStep(vae, optimizer: optimizer, batch: batch, rng: &noiseRNG)
+        }
         let b = Double(batch.shape[0])
         return [r.total / b, r.reconstruction / b, r.kl / b, vae.sigma ?? 0]
     }
+
+    /// Makes the task one rank of `group`: `--batch` is the global batch and must split evenly.
+    public func joinDataParallel(_ group: DataParallelGroup) throws {
+        _ = try group.shard(ofBatch: vae.config.batchSize)
+        dataParallel = group
+        reducer = group.overlapsReduction ? OverlappedGradientReducer(group: group, parameters: vae.parameters, summed: true) : nil
+    }
+
+    /// True when the gradient buckets are summed on their own thread while backward runs.
+    public var reducesWhileBackwardRuns: Bool { reducer != nil }
 
     /// Decoded fixed latents as (count, length) rows.
     public func fixedSamples() -> [[Float]] { clipRows(vae.generate(fixedLatents)) }

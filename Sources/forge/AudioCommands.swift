@@ -196,6 +196,8 @@ extension TrainVAE {
     func runAudio() throws {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
         let runDirectory = training.runDirectory(kind: "audiovae", data: data)
+        let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
+        let say: (String) -> Void = world?.isRoot == false ? { _ in } : { forge.say($0) }  // ranks other than 0 print nothing
         var config = VAEConfig.audio()
         let savedConfig = try training.savedConfig(VAEConfig.self, kind: "audiovae", runDirectory: runDirectory)
         let resumingRun = savedConfig != nil
@@ -219,7 +221,8 @@ extension TrainVAE {
         let vae = VAE(config)
         say("model: VAE, 1-D case (conv1d): \(config.length) samples, width \(config.hidden), latent \(config.latent), kernel \(config.kernelSize) stride 4, "
               + "Gaussian likelihood with learned σ, \(vae.parameterCount) parameters · BLAS \(BLAS.coreName), \(Threads.count) threads")
-        let options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
+        var options = training.options(runDirectory: runDirectory, defaultEpochs: 10, logEvery: 100)
+        options.dataParallel = world
         let task = try AudioVAETrainingTask(vae: vae, clips: folder.clips, samplesDirectory: options.samplesDirectory, sampleEvery: sampleEvery)
         try runTraining(task, options) { summary in
             let m = summary.lastMetrics

@@ -297,6 +297,51 @@ final class DataParallelCLITests: CLITestCase {
         for (name, bytes) in a { XCTAssertEqual(bytes, b[name], name) }
     }
 
+    /// The sound VAE (1-D convs, learned σ) on two ranks trains what one process trains: 10 clips in
+    /// batches of 4 (two steps an epoch), 3 epochs, compared step by step and weight by weight.
+    func testTwoRanksTrainTheSoundVAEAsOneProcessDoes() throws {
+        _ = try mpirun()
+        let dir = folder()
+        try FileManager.default.createDirectory(atPath: dir + "/clips", withIntermediateDirectories: true)
+        for k in 0..<10 {
+            let clip = AudioClip(samples: (0..<4096).map { Float(0.3 * sin(Double($0) * 0.03 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
+            try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
+        }
+        let common = ["train", "vae", "--data", dir + "/clips", "--length", "4096", "--hidden", "4", "--latent", "8", "--batch", "4",
+                      "--epochs", "3", "--log-every", "1", "--no-tensorboard"]
+        let (single, singleOut, singleErr) = try run(common + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "1"])
+        XCTAssertEqual(single, 0, singleOut + singleErr)
+        let (parallel, out, err) = try runParallel(2, common + ["--out", dir + "/parallel"], in: dir)
+        XCTAssertEqual(parallel, 0, out + err)
+        XCTAssertEqual(out.components(separatedBy: "data parallel: 2 ranks").count - 1, 1, out)
+        let a = try losses(dir + "/single"), b = try losses(dir + "/parallel")
+        XCTAssertEqual(a.train.count, 6)
+        XCTAssertEqual(b.train.count, 6)
+        for (step, (x, y)) in zip(a.train, b.train).enumerated() {
+            XCTAssertEqual(x, y, accuracy: 2e-5 * abs(x), "−ELBO per clip at step \(step + 1): one process \(x), two ranks \(y)")
+        }
+        let d = try largestDifference(dir + "/single/checkpoint.safetensors", dir + "/parallel/checkpoint.safetensors")
+        XCTAssertGreaterThan(d.compared, 1000)
+        XCTAssertLessThan(d.value, 1e-4, "largest relative difference after 6 steps, \(d.worst)")
+    }
+
+    /// The WaveGAN cannot run data-parallel yet: under mpirun -np 2 it says so and writes no run folder,
+    /// rather than two copies training into one folder.
+    func testTheSoundGANUnderMpirunIsRefusedNamingWhatCan() throws {
+        _ = try mpirun()
+        let dir = folder()
+        try FileManager.default.createDirectory(atPath: dir + "/clips", withIntermediateDirectories: true)
+        for k in 0..<4 {
+            let clip = AudioClip(samples: (0..<4096).map { Float(0.3 * sin(Double($0) * 0.03 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
+            try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
+        }
+        let (status, out, err) = try runParallel(2, ["train", "gan", "--data", dir + "/clips", "--ngf", "4", "--ndf", "4", "--batch", "4",
+                                                     "--steps", "1", "--no-tensorboard", "--out", dir + "/wavegan"], in: dir)
+        XCTAssertNotEqual(status, 0, out)
+        XCTAssertTrue(err.contains("cannot run data-parallel yet") && err.contains("train vae on images or sound"), err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/wavegan/checkpoint.safetensors"))
+    }
+
     // MARK: GAN
 
     /// A tiny DCGAN on `imageFolder`'s 21 images, 3 steps of a global batch of 8.
