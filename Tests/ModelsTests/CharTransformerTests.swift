@@ -131,6 +131,25 @@ final class CharTransformerTests: XCTestCase {
         }
     }
 
+    /// The same for a long cache: 300 positions, past every tile and block size of the cached
+    /// attention kernels (64-key tiles), where sampling a long function spends most of its tokens.
+    func testKVCacheMatchesFullRecomputationOverALongContext() {
+        let config = CharTransformerConfig(vocabSize: 11, blockSize: 300, layers: 2, heads: 2, embedding: 32, dropout: 0, bias: false)
+        let model = CharTransformer(config, seed: 4)
+        model.eval()
+        let T = 300, V = 11, prompt = 5
+        let seq = randomTokens(T, vocab: V, seed: 8)
+        let full = withNoGrad { model.forward(Array(seq), batch: 1, length: T) }  // (1, T, V): causal, so row t is the prefix's
+        let cache = KVCache(for: model.config, batch: 1)
+        var cached = model.forwardCached(Array(seq[0..<prompt]), count: prompt, cache: cache)
+        var worst = 0.0
+        for len in prompt...T {
+            worst = max(worst, Double(maxDifference(cached.pointer, full.pointer + (len - 1) * V, V)))
+            if len < T { cached = model.forwardCached([seq[len]], count: 1, cache: cache) }
+        }
+        XCTAssertLessThan(worst, 1e-4, "largest logit difference over 300 cached positions")
+    }
+
     /// The window forward of exact sampling gives a full forward's last-position logits, with and
     /// without biases, for head sizes that are and are not multiples of the kernels' unrolling
     /// (16 and 15), and a window shorter than the block.
