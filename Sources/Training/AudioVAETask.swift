@@ -76,19 +76,7 @@ public final class AudioVAETrainingTask: DataParallelTrainingTask {
     /// One `vaeTrainingStep` (or its data-parallel form) on the next batch; the summed terms are divided by the batch size, per clip.
     public func step() -> [Double] {
         let batch = batches.nextBatch()
-        let r: (total: Double, reconstruction: Double, kl: Double)
-        if let dataParallel {
-            do {
-                r = try dataParallelVAETrainingStep(vae, optimizer: optimizer, batch: batch, labels: nil, rng: &noiseRNG,
-                                                    group: dataParallel, reducer: reducer)
-            } catch {
-                // an MPI failure mid-step leaves the ranks out of step: end the whole job
-                FileHandle.standardError.write(Data("forge: error: rank \(dataParallel.rank): \(error)\n".utf8))
-                dataParallel.abort(code: 1)
-            }
-        } else {
-            r = vaeTrainingStep(vae, optimizer: optimizer, batch: batch, rng: &noiseRNG)
-        }
+        let r = vaeStep(vae, optimizer: optimizer, batch: batch, labels: nil, rng: &noiseRNG, group: dataParallel, reducer: reducer)
         let b = Double(batch.shape[0])
         return [r.total / b, r.reconstruction / b, r.kl / b, vae.sigma ?? 0]
     }

@@ -198,19 +198,7 @@ public final class VAETrainingTask: DataParallelTrainingTask {
         guard let (images, batchLabels) = batches?.next() else { preconditionFailure("VAETrainingTask: epoch ran out of batches") }
         let t0 = DispatchTime.now().uptimeNanoseconds
         let labels = vae.config.isConditional ? batchLabels : nil
-        let r: (total: Double, reconstruction: Double, kl: Double)
-        if let dataParallel {
-            do {
-                r = try dataParallelVAETrainingStep(vae, optimizer: optimizer, batch: images, labels: labels, rng: &noiseRNG,
-                                                    group: dataParallel, reducer: reducer)
-            } catch {
-                // an MPI failure mid-step leaves the ranks out of step: end the whole job
-                FileHandle.standardError.write(Data("forge: error: rank \(dataParallel.rank): \(error)\n".utf8))
-                dataParallel.abort(code: 1)
-            }
-        } else {
-            r = vaeTrainingStep(vae, optimizer: optimizer, batch: images, labels: labels, rng: &noiseRNG)
-        }
+        let r = vaeStep(vae, optimizer: optimizer, batch: images, labels: labels, rng: &noiseRNG, group: dataParallel, reducer: reducer)
         epochSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         let n = Double(images.shape[0])
         epochLoss += r.total
@@ -275,6 +263,19 @@ public final class VAETrainingTask: DataParallelTrainingTask {
 }
 
 // MARK: - data parallel
+
+/// One VAE step of either task (images or sound): `dataParallelVAETrainingStep` as a rank of `group`,
+/// else `vaeTrainingStep`. An MPI failure mid-step leaves the ranks out of step, so it ends the whole job.
+func vaeStep(_ vae: VAE, optimizer: Adam, batch: Tensor, labels: [Int]?, rng: inout RandomGenerator,
+             group: DataParallelGroup?, reducer: OverlappedGradientReducer?) -> (total: Double, reconstruction: Double, kl: Double) {
+    guard let group else { return vaeTrainingStep(vae, optimizer: optimizer, batch: batch, labels: labels, rng: &rng) }
+    do {
+        return try dataParallelVAETrainingStep(vae, optimizer: optimizer, batch: batch, labels: labels, rng: &rng, group: group, reducer: reducer)
+    } catch {
+        FileHandle.standardError.write(Data("forge: error: rank \(group.rank): \(error)\n".utf8))
+        group.abort(code: 1)
+    }
+}
 
 /// One Adam step of the VAE as rank `group.rank` of a data-parallel job. Every rank holds the whole
 /// global batch `x` (B, …) and draws the whole batch's noise ε (B, latent) from `rng`, exactly as one
