@@ -77,21 +77,42 @@ public struct WaveGANConfig: Codable, Equatable, Sendable {
 
 // MARK: - phase shuffle
 
+/// Rows `rows` of a batch of `batch` examples: the part of a data-parallel global batch that one rank
+/// computes. Per-example random draws are made for the whole batch so that they match one process's.
+public struct BatchShard: Sendable, Equatable {
+    /// The rows this part holds.
+    public let rows: Range<Int>
+    /// Examples in the whole batch.
+    public let batch: Int
+
+    /// Rows `rows` of a batch of `batch`.
+    public init(rows: Range<Int>, batch: Int) { (self.rows, self.batch) = (rows, batch) }
+}
+
 /// Phase shuffle (WaveGAN §3.3): shifts each example's feature map (B, C, L) along L by its own
 /// k ∈ [−radius, radius] drawn from `generator`, filling the gap by reflection (x[−1] = x[1]), so
 /// the discriminator cannot tell real from fake by the periodic artefacts of transposed convs.
 ///
 /// Built from differentiable gathers: (B, C, L) → (B·L, C) rows, `indexSelect` of the shifted row
 /// of each position, and back; the gradient scatters through `indexSelect`.
-public func phaseShuffle(_ x: Tensor, radius: Int, generator g: inout RandomGenerator) -> Tensor {
+///
+/// `shard` (data parallel): x holds rows `shard.rows` of a batch of `shard.batch` examples. The shifts
+/// are drawn for the whole batch, in order, as one process draws them, and x takes its rows' shifts, so
+/// every rank's generator moves alike and each example gets the shift it gets in one process.
+public func phaseShuffle(_ x: Tensor, radius: Int, generator g: inout RandomGenerator,
+                         shard: BatchShard? = nil) -> Tensor {
     forgePrecondition(x.rank == 3, "phaseShuffle: input must be (B, C, L), got \(x.shape)")
     guard radius > 0 else { return x }
     let (b, c, l) = (x.shape[0], x.shape[1], x.shape[2])
     forgePrecondition(l > radius, "phaseShuffle: length \(l) must exceed the radius \(radius)")
+    let shard = shard ?? BatchShard(rows: 0..<b, batch: b)
+    forgePrecondition(shard.rows.count == b && shard.rows.upperBound <= shard.batch,
+                      "phaseShuffle: \(b) examples cannot be rows \(shard.rows) of a batch of \(shard.batch)")
+    let shifts = (0..<shard.batch).map { _ in g.nextInt(below: 2 * radius + 1) - radius }
     var rows = [Int]()
     rows.reserveCapacity(b * l)
     for i in 0..<b {
-        let k = g.nextInt(below: 2 * radius + 1) - radius
+        let k = shifts[shard.rows.lowerBound + i]
         for t in 0..<l {
             var s = t - k                       // output t reads input t − k
             if s < 0 { s = -s }                 // reflect at the left edge
@@ -183,13 +204,14 @@ public final class WaveGANDiscriminator: Module {
     }
 
     /// x: (B, 1, length) → logits (B); phase shuffle after every block but the last, drawing the
-    /// shifts from `generator` (pass nil to skip it, e.g. when scoring clips).
-    public func forward(_ x: Tensor, shuffling generator: inout RandomGenerator?) -> Tensor {
+    /// shifts from `generator` (pass nil to skip it, e.g. when scoring clips). `shard`: x is these
+    /// rows of a larger batch, whose shifts are drawn (see `phaseShuffle`).
+    public func forward(_ x: Tensor, shuffling generator: inout RandomGenerator?, shard: BatchShard? = nil) -> Tensor {
         var h = x
         for (i, block) in blocks.enumerated() {
             h = block(h)
             if i < blocks.count - 1, config.phaseShuffle > 0, var g = generator {
-                h = phaseShuffle(h, radius: config.phaseShuffle, generator: &g)
+                h = phaseShuffle(h, radius: config.phaseShuffle, generator: &g, shard: shard)
                 generator = g
             }
         }

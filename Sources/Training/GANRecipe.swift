@@ -151,11 +151,11 @@ private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor,
     optimizers.discriminator.zeroGrad()
     let outReal = discriminate(real)
     let z: Tensor  // this rank's rows of the global batch's z, or the whole batch's
-    if let part { z = part.noise(gan, generator: &rng) } else { z = gan.noise(b, generator: &rng) }
+    if let part { z = part.noise(latentSize: gan.config.nz, generator: &rng) } else { z = gan.noise(b, generator: &rng) }
     let fake = g.forward(z, labels: labels)  // the real batch's class mix
     let outFake = discriminate(fake.detachedSharingStorage())
     let lossD = hingeDiscriminatorLoss(real: outReal, fake: outFake)
-    lossD.backward()
+    lossD.backward(leafGradientReady: part?.gradientReady(for: optimizers.discriminator))
     part?.averageGradients(of: optimizers.discriminator)
     optimizers.discriminator.step()
 
@@ -165,7 +165,7 @@ private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor,
     for p in dParams { p.requiresGrad = false }
     let outG = discriminate(fake)
     let lossG = hingeGeneratorLoss(fake: outG)
-    lossG.backward()
+    lossG.backward(leafGradientReady: part?.gradientReady(for: optimizers.generator))
     for (p, required) in zip(dParams, dRequired) { p.requiresGrad = required }
     part?.averageGradients(of: optimizers.generator)
     optimizers.generator.step()

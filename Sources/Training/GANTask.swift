@@ -27,9 +27,10 @@ public protocol TrainableGAN: AnyObject {
     func makeOptimizers() -> GANOptimizers
     /// The average of G's weights that draws the progress samples and is checkpointed, or nil.
     func makeEMA() -> GeneratorEMA?
-    /// One step of the GAN's game on a real batch (its labels ignored when unconditional).
+    /// One step of the GAN's game on a real batch (its labels ignored when unconditional); with `part`
+    /// (data parallel) on this rank's rows of the global batch.
     func trainingStep(optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
-                      rng: inout RandomGenerator) -> GANStepResult
+                      rng: inout RandomGenerator, part: GANDataParallelPart?) -> GANStepResult
     /// G(z) for the progress samples, through the EMA generator when there is one.
     func progressSamples(_ z: Tensor, labels: [Int], ema: GeneratorEMA?) -> Tensor
 }
@@ -57,8 +58,8 @@ extension DCGAN: TrainableGAN {
     public func makeEMA() -> GeneratorEMA? { config.emaDecay > 0 ? GeneratorEMA(of: generator, decay: config.emaDecay) : nil }
     /// `recipeGANStep`: the config's loss (pytorch/examples' non-saturating step, or the hinge game), then the EMA update.
     public func trainingStep(optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
-                             rng: inout RandomGenerator) -> GANStepResult {
-        recipeGANStep(self, optimizers: optimizers, ema: ema, real: real, labels: labels, rng: &rng)
+                             rng: inout RandomGenerator, part: GANDataParallelPart?) -> GANStepResult {
+        recipeGANStep(self, optimizers: optimizers, ema: ema, real: real, labels: labels, rng: &rng, part: part)
     }
     /// With an EMA, the averaged generator draws, with its BatchNorm statistics recomputed first.
     public func progressSamples(_ z: Tensor, labels: [Int], ema: GeneratorEMA?) -> Tensor {
@@ -91,8 +92,8 @@ extension WaveGAN: TrainableGAN {
     public func makeEMA() -> GeneratorEMA? { nil }
     /// `waveGANTrainingStep` on the real clips (the labels and `ema` are ignored).
     public func trainingStep(optimizers: GANOptimizers, ema: GeneratorEMA?, real: Tensor, labels: [Int],
-                             rng: inout RandomGenerator) -> GANStepResult {
-        waveGANTrainingStep(self, optimizers: optimizers, real: real, rng: &rng)
+                             rng: inout RandomGenerator, part: GANDataParallelPart?) -> GANStepResult {
+        waveGANTrainingStep(self, optimizers: optimizers, real: real, rng: &rng, part: part)
     }
     /// G(z) straight from the generator (no labels, no EMA).
     public func progressSamples(_ z: Tensor, labels: [Int], ema: GeneratorEMA?) -> Tensor { generate(z) }
@@ -225,23 +226,23 @@ public final class GANTrainingTask<Network: TrainableGAN>: TrainingTask {
     /// Data parallel: this rank's rows of the global batch, the scalars averaged over the ranks.
     public func step() -> [Double] {
         let (real, labels) = batches.next()
-        if let part = dataParallel, let dcgan = gan as? DCGAN { return dataParallelStep(dcgan, part: part, real: real, labels: labels) }
-        let r = gan.trainingStep(optimizers: ganOptimizers, ema: ema, real: real, labels: labels, rng: &noiseRNG)
+        if let part = dataParallel { return dataParallelStep(part: part, real: real, labels: labels) }
+        let r = gan.trainingStep(optimizers: ganOptimizers, ema: ema, real: real, labels: labels, rng: &noiseRNG, part: nil)
         return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
     }
 
     /// One step as rank `part.group.rank`: every rank holds the global batch and draws its z; each
-    /// computes its rows (`recipeGANStep` with the part). An MPI failure or replicas that drifted apart
-    /// end the whole job: the ranks would otherwise wait for each other forever.
-    private func dataParallelStep(_ dcgan: DCGAN, part: GANDataParallelPart, real: Tensor, labels: [Int]) -> [Double] {
+    /// computes its rows (the GAN's `trainingStep` with the part). An MPI failure or replicas that drifted
+    /// apart end the whole job: the ranks would otherwise wait for each other forever.
+    private func dataParallelStep(part: GANDataParallelPart, real: Tensor, labels: [Int]) -> [Double] {
         do {
             if !buffersShared {
                 try part.group.broadcastValues(modules.flatMap { $0.module.namedBuffers() }, what: "buffers")
                 buffersShared = true
             }
             let rows = part.rows
-            let local = recipeGANStep(dcgan, optimizers: ganOptimizers, ema: ema, real: real.slice(axis: 0, rows),
-                                      labels: Array(labels[rows]), rng: &noiseRNG, part: part)
+            let local = gan.trainingStep(optimizers: ganOptimizers, ema: ema, real: real.slice(axis: 0, rows),
+                                         labels: Array(labels[rows]), rng: &noiseRNG, part: part)
             let r = try part.averaged(local)
             if verifiesReplicas { try verifyReplicas(part.group) }
             return [r.lossD, r.lossG, r.dX, r.dGZ1, r.dGZ2]
@@ -316,15 +317,25 @@ extension GANTrainingTask where Network == DCGAN {
     public var gridColumns: Int { 8 }
 }
 
-extension GANTrainingTask: DataParallelTrainingTask where Network == DCGAN {
+extension GANTrainingTask: DataParallelTrainingTask {
     /// Makes this task rank `group.rank` of `group`: each rank computes `--batch ÷ ranks` rows of every
     /// global batch (throws `DataParallelError.batchNotDivisible` when it does not split evenly), and
     /// with `synchronizesBatchNorm` G's and D's BatchNorm layers sum their statistics over the ranks.
+    /// Gradients are averaged while backward runs when MPI allows it (`overlapsReduction`), except
+    /// with `synchronizesBatchNorm`: its statistics are reduced on this thread inside forward and
+    /// backward, and MPI calls here are serialised, so those runs average after backward.
     public func joinDataParallel(_ group: DataParallelGroup) throws {
-        let part = try GANDataParallelPart(group: group, globalBatch: gan.config.batchSize)
-        if synchronizesBatchNorm { part.synchronizeBatchNorm(in: [gan.generator, gan.discriminator]) }
+        var part = try GANDataParallelPart(group: group, globalBatch: gan.batchSize)
+        if synchronizesBatchNorm {
+            part.synchronizeBatchNorm(in: [gan.generatorNetwork, gan.discriminatorNetwork])
+        } else if group.overlapsReduction {
+            part.overlapReduction(of: ganOptimizers)
+        }
         dataParallel = part
     }
+
+    /// Whether each player's gradients are averaged while backward runs (see `joinDataParallel`).
+    public var reducesWhileBackwardRuns: Bool { dataParallel?.overlapsReduction == true }
 }
 
 extension GANTrainingTask where Network == WaveGAN {

@@ -69,31 +69,40 @@ public func dcganTrainingStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Ten
         discriminate: { x in discriminator.forward(augment.map { $0(x) } ?? x, labels: labels) },
         makeFake: {
             let z: Tensor  // this rank's rows of the global batch's z, or the whole batch's
-            if let part { z = part.noise(gan, generator: &rng) } else { z = gan.noise(b, generator: &rng) }
+            if let part { z = part.noise(latentSize: gan.config.nz, generator: &rng) } else { z = gan.noise(b, generator: &rng) }
             return generator.forward(z, labels: labels)  // the real batch's class mix
         },
-        beforeUpdate: part.map { part in { part.averageGradients(of: $0) } })
+        beforeUpdate: part.map { part in { part.averageGradients(of: $0) } },
+        gradientReady: part.map { part in { part.gradientReady(for: $0) } })
 }
 
 /// One WaveGAN step on a real batch (B, 1, length) in [-1, 1], drawing z and the phase shifts from
 /// `rng`: the same two updates as `dcganTrainingStep`.
+///
+/// With `part` (data parallel) `real` is this rank's rows of the global batch: z and the phase shifts
+/// are drawn for the whole global batch, as one process draws them, and cut to those rows; each
+/// player's gradients are averaged over the ranks before its update.
 public func waveGANTrainingStep(_ gan: WaveGAN, optimizers: GANOptimizers, real: Tensor,
-                                rng: inout RandomGenerator) -> GANStepResult {
+                                rng: inout RandomGenerator, part: GANDataParallelPart? = nil) -> GANStepResult {
     let b = real.shape[0]
     let (generator, discriminator) = (gan.generator, gan.discriminator)
     generator.train()
     discriminator.train()
     // One generator feeds phase shuffle and z, in the step's call order.
     var shuffle: RandomGenerator? = rng
+    let shard = part?.shard
     let result = nonSaturatingGANStep(
         real: real, discriminator: discriminator, optimizerD: optimizers.discriminator, optimizerG: optimizers.generator,
-        discriminate: { discriminator.forward($0, shuffling: &shuffle) },
+        discriminate: { discriminator.forward($0, shuffling: &shuffle, shard: shard) },
         makeFake: {
             var g = shuffle!
-            let z = gan.noise(b, generator: &g)
+            let z: Tensor  // this rank's rows of the global batch's z, or the whole batch's
+            if let part { z = part.noise(latentSize: gan.config.nz, generator: &g) } else { z = gan.noise(b, generator: &g) }
             shuffle = g
             return generator.forward(z)
-        })
+        },
+        beforeUpdate: part.map { part in { part.averageGradients(of: $0) } },
+        gradientReady: part.map { part in { part.gradientReady(for: $0) } })
     rng = shuffle!
     return result
 }
@@ -105,10 +114,13 @@ public func waveGANTrainingStep(_ gan: WaveGAN, optimizers: GANOptimizers, real:
 /// `discriminate` gives D's logits (B) for a batch, `makeFake` draws z and returns G(z); they are called
 /// in this order: D(real), makeFake, D(fake) for D, D(fake) for G (callers' random draws depend on it).
 /// `beforeUpdate`, when given, runs on each optimizer just before its step (data parallel: it averages
-/// that player's gradients over the ranks).
+/// that player's gradients over the ranks). `gradientReady`, when given, names the leaf hook of the
+/// last backward before each player's update (data parallel: its reducer, which starts averaging a
+/// bucket of gradients as soon as that backward has finished them).
 func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: Adam, optimizerG: Adam,
                           discriminate: (Tensor) -> Tensor, makeFake: () -> Tensor,
-                          beforeUpdate: ((Adam) -> Void)? = nil) -> GANStepResult {
+                          beforeUpdate: ((Adam) -> Void)? = nil,
+                          gradientReady: ((Adam) -> ((Tensor) -> Void)?)? = nil) -> GANStepResult {
     let b = real.shape[0]
     let ones = Tensor.ones([b]), zeros = Tensor.zeros([b])
 
@@ -120,7 +132,7 @@ func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: A
     let fake = makeFake()
     let outFake = discriminate(fake.detachedSharingStorage())
     let errDFake = binaryCrossEntropyWithLogits(outFake, targets: zeros)
-    errDFake.backward()
+    errDFake.backward(leafGradientReady: gradientReady.flatMap { $0(optimizerD) })  // D's gradients are final after it
     beforeUpdate?(optimizerD)
     optimizerD.step()
 
@@ -131,7 +143,7 @@ func nonSaturatingGANStep(real: Tensor, discriminator: any Module, optimizerD: A
     for p in dParams { p.requiresGrad = false }
     let outG = discriminate(fake)
     let errG = binaryCrossEntropyWithLogits(outG, targets: ones)
-    errG.backward()
+    errG.backward(leafGradientReady: gradientReady.flatMap { $0(optimizerG) })
     for (p, required) in zip(dParams, dRequired) { p.requiresGrad = required }
     beforeUpdate?(optimizerG)
     optimizerG.step()
@@ -155,17 +167,20 @@ func meanSigmoid(_ logits: Tensor) -> Double {
 
 // MARK: - data parallel
 
-/// This rank's part of a data-parallel DCGAN step (see DataParallel.swift): its rows of every global
+/// This rank's part of a data-parallel DCGAN or WaveGAN step (see DataParallel.swift): its rows of every global
 /// batch, the draws that keep it in step with one process, the gradient averaging and the averaged
 /// scalars. Each player's loss is a mean over the batch and every rank holds an equal share of it,
 /// so the mean of the ranks' gradients is the global batch's gradient.
 public struct GANDataParallelPart {
     /// The ranks of the job.
     public let group: DataParallelGroup
-    /// Images per step over all ranks (`DCGANConfig.batchSize`).
+    /// Images or clips per step over all ranks (the config's `batchSize`).
     public let globalBatch: Int
     /// This rank's rows of each global batch.
     public let rows: Range<Int>
+    /// Each player's reducer (by its optimizer) when gradients are averaged while backward runs
+    /// (`overlapReduction`); empty when they are averaged after backward.
+    private var reducers: [ObjectIdentifier: OverlappedGradientReducer] = [:]
 
     /// Throws `DataParallelError.batchNotDivisible` when `globalBatch` does not split evenly over the ranks.
     public init(group: DataParallelGroup, globalBatch: Int) throws {
@@ -174,10 +189,14 @@ public struct GANDataParallelPart {
         rows = try group.shard(ofBatch: globalBatch)
     }
 
-    /// The global batch's latent vectors, drawn as one process draws them, cut to this rank's rows.
-    func noise(_ gan: DCGAN, generator rng: inout RandomGenerator) -> Tensor {
-        gan.noise(globalBatch, generator: &rng).slice(axis: 0, rows)
+    /// The global batch's latent vectors (globalBatch, latentSize) ~ N(0, 1), drawn as one process
+    /// draws them (`DCGAN.noise`, `WaveGAN.noise`), cut to this rank's rows.
+    func noise(latentSize: Int, generator rng: inout RandomGenerator) -> Tensor {
+        Tensor.randn([globalBatch, latentSize], generator: &rng).slice(axis: 0, rows)
     }
+
+    /// This rank's rows of the global batch, for per-example draws made over the whole batch.
+    var shard: BatchShard { BatchShard(rows: rows, batch: globalBatch) }
 
     /// `augment` on this rank's rows as one process applies it to those rows of the global batch: the
     /// rows are placed among zero rows of the global batch's size (the augmentation draws per image, in
@@ -194,10 +213,28 @@ public struct GANDataParallelPart {
         }
     }
 
-    /// Replaces the gradients of `optimizer`'s parameters by their mean over the ranks; an MPI failure
-    /// leaves the ranks out of step, so it ends the whole job.
+    /// Averages each player's gradients while the last backward before its update runs (PyTorch DDP's
+    /// overlap; `OverlappedGradientReducer`), instead of after it. Each element is summed once over the ranks either way, so with 2 ranks the two give the same bits.
+    mutating func overlapReduction(of optimizers: GANOptimizers) {
+        for optimizer in [optimizers.discriminator, optimizers.generator] {
+            reducers[ObjectIdentifier(optimizer)] = OverlappedGradientReducer(group: group, parameters: optimizer.parameters)
+        }
+    }
+
+    /// Whether gradients are averaged while backward runs (`overlapReduction`).
+    var overlapsReduction: Bool { !reducers.isEmpty }
+
+    /// The leaf hook to pass to the last backward before `optimizer`'s update, or nil when reducing after backward.
+    func gradientReady(for optimizer: Adam) -> ((Tensor) -> Void)? {
+        reducers[ObjectIdentifier(optimizer)]?.gradientReady
+    }
+
+    /// Replaces the gradients of `optimizer`'s parameters by their mean over the ranks (with overlap:
+    /// waits for the reductions backward started and runs the rest); an MPI failure leaves the ranks
+    /// out of step, so it ends the whole job.
     func averageGradients(of optimizer: Adam) {
         do {
+            if let reducer = reducers[ObjectIdentifier(optimizer)] { return try reducer.finish() }
             try group.averageGradients(optimizer.parameters)
         } catch {
             FileHandle.standardError.write(Data("forge: error: rank \(group.rank): \(error)\n".utf8))

@@ -34,6 +34,8 @@ extension TrainGAN {
     func runAudio() throws {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
         let runDirectory = training.runDirectory(kind: "wavegan", data: data)
+        let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
+        let say: (String) -> Void = world?.isRoot == false ? { _ in } : { forge.say($0) }  // ranks other than 0 print nothing
         var config = WaveGANConfig()
         let savedConfig = try training.savedConfig(WaveGANConfig.self, kind: "wavegan", runDirectory: runDirectory)
         let resumingRun = savedConfig != nil
@@ -68,9 +70,12 @@ extension TrainGAN {
         say("model: WaveGAN \(config.length) samples, d=\(config.ngf)/\(config.ndf), kernel \(config.kernelSize) stride 4, "
               + "phase shuffle \(config.phaseShuffle), BCE loss, G \(gan.generator.parameterCount) / D \(gan.discriminator.parameterCount) parameters"
               + " · BLAS \(BLAS.coreName), \(Threads.count) threads")
-        let options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
+        var options = training.options(runDirectory: runDirectory, defaultEpochs: 5, logEvery: 50)
         let task = try GANTrainingTask(gan: gan, clips: folder.clips, samplesDirectory: options.samplesDirectory,
                                             sampleCount: 4, sampleEvery: sampleEvery)
+        options.dataParallel = world
+        task.synchronizesBatchNorm = syncBatchnorm
+        task.verifiesReplicas = ProcessInfo.processInfo.environment["FORGE_VERIFY_REPLICAS"] == "1"  // tests: compare the ranks after every step
         try runTraining(task, options) { summary in
             say(ganSummary(summary))
             say("samples: \(options.samplesDirectory)/latest_K.wav + latest.png (waveforms, spectrograms)")

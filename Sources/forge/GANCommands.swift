@@ -97,7 +97,7 @@ struct TrainGAN: ParsableCommand {
     @Option(parsing: .unconditional, help: "Adam learning rate of D. Default: the recipe's (dcgan = --lr, stable 4e-4).") var lrD: Float?
     @Option(parsing: .unconditional, help: "Adam beta1. Default: the recipe's (dcgan 0.5, stable 0).") var beta1: Float?
     @Option(parsing: .unconditional, help: "Adam beta2. Default: the recipe's (dcgan 0.999, stable 0.9).") var beta2: Float?
-    @Flag(help: "Data parallel (mpirun -np N, images): BatchNorm statistics over the whole global --batch, all ranks together, which reproduces a single process's training up to float rounding. Without it each rank normalises with the statistics of its own --batch ÷ N images (PyTorch DDP's default), which trains differently from one process. With one process it is accepted and does nothing.")
+    @Flag(help: "Data parallel (mpirun -np N): BatchNorm statistics over the whole global --batch, all ranks together, which reproduces a single process's training up to float rounding. Without it each rank normalises with the statistics of its own --batch ÷ N images or clips (PyTorch DDP's default), which trains differently from one process. With one process it is accepted and does nothing.")
     var syncBatchnorm = false
     @OptionGroup var training: RunFlags
 

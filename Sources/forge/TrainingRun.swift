@@ -237,7 +237,7 @@ func runTraining(_ task: any TrainingTask, _ options: TrainingOptions, report: (
     if let group = options.dataParallel, group.size > 1 { return try runDataParallelTraining(task, options, group: group, report: report) }
     if let ranks = DataParallelGroup.launchedWorldSize, ranks > 1 {
         // N copies of a single-process run would fight over one run folder
-        throw ValidationError("forge train \(task.kind) cannot run data-parallel yet (train char, train vae on images or sound, and train gan on images can): run it without mpirun, or with -np 1")
+        throw ValidationError("forge train \(task.kind) cannot run data-parallel yet (train char, train vae and train gan can): run it without mpirun, or with -np 1")
     }
     let summary = try TrainingLoop(task: task, options: options).run()
     try report(summary)

@@ -87,6 +87,20 @@ final class WaveGANTests: XCTestCase {
         assertGradients([small]) { var g = RandomGenerator(seed: 9); return phaseShuffle($0[0], radius: 2, generator: &g) }
     }
 
+    /// Data parallel: rows 5..<11 of a batch of 16, shuffled as a shard, are those rows of the whole
+    /// batch shuffled, and the generator ends where the whole batch's draw leaves it.
+    func testPhaseShuffleOfAShardIsThoseRowsOfTheWholeBatch() {
+        let (b, c, l) = (16, 3, 12)
+        let x = Tensor(shape: [b, c, l], data: (0..<(b * c * l)).map { Float($0) })
+        var whole = RandomGenerator(seed: 8), part = RandomGenerator(seed: 8)
+        let all = phaseShuffle(x, radius: 3, generator: &whole)
+        let rows = 5..<11
+        let shard = phaseShuffle(x.slice(axis: 0, rows).detachedCopy(), radius: 3, generator: &part, shard: BatchShard(rows: rows, batch: b))
+        XCTAssertEqual(shard.scalars, all.slice(axis: 0, rows).detachedCopy().scalars)
+        XCTAssertNotEqual(shard.scalars, x.slice(axis: 0, rows).detachedCopy().scalars, "some row is shifted")
+        XCTAssertEqual(part.next(), whole.next())
+    }
+
     func testShapesRangeAndParameterNames() {
         for length in WaveGANConfig.lengths {
             let gan = WaveGAN(tinyConfig(length: length))
