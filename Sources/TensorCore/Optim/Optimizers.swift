@@ -63,6 +63,9 @@ extension Optimizer {
 
     /// Drops every parameter's gradient (`zero_grad(set_to_none=True)`).
     public func zeroGrad() { for p in parameters { p.grad = nil } }
+
+    /// True unless an optimizer says otherwise (as SGD without momentum does): most keep state.
+    public var keepsStateAfterAStep: Bool { true }
 }
 
 /// Why an optimizer refused saved state.
@@ -209,9 +212,6 @@ public class Adam: Optimizer {
     public let beta1: Float, beta2: Float, eps: Float
     /// False: Adam's L2 (g + wd·p); true: AdamW's decay p·(1 − lr·wd) applied apart from the gradient.
     public let decoupledWeightDecay: Bool
-    /// Always: every stepped parameter has its moments and step count.
-    public var keepsStateAfterAStep: Bool { true }
-
     private struct State {
         var step: Int
         let expAvg: Tensor
