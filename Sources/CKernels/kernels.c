@@ -28,7 +28,7 @@ FK_CLONES void fk_sigmoid(const float *restrict x, float *restrict y, long n) {
 // x, y, dy, dx: (n). The backward passes take the forward's input (or, for relu, its output: the
 // sign is the same), so no mask is stored.
 FK_CLONES void fk_relu(const float *restrict x, float *restrict y, long n) {
-    for (long i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (long i = 0; i < n; i++) y[i] = (x[i] > 0.0f || x[i] != x[i]) ? x[i] : 0.0f;  // NaN stays NaN, as torch.relu
 }
 FK_CLONES void fk_relu_backward(const float *restrict y, const float *restrict dy, float *restrict dx, long n) {
     for (long i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;

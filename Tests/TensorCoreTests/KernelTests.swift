@@ -55,4 +55,16 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(Tensor(shape: [2], data: [-200, 200]).exp().scalars[0], 0, accuracy: 1e-37)
         XCTAssertEqual(Tensor(shape: [2], data: [-50, 50]).tanh().scalars, [-1, 1])
     }
+
+    /// A NaN passes through the activations, as in PyTorch, so the loss shows it and the loop's
+    /// divergence check stops the run instead of training on silently zeroed units.
+    func testActivationsPropagateNaN() {
+        let x = Tensor(shape: [4], data: [.nan, -1, 2, -.infinity], requiresGrad: true)
+        let r = x.relu()
+        XCTAssertTrue(r.scalars[0].isNaN, "relu(NaN) is NaN, as torch.relu")
+        XCTAssertEqual(Array(r.scalars[1...]), [0, 2, 0])
+        XCTAssertTrue(x.leakyRelu(0.2).scalars[0].isNaN)
+        r.sum().backward()
+        XCTAssertEqual(x.grad?.scalars, [0, 0, 1, 0], "as torch: the gradient is 0 where the output is not > 0")
+    }
 }

@@ -272,8 +272,8 @@ extension Tensor {
         return Tensor.record(out, "sigmoid", [self]) { g in [gradMap(g, ys.pointer, ys.pointer) { _, y in y * (1 - y) }] }
     }
 
-    /// Elementwise max(x, 0). Gradient: g where the output is > 0, else 0 (0 at x = 0, as PyTorch).
-    /// Unlike PyTorch, a NaN input gives 0, not NaN (the kernel tests x > 0).
+    /// Elementwise max(x, 0); a NaN stays NaN, as in PyTorch. Gradient: g where the output is > 0,
+    /// else 0 (0 at x = 0 and at a NaN, as PyTorch).
     public func relu() -> Tensor {
         let out = kernelMap(self) { fk_relu($0, $1, $2) }
         let ys = out.storage
