@@ -42,7 +42,7 @@ public struct LinePlot {
     public var xLabel: String
     /// Written up the left side; empty for none.
     public var yLabel: String
-    /// The curves, coloured in order from a fixed 8-colour palette (repeating after 8).
+    /// The curves, coloured in order (`LinePlot.color(_:)`: ten distinct colours, then darker shades of them).
     public var series: [Series]
     /// Draw x on a log10 axis, with ticks at powers of ten (and 2× and 5× when the range spans less
     /// than two decades) labelled in data units; points with x ≤ 0 are left out.
@@ -60,10 +60,20 @@ public struct LinePlot {
         self.logX = logX
     }
 
+    /// matplotlib's "tab10" colours, in its order.
     static let palette: [(Float, Float, Float)] = [
         (0.12, 0.47, 0.71), (1.00, 0.50, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16),
         (0.58, 0.40, 0.74), (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.50, 0.50, 0.50),
+        (0.74, 0.74, 0.13), (0.09, 0.75, 0.81),
     ]
+
+    /// The colour of curve `k`: the palette's, then for each further ten the same hues at 0.6× the
+    /// brightness of the ten before, so a sweep of more than ten trials still tells every curve apart.
+    public static func color(_ k: Int) -> (Float, Float, Float) {
+        let c = palette[k % palette.count]
+        let shade = Float(Foundation.pow(0.6, Double(k / palette.count)))
+        return (c.0 * shade, c.1 * shade, c.2 * shade)
+    }
 
     /// TensorBoard's smoothing: `last = last·w + (1−w)·v`, divided by `1 − w^n` after n points so
     /// the curve does not start from 0 (the debiasing Adam also uses). Non-finite values are
@@ -203,7 +213,7 @@ public struct LinePlot {
 
         // curves: every raw tint first, then the full-colour lines over them
         let points = finite
-        func color(_ k: Int) -> (Float, Float, Float) { LinePlot.palette[k % LinePlot.palette.count] }
+        func color(_ k: Int) -> (Float, Float, Float) { LinePlot.color(k) }
         for (k, s) in series.enumerated() where s.smoothing != nil {
             let c = color(k), tint = (0.35 * c.0 + 0.65, 0.35 * c.1 + 0.65, 0.35 * c.2 + 0.65)
             let raw = binned(points[k])

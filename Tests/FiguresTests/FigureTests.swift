@@ -128,6 +128,19 @@ final class FigureTests: XCTestCase {
         XCTAssertEqual(LinePlot.smoothed([1, 5], weight: 0), [1, 5])
     }
 
+    /// A sweep's 27 trials get 27 different colours, far enough apart to tell on screen.
+    func testCurveColoursDoNotRepeatWithinTwentySevenCurves() {
+        let colours = (0..<27).map { LinePlot.color($0) }
+        for i in colours.indices {
+            for j in colours.indices where j > i {
+                let (a, b) = (colours[i], colours[j])
+                let distance = abs(a.0 - b.0) + abs(a.1 - b.1) + abs(a.2 - b.2)
+                XCTAssertGreaterThan(distance, 0.1, "curves \(i) and \(j): \(a) and \(b)")
+            }
+        }
+        XCTAssertEqual(LinePlot.color(0).0, 0.12, accuracy: 1e-6, "the first curve keeps the first palette colour")
+    }
+
     func testValuesSpanningMoreThanTwoDecadesGetALogAxisWithTicksAtPowersOfTen() throws {
         let x = (0..<200).map(Double.init)
         let y = x.map { 10 * Foundation.pow(0.97, $0) }   // 10 → 0.023: more than two decades
