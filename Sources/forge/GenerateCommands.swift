@@ -92,15 +92,21 @@ struct GenerateImages: ParsableCommand {
 }
 
 /// A grid of the dataset as written on disk (read back from the PNG files, so it shows exactly the
-/// data): the first 10 items of each class in a row, or the first 100 items of an unconditional run.
+/// data): a row per class of its first `columns` items (fewer when a class has fewer) with the class
+/// name in the left margin, or the first 10 rows of an unconditional run.
 func writePreviewGrid(_ generator: ImageDatasetGenerator, columns: Int = 10, to path: String) throws {
-    let classes = max(1, generator.source.classNames.count)
-    var chosen: [PlannedItem] = []
-    for c in 0..<classes {
-        chosen += generator.items.filter { $0.label == c }.prefix(classes == 1 ? 10 * columns : columns)
+    let classNames = generator.source.classNames
+    var chosen: [PlannedItem] = [], rowLabels: [String] = [], shownColumns = columns
+    if classNames.count > 1 {
+        let perClass = classNames.indices.map { c in Array(generator.items.filter { $0.label == c }.prefix(columns)) }
+        shownColumns = max(1, perClass.map(\.count).min() ?? columns)
+        chosen = perClass.flatMap { $0.prefix(shownColumns) }
+        rowLabels = classNames
+    } else {
+        chosen = Array(generator.items.prefix(10 * columns))
     }
     let tensors = try chosen.map { try ImageCodec.load(path: generator.outputDirectory + "/" + $0.file).tensor(range: -1...1) }
-    try ImageSampler.writeGrid(Tensor.stack(tensors), range: .minusOneToOne, columns: columns, to: path)
+    try LabelledGrid.write(images: Tensor.stack(tensors), rowLabels: rowLabels, columns: shownColumns, range: .minusOneToOne, to: path)
 }
 
 extension TextUnit: ExpressibleByArgument {}

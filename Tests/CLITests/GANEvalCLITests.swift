@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+import DataIO
 
 /// Small folders with the defaults, and `forge eval gan` end to end, on images that the tiny legacy
 /// GAN fixture (10 Fashion-MNIST classes, 32×32×1) draws through `forge generate images`.
@@ -61,7 +62,10 @@ final class GANEvalCLITests: CLITestCase {
             XCTAssertTrue((0...1).contains(recall), String(line))
         }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/eval/synthetic").filter { !$0.hasSuffix(".csv") }.count, 10)
-        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/eval/grid.png"))
+        // The grid: a row of 6 per class, the class names in a left margin beside the 6 · 34 + 2 pixels of tiles.
+        let grid = try ImageCodec.load(path: dir + "/eval/grid.png")
+        XCTAssertEqual(grid.height, 10 * 34 + 2)
+        XCTAssertGreaterThan(grid.width, 6 * 34 + 2 + 40, "a margin wide enough for \"T-shirt/top\"")
         // Refused: fewer images per class than k + 1.
         let (s2, _, e2) = try run(["eval", "gan", "--checkpoint", legacyGAN, "--data", dir + "/real/train", "--per-class", "3", "--out", dir + "/eval2"])
         XCTAssertEqual(s2, 2)
