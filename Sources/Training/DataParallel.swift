@@ -103,7 +103,7 @@ public final class DataParallelGroup: Sendable {
         var rank: Int32 = 0, size: Int32 = 0
         var message = [CChar](repeating: 0, count: 1024)
         guard forge_mpi_init(&rank, &size, &message, message.count) == 0 else {
-            throw DataParallelError.unavailable(String(cString: message))
+            throw DataParallelError.unavailable(mpiMessage(message))
         }
         let bucket = ProcessInfo.processInfo.environment["FORGE_BUCKET_MB"].flatMap { Double($0) }.map { Int($0 * 1_048_576) }
         let group = DataParallelGroup(rank: Int(rank), size: Int(size), bucketBytes: max(4, bucket ?? 25 * 1_048_576))
@@ -127,7 +127,7 @@ public final class DataParallelGroup: Sendable {
     public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) throws {
         var message = [CChar](repeating: 0, count: 1024)
         guard timed({ forge_mpi_allreduce_sum_float(values, count, &message, message.count) }) == 0 else {
-            throw DataParallelError.communication(String(cString: message))
+            throw DataParallelError.communication(mpiMessage(message))
         }
     }
 
@@ -143,7 +143,7 @@ public final class DataParallelGroup: Sendable {
         var values = flags.map { $0 ? Float(1) : 0 }
         var message = [CChar](repeating: 0, count: 1024)
         let ok = values.withUnsafeMutableBufferPointer { v in timed { forge_mpi_allreduce_max_float(v.baseAddress!, v.count, &message, message.count) } }
-        guard ok == 0 else { throw DataParallelError.communication(String(cString: message)) }
+        guard ok == 0 else { throw DataParallelError.communication(mpiMessage(message)) }
         return values.map { $0 > 0 }
     }
 
@@ -151,7 +151,7 @@ public final class DataParallelGroup: Sendable {
     public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int = 0) throws {
         var message = [CChar](repeating: 0, count: 1024)
         guard forge_mpi_broadcast_bytes(bytes, count, Int32(root), &message, message.count) == 0 else {
-            throw DataParallelError.communication(String(cString: message))
+            throw DataParallelError.communication(mpiMessage(message))
         }
     }
 
@@ -182,7 +182,7 @@ public final class DataParallelGroup: Sendable {
         let counted = counts.withUnsafeMutableBufferPointer { c in
             forge_mpi_gather_counts(bytes.count, isRoot ? c.baseAddress : nil, 0, &message, message.count)
         }
-        guard counted == 0 else { throw DataParallelError.communication(String(cString: message)) }
+        guard counted == 0 else { throw DataParallelError.communication(mpiMessage(message)) }
         var received = [UInt8](repeating: 0, count: max(1, counts.reduce(0, +)))
         let gathered = bytes.withUnsafeBytes { send in
             received.withUnsafeMutableBytes { out in
@@ -192,7 +192,7 @@ public final class DataParallelGroup: Sendable {
                 }
             }
         }
-        guard gathered == 0 else { throw DataParallelError.communication(String(cString: message)) }
+        guard gathered == 0 else { throw DataParallelError.communication(mpiMessage(message)) }
         guard isRoot else { return [] }
         var shares: [[UInt8]] = [], offset = 0
         for count in counts {
@@ -437,4 +437,9 @@ private final class GradientBox: @unchecked Sendable {
             }
         }
     }
+}
+
+/// The NUL-terminated text the MPI shim wrote into `buffer`.
+private func mpiMessage(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
