@@ -59,6 +59,10 @@ WORKLOADS = [
 ]
 
 RESULT = re.compile(r"^RESULT\s+(\S+)\s+([0-9.]+)\s+(\S+)", re.M)
+# `forge bench …` prints the workload's floating-point operations per item once, counted from the layer
+# shapes (DCGAN.trainingFLOPsPerImage, nanoGPT's estimate_mfu count for the char models, …); the same
+# count is applied to both columns, so their GFLOP/s and % of peak compare the same work.
+FLOPS = re.compile(r"^FLOPS\s+(\S+)\s+([0-9.eE+]+)\s+per\s+(\S+)", re.M)
 
 
 def run_with_rss(cmd, env=None):
@@ -72,7 +76,17 @@ def run_with_rss(cmd, env=None):
     if p.returncode != 0 or not m:
         print(f"  {' '.join(cmd)} failed (exit {p.returncode}): {err.strip()[-300:]}", file=sys.stderr)
         return None
-    return float(m[-1][1]), m[-1][2], usage.ru_maxrss / 1024.0
+    flops = FLOPS.findall(out)
+    return float(m[-1][1]), m[-1][2], usage.ru_maxrss / 1024.0, (float(flops[-1][1]) if flops else None)
+
+
+def gflops(rate, unit, flops_per_item):
+    """Achieved GFLOP/s of a row: the rate itself for a GFLOP/s row, else items/s × FLOPs per item."""
+    if rate is None:
+        return None
+    if unit == "GFLOP/s":
+        return rate
+    return rate * flops_per_item / 1e9 if flops_per_item else None
 
 
 def torch_available(python):
@@ -115,44 +129,83 @@ def main():
         for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # removed together, never one alone
             env.pop(var, None)
     core = subprocess.run([a.forge, "bench", "core", "--only", "info"], capture_output=True, text=True, env=env, cwd=ROOT).stdout.strip()
-    rows = []
-    for name, forge_args, torch_name in WORKLOADS:
-        if only and name not in only:
-            continue
-        print(f"{name}: ", end="", flush=True)
-        fr, tr = [], []
-        funit = tunit = ""
-        frss, trss = [], []
-        for _ in range(a.rounds):  # A B A B …
-            r = run_with_rss([a.forge] + forge_args, env)  # FORGE_THREADS in env
-            if r:
-                fr.append(r[0]); funit = r[1]; frss.append(r[2])
-            if have_torch and torch_name:
-                torch_args = [torch_name] if isinstance(torch_name, str) else torch_name
-                r = run_with_rss([a.python, os.path.join(HERE, "torch_ref.py")] + torch_args + ["--threads", str(a.threads)], env)
+    # The machine's limit: the FMA peak at these threads, measured by the same loop as ../shared/bench/peak.c.
+    peak_out = subprocess.run([a.forge, "bench", "core", "--only", "peak"], capture_output=True, text=True, env=env, cwd=ROOT).stdout
+    peak = next((float(v) for n, v, _ in RESULT.findall(peak_out) if n == "fma-peak"), None)
+    print(f"FMA peak, {a.threads} threads: " + (f"{peak:.1f} GFLOP/s" if peak else "not measured"))
+
+    def measure(names, with_torch, forge_env):
+        rows = []
+        for name, forge_args, torch_name in WORKLOADS:
+            if names is not None and name not in names:
+                continue
+            print(f"{name}: ", end="", flush=True)
+            fr, tr = [], []
+            funit = tunit = ""
+            frss, trss = [], []
+            flops = None
+            for _ in range(a.rounds):  # A B A B …
+                r = run_with_rss([a.forge] + forge_args, forge_env)  # FORGE_THREADS in env
                 if r:
-                    tr.append(r[0]); tunit = r[1]; trss.append(r[2])
-            print(".", end="", flush=True)
-        print()
-        f = statistics.median(fr) if fr else None
-        t = statistics.median(tr) if tr else None
-        rows.append((name, f, t, funit or tunit, max(frss) if frss else None, max(trss) if trss else None))
+                    fr.append(r[0]); funit = r[1]; frss.append(r[2]); flops = r[3] or flops
+                if with_torch and have_torch and torch_name:
+                    torch_args = [torch_name] if isinstance(torch_name, str) else torch_name
+                    r = run_with_rss([a.python, os.path.join(HERE, "torch_ref.py")] + torch_args + ["--threads", str(a.threads)], env)
+                    if r:
+                        tr.append(r[0]); tunit = r[1]; trss.append(r[2])
+                print(".", end="", flush=True)
+            print()
+            f = statistics.median(fr) if fr else None
+            t = statistics.median(tr) if tr else None
+            rows.append((name, f, t, funit or tunit, max(frss) if frss else None, max(trss) if trss else None, flops))
+        return rows
 
     def fmt(v, spec):
         return "—" if v is None else format(v, spec)
 
-    header = f"| workload | Forge | PyTorch | unit | ratio | Forge max RSS (MiB) | PyTorch max RSS (MiB) |\n|---|---:|---:|---|---:|---:|---:|"
-    lines = [header]
-    for name, f, t, unit, fm, tm in rows:
-        ratio = f / t if (f and t) else None
-        lines.append(f"| {name} | {fmt(f, ',.1f')} | {fmt(t, ',.1f')} | {unit} | {fmt(ratio, '.2f')}× | {fmt(fm, '.0f')} | {fmt(tm, '.0f')} |")
-    table = "\n".join(lines)
+    def rate_and_share(rate, unit, flops):
+        g = gflops(rate, unit, flops)
+        if g is None:
+            return "—"
+        return f"{g:,.1f} ({100 * g / peak:.0f} %)" if peak else f"{g:,.1f}"
+
+    def render(rows, torch_rows=None):
+        header = ("| workload | Forge | PyTorch | unit | ratio | FLOPs per item | Forge GFLOP/s (% of peak) | PyTorch GFLOP/s (% of peak) "
+                  "| Forge max RSS (MiB) | PyTorch max RSS (MiB) |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        lines = [header]
+        for name, f, t, unit, fm, tm, flops in rows:
+            if torch_rows is not None:  # the PyTorch column of the first table (PyTorch reads no OPENBLAS_* variable)
+                _, _, t, _, _, tm, _ = torch_rows.get(name, (None,) * 7)
+            ratio = f / t if (f and t) else None
+            flops_text = "—" if unit == "GFLOP/s" or not flops else f"{flops / 1e6:,.1f} M"
+            lines.append(f"| {name} | {fmt(f, ',.1f')} | {fmt(t, ',.1f')} | {unit} | {fmt(ratio, '.2f')}× | {flops_text} "
+                         f"| {rate_and_share(f, unit, flops)} | {rate_and_share(t, unit, flops)} | {fmt(fm, '.0f')} | {fmt(tm, '.0f')} |")
+        return "\n".join(lines)
+
+    rows = measure(only or None, True, env)
+    table = render(rows)
     print(table)
+    # The second table: Forge again with the environment's OPENBLAS_CORETYPE kept (machines that force
+    # Haswell run OpenBLAS's AVX2 kernels), beside the first table's PyTorch column.
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    if forced and not a.keep_blas_env:
+        print(f"\nagain with the environment's OPENBLAS_CORETYPE={forced} kept (Forge only; PyTorch reads neither variable):")
+        kept = dict(os.environ, FORGE_THREADS=str(a.threads))
+        forced_rows = measure({r[0] for r in rows}, False, kept)
+        second = (f"\n\nWith the environment's `OPENBLAS_CORETYPE={forced}` (and `OPENBLAS_L2_SIZE` as set) kept for Forge; "
+                  f"the PyTorch column is the table's above.\n\n" + render(forced_rows, {r[0]: r for r in rows}))
+        print(second)
+    else:
+        second = ("\n\nThe environment sets no `OPENBLAS_CORETYPE`, so there is no second table; run with e.g. "
+                  "`OPENBLAS_CORETYPE=Haswell python3 bench/run.py` to measure OpenBLAS's AVX2 kernels too."
+                  if not forced else "")
     cpu, cores = machine()
     tv = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True).stdout.strip() if have_torch else "not installed"
     md = (f"# Benchmark results\n\n{datetime.date.today().isoformat()} · {cpu} · {cores} cores · threads {a.threads} · "
           f"{core} · torch {tv} · {platform.platform()}\n\nMedians of {a.rounds} alternating rounds (Forge, PyTorch, Forge, …); "
-          f"ratio = Forge / PyTorch (higher is better for Forge).\n\n{table}\n")
+          f"ratio = Forge / PyTorch (higher is better for Forge). GFLOP/s = items/s × the FLOPs per item that Forge counts "
+          f"from the layer shapes (the same count for both columns); % of the FMA peak `forge bench core` measured at "
+          f"{a.threads} threads: " + (f"{peak:.1f} GFLOP/s" if peak else "not measured") + f".\n\n{table}{second}\n")
     with open(os.path.join(HERE, "RESULTS.md"), "w") as fh:
         fh.write(md)
     print(f"\nwrote {os.path.join(HERE, 'RESULTS.md')}")

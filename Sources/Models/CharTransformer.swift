@@ -251,6 +251,13 @@ public final class CharTransformer: Module {
     /// Parameters as nanoGPT counts them: tied weights once, position embeddings excluded.
     public var nonEmbeddingParameterCount: Int { parameterCount - transformer.wpe.weight.count }
 
+    /// Floating-point operations of one training step per token, as nanoGPT's `estimate_mfu` counts
+    /// them (the PaLM paper's appendix B): 6·N for the weights (N = `nonEmbeddingParameterCount`) plus
+    /// 12·layers·C·T for attention's two products over the whole block.
+    public var trainingFLOPsPerToken: Double {
+        6 * Double(nonEmbeddingParameterCount) + 12 * Double(config.layers * config.embedding * config.blockSize)
+    }
+
     /// Logits for every position: idx (B, T) row-major tokens → (B, T, vocab).
     public func forward(_ idx: [Int32], batch B: Int, length T: Int) -> Tensor {
         precondition(T >= 1 && T <= config.blockSize, "CharTransformer: sequence of length \(T) exceeds block size \(config.blockSize)")

@@ -398,5 +398,48 @@ public final class DCGAN {
         defer { generator.train(wasTraining) }
         return withNoGrad { generator.forward(z, labels: labels) }
     }
+
+    /// Floating-point operations of one training step per image (multiply-adds × 2, convolutions and
+    /// the projection only), counted from the layer shapes as `WaveGAN.trainingFLOPsPerClip` counts
+    /// them: D forward 3× (real, fake, G step) and backward 2× forward in the D step on real and on
+    /// fake, 1× in the G step (input gradients only); G forward once and backward once (2×). One count
+    /// for the workload, so Forge's and PyTorch's rates in `make bench` compare the same work.
+    public var trainingFLOPsPerImage: Double {
+        (3 + 2 + 2 + 1) * discriminatorForwardFLOPs + (1 + 2) * generatorForwardFLOPs
+    }
+
+    /// Forward FLOPs of G for one image: a transposed conv scatters each input pixel through Cout·4·4 taps.
+    public var generatorForwardFLOPs: Double {
+        let c = config
+        let input = c.nz + (c.isConditional && !c.usesConditionalBatchNorm ? c.embedDim : 0)
+        var mult = 1 << (c.stages - 1)
+        var flops = 2.0 * Double(input * c.ngf * mult * 16)                  // 1×1 → 4×4
+        var side = 4
+        for _ in 0..<(c.stages - 1) {
+            let (cin, cout) = (c.ngf * mult, c.ngf * mult / 2)
+            flops += 2 * Double(cin * cout * 16 * side * side)
+            mult /= 2
+            side *= 2
+        }
+        return flops + 2.0 * Double(c.ngf * c.channels * 16 * side * side)  // size/2 → size
+    }
+
+    /// Forward FLOPs of D for one image: a conv computes Cin·4·4 taps per output pixel.
+    public var discriminatorForwardFLOPs: Double {
+        let c = config
+        var side = c.imageSize / 2
+        var flops = 2.0 * Double(c.ndf * c.channels * 16 * side * side)
+        var mult = 1
+        for _ in 0..<(c.stages - 1) {
+            side /= 2
+            let (cin, cout) = (c.ndf * mult, c.ndf * mult * 2)
+            flops += 2 * Double(cin * cout * 16 * side * side)
+            mult *= 2
+        }
+        let features = c.ndf * mult
+        let last = 2 * Double((features + (c.minibatchStd ? 1 : 0)) * 16)   // the 4×4 conv to one logit
+        let projection = c.isConditional ? 2 * Double(features) : 0         // ⟨E[y], φ(x)⟩
+        return flops + last + projection
+    }
 }
 

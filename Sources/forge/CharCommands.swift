@@ -337,6 +337,7 @@ struct BenchChar: ParsableCommand {
         let tag = "gpt L\(config.layers) H\(config.heads) C\(config.embedding) T\(T)"
         say("forge \(tag): \(String(format: "%.2fM", Double(model.nonEmbeddingParameterCount) / 1e6)) params, threads \(Threads.count), BLAS \(BLAS.coreName)")
         if !sample {
+            say(String(format: "FLOPS char-%@ %.6e per token (nanoGPT's estimate_mfu count: 6 N + 12 L C T)", preset, model.trainingFLOPsPerToken))
             let opt = AdamW(decayGroups(model.parameters, learningRate: 1e-3, weightDecay: 0.1), betas: (0.9, 0.99))
             var g = RandomGenerator(seed: 7)
             let pool: [([Int32], [Int32])] = (0..<4).map { _ in

@@ -275,6 +275,8 @@ struct BenchGAN: ParsableCommand {
             : "cgan\(size)-" + [.stable: "stable", .conditionalSpectralNorm: "cbn-sn"][recipe, default: "cbn"]
         say("forge bench gan: \(name) b\(batch) ngf\(ngf) ndf\(ndf) nc\(channels) · BLAS \(BLAS.coreName) "
               + "(OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")), \(Threads.count) threads")
+        say(String(format: "FLOPS %@ %.6e per sample (counted from the layer shapes: %.3f GFLOP per image per step)",
+                   name, gan.trainingFLOPsPerImage, gan.trainingFLOPsPerImage / 1e9))  // for bench/run.py's GFLOP/s and % of peak
         let optimizers = GANOptimizers(for: gan)
         let ema = gan.makeEMA()
         // As bench/torch_ref.py measures the GAN: each step timed alone, a median per round, the median of the rounds.

@@ -251,6 +251,10 @@ struct BenchVAE: ParsableCommand {
         // A pool of synthetic batches in [0, 1] (BCE targets), cycled through, as bench/torch_ref.py does.
         let pool = (0..<8).map { _ in Tensor.uniform([batch, 1, side, side], generator: &rng) }
         var next = 0
+        // fc1, fc21, fc22, fc3, fc4: 2 FLOPs per weight per image forward, backward twice that
+        let d = side * side
+        let trainingFLOPs = 3 * 2.0 * Double(d * hidden + 2 * hidden * latent + latent * hidden + hidden * d)
+        say(String(format: "FLOPS vae %.6e per sample (counted from the layer shapes)", trainingFLOPs))
         let optimizer = vae.makeOptimizer()
         func step() { vaeTrainingStep(vae, optimizer: optimizer, batch: pool[next % pool.count], rng: &rng); next += 1 }
         let env = ProcessInfo.processInfo.environment

@@ -93,4 +93,37 @@ final class GANModelTests: XCTestCase {
         for _ in 0..<15 { dxs.append(dcganTrainingStep(gan, optimizers: optimizers, real: real, labels: labels, rng: &rng).dX) }
         XCTAssertGreaterThan(dxs.last!, 0.5, "D learns to call the fixed real batch real: \(dxs)")
     }
+
+    /// `trainingFLOPsPerImage` (what `make bench` turns into GFLOP/s) against a count taken from the
+    /// layers themselves: each conv's weights times its output pixels (a transposed conv: times its
+    /// input pixels), found by running one image through G and D layer by layer; pytorch/examples'
+    /// 32×32 DCGAN is 388,923,392 FLOPs per image per step.
+    func testTrainingFLOPsAreTheLayersMultiplyAddsCountedByRunningThem() {
+        for (size, classes, sn) in [(32, 0, false), (64, 0, false), (32, 10, true)] {
+            var c = config(size: size, classes: classes)
+            c.spectralNorm = sn
+            let gan = DCGAN(c)
+            func convFLOPs(_ main: Sequential, _ input: Tensor) -> Double {
+                var x = input, flops = 0.0
+                for layer in main.layers {
+                    let y = layer.forward(x)
+                    let pixels: (Tensor) -> Double = { Double($0.shape[2] * $0.shape[3]) }
+                    if let conv = layer as? ConvTranspose2d { flops += 2 * Double(conv.weight.count) * pixels(x) }
+                    if let conv = layer as? Conv2d { flops += 2 * Double(conv.weight.count) * pixels(y) }
+                    if let conv = layer as? SpectralNormConv2d { flops += 2 * Double(conv.weight.count) * pixels(y) }
+                    x = y
+                }
+                return flops
+            }
+            let zWidth = (gan.generator.main.layers[0] as? ConvTranspose2d)?.weight.shape[0] ?? c.nz  // z, and the label embedding when concatenated
+            let g = withNoGrad { convFLOPs(gan.generator.main, Tensor.randn([1, zWidth, 1, 1], generator: &rng)) }
+            let d = withNoGrad { convFLOPs(gan.discriminator.main, Tensor.randn([1, c.channels, size, size], generator: &rng)) }
+            let projection = classes > 0 ? 2.0 * Double(c.ndf * (1 << (c.stages - 1))) : 0
+            XCTAssertEqual(gan.generatorForwardFLOPs, g, "\(size) G")
+            XCTAssertEqual(gan.discriminatorForwardFLOPs, d + projection, "\(size) D")
+            XCTAssertEqual(gan.trainingFLOPsPerImage, 8 * (d + projection) + 3 * g)
+            if size == 32 && classes == 0 { XCTAssertEqual(gan.trainingFLOPsPerImage, 388_923_392) }
+        }
+    }
+    private var rng = RandomGenerator(seed: 4)
 }
