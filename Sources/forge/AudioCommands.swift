@@ -60,8 +60,9 @@ extension TrainGAN {
         if let problem = config.problem { throw ValidationError(problem) }
         let start = Date()
         let folder: AudioFolder
-        folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
-        if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips") }
+        let warn: (String) -> Void = { text in if world?.isRoot != false { printError(text) } }  // one copy of each warning, from rank 0
+        folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: warn)
+        if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips", warn: warn) }
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz "
               + String(format: "(%.2f s each) from %@", Double(config.length) / Double(config.sampleRate), data)
               + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped")
@@ -219,8 +220,9 @@ extension TrainVAE {
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let folder: AudioFolder
-        folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: printError)
-        if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips") }
+        let warn: (String) -> Void = { text in if world?.isRoot != false { printError(text) } }  // one copy of each warning, from rank 0
+        folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: warn)
+        if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips", warn: warn) }
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz from \(data)"
               + (folder.skipped.isEmpty ? "" : ", \(folder.skipped.count) skipped"))
         let vae = VAE(config)

@@ -141,7 +141,7 @@ struct TrainGAN: ParsableCommand {
             config.channels = channelCount
             (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf ?? 64, ndf ?? 64, embed)
             applyRecipe(to: &config)
-            config.batchSize = batchSizeFitting(batch, items: set.count, noun: "images")
+            config.batchSize = batchSizeFitting(batch, items: set.count, noun: "images", warn: { text in if world?.isRoot != false { printError(text) } })
             config.seed = training.seedValue
         } else {
             func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }

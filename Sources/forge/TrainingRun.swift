@@ -265,10 +265,11 @@ func outcomeWords(_ summary: TrainingSummary) -> String {
 
 /// The batch size for `count` training items: `requested`, or `count` with a warning on stderr when the
 /// data holds fewer than one batch (PyTorch's DataLoader likewise yields one short batch), so a small
-/// folder trains with the defaults. Fewer than 2 items are left to the task's own error.
-func batchSizeFitting(_ requested: Int, items count: Int, noun: String) -> Int {
+/// folder trains with the defaults. Fewer than 2 items are left to the task's own error. `warn`
+/// prints the warning (under mpirun, rank 0's `printError` and nothing on the other ranks).
+func batchSizeFitting(_ requested: Int, items count: Int, noun: String, warn: (String) -> Void = printError) -> Int {
     guard count < requested, count >= 2 else { return requested }
-    printError("warning: \(count) \(noun) are fewer than one batch of \(requested): training with one batch of \(count) per step (--batch \(count))")
+    warn("warning: \(count) \(noun) are fewer than one batch of \(requested): training with one batch of \(count) per step (--batch \(count))")
     return count
 }
 

@@ -359,6 +359,21 @@ final class DataParallelCLITests: CLITestCase {
         XCTAssertLessThan(d.value, 1e-4, "largest relative difference after 6 steps, \(d.worst)")
     }
 
+    /// A folder smaller than one batch warns once, from rank 0, not once per rank.
+    func testAFolderSmallerThanABatchWarnsOnceUnderMpirun() throws {
+        _ = try mpirun()
+        let dir = folder()
+        try FileManager.default.createDirectory(atPath: dir + "/clips", withIntermediateDirectories: true)
+        for k in 0..<6 {
+            let clip = AudioClip(samples: (0..<4096).map { Float(0.3 * sin(Double($0) * 0.05 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
+            try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
+        }
+        let (status, out, err) = try runParallel(2, ["train", "gan", "--data", dir + "/clips", "--ngf", "4", "--ndf", "4", "--steps", "1",
+                                                     "--no-tensorboard", "--out", dir + "/wavegan"], in: dir)
+        XCTAssertEqual(status, 0, out + err)
+        XCTAssertEqual(err.components(separatedBy: "6 clips are fewer than one batch of 64").count - 1, 1, err)
+    }
+
     /// The classifier cannot run data-parallel yet: under mpirun -np 2 it says so, naming the commands
     /// that can, and writes no run folder, rather than two copies training into one folder.
     func testATaskThatCannotRunDataParallelIsRefusedUnderMpirunNamingWhatCan() throws {
