@@ -237,6 +237,16 @@ final class DataParallelCLITests: CLITestCase {
 
     /// A folder of two classes, 11 and 10 random 32×32 grey PNGs: with the 10 % held out, 19 training
     /// images in batches of 8, 8 and 3, so every epoch ends on a batch that splits unevenly over 2 ranks.
+    /// `count` sine clips of 4,096 samples at 8 kHz in `directory/clips` (clip k at `frequency`·(k + 1)
+    /// radians per sample), the sound data of the audio tests.
+    private func clipFolder(in directory: String, count: Int, amplitude: Double, frequency: Double) throws {
+        try FileManager.default.createDirectory(atPath: directory + "/clips", withIntermediateDirectories: true)
+        for k in 0..<count {
+            let samples = (0..<4096).map { Float(amplitude * sin(Double($0) * frequency * Double(k + 1))) }
+            try AudioIO.writeWAV(AudioClip(samples: samples, channels: 1, sampleRate: 8000), to: directory + "/clips/\(k).wav")
+        }
+    }
+
     private func imageFolder(in directory: String) throws -> String {
         var g = RandomGenerator(seed: 7)
         for (name, count) in [("a", 11), ("b", 10)] {
@@ -302,11 +312,7 @@ final class DataParallelCLITests: CLITestCase {
     func testTwoRanksTrainTheSoundVAEAsOneProcessDoes() throws {
         _ = try mpirun()
         let dir = folder()
-        try FileManager.default.createDirectory(atPath: dir + "/clips", withIntermediateDirectories: true)
-        for k in 0..<10 {
-            let clip = AudioClip(samples: (0..<4096).map { Float(0.3 * sin(Double($0) * 0.03 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
-            try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
-        }
+        try clipFolder(in: dir, count: 10, amplitude: 0.3, frequency: 0.03)
         let common = ["train", "vae", "--data", dir + "/clips", "--length", "4096", "--hidden", "4", "--latent", "8", "--batch", "4",
                       "--epochs", "3", "--log-every", "1", "--no-tensorboard"]
         let (single, singleOut, singleErr) = try run(common + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "1"])
@@ -331,11 +337,7 @@ final class DataParallelCLITests: CLITestCase {
     func testTwoRanksWithSyncBatchNormTrainTheWaveGANAsOneProcessDoes() throws {
         _ = try mpirun()
         let dir = folder()
-        try FileManager.default.createDirectory(atPath: dir + "/clips", withIntermediateDirectories: true)
-        for k in 0..<8 {
-            let clip = AudioClip(samples: (0..<4096).map { Float(0.3 * sin(Double($0) * 0.03 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
-            try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
-        }
+        try clipFolder(in: dir, count: 8, amplitude: 0.3, frequency: 0.03)
         let common = ["train", "gan", "--data", dir + "/clips", "--ngf", "4", "--ndf", "4", "--batch", "4", "--phase-shuffle", "2",
                       "--epochs", "3", "--log-every", "1", "--sync-batchnorm", "--no-tensorboard"]
         let (single, singleOut, singleErr) = try run(common + ["--out", dir + "/single"], in: dir, environment: ["FORGE_THREADS": "1"])
@@ -363,11 +365,7 @@ final class DataParallelCLITests: CLITestCase {
     func testAFolderSmallerThanABatchWarnsOnceUnderMpirun() throws {
         _ = try mpirun()
         let dir = folder()
-        try FileManager.default.createDirectory(atPath: dir + "/clips", withIntermediateDirectories: true)
-        for k in 0..<6 {
-            let clip = AudioClip(samples: (0..<4096).map { Float(0.3 * sin(Double($0) * 0.05 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
-            try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
-        }
+        try clipFolder(in: dir, count: 6, amplitude: 0.3, frequency: 0.05)
         let (status, out, err) = try runParallel(2, ["train", "gan", "--data", dir + "/clips", "--ngf", "4", "--ndf", "4", "--steps", "1",
                                                      "--no-tensorboard", "--out", dir + "/wavegan"], in: dir)
         XCTAssertEqual(status, 0, out + err)
@@ -638,11 +636,7 @@ final class DataParallelCLITests: CLITestCase {
     func testTwoRanksGenerateTheAudioFolderOneProcessGenerates() throws {
         _ = try mpirun()
         let dir = folder()
-        try FileManager.default.createDirectory(atPath: dir + "/clips", withIntermediateDirectories: true)
-        for k in 0..<8 {
-            let clip = AudioClip(samples: (0..<4096).map { Float(0.25 * sin(Double($0) * 0.05 * Double(k + 1))) }, channels: 1, sampleRate: 8000)
-            try AudioIO.writeWAV(clip, to: dir + "/clips/\(k).wav")
-        }
+        try clipFolder(in: dir, count: 8, amplitude: 0.25, frequency: 0.05)
         try trainOneProcess(["train", "gan", "--data", dir + "/clips", "--ngf", "4", "--ndf", "4", "--batch", "8",
                              "--steps", "1", "--no-tensorboard", "--out", dir + "/wavegan"], in: dir)
         let common = ["generate", "audio", "--checkpoint", dir + "/wavegan", "--count", "10", "--batch", "3"]
