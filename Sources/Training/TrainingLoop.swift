@@ -254,7 +254,8 @@ public final class TrainingLoop {
             try board?.addImageFile("loss", path: metrics?.plotPath ?? "", step: state.step)
             try save()
             if budgetSpent, !stepsDone, !epochsDone {
-                if !evaluationNames.isEmpty && state.evaluatedStep != state.step { try evaluate() }
+                // no extra evaluation, as at a stop inside an epoch: what a timed run records must not
+                // depend on whether the budget ran out on an epoch's last step
                 progress.message("stopped at the time limit at step \(state.step) (epoch \(state.epoch)): saved \(options.checkpointPath)")
                 return summary(.timeLimit)
             }
