@@ -400,12 +400,10 @@ public final class DCGAN {
     }
 
     /// Floating-point operations of one training step per image (multiply-adds × 2, convolutions and
-    /// the projection only), counted from the layer shapes as `WaveGAN.trainingFLOPsPerClip` counts
-    /// them: D forward 3× (real, fake, G step) and backward 2× forward in the D step on real and on
-    /// fake, 1× in the G step (input gradients only); G forward once and backward once (2×). One count
-    /// for the workload, so Forge's and PyTorch's rates in `make bench` compare the same work.
+    /// the projection only), counted from the layer shapes (`ganTrainingFLOPs` says how the passes add
+    /// up). One count for the workload, so Forge's and PyTorch's rates in `make bench` compare the same work.
     public var trainingFLOPsPerImage: Double {
-        (3 + 2 + 2 + 1) * discriminatorForwardFLOPs + (1 + 2) * generatorForwardFLOPs
+        ganTrainingFLOPs(discriminatorForward: discriminatorForwardFLOPs, generatorForward: generatorForwardFLOPs)
     }
 
     /// Forward FLOPs of G for one image: a transposed conv scatters each input pixel through Cout·4·4 taps.

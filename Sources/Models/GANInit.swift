@@ -16,3 +16,11 @@ func dcganBatchNorm(_ features: Int, _ g: inout RandomGenerator) -> BatchNorm2d 
     return bn
 }
 
+
+/// Floating-point operations of one step of the non-saturating (or hinge) game per item, from the
+/// two networks' forward FLOPs: D runs forward 3× (real, fake, G step); its backward costs ≈ 2×
+/// forward (weight and input gradients) in the D step on real and on fake, ≈ 1× in the G step (D's
+/// weights are frozen, only input gradients flow); G runs forward once and backward once (2×).
+func ganTrainingFLOPs(discriminatorForward d: Double, generatorForward g: Double) -> Double {
+    (3 + 2 + 2 + 1) * d + (1 + 2) * g
+}

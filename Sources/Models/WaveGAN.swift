@@ -253,13 +253,10 @@ public final class WaveGAN {
         return withNoGrad { generator.forward(z) }
     }
 
-    /// Floating-point operations of one training step (`waveGANTrainingStep`) per clip (multiply-adds × 2, convolutions and
-    /// dense layers only): D runs forward 3× (real, fake, G step); its backward costs ≈ 2× forward
-    /// (weight and input gradients) in the D step on real and on fake, ≈ 1× in the G step (D's
-    /// weights are frozen, only input gradients flow); G runs forward once and backward once (2×).
+    /// Floating-point operations of one training step (`waveGANTrainingStep`) per clip (multiply-adds
+    /// × 2, convolutions and dense layers only; `ganTrainingFLOPs` says how the passes add up).
     public var trainingFLOPsPerClip: Double {
-        let gForward = generatorForwardFLOPs, dForward = discriminatorForwardFLOPs
-        return (3 + 2 + 2 + 1) * dForward + (1 + 2) * gForward
+        ganTrainingFLOPs(discriminatorForward: discriminatorForwardFLOPs, generatorForward: generatorForwardFLOPs)
     }
 
     /// Forward FLOPs of G for one clip.

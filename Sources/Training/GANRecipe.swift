@@ -151,7 +151,7 @@ private func hingeGANStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Tensor,
     optimizers.discriminator.zeroGrad()
     let outReal = discriminate(real)
     let z: Tensor  // this rank's rows of the global batch's z, or the whole batch's
-    if let part { z = part.noise(latentSize: gan.config.nz, generator: &rng) } else { z = gan.noise(b, generator: &rng) }
+    if let part { z = part.noise { gan.noise($0, generator: &rng) } } else { z = gan.noise(b, generator: &rng) }
     let fake = g.forward(z, labels: labels)  // the real batch's class mix
     let outFake = discriminate(fake.detachedSharingStorage())
     let lossD = hingeDiscriminatorLoss(real: outReal, fake: outFake)

@@ -69,7 +69,7 @@ public func dcganTrainingStep(_ gan: DCGAN, optimizers: GANOptimizers, real: Ten
         discriminate: { x in discriminator.forward(augment.map { $0(x) } ?? x, labels: labels) },
         makeFake: {
             let z: Tensor  // this rank's rows of the global batch's z, or the whole batch's
-            if let part { z = part.noise(latentSize: gan.config.nz, generator: &rng) } else { z = gan.noise(b, generator: &rng) }
+            if let part { z = part.noise { gan.noise($0, generator: &rng) } } else { z = gan.noise(b, generator: &rng) }
             return generator.forward(z, labels: labels)  // the real batch's class mix
         },
         beforeUpdate: part.map { part in { part.averageGradients(of: $0) } },
@@ -97,7 +97,7 @@ public func waveGANTrainingStep(_ gan: WaveGAN, optimizers: GANOptimizers, real:
         makeFake: {
             var g = shuffle!
             let z: Tensor  // this rank's rows of the global batch's z, or the whole batch's
-            if let part { z = part.noise(latentSize: gan.config.nz, generator: &g) } else { z = gan.noise(b, generator: &g) }
+            if let part { z = part.noise { gan.noise($0, generator: &g) } } else { z = gan.noise(b, generator: &g) }
             shuffle = g
             return generator.forward(z)
         },
@@ -189,10 +189,10 @@ public struct GANDataParallelPart {
         rows = try group.shard(ofBatch: globalBatch)
     }
 
-    /// The global batch's latent vectors (globalBatch, latentSize) ~ N(0, 1), drawn as one process
-    /// draws them (`DCGAN.noise`, `WaveGAN.noise`), cut to this rank's rows.
-    func noise(latentSize: Int, generator rng: inout RandomGenerator) -> Tensor {
-        Tensor.randn([globalBatch, latentSize], generator: &rng).slice(axis: 0, rows)
+    /// The global batch's latent vectors, drawn by `draw(count)` (the model's `noise`) as one process
+    /// draws them, cut to this rank's rows.
+    func noise(_ draw: (Int) -> Tensor) -> Tensor {
+        draw(globalBatch).slice(axis: 0, rows)
     }
 
     /// This rank's rows of the global batch, for per-example draws made over the whole batch.
@@ -214,7 +214,8 @@ public struct GANDataParallelPart {
     }
 
     /// Averages each player's gradients while the last backward before its update runs (PyTorch DDP's
-    /// overlap; `OverlappedGradientReducer`), instead of after it. Each element is summed once over the ranks either way, so with 2 ranks the two give the same bits.
+    /// overlap; `OverlappedGradientReducer`), instead of after it. Each element is summed once over
+    /// the ranks either way, so with 2 ranks the two give the same bits.
     mutating func overlapReduction(of optimizers: GANOptimizers) {
         for optimizer in [optimizers.discriminator, optimizers.generator] {
             reducers[ObjectIdentifier(optimizer)] = OverlappedGradientReducer(group: group, parameters: optimizer.parameters)

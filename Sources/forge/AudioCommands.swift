@@ -35,7 +35,7 @@ extension TrainGAN {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
         let runDirectory = training.runDirectory(kind: "wavegan", data: data)
         let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
-        let say: (String) -> Void = world?.isRoot == false ? { _ in } : { forge.say($0) }  // ranks other than 0 print nothing
+        let say = onRankZero(world, forge.say)
         var config = WaveGANConfig()
         let savedConfig = try training.savedConfig(WaveGANConfig.self, kind: "wavegan", runDirectory: runDirectory)
         let resumingRun = savedConfig != nil
@@ -60,7 +60,7 @@ extension TrainGAN {
         if let problem = config.problem { throw ValidationError(problem) }
         let start = Date()
         let folder: AudioFolder
-        let warn: (String) -> Void = { text in if world?.isRoot != false { printError(text) } }  // one copy of each warning, from rank 0
+        let warn = onRankZero(world, printError)
         folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: warn)
         if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips", warn: warn) }
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz "
@@ -203,7 +203,7 @@ extension TrainVAE {
         guard WaveGANConfig.lengths.contains(length) else { throw ValidationError("--length must be 4096, 8192 or 16384") }
         let runDirectory = training.runDirectory(kind: "audiovae", data: data)
         let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
-        let say: (String) -> Void = world?.isRoot == false ? { _ in } : { forge.say($0) }  // ranks other than 0 print nothing
+        let say = onRankZero(world, forge.say)
         var config = VAEConfig.audio()
         let savedConfig = try training.savedConfig(VAEConfig.self, kind: "audiovae", runDirectory: runDirectory)
         let resumingRun = savedConfig != nil
@@ -220,7 +220,7 @@ extension TrainVAE {
         }
         if let problem = config.problem { throw ValidationError(problem) }
         let folder: AudioFolder
-        let warn: (String) -> Void = { text in if world?.isRoot != false { printError(text) } }  // one copy of each warning, from rank 0
+        let warn = onRankZero(world, printError)
         folder = try AudioFolder(path: data, sampleRate: config.sampleRate, length: config.length, warn: warn)
         if !resumingRun { config.batchSize = batchSizeFitting(config.batchSize, items: folder.count, noun: "clips", warn: warn) }
         say("data: \(folder.count) clips of \(config.length) samples at \(config.sampleRate) Hz from \(data)"

@@ -59,6 +59,12 @@ func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
+/// `print` on rank 0 of `world` (or outside mpirun), nothing on the other ranks: one copy of each
+/// message from a data-parallel job.
+func onRankZero(_ world: DataParallelGroup?, _ print: @escaping (String) -> Void) -> (String) -> Void {
+    world?.isRoot == false ? { _ in } : print
+}
+
 struct TrainGAN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gan",
@@ -112,7 +118,7 @@ struct TrainGAN: ParsableCommand {
         if isAudio { try training.refuseFineTuningFlags(except: [], command: "train gan on sound"); return try runAudio() }
         let runDirectory = training.runDirectory(kind: "gan", data: data)
         let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
-        let say: (String) -> Void = world?.isRoot == false ? { _ in } : { forge.say($0) }  // ranks other than 0 print nothing
+        let say = onRankZero(world, forge.say)
         let saved = try training.savedConfig(DCGANConfig.self, kind: "gan", runDirectory: runDirectory)
         let parent = try training.initCheckpoint.map { try Checkpoint.load($0, expectedKind: "gan") }  // --init (FineTuningFlags.swift)
         var config = try saved ?? parent?.config(as: DCGANConfig.self) ?? DCGANConfig()
@@ -141,7 +147,7 @@ struct TrainGAN: ParsableCommand {
             config.channels = channelCount
             (config.nz, config.ngf, config.ndf, config.embedDim) = (nz, ngf ?? 64, ndf ?? 64, embed)
             applyRecipe(to: &config)
-            config.batchSize = batchSizeFitting(batch, items: set.count, noun: "images", warn: { text in if world?.isRoot != false { printError(text) } })
+            config.batchSize = batchSizeFitting(batch, items: set.count, noun: "images", warn: onRankZero(world, printError))
             config.seed = training.seedValue
         } else {
             func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }

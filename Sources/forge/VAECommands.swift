@@ -73,7 +73,7 @@ struct TrainVAE: ParsableCommand {
         let (latent, batch) = (self.latent ?? 20, self.batch ?? 128)
         let runDirectory = training.runDirectory(kind: "vae", data: data)
         let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
-        let say: (String) -> Void = world?.isRoot == false ? { _ in } : { forge.say($0) }  // ranks other than 0 print nothing
+        let say = onRankZero(world, forge.say)
         do {
             let saved = try training.savedConfig(VAEConfig.self, kind: "vae", runDirectory: runDirectory)
             let parent = try training.initCheckpoint.map { try Checkpoint.load($0, expectedKind: "vae") }  // --init (FineTuningFlags.swift)
