@@ -457,77 +457,132 @@ FK_CLONES void fk_col2im_rows(const float *restrict col, float *restrict img, lo
             }
 }
 
-// im2col of one plane through a zero-padded copy of it, so the inner loop has no bounds at all:
-// each (kh, kw) row of col is a strided sub-sampling of the padded plane. Pays off on the small maps
-// of a DCGAN (4x4 to 16x16 outputs) where per-row bounds logic dominates. Returns 0 (and does
-// nothing) when the padded plane does not fit the stack buffer; callers then use fk_im2col_rows.
-// img: (H, W); col rows (kh, kw) at col + (kh*KW + kw)*ld, each (OH, OW)
+// d[0 ..< n] = s[0 ..< n] for the short rows of a DCGAN's maps: a copy loop becomes a call to memmove,
+// whose set-up costs more than a 4- to 16-float copy (perf: memmove 2.4 % of a cGAN step, from
+// the images-to-columns pass), so the common widths are fixed-size copies the compiler inlines.
+FK_INLINE void fk_copy_row(float *restrict d, const float *restrict s, long n) {
+    switch (n) {
+    case 4: __builtin_memcpy(d, s, 4 * sizeof(float)); return;
+    case 8: __builtin_memcpy(d, s, 8 * sizeof(float)); return;
+    case 16: __builtin_memcpy(d, s, 16 * sizeof(float)); return;
+    case 32: __builtin_memcpy(d, s, 32 * sizeof(float)); return;
+    default: memcpy(d, s, (size_t)n * sizeof(float)); return;
+    }
+}
+
+// dst row r (r < rows, at dst + r·dst_ld) ← src row r (at src + r·src_ld), cols floats each: the
+// layout passes between NCHW images and GEMM columns, whose rows are a map's 16–256 pixels.
+void fk_copy_rows(const float *restrict src, long src_ld, float *restrict dst, long dst_ld, long rows, long cols) {
+    for (long r = 0; r < rows; r++) fk_copy_row(dst + r * dst_ld, src + r * src_ld, cols);
+}
+
+// im2col of n planes of one channel (planes at img + i·image_stride) through zero-padded copies of
+// them, so the inner loop has no bounds at all: each (kh, kw) row of col is a sub-sampling of the
+// padded planes. Pays off on the small maps of a DCGAN (4x4 to 16x16 outputs) where per-row bounds
+// logic dominates. The loops run tap by tap and, inside a tap, image after image, so each row of col
+// is written as one sequential stream of n·OH·OW floats: done plane by plane, the 16 rows a 4×4
+// window writes are 16 short strided streams, and their store misses cost more than the copy (perf:
+// 63 % of the per-plane kernel's time on the instruction after its store). With stride_w 2 each
+// padded row is also split into its even and odd columns, so every copy is contiguous.
+// Returns 0 (and does nothing) when the padded planes do not fit the stack buffer; callers then take
+// fewer planes, or fk_im2col_rows.
+// img: n planes (H, W); col rows (kh, kw) at col + (kh*KW + kw)*ld, each (n, OH, OW)
 #define FK_PAD_MAX 16384
-FK_CLONES int fk_im2col_plane_padded(const float *restrict img, float *restrict col, long H, long W, long KH, long KW,
-                                     long sh, long sw, long ph, long pw, long OH, long OW, long ld) {
-    long PH = H + 2 * ph, PW = W + 2 * pw;
-    if (PH * PW > FK_PAD_MAX) return 0;
+FK_CLONES int fk_im2col_planes_padded(const float *restrict img, long n, long image_stride, float *restrict col,
+                                      long H, long W, long KH, long KW, long sh, long sw, long ph, long pw,
+                                      long OH, long OW, long ld) {
+    const long PH = H + 2 * ph, PW = W + 2 * pw, plane = PH * PW, P = OH * OW;
+    if (n < 1 || n * plane > FK_PAD_MAX) return 0;
     float pad[FK_PAD_MAX];
-    for (long i = 0; i < ph * PW; i++) pad[i] = 0.0f;                          // top border
-    for (long i = (ph + H) * PW; i < PH * PW; i++) pad[i] = 0.0f;             // bottom border
-    for (long h = 0; h < H; h++) {
-        float *row = pad + (h + ph) * PW;
-        for (long w = 0; w < pw; w++) { row[w] = 0.0f; row[pw + W + w] = 0.0f; }
-        const float *src = img + h * W;
-        for (long w = 0; w < W; w++) row[pw + w] = src[w];
+    // even columns of a padded row first (PWE of them), then the odd ones, when sw == 2
+    const long PWE = sw == 2 ? (PW + 1) / 2 : PW;
+    for (long i = 0; i < n; i++) {
+        float *q = pad + i * plane;
+        const float *src = img + i * image_stride;
+        for (long t = 0; t < ph * PW; t++) q[t] = 0.0f;                          // top border
+        for (long t = (ph + H) * PW; t < plane; t++) q[t] = 0.0f;               // bottom border
+        for (long h = 0; h < H; h++) {
+            float *row = q + (h + ph) * PW;
+            const float *s = src + h * W;
+            if (sw == 2) {
+                float *even = row, *odd = row + PWE;
+                for (long w = 0; w < PW; w++) {
+                    long x = w - pw;
+                    float v = x >= 0 && x < W ? s[x] : 0.0f;
+                    if (w & 1) odd[w / 2] = v; else even[w / 2] = v;
+                }
+            } else {
+                for (long w = 0; w < pw; w++) { row[w] = 0.0f; row[pw + W + w] = 0.0f; }
+                for (long w = 0; w < W; w++) row[pw + w] = s[w];
+            }
+        }
     }
     for (long kh = 0; kh < KH; kh++)
         for (long kw = 0; kw < KW; kw++) {
             float *dst = col + (kh * KW + kw) * ld;
-            for (long oh = 0; oh < OH; oh++) {
-                const float *s = pad + (oh * sh + kh) * PW + kw;
-                float *d = dst + oh * OW;
-                if (sw == 1) for (long ow = 0; ow < OW; ow++) d[ow] = s[ow];
-                else if (sw == 2) for (long ow = 0; ow < OW; ow++) d[ow] = s[2 * ow];
-                else for (long ow = 0; ow < OW; ow++) d[ow] = s[ow * sw];
+            // padded column 2·ow + kw is entry ow + kw/2 of the even (kw even) or odd half
+            const long offset = sw == 2 ? (kw & 1 ? PWE : 0) + kw / 2 : kw;
+            for (long i = 0; i < n; i++) {
+                const float *q = pad + i * plane;
+                float *d0 = dst + i * P;
+                for (long oh = 0; oh < OH; oh++) {
+                    const float *s = q + (oh * sh + kh) * PW + offset;
+                    float *d = d0 + oh * OW;
+                    if (sw == 1 || sw == 2) fk_copy_row(d, s, OW);
+                    else for (long ow = 0; ow < OW; ow++) d[ow] = s[ow * sw];
+                }
             }
         }
     return 1;
 }
 
-// col2im of one plane for stride_w 2 (a DCGAN's stride-2 convs): writing every other float of an image
-// row does not vectorise, so the plane is held as two dense halves, even columns then odd, each
-// (kh, kw) row of col adds contiguously into one of them (image column iw = 2*ow + kw - pw), and
-// the halves are interleaved back at the end. Each pixel gets the same additions in the same
-// (kh, kw) order as fk_col2im_rows, starting from img's contents, so the results are identical.
-// col rows (kh, kw) at col + (kh*KW + kw)*ld, each (OH, OW); img: (H, W)
-FK_CLONES int fk_col2im_plane_s2(const float *restrict col, float *restrict img, long H, long W, long KH, long KW,
-                                 long sh, long ph, long pw, long OH, long OW, long ld) {
-    const long WE = (W + 1) / 2, WO = W / 2;
-    if (H * W > FK_PAD_MAX) return 0;
+// col2im of n planes of one channel for stride_w 2 (a DCGAN's stride-2 convs). Writing every other
+// float of an image row does not vectorise, so each plane is held as two dense halves, even columns
+// then odd, each (kh, kw) row of col adds contiguously into one of them (image column
+// iw = 2*ow + kw - pw), and the halves are interleaved into the planes at the end. As in
+// fk_im2col_planes_padded, the loops run tap by tap and image after image inside a tap, so each row
+// of col is read as one sequential stream (plane by plane, the per-plane loads of 16 strided rows
+// missed the cache: 57 % of that kernel's time sat on one scalar add). Every pixel starts at
+// `initial` and gets the same additions in the same (kh, kw) order as fk_col2im_rows does on a
+// plane filled with `initial`, so the results are identical.
+// col rows (kh, kw) at col + (kh*KW + kw)*ld, each (n, OH, OW); img: n planes (H, W) at img + i·image_stride
+FK_CLONES int fk_col2im_planes_s2(const float *restrict col, float *restrict img, long n, long image_stride, float initial,
+                                  long H, long W, long KH, long KW, long sh, long ph, long pw, long OH, long OW, long ld) {
+    const long WE = (W + 1) / 2, WO = W / 2, plane = H * W, P = OH * OW;
+    if (n < 1 || n * plane > FK_PAD_MAX) return 0;
     float split[FK_PAD_MAX];
-    float *even = split, *odd = split + H * WE;
-    for (long h = 0; h < H; h++) {
-        const float *r = img + h * W;
-        for (long j = 0; j < WE; j++) even[h * WE + j] = r[2 * j];
-        for (long j = 0; j < WO; j++) odd[h * WO + j] = r[2 * j + 1];
-    }
+    for (long t = 0; t < n * plane; t++) split[t] = initial;
     for (long kh = 0; kh < KH; kh++)
         for (long kw = 0; kw < KW; kw++) {
             const float *src = col + (kh * KW + kw) * ld;
             long lo = fk_cdiv(pw - kw, 2); lo = lo < 0 ? 0 : (lo > OW ? OW : lo);
             long hi = fk_fdiv(W - 1 + pw - kw, 2) + 1; hi = hi > OW ? OW : (hi < lo ? lo : hi);
             const long t = kw - pw;  // iw = 2*ow + t
-            float *half = (t & 1) ? odd : even;
+            const long half = (t & 1) ? H * WE : 0;   // the odd half follows the even one in a plane's copy
             const long width = (t & 1) ? WO : WE;
             const long shift = (t & 1) ? (t - 1) / 2 : t / 2;  // exact divisions of even numbers
-            for (long oh = 0; oh < OH; oh++) {
-                long ih = oh * sh - ph + kh;
-                if (ih < 0 || ih >= H) continue;
-                const float *s = src + oh * OW;
-                float *d = half + ih * width + shift;
-                for (long ow = lo; ow < hi; ow++) d[ow] += s[ow];
+            for (long i = 0; i < n; i++) {
+                const float *s0 = src + i * P;
+                float *h0 = split + i * plane + half;
+                for (long oh = 0; oh < OH; oh++) {
+                    long ih = oh * sh - ph + kh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *s = s0 + oh * OW;
+                    float *d = h0 + ih * width + shift;
+                    for (long ow = lo; ow < hi; ow++) d[ow] += s[ow];
+                }
             }
         }
-    for (long h = 0; h < H; h++) {
-        float *r = img + h * W;
-        for (long j = 0; j < WE; j++) r[2 * j] = even[h * WE + j];
-        for (long j = 0; j < WO; j++) r[2 * j + 1] = odd[h * WO + j];
+    for (long i = 0; i < n; i++) {
+        const float *even = split + i * plane, *odd = even + H * WE;
+        float *q = img + i * image_stride;
+        for (long h = 0; h < H; h++) {
+            float *r = q + h * W;
+            const float *e = even + h * WE, *o = odd + h * WO;
+            // one loop for both parities, so the compiler can interleave with shuffles and store whole vectors
+            for (long j = 0; j < WO; j++) { r[2 * j] = e[j]; r[2 * j + 1] = o[j]; }
+            if (WE > WO) r[2 * WO] = e[WO];
+        }
     }
     return 1;
 }

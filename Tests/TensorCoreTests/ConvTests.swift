@@ -122,56 +122,101 @@ final class ConvTests: XCTestCase {
         }
     }
 
-    /// The col2im kernels (parity-split plane for stride 2, hoisted-bounds rows, per-element bounds) fold
-    /// columns onto a plane that already holds values (a bias) to the same floats, bit for bit; a plane
-    /// too big for the split copy's stack buffer is refused.
+    /// The col2im kernels (parity-split planes for stride 2, hoisted-bounds rows, per-element bounds) fold
+    /// columns onto planes that start at a bias to the same floats, bit for bit, for one plane and for a
+    /// run of three planes of one channel (every third plane of a buffer, as in a 3-channel batch);
+    /// planes too big for the split copy's stack buffer are refused.
     func testCol2imKernelsAgree() {
         for (H, W, KH, KW, sh, ph, pw) in [(8, 8, 4, 4, 2, 1, 1), (16, 16, 4, 4, 2, 1, 1), (9, 7, 3, 3, 2, 1, 1), (5, 12, 3, 2, 1, 0, 2),
                                             (4, 5, 4, 4, 1, 0, 0), (6, 11, 2, 3, 3, 2, 0), (7, 9, 5, 5, 2, 2, 2)] {
-            let sw = 2
-            let OH = (H + 2 * ph - KH) / sh + 1, OW = (W + 2 * pw - KW) / sw + 1, ld = OH * OW + 3
-            let col = randomTensor([KH * KW * ld], seed: UInt64(H * 17 + W))
-            func fold(_ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
-                let img = randomTensor([H * W], seed: 3)
-                kernel(col.pointer, img.mutablePointer)
-                return img.scalars
+            for n in [1, 3] {
+                let sw = 2, channels = 3, bias: Float = 0.625
+                let OH = (H + 2 * ph - KH) / sh + 1, OW = (W + 2 * pw - KW) / sw + 1, ld = n * OH * OW + 3
+                let col = randomTensor([KH * KW * ld], seed: UInt64(H * 17 + W + n))
+                let stride = channels * H * W
+                let split = Tensor(shape: [n * stride], repeating: -9)
+                XCTAssertEqual(fk_col2im_planes_s2(col.pointer, split.mutablePointer, n, stride, bias, H, W, KH, KW, sh, ph, pw, OH, OW, ld), 1)
+                let rows = Tensor(shape: [n * stride], repeating: -9), plain = Tensor(shape: [n * stride], repeating: -9)
+                for i in 0..<n {
+                    for (t, fold) in [(rows, fk_col2im_rows), (plain, fk_col2im)] as [(Tensor, FoldKernel)] {
+                        let plane = t.mutablePointer + i * stride
+                        plane.update(repeating: bias, count: H * W)
+                        fold(col.pointer + i * OH * OW, plane, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld)
+                    }
+                }
+                let what = "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),2 pad \(ph),\(pw), \(n) planes"
+                XCTAssertEqual(split.scalars, rows.scalars, what)
+                XCTAssertEqual(split.scalars, plain.scalars, what)
+                XCTAssertEqual(split.scalars.filter { $0 == -9 }.count, n * (stride - H * W), "only the run's planes written: " + what)
             }
-            let split = fold { XCTAssertEqual(fk_col2im_plane_s2($0, $1, H, W, KH, KW, sh, ph, pw, OH, OW, ld), 1) }
-            let rows = fold { fk_col2im_rows($0, $1, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld) }
-            let plain = fold { fk_col2im($0, $1, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld) }
-            XCTAssertEqual(split, rows, "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),2 pad \(ph),\(pw)")
-            XCTAssertEqual(split, plain, "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),2 pad \(ph),\(pw)")
         }
-        let col = Tensor(shape: [9 * 65 * 65], repeating: 1), img = Tensor(shape: [130 * 130], repeating: 0)
-        XCTAssertEqual(fk_col2im_plane_s2(col.pointer, img.mutablePointer, 130, 130, 3, 3, 2, 1, 1, 65, 65, 65 * 65), 0)
+        let col = Tensor(shape: [9 * 65 * 65 * 2], repeating: 1), img = Tensor(shape: [2 * 130 * 130], repeating: 0)
+        XCTAssertEqual(fk_col2im_planes_s2(col.pointer, img.mutablePointer, 1, 0, 0, 130, 130, 3, 3, 2, 1, 1, 65, 65, 65 * 65), 0)
+        XCTAssertEqual(fk_col2im_planes_s2(col.pointer, img.mutablePointer, 2, 91 * 91, 0, 91, 91, 3, 3, 2, 1, 1, 46, 46, 2 * 46 * 46), 0,
+                       "two 91×91 planes exceed the copy")
         XCTAssertEqual(img.scalars.filter { $0 != 0 }.count, 0, "nothing written")
     }
 
-    /// The three im2col kernels (padded-plane copy, hoisted-bounds rows, per-element bounds) lower a
-    /// plane to the same columns, bit for bit, over strides, paddings and kernel sizes; and a plane too
-    /// big for the padded copy's stack buffer is refused (then the row kernels take it, checked by a
-    /// conv on a 130×130 image against the naive loops).
+    private typealias FoldKernel = (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) -> Void
+    private typealias LowerKernel = (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int) -> Void
+
+    /// The three im2col kernels (padded-plane copies, hoisted-bounds rows, per-element bounds) lower
+    /// planes to the same columns, bit for bit, over strides, paddings and kernel sizes, for one plane
+    /// and for a run of three planes of one channel; planes too big for the padded copy's stack buffer
+    /// are refused (then the row kernels take them, checked by a conv on a 130×130 image against the
+    /// naive loops).
     func testIm2colKernelsAgree() {
         for (H, W, KH, KW, sh, sw, ph, pw) in [(8, 8, 4, 4, 2, 2, 1, 1), (9, 7, 3, 3, 1, 1, 1, 1), (5, 12, 3, 2, 2, 3, 0, 2),
-                                                (4, 4, 4, 4, 1, 1, 0, 0), (16, 16, 4, 4, 2, 2, 1, 1), (6, 5, 2, 3, 3, 1, 2, 0)] {
-            let OH = (H + 2 * ph - KH) / sh + 1, OW = (W + 2 * pw - KW) / sw + 1, ld = OH * OW + 3
-            let img = randomTensor([H * W], seed: UInt64(H * 31 + W))
-            func lower(_ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
-                let col = Tensor(shape: [KH * KW * ld], repeating: -7)
-                kernel(img.pointer, col.mutablePointer)
-                return col.scalars
+                                                (4, 4, 4, 4, 1, 1, 0, 0), (16, 16, 4, 4, 2, 2, 1, 1), (6, 5, 2, 3, 3, 1, 2, 0),
+                                                (7, 9, 3, 4, 2, 2, 1, 2)] {
+            for n in [1, 3] {
+                let channels = 2, stride = channels * H * W
+                let OH = (H + 2 * ph - KH) / sh + 1, OW = (W + 2 * pw - KW) / sw + 1, ld = n * OH * OW + 3
+                let img = randomTensor([n * stride], seed: UInt64(H * 31 + W + n))
+                let padded = Tensor(shape: [KH * KW * ld], repeating: -7)
+                XCTAssertEqual(fk_im2col_planes_padded(img.pointer, n, stride, padded.mutablePointer, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld), 1)
+                let rows = Tensor(shape: [KH * KW * ld], repeating: -7), plain = Tensor(shape: [KH * KW * ld], repeating: -7)
+                for i in 0..<n {
+                    for (t, lower) in [(rows, fk_im2col_rows), (plain, fk_im2col)] as [(Tensor, LowerKernel)] {
+                        lower(img.pointer + i * stride, t.mutablePointer + i * OH * OW, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld)
+                    }
+                }
+                let what = "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),\(sw) pad \(ph),\(pw), \(n) planes"
+                XCTAssertEqual(padded.scalars, rows.scalars, what)
+                XCTAssertEqual(padded.scalars, plain.scalars, what)
             }
-            let padded = lower { XCTAssertEqual(fk_im2col_plane_padded($0, $1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld), 1) }
-            let rows = lower { fk_im2col_rows($0, $1, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld) }
-            let plain = lower { fk_im2col($0, $1, 1, H, W, KH, KW, sh, sw, ph, pw, OH, OW, ld) }
-            XCTAssertEqual(padded, rows, "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),\(sw) pad \(ph),\(pw)")
-            XCTAssertEqual(padded, plain, "H \(H) W \(W) K \(KH)x\(KW) stride \(sh),\(sw) pad \(ph),\(pw)")
         }
         let big = Tensor(shape: [130 * 130], repeating: 1), col = Tensor(shape: [9 * 130 * 130], repeating: 0)
-        XCTAssertEqual(fk_im2col_plane_padded(big.pointer, col.mutablePointer, 130, 130, 3, 3, 1, 1, 1, 1, 130, 130, 130 * 130), 0)
+        XCTAssertEqual(fk_im2col_planes_padded(big.pointer, 1, 0, col.mutablePointer, 130, 130, 3, 3, 1, 1, 1, 1, 130, 130, 130 * 130), 0)
+        XCTAssertEqual(col.scalars.filter { $0 != 0 }.count, 0, "nothing written")
         let x = randomTensor([1, 1, 130, 130], seed: 5), w = randomTensor([2, 1, 3, 3], seed: 6)
         assertClose(conv2d(x, weight: w, stride: 1, padding: 1).scalars, naiveConv2d(x, w, nil, stride: (1, 1), padding: (1, 1)),
                     rtol: 1e-4, atol: 1e-4, "conv2d on a plane too big for the padded copy")
+    }
+
+    /// The lower and fold passes take runs of planes of one channel at a time, as many as their stack
+    /// copies hold: 48×48 planes give runs of 6 (padded, im2col) and 7 (col2im), so batches of 7 and 9
+    /// end on a short run. conv2d forward, its input gradient (a stride-2 fold) and convTranspose2d
+    /// forward must still match the naive loops, on the OpenBLAS path that uses these passes.
+    func testRunsOfPlanesMatchNaiveLoops() {
+        let saved = ConvGEMM.current
+        defer { ConvGEMM.current = saved }
+        ConvGEMM.current = .blas
+        let x = randomTensor([7, 3, 48, 48], seed: 71), w = randomTensor([4, 3, 4, 4], seed: 72, scale: 0.5)
+        let b = randomTensor([4], seed: 73)
+        x.requiresGrad = true
+        let y = conv2d(x, weight: w, bias: b, stride: 2, padding: 1)
+        assertClose(y.scalars, naiveConv2d(x, w, b, stride: (2, 2), padding: (1, 1)), rtol: 1e-4, atol: 1e-4, "conv2d forward")
+        let dy = randomTensor(y.shape, seed: 74)
+        y.backward(dy)
+        assertClose(x.grad!.scalars, naiveConvTranspose2d(dy, w, nil, stride: (2, 2), padding: (1, 1), outputPadding: (0, 0)),
+                    rtol: 1e-4, atol: 1e-4, "conv2d input gradient")
+        let xt = randomTensor([9, 2, 24, 24], seed: 75), wt = randomTensor([2, 3, 4, 4], seed: 76, scale: 0.5)
+        let bt = randomTensor([3], seed: 77)
+        let yt = convTranspose2d(xt, weight: wt, bias: bt, stride: 2, padding: 1)
+        XCTAssertEqual(yt.shape, [9, 3, 48, 48])
+        assertClose(yt.scalars, naiveConvTranspose2d(xt, wt, bt, stride: (2, 2), padding: (1, 1), outputPadding: (0, 0)),
+                    rtol: 1e-4, atol: 1e-4, "convTranspose2d forward")
     }
 
     func testConvTranspose2dMatchesScatterDefinition() {

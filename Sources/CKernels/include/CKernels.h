@@ -146,16 +146,20 @@ void fk_bn_backward_dx(const float *x, const float *dy, float *dx, long n, float
 // Measured single-thread on DCGAN/3×3 planes: im2col 1.3–2× faster when OW >= 8; slower on 4-wide rows.
 void fk_im2col_rows(const float *img, float *col, long C, long H, long W, long KH, long KW,
                     long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
-/// One plane (C = 1) through a zero-padded stack copy; 0 when (H+2ph)·(W+2pw) > 16384 (nothing written).
-int fk_im2col_plane_padded(const float *img, float *col, long H, long W, long KH, long KW,
-                           long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
+/// dst row r (at dst + r·dst_ld) ← src row r (at src + r·src_ld), cols floats each, for r < rows.
+void fk_copy_rows(const float *src, long src_ld, float *dst, long dst_ld, long rows, long cols);
+/// n planes of one channel (at img + i·image_stride) through zero-padded stack copies; col rows (kh, kw)
+/// hold the n images' windows side by side. 0 when n·(H+2ph)·(W+2pw) > 16384 (nothing written).
+int fk_im2col_planes_padded(const float *img, long n, long image_stride, float *col, long H, long W, long KH, long KW,
+                            long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
 void fk_col2im_rows(const float *col, float *img, long C, long H, long W, long KH, long KW,
                     long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
-/// One plane (C = 1) with stride_w == 2, accumulated in a stack copy split by column parity so every
-/// add is contiguous; the same additions in the same order as fk_col2im_rows (bit-identical).
-/// 0 when H·W > 16384 (nothing written).
-int fk_col2im_plane_s2(const float *col, float *img, long H, long W, long KH, long KW,
-                       long stride_h, long pad_h, long pad_w, long OH, long OW, long ld);
+/// n planes of one channel (at img + i·image_stride) with stride_w == 2, each starting at `initial`,
+/// accumulated in a stack copy split by column parity so every add is contiguous; the same additions
+/// in the same order as fk_col2im_rows on planes filled with `initial` (bit-identical).
+/// 0 when n·H·W > 16384 (nothing written).
+int fk_col2im_planes_s2(const float *col, float *img, long n, long image_stride, float initial, long H, long W,
+                        long KH, long KW, long stride_h, long pad_h, long pad_w, long OH, long OW, long ld);
 
 
 // ---- GEMM with operand views (gemm.c) ----

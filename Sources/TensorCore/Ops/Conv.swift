@@ -58,25 +58,46 @@ func imagesPerChunk(batch: Int, floatsPerImage: Int) -> Int {
     Swift.max(1, Swift.min(batch, convColumnBudget / Swift.max(floatsPerImage, 1)))
 }
 
-// MARK: - lower / fold kernels (parallel over (image, channel) planes)
+// MARK: - lower / fold kernels (parallel over channels, each over a run of images)
+
+/// How many planes of (height, width) after `pad` the C kernels' 16,384-float stack copy holds at once
+/// (0 when not even one does).
+@inline(__always)
+func planesPerStackCopy(_ g: WindowGeometry, padded: Bool) -> Int {
+    let plane = padded ? (g.height + 2 * g.padH) * (g.width + 2 * g.padW) : g.inPixels
+    return 16_384 / Swift.max(plane, 1)
+}
+
+/// The work units of a lower or fold pass: (channel, run of images) pairs, so each unit reads or
+/// writes every (kh, kw) row of its channel as one sequential stream over its images.
+@inline(__always)
+func channelRuns(_ g: WindowGeometry, images n: Int, perRun: Int) -> (runs: Int, perRun: Int, count: Int) {
+    let run = Swift.max(1, Swift.min(n, perRun))
+    let runs = (n + run - 1) / run
+    return (runs, run, runs * g.channels)
+}
 
 /// col (patchSize, n·outPixels) ← im2col of `n` images (n, C, H, W) starting at `images`.
 /// Image i of the chunk fills columns i·outPixels ..< (i+1)·outPixels.
 func im2colChunk(_ images: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, _ g: WindowGeometry, images n: Int) {
     let ld = n * g.outPixels
     let src = SendablePointer(images), dst = SendablePointer(col)
-    let grain = Swift.max(1, 16_384 / Swift.max(g.kernelArea * g.outPixels, 1))
-    parallelFor(n * g.channels, grain: grain) { s, e in
-        for plane in s..<e {
-            let (i, c) = plane.quotientAndRemainder(dividingBy: g.channels)
-            let img = src.p + plane * g.inPixels, col = dst.p + c * g.kernelArea * ld + i * g.outPixels
-            // A zero-padded copy of the plane removes all bounds logic; planes too big for it take the
-            // row kernels (hoisted bounds pay off on rows >= 8 wide).
-            if fk_im2col_plane_padded(img, col, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW,
-                                      g.padH, g.padW, g.outH, g.outW, ld) != 0 { continue }
+    let fit = planesPerStackCopy(g, padded: true)
+    let (runs, run, units) = channelRuns(g, images: n, perRun: Swift.max(fit, 1))
+    parallelFor(units, grain: Swift.max(1, 16_384 / Swift.max(run * g.kernelArea * g.outPixels, 1))) { s, e in
+        for unit in s..<e {
+            let (c, r) = unit.quotientAndRemainder(dividingBy: runs)
+            let i0 = r * run, count = Swift.min(run, n - i0)
+            let img = src.p + (i0 * g.channels + c) * g.inPixels, col = dst.p + c * g.kernelArea * ld + i0 * g.outPixels
+            // Zero-padded copies of the planes remove all bounds logic; a plane too big for the copy
+            // takes the row kernels (hoisted bounds pay off on rows >= 8 wide).
+            if fit > 0, fk_im2col_planes_padded(img, count, g.channels * g.inPixels, col, g.height, g.width, g.kernelH, g.kernelW,
+                                                g.strideH, g.strideW, g.padH, g.padW, g.outH, g.outW, ld) != 0 { continue }
             let lower = g.outW >= 8 ? fk_im2col_rows : fk_im2col
-            lower(img, col, 1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW, g.padH, g.padW,
-                  g.outH, g.outW, ld)
+            for i in 0..<count {
+                lower(img + i * g.channels * g.inPixels, col + i * g.outPixels, 1, g.height, g.width, g.kernelH, g.kernelW,
+                      g.strideH, g.strideW, g.padH, g.padW, g.outH, g.outW, ld)
+            }
         }
     }
 }
@@ -87,18 +108,23 @@ func col2imChunk(_ col: UnsafePointer<Float>, _ images: UnsafeMutablePointer<Flo
                  initial: UnsafePointer<Float>?) {
     let ld = n * g.outPixels
     let src = SendablePointer(col), dst = SendablePointer(images), bias = initial.map { SendablePointer($0) }
-    let grain = Swift.max(1, 16_384 / Swift.max(g.kernelArea * g.outPixels, 1))
-    parallelFor(n * g.channels, grain: grain) { s, e in
-        for plane in s..<e {
-            let (i, c) = plane.quotientAndRemainder(dividingBy: g.channels)
-            let img = dst.p + plane * g.inPixels
-            img.update(repeating: bias?.p[c] ?? 0, count: g.inPixels)
-            let source = src.p + c * g.kernelArea * ld + i * g.outPixels
-            if g.strideW == 2, fk_col2im_plane_s2(source, img, g.height, g.width, g.kernelH, g.kernelW, g.strideH,
-                                                  g.padH, g.padW, g.outH, g.outW, ld) != 0 { continue }
+    let fit = g.strideW == 2 ? planesPerStackCopy(g, padded: false) : 0
+    let (runs, run, units) = channelRuns(g, images: n, perRun: Swift.max(fit, 1))
+    parallelFor(units, grain: Swift.max(1, 16_384 / Swift.max(run * g.kernelArea * g.outPixels, 1))) { s, e in
+        for unit in s..<e {
+            let (c, r) = unit.quotientAndRemainder(dividingBy: runs)
+            let i0 = r * run, count = Swift.min(run, n - i0)
+            let img = dst.p + (i0 * g.channels + c) * g.inPixels, source = src.p + c * g.kernelArea * ld + i0 * g.outPixels
+            let start = bias?.p[c] ?? 0
+            if fit > 0, fk_col2im_planes_s2(source, img, count, g.channels * g.inPixels, start, g.height, g.width, g.kernelH,
+                                            g.kernelW, g.strideH, g.padH, g.padW, g.outH, g.outW, ld) != 0 { continue }
             let fold = g.outW >= 8 ? fk_col2im_rows : fk_col2im
-            fold(source, img, 1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW, g.padH, g.padW,
-                 g.outH, g.outW, ld)
+            for i in 0..<count {
+                let plane = img + i * g.channels * g.inPixels
+                plane.update(repeating: start, count: g.inPixels)
+                fold(source + i * g.outPixels, plane, 1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW,
+                     g.padH, g.padW, g.outH, g.outW, ld)
+            }
         }
     }
 }
@@ -107,9 +133,12 @@ func col2imChunk(_ col: UnsafePointer<Float>, _ images: UnsafeMutablePointer<Flo
 func imagesToColumns(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, images n: Int, rows: Int, pixels: Int) {
     let s = SendablePointer(src), d = SendablePointer(dst)
     parallelFor(n * rows, grain: Swift.max(1, 32_768 / Swift.max(pixels, 1))) { a, b in
-        for r in a..<b {
+        var r = a
+        while r < b {   // one run of rows per image: contiguous in src, n·pixels apart in dst
             let (i, row) = r.quotientAndRemainder(dividingBy: rows)
-            (d.p + row * n * pixels + i * pixels).update(from: s.p + r * pixels, count: pixels)
+            let count = Swift.min(b - r, rows - row)
+            fk_copy_rows(s.p + r * pixels, pixels, d.p + row * n * pixels + i * pixels, n * pixels, count, pixels)
+            r += count
         }
     }
 }
@@ -126,7 +155,7 @@ func columnsToImages(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Fl
                 let v = b.p[row]
                 for j in 0..<pixels { o[j] = x[j] + v }
             } else {
-                o.update(from: x, count: pixels)
+                fk_copy_rows(x, pixels, o, pixels, 1, pixels)
             }
         }
     }
