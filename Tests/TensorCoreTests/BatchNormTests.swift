@@ -63,6 +63,47 @@ final class BatchNormTests: XCTestCase {
         }
     }
 
+    /// batchNormWithSampleAffine (conditional BatchNorm's fused op): gradients of x, scale and shift by
+    /// central differences, with batch statistics and with running ones.
+    func testSampleAffineGradients() {
+        let rm = Tensor.zeros([2]), rv = Tensor.ones([2])
+        assertGradientsMatch([randomTensor([3, 2, 3, 2], seed: 31, scale: 2), randomTensor([3, 2], seed: 32) + 1,
+                              randomTensor([3, 2], seed: 33)], eps: 1e-3) {
+            batchNormWithSampleAffine($0[0], scale: $0[1], shift: $0[2], runningMean: rm, runningVar: rv, training: true)
+        }
+        assertGradientsMatch([randomTensor([4, 3], seed: 34), randomTensor([4, 3], seed: 35), randomTensor([4, 3], seed: 36)], eps: 1e-3) {
+            batchNormWithSampleAffine($0[0], scale: $0[1], shift: $0[2], runningMean: nil, runningVar: nil, training: true)
+        }
+        let erm = Tensor(shape: [2], data: [0.3, -0.4]), erv = Tensor(shape: [2], data: [0.5, 2])
+        assertGradientsMatch([randomTensor([3, 2, 2, 2], seed: 37), randomTensor([3, 2], seed: 38), randomTensor([3, 2], seed: 39)], eps: 1e-3) {
+            batchNormWithSampleAffine($0[0], scale: $0[1], shift: $0[2], runningMean: erm, runningVar: erv, training: false)
+        }
+    }
+
+    /// The fused op gives the values, gradients and running statistics of the composed ops it replaces:
+    /// batchNorm without affine, then × scale and + shift broadcast over the pixels.
+    func testSampleAffineMatchesComposedOps() {
+        for training in [true, false] {
+            let x = randomTensor([4, 3, 5, 5], seed: 41, scale: 2), scale = randomTensor([4, 3], seed: 42) + 1
+            let shift = randomTensor([4, 3], seed: 43), dy = randomTensor([4, 3, 5, 5], seed: 44)
+            var results: [[[Float]]] = []
+            for fused in [true, false] {
+                let xi = x.detachedCopy(), si = scale.detachedCopy(), ti = shift.detachedCopy()
+                for t in [xi, si, ti] { t.requiresGrad = true }
+                let rm = Tensor(shape: [3], data: [0.1, -0.2, 0.3]), rv = Tensor(shape: [3], data: [1.5, 0.5, 2])
+                let y = fused
+                    ? batchNormWithSampleAffine(xi, scale: si, shift: ti, runningMean: rm, runningVar: rv, training: training)
+                    : batchNorm(xi, weight: nil, bias: nil, runningMean: rm, runningVar: rv, training: training)
+                        * si.reshaped([4, 3, 1, 1]) + ti.reshaped([4, 3, 1, 1])
+                y.backward(dy)
+                results.append([y.scalars, xi.grad!.scalars, si.grad!.scalars, ti.grad!.scalars, rm.scalars, rv.scalars])
+            }
+            for (k, name) in ["y", "dx", "dscale", "dshift", "running mean", "running var"].enumerated() {
+                assertClose(results[0][k], results[1][k], rtol: 1e-4, atol: 1e-5, "\(name), training \(training)")
+            }
+        }
+    }
+
     func testMatchesPyTorch() throws {
         let f = try ConvFixture("batch_norm")
         let (x, w, b) = (f["x"], f["weight"], f["bias"])

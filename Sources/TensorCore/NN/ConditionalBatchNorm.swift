@@ -48,9 +48,8 @@ public final class ConditionalBatchNorm2d: Module {
         forgePrecondition(labels.count == b, "ConditionalBatchNorm2d: \(labels.count) labels for a batch of \(b)")
         forgePrecondition(labels.allSatisfy { (0..<classCount).contains($0) }, "ConditionalBatchNorm2d: a label is outside 0..<\(classCount)")
         let ids = labels.map { Int32($0) }
-        let broadcastShape = [b, features] + [Int](repeating: 1, count: x.rank - 2)
-        let gamma = embedding(weight, ids, shape: [b]).reshaped(broadcastShape)  // (B, C, 1, 1)
-        let beta = embedding(bias, ids, shape: [b]).reshaped(broadcastShape)
-        return bn(x) * gamma + beta
+        let gamma = embedding(weight, ids, shape: [b])  // (B, C)
+        let beta = embedding(bias, ids, shape: [b])
+        return bn.forward(x, scale: gamma, shift: beta)
     }
 }

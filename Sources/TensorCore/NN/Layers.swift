@@ -562,13 +562,32 @@ public final class BatchNorm2d: Layer {
     /// Training: normalises with the batch statistics and updates the running ones; evaluation:
     /// normalises with the running statistics.
     public func forward(_ x: Tensor) -> Tensor {
+        batchNorm(x, weight: weight, bias: bias, runningMean: runningMean, runningVar: runningVar,
+                  training: isTraining, momentum: countBatchAndGetMomentum(), eps: eps, statisticsReducer: isTraining ? statisticsReducer : nil)
+    }
+
+    /// `forward(x)` followed by a scale and shift per sample and channel, scale and shift (B, C):
+    /// y[b, c] = forward(x)[b, c]·scale[b, c] + shift[b, c] (conditional BatchNorm). One fused op
+    /// (`batchNormWithSampleAffine`) for a layer with no affine parameters of its own and no
+    /// statistics reducer; otherwise the composed ops, with the same values.
+    public func forward(_ x: Tensor, scale: Tensor, shift: Tensor) -> Tensor {
+        let perSample = [x.shape[0], x.shape[1]] + [Int](repeating: 1, count: Swift.max(x.rank - 2, 0))
+        guard weight == nil, bias == nil, !(isTraining && statisticsReducer != nil) else {
+            return forward(x) * scale.reshaped(perSample) + shift.reshaped(perSample)
+        }
+        return batchNormWithSampleAffine(x, scale: scale, shift: shift, runningMean: runningMean, runningVar: runningVar,
+                                         training: isTraining, momentum: countBatchAndGetMomentum(), eps: eps)
+    }
+
+    /// In training, counts the batch in `num_batches_tracked`; returns the weight of this batch in the
+    /// running averages (`momentum`, or 1/count for a cumulative average).
+    private func countBatchAndGetMomentum() -> Float {
         var factor = momentum ?? 0
         if isTraining, let counter = numBatchesTracked {
             counter.mutablePointer[0] += 1
             if momentum == nil { factor = 1 / counter.mutablePointer[0] }
         }
-        return batchNorm(x, weight: weight, bias: bias, runningMean: runningMean, runningVar: runningVar,
-                         training: isTraining, momentum: factor, eps: eps, statisticsReducer: isTraining ? statisticsReducer : nil)
+        return factor
     }
 }
 

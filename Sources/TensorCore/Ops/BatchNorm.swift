@@ -43,25 +43,9 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     let grain = Swift.max(1, 32_768 / Swift.max(N, 1))
     parallelFor(C, grain: grain) { s, e in
         for c in s..<e {
-            // row (b, c) of S values starts at x + (b·C + c)·S
-            let mu: Double, variance: Double
-            if useBatchStats {
-                var sum = 0.0
-                for b in 0..<B { sum += fk_sum(px.p + (b * C + c) * S, S) }
-                mu = sum / Double(N)
-                var squares = 0.0   // two passes: Σ(x − mean)² does not cancel like Σx² − N·mean²
-                for b in 0..<B { squares += fk_sum_squared_deviation(px.p + (b * C + c) * S, S, mu) }
-                variance = squares / Double(N)
-                if training, let prm, let prv {
-                    let m = Double(momentum)
-                    prm.p[c] = Float((1 - m) * Double(prm.p[c]) + m * mu)
-                    prv.p[c] = Float((1 - m) * Double(prv.p[c]) + m * variance * Double(N) / Double(N - 1))
-                }
-            } else {
-                mu = Double(prm!.p[c])
-                variance = Double(prv!.p[c])
-            }
-            let r = 1 / (variance + Double(eps)).squareRoot()
+            let (mu, r) = channelStatistics(px.p, channel: c, batch: B, channels: C, spatial: S, batchStatistics: useBatchStats,
+                                            training: training, momentum: momentum, eps: eps,
+                                            runningMean: prm?.p, runningVar: prv?.p)
             pm.p[c] = Float(mu)
             pr.p[c] = Float(r)
             // y = (x − mean)·(w·rstd) + b
@@ -80,6 +64,113 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
         let (dx, dw, db) = batchNormBackward(x, weight: weight, hasBias: bias != nil, mean: mean, rstd: rstd, dy: dy,
                                              batchStatistics: useBatchStats)
         return [dx] + (weight == nil ? [] : [dw]) + (bias == nil ? [] : [db])
+    }
+}
+
+/// Channel `c`'s mean and 1/√(var + eps) over x (B, C, S): the batch's (biased variance, two passes,
+/// sums in Double in a fixed order; in training the running statistics are updated in place with the
+/// unbiased variance, as torch does), or the running ones.
+@inline(__always)
+private func channelStatistics(_ x: UnsafePointer<Float>, channel c: Int, batch B: Int, channels C: Int, spatial S: Int,
+                               batchStatistics: Bool, training: Bool, momentum: Float, eps: Float,
+                               runningMean: UnsafeMutablePointer<Float>?, runningVar: UnsafeMutablePointer<Float>?) -> (mean: Double, rstd: Double) {
+    let N = B * S
+    let mu: Double, variance: Double
+    if batchStatistics {
+        // row (b, c) of S values starts at x + (b·C + c)·S
+        var sum = 0.0
+        for b in 0..<B { sum += fk_sum(x + (b * C + c) * S, S) }
+        mu = sum / Double(N)
+        var squares = 0.0   // two passes: Σ(x − mean)² does not cancel like Σx² − N·mean²
+        for b in 0..<B { squares += fk_sum_squared_deviation(x + (b * C + c) * S, S, mu) }
+        variance = squares / Double(N)
+        if training, let runningMean, let runningVar {
+            let m = Double(momentum)
+            runningMean[c] = Float((1 - m) * Double(runningMean[c]) + m * mu)
+            runningVar[c] = Float((1 - m) * Double(runningVar[c]) + m * variance * Double(N) / Double(N - 1))
+        }
+    } else {
+        mu = Double(runningMean![c])
+        variance = Double(runningVar![c])
+    }
+    return (mu, 1 / (variance + Double(eps)).squareRoot())
+}
+
+// MARK: - a scale and shift per sample (conditional BatchNorm)
+
+/// Batch norm with no affine transform of its own, followed by a scale and shift per sample and
+/// channel, as conditional BatchNorm applies γ[label] and β[label]:
+///     y[b, c, s] = x̂[b, c, s]·scale[b, c] + shift[b, c],   x̂ = (x − mean)·rstd per channel.
+/// x (B, C) or (B, C, *spatial); scale, shift (B, C); statistics as `batchNorm` (no reducer).
+/// The same values as `batchNorm(x, weight: nil, bias: nil, …) * scale[b, c] + shift[b, c]` with
+/// broadcasting, but in one pass forward and one backward, with no (B, C, S) intermediate: the two
+/// broadcasting ops and their backward cost 3 % of a conditional GAN 32 step (perf).
+/// Differentiable in x, scale and shift.
+public func batchNormWithSampleAffine(_ x: Tensor, scale: Tensor, shift: Tensor, runningMean: Tensor?, runningVar: Tensor?,
+                                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
+    convPrecondition(x.rank >= 2, "batchNormWithSampleAffine: input must be (B, C) or (B, C, *spatial), got \(x.shape)")
+    let B = x.shape[0], C = x.shape[1], S = x.shape[2...].reduce(1, *), N = B * S
+    convPrecondition(scale.shape == [B, C] && shift.shape == [B, C],
+                     "batchNormWithSampleAffine: scale \(scale.shape) and shift \(shift.shape) must both be [\(B), \(C)] for input \(x.shape)")
+    for (name, t) in [("runningMean", runningMean), ("runningVar", runningVar)] {
+        if let t { convPrecondition(t.shape == [C], "batchNormWithSampleAffine: \(name) \(t.shape) does not match input \(x.shape) (needs [\(C)])") }
+    }
+    convPrecondition((runningMean == nil) == (runningVar == nil), "batchNormWithSampleAffine: pass both runningMean and runningVar or neither")
+    let useBatchStats = training || runningMean == nil
+    convPrecondition(!useBatchStats || N > 1, "batchNormWithSampleAffine: batch statistics need more than 1 value per channel, input \(x.shape)")
+    let y = Tensor(uninitializedShape: x.shape)
+    let mean = Tensor(uninitializedShape: [C]), rstd = Tensor(uninitializedShape: [C])
+    let px = SendablePointer(x.pointer), py = SendablePointer(y.mutablePointer)
+    let ps = SendablePointer(scale.pointer), pt = SendablePointer(shift.pointer)
+    let pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
+    let prm = runningMean.map { SendablePointer($0.mutablePointer) }, prv = runningVar.map { SendablePointer($0.mutablePointer) }
+    parallelFor(C, grain: Swift.max(1, 32_768 / Swift.max(N, 1))) { s, e in
+        for c in s..<e {
+            let (mu, r) = channelStatistics(px.p, channel: c, batch: B, channels: C, spatial: S, batchStatistics: useBatchStats,
+                                            training: training, momentum: momentum, eps: eps,
+                                            runningMean: prm?.p, runningVar: prv?.p)
+            pm.p[c] = Float(mu)
+            pr.p[c] = Float(r)
+            for b in 0..<B {
+                let o = (b * C + c) * S
+                fk_bn_normalize(px.p + o, py.p + o, S, Float(mu), Float(r * Double(ps.p[b * C + c])), pt.p[b * C + c])
+            }
+        }
+    }
+    return Tensor.record(y, "batch_norm_sample_affine", [x, scale, shift]) { dy in
+        // Per row (b, c): Σdy and Σdy·(x − mean). dshift = Σdy, dscale = rstd·Σdy·(x − mean); with
+        // dx̂ = dy·scale, BatchNorm's backward gives dx = a·dy + b·(x − mean) + c per row, where
+        // a = rstd·scale[b, c], b = −rstd³·Σ_b scale·Σdy·(x − mean) / N, c = −rstd·Σ_b scale·Σdy / N.
+        let dx = x.requiresGrad ? Tensor(uninitializedShape: x.shape) : nil
+        let dscale = Tensor(uninitializedShape: [B, C]), dshift = Tensor(uninitializedShape: [B, C])
+        // pointers taken here from the tensors the closure holds, so mean and rstd outlive the forward
+        let px = SendablePointer(x.pointer), ps = SendablePointer(scale.pointer)
+        let pm = SendablePointer(mean.pointer), pr = SendablePointer(rstd.pointer)
+        let pg = SendablePointer(dy.pointer), pdx = dx.map { SendablePointer($0.mutablePointer) }
+        let pds = SendablePointer(dscale.mutablePointer), pdt = SendablePointer(dshift.mutablePointer)
+        parallelFor(C, grain: Swift.max(1, 32_768 / Swift.max(N, 1))) { s, e in
+            for c in s..<e {
+                let mu = pm.p[c], r = Double(pr.p[c])
+                var scaledSumDy = 0.0, scaledSumDyXc = 0.0
+                for b in 0..<B {
+                    let o = (b * C + c) * S
+                    var sumDy = 0.0, sumDyXc = 0.0
+                    fk_bn_backward_sums(px.p + o, pg.p + o, S, mu, &sumDy, &sumDyXc)
+                    pdt.p[b * C + c] = Float(sumDy)
+                    pds.p[b * C + c] = Float(sumDyXc * r)
+                    scaledSumDy += Double(ps.p[b * C + c]) * sumDy
+                    scaledSumDyXc += Double(ps.p[b * C + c]) * sumDyXc
+                }
+                guard let pdx else { continue }
+                let bCoef = useBatchStats ? -r * r * r * scaledSumDyXc / Double(N) : 0
+                let cCoef = useBatchStats ? -r * scaledSumDy / Double(N) : 0
+                for b in 0..<B {
+                    let o = (b * C + c) * S
+                    fk_bn_backward_dx(px.p + o, pg.p + o, pdx.p + o, S, mu, Float(r * Double(ps.p[b * C + c])), Float(bCoef), Float(cCoef))
+                }
+            }
+        }
+        return [dx, scale.requiresGrad ? dscale : nil, shift.requiresGrad ? dshift : nil]
     }
 }
 
