@@ -37,23 +37,14 @@ public func batchNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, runningMean: 
     // Per channel: the mean subtracted and 1/sqrt(var + eps), kept for the backward pass.
     let mean = Tensor(uninitializedShape: [C]), rstd = Tensor(uninitializedShape: [C])
     let px = SendablePointer(x.pointer), py = SendablePointer(y.mutablePointer)
-    let pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
     let pw = weight.map { SendablePointer($0.pointer) }, pb = bias.map { SendablePointer($0.pointer) }
-    let prm = runningMean.map { SendablePointer($0.mutablePointer) }, prv = runningVar.map { SendablePointer($0.mutablePointer) }
-    let grain = Swift.max(1, 32_768 / Swift.max(N, 1))
-    parallelFor(C, grain: grain) { s, e in
-        for c in s..<e {
-            let (mu, r) = channelStatistics(px.p, channel: c, batch: B, channels: C, spatial: S, batchStatistics: useBatchStats,
-                                            training: training, momentum: momentum, eps: eps,
-                                            runningMean: prm?.p, runningVar: prv?.p)
-            pm.p[c] = Float(mu)
-            pr.p[c] = Float(r)
-            // y = (x − mean)·(w·rstd) + b
-            let scale = Float(r * Double(pw?.p[c] ?? 1)), shift = pb?.p[c] ?? 0
-            for b in 0..<B {
-                let o = (b * C + c) * S
-                fk_bn_normalize(px.p + o, py.p + o, S, Float(mu), scale, shift)
-            }
+    normalizeChannels(x, mean: mean, rstd: rstd, batchStatistics: useBatchStats, training: training, momentum: momentum, eps: eps,
+                      runningMean: runningMean, runningVar: runningVar) { c, mu, r in
+        // y = (x − mean)·(w·rstd) + b
+        let scale = Float(r * Double(pw?.p[c] ?? 1)), shift = pb?.p[c] ?? 0
+        for b in 0..<B {
+            let o = (b * C + c) * S
+            fk_bn_normalize(px.p + o, py.p + o, S, Float(mu), scale, shift)
         }
     }
 
@@ -96,6 +87,26 @@ private func channelStatistics(_ x: UnsafePointer<Float>, channel c: Int, batch 
     return (mu, 1 / (variance + Double(eps)).squareRoot())
 }
 
+/// Per channel c, in parallel over channels: its statistics (`channelStatistics`), saved as mean[c]
+/// and rstd[c], then `normalize(c, mean, rstd)`, which writes that channel's output.
+private func normalizeChannels(_ x: Tensor, mean: Tensor, rstd: Tensor, batchStatistics: Bool, training: Bool, momentum: Float,
+                               eps: Float, runningMean: Tensor?, runningVar: Tensor?, _ normalize: (Int, Double, Double) -> Void) {
+    let B = x.shape[0], C = x.shape[1], S = x.shape[2...].reduce(1, *)
+    let px = SendablePointer(x.pointer)
+    let pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
+    let prm = runningMean.map { SendablePointer($0.mutablePointer) }, prv = runningVar.map { SendablePointer($0.mutablePointer) }
+    parallelFor(C, grain: Swift.max(1, 32_768 / Swift.max(B * S, 1))) { s, e in
+        for c in s..<e {
+            let (mu, r) = channelStatistics(px.p, channel: c, batch: B, channels: C, spatial: S, batchStatistics: batchStatistics,
+                                            training: training, momentum: momentum, eps: eps,
+                                            runningMean: prm?.p, runningVar: prv?.p)
+            pm.p[c] = Float(mu)
+            pr.p[c] = Float(r)
+            normalize(c, mu, r)
+        }
+    }
+}
+
 // MARK: - a scale and shift per sample (conditional BatchNorm)
 
 /// Batch norm with no affine transform of its own, followed by a scale and shift per sample and
@@ -122,19 +133,11 @@ public func batchNormWithSampleAffine(_ x: Tensor, scale: Tensor, shift: Tensor,
     let mean = Tensor(uninitializedShape: [C]), rstd = Tensor(uninitializedShape: [C])
     let px = SendablePointer(x.pointer), py = SendablePointer(y.mutablePointer)
     let ps = SendablePointer(scale.pointer), pt = SendablePointer(shift.pointer)
-    let pm = SendablePointer(mean.mutablePointer), pr = SendablePointer(rstd.mutablePointer)
-    let prm = runningMean.map { SendablePointer($0.mutablePointer) }, prv = runningVar.map { SendablePointer($0.mutablePointer) }
-    parallelFor(C, grain: Swift.max(1, 32_768 / Swift.max(N, 1))) { s, e in
-        for c in s..<e {
-            let (mu, r) = channelStatistics(px.p, channel: c, batch: B, channels: C, spatial: S, batchStatistics: useBatchStats,
-                                            training: training, momentum: momentum, eps: eps,
-                                            runningMean: prm?.p, runningVar: prv?.p)
-            pm.p[c] = Float(mu)
-            pr.p[c] = Float(r)
-            for b in 0..<B {
-                let o = (b * C + c) * S
-                fk_bn_normalize(px.p + o, py.p + o, S, Float(mu), Float(r * Double(ps.p[b * C + c])), pt.p[b * C + c])
-            }
+    normalizeChannels(x, mean: mean, rstd: rstd, batchStatistics: useBatchStats, training: training, momentum: momentum, eps: eps,
+                      runningMean: runningMean, runningVar: runningVar) { c, mu, r in
+        for b in 0..<B {
+            let o = (b * C + c) * S
+            fk_bn_normalize(px.p + o, py.p + o, S, Float(mu), Float(r * Double(ps.p[b * C + c])), pt.p[b * C + c])
         }
     }
     return Tensor.record(y, "batch_norm_sample_affine", [x, scale, shift]) { dy in

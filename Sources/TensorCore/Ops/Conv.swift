@@ -68,13 +68,19 @@ func planesPerStackCopy(_ g: WindowGeometry, padded: Bool) -> Int {
     return 16_384 / Swift.max(plane, 1)
 }
 
-/// The work units of a lower or fold pass: (channel, run of images) pairs, so each unit reads or
-/// writes every (kh, kw) row of its channel as one sequential stream over its images.
+/// Runs `body(channel, firstImage, imageCount)` in parallel over (channel, run of at most `perRun`
+/// images) units, so each unit of a lower or fold pass reads or writes every (kh, kw) row of its
+/// channel as one sequential stream over its images.
 @inline(__always)
-func channelRuns(_ g: WindowGeometry, images n: Int, perRun: Int) -> (runs: Int, perRun: Int, count: Int) {
+func forEachChannelRun(_ g: WindowGeometry, images n: Int, perRun: Int, _ body: (Int, Int, Int) -> Void) {
     let run = Swift.max(1, Swift.min(n, perRun))
     let runs = (n + run - 1) / run
-    return (runs, run, runs * g.channels)
+    parallelFor(runs * g.channels, grain: Swift.max(1, 16_384 / Swift.max(run * g.kernelArea * g.outPixels, 1))) { s, e in
+        for unit in s..<e {
+            let (c, r) = unit.quotientAndRemainder(dividingBy: runs)
+            body(c, r * run, Swift.min(run, n - r * run))
+        }
+    }
 }
 
 /// col (patchSize, n·outPixels) ← im2col of `n` images (n, C, H, W) starting at `images`.
@@ -83,21 +89,16 @@ func im2colChunk(_ images: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Flo
     let ld = n * g.outPixels
     let src = SendablePointer(images), dst = SendablePointer(col)
     let fit = planesPerStackCopy(g, padded: true)
-    let (runs, run, units) = channelRuns(g, images: n, perRun: Swift.max(fit, 1))
-    parallelFor(units, grain: Swift.max(1, 16_384 / Swift.max(run * g.kernelArea * g.outPixels, 1))) { s, e in
-        for unit in s..<e {
-            let (c, r) = unit.quotientAndRemainder(dividingBy: runs)
-            let i0 = r * run, count = Swift.min(run, n - i0)
-            let img = src.p + (i0 * g.channels + c) * g.inPixels, col = dst.p + c * g.kernelArea * ld + i0 * g.outPixels
-            // Zero-padded copies of the planes remove all bounds logic; a plane too big for the copy
-            // takes the row kernels (hoisted bounds pay off on rows >= 8 wide).
-            if fit > 0, fk_im2col_planes_padded(img, count, g.channels * g.inPixels, col, g.height, g.width, g.kernelH, g.kernelW,
-                                                g.strideH, g.strideW, g.padH, g.padW, g.outH, g.outW, ld) != 0 { continue }
-            let lower = g.outW >= 8 ? fk_im2col_rows : fk_im2col
-            for i in 0..<count {
-                lower(img + i * g.channels * g.inPixels, col + i * g.outPixels, 1, g.height, g.width, g.kernelH, g.kernelW,
-                      g.strideH, g.strideW, g.padH, g.padW, g.outH, g.outW, ld)
-            }
+    forEachChannelRun(g, images: n, perRun: Swift.max(fit, 1)) { c, i0, count in
+        let img = src.p + (i0 * g.channels + c) * g.inPixels, col = dst.p + c * g.kernelArea * ld + i0 * g.outPixels
+        // Zero-padded copies of the planes remove all bounds logic; a plane too big for the copy
+        // takes the row kernels (hoisted bounds pay off on rows >= 8 wide).
+        if fit > 0, fk_im2col_planes_padded(img, count, g.channels * g.inPixels, col, g.height, g.width, g.kernelH, g.kernelW,
+                                            g.strideH, g.strideW, g.padH, g.padW, g.outH, g.outW, ld) != 0 { return }
+        let lower = g.outW >= 8 ? fk_im2col_rows : fk_im2col
+        for i in 0..<count {
+            lower(img + i * g.channels * g.inPixels, col + i * g.outPixels, 1, g.height, g.width, g.kernelH, g.kernelW,
+                  g.strideH, g.strideW, g.padH, g.padW, g.outH, g.outW, ld)
         }
     }
 }
@@ -109,22 +110,17 @@ func col2imChunk(_ col: UnsafePointer<Float>, _ images: UnsafeMutablePointer<Flo
     let ld = n * g.outPixels
     let src = SendablePointer(col), dst = SendablePointer(images), bias = initial.map { SendablePointer($0) }
     let fit = g.strideW == 2 ? planesPerStackCopy(g, padded: false) : 0
-    let (runs, run, units) = channelRuns(g, images: n, perRun: Swift.max(fit, 1))
-    parallelFor(units, grain: Swift.max(1, 16_384 / Swift.max(run * g.kernelArea * g.outPixels, 1))) { s, e in
-        for unit in s..<e {
-            let (c, r) = unit.quotientAndRemainder(dividingBy: runs)
-            let i0 = r * run, count = Swift.min(run, n - i0)
-            let img = dst.p + (i0 * g.channels + c) * g.inPixels, source = src.p + c * g.kernelArea * ld + i0 * g.outPixels
-            let start = bias?.p[c] ?? 0
-            if fit > 0, fk_col2im_planes_s2(source, img, count, g.channels * g.inPixels, start, g.height, g.width, g.kernelH,
-                                            g.kernelW, g.strideH, g.padH, g.padW, g.outH, g.outW, ld) != 0 { continue }
-            let fold = g.outW >= 8 ? fk_col2im_rows : fk_col2im
-            for i in 0..<count {
-                let plane = img + i * g.channels * g.inPixels
-                plane.update(repeating: start, count: g.inPixels)
-                fold(source + i * g.outPixels, plane, 1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW,
-                     g.padH, g.padW, g.outH, g.outW, ld)
-            }
+    forEachChannelRun(g, images: n, perRun: Swift.max(fit, 1)) { c, i0, count in
+        let img = dst.p + (i0 * g.channels + c) * g.inPixels, source = src.p + c * g.kernelArea * ld + i0 * g.outPixels
+        let start = bias?.p[c] ?? 0
+        if fit > 0, fk_col2im_planes_s2(source, img, count, g.channels * g.inPixels, start, g.height, g.width, g.kernelH,
+                                        g.kernelW, g.strideH, g.padH, g.padW, g.outH, g.outW, ld) != 0 { return }
+        let fold = g.outW >= 8 ? fk_col2im_rows : fk_col2im
+        for i in 0..<count {
+            let plane = img + i * g.channels * g.inPixels
+            plane.update(repeating: start, count: g.inPixels)
+            fold(source + i * g.outPixels, plane, 1, g.height, g.width, g.kernelH, g.kernelW, g.strideH, g.strideW,
+                 g.padH, g.padW, g.outH, g.outW, ld)
         }
     }
 }
