@@ -492,7 +492,6 @@ void fk_copy_rows(const float *restrict src, long src_ld, float *restrict dst, l
 // Returns 0 (and does nothing) when the padded planes do not fit the stack buffer; callers then take
 // fewer planes, or fk_im2col_rows.
 // img: n planes (H, W); col rows (kh, kw) at col + (kh*KW + kw)*ld, each (n, OH, OW)
-#define FK_PAD_MAX 16384
 FK_CLONES int fk_im2col_planes_padded(const float *restrict img, long n, long image_stride, float *restrict col,
                                       long H, long W, long KH, long KW, long sh, long sw, long ph, long pw,
                                       long OH, long OW, long ld) {

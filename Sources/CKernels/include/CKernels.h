@@ -146,6 +146,9 @@ void fk_bn_backward_dx(const float *x, const float *dy, float *dx, long n, float
 // Measured single-thread on DCGAN/3×3 planes: im2col 1.3–2× faster when OW >= 8; slower on 4-wide rows.
 void fk_im2col_rows(const float *img, float *col, long C, long H, long W, long KH, long KW,
                     long stride_h, long stride_w, long pad_h, long pad_w, long OH, long OW, long ld);
+/// Floats in the stack copy of fk_im2col_planes_padded and fk_col2im_planes_s2 (64 KB); callers size
+/// their runs of planes by it.
+#define FK_PAD_MAX 16384
 /// dst row r (at dst + r·dst_ld) ← src row r (at src + r·src_ld), cols floats each, for r < rows.
 void fk_copy_rows(const float *src, long src_ld, float *dst, long dst_ld, long rows, long cols);
 /// n planes of one channel (at img + i·image_stride) through zero-padded stack copies; col rows (kh, kw)

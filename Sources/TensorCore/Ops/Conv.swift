@@ -60,12 +60,12 @@ func imagesPerChunk(batch: Int, floatsPerImage: Int) -> Int {
 
 // MARK: - lower / fold kernels (parallel over channels, each over a run of images)
 
-/// How many planes of (height, width) after `pad` the C kernels' 16,384-float stack copy holds at once
-/// (0 when not even one does).
+/// How many planes of (height, width), padded or not, the C kernels' stack copy (`FK_PAD_MAX` floats)
+/// holds at once (0 when not even one does).
 @inline(__always)
 func planesPerStackCopy(_ g: WindowGeometry, padded: Bool) -> Int {
     let plane = padded ? (g.height + 2 * g.padH) * (g.width + 2 * g.padW) : g.inPixels
-    return 16_384 / Swift.max(plane, 1)
+    return Int(FK_PAD_MAX) / Swift.max(plane, 1)
 }
 
 /// Runs `body(channel, firstImage, imageCount)` in parallel over (channel, run of at most `perRun`
