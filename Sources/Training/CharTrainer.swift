@@ -29,6 +29,9 @@ public struct CharTrainingOptions: Sendable, Equatable {
     public var iterations = 2000
     /// Iterations over which the rate decays (nanoGPT's `lr_decay_iters`); 0 = `iterations`.
     public var decayIterations = 0
+    /// Iterations held at the peak rate before the cosine decay begins (warm-up, stable, decay);
+    /// 0 = the decay begins when warm-up ends, as nanoGPT's.
+    public var decayStart = 0
     /// Steps between train/val loss estimates (0 = only at the end) and the random batches each estimate averages.
     public var evalEvery = 250, evalIterations = 20
     /// AdamW's decoupled weight decay, applied to rank-2 weights only (matmul and embedding weights, not biases or LayerNorm).
@@ -75,7 +78,7 @@ public struct CharTrainingOptions: Sendable, Equatable {
         ["train.layers": "\(layers)", "train.heads": "\(heads)", "train.embedding": "\(embedding)", "train.block": "\(blockSize)",
          "train.dropout": "\(dropout)", "train.bias": "\(bias)", "train.batch": "\(batchSize)", "train.lr": "\(learningRate)",
          "train.min_lr": "\(minLearningRate)", "train.warmup": "\(warmupIterations)", "train.iters": "\(iterations)",
-         "train.decay_iters": "\(decayIterations)", "train.eval_every": "\(evalEvery)", "train.eval_iters": "\(evalIterations)",
+         "train.decay_iters": "\(decayIterations)", "train.decay_start": "\(decayStart)", "train.eval_every": "\(evalEvery)", "train.eval_iters": "\(evalIterations)",
          "train.weight_decay": "\(weightDecay)", "train.grad_clip": "\(gradClip)", "train.beta1": "\(beta1)",
          "train.beta2": "\(beta2)", "train.seed": "\(seed)", "train.log_every": "\(logEvery)"]
     }
@@ -89,16 +92,21 @@ public struct CharTrainingOptions: Sendable, Equatable {
         i("train.layers", &layers); i("train.heads", &heads); i("train.embedding", &embedding); i("train.block", &blockSize)
         f("train.dropout", &dropout); bias = m["train.bias"] == "true"; i("train.batch", &batchSize)
         f("train.lr", &learningRate); f("train.min_lr", &minLearningRate); i("train.warmup", &warmupIterations)
-        i("train.iters", &iterations); i("train.decay_iters", &decayIterations); i("train.eval_every", &evalEvery)
+        i("train.iters", &iterations); i("train.decay_iters", &decayIterations); i("train.decay_start", &decayStart); i("train.eval_every", &evalEvery)
         i("train.eval_iters", &evalIterations); f("train.weight_decay", &weightDecay); f("train.grad_clip", &gradClip)
         f("train.beta1", &beta1); f("train.beta2", &beta2); i("train.log_every", &logEvery)
         if let x = m["train.seed"].flatMap({ UInt64($0) }) { seed = x }
     }
 
-    /// nanoGPT's learning-rate schedule for these options.
+    /// nanoGPT's learning-rate schedule for these options, with a stable stretch when `decayStart`
+    /// lies past the warm-up.
     public var schedule: LRSchedule {
-        .warmupCosine(maxRate: learningRate, minRate: minLearningRate, warmupIterations: warmupIterations,
-                      decayIterations: decayIterations > 0 ? decayIterations : iterations)
+        let end = decayIterations > 0 ? decayIterations : iterations
+        if decayStart > warmupIterations {
+            return .warmupStableCosine(maxRate: learningRate, minRate: minLearningRate, warmupIterations: warmupIterations,
+                                       decayStart: decayStart, decayEnd: end)
+        }
+        return .warmupCosine(maxRate: learningRate, minRate: minLearningRate, warmupIterations: warmupIterations, decayIterations: end)
     }
 }
 
@@ -162,6 +170,9 @@ extension CharTrainingOptions {
                 $0 >= 0 && $0 < Double(decayIterations > 0 ? decayIterations : max(iterations, 1))
             }
             try checkValue(Double(decayIterations), "decayIterations", "0 (= iterations) or more") { $0 >= 0 }
+            try checkValue(Double(decayStart), "decayStart", "0 or more, below the decay iterations") {
+                $0 >= 0 && $0 < Double(decayIterations > 0 ? decayIterations : max(iterations, 1))
+            }
             try checkValue(Double(batchSize), "batchSize", "at least 1") { $0 >= 1 }
             try checkValue(Double(evalEvery), "evalEvery", "0 (only at the end) or more") { $0 >= 0 }
             try checkValue(Double(evalIterations), "evalIterations", "at least 1") { $0 >= 1 }

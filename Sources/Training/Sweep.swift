@@ -15,7 +15,7 @@ import Figures
 /// is optional and replaces the default:
 ///
 ///     {"learningRate": [1e-4, 3e-3], "layers": [2, 4], "embedding": [64, 128], "headSize": 32,
-///      "dropout": [0, 0.1], "batchSize": [8, 16]}
+///      "dropout": [0, 0.1], "batchSize": [8, 16], "blockSize": [64, 256]}
 public struct CharSweepSpace: Codable, Equatable, Sendable {
     /// Lower and upper bound of the log-uniform learning rate.
     public var learningRate: [Float] = [1e-4, 3e-3]
@@ -29,11 +29,14 @@ public struct CharSweepSpace: Codable, Equatable, Sendable {
     public var dropout: [Float] = [0, 0.1, 0.2]
     /// Blocks per step to draw from.
     public var batchSize: [Int] = [8, 12, 16, 32]
+    /// Block sizes (context lengths) to draw from: nanoGPT's `block_size`, from its CPU example's
+    /// 64 to its Shakespeare config's 256.
+    public var blockSize: [Int] = [64, 128, 256]
 
     /// The default space listed on each field.
     public init() {}
 
-    private enum CodingKeys: String, CodingKey { case learningRate, layers, embedding, headSize, dropout, batchSize }
+    private enum CodingKeys: String, CodingKey { case learningRate, layers, embedding, headSize, dropout, batchSize, blockSize }
 
     /// Decodes a `--space` JSON object; a missing field keeps its default.
     public init(from decoder: any Decoder) throws {
@@ -45,6 +48,7 @@ public struct CharSweepSpace: Codable, Equatable, Sendable {
         headSize = try c.decodeIfPresent(Int.self, forKey: .headSize) ?? d.headSize
         dropout = try c.decodeIfPresent([Float].self, forKey: .dropout) ?? d.dropout
         batchSize = try c.decodeIfPresent([Int].self, forKey: .batchSize) ?? d.batchSize
+        blockSize = try c.decodeIfPresent([Int].self, forKey: .blockSize) ?? d.blockSize
     }
 
     /// What is wrong with the space, or nil.
@@ -57,11 +61,13 @@ public struct CharSweepSpace: Codable, Equatable, Sendable {
         }
         if dropout.isEmpty || dropout.contains(where: { !($0 >= 0 && $0 < 1) }) { return "dropout must list values in [0, 1), got \(dropout)" }
         if batchSize.isEmpty || batchSize.contains(where: { $0 < 1 }) { return "batchSize must list positive sizes, got \(batchSize)" }
+        if blockSize.isEmpty || blockSize.contains(where: { $0 < 1 }) { return "blockSize must list positive sizes, got \(blockSize)" }
         return nil
     }
 
     /// Trial `index`'s configuration: `base` with the sampled fields, drawn from a generator seeded
-    /// by (seed, index), so a trial's draw does not depend on how many trials there are.
+    /// by (seed, index), so a trial's draw does not depend on how many trials there are. The block
+    /// size is drawn last, so the other fields are those the space drew before it had one.
     public func sample(index: Int, seed: UInt64, base: CharTrainingOptions) -> CharTrainingOptions {
         var g = RandomGenerator.sweepTrial(index: index, seed: seed)
         var o = base
@@ -72,6 +78,7 @@ public struct CharSweepSpace: Codable, Equatable, Sendable {
         o.heads = o.embedding / headSize
         o.dropout = g.pick(dropout)
         o.batchSize = g.pick(batchSize)
+        o.blockSize = g.pick(blockSize)
         return o
     }
 }
@@ -94,9 +101,24 @@ public protocol SweepFamily: AnyObject {
     func settings(index: Int, seed: UInt64) throws -> [String: String]
     /// The training run of a trial with `settings` in `runDirectory`, for `minutes` more of training
     /// (continuing its checkpoint when `resume`), and how to measure the objective once it stopped.
-    func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool) throws -> SweepTrialRun
+    /// `decay` is set for the last rung: a family whose recipe decays its rate does it then.
+    func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool, decay: SweepDecay?) throws -> SweepTrialRun
     /// The `forge train KIND` flags that reproduce a trial's settings.
     func flags(_ settings: [String: String]) throws -> String
+}
+
+/// The learning-rate decay of a trial's last rung. Earlier rungs train at the trial's peak rate,
+/// so that a run can be continued and compared at any length; the last rung's length is known, so
+/// it decays there (warm-up, stable, decay: Hägele et al. 2024 find it matches a cosine schedule
+/// of the whole length), and the sweep's best checkpoint is a finished model.
+public struct SweepDecay: Equatable, Sendable {
+    /// The step the rung starts at: the rate holds until here.
+    public var startStep: Int
+    /// The step the rate reaches its floor at: the start plus the rung's minutes at the trial's
+    /// steps per minute in its previous rung.
+    public var endStep: Int
+    /// A decay from `startStep` to `endStep`.
+    public init(startStep: Int, endStep: Int) { (self.startStep, self.endStep) = (startStep, endStep) }
 }
 
 /// One rung of one trial: the task, the loop's options, and the objective of the trained task.
@@ -267,8 +289,10 @@ public class HyperparameterSweep {
             let share = max(0.05, left / Double(rungCount - r) / Double(max(pending.count, 1)))
             for i in pending {
                 let previous = state.trials[i].rungs.last?.minutes ?? 0
+                let decay = r == rungCount - 1 ? predictedDecay(ofTrial: i, minutes: share) : nil
                 var run = try family.trial(settings: state.trials[i].settings, runDirectory: trialDirectory(i), minutes: share,
-                                           resume: FileManager.default.fileExists(atPath: trialDirectory(i) + "/checkpoint.safetensors"))
+                                           resume: FileManager.default.fileExists(atPath: trialDirectory(i) + "/checkpoint.safetensors"),
+                                           decay: decay)
                 run.options.showProgress = false
                 run.options.evaluateEvery = 0
                 var loss = Double.greatestFiniteMagnitude   // a diverged trial ranks last (JSON has no infinity)
@@ -307,6 +331,17 @@ public class HyperparameterSweep {
         }
         try writeOutputs(best: best)
         return best
+    }
+
+    /// The last rung's decay of trial `i` for `minutes` more: from the step its previous rung ended
+    /// at, over as many steps as that rung's pace gives in `minutes`. Nil without a previous rung.
+    func predictedDecay(ofTrial i: Int, minutes: Double) -> SweepDecay? {
+        let rungs = state.trials[i].rungs
+        guard let last = rungs.last else { return nil }
+        let before = rungs.dropLast().last
+        let steps = Double(last.step - (before?.step ?? 0)), spent = last.minutes - (before?.minutes ?? 0)
+        guard steps > 0, spent > 0 else { return nil }
+        return SweepDecay(startStep: last.step, endStep: last.step + max(1, Int((steps / spent * minutes).rounded())))
     }
 
     private func save() throws {
@@ -349,20 +384,34 @@ private func csvCell(_ value: String) -> String {
 // MARK: - the char family
 
 /// The char transformer as a sweep family: trials are `CharTrainingOptions` drawn from a
-/// `CharSweepSpace`; the objective is the val-loss estimate (nanoGPT's, over the base options'
-/// `evalIterations` batches) of the weights a rung ended with.
+/// `CharSweepSpace`; the objective is the loss, in nats per character, over the same stretch of the
+/// validation split for every trial and rung (its first `objectiveCharacters`, cut into blocks as
+/// `forge eval char` does), so rankings carry no sampling noise.
 public final class CharSweepFamily: SweepFamily {
     /// The text every trial trains and is evaluated on.
     public let corpus: TextCorpus
-    /// The options a trial starts from before its sampled fields replace theirs (block size, warm-up, seed …).
+    /// The options a trial starts from before its sampled fields replace theirs (warm-up, seed …);
+    /// its floor-to-peak rate ratio is the one the last rung decays to.
     public let base: CharTrainingOptions
     /// The space the trials are drawn from.
     public let space: CharSweepSpace
+    /// How much of the validation split the objective reads (all of it when shorter).
+    public let objectiveCharacters: Int
+    private let objectiveTokens: [Int32]
 
-    /// A family over `space` on `corpus`; throws when the space is malformed.
-    public init(corpus: TextCorpus, base: CharTrainingOptions, space: CharSweepSpace) throws {
+    /// A family over `space` on `corpus`; throws when the space is malformed or the validation
+    /// split holds no block of the space's largest size.
+    public init(corpus: TextCorpus, base: CharTrainingOptions, space: CharSweepSpace, objectiveCharacters: Int = 262_144) throws {
         if let p = space.problem { throw TrainingError.invalidConfiguration("the search space: \(p)") }
-        (self.corpus, self.base, self.space) = (corpus, base, space)
+        guard objectiveCharacters >= 2 else {
+            throw TrainingError.invalidValue(field: "objectiveCharacters", value: "\(objectiveCharacters)", requirement: "at least 2")
+        }
+        (self.corpus, self.base, self.space, self.objectiveCharacters) = (corpus, base, space, objectiveCharacters)
+        objectiveTokens = Array(corpus.validationTokens.prefix(objectiveCharacters))
+        let block = space.blockSize.max() ?? base.blockSize
+        guard objectiveTokens.count > block else {
+            throw TrainingError.invalidConfiguration("the validation split has \(corpus.validationTokens.count) characters, too few for blocks of \(block): use a longer text or smaller blocks")
+        }
     }
 
     /// "char".
@@ -373,38 +422,56 @@ public final class CharSweepFamily: SweepFamily {
     public var objectiveName: String { "val loss" }
     /// "val_loss".
     public var objectiveColumn: String { "val_loss" }
-    /// layers, heads, embd, batch, dropout, lr.
+    /// layers, heads, embd, block, batch, dropout, lr.
     public var settingColumns: [(name: String, key: String)] {
-        [("layers", "train.layers"), ("heads", "train.heads"), ("embd", "train.embedding"), ("batch", "train.batch"),
-         ("dropout", "train.dropout"), ("lr", "train.lr")]
+        [("layers", "train.layers"), ("heads", "train.heads"), ("embd", "train.embedding"), ("block", "train.block"),
+         ("batch", "train.batch"), ("dropout", "train.dropout"), ("lr", "train.lr")]
     }
 
     /// The sampled options' `metadata`.
     public func settings(index: Int, seed: UInt64) -> [String: String] { space.sample(index: index, seed: seed, base: base).metadata }
 
+    /// The rate the last rung decays to: the sampled peak times the base options' floor-to-peak ratio
+    /// (nanoGPT's min_lr = learning_rate / 10 for the defaults).
+    public func floorRate(peak: Float) -> Float {
+        base.learningRate > 0 ? peak * min(1, base.minLearningRate / base.learningRate) : peak
+    }
+
     /// Trial options from `settings`: a long schedule whose rate stays at its sampled value after
-    /// warm-up, the rung's minutes ending the run, evaluation only at the end of a rung.
-    public func options(_ settings: [String: String]) throws -> CharTrainingOptions {
+    /// warm-up, the rung's minutes ending the run, no evaluation inside it; with `decay`, the rate
+    /// holds until its start and then decays to `floorRate` at its end.
+    public func options(_ settings: [String: String], decay: SweepDecay? = nil) throws -> CharTrainingOptions {
         guard var o = CharTrainingOptions(metadata: settings) else {
             throw TrainingError.invalidConfiguration("sweep.json: a trial has no char settings")
         }
         o.iterations = 1_000_000   // the rung's minutes end the run, not the step count
         o.decayIterations = 0
+        o.decayStart = 0
         o.evalEvery = 0
+        if let decay {
+            o.decayStart = max(decay.startStep, o.warmupIterations)
+            o.decayIterations = max(decay.endStep, o.decayStart + 1)
+            o.minLearningRate = floorRate(peak: o.learningRate)
+        }
         if let problem = o.problem() { throw problem }
         return o
     }
 
-    /// A `CharTrainingTask` run; the objective is the last evaluation's val loss (or a new estimate).
-    public func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool) throws -> SweepTrialRun {
-        let task = try CharTrainingTask(corpus: corpus, options: try options(settings))
-        return SweepTrialRun(task: task, options: task.trainingOptions(runDirectory: runDirectory, minutes: minutes, resume: resume)) { summary in
-            try summary.lastEvaluation["val_loss"] ?? task.evaluate()[1]
+    /// A `CharTrainingTask` run; the objective is the loss over the validation stretch.
+    public func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool, decay: SweepDecay?) throws -> SweepTrialRun {
+        let task = try CharTrainingTask(corpus: corpus, options: try options(settings, decay: decay))
+        return SweepTrialRun(task: task, options: task.trainingOptions(runDirectory: runDirectory, minutes: minutes, resume: resume)) { [objectiveTokens] _ in
+            evaluateCharLoss(task.model, tokens: objectiveTokens)
         }
     }
 
-    /// `--layers … --lr … --min-lr …` for `forge train char`.
-    public func flags(_ settings: [String: String]) throws -> String { flags(try options(settings)) }
+    /// `--layers … --block … --lr … --min-lr …` for `forge train char`: the sampled peak rate and
+    /// the floor the last rung decays to.
+    public func flags(_ settings: [String: String]) throws -> String {
+        var o = try options(settings)
+        o.minLearningRate = floorRate(peak: o.learningRate)
+        return flags(o)
+    }
 
     /// The flags of options `o`.
     public func flags(_ o: CharTrainingOptions) -> String {
@@ -428,8 +495,8 @@ public final class CharSweep: HyperparameterSweep {
     /// `trials` configurations from `space` (seeded with `seed`), halved by `eta` per rung; with
     /// `resume`, `DIR/sweep.json` must describe the same sweep.
     public init(corpus: TextCorpus, base: CharTrainingOptions, space: CharSweepSpace, trials: Int, eta: Int,
-                budgetMinutes: Double, seed: UInt64, directory: String, resume: Bool) throws {
-        charFamily = try CharSweepFamily(corpus: corpus, base: base, space: space)
+                budgetMinutes: Double, seed: UInt64, directory: String, resume: Bool, objectiveCharacters: Int = 262_144) throws {
+        charFamily = try CharSweepFamily(corpus: corpus, base: base, space: space, objectiveCharacters: objectiveCharacters)
         try super.init(family: charFamily, trials: trials, eta: eta, budgetMinutes: budgetMinutes, seed: seed, directory: directory, resume: resume)
     }
 

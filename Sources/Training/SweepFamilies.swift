@@ -101,7 +101,8 @@ public final class VAESweepFamily: SweepFamily {
     }
 
     /// A `VAETrainingTask` run (epochs until the rung's minutes end it); the objective is the held-out −ELBO.
-    public func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool) throws -> SweepTrialRun {
+    /// `decay` is not used: the VAE recipe trains at a constant Adam rate, as pytorch/examples' does.
+    public func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool, decay: SweepDecay?) throws -> SweepTrialRun {
         let vae = VAE(try config(settings))
         let task = try VAETrainingTask(vae: vae, data: train, heldOut: nil, samplesDirectory: runDirectory + "/samples")
         task.log = { _ in }
@@ -233,7 +234,8 @@ public final class GANSweepFamily: SweepFamily {
     }
 
     /// A `GANTrainingTask` run (epochs until the rung's minutes end it); the objective is the FD.
-    public func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool) throws -> SweepTrialRun {
+    /// `decay` is not used: the DCGAN recipes train at constant Adam rates, as the DCGAN paper's.
+    public func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool, decay: SweepDecay?) throws -> SweepTrialRun {
         let gan = DCGAN(try config(settings))
         let task = try GANTrainingTask(gan: gan, data: data, samplesDirectory: runDirectory + "/samples")
         let options = TrainingOptions(runDirectory: runDirectory, epochs: 1_000_000, minutes: minutes, resume: resume, logEvery: 100)

@@ -88,6 +88,8 @@ struct TrainChar: ParsableCommand {
     @Option(parsing: .unconditional, help: "Final learning rate of the cosine decay.") var minLr: Float?
     @Option(parsing: .unconditional, help: "Linear warm-up iterations.") var warmup: Int?
     @Option(parsing: .unconditional, help: "Iterations of the cosine decay (default: --iters).") var decayIters: Int?
+    @Option(parsing: .unconditional, help: "Hold the peak rate until this iteration, then decay (warm-up, stable, decay; 0 = decay right after warm-up). A resumed run may move it.")
+    var decayStart: Int?
     @Option(parsing: .unconditional, help: "Evaluate train and val loss every N iterations (and at the end; 0 = only at the end).") var evalEvery: Int?
     @Option(parsing: .unconditional, help: "Batches per loss estimate.") var evalIters: Int?
     @Option(parsing: .unconditional, help: "AdamW weight decay (2-D weights only).") var weightDecay: Float?
@@ -113,6 +115,7 @@ struct TrainChar: ParsableCommand {
         if let v = warmup { o.warmupIterations = v }
         if let v = training.steps { o.iterations = v }
         if let v = decayIters { o.decayIterations = v }
+        if let v = decayStart { o.decayStart = v }
         if let v = evalEvery { o.evalEvery = v }
         if let v = evalIters { o.evalIterations = v }
         if let v = weightDecay { o.weightDecay = v }
@@ -163,8 +166,8 @@ struct TrainChar: ParsableCommand {
     /// error naming both values, rather than silently winning or losing.
     private func refuseContradictions(saved: CharTrainingOptions, now: CharTrainingOptions) throws {
         var lengthless = now
-        (lengthless.iterations, lengthless.decayIterations, lengthless.logEvery, lengthless.evalEvery) =
-            (saved.iterations, saved.decayIterations, saved.logEvery, saved.evalEvery)
+        (lengthless.iterations, lengthless.decayIterations, lengthless.decayStart, lengthless.logEvery, lengthless.evalEvery) =
+            (saved.iterations, saved.decayIterations, saved.decayStart, saved.logEvery, saved.evalEvery)
         guard lengthless != saved else { return }
         let pairs: [(String, String, String)] = [
             ("--layers", "\(saved.layers)", "\(now.layers)"), ("--heads", "\(saved.heads)", "\(now.heads)"),

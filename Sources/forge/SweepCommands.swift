@@ -21,15 +21,18 @@ struct SweepChar: ParsableCommand {
             Every trial is an ordinary training run in OUT/trial-NN (checkpoint, metrics.csv, loss.png). \
             Rung 0 trains all --trials; each later rung continues the best 1/--eta of the previous one from \
             its checkpoint. Each rung gets an equal share of the budget left, split evenly over its trials, \
-            so the sweep ends within the budget (plus the last evaluations). The objective is the val loss \
-            (nanoGPT's estimate over --eval-iters batches) at the end of each rung. A trial's learning rate \
-            stays at its sampled value after warm-up (no cosine decay), so rungs of different lengths \
-            compare rates fairly; train the chosen config with a decay for the final model.
+            so the sweep ends within the budget (plus the last evaluations). The objective is the loss in \
+            nats per character over the first --eval-chars characters of the validation split (the last \
+            10 %), the same text for every trial and rung, so the ranking carries no sampling noise. A \
+            trial's learning rate stays at its sampled value after warm-up, so runs of different lengths \
+            can be continued and compared; in the last rung it decays (cosine, to a tenth of the peak), \
+            so the best checkpoint is a finished model.
 
             Default space: learning rate log-uniform in [1e-4, 3e-3], layers {2, 3, 4, 6}, width {64, 128, \
-            192, 256} with 32 channels per head, dropout {0, 0.1, 0.2}, batch {8, 12, 16, 32}. --space FILE \
-            replaces any of them with JSON, e.g. {"learningRate": [3e-4, 3e-3], "layers": [4], "embedding": \
-            [128, 192], "headSize": 32, "dropout": [0], "batchSize": [12]}.
+            192, 256} with 32 channels per head, dropout {0, 0.1, 0.2}, batch {8, 12, 16, 32}, block \
+            {64, 128, 256}. --space FILE replaces any of them with JSON, e.g. {"learningRate": [3e-4, 3e-3], \
+            "layers": [4], "embedding": [128, 192], "headSize": 32, "dropout": [0], "batchSize": [12], \
+            "blockSize": [64]}; --block N is the same as "blockSize": [N].
 
             Writes OUT/results.csv, OUT/sweep.png (val loss against training minutes, pruned trials marked), \
             OUT/best_flags.txt and OUT/best.safetensors. --resume continues an interrupted sweep without \
@@ -37,16 +40,23 @@ struct SweepChar: ParsableCommand {
             """)
 
     @Option(help: "A UTF-8 text file, or a folder of them.", completion: .file()) var data: String
-    @Option(help: "Block size of every trial.") var block: Int = 64
-    @Option(help: "Batches per val-loss estimate.") var evalIters: Int = 20
+    @Option(help: "Block size of every trial (default: drawn from the space).") var block: Int?
+    @Option(help: "Characters of the validation split the objective reads (all of it when shorter).") var evalChars: Int = 262_144
     @OptionGroup var sweep: SweepFlags
 
     func run() throws {
         var base = CharTrainingOptions()
-        (base.blockSize, base.evalIterations, base.seed, base.warmupIterations) = (block, evalIters, sweep.seed, 50)
+        (base.seed, base.warmupIterations) = (sweep.seed, 50)
+        var space = try sweep.searchSpace(default: CharSweepSpace())
+        if let block {
+            guard block >= 1 else { throw ValidationError("--block must be at least 1, got \(block)") }
+            space.blockSize = [block]
+        }
+        guard evalChars >= 2 else { throw ValidationError("--eval-chars must be at least 2, got \(evalChars)") }
         let corpus = try TextCorpus(path: data)
-        let search = try CharSweep(corpus: corpus, base: base, space: try sweep.searchSpace(default: CharSweepSpace()), trials: sweep.trials,
-                                   eta: sweep.eta, budgetMinutes: sweep.budgetMinutes, seed: sweep.seed, directory: sweep.out, resume: sweep.resume)
+        let search = try CharSweep(corpus: corpus, base: base, space: space, trials: sweep.trials, eta: sweep.eta,
+                                   budgetMinutes: sweep.budgetMinutes, seed: sweep.seed, directory: sweep.out, resume: sweep.resume,
+                                   objectiveCharacters: evalChars)
         say("data: \(data): \(corpus.tokens.count) characters")
         try sweep.runAndReport(search, command: "forge train char --data \(data)")
     }

@@ -169,7 +169,7 @@ enum ForgeExit {
 /// The library's field names in `TrainingError.invalidValue`, as the flags a user types.
 let flagForField: [String: String] = [
     "learningRate": "--lr", "minLearningRate": "--min-lr", "iterations": "--iters", "warmupIterations": "--warmup",
-    "decayIterations": "--decay-iters", "batchSize": "--batch", "evalEvery": "--eval-every", "evalIterations": "--eval-iters",
+    "decayIterations": "--decay-iters", "decayStart": "--decay-start", "batchSize": "--batch", "evalEvery": "--eval-every", "evalIterations": "--eval-iters",
     "weightDecay": "--weight-decay", "gradClip": "--grad-clip", "beta1": "--beta1", "beta2": "--beta2", "dropout": "--dropout",
     "logEvery": "--log-every", "layers": "--layers", "heads": "--heads", "embedding": "--embd", "blockSize": "--block",
     "epochs": "--epochs", "steps": "--steps", "minutes": "--minutes", "saveEvery": "--save-every", "evaluateEvery": "--eval-every",

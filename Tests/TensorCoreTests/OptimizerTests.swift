@@ -233,6 +233,20 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(schedule.learningRate(at: 5000), 6e-5)
     }
 
+    /// Warm-up, stable, decay: the warm-up of warmupCosine, the peak until decayStart, then
+    /// warmupCosine's cosine leg shifted to start there.
+    func testWarmupStableCosineSchedule() {
+        let s = LRSchedule.warmupStableCosine(maxRate: 1e-3, minRate: 1e-4, warmupIterations: 10, decayStart: 100, decayEnd: 300)
+        let nano = LRSchedule.warmupCosine(maxRate: 1e-3, minRate: 1e-4, warmupIterations: 10, decayIterations: 200)
+        for it in 0..<10 { XCTAssertEqual(s.learningRate(at: it), nano.learningRate(at: it), "warm-up iteration \(it)") }
+        for it in [10, 50, 99] { XCTAssertEqual(s.learningRate(at: it), 1e-3, "stable iteration \(it)") }
+        XCTAssertEqual(s.learningRate(at: 100), 1e-3, accuracy: 1e-12)
+        XCTAssertEqual(s.learningRate(at: 200), (1e-3 + 1e-4) / 2, accuracy: 1e-9, "the decay's midpoint")
+        XCTAssertEqual(s.learningRate(at: 250), Float(1e-4 + 0.5 * (1 + cos(Double.pi * 0.75)) * 9e-4), accuracy: 1e-9)
+        XCTAssertEqual(s.learningRate(at: 300), 1e-4, accuracy: 1e-12)
+        XCTAssertEqual(s.learningRate(at: 10_000), 1e-4)
+    }
+
     func testStepAndConstantSchedulesMatchPyTorch() throws {
         let f = try OptimFixture.load()
         let schedule = LRSchedule.step(initial: 0.1, stepSize: 3, gamma: 0.5)

@@ -14,7 +14,7 @@ final class SweepTests: XCTestCase {
 
     private func tinySpace() -> CharSweepSpace {
         var s = CharSweepSpace()
-        (s.layers, s.embedding, s.headSize, s.dropout, s.batchSize) = ([1], [16], 8, [0], [4])
+        (s.layers, s.embedding, s.headSize, s.dropout, s.batchSize, s.blockSize) = ([1], [16], 8, [0], [4], [8])
         s.learningRate = [3e-4, 3e-3]
         return s
     }
@@ -46,11 +46,36 @@ final class SweepTests: XCTestCase {
         XCTAssertEqual(csv.split(separator: "\n").count, 1 + 4, "a header and one row per finished trial-rung")
         XCTAssertEqual(try ImageCodec.load(path: dir + "/sweep.png").width, 720)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/best.safetensors"))
-        XCTAssertTrue(try String(contentsOfFile: dir + "/best_flags.txt", encoding: .utf8).hasPrefix("--layers 1 --heads 2 --embd 16"))
+        XCTAssertTrue(try String(contentsOfFile: dir + "/best_flags.txt", encoding: .utf8).hasPrefix("--layers 1 --heads 2 --embd 16 --block 8"))
+        // the objective is the loss over the validation split (all of it: it is shorter than the cap),
+        // of the weights the last rung ended with, which best.safetensors holds
+        let saved = try CharCheckpoint.load(path: dir + "/best.safetensors")
+        XCTAssertEqual(evaluateCharLoss(saved.model, tokens: corpus.validationTokens), trials[best].rungs[1].valLoss, accuracy: 1e-9)
+        // the last rung decayed the rate: the peak until the step rung 0 ended on, then a cosine to a
+        // tenth of it over the steps rung 0's pace gives the last rung's minutes
+        let (r0, r1) = (trials[best].rungs[0], trials[best].rungs[1])
+        let decay = SweepDecay(startStep: r0.step, endStep: r0.step + Int((Double(r0.step) / r0.minutes * (r1.minutes - r0.minutes)).rounded()))
+        let schedule = try sweep.charFamily.options(trials[best].settings, decay: decay).schedule
+        let peak = try sweep.optionsOfTrial(best).learningRate
+        let floor = sweep.charFamily.floorRate(peak: peak)
+        XCTAssertEqual(floor, peak / 10, accuracy: peak * 1e-6)
+        XCTAssertEqual(schedule, .warmupStableCosine(maxRate: peak, minRate: floor, warmupIterations: 2, decayStart: r0.step, decayEnd: decay.endStep))
+        // metrics.csv's training rows: (step, the rate that step trained at)
+        let rows = try String(contentsOfFile: sweep.trialDirectory(best) + "/metrics.csv", encoding: .utf8)
+            .split(separator: "\n").dropFirst().compactMap { line -> (Int, Float)? in
+                let cells = line.split(separator: ",", omittingEmptySubsequences: false)
+                guard let step = Int(cells[0]), let lr = Float(cells[4]), !cells[5].isEmpty else { return nil }
+                return (step, lr)
+            }
+        XCTAssertEqual(rows.last?.0, r1.step)
+        for (step, lr) in rows where step > 2 {
+            XCTAssertEqual(lr, schedule.learningRate(at: step - 1), accuracy: peak * 1e-5, "step \(step)")
+        }
+        XCTAssertLessThan(try XCTUnwrap(rows.last).1, peak * 0.99, "the last rung decays")
         // the learning rates are drawn log-uniformly inside the bounds, different per trial
-        let rates = try (0..<3).map { try sweep.optionsOfTrial($0).learningRate }
-        XCTAssertTrue(rates.allSatisfy { $0 >= 3e-4 && $0 <= 3e-3 }, "\(rates)")
-        XCTAssertEqual(Set(rates).count, 3)
+        let peaks = try (0..<3).map { try sweep.optionsOfTrial($0).learningRate }
+        XCTAssertTrue(peaks.allSatisfy { $0 >= 3e-4 && $0 <= 3e-3 }, "\(peaks)")
+        XCTAssertEqual(Set(peaks).count, 3)
 
         let again = try CharSweep(corpus: corpus, base: base, space: tinySpace(), trials: 3, eta: 3, budgetMinutes: 0.15,
                                   seed: 7, directory: dir, resume: true)
@@ -63,8 +88,9 @@ final class SweepTests: XCTestCase {
     }
 
     func testSpaceFromJSONAndItsProblems() throws {
-        let s = try JSONDecoder().decode(CharSweepSpace.self, from: Data(#"{"layers": [4], "embedding": [96], "headSize": 32}"#.utf8))
+        let s = try JSONDecoder().decode(CharSweepSpace.self, from: Data(#"{"layers": [4], "embedding": [96], "headSize": 32, "blockSize": [32, 96]}"#.utf8))
         XCTAssertEqual(s.layers, [4])
+        XCTAssertEqual(s.blockSize, [32, 96])
         XCTAssertEqual(s.batchSize, CharSweepSpace().batchSize, "absent fields keep the default")
         XCTAssertNil(s.problem)
         var bad = s
@@ -73,6 +99,16 @@ final class SweepTests: XCTestCase {
         bad = s
         bad.learningRate = [1e-3, 1e-4]
         XCTAssertNotNil(bad.problem)
+        bad = s
+        bad.blockSize = [64, 0]
+        XCTAssertEqual(bad.problem, "blockSize must list positive sizes, got [64, 0]")
+        // a validation split too short for the largest block is refused before any trial runs
+        var long = CharSweepSpace()
+        long.blockSize = [4096]
+        let corpus = try TextCorpus(text: String(repeating: "to be or not to be. ", count: 500))
+        XCTAssertThrowsError(try CharSweepFamily(corpus: corpus, base: CharTrainingOptions(), space: long)) {
+            XCTAssertTrue("\($0)".contains("too few for blocks of 4096"), "\($0)")
+        }
     }
 
     /// Two classes of 32×32 grey images: light discs on the left or on the right (values in [-1, 1]).

@@ -10,6 +10,11 @@ public enum LRSchedule: Sendable, Equatable {
     /// nanoGPT's `get_lr`: linear warm-up to `maxRate` over `warmupIterations`, cosine decay to `minRate`
     /// at `decayIterations`, then `minRate`.
     case warmupCosine(maxRate: Float, minRate: Float, warmupIterations: Int, decayIterations: Int)
+    /// Warm-up, stable, decay (Hägele et al. 2024; MiniCPM's WSD): linear warm-up to `maxRate` over
+    /// `warmupIterations`, `maxRate` until `decayStart`, cosine decay to `minRate` at `decayEnd`,
+    /// then `minRate`. A run at the stable rate can be continued, and decayed only once its length
+    /// is known: what a sweep's last rung does.
+    case warmupStableCosine(maxRate: Float, minRate: Float, warmupIterations: Int, decayStart: Int, decayEnd: Int)
 
     /// The learning rate for iteration `iteration` (computed in Double, as Python does).
     public func learningRate(at iteration: Int) -> Float {
@@ -30,6 +35,14 @@ public enum LRSchedule: Sendable, Equatable {
             let ratio = Double(iteration - warmup) / Double(decay - warmup)
             let coefficient = 0.5 * (1 + Foundation.cos(Double.pi * ratio))
             return Float(minLR + coefficient * (maxLR - minLR))
+        case let .warmupStableCosine(maxRate, minRate, warmup, start, end):
+            forgePrecondition(start >= warmup && end > start,
+                              "LRSchedule.warmupStableCosine: needs warmupIterations (\(warmup)) ≤ decayStart (\(start)) < decayEnd (\(end))")
+            if iteration < warmup { return Float(Double(maxRate) * Double(iteration + 1) / Double(warmup + 1)) }
+            if iteration < start { return maxRate }
+            // the cosine leg is warmupCosine's, started at decayStart
+            return LRSchedule.warmupCosine(maxRate: maxRate, minRate: minRate, warmupIterations: 0, decayIterations: end - start)
+                .learningRate(at: iteration - start)
         }
     }
 }
