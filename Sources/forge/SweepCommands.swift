@@ -28,11 +28,13 @@ struct SweepChar: ParsableCommand {
             can be continued and compared; in the last rung it decays (cosine, to a tenth of the peak), \
             so the best checkpoint is a finished model.
 
-            Default space: learning rate log-uniform in [1e-4, 3e-3], layers {2, 3, 4, 6}, width {64, 128, \
-            192, 256} with 32 channels per head, dropout {0, 0.1, 0.2}, batch {8, 12, 16, 32}, block \
-            {64, 128, 256}. --space FILE replaces any of them with JSON, e.g. {"learningRate": [3e-4, 3e-3], \
-            "layers": [4], "embedding": [128, 192], "headSize": 32, "dropout": [0], "batchSize": [12], \
-            "blockSize": [64]}; --block N is the same as "blockSize": [N].
+            Default space, a neighbourhood of the baby recipe (so that trials cost about the same and a \
+            short first rung ranks them fairly): learning rate log-uniform in [3e-4, 3e-3], layers {3, 4, 5, \
+            6}, width {96, 128, 160, 192} with 32 channels per head, dropout {0, 0.1}, batch {8, 12, 16, 24}, \
+            block {64, 128}; trial 0 is the baby recipe itself. --space FILE replaces any of them with JSON, \
+            e.g. {"learningRate": [3e-4, 3e-3], "layers": [4], "embedding": [128, 192], "headSize": 32, \
+            "dropout": [0], "batchSize": [12], "blockSize": [64], "firstTrialIsBase": false}; --block N is \
+            the same as "blockSize": [N].
 
             Writes OUT/results.csv, OUT/sweep.png (val loss against training minutes, pruned trials marked), \
             OUT/best_flags.txt and OUT/best.safetensors. --resume continues an interrupted sweep without \
@@ -51,6 +53,7 @@ struct SweepChar: ParsableCommand {
         if let block {
             guard block >= 1 else { throw ValidationError("--block must be at least 1, got \(block)") }
             space.blockSize = [block]
+            base.blockSize = block
         }
         guard evalChars >= 2 else { throw ValidationError("--eval-chars must be at least 2, got \(evalChars)") }
         let corpus = try TextCorpus(path: data)

@@ -16,6 +16,7 @@ final class SweepTests: XCTestCase {
         var s = CharSweepSpace()
         (s.layers, s.embedding, s.headSize, s.dropout, s.batchSize, s.blockSize) = ([1], [16], 8, [0], [4], [8])
         s.learningRate = [3e-4, 3e-3]
+        s.firstTrialIsBase = false
         return s
     }
 
@@ -102,6 +103,21 @@ final class SweepTests: XCTestCase {
         bad = s
         bad.blockSize = [64, 0]
         XCTAssertEqual(bad.problem, "blockSize must list positive sizes, got [64, 0]")
+        // trial 0 is the base recipe unchanged (at a constant rate), trial 1 a draw from the space
+        var base = CharTrainingOptions()
+        base.warmupIterations = 50
+        let family = try CharSweepFamily(corpus: try TextCorpus(text: String(repeating: "to be or not to be. ", count: 500)), base: base,
+                                         space: CharSweepSpace())
+        var constant = base
+        constant.minLearningRate = base.learningRate
+        XCTAssertEqual(family.settings(index: 0, seed: 9), constant.metadata)
+        let drawn = try family.options(family.settings(index: 1, seed: 9))
+        let d = CharSweepSpace()
+        XCTAssertTrue(d.layers.contains(drawn.layers) && d.embedding.contains(drawn.embedding) && d.blockSize.contains(drawn.blockSize)
+                      && d.batchSize.contains(drawn.batchSize) && d.dropout.contains(drawn.dropout), "\(drawn)")
+        XCTAssertEqual(drawn.heads, drawn.embedding / 32)
+        XCTAssertTrue(drawn.learningRate >= 3e-4 && drawn.learningRate <= 3e-3, "\(drawn.learningRate)")
+        XCTAssertEqual(drawn.minLearningRate, drawn.learningRate)
         // a validation split too short for the largest block is refused before any trial runs
         var long = CharSweepSpace()
         long.blockSize = [4096]
