@@ -62,6 +62,18 @@ final class ExplainLRFindCLITests: CLITestCase {
         XCTAssertTrue(try String(contentsOfFile: dir + "/sweep/best_flags.txt", encoding: .utf8).hasPrefix("--arch mlp --latent "))
     }
 
+    /// Bad char-sweep flags are refused by name before any trial runs.
+    func testSweepCharRefusesBadFlagsByName() throws {
+        let dir = folder()
+        try String(repeating: "to be or not to be, that is the question. ", count: 100).write(toFile: dir + "/t.txt", atomically: true, encoding: .utf8)
+        for (flags, named) in [(["--eval-chars", "1"], "--eval-chars"), (["--block", "0"], "--block")] {
+            let (status, _, stderr) = try run(["sweep", "char", "--data", dir + "/t.txt", "--budget-minutes", "1", "--out", dir + "/sweep"] + flags, in: dir)
+            XCTAssertNotEqual(status, 0, stderr)
+            XCTAssertTrue(stderr.contains(named), stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/sweep"))
+        }
+    }
+
     func testSweepGANRefusesDataWithoutClassesNamingTheFlag() throws {
         let dir = folder()
         try FileManager.default.createDirectory(atPath: dir + "/flat", withIntermediateDirectories: true)
