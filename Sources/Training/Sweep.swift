@@ -415,7 +415,7 @@ public final class CharSweepFamily: SweepFamily {
     private let objectiveTokens: [Int32]
 
     /// A family over `space` on `corpus`; throws when the space is malformed or the validation
-    /// split holds no block of the space's largest size.
+    /// split holds no block of the largest size a trial can have.
     public init(corpus: TextCorpus, base: CharTrainingOptions, space: CharSweepSpace, objectiveCharacters: Int = 262_144) throws {
         if let p = space.problem { throw TrainingError.invalidConfiguration("the search space: \(p)") }
         guard objectiveCharacters >= 2 else {
@@ -423,7 +423,8 @@ public final class CharSweepFamily: SweepFamily {
         }
         (self.corpus, self.base, self.space, self.objectiveCharacters) = (corpus, base, space, objectiveCharacters)
         objectiveTokens = Array(corpus.validationTokens.prefix(objectiveCharacters))
-        let block = space.blockSize.max() ?? base.blockSize
+        // trial 0 may be the base recipe, whose block need not lie in the space
+        let block = max(space.blockSize.max() ?? 0, space.firstTrialIsBase ? base.blockSize : 0)
         guard objectiveTokens.count > block else {
             throw TrainingError.invalidConfiguration("the validation split has \(corpus.validationTokens.count) characters, too few for blocks of \(block): use a longer text or smaller blocks")
         }

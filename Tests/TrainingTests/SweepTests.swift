@@ -125,6 +125,15 @@ final class SweepTests: XCTestCase {
         XCTAssertThrowsError(try CharSweepFamily(corpus: corpus, base: CharTrainingOptions(), space: long)) {
             XCTAssertTrue("\($0)".contains("too few for blocks of 4096"), "\($0)")
         }
+        // and so is one too short for the base recipe's block when trial 0 is the recipe
+        var wide = CharTrainingOptions()
+        wide.blockSize = 4096
+        XCTAssertThrowsError(try CharSweepFamily(corpus: corpus, base: wide, space: CharSweepSpace())) {
+            XCTAssertTrue("\($0)".contains("too few for blocks of 4096"), "\($0)")
+        }
+        var drawnOnly = CharSweepSpace()
+        drawnOnly.firstTrialIsBase = false
+        XCTAssertNoThrow(try CharSweepFamily(corpus: corpus, base: wide, space: drawnOnly))
     }
 
     /// Two classes of 32×32 grey images: light discs on the left or on the right (values in [-1, 1]).
