@@ -21,7 +21,7 @@ import Figures
 /// 128 wide, block 64, batch 12, rate 1e-3): a factor of 3 either way in the rate, one layer fewer
 /// to two more, and so on. Trials of wildly different cost compete badly under successive halving,
 /// whose first rung is short: there a model that trains 5× slower ranks last whatever it would
-/// reach (a 40-minute sweep's 6-layer, 256-wide trials got 67–350 steps in their first rung).
+/// reach (a 40-minute sweep's 6-layer, 256-wide trials got 67–349 steps in their first rung).
 public struct CharSweepSpace: Codable, Equatable, Sendable {
     /// Lower and upper bound of the log-uniform learning rate.
     public var learningRate: [Float] = [3e-4, 3e-3]
