@@ -133,11 +133,19 @@ public func estimateCharLoss(_ model: CharTransformer, corpus: TextCorpus, split
     return total / Double(max(iterations, 1))
 }
 
-/// Loss of `model` over the whole `tokens` stream cut into consecutive blocks (every token predicted
-/// once, with the context since its block started), in nats per character.
-public func evaluateCharLoss(_ model: CharTransformer, tokens: [Int32], batchSize: Int = 16) -> Double {
+/// Loss of `model` over the `tokens` stream cut into consecutive whole blocks of the model's block
+/// size (every token of them predicted once, with the context since its block started), in nats per
+/// character. The last `(tokens.count − 1) mod blockSize` tokens, too few for a whole block, are not
+/// scored.
+/// - Throws: `TrainingError.invalidValue` (field `tokens`) for a stream shorter than one block and
+///   its next character: there is nothing to score, and 0 would read as a perfect model.
+public func evaluateCharLoss(_ model: CharTransformer, tokens: [Int32], batchSize: Int = 16) throws -> Double {
     let T = model.config.blockSize
     let blocks = (tokens.count - 1) / T
+    guard blocks >= 1 else {
+        throw TrainingError.invalidValue(field: "tokens", value: "\(tokens.count) characters",
+                                         requirement: "at least one block of the model and its next character (\(T + 1) characters)")
+    }
     let wasTraining = model.isTraining
     model.eval()
     defer { model.train(wasTraining) }
@@ -155,7 +163,7 @@ public func evaluateCharLoss(_ model: CharTransformer, tokens: [Int32], batchSiz
         n += B * T
         start += B
     }
-    return total / Double(max(n, 1))
+    return total / Double(n)
 }
 
 extension CharTrainingOptions {

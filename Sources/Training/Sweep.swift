@@ -477,7 +477,7 @@ public final class CharSweepFamily: SweepFamily {
     public func trial(settings: [String: String], runDirectory: String, minutes: Double, resume: Bool, decay: SweepDecay?) throws -> SweepTrialRun {
         let task = try CharTrainingTask(corpus: corpus, options: try options(settings, decay: decay))
         return SweepTrialRun(task: task, options: task.trainingOptions(runDirectory: runDirectory, minutes: minutes, resume: resume)) { [objectiveTokens] _ in
-            evaluateCharLoss(task.model, tokens: objectiveTokens)
+            try evaluateCharLoss(task.model, tokens: objectiveTokens)
         }
     }
 

@@ -83,6 +83,27 @@ final class CLITests: CLITestCase {
         XCTAssertTrue(sample.hasPrefix("First"), sample)
     }
 
+    /// `forge eval char` scores a text's validation split; a split shorter than one block of the
+    /// checkpoint is refused naming --data (it used to print a loss of 0).
+    func testEvalCharRefusesATextShorterThanOneBlock() throws {
+        let dir = folder()
+        let shipped = packageFolder + "/checkpoints/shakespeare-char.safetensors"
+        let line = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+        try String(repeating: line, count: 4).write(toFile: dir + "/short.txt", atomically: true, encoding: .utf8)
+        let (s1, out1, err1) = try run(["eval", "char", "--checkpoint", shipped, "--data", dir + "/short.txt"])
+        XCTAssertNotEqual(s1, 0, out1)
+        XCTAssertTrue(err1.contains("--data") && err1.contains("validation split"), err1)
+        XCTAssertFalse(out1.contains("val loss"), out1)
+        try String(repeating: line, count: 100).write(toFile: dir + "/long.txt", atomically: true, encoding: .utf8)
+        let (s2, out2, err2) = try run(["eval", "char", "--checkpoint", shipped, "--data", dir + "/long.txt"])
+        XCTAssertEqual(s2, 0, err2)
+        let loss = out2.split(separator: " ").dropFirst(2).first.flatMap { Double($0) }
+        XCTAssertTrue(out2.hasPrefix("val loss "), out2)
+        XCTAssertNotNil(loss, out2)
+        XCTAssertGreaterThan(loss ?? 0, 0, out2)   // a repeated line is easy, but not free
+        XCTAssertLessThan(loss ?? 99, log(65.0), out2)
+    }
+
     /// Bad sampling values exit 2 naming the flag.
     func testBadSamplingValues() throws {
         for (extra, flag) in [(["--temperature", "nan"], "--temperature"), (["--temperature", "-1"], "--temperature"),

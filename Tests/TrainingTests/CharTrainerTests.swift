@@ -110,8 +110,21 @@ final class CharTrainerTests: XCTestCase {
         XCTAssertEqual(ck.decode(try ck.encode("lazy dog")), "lazy dog")
         XCTAssertThrowsError(try ck.encode("lazy cat!")) { XCTAssertTrue("\($0)".contains("'!'"), "\($0)") }
         XCTAssertEqual(ck.decode(try ck.encode("dog!", skipUnknown: true)), "dog")
-        let val = evaluateCharLoss(ck.model, tokens: corpus.validationTokens)
+        let val = try evaluateCharLoss(ck.model, tokens: corpus.validationTokens)
         XCTAssertTrue(val.isFinite && val > 0)
+        // Whole blocks only: a tail shorter than a block is not scored, and a stream without one whole
+        // block (and its next character) is refused rather than scored 0.
+        let T = ck.model.config.blockSize
+        let stream = Array(corpus.trainTokens.prefix(2 * T + 1 + T / 2))
+        XCTAssertEqual(stream.count, 2 * T + 1 + T / 2)
+        XCTAssertEqual(try evaluateCharLoss(ck.model, tokens: stream), try evaluateCharLoss(ck.model, tokens: Array(stream.prefix(2 * T + 1))))
+        let one = try evaluateCharLoss(ck.model, tokens: Array(stream.prefix(T + 1)))
+        let direct = withNoGrad { ck.model.forward(Array(stream[0..<T]), targets: Array(stream[1...T]), batch: 1, length: T).loss.item }
+        XCTAssertEqual(one, Double(direct), accuracy: 1e-6)
+        XCTAssertThrowsError(try evaluateCharLoss(ck.model, tokens: Array(stream.prefix(T)))) { error in
+            guard case let TrainingError.invalidValue(field, _, _) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(field, "tokens")
+        }
     }
 
     /// Out-of-range values are refused before anything trains, naming the field.
@@ -147,7 +160,7 @@ final class CharTrainerTests: XCTestCase {
         let ck = try CharCheckpoint.load(path: shipped)
         let corpus = try TextCorpus(path: text)
         XCTAssertEqual(ck.vocabulary, corpus.vocabulary)
-        let loss = evaluateCharLoss(ck.model, tokens: Array(corpus.validationTokens.prefix(16_384)))
+        let loss = try evaluateCharLoss(ck.model, tokens: Array(corpus.validationTokens.prefix(16_384)))
         XCTAssertLessThan(loss, 1.8, "shipped model val loss \(loss)")
         XCTAssertLessThan(try FileManager.default.attributesOfItem(atPath: shipped)[.size] as! Int, 15_000_000)
     }

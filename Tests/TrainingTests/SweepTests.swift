@@ -51,7 +51,7 @@ final class SweepTests: XCTestCase {
         // the objective is the loss over the validation split (all of it: it is shorter than the cap),
         // of the weights the last rung ended with, which best.safetensors holds
         let saved = try CharCheckpoint.load(path: dir + "/best.safetensors")
-        XCTAssertEqual(evaluateCharLoss(saved.model, tokens: corpus.validationTokens), trials[best].rungs[1].valLoss, accuracy: 1e-9)
+        XCTAssertEqual(try evaluateCharLoss(saved.model, tokens: corpus.validationTokens), trials[best].rungs[1].valLoss, accuracy: 1e-9)
         // the last rung decayed the rate: the peak until the step rung 0 ended on, then a cosine to a
         // tenth of it over the steps rung 0's pace gives the last rung's minutes
         let (r0, r1) = (trials[best].rungs[0], trials[best].rungs[1])
