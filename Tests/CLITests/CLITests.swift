@@ -155,8 +155,10 @@ final class CLITests: CLITestCase {
                 let out = dir + "/\(kind)-\(threads)"
                 let (status, stdout, stderr) = try run(arguments + ["--out", out], environment: ["FORGE_THREADS": threads])
                 XCTAssertEqual(status, 0, "\(kind) \(threads) threads: \(stderr)")
-                // 3 steps are a fraction of an epoch: the summary says how much, in words
-                XCTAssertNotNil(stdout.range(of: #"finished after 0\.[0-9]+ epochs \(step 3\)"#, options: .regularExpression), stdout)
+                // 3 steps are a fraction of an epoch (the summary says how much, in words), except on the
+                // 21 PNG fixtures a machine without Fashion-MNIST falls back to: there each step is an epoch
+                let fraction = kind == "vae" && vaeData != fashion ? #"3 epochs"# : #"0\.[0-9]+ epochs"#
+                XCTAssertNotNil(stdout.range(of: "finished after " + fraction + #" \(step 3\)"#, options: .regularExpression), stdout)
                 payloads.append(try safetensorsPayloads(out + "/checkpoint.safetensors"))
             }
             XCTAssertFalse(payloads[0].isEmpty, kind)
