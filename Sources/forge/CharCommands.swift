@@ -296,12 +296,13 @@ struct EvalChar: ParsableCommand {
         let corpus = try TextCorpus(path: data)
         let tokens = ck.vocabulary == corpus.vocabulary ? corpus.validationTokens
             : try ck.encode(corpus.decode(corpus.validationTokens))
-        let T = ck.model.config.blockSize
-        guard tokens.count > T else {
-            throw ValidationError("--data \(data): its validation split (the last 10 %) has \(tokens.count) characters; the checkpoint's block needs at least \(T + 1) (a block and its next character)")
-        }
         let start = Date()
-        let loss = try evaluateCharLoss(ck.model, tokens: tokens)
+        let loss: Double
+        do {
+            loss = try evaluateCharLoss(ck.model, tokens: tokens)
+        } catch let TrainingError.invalidValue(field, value, requirement) where field == "tokens" {
+            throw ValidationError("--data \(data): its validation split (the last 10 %) has \(value); it must have \(requirement)")
+        }
         say(String(format: "val loss %.4f nats/char, %.4f bits/char (%d chars in blocks of %d, %@)", loss, loss / log(2.0),
                      tokens.count, ck.model.config.blockSize, formatDuration(Date().timeIntervalSince(start))))
     }
