@@ -49,10 +49,13 @@ public enum BLAS {
 /// C = alpha * op(A) * op(B) + beta * C, row-major. op(A) is (m, k), op(B) is (k, n).
 ///
 /// OpenBLAS runs single-threaded (see `Threads.applyToBLAS`); a product big enough to pay for it is
-/// cut into one block of C per Forge thread, along the larger of m and n, and the blocks run at
-/// once. Each block is an ordinary sgemm on sub-matrices; the cut depends only on the shape and the
-/// thread count, so results repeat bit for bit (they may differ from an unsplit call in the last
-/// bits, where OpenBLAS's edge tiles order a sum differently). Inside a parallel region it runs unsplit.
+/// cut into blocks of C along the larger of m and n, and Forge's workers share the blocks out. The cut
+/// depends only on the shape, never on the thread count or on whether the caller is already inside a
+/// parallel region (then the blocks run one after another), so the bits of C are the same with
+/// `FORGE_THREADS=1`, 2 or 64. That is needed because OpenBLAS's result for an element depends on
+/// the size of the call it is in: on its Zen kernels a 512×384×128 product cut into halves differed
+/// from the whole call in 7,150 of 196,608 elements, and `forge train` wrote other weights with one
+/// thread than with two. (Blocked results may differ from one unblocked call in the last bits.)
 @inline(__always)
 public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
                   a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -63,10 +66,9 @@ public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Flo
         else if beta != 1 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } } }
         return
     }
-    let threads = Threads.count
-    if threads > 1 && m * n * k >= sgemmSplitWork && max(m, n) >= 2 * sgemmSplitAlign && !Threads.inParallelRegion {
+    if m * n * k >= sgemmSplitWork && max(m, n) >= 2 * sgemmSplitAlign {
         sgemmSplit(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                   beta: beta, c: c, ldc: ldc, parts: threads)
+                   beta: beta, c: c, ldc: ldc)
         return
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
@@ -84,19 +86,35 @@ public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Flo
 @usableFromInline let sgemmSplitMinPart = 1 << 20
 /// Blocks of C start on multiples of this many rows or columns (whole cache lines, whole kernel tiles).
 @usableFromInline let sgemmSplitAlign = 16
+/// At most this many blocks (a power of two, so 2, 4 or 8 threads share them evenly). Above two
+/// blocks, each keeps at least `sgemmSplitMinLength` rows (columns): every block re-packs the whole of
+/// the other operand, which on thin blocks would cost more than the blocks gain.
+@usableFromInline let sgemmSplitMaxParts = 8
+@usableFromInline let sgemmSplitMinLength = 512
+
+/// The number of blocks `sgemm` cuts C (m × n, k deep) into along its larger side: a function of
+/// the shape alone (1: not cut). Public for the tests that check the cut.
+public func sgemmSplitParts(m: Int, n: Int, k: Int) -> Int {
+    let length = max(m, n), work = m * n * k
+    guard work >= sgemmSplitWork && length >= 2 * sgemmSplitAlign else { return 1 }
+    let wanted = min(sgemmSplitMaxParts, length / sgemmSplitMinLength, work / sgemmSplitMinPart)
+    var parts = 2
+    while parts * 2 <= wanted { parts *= 2 }
+    return parts
+}
 
 @usableFromInline
 func sgemmSplit(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                 a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, parts: Int) {
+                beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
     // Split the larger side: each block re-packs the whole of the other operand, so that one should be the smaller.
     let alongN = n >= m
     let length = alongN ? n : m
-    let parts = min(parts, length / sgemmSplitAlign, m * n * k / sgemmSplitMinPart)
+    let parts = sgemmSplitParts(m: m, n: n, k: k)
     let per = (length + parts - 1) / parts
     let step = (per + sgemmSplitAlign - 1) / sgemmSplitAlign * sgemmSplitAlign
     let pa = SendablePointer(a), pb = SendablePointer(b), pc = SendablePointer(c)
-    runChunks(parts) { i in
+    func block(_ i: Int) {
         let lo = i * step, hi = min(length, lo + step)
         guard lo < hi else { return }
         let tA = transA ? CblasTrans : CblasNoTrans, tB = transB ? CblasTrans : CblasNoTrans
@@ -109,6 +127,11 @@ func sgemmSplit(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float
             cblas_sgemm(CblasRowMajor, tA, tB, Int32(hi - lo), Int32(n), Int32(k), alpha, pa.p + (transA ? lo : lo * lda),
                         Int32(lda), pb.p, Int32(ldb), beta, pc.p + lo * ldc, Int32(ldc))
         }
+    }
+    // the blocks in contiguous runs, one run per worker (all on this thread when it is the only one)
+    let workers = Threads.inParallelRegion ? 1 : min(Threads.count, parts)
+    runChunks(workers) { w in
+        for i in (w * parts / workers)..<((w + 1) * parts / workers) { block(i) }
     }
 }
 
