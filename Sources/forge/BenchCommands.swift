@@ -95,10 +95,10 @@ enum CoreBenchmark {
     }
 
     /// DCGAN-sized layers (batch 64): each of a layer's three products — forward, input gradient, weight
-    /// gradient (the backward products timed as forward + that backward, minus forward) — on both
-    /// convolution backends (`ConvGEMM.blas`, `.own`), one after the other, as GFLOP/s and % of `peak`;
-    /// the "layer" row is the whole layer (forward + both gradients) on blas and own (from those timings) and
-    /// on auto, the per-product choice Forge makes (timed as one step).
+    /// gradient (each gradient's backward pass timed alone, after a forward that records the graph) — on
+    /// both convolution backends (`ConvGEMM.blas`, `.own`), one after the other, as GFLOP/s and % of `peak`;
+    /// the "layer" row is the whole layer (forward + both gradients, timed as one step) on blas, on own and
+    /// on auto, the per-product choice Forge makes.
     static func conv(peak: Double?, reps: Int, minMs: Double, cpuTime: Bool = false) -> [String] {
         struct Layer { let name: String; let transposed: Bool; let cin, cout, h, k, s, p: Int }
         let layers = [
@@ -119,20 +119,22 @@ enum CoreBenchmark {
         let batch = 64
         // The fastest of `reps` timings (each ≥ minMs / 2), not the median: the machine is shared, and the
         // fastest run is the one least disturbed by other processes, so A/B figures compare the kernels.
-        func fastest(_ body: () -> Void) -> Double {
-            body()
+        // `body` returns the seconds of the part to time (so a backward pass is timed alone, not as a
+        // difference of two noisy timings, which on a busy VM gave figures above the peak).
+        func clock() -> Double { cpuTime ? processCPUSeconds() : Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+        func fastestPart(_ body: () -> Double) -> Double {
+            _ = body()
             var best = Double.infinity
             for _ in 0..<max(reps, 1) {
-                if cpuTime {
-                    var calls = 0
-                    let t0 = processCPUSeconds(), w0 = DispatchTime.now().uptimeNanoseconds
-                    repeat { body(); calls += 1 } while Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e6 < minMs / 2
-                    best = min(best, (processCPUSeconds() - t0) / Double(calls))
-                } else {
-                    best = min(best, StepTiming.secondsPerCall(reps: 1, minMs: minMs / 2, body))
-                }
+                var calls = 0, seconds = 0.0
+                let w0 = DispatchTime.now().uptimeNanoseconds
+                repeat { seconds += body(); calls += 1 } while Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e6 < minMs / 2
+                best = min(best, seconds / Double(calls))
             }
             return best
+        }
+        func fastest(_ body: () -> Void) -> Double {
+            fastestPart { let t0 = clock(); body(); return clock() - t0 }
         }
         let saved = ConvGEMM.current
         defer { ConvGEMM.current = saved }
@@ -151,7 +153,8 @@ enum CoreBenchmark {
                 ? 2.0 * Double(batch * l.cin * l.h * l.h) * Double(l.cout * l.k * l.k)
                 : 2.0 * Double(out.count) * Double(l.cin * l.k * l.k)
             let gy = Tensor.randn(out.shape, generator: &rng)
-            func backward(input: Bool, weight: Bool) -> Double {
+            // forward + backward with the gradients asked for (timed as one step)
+            func step(input: Bool, weight: Bool) -> Double {
                 x.requiresGrad = input; wt.requiresGrad = weight
                 defer { x.requiresGrad = false; wt.requiresGrad = false }
                 return fastest {
@@ -159,13 +162,25 @@ enum CoreBenchmark {
                     forward().backward(gy)
                 }
             }
+            // the backward pass alone, after a forward that records the graph (and keeps what backward needs)
+            func backwardOnly(input: Bool, weight: Bool) -> Double {
+                x.requiresGrad = input; wt.requiresGrad = weight
+                defer { x.requiresGrad = false; wt.requiresGrad = false }
+                return fastestPart {
+                    x.grad = nil; wt.grad = nil
+                    let y = forward()
+                    let t0 = clock()
+                    y.backward(gy)
+                    return clock() - t0
+                }
+            }
             var results: [ConvGEMM: (Double, Double, Double)] = [:], layerTotal: [ConvGEMM: Double] = [:]
             for backend in [ConvGEMM.blas, .own] {
                 ConvGEMM.current = backend
                 let tf = fastest { _ = withNoGrad { forward() } }
-                let tx = backward(input: true, weight: false), tw = backward(input: false, weight: true)
-                results[backend] = (flops / tf / 1e9, flops / max(tx - tf, 1e-9) / 1e9, flops / max(tw - tf, 1e-9) / 1e9)
-                layerTotal[backend] = 3 * flops / max(tx + tw - tf, 1e-9) / 1e9
+                let bx = backwardOnly(input: true, weight: false), bw = backwardOnly(input: false, weight: true)
+                results[backend] = (flops / tf / 1e9, flops / bx / 1e9, flops / bw / 1e9)
+                layerTotal[backend] = 3 * flops / step(input: true, weight: true) / 1e9
             }
             for backend in [ConvGEMM.blas, .own] {
                 let (f, dx, dw) = results[backend]!
@@ -173,8 +188,7 @@ enum CoreBenchmark {
                                   String(format: "%.1f", dx), pct(dx), String(format: "%.1f", dw), pct(dw)], widths: w))
             }
             ConvGEMM.current = .auto
-            let ta = backward(input: true, weight: true)
-            let ga = 3 * flops / ta / 1e9
+            let ga = 3 * flops / step(input: true, weight: true) / 1e9
             let gb = layerTotal[.blas]!, go = layerTotal[.own]!
             lines.append(row(["", "layer", "blas", String(format: "%.1f", gb), "own", String(format: "%.1f", go), "auto",
                               String(format: "%.1f %@", ga, pct(ga))], widths: w))
