@@ -95,4 +95,29 @@ extension CharCheckpoint {
         }
         return out
     }
+
+    /// The name of the learned position embedding, `[blockSize, C]`.
+    public static let positionWeightName = "transformer.wpe.weight"
+
+    /// `tensors` with the position embedding (or an optimizer moment of it, under `name`) grown from
+    /// `oldBlock` rows to `newBlock`: row p is saved row p mod `oldBlock`, so the saved rows stay where
+    /// they were and every later position starts as a copy of one the model was trained on. Why
+    /// copies: a fresh N(0, 0.02) row is noise next to trained rows of norm ~1 and costs the model its
+    /// sense of place past the old block, while a copy keeps each head's offsets-within-a-period
+    /// pattern; the fine-tuning then teaches the positions apart. A causal model therefore computes
+    /// for the first `oldBlock` positions exactly what the parent computes.
+    public static func extendingPositionRows(_ tensors: [String: Tensor], oldBlock: Int, newBlock: Int,
+                                             name: String = positionWeightName) throws -> [String: Tensor] {
+        guard let saved = tensors[name] else { throw CharTransformerError("no \(name) to extend") }
+        guard saved.shape.count == 2, saved.shape[0] == oldBlock, newBlock >= oldBlock, oldBlock >= 1 else {
+            throw CharTransformerError("\(name) has shape \(saved.shape); cannot extend \(oldBlock) positions to \(newBlock)")
+        }
+        let width = saved.shape[1], rows = saved.scalars
+        var values = [Float]()
+        values.reserveCapacity(newBlock * width)
+        for p in 0..<newBlock { values += rows[((p % oldBlock) * width)..<((p % oldBlock + 1) * width)] }
+        var out = tensors
+        out[name] = Tensor(shape: [newBlock, width], data: values)
+        return out
+    }
 }

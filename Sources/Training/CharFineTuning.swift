@@ -19,11 +19,15 @@ public struct CharFineTuningStart {
     public let addedCharacters: [Unicode.Scalar]
     /// The new text encoded with `parentVocabulary + addedCharacters`.
     public let corpus: TextCorpus
+    /// The new run's context length: the parent's, or a longer one whose positions past the parent's
+    /// start as copies of its position rows (`CharCheckpoint.extendingPositionRows`).
+    public let blockSize: Int
 
     /// Opens the char checkpoint at `path` (a file or run folder) for fine-tuning on `text`. A
     /// character of the text that the vocabulary lacks is a `VocabularyMismatchError` listing them,
-    /// unless `extendVocabulary` is set: then they are appended to the vocabulary.
-    public init(checkpoint path: String, text: TextCorpus, extendVocabulary: Bool) throws {
+    /// unless `extendVocabulary` is set: then they are appended to the vocabulary. `blockSize`
+    /// (default: the parent's) may lengthen the context, never shorten it.
+    public init(checkpoint path: String, text: TextCorpus, extendVocabulary: Bool, blockSize: Int? = nil) throws {
         parent = try Checkpoint.load(path, expectedKind: CharCheckpoint.kind)
         config = try parent.config(as: CharTransformerConfig.self)
         parentVocabulary = Array((parent.metadata[CharCheckpoint.vocabularyKey] ?? "").unicodeScalars)
@@ -34,6 +38,11 @@ public struct CharFineTuningStart {
         let missing = CharCheckpoint.missingCharacters(text.vocabulary, vocabulary: parentVocabulary)
         if !missing.isEmpty && !extendVocabulary { throw VocabularyMismatchError(path: parent.path, missing: missing) }
         addedCharacters = missing
+        self.blockSize = blockSize ?? config.blockSize
+        guard self.blockSize >= config.blockSize else {
+            throw CheckpointError(path: parent.path, message: "has a context of \(config.blockSize) positions; a fine-tuned run may lengthen it, "
+                                  + "not shorten it to \(self.blockSize)")
+        }
         corpus = try text.reencoded(vocabulary: CharCheckpoint.extendedVocabulary(parentVocabulary, adding: missing))
     }
 
@@ -41,8 +50,24 @@ public struct CharFineTuningStart {
     /// vocabulary): the embedding and tied head keep the parent's rows, and rows of added characters
     /// keep the task's fresh initialization (N(0, 0.02), as training initializes every row). With
     /// `keepOptimizer` the parent's AdamW state comes too, with zero moments for the added rows.
+    /// A longer `blockSize` extends the position embedding (and with `keepOptimizer` its moments) the same way.
     public func initialize(_ task: CharTrainingTask, keepOptimizer: Bool) throws {
         var tensors = parent.tensors
+        guard task.model.config.blockSize == blockSize else {
+            throw CharTransformerError("the task's model has a context of \(task.model.config.blockSize), this fine-tuning start \(blockSize)")
+        }
+        if blockSize > config.blockSize {
+            let wpe = task.model.transformer.wpe.weight
+            tensors = try CharCheckpoint.extendingPositionRows(tensors, oldBlock: config.blockSize, newBlock: blockSize)
+            if keepOptimizer, let index = task.optimizer.parameters.firstIndex(where: { $0 === wpe }) {
+                for key in ["exp_avg", "exp_avg_sq"] {
+                    let name = "optimizer.model.state.\(index).\(key)"
+                    if tensors[name] != nil {
+                        tensors = try CharCheckpoint.extendingPositionRows(tensors, oldBlock: config.blockSize, newBlock: blockSize, name: name)
+                    }
+                }
+            }
+        }
         if !addedCharacters.isEmpty {
             let oldCount = parentVocabulary.count
             let fresh = task.model.transformer.wte.weight

@@ -12,14 +12,22 @@ extension TrainChar {
     /// Opens `--init`'s checkpoint for `--data` and puts its architecture into `o`; an explicit shape
     /// flag that differs is an error naming both values. `--dropout` may change (it is not a weight).
     func startCharFineTuning(from path: String, into o: inout CharTrainingOptions) throws -> CharFineTuningStart {
-        let start = try CharFineTuningStart(checkpoint: path, text: TextCorpus(path: data), extendVocabulary: training.extendVocab)
+        if training.extendBlock && architecture.block == nil { throw ValidationError("--extend-block needs --block N, the new context length") }
+        let start = try CharFineTuningStart(checkpoint: path, text: TextCorpus(path: data), extendVocabulary: training.extendVocab,
+                                            blockSize: training.extendBlock ? architecture.block : nil)
         let c = start.config
+        if training.extendBlock && start.blockSize == c.blockSize {
+            throw ValidationError("--extend-block: --block \(c.blockSize) is the checkpoint's context already; give a longer one")
+        }
         func given<T>(_ v: T?) -> String? { v.map { "\($0)" } }
         try training.refuseInitContradictions([
             ("--layers", given(architecture.layers), "\(c.layers)"), ("--heads", given(architecture.heads), "\(c.heads)"),
-            ("--embd", given(architecture.embd), "\(c.embedding)"), ("--block", given(architecture.block), "\(c.blockSize)"),
+            ("--embd", given(architecture.embd), "\(c.embedding)"), ("--block", training.extendBlock ? nil : given(architecture.block), "\(c.blockSize)"),
             ("--bias", architecture.bias ? "true" : nil, "\(c.bias)")])
-        (o.layers, o.heads, o.embedding, o.blockSize, o.bias, o.dropout) = (c.layers, c.heads, c.embedding, c.blockSize, c.bias, c.dropout)
+        (o.layers, o.heads, o.embedding, o.blockSize, o.bias, o.dropout) = (c.layers, c.heads, c.embedding, start.blockSize, c.bias, c.dropout)
+        if start.blockSize > c.blockSize {
+            say("--extend-block: context \(c.blockSize) → \(start.blockSize) positions; position p ≥ \(c.blockSize) starts as a copy of position p mod \(c.blockSize)")
+        }
         if !start.addedCharacters.isEmpty {
             say("--extend-vocab: \(start.addedCharacters.count) new characters after the checkpoint's \(start.parentVocabulary.count): "
                 + start.addedCharacters.map(CharCheckpoint.describe).joined(separator: " "))

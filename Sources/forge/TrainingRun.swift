@@ -42,6 +42,9 @@ struct RunFlags: ParsableArguments {
     var freeze: [String] = []
     @Flag(help: "char with --init: add the characters of --data that the checkpoint's vocabulary lacks (new embedding rows, initialized as in training).")
     var extendVocab = false
+    @Flag(help: ArgumentHelp("char with --init: lengthen the context to --block, longer than the checkpoint's.",
+                             discussion: "Position p past the old block starts as a copy of saved position p mod the old block, so the first old-block positions compute what the parent computes; fine-tune for the model to tell the copies apart."))
+    var extendBlock = false
     @Flag(help: "Conditional gan/vae with --init: data with other classes re-initializes the class embeddings and class-conditioned layers, keeping the rest.")
     var newClasses = false
 
@@ -57,7 +60,8 @@ struct RunFlags: ParsableArguments {
             throw ValidationError("--init \(initCheckpoint) starts a new run from a checkpoint's weights and --resume continues the run in --out: give one")
         }
         if initCheckpoint == nil {
-            for (flag, given) in [("--init-optimizer", initOptimizer), ("--freeze", !freeze.isEmpty), ("--extend-vocab", extendVocab), ("--new-classes", newClasses)] where given {
+            for (flag, given) in [("--init-optimizer", initOptimizer), ("--freeze", !freeze.isEmpty), ("--extend-vocab", extendVocab), ("--extend-block", extendBlock),
+                                  ("--new-classes", newClasses)] where given {
                 throw ValidationError("\(flag) is a fine-tuning flag: it needs --init CKPT")
             }
         }
@@ -66,7 +70,7 @@ struct RunFlags: ParsableArguments {
     /// Refuses the fine-tuning flags a command does not support (`supported`: e.g. ["--init", "--freeze"]).
     func refuseFineTuningFlags(except supported: Set<String>, command: String) throws {
         let given: [(String, Bool)] = [("--init", initCheckpoint != nil), ("--init-optimizer", initOptimizer), ("--freeze", !freeze.isEmpty),
-                                       ("--extend-vocab", extendVocab), ("--new-classes", newClasses)]
+                                       ("--extend-vocab", extendVocab), ("--extend-block", extendBlock), ("--new-classes", newClasses)]
         if let (flag, _) = given.first(where: { $0.1 && !supported.contains($0.0) }) {
             throw ValidationError("\(flag) is not supported by \(command)")
         }

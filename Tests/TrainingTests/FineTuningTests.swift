@@ -137,6 +137,53 @@ final class FineTuningTests: XCTestCase {
         XCTAssertEqual(grand.map(\.file), ["checkpoint.safetensors", "checkpoint.safetensors"])
     }
 
+    /// A longer context: position rows past the parent's block are copies (row p = row p mod 8), as are
+    /// their Adam moments; the first 8 positions' logits are the parent's; later positions differ from
+    /// what a fresh position row would give; the extended run trains and saves the new block; a
+    /// shorter block is refused.
+    func testExtendedBlockCopiesPositionRowsAndKeepsTheParentsLogits() throws {
+        let dir = NSTemporaryDirectory() + "forge-finetune-\(UUID().uuidString)"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let parentPath = try parentCheckpoint(dir)
+        let parent = try CharCheckpoint.load(path: parentPath)
+        let corpus = try TextCorpus(text: text)
+        XCTAssertThrowsError(try CharFineTuningStart(checkpoint: parentPath, text: corpus, extendVocabulary: false, blockSize: 4)) { error in
+            XCTAssertTrue("\(error)".contains("may lengthen it, not shorten it to 4"), "\(error)")
+        }
+        let start = try CharFineTuningStart(checkpoint: parentPath, text: corpus, extendVocabulary: false, blockSize: 20)
+        var o = options(iterations: 3)
+        o.blockSize = 20
+        let task = try CharTrainingTask(corpus: start.corpus, options: o)
+        let wrong = try CharTrainingTask(corpus: start.corpus, options: options(iterations: 3))
+        XCTAssertThrowsError(try start.initialize(wrong, keepOptimizer: false), "a task of the parent's block for a start of 20")
+        try start.initialize(task, keepOptimizer: true)
+        let old = parent.model.transformer.wpe.weight.scalars, new = task.model.transformer.wpe.weight.scalars
+        XCTAssertEqual(task.model.transformer.wpe.weight.shape, [20, 16])
+        for p in 0..<20 { XCTAssertEqual(Array(new[(p * 16)..<(p * 16 + 16)]), Array(old[((p % 8) * 16)..<((p % 8) * 16 + 16)]), "row \(p)") }
+        let index = try XCTUnwrap(task.optimizer.parameters.firstIndex { $0 === task.model.transformer.wpe.weight })
+        let moments = Dictionary(uniqueKeysWithValues: task.optimizer.stateTensors(prefix: "optimizer.model.").map { ($0.0, $0.1) })
+        let savedMoment = try XCTUnwrap(try Checkpoint.load(parentPath).tensors["optimizer.model.state.\(index).exp_avg_sq"])
+        let moment = try XCTUnwrap(moments["optimizer.model.state.\(index).exp_avg_sq"], "\(moments.keys.sorted())")
+        XCTAssertEqual(moment.shape, [20, 16])
+        XCTAssertEqual(Array(moment.scalars[(13 * 16)..<(14 * 16)]), Array(savedMoment.scalars[(5 * 16)..<(6 * 16)]), "moments are copied like rows")
+
+        let idx = Array(try parent.encode("the lazy dog. the quick b").prefix(20))
+        task.model.eval()
+        let logitsNew = withNoGrad { task.model.forward(idx, batch: 1, length: 20) }.scalars
+        let logitsOld = withNoGrad { parent.model.forward(Array(idx.prefix(8)), batch: 1, length: 8) }.scalars
+        let V = corpus.vocabularySize
+        for i in 0..<(8 * V) { XCTAssertEqual(logitsNew[i], logitsOld[i], accuracy: 1e-5, "position \(i / V)") }
+        XCTAssertEqual(logitsNew.count, 20 * V)
+        XCTAssertTrue(logitsNew.allSatisfy(\.isFinite))
+        task.model.train()
+        var loop = task.trainingOptions(runDirectory: dir + "/longer")
+        (loop.handleInterrupts, loop.showProgress) = (false, false)
+        _ = try TrainingLoop(task: task, options: loop, log: { _ in }).run()
+        let child = try CharCheckpoint.load(path: dir + "/longer/checkpoint.safetensors")
+        XCTAssertEqual(child.model.config.blockSize, 20)
+        XCTAssertEqual(child.model.transformer.wpe.weight.shape, [20, 16])
+    }
+
     func testClassDifferencesAndClassDependentTensors() {
         XCTAssertNil(FineTuning.classDifferences(checkpoint: ["a", "b"], data: ["a", "b"]))
         XCTAssertEqual(FineTuning.classDifferences(checkpoint: ["a", "b", "c"], data: ["a", "d"]), "only in the checkpoint: b, c; only in the data: d")
