@@ -111,6 +111,35 @@ final class FineTuningCLITests: CLITestCase {
     /// A conditional GAN fine-tuned on data with other classes: an error listing the differences,
     /// a contradicting width named with both values, and with --new-classes a run whose checkpoint
     /// has the new classes and records its parent.
+    /// `--extend-block`: needs --init and a --block longer than the checkpoint's; the run says how the
+    /// new positions start and its checkpoint has the longer context.
+    func testCharFineTuningToALongerContext() throws {
+        let dir = folder()
+        let text = try write("to be or not to be, that is the question.\n", repeating: 40, to: dir + "/a.txt")
+        let (s0, _, e0) = try run(["train", "char", "--data", text, "--out", dir + "/parent", "--iters", "4"] + tiny)
+        XCTAssertEqual(s0, 0, e0)
+        let fine = ["train", "char", "--data", text, "--init", dir + "/parent", "--out", dir + "/longer", "--iters", "3",
+                    "--batch", "4", "--warmup", "1", "--eval-every", "3", "--eval-iters", "1", "--no-tensorboard"]
+        let (sx, _, ex) = try run(["train", "char", "--data", text, "--extend-block", "--block", "16", "--out", dir + "/x", "--iters", "1"])
+        XCTAssertEqual(sx, 2, ex)
+        XCTAssertTrue(ex.contains("--extend-block is a fine-tuning flag: it needs --init CKPT"), ex)
+        for (flags, message) in [(["--extend-block"], "--extend-block needs --block N"),
+                                 (["--extend-block", "--block", "8"], "--block 8 is the checkpoint's context already"),
+                                 (["--extend-block", "--block", "4"], "may lengthen it, not shorten it to 4"),
+                                 (["--block", "16"], "--block 16 (the checkpoint has 8)")] {
+            let (status, _, err) = try run(fine + flags)
+            XCTAssertEqual(status, 2, "\(flags): \(err)")
+            XCTAssertTrue(err.contains(message), "\(flags): \(err)")
+        }
+        let (s1, out1, e1) = try run(fine + ["--extend-block", "--block", "16"])
+        XCTAssertEqual(s1, 0, e1)
+        XCTAssertTrue(out1.contains("--extend-block: context 8 → 16 positions"), out1)
+        let (s2, info, e2) = try run(["info", dir + "/longer/checkpoint.safetensors"])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(info.contains("\"blockSize\":16"), info)
+        XCTAssertTrue(info.contains("lineage: 1 ancestor"), info)
+    }
+
     func testConditionalGANFineTuningOnNewClasses() throws {
         let dir = folder()
         let shape = ["--size", "32", "--ngf", "4", "--ndf", "4", "--nz", "8", "--embed", "4", "--batch", "8", "--no-tensorboard"]

@@ -150,6 +150,32 @@ final class CharTransformerTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4, "largest logit difference over 300 cached positions")
     }
 
+    /// A context of 1,024 (a block extended by fine-tuning; 16 attention tiles of 64), batch 3, 6 heads:
+    /// a change from position 700 on moves no earlier logit, and the cache gives the full forward's
+    /// logits at every 37th position and the last.
+    func testALongBlockIsCausalAndMatchesTheCache() {
+        let config = CharTransformerConfig(vocabSize: 11, blockSize: 1024, layers: 2, heads: 6, embedding: 48, dropout: 0, bias: false)
+        let model = CharTransformer(config, seed: 9)
+        model.eval()
+        let B = 3, T = 1024, V = 11, cut = 700
+        let a = randomTokens(B * T, vocab: V, seed: 10)
+        var b = a
+        for s in 0..<B { for t in cut..<T { b[s * T + t] = (a[s * T + t] + 5) % 11 } }
+        let la = withNoGrad { model.forward(a, batch: B, length: T) }, lb = withNoGrad { model.forward(b, batch: B, length: T) }
+        for s in 0..<B {
+            XCTAssertEqual(maxDifference(la.pointer + s * T * V, lb.pointer + s * T * V, cut * V), 0, "sequence \(s) before the change")
+            XCTAssertGreaterThan(maxDifference(la.pointer + (s * T + cut) * V, lb.pointer + (s * T + cut) * V, (T - cut) * V), 1e-3)
+        }
+        let cache = KVCache(for: config, batch: 1)
+        var cached = model.forwardCached(Array(a[0..<1]), count: 1, cache: cache)
+        var worst: Float = 0
+        for len in 1...T {
+            if len % 37 == 0 || len == T { worst = max(worst, maxDifference(cached.pointer, la.pointer + (len - 1) * V, V)) }
+            if len < T { cached = model.forwardCached([a[len]], count: 1, cache: cache) }
+        }
+        XCTAssertLessThan(worst, 1e-4)
+    }
+
     /// The window forward of exact sampling gives a full forward's last-position logits, with and
     /// without biases, for head sizes that are and are not multiples of the kernels' unrolling
     /// (16 and 15), and a window shorter than the block.
