@@ -116,6 +116,7 @@ struct TrainGAN: ParsableCommand {
 
     func run() throws {
         if isAudio { try training.refuseFineTuningFlags(except: [], command: "train gan on sound"); return try runAudio() }
+        try training.refuseFineTuningFlags(except: ["--init", "--init-optimizer", "--freeze", "--new-classes"], command: "train gan")
         let runDirectory = training.runDirectory(kind: "gan", data: data)
         let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job
         let say = onRankZero(world, forge.say)

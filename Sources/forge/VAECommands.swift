@@ -70,6 +70,7 @@ struct TrainVAE: ParsableCommand {
 
     func run() throws {
         if isAudio { try training.refuseFineTuningFlags(except: [], command: "train vae on sound"); return try runAudio() }
+        try training.refuseFineTuningFlags(except: ["--init", "--init-optimizer", "--freeze", "--new-classes"], command: "train vae")
         let (latent, batch) = (self.latent ?? 20, self.batch ?? 128)
         let runDirectory = training.runDirectory(kind: "vae", data: data)
         let world = try DataParallelGroup.fromEnvironment()  // under mpirun: this rank of the job

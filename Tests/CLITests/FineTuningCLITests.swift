@@ -140,6 +140,18 @@ final class FineTuningCLITests: CLITestCase {
         XCTAssertTrue(info.contains("lineage: 1 ancestor"), info)
     }
 
+    /// The char-only fine-tuning flags are refused by gan and vae, not ignored.
+    func testImageModelsRefuseTheCharOnlyFineTuningFlags() throws {
+        let dir = folder()
+        for kind in ["gan", "vae"] {
+            for flag in ["--extend-vocab", "--extend-block"] {
+                let (status, _, err) = try run(["train", kind, "--data", dir, "--init", dir + "/none.safetensors", flag, "--out", dir + "/x"])
+                XCTAssertEqual(status, 2, "\(kind) \(flag): \(err)")
+                XCTAssertTrue(err.contains("\(flag) is not supported by train \(kind)"), "\(kind) \(flag): \(err)")
+            }
+        }
+    }
+
     func testConditionalGANFineTuningOnNewClasses() throws {
         let dir = folder()
         let shape = ["--size", "32", "--ngf", "4", "--ndf", "4", "--nz", "8", "--embed", "4", "--batch", "8", "--no-tensorboard"]
