@@ -194,7 +194,7 @@ struct SampleChar: ParsableCommand {
         discussion: "Exact by default: every character is conditioned on the last min(length, block) characters, as nanoGPT's generate does. Sample i draws from its own generator seeded from (--seed, i), so its text does not depend on --batch.")
 
     @Option(help: "A char checkpoint (default: the shipped checkpoints/shakespeare-char.safetensors).", completion: .file(extensions: ["safetensors"])) var checkpoint: String?
-    @Option(help: "Text to start from.") var prompt: String = "\n"
+    @Option(help: "Text to start from (\\n and \\t are understood, as in `forge generate text`).") var prompt: String = "\n"
     @Option(parsing: .unconditional, help: "Characters to generate per sample, ≥ 1 (fewer when a --stop string ends it).") var length: Int = 500
     @OptionGroup var sampling: TextSamplingFlags
     @Option(help: "Random seed; sample i uses a seed derived from (seed, i) (default 1337, as every command).") var seed: UInt64?
@@ -216,6 +216,7 @@ struct SampleChar: ParsableCommand {
 
     func run() throws {
         let ck = try openCharCheckpoint(checkpoint, heads: heads, vocabFrom: vocabFrom)
+        let prompt = unescapeControlCharacters(self.prompt)
         let promptTokens = try ck.encode(prompt, skipUnknown: skipUnknown)
         guard !promptTokens.isEmpty else { throw ValidationError("the prompt is empty (after dropping unknown characters)") }
         let options = sampling.options

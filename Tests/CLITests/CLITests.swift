@@ -81,6 +81,10 @@ final class CLITests: CLITestCase {
         let (s4, sample, err4) = try run(["sample", "char", "--checkpoint", dir + "/run", "--prompt", "First", "--length", "20"])
         XCTAssertEqual(s4, 0, err4)
         XCTAssertTrue(sample.hasPrefix("First"), sample)
+        // \n in --prompt is a newline, as in `forge generate text`
+        let (s5, sample5, err5) = try run(["sample", "char", "--checkpoint", dir + "/run", "--prompt", "First\\n", "--length", "5"])
+        XCTAssertEqual(s5, 0, err5)
+        XCTAssertTrue(sample5.hasPrefix("First\n"), sample5)
     }
 
     /// `forge eval char` scores a text's validation split; a split shorter than one block of the
