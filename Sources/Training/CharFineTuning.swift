@@ -59,31 +59,28 @@ public struct CharFineTuningStart {
         if blockSize > config.blockSize {
             let wpe = task.model.transformer.wpe.weight
             tensors = try CharCheckpoint.extendingPositionRows(tensors, oldBlock: config.blockSize, newBlock: blockSize)
-            if keepOptimizer, let index = task.optimizer.parameters.firstIndex(where: { $0 === wpe }) {
-                for key in ["exp_avg", "exp_avg_sq"] {
-                    let name = "optimizer.model.state.\(index).\(key)"
-                    if tensors[name] != nil {
-                        tensors = try CharCheckpoint.extendingPositionRows(tensors, oldBlock: config.blockSize, newBlock: blockSize, name: name)
-                    }
-                }
+            for name in keepOptimizer ? savedMomentNames(of: wpe, in: task, tensors) : [] {
+                tensors = try CharCheckpoint.extendingPositionRows(tensors, oldBlock: config.blockSize, newBlock: blockSize, name: name)
             }
         }
         if !addedCharacters.isEmpty {
             let oldCount = parentVocabulary.count
             let fresh = task.model.transformer.wte.weight
             tensors = try CharCheckpoint.extendingVocabularyRows(tensors, oldCount: oldCount, fresh: fresh)
-            if keepOptimizer, let index = task.optimizer.parameters.firstIndex(where: { $0 === fresh }) {
-                for key in ["exp_avg", "exp_avg_sq"] {
-                    let name = "optimizer.model.state.\(index).\(key)"
-                    if tensors[name] != nil {
-                        tensors[name] = try CharCheckpoint.extendingVocabularyRows([CharCheckpoint.vocabularyWeightNames[0]: tensors[name]!],
-                            oldCount: oldCount, fresh: Tensor.zeros(fresh.shape))[CharCheckpoint.vocabularyWeightNames[0]]
-                    }
-                }
+            for name in keepOptimizer ? savedMomentNames(of: fresh, in: task, tensors) : [] {
+                tensors[name] = try CharCheckpoint.extendingVocabularyRows([CharCheckpoint.vocabularyWeightNames[0]: tensors[name]!],
+                    oldCount: oldCount, fresh: Tensor.zeros(fresh.shape))[CharCheckpoint.vocabularyWeightNames[0]]
             }
         }
         let adapted = LoadedCheckpoint(path: parent.path, kind: parent.kind, configJSON: parent.configJSON, state: parent.state,
                                        generators: parent.generators, tensors: tensors, metadata: parent.metadata)
         try FineTuning.initialize(task, from: adapted, keepOptimizer: keepOptimizer)
+    }
+
+    /// The names under which `tensors` holds the saved AdamW moments of `parameter` (its index in the
+    /// task's optimizer, which has the parent's parameter order).
+    private func savedMomentNames(of parameter: Tensor, in task: CharTrainingTask, _ tensors: [String: Tensor]) -> [String] {
+        guard let index = task.optimizer.parameters.firstIndex(where: { $0 === parameter }) else { return [] }
+        return ["exp_avg", "exp_avg_sq"].map { "optimizer.model.state.\(index).\($0)" }.filter { tensors[$0] != nil }
     }
 }

@@ -138,9 +138,9 @@ final class FineTuningTests: XCTestCase {
     }
 
     /// A longer context: position rows past the parent's block are copies (row p = row p mod 8), as are
-    /// their Adam moments; the first 8 positions' logits are the parent's; later positions differ from
-    /// what a fresh position row would give; the extended run trains and saves the new block; a
-    /// shorter block is refused.
+    /// their Adam moments; the first 8 positions' logits are the parent's and all 20 are finite; a task
+    /// of another block is refused; the extended run trains and saves the new block; a shorter block
+    /// is refused.
     func testExtendedBlockCopiesPositionRowsAndKeepsTheParentsLogits() throws {
         let dir = NSTemporaryDirectory() + "forge-finetune-\(UUID().uuidString)"
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
