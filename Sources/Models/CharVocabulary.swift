@@ -103,8 +103,8 @@ extension CharCheckpoint {
     /// `oldBlock` rows to `newBlock`: row p is saved row p mod `oldBlock`, so the saved rows stay where
     /// they were and every later position starts as a copy of one the model was trained on (copies
     /// were not measured against fresh rows). A causal model therefore computes for the first
-    /// `oldBlock` positions exactly what the parent computes; past them it starts confused (python-char,
-    /// 256 → 1,024: val loss 3.42 before fine-tuning, 0.88 after 900 steps of batch 8).
+    /// `oldBlock` positions exactly what the parent computes; past them it starts confused (the python-char
+    /// model shipped before 2026-12-04, 256 → 1,024: val loss 3.42 before fine-tuning, 0.88 after 900 steps of batch 8).
     public static func extendingPositionRows(_ tensors: [String: Tensor], oldBlock: Int, newBlock: Int,
                                              name: String = positionWeightName) throws -> [String: Tensor] {
         guard let saved = tensors[name] else { throw CharTransformerError("no \(name) to extend") }
