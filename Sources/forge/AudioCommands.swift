@@ -182,7 +182,7 @@ struct GenerateAudio: ParsableCommand {
             say("generate audio: \(count) clips × \(c.length) samples at \(c.sampleRate) Hz from \(c.modelKind) → \(out) · checkpoint sha256 \(generator.checkpointSHA256.prefix(16))…")
             let report = try generator.run(group: group) { done, total in say("  \(done)/\(total) clips") }
             guard group?.isRoot != false else { return }
-            say(String(format: "wrote %d clips (%@kept %d) in %.1f s: %.1f clips/s; manifest %@/manifest.csv%@",
+            say(String(format: "wrote %d clips (%@kept %d from an earlier run) in %.1f s: %.1f clips/s; manifest %@/manifest.csv%@",
                          report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out,
                          group.map { "; \($0.size) ranks" } ?? ""))
             if let figure {

@@ -80,7 +80,7 @@ struct GenerateImages: ParsableCommand {
                 say(String(format: "  %d/%d images, %.1f images/s", done, total, Double(done) / max(1e-9, now.timeIntervalSince(start))))
             }
             guard group?.isRoot != false else { return }
-            say(String(format: "wrote %d images (%@kept %d) in %.1f s: %.1f images/s; manifest %@/manifest.csv%@",
+            say(String(format: "wrote %d images (%@kept %d from an earlier run) in %.1f s: %.1f images/s; manifest %@/manifest.csv%@",
                          report.written, only != nil ? "--only, " : "", report.kept, report.seconds, report.itemsPerSecond, out,
                          group.map { "; \($0.size) ranks" } ?? ""))
             if let grid {
@@ -171,7 +171,7 @@ struct GenerateText: ParsableCommand {
                 say(String(format: "  %d/%d texts, %.0f chars/s", done, total, Double(chars) / max(1e-9, now.timeIntervalSince(start))))
             }
             guard group?.isRoot != false else { return }
-            say(String(format: "wrote %d texts (kept %d), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv%@",
+            say(String(format: "wrote %d texts (kept %d from an earlier run), %d generated characters in %.1f s: %.0f chars/s; manifest %@/manifest.csv%@",
                          report.written, report.kept, characters, report.seconds, Double(characters) / max(1e-9, report.seconds), out,
                          group.map { "; \($0.size) ranks" } ?? ""))
             if let validation {
