@@ -17,7 +17,7 @@ Which files, in which order:
     ASCII (U+0020-U+007E) or \\n. A file with anything else (tabs, non-ASCII letters, form feeds) is left
     out whole rather than edited, so that every kept file is the code its authors wrote;
   - a kept file must compile with this python3 (compile(..., 'exec')), so the corpus holds only valid code;
-  - --code-only: docstrings and comments are taken out (see strip_docstrings_and_comments). Half of the
+  - --code-only: docstrings and comments are taken out (see strip_docstrings_and_comments). A third of the
     stdlib's characters are English prose in docstrings and comments, and prose is where a small char
     model's functions run long and leave a string open. A file whose result is not the same program
     (same AST, docstrings aside) is left out whole and listed with the reason.
