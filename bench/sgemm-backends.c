@@ -5,7 +5,8 @@
 //   cc -O2 bench/sgemm-backends.c -o /tmp/sgemm-blis -L/usr/lib/x86_64-linux-gnu/blis-openmp -lblis
 //   OPENBLAS_NUM_THREADS=2 /tmp/sgemm-openblas; BLIS_NUM_THREADS=2 OMP_NUM_THREADS=2 /tmp/sgemm-blis
 //
-// Shapes: the DCGAN 64 convolutions (batch 64, kernel 4, stride 2) as one whole-batch im2col GEMM each
+// Shapes: the DCGAN 64 convolutions' forward products (batch 64, kernel 4, stride 2; not the backward
+// ones) as one whole-batch im2col GEMM each
 // (D: weights (cout, cin·16) × columns (cin·16, 64·hout·wout); G: weightsᵀ (cout·16, cin) × input
 // (cin, 64·h·w), the product col2im scatters), matmul1024, and char-shakespeare's widest linear layer.
 // Forge itself cuts the conv GEMMs into runs of images, so these are the library's rates, not Forge's.
